@@ -159,6 +159,51 @@ frnn_status frnn_reference_backward(frnn_ctx *ctx, const frnn_step *step, frnn_s
                                     const DLTensor *const *grad_final_states,
                                     DLTensor *const *grad_inputs, DLTensor *const *grad_states);
 
+/* ------------------------------------------------------------------- GPU */
+/* Code generation options (frnn-dump-ptx, and the target of GPU calls). */
+typedef struct frnn_codegen_options {
+  int64_t M, N;          /* state size the kernels are specialised for */
+  DLDataType dtype;      /* dtype of every input/output tensor (states: float32) */
+  const char *arch;      /* "sm_90" (default when NULL); sm_80 ... sm_90a */
+  int emit_llvm;         /* nonzero: LLVM IR text instead of PTX */
+  const char *kernel;    /* NULL: every kernel; else only the one of this name */
+  const char *after_pass;/* NULL; else print the step graph after this pass */
+} frnn_codegen_options;
+
+/* One module holding every kernel of the step, forward and backward, as PTX
+ * (or LLVM IR).  Works without a GPU.  Free *out with frnn_free. */
+frnn_status frnn_compile_ptx(frnn_ctx *ctx, const frnn_step *step,
+                             const frnn_codegen_options *opt, char **out);
+
+/* FRNN_OK when a CUDA driver and device are usable, else FRNN_E_NO_GPU with
+ * the reason in the context. */
+frnn_status frnn_gpu_available(frnn_ctx *ctx);
+
+/* Bytes of device workspace that frnn_gpu_forward needs for these sizes.
+ * for_backward: room for the state checkpoints that frnn_gpu_backward reads
+ * (without it the forward stores none and the workspace may be empty). */
+frnn_status frnn_gpu_workspace_size(frnn_ctx *ctx, const frnn_step *step, frnn_sizes sz,
+                                    int for_backward, size_t *bytes);
+
+/* Forward over the sequence on the GPU: device tensors (kDLCUDA), launched on
+ * `stream` (a CUstream; NULL = the default stream).  No allocation, no
+ * synchronisation.  workspace: device memory of frnn_gpu_workspace_size
+ * bytes (for_backward when a backward will follow).  The first call for a
+ * new specialisation compiles (or loads from the on-disk cache). */
+frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *step, frnn_sizes sz,
+                             const DLTensor *const *inputs, const DLTensor *const *states,
+                             DLTensor *const *outputs, DLTensor *const *final_states,
+                             void *workspace, size_t workspace_bytes, void *stream);
+
+/* Backward on the GPU, after frnn_gpu_forward with the same inputs, states
+ * and workspace (for_backward).  Arguments as frnn_reference_backward. */
+frnn_status frnn_gpu_backward(frnn_ctx *ctx, const frnn_step *step, frnn_sizes sz,
+                              const DLTensor *const *inputs, const DLTensor *const *states,
+                              const DLTensor *const *grad_outputs,
+                              const DLTensor *const *grad_final_states,
+                              DLTensor *const *grad_inputs, DLTensor *const *grad_states,
+                              void *workspace, size_t workspace_bytes, void *stream);
+
 #ifdef __cplusplus
 }
 #endif
