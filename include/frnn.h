@@ -179,11 +179,14 @@ frnn_status frnn_compile_ptx(frnn_ctx *ctx, const frnn_step *step,
  * the reason in the context. */
 frnn_status frnn_gpu_available(frnn_ctx *ctx);
 
-/* Bytes of device workspace that frnn_gpu_forward needs for these sizes.
- * for_backward: room for the state checkpoints that frnn_gpu_backward reads
- * (without it the forward stores none and the workspace may be empty). */
+/* Bytes of device workspace that frnn_gpu_forward and frnn_gpu_backward
+ * need for these sizes.  for_backward: room for the state checkpoints that
+ * the backward reads, its recomputed states, and partial gradients of
+ * inputs broadcast over B or H (whose shapes `inputs` gives; NULL: assume
+ * the worst).  Without it the forward stores nothing: 0 bytes. */
 frnn_status frnn_gpu_workspace_size(frnn_ctx *ctx, const frnn_step *step, frnn_sizes sz,
-                                    int for_backward, size_t *bytes);
+                                    const DLTensor *const *inputs, int for_backward,
+                                    size_t *bytes);
 
 /* Forward over the sequence on the GPU: device tensors (kDLCUDA), launched on
  * `stream` (a CUstream; NULL = the default stream).  No allocation, no
