@@ -144,4 +144,162 @@ void tview_store(const tview *v, int64_t b, int64_t t, int64_t h, int64_t i, int
                  double x);
 frnn_status sizes_check(frnn_ctx *ctx, frnn_sizes sz);
 
+/* ---------------------------------------------------- target.c codegen.c */
+/* The toolkit the lowering builds kernels with: an LLVM context, module,
+ * builder and NVPTX target machine per compilation, NVVM helpers, and
+ * verify -> libdevice -> O3 -> PTX.  Notes: docs/notes-codegen.md.
+ *
+ * LLVM handles are declared as llvm-c declares them (an identical repeated
+ * typedef is valid C11), so this header needs no LLVM include path; files
+ * that call LLVM directly include <llvm-c/Core.h> as well. */
+typedef struct LLVMOpaqueContext *LLVMContextRef;
+typedef struct LLVMOpaqueModule *LLVMModuleRef;
+typedef struct LLVMOpaqueBuilder *LLVMBuilderRef;
+typedef struct LLVMOpaqueType *LLVMTypeRef;
+typedef struct LLVMOpaqueValue *LLVMValueRef;
+typedef struct LLVMOpaqueBasicBlock *LLVMBasicBlockRef;
+typedef struct LLVMOpaqueTargetMachine *LLVMTargetMachineRef;
+
+/* A GPU target: what NVPTX is asked for and what a plan may assume. */
+typedef struct target {
+  char arch[16];              /* "sm_90": CPU name for LLVM and ptxas */
+  int sm;                     /* 90 */
+  char features[16];          /* "+ptx80" */
+  int ptx_version;            /* 80 = PTX ISA 8.0 */
+  int max_regs_per_thread;    /* 255 */
+  int max_shared_bytes_optin; /* per block, with the opt-in attribute */
+  int warp;                   /* 32 */
+} target;
+
+/* `arch` NULL means "sm_90".  Only sm_80 sm_86 sm_89 sm_90 sm_90a are
+ * accepted (LLVM aborts the process on CPUs it does not know): anything
+ * else is FRNN_E_UNSUPPORTED with a message naming that list. */
+frnn_status target_parse(frnn_ctx *ctx, const char *arch, target *out);
+
+/* One compilation.  Not thread-safe; separate codegens may run in parallel
+ * (each has its own LLVMContext).  The struct must stay at its address from
+ * cg_begin to cg_dispose: the diagnostic handler points at it.
+ * Errors are sticky: a helper misused, or an LLVM error diagnostic, bumps
+ * n_errors and keeps the first message; building may go on (helpers return
+ * an undef of the right type) and cg_finish fails with that message. */
+typedef struct codegen {
+  LLVMContextRef llc;       /* fresh per compilation */
+  LLVMModuleRef mod;        /* triple and data layout set */
+  LLVMBuilderRef b;         /* cg_kernel leaves it at the kernel's entry */
+  LLVMTargetMachineRef tm;  /* O3, for this target */
+  frnn_ctx *ctx;            /* where cg_begin/cg_finish report failures */
+  target tgt;               /* copy of the target */
+  LLVMValueRef fn;          /* the kernel being built (last cg_kernel) */
+  bool accurate;            /* math: libdevice __nv_* (true) or approx PTX */
+  bool ftz;                 /* kernels flush f32 subnormals; nvvm-reflect-ftz */
+  bool need_libdevice;      /* set by helpers that call __nv_* */
+  int n_errors;             /* LLVM error diagnostics + helper misuse */
+  char first_error[1024];   /* the first of them */
+  /* cached types; t_ptr generic (addrspace 0), t_gptr global (1),
+   * t_sptr shared (3) */
+  LLVMTypeRef t_void, t_i1, t_i32, t_i64, t_f32, t_bf16, t_f16, t_f64;
+  LLVMTypeRef t_ptr, t_gptr, t_sptr;
+} codegen;
+
+/* Set accurate/ftz after cg_begin, before building.  module_name may be
+ * NULL.  On failure cg is still safe to cg_dispose. */
+frnn_status cg_begin(frnn_ctx *ctx, const target *t, const char *module_name, codegen *cg);
+/* Verify; link libdevice when a helper needed it ($FRNN_LIBDEVICE, else the
+ * toolkit's); internalise non-kernel functions; O3; then *text_out = PTX
+ * (emit_llvm 0), optimised LLVM IR (1) or IR as built (2), malloc'd and
+ * NUL-terminated (free with free/frnn_free).  FRNN_E_LLVM with the
+ * verifier's message and the bad function's IR, or LLVM's first error. */
+frnn_status cg_finish(codegen *cg, int emit_llvm, char **text_out);
+/* Frees every handle; safe after any failure, idempotent (zeroes *cg). */
+void cg_dispose(codegen *cg);
+/* Record a misuse (printf-style) as a sticky error. */
+void cg_error(codegen *cg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A kernel (calling convention PTX_Kernel -> .entry) returning void, with
+ * an entry block where the builder is left.  max_threads > 0 -> .maxntid
+ * (launches with more threads fail); min_blocks > 0 -> .minnctapersm. */
+LLVMValueRef cg_kernel(codegen *cg, const char *name, LLVMTypeRef *param_types, int n,
+                       int max_threads, int min_blocks);
+void cg_param_noalias(codegen *cg, LLVMValueRef fn, int i);  /* no other param aliases it */
+void cg_param_readonly(codegen *cg, LLVMValueRef fn, int i); /* with noalias: ld.global.nc */
+LLVMValueRef cg_param(codegen *cg, int i); /* of the current kernel */
+
+/* Special registers (i32) and warp/block primitives.  Shuffles are
+ * full-warp (member mask 0xffffffff): all 32 lanes must execute them;
+ * width (power of two <= 32) splits the warp into segments. */
+LLVMValueRef cg_tid_x(codegen *cg);
+LLVMValueRef cg_ntid_x(codegen *cg);
+LLVMValueRef cg_ctaid_x(codegen *cg);
+LLVMValueRef cg_ctaid_y(codegen *cg);
+LLVMValueRef cg_ctaid_z(codegen *cg);
+LLVMValueRef cg_nctaid_x(codegen *cg);
+void cg_barrier(codegen *cg); /* bar.sync 0 */
+LLVMValueRef cg_shfl_bfly_f32(codegen *cg, LLVMValueRef v, int lane_mask, int width);
+LLVMValueRef cg_shfl_down_f32(codegen *cg, LLVMValueRef v, int delta, int width);
+/* src_lane: i32, lane within the segment */
+LLVMValueRef cg_shfl_idx_f32(codegen *cg, LLVMValueRef v, LLVMValueRef src_lane, int width);
+
+/* Static shared array (internal, undef: zero it in the kernel, 16-aligned)
+ * and the dynamic shared area (extern, [0 x float], 16-aligned; size at
+ * launch).  Both are ptr addrspace(3). */
+LLVMValueRef cg_shared_array(codegen *cg, const char *name, LLVMTypeRef elem, int64_t count);
+LLVMValueRef cg_dynamic_shared(codegen *cg, const char *name);
+
+/* f32 math.  Approximate mode: ex2.approx.ftz(x*log2e), lg2.approx*ln2,
+ * tanh.approx (inline asm); accurate mode: __nv_expf, __nv_logf,
+ * __nv_tanhf.  Both: sqrt.rn, rsqrt.approx, __nv_powf, fma.rn.
+ * cg_fmax/cg_fmin: a+b if either is NaN, else the larger/smaller (ops.c). */
+LLVMValueRef cg_exp(codegen *cg, LLVMValueRef x);
+LLVMValueRef cg_log(codegen *cg, LLVMValueRef x);
+LLVMValueRef cg_sqrt(codegen *cg, LLVMValueRef x);
+LLVMValueRef cg_rsqrt(codegen *cg, LLVMValueRef x);
+LLVMValueRef cg_tanh(codegen *cg, LLVMValueRef x);
+LLVMValueRef cg_fabs(codegen *cg, LLVMValueRef x);
+LLVMValueRef cg_fmax(codegen *cg, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_fmin(codegen *cg, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_pow(codegen *cg, LLVMValueRef x, LLVMValueRef y);
+LLVMValueRef cg_fma(codegen *cg, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c);
+/* f32 arithmetic with the `contract` flag (fmul+fadd may fuse to fma.rn;
+ * same code, same bits).  fdiv is IEEE div.rn. */
+LLVMValueRef cg_fadd(codegen *cg, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_fsub(codegen *cg, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_fmul(codegen *cg, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_fdiv(codegen *cg, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_fneg(codegen *cg, LLVMValueRef a);
+/* Any intrinsic by LLVM name ("llvm.nvvm.fma.rn.f"; overloaded ones by base
+ * name plus overload types: "llvm.fabs", {f32}).  Unknown: sticky error. */
+LLVMValueRef cg_intrinsic(codegen *cg, const char *name, LLVMTypeRef *overloads, int n_over,
+                          LLVMValueRef *args, int n_args);
+
+/* Constants and the little integer/control glue a kernel needs. */
+LLVMValueRef cg_f32(codegen *cg, double v);
+LLVMValueRef cg_i32(codegen *cg, int64_t v);
+LLVMValueRef cg_i64(codegen *cg, int64_t v);
+LLVMValueRef cg_add(codegen *cg, LLVMValueRef a, LLVMValueRef b); /* integer */
+LLVMValueRef cg_mul(codegen *cg, LLVMValueRef a, LLVMValueRef b); /* integer */
+LLVMValueRef cg_ult(codegen *cg, LLVMValueRef a, LLVMValueRef b); /* i1 */
+LLVMValueRef cg_select(codegen *cg, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_zext64(codegen *cg, LLVMValueRef v);
+LLVMBasicBlockRef cg_block(codegen *cg, const char *name); /* in the kernel */
+void cg_at(codegen *cg, LLVMBasicBlockRef bb);            /* builder to its end */
+void cg_br(codegen *cg, LLVMBasicBlockRef bb);
+void cg_cond_br(codegen *cg, LLVMValueRef c, LLVMBasicBlockRef t, LLVMBasicBlockRef f);
+void cg_ret(codegen *cg);
+
+/* Memory.  cg_gep: &base[idx] (inbounds) over elements of type elem.
+ * cg_load_elem: base[idx] of a tensor of dtype dt (TD_F32/BF16/F16/F64),
+ * widened/narrowed to f32; cg_store_elem rounds (RNE) to dt. */
+LLVMValueRef cg_gep(codegen *cg, LLVMTypeRef elem, LLVMValueRef base, LLVMValueRef idx);
+LLVMValueRef cg_load(codegen *cg, LLVMTypeRef ty, LLVMValueRef ptr);
+void cg_store(codegen *cg, LLVMValueRef v, LLVMValueRef ptr);
+LLVMValueRef cg_load_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt);
+void cg_store_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt,
+                   LLVMValueRef f32);
+
+/* Tests and CI only: run $FRNN_PTXAS (else /usr/local/cuda/bin/ptxas)
+ * -arch=<arch> -v on `ptx`.  *report = its output (registers, spills;
+ * malloc'd) whether or not it accepts.  FRNN_E_UNSUPPORTED when ptxas is
+ * absent, FRNN_E_LLVM when it rejects the PTX. */
+frnn_status cg_ptxas_check(frnn_ctx *ctx, const char *ptx, const char *arch, char **report);
+
 #endif

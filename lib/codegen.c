@@ -1,0 +1,754 @@
+/* codegen.c - the toolkit kernels are built with, and PTX emission.
+ *
+ * One codegen = one LLVMContext + module + builder + NVPTX target machine,
+ * so separate compilations may run on separate threads.  What the measured
+ * notes (shared/notes/llvm-nvptx-cuda.md) demand, and where it is done:
+ * - a diagnostic handler (without one LLVM exit()s on some errors; with one
+ *   emission "succeeds" with bogus calls): on_diag counts every error;
+ * - the verifier never aborts (LLVMReturnStatusAction): cg_finish;
+ * - only whitelisted CPUs reach LLVM (target.c), only intrinsics that lower
+ *   are emitted ("Cannot select" aborts the process whatever we install);
+ * - kernels by calling convention 71, launch bounds as nvvm.annotations;
+ * - static shared arrays with undef initialisers;
+ * - NVVM float intrinsics end in ".f"; tanh.approx by inline asm;
+ * - libdevice (trimmed once per process to the four functions the helpers
+ *   call) parsed into the same context, linked, internalised, with the
+ *   nvvm-reflect-ftz module flag, before O3 (which must get the TM). */
+#include "frnn_internal.h"
+
+#include <llvm-c/Analysis.h>
+#include <llvm-c/BitReader.h>
+#include <llvm-c/BitWriter.h>
+#include <llvm-c/Core.h>
+#include <llvm-c/Error.h>
+#include <llvm-c/Linker.h>
+#include <llvm-c/Target.h>
+#include <llvm-c/TargetMachine.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define TRIPLE "nvptx64-nvidia-cuda"
+#define CC_PTX_KERNEL 71
+#define AS_GLOBAL 1
+#define AS_SHARED 3
+#define LOG2E 1.4426950408889634
+#define LN2 0.6931471805599453
+
+/* ---------------------------------------------------------------- errors */
+void cg_error(codegen *cg, const char *fmt, ...) {
+  if (!cg) return;
+  if (cg->n_errors++ == 0) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cg->first_error, sizeof cg->first_error, fmt, ap);
+    va_end(ap);
+  }
+}
+
+static void on_diag(LLVMDiagnosticInfoRef di, void *p) {
+  if (LLVMGetDiagInfoSeverity(di) != LLVMDSError) return; /* warnings, remarks: dropped */
+  char *d = LLVMGetDiagInfoDescription(di);
+  cg_error(p, "%s", d ? d : "(LLVM error without description)");
+  LLVMDisposeMessage(d);
+}
+
+/* --------------------------------------------------------------- set up */
+static pthread_once_t nvptx_once = PTHREAD_ONCE_INIT;
+
+static void nvptx_init(void) {
+  LLVMInitializeNVPTXTargetInfo();
+  LLVMInitializeNVPTXTarget();
+  LLVMInitializeNVPTXTargetMC();
+  LLVMInitializeNVPTXAsmPrinter();
+}
+
+frnn_status cg_begin(frnn_ctx *ctx, const target *t, const char *module_name, codegen *cg) {
+  if (!cg) return diag_fail(ctx, FRNN_E_ARG, "cg_begin: null codegen");
+  memset(cg, 0, sizeof *cg);
+  cg->ctx = ctx;
+  if (!t) return diag_fail(ctx, FRNN_E_ARG, "cg_begin: null target");
+  /* Re-check: a hand-filled target must not smuggle an unknown CPU into LLVM. */
+  frnn_status st = target_parse(ctx, t->arch, &cg->tgt);
+  if (st) return st;
+  pthread_once(&nvptx_once, nvptx_init);
+
+  LLVMTargetRef T = NULL;
+  char *err = NULL;
+  if (LLVMGetTargetFromTriple(TRIPLE, &T, &err)) {
+    st = diag_fail(ctx, FRNN_E_LLVM, "NVPTX target unavailable: %s", err ? err : "?");
+    LLVMDisposeMessage(err);
+    return st;
+  }
+  cg->tm = LLVMCreateTargetMachine(T, TRIPLE, cg->tgt.arch, cg->tgt.features,
+                                   LLVMCodeGenLevelAggressive, LLVMRelocDefault,
+                                   LLVMCodeModelDefault);
+  if (!cg->tm) return diag_fail(ctx, FRNN_E_LLVM, "cannot create an NVPTX target machine");
+  cg->llc = LLVMContextCreate();
+  LLVMContextSetDiagnosticHandler(cg->llc, on_diag, cg);
+  cg->mod = LLVMModuleCreateWithNameInContext(module_name ? module_name : "frnn", cg->llc);
+  LLVMSetTarget(cg->mod, TRIPLE);
+  LLVMTargetDataRef td = LLVMCreateTargetDataLayout(cg->tm);
+  LLVMSetModuleDataLayout(cg->mod, td);
+  LLVMDisposeTargetData(td);
+  cg->b = LLVMCreateBuilderInContext(cg->llc);
+
+  cg->t_void = LLVMVoidTypeInContext(cg->llc);
+  cg->t_i1 = LLVMInt1TypeInContext(cg->llc);
+  cg->t_i32 = LLVMInt32TypeInContext(cg->llc);
+  cg->t_i64 = LLVMInt64TypeInContext(cg->llc);
+  cg->t_f32 = LLVMFloatTypeInContext(cg->llc);
+  cg->t_bf16 = LLVMBFloatTypeInContext(cg->llc);
+  cg->t_f16 = LLVMHalfTypeInContext(cg->llc);
+  cg->t_f64 = LLVMDoubleTypeInContext(cg->llc);
+  cg->t_ptr = LLVMPointerTypeInContext(cg->llc, 0);
+  cg->t_gptr = LLVMPointerTypeInContext(cg->llc, AS_GLOBAL);
+  cg->t_sptr = LLVMPointerTypeInContext(cg->llc, AS_SHARED);
+  return FRNN_OK;
+}
+
+void cg_dispose(codegen *cg) {
+  if (!cg) return;
+  if (cg->b) LLVMDisposeBuilder(cg->b);
+  if (cg->mod) LLVMDisposeModule(cg->mod);
+  if (cg->tm) LLVMDisposeTargetMachine(cg->tm);
+  if (cg->llc) LLVMContextDispose(cg->llc);
+  memset(cg, 0, sizeof *cg);
+}
+
+/* -------------------------------------------------------------- kernels */
+static void annotate(codegen *cg, LLVMValueRef fn, const char *key, int v) {
+  LLVMMetadataRef ops[3] = {
+      LLVMValueAsMetadata(fn),
+      LLVMMDStringInContext2(cg->llc, key, strlen(key)),
+      LLVMValueAsMetadata(LLVMConstInt(cg->t_i32, (unsigned long long)v, 0)),
+  };
+  LLVMAddNamedMetadataOperand(cg->mod, "nvvm.annotations",
+                              LLVMMetadataAsValue(cg->llc, LLVMMDNodeInContext2(cg->llc, ops, 3)));
+}
+
+static LLVMAttributeRef enum_attr(codegen *cg, const char *name, uint64_t v) {
+  unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
+  return LLVMCreateEnumAttribute(cg->llc, kind, v);
+}
+
+LLVMValueRef cg_kernel(codegen *cg, const char *name, LLVMTypeRef *param_types, int n,
+                       int max_threads, int min_blocks) {
+  if (n < 0 || (n > 0 && !param_types)) {
+    cg_error(cg, "cg_kernel %s: bad parameter list", name);
+    n = 0;
+  }
+  LLVMTypeRef fty = LLVMFunctionType(cg->t_void, param_types, (unsigned)n, 0);
+  LLVMValueRef fn = LLVMAddFunction(cg->mod, name, fty);
+  size_t len = 0;
+  if (strcmp(LLVMGetValueName2(fn, &len), name) != 0)
+    cg_error(cg, "cg_kernel: two kernels named %s", name);
+  LLVMSetFunctionCallConv(fn, CC_PTX_KERNEL);
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, enum_attr(cg, "nounwind", 0));
+  if (cg->ftz) {
+    static const char k[] = "denormal-fp-math-f32", v[] = "preserve-sign,preserve-sign";
+    LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                            LLVMCreateStringAttribute(cg->llc, k, sizeof k - 1, v, sizeof v - 1));
+  }
+  if (max_threads > 1024) cg_error(cg, "cg_kernel %s: max_threads %d > 1024", name, max_threads);
+  if (max_threads > 0) annotate(cg, fn, "maxntidx", max_threads);
+  if (min_blocks > 0) annotate(cg, fn, "minctasm", min_blocks);
+  cg->fn = fn;
+  LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->llc, fn, "entry"));
+  return fn;
+}
+
+static int param_ok(codegen *cg, LLVMValueRef fn, int i, const char *what) {
+  if (fn && i >= 0 && (unsigned)i < LLVMCountParams(fn)) return 1;
+  cg_error(cg, "%s: no parameter %d", what, i);
+  return 0;
+}
+
+void cg_param_noalias(codegen *cg, LLVMValueRef fn, int i) {
+  if (param_ok(cg, fn, i, "cg_param_noalias"))
+    LLVMAddAttributeAtIndex(fn, (unsigned)i + 1, enum_attr(cg, "noalias", 0));
+}
+
+void cg_param_readonly(codegen *cg, LLVMValueRef fn, int i) {
+  if (param_ok(cg, fn, i, "cg_param_readonly"))
+    LLVMAddAttributeAtIndex(fn, (unsigned)i + 1, enum_attr(cg, "readonly", 0));
+}
+
+LLVMValueRef cg_param(codegen *cg, int i) {
+  if (!param_ok(cg, cg->fn, i, "cg_param")) return LLVMGetUndef(cg->t_i64);
+  return LLVMGetParam(cg->fn, (unsigned)i);
+}
+
+/* ------------------------------------------------------------ intrinsics */
+LLVMValueRef cg_intrinsic(codegen *cg, const char *name, LLVMTypeRef *overloads, int n_over,
+                          LLVMValueRef *args, int n_args) {
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  if (!id) {
+    cg_error(cg, "unknown intrinsic %s", name);
+    return LLVMGetUndef(cg->t_f32);
+  }
+  if ((LLVMIntrinsicIsOverloaded(id) != 0) != (n_over > 0)) {
+    cg_error(cg, "intrinsic %s: %s overload types", name, n_over ? "takes no" : "needs");
+    return LLVMGetUndef(cg->t_f32);
+  }
+  LLVMTypeRef fty = LLVMIntrinsicGetType(cg->llc, id, overloads, (size_t)n_over);
+  LLVMTypeRef ret = LLVMGetReturnType(fty);
+  int bad = LLVMCountParamTypes(fty) != (unsigned)n_args || LLVMIsFunctionVarArg(fty);
+  if (!bad && n_args > 0) {
+    LLVMTypeRef pt[8];
+    if (n_args > 8) {
+      bad = 1;
+    } else {
+      LLVMGetParamTypes(fty, pt);
+      for (int i = 0; i < n_args; i++) bad |= !args[i] || LLVMTypeOf(args[i]) != pt[i];
+    }
+  }
+  if (bad) {
+    cg_error(cg, "intrinsic %s: wrong number or types of arguments", name);
+    return LLVMGetTypeKind(ret) == LLVMVoidTypeKind ? NULL : LLVMGetUndef(ret);
+  }
+  LLVMValueRef decl = LLVMGetIntrinsicDeclaration(cg->mod, id, overloads, (size_t)n_over);
+  return LLVMBuildCall2(cg->b, fty, decl, args, (unsigned)n_args, "");
+}
+
+static LLVMValueRef sreg(codegen *cg, const char *name) {
+  return cg_intrinsic(cg, name, NULL, 0, NULL, 0);
+}
+LLVMValueRef cg_tid_x(codegen *cg) { return sreg(cg, "llvm.nvvm.read.ptx.sreg.tid.x"); }
+LLVMValueRef cg_ntid_x(codegen *cg) { return sreg(cg, "llvm.nvvm.read.ptx.sreg.ntid.x"); }
+LLVMValueRef cg_ctaid_x(codegen *cg) { return sreg(cg, "llvm.nvvm.read.ptx.sreg.ctaid.x"); }
+LLVMValueRef cg_ctaid_y(codegen *cg) { return sreg(cg, "llvm.nvvm.read.ptx.sreg.ctaid.y"); }
+LLVMValueRef cg_ctaid_z(codegen *cg) { return sreg(cg, "llvm.nvvm.read.ptx.sreg.ctaid.z"); }
+LLVMValueRef cg_nctaid_x(codegen *cg) { return sreg(cg, "llvm.nvvm.read.ptx.sreg.nctaid.x"); }
+
+void cg_barrier(codegen *cg) { cg_intrinsic(cg, "llvm.nvvm.barrier0", NULL, 0, NULL, 0); }
+
+/* shfl.sync's c operand: segment mask in bits 8-12, clamp in bits 0-4. */
+static LLVMValueRef shfl(codegen *cg, const char *kind, LLVMValueRef v, LLVMValueRef lane,
+                         int width, int clamp) {
+  if (width < 1 || width > 32 || (width & (width - 1))) {
+    cg_error(cg, "shuffle width %d is not a power of two <= 32", width);
+    width = 32;
+  }
+  char name[64];
+  snprintf(name, sizeof name, "llvm.nvvm.shfl.sync.%s.f32", kind);
+  LLVMValueRef args[4] = {cg_i32(cg, -1), v, lane, cg_i32(cg, ((32 - width) << 8) | clamp)};
+  return cg_intrinsic(cg, name, NULL, 0, args, 4);
+}
+
+LLVMValueRef cg_shfl_bfly_f32(codegen *cg, LLVMValueRef v, int lane_mask, int width) {
+  if (lane_mask < 0 || lane_mask > 31) cg_error(cg, "shuffle lane mask %d", lane_mask);
+  return shfl(cg, "bfly", v, cg_i32(cg, lane_mask & 31), width, 0x1f);
+}
+
+LLVMValueRef cg_shfl_down_f32(codegen *cg, LLVMValueRef v, int delta, int width) {
+  if (delta < 0 || delta > 31) cg_error(cg, "shuffle delta %d", delta);
+  return shfl(cg, "down", v, cg_i32(cg, delta & 31), width, 0x1f);
+}
+
+LLVMValueRef cg_shfl_idx_f32(codegen *cg, LLVMValueRef v, LLVMValueRef src_lane, int width) {
+  return shfl(cg, "idx", v, src_lane, width, 0x1f);
+}
+
+/* --------------------------------------------------------------- shared */
+LLVMValueRef cg_shared_array(codegen *cg, const char *name, LLVMTypeRef elem, int64_t count) {
+  if (count <= 0) {
+    cg_error(cg, "shared array %s: %lld elements", name, (long long)count);
+    count = 1;
+  }
+  LLVMTypeRef at = LLVMArrayType2(elem, (uint64_t)count);
+  LLVMValueRef g = LLVMAddGlobalInAddressSpace(cg->mod, at, name, AS_SHARED);
+  LLVMSetLinkage(g, LLVMInternalLinkage);
+  LLVMSetInitializer(g, LLVMGetUndef(at)); /* a zeroinitializer would be dropped */
+  LLVMSetAlignment(g, 16);
+  return g;
+}
+
+LLVMValueRef cg_dynamic_shared(codegen *cg, const char *name) {
+  LLVMValueRef g = LLVMGetNamedGlobal(cg->mod, name);
+  if (g) return g;
+  g = LLVMAddGlobalInAddressSpace(cg->mod, LLVMArrayType2(cg->t_f32, 0), name, AS_SHARED);
+  LLVMSetAlignment(g, 16); /* external, no initialiser: .extern .shared */
+  return g;
+}
+
+/* ----------------------------------------------------------------- math */
+static LLVMValueRef contract(LLVMValueRef v) {
+  if (LLVMIsAInstruction(v) && LLVMCanValueUseFastMathFlags(v))
+    LLVMSetFastMathFlags(v, LLVMFastMathAllowContract);
+  return v;
+}
+LLVMValueRef cg_fadd(codegen *cg, LLVMValueRef a, LLVMValueRef b) {
+  return contract(LLVMBuildFAdd(cg->b, a, b, ""));
+}
+LLVMValueRef cg_fsub(codegen *cg, LLVMValueRef a, LLVMValueRef b) {
+  return contract(LLVMBuildFSub(cg->b, a, b, ""));
+}
+LLVMValueRef cg_fmul(codegen *cg, LLVMValueRef a, LLVMValueRef b) {
+  return contract(LLVMBuildFMul(cg->b, a, b, ""));
+}
+LLVMValueRef cg_fdiv(codegen *cg, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildFDiv(cg->b, a, b, "");
+}
+LLVMValueRef cg_fneg(codegen *cg, LLVMValueRef a) { return LLVMBuildFNeg(cg->b, a, ""); }
+
+static LLVMValueRef f32_intr(codegen *cg, const char *name, LLVMValueRef x) {
+  return cg_intrinsic(cg, name, NULL, 0, &x, 1);
+}
+static LLVMValueRef f32_overloaded(codegen *cg, const char *name, LLVMValueRef *args, int n) {
+  return cg_intrinsic(cg, name, &cg->t_f32, 1, args, n);
+}
+
+/* A libdevice function float(float...): declared here, linked by cg_finish. */
+static LLVMValueRef libdevice(codegen *cg, const char *name, LLVMValueRef *args, int n) {
+  LLVMTypeRef pt[2] = {cg->t_f32, cg->t_f32};
+  LLVMTypeRef fty = LLVMFunctionType(cg->t_f32, pt, (unsigned)n, 0);
+  LLVMValueRef f = LLVMGetNamedFunction(cg->mod, name);
+  if (!f) f = LLVMAddFunction(cg->mod, name, fty);
+  cg->need_libdevice = true;
+  return LLVMBuildCall2(cg->b, fty, f, args, (unsigned)n, "");
+}
+
+LLVMValueRef cg_exp(codegen *cg, LLVMValueRef x) {
+  if (cg->accurate) return libdevice(cg, "__nv_expf", &x, 1);
+  return f32_intr(cg, "llvm.nvvm.ex2.approx.ftz.f", cg_fmul(cg, x, cg_f32(cg, LOG2E)));
+}
+
+LLVMValueRef cg_log(codegen *cg, LLVMValueRef x) {
+  if (cg->accurate) return libdevice(cg, "__nv_logf", &x, 1);
+  const char *lg2 = cg->ftz ? "llvm.nvvm.lg2.approx.ftz.f" : "llvm.nvvm.lg2.approx.f";
+  return cg_fmul(cg, f32_intr(cg, lg2, x), cg_f32(cg, LN2));
+}
+
+LLVMValueRef cg_sqrt(codegen *cg, LLVMValueRef x) { return f32_overloaded(cg, "llvm.sqrt", &x, 1); }
+
+LLVMValueRef cg_rsqrt(codegen *cg, LLVMValueRef x) {
+  return f32_intr(cg, cg->ftz ? "llvm.nvvm.rsqrt.approx.ftz.f" : "llvm.nvvm.rsqrt.approx.f", x);
+}
+
+LLVMValueRef cg_tanh(codegen *cg, LLVMValueRef x) {
+  if (cg->accurate) return libdevice(cg, "__nv_tanhf", &x, 1);
+  /* No tanh intrinsic in LLVM 19 and __nv_fast_tanhf emits a bad call. */
+  static const char asm_text[] = "tanh.approx.f32 $0, $1;", cons[] = "=f,f";
+  LLVMTypeRef fty = LLVMFunctionType(cg->t_f32, &cg->t_f32, 1, 0);
+  LLVMValueRef ia = LLVMGetInlineAsm(fty, asm_text, sizeof asm_text - 1, cons, sizeof cons - 1,
+                                     0, 0, LLVMInlineAsmDialectATT, 0);
+  LLVMValueRef call = LLVMBuildCall2(cg->b, fty, ia, &x, 1, "");
+  /* memory(none), nounwind: lets LLVM hoist and share it like an intrinsic. */
+  LLVMAddCallSiteAttribute(call, LLVMAttributeFunctionIndex, enum_attr(cg, "memory", 0));
+  LLVMAddCallSiteAttribute(call, LLVMAttributeFunctionIndex, enum_attr(cg, "nounwind", 0));
+  return call;
+}
+
+LLVMValueRef cg_fabs(codegen *cg, LLVMValueRef x) { return f32_overloaded(cg, "llvm.fabs", &x, 1); }
+
+LLVMValueRef cg_fma(codegen *cg, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
+  LLVMValueRef args[3] = {a, b, c};
+  return f32_overloaded(cg, "llvm.fma", args, 3);
+}
+
+LLVMValueRef cg_pow(codegen *cg, LLVMValueRef x, LLVMValueRef y) {
+  LLVMValueRef args[2] = {x, y};
+  return libdevice(cg, "__nv_powf", args, 2);
+}
+
+/* ops.c: a != a || b != b ? a + b : (a > b ? a : b) -- exactly that. */
+static LLVMValueRef minmax(codegen *cg, LLVMValueRef a, LLVMValueRef b, LLVMRealPredicate p) {
+  LLVMValueRef nan = LLVMBuildFCmp(cg->b, LLVMRealUNO, a, b, "");
+  LLVMValueRef pick = LLVMBuildSelect(cg->b, LLVMBuildFCmp(cg->b, p, a, b, ""), a, b, "");
+  return LLVMBuildSelect(cg->b, nan, LLVMBuildFAdd(cg->b, a, b, ""), pick, "");
+}
+LLVMValueRef cg_fmax(codegen *cg, LLVMValueRef a, LLVMValueRef b) {
+  return minmax(cg, a, b, LLVMRealOGT);
+}
+LLVMValueRef cg_fmin(codegen *cg, LLVMValueRef a, LLVMValueRef b) {
+  return minmax(cg, a, b, LLVMRealOLT);
+}
+
+/* ------------------------------------------------------ constants, glue */
+LLVMValueRef cg_f32(codegen *cg, double v) { return LLVMConstReal(cg->t_f32, v); }
+LLVMValueRef cg_i32(codegen *cg, int64_t v) {
+  return LLVMConstInt(cg->t_i32, (unsigned long long)v, 1);
+}
+LLVMValueRef cg_i64(codegen *cg, int64_t v) {
+  return LLVMConstInt(cg->t_i64, (unsigned long long)v, 1);
+}
+LLVMValueRef cg_add(codegen *cg, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildAdd(cg->b, a, b, "");
+}
+LLVMValueRef cg_mul(codegen *cg, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildMul(cg->b, a, b, "");
+}
+LLVMValueRef cg_ult(codegen *cg, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildICmp(cg->b, LLVMIntULT, a, b, "");
+}
+LLVMValueRef cg_select(codegen *cg, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildSelect(cg->b, c, a, b, "");
+}
+LLVMValueRef cg_zext64(codegen *cg, LLVMValueRef v) {
+  return LLVMBuildZExt(cg->b, v, cg->t_i64, "");
+}
+
+LLVMBasicBlockRef cg_block(codegen *cg, const char *name) {
+  if (!cg->fn) {
+    cg_error(cg, "cg_block %s: no kernel", name);
+    return NULL;
+  }
+  return LLVMAppendBasicBlockInContext(cg->llc, cg->fn, name);
+}
+void cg_at(codegen *cg, LLVMBasicBlockRef bb) {
+  if (bb) LLVMPositionBuilderAtEnd(cg->b, bb);
+  else cg_error(cg, "cg_at: null block");
+}
+void cg_br(codegen *cg, LLVMBasicBlockRef bb) {
+  if (bb) LLVMBuildBr(cg->b, bb);
+  else cg_error(cg, "cg_br: null block");
+}
+void cg_cond_br(codegen *cg, LLVMValueRef c, LLVMBasicBlockRef t, LLVMBasicBlockRef f) {
+  if (t && f) LLVMBuildCondBr(cg->b, c, t, f);
+  else cg_error(cg, "cg_cond_br: null block");
+}
+void cg_ret(codegen *cg) { LLVMBuildRetVoid(cg->b); }
+
+/* --------------------------------------------------------------- memory */
+LLVMValueRef cg_gep(codegen *cg, LLVMTypeRef elem, LLVMValueRef base, LLVMValueRef idx) {
+  return LLVMBuildInBoundsGEP2(cg->b, elem, base, &idx, 1, "");
+}
+LLVMValueRef cg_load(codegen *cg, LLVMTypeRef ty, LLVMValueRef ptr) {
+  return LLVMBuildLoad2(cg->b, ty, ptr, "");
+}
+void cg_store(codegen *cg, LLVMValueRef v, LLVMValueRef ptr) { LLVMBuildStore(cg->b, v, ptr); }
+
+static LLVMTypeRef dtype_type(codegen *cg, enum tdtype dt, unsigned *size) {
+  switch (dt) {
+  case TD_F32: *size = 4; return cg->t_f32;
+  case TD_BF16: *size = 2; return cg->t_bf16;
+  case TD_F16: *size = 2; return cg->t_f16;
+  case TD_F64: *size = 8; return cg->t_f64;
+  }
+  cg_error(cg, "unknown tensor dtype %d", (int)dt);
+  *size = 4;
+  return cg->t_f32;
+}
+
+LLVMValueRef cg_load_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt) {
+  unsigned size;
+  LLVMTypeRef ty = dtype_type(cg, dt, &size);
+  LLVMValueRef v = cg_load(cg, ty, cg_gep(cg, ty, base, idx64));
+  LLVMSetAlignment(v, size);
+  if (ty == cg->t_f32) return v;
+  if (ty == cg->t_f64) return LLVMBuildFPTrunc(cg->b, v, cg->t_f32, "");
+  return LLVMBuildFPExt(cg->b, v, cg->t_f32, "");
+}
+
+void cg_store_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt,
+                   LLVMValueRef f32) {
+  if (LLVMTypeOf(f32) != cg->t_f32) {
+    cg_error(cg, "cg_store_elem: value is not f32");
+    return;
+  }
+  unsigned size;
+  LLVMTypeRef ty = dtype_type(cg, dt, &size);
+  LLVMValueRef v = f32;
+  if (ty == cg->t_f64) v = LLVMBuildFPExt(cg->b, f32, ty, "");
+  else if (ty != cg->t_f32) v = LLVMBuildFPTrunc(cg->b, f32, ty, "");
+  LLVMSetAlignment(LLVMBuildStore(cg->b, v, cg_gep(cg, ty, base, idx64)), size);
+}
+
+/* --------------------------------------------------------------- finish */
+/* Copy an LLVM string into a malloc'd one the caller frees with free(). */
+static frnn_status take_text(codegen *cg, const char *s, size_t n, char **out) {
+  char *t = malloc(n + 1);
+  if (!t) return diag_fail(cg->ctx, FRNN_E_NOMEM, "out of memory copying %zu bytes of output", n);
+  memcpy(t, s, n);
+  t[n] = 0;
+  *out = t;
+  return FRNN_OK;
+}
+
+static frnn_status print_module(codegen *cg, char **out) {
+  char *s = LLVMPrintModuleToString(cg->mod);
+  frnn_status st = take_text(cg, s, strlen(s), out);
+  LLVMDisposeMessage(s);
+  return st;
+}
+
+/* The verifier's message and the IR of the first broken function. */
+static frnn_status report_invalid(codegen *cg, const char *msg) {
+  LLVMValueRef bad = NULL;
+  for (LLVMValueRef f = LLVMGetFirstFunction(cg->mod); f && !bad; f = LLVMGetNextFunction(f))
+    if (!LLVMIsDeclaration(f) && LLVMVerifyFunction(f, LLVMReturnStatusAction)) bad = f;
+  char *ir = bad ? LLVMPrintValueToString(bad) : NULL;
+  frnn_status st = diag_fail(cg->ctx, FRNN_E_LLVM, "LLVM verifier rejected the module: %s\n%s",
+                             msg && *msg ? msg : "(no message)", ir ? ir : "");
+  LLVMDisposeMessage(ir);
+  return st;
+}
+
+static frnn_status fail_llvm(codegen *cg, const char *stage) {
+  return diag_fail(cg->ctx, FRNN_E_LLVM, "%s: %s", stage, cg->first_error);
+}
+
+/* libdevice holds 352 functions; the helpers call four.  Parsing all of it
+ * and running O3 over it cost ~55 ms per compilation, so the first
+ * compilation (per libdevice path) parses it once in a scratch context,
+ * keeps only these four and what they reach, and caches that bitcode
+ * (a few KB) for every later compilation in the process. */
+static const char *const libdevice_used[] = {"__nv_expf", "__nv_logf", "__nv_tanhf",
+                                             "__nv_powf"};
+
+static struct {
+  pthread_mutex_t mu;
+  char path[1024]; /* of the cached copy ("" none) */
+  char *bc;        /* trimmed bitcode */
+  size_t n;
+} libdevice_cache = {PTHREAD_MUTEX_INITIALIZER, "", NULL, 0};
+
+typedef struct scratch_diag {
+  int n_errors;
+  char first[512];
+} scratch_diag;
+
+static void on_scratch_diag(LLVMDiagnosticInfoRef di, void *p) {
+  scratch_diag *d = p;
+  if (LLVMGetDiagInfoSeverity(di) != LLVMDSError || d->n_errors++) return;
+  char *m = LLVMGetDiagInfoDescription(di);
+  snprintf(d->first, sizeof d->first, "%s", m ? m : "?");
+  LLVMDisposeMessage(m);
+}
+
+/* Parse libdevice at `path` and return the trimmed bitcode (malloc'd). */
+static frnn_status trim_libdevice(frnn_ctx *ctx, const char *path, char **bc, size_t *n) {
+  LLVMMemoryBufferRef buf = NULL;
+  char *err = NULL;
+  if (LLVMCreateMemoryBufferWithContentsOfFile(path, &buf, &err)) {
+    frnn_status st = diag_fail(ctx, FRNN_E_IO,
+                               "cannot read libdevice '%s': %s (exp/log/tanh in accurate "
+                               "mode and pow need it; set FRNN_LIBDEVICE to libdevice.10.bc)",
+                               path, err ? err : "?");
+    LLVMDisposeMessage(err);
+    return st;
+  }
+  scratch_diag d = {0};
+  LLVMContextRef c = LLVMContextCreate();
+  LLVMContextSetDiagnosticHandler(c, on_scratch_diag, &d);
+  LLVMModuleRef lib = NULL;
+  LLVMBool bad = LLVMParseBitcodeInContext2(c, buf, &lib);
+  LLVMDisposeMemoryBuffer(buf); /* the parsed module does not keep it */
+  frnn_status st = FRNN_OK;
+  if (bad || !lib) {
+    st = diag_fail(ctx, FRNN_E_LLVM, "libdevice '%s' is not LLVM bitcode: %s", path,
+                   d.n_errors ? d.first : "?");
+  } else {
+    int found = 0;
+    for (LLVMValueRef f = LLVMGetFirstFunction(lib); f; f = LLVMGetNextFunction(f)) {
+      if (LLVMIsDeclaration(f)) continue;
+      size_t len;
+      const char *name = LLVMGetValueName2(f, &len);
+      int keep = 0;
+      for (size_t k = 0; k < sizeof libdevice_used / sizeof *libdevice_used; k++)
+        keep |= strcmp(name, libdevice_used[k]) == 0;
+      found += keep;
+      if (!keep) LLVMSetLinkage(f, LLVMInternalLinkage);
+    }
+    LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
+    LLVMErrorRef e = found == 4 ? LLVMRunPasses(lib, "globaldce", NULL, opts) : NULL;
+    LLVMDisposePassBuilderOptions(opts);
+    if (e) {
+      char *m = LLVMGetErrorMessage(e);
+      st = diag_fail(ctx, FRNN_E_LLVM, "trimming libdevice: %s", m);
+      LLVMDisposeErrorMessage(m);
+    } else if (found != 4 || d.n_errors) {
+      st = diag_fail(ctx, FRNN_E_LLVM, "libdevice '%s' lacks __nv_expf/logf/tanhf/powf%s%s", path,
+                     d.n_errors ? ": " : "", d.first);
+    } else {
+      LLVMMemoryBufferRef out = LLVMWriteBitcodeToMemoryBuffer(lib);
+      *n = LLVMGetBufferSize(out);
+      *bc = malloc(*n ? *n : 1);
+      if (*bc) memcpy(*bc, LLVMGetBufferStart(out), *n);
+      else st = diag_fail(ctx, FRNN_E_NOMEM, "out of memory caching libdevice");
+      LLVMDisposeMemoryBuffer(out);
+    }
+  }
+  if (lib) LLVMDisposeModule(lib);
+  LLVMContextDispose(c);
+  return st;
+}
+
+/* A private copy of the trimmed libdevice of `path`, as an LLVM buffer. */
+static frnn_status libdevice_buffer(frnn_ctx *ctx, const char *path, LLVMMemoryBufferRef *out) {
+  frnn_status st = FRNN_OK;
+  pthread_mutex_lock(&libdevice_cache.mu);
+  if (!libdevice_cache.bc || strcmp(libdevice_cache.path, path) != 0) {
+    char *bc = NULL;
+    size_t n = 0;
+    if (strlen(path) >= sizeof libdevice_cache.path)
+      st = diag_fail(ctx, FRNN_E_ARG, "libdevice path too long: %.100s...", path);
+    else st = trim_libdevice(ctx, path, &bc, &n);
+    if (!st) {
+      free(libdevice_cache.bc);
+      libdevice_cache.bc = bc;
+      libdevice_cache.n = n;
+      snprintf(libdevice_cache.path, sizeof libdevice_cache.path, "%s", path);
+    }
+  }
+  if (!st)
+    *out = LLVMCreateMemoryBufferWithMemoryRangeCopy(libdevice_cache.bc, libdevice_cache.n,
+                                                     "libdevice");
+  pthread_mutex_unlock(&libdevice_cache.mu);
+  return st;
+}
+
+static frnn_status link_libdevice(codegen *cg) {
+  const char *path = getenv("FRNN_LIBDEVICE");
+  if (!path || !*path) path = FRNN_DEFAULT_LIBDEVICE;
+  LLVMMemoryBufferRef buf = NULL;
+  frnn_status st = libdevice_buffer(cg->ctx, path, &buf);
+  if (st) return st;
+  LLVMModuleRef lib = NULL;
+  LLVMBool bad = LLVMParseBitcodeInContext2(cg->llc, buf, &lib);
+  LLVMDisposeMemoryBuffer(buf);
+  if (bad || !lib) {
+    if (lib) LLVMDisposeModule(lib);
+    return fail_llvm(cg, "reading the cached libdevice");
+  }
+  /* Its triple is nvptx64-nvidia-gpulibs: adopt ours to link without a warning. */
+  LLVMSetTarget(lib, TRIPLE);
+  LLVMSetDataLayout(lib, LLVMGetDataLayoutStr(cg->mod));
+  if (LLVMLinkModules2(cg->mod, lib) || cg->n_errors) /* consumes lib */
+    return fail_llvm(cg, "linking libdevice");
+  return FRNN_OK;
+}
+
+frnn_status cg_finish(codegen *cg, int emit_llvm, char **text_out) {
+  if (text_out) *text_out = NULL;
+  if (!cg || !text_out)
+    return diag_fail(cg ? cg->ctx : NULL, FRNN_E_ARG, "cg_finish: null argument");
+  if (!cg->mod) return diag_fail(cg->ctx, FRNN_E_ARG, "cg_finish: no module (cg_begin failed)");
+  if (cg->n_errors) return fail_llvm(cg, "code generation failed");
+
+  char *msg = NULL;
+  LLVMBool invalid = LLVMVerifyModule(cg->mod, LLVMReturnStatusAction, &msg);
+  frnn_status st = invalid ? report_invalid(cg, msg) : FRNN_OK;
+  LLVMDisposeMessage(msg);
+  if (st) return st;
+  if (emit_llvm == 2) return print_module(cg, text_out);
+
+  if (cg->need_libdevice && (st = link_libdevice(cg))) return st;
+  /* Everything but the kernels is internal: O3 inlines and drops the rest. */
+  for (LLVMValueRef f = LLVMGetFirstFunction(cg->mod); f; f = LLVMGetNextFunction(f))
+    if (!LLVMIsDeclaration(f) && LLVMGetFunctionCallConv(f) != CC_PTX_KERNEL)
+      LLVMSetLinkage(f, LLVMInternalLinkage);
+  LLVMAddModuleFlag(cg->mod, LLVMModuleFlagBehaviorOverride, "nvvm-reflect-ftz", 16,
+                    LLVMValueAsMetadata(LLVMConstInt(cg->t_i32, cg->ftz ? 1 : 0, 0)));
+
+  LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
+  LLVMErrorRef e = LLVMRunPasses(cg->mod, "default<O3>", cg->tm, opts);
+  LLVMDisposePassBuilderOptions(opts);
+  if (e) {
+    char *m = LLVMGetErrorMessage(e);
+    st = diag_fail(cg->ctx, FRNN_E_LLVM, "LLVM passes failed: %s", m);
+    LLVMDisposeErrorMessage(m);
+    return st;
+  }
+  if (cg->n_errors) return fail_llvm(cg, "LLVM optimisation");
+  if (emit_llvm) return print_module(cg, text_out);
+
+  LLVMMemoryBufferRef out = NULL;
+  char *err = NULL;
+  if (LLVMTargetMachineEmitToMemoryBuffer(cg->tm, cg->mod, LLVMAssemblyFile, &err, &out)) {
+    st = diag_fail(cg->ctx, FRNN_E_LLVM, "PTX emission failed: %s",
+                   cg->n_errors ? cg->first_error : err ? err : "?");
+    LLVMDisposeMessage(err);
+    return st;
+  }
+  /* With a handler installed an error still "succeeds" (a bogus call). */
+  if (cg->n_errors) st = fail_llvm(cg, "PTX emission");
+  else st = take_text(cg, LLVMGetBufferStart(out), LLVMGetBufferSize(out), text_out);
+  LLVMDisposeMemoryBuffer(out);
+  return st;
+}
+
+/* ---------------------------------------------------------------- ptxas */
+extern char **environ;
+
+static char *read_fd(int fd) {
+  size_t cap = 4096, n = 0;
+  char *s = malloc(cap);
+  if (!s || lseek(fd, 0, SEEK_SET) < 0) return s ? (s[0] = 0, s) : NULL;
+  for (;;) {
+    if (n + 1 >= cap) {
+      char *t = realloc(s, cap *= 2);
+      if (!t) break;
+      s = t;
+    }
+    ssize_t r = read(fd, s + n, cap - n - 1);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    n += (size_t)r;
+  }
+  s[n] = 0;
+  return s;
+}
+
+frnn_status cg_ptxas_check(frnn_ctx *ctx, const char *ptx, const char *arch, char **report) {
+  if (report) *report = NULL;
+  if (!ptx || !report) return diag_fail(ctx, FRNN_E_ARG, "cg_ptxas_check: null argument");
+  target t;
+  frnn_status st = target_parse(ctx, arch, &t);
+  if (st) return st;
+  const char *ptxas = getenv("FRNN_PTXAS");
+  if (!ptxas || !*ptxas) ptxas = "/usr/local/cuda/bin/ptxas";
+  if (access(ptxas, X_OK) != 0)
+    return diag_fail(ctx, FRNN_E_UNSUPPORTED, "ptxas not found at '%s' (set FRNN_PTXAS)", ptxas);
+
+  const char *dir = getenv("TMPDIR");
+  if (!dir || !*dir) dir = "/tmp";
+  char in[1024], log[1024], bin[1024], archarg[32];
+  snprintf(in, sizeof in, "%s/frnn-ptxas-XXXXXX.ptx", dir);
+  snprintf(log, sizeof log, "%s/frnn-ptxas-XXXXXX.log", dir);
+  snprintf(bin, sizeof bin, "%s/frnn-ptxas-XXXXXX.cubin", dir);
+  snprintf(archarg, sizeof archarg, "-arch=%s", t.arch);
+  int fin = mkstemps(in, 4), flog = mkstemps(log, 4), fbin = mkstemps(bin, 6);
+  size_t len = strlen(ptx), done = 0;
+  while (fin >= 0 && done < len) {
+    ssize_t w = write(fin, ptx + done, len - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) break;
+    done += (size_t)w;
+  }
+  pid_t pid = -1;
+  int spawned = -1, wstatus = 0;
+  if (fin >= 0 && flog >= 0 && fbin >= 0 && done == len) {
+    char *argv[] = {(char *)ptxas, archarg, "-v", in, "-o", bin, NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, flog, 1);
+    posix_spawn_file_actions_adddup2(&fa, flog, 2);
+    spawned = posix_spawn(&pid, ptxas, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (spawned == 0)
+      while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {}
+  }
+  if (spawned == 0) *report = read_fd(flog);
+  if (fin >= 0) close(fin), unlink(in);
+  if (flog >= 0) close(flog), unlink(log);
+  if (fbin >= 0) close(fbin), unlink(bin);
+  if (spawned != 0)
+    return diag_fail(ctx, FRNN_E_IO, "cannot run '%s' on a temporary file in %s: %s", ptxas, dir,
+                     strerror(spawned > 0 ? spawned : errno));
+  if (!*report) return diag_fail(ctx, FRNN_E_NOMEM, "out of memory reading ptxas output");
+  if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0)
+    return diag_fail(ctx, FRNN_E_LLVM, "ptxas %s rejected the PTX (status %d):\n%s", archarg,
+                     WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1, *report);
+  return FRNN_OK;
+}
