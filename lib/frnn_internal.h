@@ -302,4 +302,133 @@ void cg_store_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdty
  * absent, FRNN_E_LLVM when it rejects the PTX. */
 frnn_status cg_ptxas_check(frnn_ctx *ctx, const char *ptx, const char *arch, char **report);
 
+/* ------------------------------------------------------- cuda.c cache.c */
+/* cuda.c - the CUDA driver, dlopen'ed at first use ("libcuda.so.1", or the
+ * path in $FRNN_LIBCUDA) and fetched through cuGetProcAddress_v2 by base name
+ * with version 13000 into a function table that is immutable once loaded.
+ * Every call that can fail returns FRNN_E_NO_GPU (no driver or device) or
+ * FRNN_E_CUDA with "what(detail): CUDA_ERROR_xxx: driver text" in the
+ * context.  Calls on memory, modules, streams and events need a current
+ * context: bracket them with cuda_enter / cuda_leave.  Nothing here
+ * synchronises unless its name says so.  The handle types are spelled as
+ * cuda.h spells them (C11 allows a repeated typedef of the same type), so
+ * that this header does not need cuda.h. */
+typedef struct CUctx_st *CUcontext;
+typedef struct CUmod_st *CUmodule;
+typedef struct CUfunc_st *CUfunction;
+typedef struct CUstream_st *CUstream;
+typedef struct CUevent_st *CUevent;
+typedef unsigned long long CUdeviceptr;
+
+/* Load the driver once per process (thread-safe) and cuInit it; OK when a
+ * device is usable, else FRNN_E_NO_GPU with the reason.  Every cuda_* call
+ * below does this first. */
+frnn_status cuda_load(frnn_ctx *ctx);
+
+typedef struct cuda_scope {
+  CUcontext pushed; /* the primary context cuda_enter pushed, or NULL */
+} cuda_scope;
+/* Make a context current on this thread.  The caller's current context is
+ * used when there is one on device `device_ordinal` (any device if
+ * device_ordinal < 0); otherwise the device's primary context (device 0 if
+ * device_ordinal < 0) is pushed.  Primary contexts are retained once per
+ * process and never released, so modules stay valid across scopes. */
+frnn_status cuda_enter(frnn_ctx *ctx, int device_ordinal, cuda_scope *scope);
+void cuda_leave(cuda_scope *scope); /* pops what cuda_enter pushed */
+/* The thread's current context (NULL if none). */
+frnn_status cuda_current_context(frnn_ctx *ctx, CUcontext *out);
+
+/* Load a module into the current context: PTX (is_cubin 0; NUL-terminated
+ * within len or not, it is copied if needed) or a cubin image.  *load_ms
+ * (may be NULL) gets the wall time of the load.  A failure's message holds
+ * the driver's JIT error log. */
+frnn_status cuda_module_load(frnn_ctx *ctx, const char *image, size_t len, int is_cubin,
+                             CUmodule *out, double *load_ms);
+void cuda_module_unload(CUmodule m); /* NULL is fine */
+/* Compile PTX into a cubin for the current context's device with the
+ * driver's linker (cuLinkCreate/AddData/Complete); *cubin is a copy owned by
+ * the caller (free()) of *size bytes.  Errors carry the linker's log. */
+frnn_status cuda_link_ptx_to_cubin(frnn_ctx *ctx, const char *ptx, size_t len, char **cubin,
+                                   size_t *size);
+/* Cache payload kind of the cubins the driver makes for a device:
+ * "cubin-sm_90-driver13000". */
+frnn_status cuda_cubin_kind(frnn_ctx *ctx, int device_ordinal, char *buf, size_t size);
+frnn_status cuda_function(frnn_ctx *ctx, CUmodule m, const char *name, CUfunction *out);
+/* Value of a CU_FUNC_ATTRIBUTE_* (registers, static shared bytes...). */
+frnn_status cuda_function_attribute(frnn_ctx *ctx, CUfunction f, int attribute, int *value);
+/* Launch on `stream` (NULL: the legacy default stream); no synchronisation.
+ * shared_bytes above 48 KiB first raise the function's dynamic shared
+ * memory limit (cuFuncSetAttribute).  kernel_name is for messages. */
+frnn_status cuda_launch(frnn_ctx *ctx, CUfunction f, const char *kernel_name,
+                        const unsigned grid[3], const unsigned block[3], unsigned shared_bytes,
+                        CUstream stream, void **params);
+
+/* Helpers for tests and tools.  async nonzero: enqueue on `stream` (host
+ * memory should then be pinned to be truly asynchronous); zero: synchronous
+ * call, `stream` ignored. */
+frnn_status cuda_malloc(frnn_ctx *ctx, size_t bytes, CUdeviceptr *out);
+frnn_status cuda_free(frnn_ctx *ctx, CUdeviceptr p); /* 0 is fine */
+frnn_status cuda_memcpy_htod(frnn_ctx *ctx, CUdeviceptr dst, const void *src, size_t bytes,
+                             CUstream stream, int async);
+frnn_status cuda_memcpy_dtoh(frnn_ctx *ctx, void *dst, CUdeviceptr src, size_t bytes,
+                             CUstream stream, int async);
+frnn_status cuda_memset_d8(frnn_ctx *ctx, CUdeviceptr dst, unsigned char value, size_t bytes,
+                           CUstream stream, int async);
+frnn_status cuda_event_create(frnn_ctx *ctx, CUevent *out);
+void cuda_event_destroy(CUevent e); /* NULL is fine */
+frnn_status cuda_event_record(frnn_ctx *ctx, CUevent e, CUstream stream);
+frnn_status cuda_event_sync(frnn_ctx *ctx, CUevent e);
+frnn_status cuda_event_elapsed(frnn_ctx *ctx, CUevent start, CUevent end, float *ms);
+frnn_status cuda_stream_sync(frnn_ctx *ctx, CUstream stream);
+frnn_status cuda_ctx_sync(frnn_ctx *ctx);
+/* Value of a CU_DEVICE_ATTRIBUTE_* of a device (no context needed). */
+frnn_status cuda_device_attribute(frnn_ctx *ctx, int device_ordinal, int attribute, int *value);
+typedef struct cuda_device_info {
+  char name[256];
+  int cc_major, cc_minor;  /* compute capability */
+  int sm_count;            /* multiprocessors */
+  int max_shared_optin;    /* bytes of shared memory per block, with opt-in */
+  int regs_per_sm;         /* 32-bit registers per multiprocessor */
+  size_t total_mem;        /* bytes of device memory */
+} cuda_device_info;
+frnn_status cuda_device_info_get(frnn_ctx *ctx, int device_ordinal, cuda_device_info *out);
+frnn_status cuda_device_count(frnn_ctx *ctx, int *count);
+frnn_status cuda_mem_get_info(frnn_ctx *ctx, size_t *free_bytes, size_t *total_bytes);
+frnn_status cuda_driver_version(frnn_ctx *ctx, int *version); /* 13000 for CUDA 13.0 */
+
+/* cache.c - the on-disk compilation cache, with a bounded in-process cache
+ * in front (thread-safe).  Directory: $FRNN_CACHE_DIR, else
+ * $XDG_CACHE_HOME/frnn, else $HOME/.cache/frnn, created on demand.  One file
+ * per key, named by two 64-bit hashes of the key text; it holds a magic, the
+ * format version, the whole key text (compared on read), the payload length
+ * and checksum, then the payload.  Writes are atomic (temp file, fsync,
+ * rename); a damaged entry reads as CACHE_CORRUPT and is deleted. */
+#define FRNN_CACHE_FORMAT 1
+typedef struct cache_key {
+  uint64_t graph_hash; /* canonical hash of the step */
+  const char *spec;    /* specialisation as text: M, N, dtypes, broadcast, gradients */
+  const char *arch;    /* target: "sm_90" */
+  const char *kind;    /* payload: "ptx", "cubin-sm_90-driver13000" */
+} cache_key; /* the LLVM version and FRNN_CACHE_FORMAT are added by cache.c */
+typedef enum cache_result {
+  CACHE_MISS,    /* not cached */
+  CACHE_MEMORY,  /* found in this process's cache */
+  CACHE_DISK,    /* read from the directory */
+  CACHE_CORRUPT, /* a damaged entry was found and deleted: treat as a miss */
+} cache_result;
+/* Look up `key`.  FRNN_OK whatever was found (see *how); on a hit *payload
+ * is a copy the caller frees (free()), NUL-terminated after *len bytes, else
+ * NULL.  Fails only on bad arguments or lack of memory. */
+frnn_status cache_get(frnn_ctx *ctx, const cache_key *key, char **payload, size_t *len,
+                      cache_result *how);
+/* Store `key` -> payload in memory and on disk.  FRNN_E_IO (message in ctx,
+ * which may be NULL) when the directory cannot be created or written: the
+ * caller may ignore it, later lookups in this process still hit memory. */
+frnn_status cache_put(frnn_ctx *ctx, const cache_key *key, const char *payload, size_t len);
+/* The cache directory now (from the environment), FRNN_E_IO if none. */
+frnn_status cache_dir(char *buf, size_t size);
+/* Path of the file `key` is stored in. */
+frnn_status cache_entry_path(const cache_key *key, char *buf, size_t size);
+void cache_clear_memory(void); /* empty the in-process cache (tests) */
+
 #endif
