@@ -117,7 +117,9 @@ void sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2,
 
 /* --------------------------------------------------------------- tensor.c */
 /* A validated tensor seen as 5-D [B,T,H,m,n] (inputs), with stride 0 on
- * every broadcast or absent dimension; states use T stride 0. */
+ * every broadcast or absent dimension (and on every dimension of size 1);
+ * states use T stride 0, outputs N stride 0 (and M stride 0 if scalar).
+ * Any index may so be passed in full: (b,t,h,i,j) with i < M, j < N. */
 enum tdtype { TD_F32, TD_BF16, TD_F16, TD_F64 };
 typedef struct tview {
   char *data;        /* first element (byte_offset applied) */
@@ -126,23 +128,53 @@ typedef struct tview {
   int64_t extent[5]; /* the tensor's own sizes (1 where broadcast) */
 } tview;
 
-/* What the tensor is for, which fixes its expected shape (SPEC section 3). */
+/* What the tensor is for, which fixes its expected shape (SPEC section 3)
+ * and how messages name it.  Written roles must not alias themselves. */
 enum tensor_role {
-  ROLE_INPUT,      /* [B,T,H,m,n], B/T/H may be 1 */
-  ROLE_STATE,      /* [B,H,m,n] */
-  ROLE_OUTPUT,     /* [B,T,H,M] or [B,T,H] / [B,T,H,1] */
-  ROLE_GRAD_INPUT, /* the input's own shape: [b,t,h,m,n] with b in {1,B}... */
+  ROLE_INPUT,            /* "input 'x'": [B,T,H,m,n], B/T/H may be 1 */
+  ROLE_STATE,            /* "initial state 'S'": [B,H,m,n] */
+  ROLE_OUTPUT,           /* "output 'y'", written: [B,T,H,M] or [B,T,H] / [B,T,H,1] */
+  ROLE_GRAD_INPUT,       /* "gradient of input 'x'", written: the input's own shape */
+  ROLE_FINAL_STATE,      /* "final state 'S'", written: [B,H,m,n] */
+  ROLE_GRAD_OUTPUT,      /* "gradient of output 'y'": as the output */
+  ROLE_GRAD_FINAL_STATE, /* "gradient of final state 'S'": [B,H,m,n] */
+  ROLE_GRAD_STATE,       /* "gradient of initial state 'S'", written: [B,H,m,n] */
 };
-/* Check `t` (non-null, device, dtype, ndim, shape, strides, no overlap for
- * written roles) for port `name` of class `cls`; fill `view`.  For
- * ROLE_GRAD_INPUT, `like` is the input whose shape it must have. */
+/* Check `t` (non-null, data, device, dtype, ndim, shape, strides, no
+ * self-overlap for written roles) for port `name` of class `cls`; fill
+ * `view`.  Host tensors (kDLCPU, kDLCUDAHost; float64 allowed) unless
+ * want_device (kDLCUDA).  For ROLE_GRAD_INPUT, `like` is the input's view,
+ * whose shape it must have.  Sizes must have passed sizes_check. */
 frnn_status tensor_bind(frnn_ctx *ctx, const DLTensor *t, enum tensor_role role,
                         const char *name, int cls, frnn_sizes sz, bool want_device,
                         const tview *like, tview *view);
 double tview_load(const tview *v, int64_t b, int64_t t, int64_t h, int64_t i, int64_t j);
+/* Stores round to nearest even (bfloat16, float16, float32); NaN stays NaN. */
 void tview_store(const tview *v, int64_t b, int64_t t, int64_t h, int64_t i, int64_t j,
                  double x);
+/* B, T, H, M, N all >= 1 and B*T*H*M*N elements (of 8 bytes) addressable. */
 frnn_status sizes_check(frnn_ctx *ctx, frnn_sizes sz);
+
+/* ------------------------------------------------------------ reference.c */
+/* Float64 evaluator of one finished step (user or internal), for one (b,t,h).
+ * Each node has a buffer of its class's size (row-major, i*N+j; a class
+ * without M or N has that dimension of size 1).  The caller fills the leaf
+ * buffers (eval_leaf), runs eval_step, and reads ports with eval_port. */
+typedef struct step_eval {
+  const frnn_step *step;
+  int64_t M, N;
+  double **val; /* per node: its buffer */
+  double *pool;
+} step_eval;
+frnn_status eval_init(frnn_ctx *ctx, step_eval *e, const frnn_step *s, int64_t M, int64_t N);
+void eval_free(step_eval *e);
+/* Buffer of the leaf of input or state port i (of its class's size). */
+double *eval_leaf(const step_eval *e, frnn_port_kind kind, int i);
+/* Compute every non-leaf node from the leaves. */
+void eval_step(step_eval *e);
+/* Element (i,j) of the value bound to state (next value) or output port k,
+ * broadcast when the value's class is smaller than the port's. */
+double eval_port(const step_eval *e, frnn_port_kind kind, int k, int64_t i, int64_t j);
 
 /* ---------------------------------------------------- target.c codegen.c */
 /* The toolkit the lowering builds kernels with: an LLVM context, module,
