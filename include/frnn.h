@@ -22,6 +22,9 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+/* The library is built with hidden visibility; what this header declares is
+ * its exported interface. */
+#pragma GCC visibility push(default)
 
 #define FRNN_VERSION_STRING "0.1.0"
 
@@ -52,7 +55,9 @@ typedef enum frnn_class {
 /* Operations of a step graph (SPEC section 2).  FRNN_OP_SUM reduces over the
  * last (N) dimension, FRNN_OP_SUM_M over the first (M); both keep the
  * dimension (as size 1).  FRNN_OP_POW takes a constant exponent as its second
- * operand.  Comparisons yield 1.0 or 0.0; WHERE(c,a,b) is a where c != 0. */
+ * operand.  Comparisons yield 1.0 or 0.0; WHERE(c,a,b) is a where c != 0.
+ * BCAST(a,b) is a, broadcast to the class of a and b together (the adjoint
+ * uses it to spread the gradient of a sum back over the summed dimension). */
 typedef enum frnn_op {
   FRNN_OP_INPUT, FRNN_OP_STATE, FRNN_OP_CONST, /* leaves (not for frnn_op) */
   FRNN_OP_ADD, FRNN_OP_SUB, FRNN_OP_MUL, FRNN_OP_DIV, FRNN_OP_NEG,
@@ -60,7 +65,7 @@ typedef enum frnn_op {
   FRNN_OP_TANH, FRNN_OP_SIGMOID, FRNN_OP_SOFTPLUS, FRNN_OP_SILU,
   FRNN_OP_LT, FRNN_OP_GT, FRNN_OP_LE, FRNN_OP_GE,
   FRNN_OP_MAX, FRNN_OP_MIN, FRNN_OP_POW, FRNN_OP_WHERE,
-  FRNN_OP_SUM, FRNN_OP_SUM_M,
+  FRNN_OP_SUM, FRNN_OP_SUM_M, FRNN_OP_BCAST,
   FRNN_OP_COUNT
 } frnn_op;
 
@@ -207,6 +212,7 @@ frnn_status frnn_gpu_backward(frnn_ctx *ctx, const frnn_step *step, frnn_sizes s
                               DLTensor *const *grad_inputs, DLTensor *const *grad_states,
                               void *workspace, size_t workspace_bytes, void *stream);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

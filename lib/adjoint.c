@@ -6,10 +6,10 @@
  * It recomputes the forward values it needs (the forward nodes are copied
  * in), then walks the forward graph in reverse topological order, applying
  * one rule per op that gives each operand's share of the node's gradient,
- * and sums the shares.  A share larger than its operand's shape class (an
- * operand broadcast by the op) is summed over the broadcast dimension: over
- * N with SUM, over M with SUM_M.  A share smaller than its operand's class
- * stands for its broadcast, which every later operation performs anyway.
+ * and sums the shares.  Every gradient has exactly its node's shape class
+ * (a sum's is broadcast back with BCAST), so a share larger than its
+ * operand's class (an operand broadcast by the op) is summed over the
+ * broadcast dimension: over N with SUM, over M with SUM_M.
  *
  * Requires a finished step; the result is finished too, so later stages
  * lower it like any other graph. */
@@ -139,8 +139,12 @@ static bool rule(adjoint_builder *ab, uint32_t v, uint32_t g, uint32_t shares[3]
     shares[2] = mk(ab, FRNN_OP_WHERE, x, zero, g);
     (void)c3;
     break;
+  /* A sum's gradient spreads back over the summed dimension: broadcast it
+   * to the operand's class, so that every gradient has its node's class
+   * and a later reduction sums over each element it stands for. */
   case FRNN_OP_SUM:
-  case FRNN_OP_SUM_M: shares[0] = g; break; /* broadcast back */
+  case FRNN_OP_SUM_M: shares[0] = mk(ab, FRNN_OP_BCAST, g, x, 0); break;
+  case FRNN_OP_BCAST: shares[0] = g; break; /* reduced to the operand's class */
   case FRNN_OP_INPUT:
   case FRNN_OP_STATE:
   case FRNN_OP_CONST:

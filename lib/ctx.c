@@ -12,7 +12,11 @@ frnn_status frnn_ctx_create(frnn_ctx **out) {
   return *out ? FRNN_OK : FRNN_E_NOMEM;
 }
 
-void frnn_ctx_destroy(frnn_ctx *ctx) { free(ctx); }
+void frnn_ctx_destroy(frnn_ctx *ctx) {
+  if (!ctx) return;
+  pipeline_release(ctx);
+  free(ctx);
+}
 
 const char *frnn_ctx_error(const frnn_ctx *ctx) { return ctx ? ctx->msg : "null context"; }
 

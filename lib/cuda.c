@@ -124,11 +124,19 @@ static void load_driver(void) {
 
   cuda_api t;
   memset(&t, 0, sizeof t);
+  /* CUDA 13 gave cuCtxGetDevice and cuCtxSynchronize a context argument
+   * (their _v2), but cuda.h still declares the unversioned names with the
+   * old signature, which is what the table's types are: ask for those two
+   * as of CUDA 12.0.  (Asking at 13000 crashed in cuCtxGetDevice_v2 on the
+   * H100: it read a garbage context.) */
+#define API_VERSION_OF(name)                                                             \
+  (strcmp(name, "cuCtxGetDevice") == 0 || strcmp(name, "cuCtxSynchronize") == 0 ? 12000   \
+                                                                                 : CUDA_API_VERSION)
 #define CUDA_FETCH(name)                                                                 \
   {                                                                                      \
     void *fn = NULL;                                                                     \
     CUdriverProcAddressQueryResult q = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;             \
-    CUresult r = get_proc(#name, &fn, CUDA_API_VERSION, CU_GET_PROC_ADDRESS_DEFAULT, &q); \
+    CUresult r = get_proc(#name, &fn, API_VERSION_OF(#name), CU_GET_PROC_ADDRESS_DEFAULT, &q); \
     if (r != CUDA_SUCCESS || !fn || q != CU_GET_PROC_ADDRESS_SUCCESS) {                  \
       snprintf(load_error, sizeof load_error,                                            \
                "no usable CUDA driver: %s does not provide %s for CUDA %d (error %d, "   \

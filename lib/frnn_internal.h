@@ -31,6 +31,7 @@ struct frnn_ctx {
   frnn_status status; /* of the last failure */
   char msg[4096];     /* its message */
   int line, col;      /* its place in step text (0: none) */
+  struct gpu_module *modules; /* pipeline.c: modules loaded by this context */
 };
 
 /* Record a failure and return `st`; printf-style message. */
@@ -106,8 +107,42 @@ const char *graph_describe(const frnn_step *s, uint32_t v, char *buf, size_t siz
 /* Find a port by name: its index, or -1. */
 int graph_find_port(const frnn_step *s, frnn_port_kind kind, const char *name);
 
-/* ---------------------------------------------------------------- print.c */
-/* Appends to a growable string; on allocation failure sets *ok = false. */
+/* ------------------------------------------------------ lex.c parse.c print.c */
+/* Step text (SPEC section 2).  lex.c cuts it into tokens on demand; parse.c
+ * builds the step through the public builder; print.c writes a finished step
+ * back as text that parses to the same hash. */
+enum tok_kind {
+  TOK_EOF, TOK_NEWLINE, TOK_NAME, TOK_NUMBER,
+  TOK_LPAREN, TOK_RPAREN, TOK_LBRACKET, TOK_RBRACKET, TOK_COMMA, TOK_SEMI,
+  TOK_ASSIGN, TOK_ARROW, TOK_PLUS, TOK_MINUS, TOK_STAR, TOK_SLASH,
+  TOK_LT, TOK_GT, TOK_LE, TOK_GE,
+};
+typedef struct token {
+  enum tok_kind kind;
+  const char *text; /* its first byte in the source */
+  size_t len;       /* its length in bytes (0 for TOK_EOF) */
+  int line, col;    /* from 1; col counts bytes */
+  double number;    /* TOK_NUMBER: its value (1e999 is inf) */
+} token;
+typedef struct lexer {
+  frnn_ctx *ctx;
+  const char *file;       /* for messages */
+  const char *src;        /* the whole text */
+  const char *p;          /* next byte */
+  const char *line_start; /* first byte of the current line */
+  int line;
+} lexer;
+void lex_init(lexer *lx, frnn_ctx *ctx, const char *file, const char *src);
+/* The next token into *t.  A lexical error (bad byte, malformed number, name
+ * of FRNN_NAME_MAX characters or more) fails with a located message.
+ * Numbers are read in the current locale: parse.c switches to "C". */
+frnn_status lex_next(lexer *lx, token *t);
+/* The token for messages: "'foo'", "number '1.5'", "end of line"... */
+const char *tok_describe(const token *t, char *buf, size_t size);
+
+/* Appends to a growable string; on allocation failure sets ok = false and
+ * appends nothing more.  Start from (strbuf){.ok = true}; data is
+ * NUL-terminated once anything was appended; free it with free(). */
 typedef struct strbuf {
   char *data;
   size_t len, cap;
@@ -175,6 +210,43 @@ void eval_step(step_eval *e);
 /* Element (i,j) of the value bound to state (next value) or output port k,
  * broadcast when the value's class is smaller than the port's. */
 double eval_port(const step_eval *e, frnn_port_kind kind, int k, int64_t i, int64_t j);
+
+/* ----------------------------------------------------------------- plan.c */
+/* How one kernel maps an (b,h) head's M x N state onto threads.  A row of the
+ * state is spread over `lpr` lanes (a power of two <= 32), each holding `cn`
+ * columns (j = lane_in_row + lpr*c); a warp holds 32/lpr row groups; each
+ * thread holds `rpt` rows (i = row0 + r*rows_per_pass + warp*(32/lpr) +
+ * lane/lpr); a block has `warps` warps; `row_blocks` blocks share a head
+ * (only when the kernel needs no sum over M). */
+#define PLAN_MAX_RPT 32
+#define PLAN_MAX_CN 32
+typedef struct kernel_shape {
+  int lpr, cn, rpt, warps, row_blocks;
+} kernel_shape;
+
+typedef struct plan {
+  int64_t M, N;
+  kernel_shape fwd, bwd;
+  int n_in, n_st, n_out;
+  int state_floats;                  /* floats of one head's states, canonical layout */
+  int state_offset[FRNN_MAX_PORTS];  /* of each state within those */
+  int bwd_regs;                      /* state floats one backward thread keeps */
+} plan;
+
+/* Decide the kernel shapes of `step` (and its adjoint) for M x N. */
+frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adjoint, int64_t M,
+                      int64_t N, plan *out);
+int class_floats(int cls, int64_t M, int64_t N); /* elements of one value of a class */
+/* Workspace layout of one call (bytes from the workspace start). */
+typedef struct ws_layout {
+  int64_t C, n_ckpt;         /* checkpoint interval, number of checkpoints */
+  size_t ckpt, scratch;      /* offsets */
+  size_t partial[FRNN_MAX_PORTS]; /* per input: partial gradient, or SIZE_MAX */
+  size_t total;
+} ws_layout;
+/* in_bcast[i]: bit 0 B, bit 1 T, bit 2 H broadcast (size 1) for input i. */
+void plan_workspace(const plan *p, frnn_sizes sz, const uint8_t *in_bcast, int for_backward,
+                    ws_layout *out);
 
 /* ---------------------------------------------------- target.c codegen.c */
 /* The toolkit the lowering builds kernels with: an LLVM context, module,
@@ -462,5 +534,27 @@ frnn_status cache_dir(char *buf, size_t size);
 /* Path of the file `key` is stored in. */
 frnn_status cache_entry_path(const cache_key *key, char *buf, size_t size);
 void cache_clear_memory(void); /* empty the in-process cache (tests) */
+
+/* ----------------------------------------------------------- lower_llvm.c */
+/* What a compiled module is specialised for besides M and N: the dtype of
+ * every tensor (dt_gin is float32 where the gradient goes to a partial in
+ * the workspace) and which inputs are broadcast (bit 0 B, 1 T, 2 H). */
+typedef struct lower_spec {
+  enum tdtype dt_in[FRNN_MAX_PORTS], dt_state[FRNN_MAX_PORTS], dt_out[FRNN_MAX_PORTS],
+      dt_final[FRNN_MAX_PORTS], dt_gout[FRNN_MAX_PORTS], dt_gfinal[FRNN_MAX_PORTS],
+      dt_gin[FRNN_MAX_PORTS], dt_gstate[FRNN_MAX_PORTS];
+  uint8_t in_bcast[FRNN_MAX_PORTS];
+} lower_spec;
+enum { KERNEL_FWD = 1, KERNEL_BWD = 2, KERNEL_REDUCE_F32 = 4, KERNEL_REDUCE_BF16 = 8,
+       KERNEL_REDUCE_F16 = 16 };
+extern const char *const reduce_kernel_names[3]; /* by tdtype F32, BF16, F16 */
+/* Add the kernels selected by `kernels` for step s (adjoint adj) to cg's
+ * module.  Kernel parameters: see lower_forward / lower_backward. */
+frnn_status lower_module(codegen *cg, const plan *p, const lower_spec *spec, const frnn_step *s,
+                         const frnn_step *adj, unsigned kernels);
+
+/* ------------------------------------------------------------- pipeline.c */
+/* Unload every module this context loaded (frnn_ctx_destroy calls it). */
+void pipeline_release(frnn_ctx *ctx);
 
 #endif

@@ -122,8 +122,10 @@ uint32_t graph_make(frnn_step *s, frnn_op op, const uint32_t *args, int n_args, 
   uint32_t a[3] = {0, 0, 0};
   memcpy(a, args, (size_t)n_args * sizeof *a);
 
-  /* A reduction over a dimension the operand lacks is the identity. */
-  if ((op == FRNN_OP_SUM || op == FRNN_OP_SUM_M) && s->nodes[a[0]].cls == cls) return a[0];
+  /* A reduction over a dimension the operand lacks is the identity; so is a
+   * broadcast to the class the operand already has. */
+  if ((op == FRNN_OP_SUM || op == FRNN_OP_SUM_M || op == FRNN_OP_BCAST) && s->nodes[a[0]].cls == cls)
+    return a[0];
 
   /* Constant folding: an elementwise op of constants is a constant.  (All
    * constants are scalars, so the class is unchanged.) */
@@ -434,7 +436,7 @@ static frnn_status canonicalize(frnn_step *s) {
     for (int i = 0; i < s->n_ports[k]; i++) {
       port *p = &s->ports[k][i];
       if (p->leaf != NODE_NONE) p->leaf = new_index[p->leaf];
-      p->value = new_index[p->value];
+      if (p->value != NODE_NONE) p->value = new_index[p->value];
     }
   free(s->nodes);
   free(s->intern);

@@ -57,6 +57,7 @@ double op_eval(frnn_op op, double a, double b, double c) {
   case FRNN_OP_MIN: return a != a || b != b ? a + b : (a < b ? a : b);
   case FRNN_OP_POW: return pow(a, b);
   case FRNN_OP_WHERE: return a != 0.0 ? b : c;
+  case FRNN_OP_BCAST: return a;
   /* Leaves and reductions have no elementwise value. */
   case FRNN_OP_INPUT:
   case FRNN_OP_STATE:

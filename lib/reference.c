@@ -108,7 +108,7 @@ void eval_step(step_eval *e) {
     case FRNN_OP_RSQRT: case FRNN_OP_ABS: case FRNN_OP_TANH: case FRNN_OP_SIGMOID:
     case FRNN_OP_SOFTPLUS: case FRNN_OP_SILU: case FRNN_OP_LT: case FRNN_OP_GT:
     case FRNN_OP_LE: case FRNN_OP_GE: case FRNN_OP_MAX: case FRNN_OP_MIN:
-    case FRNN_OP_POW: case FRNN_OP_WHERE: break;
+    case FRNN_OP_POW: case FRNN_OP_WHERE: case FRNN_OP_BCAST: break;
     }
     /* Elementwise: operand k's element (i, j) is at i*rs[k] + j*cs[k]
      * (0 along a dimension it lacks: broadcast). */

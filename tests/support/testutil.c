@@ -6,11 +6,37 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <execinfo.h>
+#include <signal.h>
+#include <unistd.h>
+
+/* On a crash, print the raw backtrace and where the executable is mapped, so
+ * that addresses resolve (nm/addr2line) against the unstripped binary even
+ * on a machine without gdb. */
+static void crash_handler(int sig) {
+  void *frames[64];
+  int n = backtrace(frames, 64);
+  char line[128];
+  int len = snprintf(line, sizeof line, "\n*** signal %d; backtrace:\n", sig);
+  write(2, line, (size_t)len);
+  backtrace_symbols_fd(frames, n, 2);
+  FILE *maps = fopen("/proc/self/maps", "r");
+  if (maps) {
+    char buf[512];
+    for (int i = 0; i < 3 && fgets(buf, sizeof buf, maps); i++) write(2, buf, strlen(buf));
+    fclose(maps);
+  }
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
 
 const DLDataType DT_F32 = {kDLFloat, 32, 1}, DT_BF16 = {kDLBfloat, 16, 1},
                  DT_F16 = {kDLFloat, 16, 1}, DT_F64 = {kDLFloat, 64, 1};
 
 rng test_rng(const char *suite) {
+  signal(SIGSEGV, crash_handler);
+  signal(SIGBUS, crash_handler);
+  signal(SIGABRT, crash_handler);
   const char *env = getenv("FRNN_TEST_SEED");
   uint64_t seed;
   if (env && *env)

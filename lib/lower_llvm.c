@@ -1,0 +1,795 @@
+/* lower_llvm.c - kernel plan + step graphs -> LLVM IR kernels.
+ *
+ * Three kernels per step (plan.c decides their shapes):
+ *   frnn_fwd   one (b,h) head and a block of its rows per block; the time
+ *              loop runs inside; states live in registers; outputs and final
+ *              states are written, and every C steps the states are saved
+ *              (canonical layout) as checkpoints in the workspace.
+ *   frnn_bwd   one head per block, all its rows; chunks of C steps in
+ *              reverse: reload the chunk's checkpoint, recompute its states
+ *              into a per-thread scratch area, then walk the chunk backwards
+ *              evaluating the adjoint graph.  Sums over M (gradients of rows
+ *              and scalars) are reduced in the block through shared memory in
+ *              a fixed order: no atomics, bitwise reproducible.
+ *   frnn_reduce_<dtype>  sums partial gradients of inputs broadcast over B
+ *              or H (written by frnn_bwd per head) over those dimensions.
+ *
+ * Every graph node becomes, per thread, one float per element it holds: a
+ * matrix node rpt x cn floats, a column node rpt, a row node cn, a scalar 1.
+ * Everything is unrolled at compile time; loop-carried values are allocas
+ * that mem2reg turns into registers. */
+#include "frnn_internal.h"
+
+#include <llvm-c/Core.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A tensor argument: six kernel parameters (pointer, strides B T H M N). */
+enum { TENSOR_PARAMS = 6 };
+
+typedef struct targ {
+  LLVMValueRef ptr;     /* global pointer as passed */
+  LLVMValueRef is_null; /* i1 */
+  LLVMValueRef off0;    /* i64: b*sB + h*sH */
+  LLVMValueRef sT, sM, sN;
+  enum tdtype dt;
+} targ;
+
+typedef struct lower {
+  codegen *cg;
+  const plan *p;
+  const lower_spec *spec;
+  kernel_shape ks;
+  LLVMValueRef tid, warp, group, lane_in_row, first_group, lane0; /* i32 / i1 */
+  LLVMValueRef b, h, bh;                                          /* i64 */
+  LLVMValueRef row[PLAN_MAX_RPT], row_ok[PLAN_MAX_RPT], row_safe[PLAN_MAX_RPT];
+  LLVMValueRef col[PLAN_MAX_CN], col_ok[PLAN_MAX_CN], col_safe[PLAN_MAX_CN];
+  LLVMValueRef smem; /* shared floats for sums over M: warps * cn * lpr */
+  LLVMValueRef **vals;
+  uint32_t n_vals;
+} lower;
+
+/* ------------------------------------------------------------- geometry */
+static int count_of(const kernel_shape *ks, int cls) {
+  return (CLASS_HAS_M(cls) ? ks->rpt : 1) * (CLASS_HAS_N(cls) ? ks->cn : 1);
+}
+
+/* Element (r,c) of a value of class cls, broadcast over what it lacks. */
+static LLVMValueRef at(const lower *lw, LLVMValueRef *v, int cls, int r, int c) {
+  int cn = CLASS_HAS_N(cls) ? lw->ks.cn : 1;
+  return v[(CLASS_HAS_M(cls) ? r : 0) * cn + (CLASS_HAS_N(cls) ? c : 0)];
+}
+
+static LLVMValueRef i1_and(lower *lw, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildAnd(lw->cg->b, a, b, "");
+}
+
+static LLVMValueRef icmp(lower *lw, LLVMIntPredicate p, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildICmp(lw->cg->b, p, a, b, "");
+}
+
+static void geometry(lower *lw, LLVMValueRef row_block) {
+  codegen *cg = lw->cg;
+  const kernel_shape *ks = &lw->ks;
+  int groups = 32 / ks->lpr;
+  lw->tid = cg_tid_x(cg);
+  LLVMValueRef lane = LLVMBuildAnd(cg->b, lw->tid, cg_i32(cg, 31), "lane");
+  lw->warp = LLVMBuildLShr(cg->b, lw->tid, cg_i32(cg, 5), "warp");
+  lw->lane_in_row = LLVMBuildAnd(cg->b, lane, cg_i32(cg, ks->lpr - 1), "lane_in_row");
+  lw->group = LLVMBuildUDiv(cg->b, lane, cg_i32(cg, ks->lpr), "group");
+  lw->lane0 = icmp(lw, LLVMIntEQ, lw->lane_in_row, cg_i32(cg, 0));
+  lw->first_group = i1_and(lw, icmp(lw, LLVMIntEQ, row_block, cg_i32(cg, 0)),
+                           i1_and(lw, icmp(lw, LLVMIntEQ, lw->warp, cg_i32(cg, 0)),
+                                  icmp(lw, LLVMIntEQ, lw->group, cg_i32(cg, 0))));
+  int64_t per_pass = (int64_t)ks->warps * groups;
+  LLVMValueRef base = cg_add(cg, cg_mul(cg, cg_zext64(cg, row_block), cg_i64(cg, per_pass * ks->rpt)),
+                             cg_add(cg, cg_mul(cg, cg_zext64(cg, lw->warp), cg_i64(cg, groups)),
+                                    cg_zext64(cg, lw->group)));
+  for (int r = 0; r < ks->rpt; r++) {
+    lw->row[r] = cg_add(cg, base, cg_i64(cg, r * per_pass));
+    lw->row_ok[r] = cg_ult(cg, lw->row[r], cg_i64(cg, lw->p->M));
+    lw->row_safe[r] = cg_select(cg, lw->row_ok[r], lw->row[r], cg_i64(cg, 0));
+  }
+  for (int c = 0; c < ks->cn; c++) {
+    lw->col[c] = cg_add(cg, cg_zext64(cg, lw->lane_in_row), cg_i64(cg, (int64_t)c * ks->lpr));
+    lw->col_ok[c] = (int64_t)(c + 1) * ks->lpr <= lw->p->N
+                        ? LLVMConstInt(cg->t_i1, 1, 0)
+                        : cg_ult(cg, lw->col[c], cg_i64(cg, lw->p->N));
+    lw->col_safe[c] = cg_select(cg, lw->col_ok[c], lw->col[c], cg_i64(cg, 0));
+  }
+}
+
+/* Does this thread write element (r,c) of a value of class cls?  Exactly one
+ * thread of the grid's head answers yes for each element. */
+static LLVMValueRef owner(lower *lw, int cls, int r, int c) {
+  LLVMValueRef m = CLASS_HAS_M(cls) ? lw->row_ok[r] : lw->first_group;
+  LLVMValueRef n = CLASS_HAS_N(cls) ? lw->col_ok[c] : lw->lane0;
+  return i1_and(lw, m, n);
+}
+
+/* ------------------------------------------------------------- tensors */
+static void tensor_param_types(codegen *cg, LLVMTypeRef *types, int *n) {
+  types[(*n)++] = cg->t_gptr;
+  for (int k = 0; k < 5; k++) types[(*n)++] = cg->t_i64;
+}
+
+static targ tensor_arg(lower *lw, int first, enum tdtype dt) {
+  codegen *cg = lw->cg;
+  targ t = {.ptr = cg_param(cg, first), .dt = dt};
+  t.is_null = LLVMBuildIsNull(cg->b, t.ptr, "");
+  LLVMValueRef sB = cg_param(cg, first + 1), sH = cg_param(cg, first + 3);
+  t.sT = cg_param(cg, first + 2);
+  t.sM = cg_param(cg, first + 4);
+  t.sN = cg_param(cg, first + 5);
+  t.off0 = cg_add(cg, cg_mul(cg, lw->b, sB), cg_mul(cg, lw->h, sH));
+  return t;
+}
+
+static LLVMValueRef elem_index(lower *lw, const targ *t, LLVMValueRef time, int cls, int r, int c) {
+  codegen *cg = lw->cg;
+  LLVMValueRef idx = cg_add(cg, t->off0, cg_mul(cg, time, t->sT));
+  if (CLASS_HAS_M(cls)) idx = cg_add(cg, idx, cg_mul(cg, lw->row_safe[r], t->sM));
+  if (CLASS_HAS_N(cls)) idx = cg_add(cg, idx, cg_mul(cg, lw->col_safe[c], t->sN));
+  return idx;
+}
+
+/* Load the thread's elements of tensor t at time `time`; an absent tensor
+ * (null pointer) reads as zeros when `optional`. */
+static void load_tensor(lower *lw, const targ *t, LLVMValueRef time, int cls, bool optional,
+                        LLVMValueRef *out) {
+  codegen *cg = lw->cg;
+  int n = count_of(&lw->ks, cls), cn = CLASS_HAS_N(cls) ? lw->ks.cn : 1;
+  LLVMBasicBlockRef load_bb = NULL, merge_bb = NULL, from = NULL;
+  if (optional) {
+    from = LLVMGetInsertBlock(cg->b);
+    load_bb = cg_block(cg, "load");
+    merge_bb = cg_block(cg, "loaded");
+    cg_cond_br(cg, t->is_null, merge_bb, load_bb);
+    cg_at(cg, load_bb);
+  }
+  for (int k = 0; k < n; k++)
+    out[k] = cg_load_elem(cg, t->ptr, elem_index(lw, t, time, cls, k / cn, k % cn), t->dt);
+  if (optional) {
+    LLVMBasicBlockRef end = LLVMGetInsertBlock(cg->b);
+    cg_br(cg, merge_bb);
+    cg_at(cg, merge_bb);
+    for (int k = 0; k < n; k++) {
+      LLVMValueRef phi = LLVMBuildPhi(cg->b, cg->t_f32, "");
+      LLVMValueRef vals[2] = {cg_f32(cg, 0.0), out[k]};
+      LLVMBasicBlockRef bbs[2] = {from, end};
+      LLVMAddIncoming(phi, vals, bbs, 2);
+      out[k] = phi;
+    }
+  }
+}
+
+/* Store value v (class vcls, broadcast to port class pcls) at `time`, each
+ * element by its owner; nothing when the tensor is absent. */
+static void store_tensor(lower *lw, const targ *t, LLVMValueRef time, int pcls, LLVMValueRef *v,
+                         int vcls) {
+  codegen *cg = lw->cg;
+  LLVMBasicBlockRef go = cg_block(cg, "store"), done = cg_block(cg, "stored");
+  cg_cond_br(cg, t->is_null, done, go);
+  cg_at(cg, go);
+  for (int r = 0; r < (CLASS_HAS_M(pcls) ? lw->ks.rpt : 1); r++)
+    for (int c = 0; c < (CLASS_HAS_N(pcls) ? lw->ks.cn : 1); c++) {
+      LLVMBasicBlockRef yes = cg_block(cg, "own"), next = cg_block(cg, "next");
+      cg_cond_br(cg, owner(lw, pcls, r, c), yes, next);
+      cg_at(cg, yes);
+      cg_store_elem(cg, t->ptr, elem_index(lw, t, time, pcls, r, c), t->dt, at(lw, v, vcls, r, c));
+      cg_br(cg, next);
+      cg_at(cg, next);
+    }
+  cg_br(cg, done);
+  cg_at(cg, done);
+}
+
+/* Canonical index of element (r,c) of a state of class cls within a head's
+ * states (the checkpoint layout). */
+static LLVMValueRef state_index(lower *lw, int s, int cls, int r, int c) {
+  codegen *cg = lw->cg;
+  LLVMValueRef idx = cg_i64(cg, lw->p->state_offset[s]);
+  if (CLASS_HAS_M(cls))
+    idx = cg_add(cg, idx, cg_mul(cg, lw->row_safe[r], cg_i64(cg, CLASS_HAS_N(cls) ? lw->p->N : 1)));
+  if (CLASS_HAS_N(cls)) idx = cg_add(cg, idx, lw->col_safe[c]);
+  return idx;
+}
+
+/* -------------------------------------------------------------- values */
+static LLVMValueRef *new_vals(lower *lw, int cls) {
+  LLVMValueRef *v = calloc((size_t)count_of(&lw->ks, cls), sizeof *v);
+  if (!v) cg_error(lw->cg, "out of memory lowering");
+  return v;
+}
+
+/* Allocas holding one value of class cls across loop iterations. */
+static LLVMValueRef *new_slots(lower *lw, int cls, LLVMBasicBlockRef entry) {
+  codegen *cg = lw->cg;
+  int n = count_of(&lw->ks, cls);
+  LLVMValueRef *v = new_vals(lw, cls);
+  if (!v) return NULL;
+  LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
+  LLVMValueRef first = LLVMGetFirstInstruction(entry);
+  if (first) LLVMPositionBuilderBefore(cg->b, first);
+  else LLVMPositionBuilderAtEnd(cg->b, entry);
+  for (int k = 0; k < n; k++) v[k] = LLVMBuildAlloca(cg->b, cg->t_f32, "");
+  LLVMPositionBuilderAtEnd(cg->b, here);
+  return v;
+}
+
+static void slots_get(lower *lw, LLVMValueRef *slots, int cls, LLVMValueRef *out) {
+  for (int k = 0; k < count_of(&lw->ks, cls); k++) out[k] = cg_load(lw->cg, lw->cg->t_f32, slots[k]);
+}
+
+/* slots (class cls) = v (class vcls, broadcast) */
+static void slots_set(lower *lw, LLVMValueRef *slots, int cls, LLVMValueRef *v, int vcls) {
+  int cn = CLASS_HAS_N(cls) ? lw->ks.cn : 1;
+  for (int k = 0; k < count_of(&lw->ks, cls); k++)
+    cg_store(lw->cg, at(lw, v, vcls, k / cn, k % cn), slots[k]);
+}
+
+/* ------------------------------------------------------------- op lowering */
+static LLVMValueRef bool_to_f32(codegen *cg, LLVMValueRef c) {
+  return cg_select(cg, c, cg_f32(cg, 1.0), cg_f32(cg, 0.0));
+}
+
+static LLVMValueRef fcmp(codegen *cg, LLVMRealPredicate p, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildFCmp(cg->b, p, a, b, "");
+}
+
+static LLVMValueRef sigmoid(codegen *cg, LLVMValueRef x) {
+  /* 1 / (1 + e^-x): e^-x overflows to inf for x << 0, giving 0 as it should. */
+  return cg_fdiv(cg, cg_f32(cg, 1.0), cg_fadd(cg, cg_f32(cg, 1.0), cg_exp(cg, cg_fneg(cg, x))));
+}
+
+static LLVMValueRef softplus(codegen *cg, LLVMValueRef x) {
+  /* max(x,0) + log1p(e^-|x|); log1p(u) ~ u - u^2/2 below 1e-4, where
+   * log(1+u) would lose the digits of u. */
+  LLVMValueRef u = cg_exp(cg, cg_fneg(cg, cg_fabs(cg, x)));
+  LLVMValueRef small = fcmp(cg, LLVMRealOLT, u, cg_f32(cg, 1e-4));
+  LLVMValueRef series = cg_fsub(cg, u, cg_fmul(cg, cg_f32(cg, 0.5), cg_fmul(cg, u, u)));
+  LLVMValueRef l = cg_select(cg, small, series, cg_log(cg, cg_fadd(cg, cg_f32(cg, 1.0), u)));
+  LLVMValueRef pos = cg_select(cg, fcmp(cg, LLVMRealOGT, x, cg_f32(cg, 0.0)), x, cg_f32(cg, 0.0));
+  return cg_fadd(cg, pos, l);
+}
+
+static LLVMValueRef lower_pow(codegen *cg, LLVMValueRef x, double e) {
+  if (e == 2.0) return cg_fmul(cg, x, x);
+  if (e == 3.0) return cg_fmul(cg, x, cg_fmul(cg, x, x));
+  if (e == 0.5) return cg_sqrt(cg, x);
+  if (e == -1.0) return cg_fdiv(cg, cg_f32(cg, 1.0), x);
+  if (e == -0.5) return cg_rsqrt(cg, x);
+  if (e == 0.0) return cg_f32(cg, 1.0);
+  return cg_pow(cg, x, cg_f32(cg, e));
+}
+
+/* The float32 value of an elementwise op: must match op_eval (ops.c). */
+static LLVMValueRef lower_elementwise(codegen *cg, frnn_op op, LLVMValueRef a, LLVMValueRef b,
+                                      LLVMValueRef c, double exponent) {
+  switch (op) {
+  case FRNN_OP_ADD: return cg_fadd(cg, a, b);
+  case FRNN_OP_SUB: return cg_fsub(cg, a, b);
+  case FRNN_OP_MUL: return cg_fmul(cg, a, b);
+  case FRNN_OP_DIV: return cg_fdiv(cg, a, b);
+  case FRNN_OP_NEG: return cg_fneg(cg, a);
+  case FRNN_OP_EXP: return cg_exp(cg, a);
+  case FRNN_OP_LOG: return cg_log(cg, a);
+  case FRNN_OP_SQRT: return cg_sqrt(cg, a);
+  case FRNN_OP_RSQRT: return cg_rsqrt(cg, a);
+  case FRNN_OP_ABS: return cg_fabs(cg, a);
+  case FRNN_OP_TANH: return cg_tanh(cg, a);
+  case FRNN_OP_SIGMOID: return sigmoid(cg, a);
+  case FRNN_OP_SOFTPLUS: return softplus(cg, a);
+  case FRNN_OP_SILU: return cg_fmul(cg, a, sigmoid(cg, a));
+  case FRNN_OP_LT: return bool_to_f32(cg, fcmp(cg, LLVMRealOLT, a, b));
+  case FRNN_OP_GT: return bool_to_f32(cg, fcmp(cg, LLVMRealOGT, a, b));
+  case FRNN_OP_LE: return bool_to_f32(cg, fcmp(cg, LLVMRealOLE, a, b));
+  case FRNN_OP_GE: return bool_to_f32(cg, fcmp(cg, LLVMRealOGE, a, b));
+  case FRNN_OP_MAX: return cg_fmax(cg, a, b);
+  case FRNN_OP_MIN: return cg_fmin(cg, a, b);
+  case FRNN_OP_POW: return lower_pow(cg, a, exponent);
+  /* where(c, a, b): C's `c != 0.0` is true for NaN: unordered-or-not-equal. */
+  case FRNN_OP_WHERE: return cg_select(cg, fcmp(cg, LLVMRealUNE, a, cg_f32(cg, 0.0)), b, c);
+  case FRNN_OP_BCAST: return a;
+  case FRNN_OP_INPUT:
+  case FRNN_OP_STATE:
+  case FRNN_OP_CONST:
+  case FRNN_OP_SUM:
+  case FRNN_OP_SUM_M:
+  case FRNN_OP_COUNT: break;
+  }
+  cg_error(cg, "op %d is not elementwise", (int)op);
+  return cg_f32(cg, 0.0);
+}
+
+/* sum over N: masked partial over the thread's columns, then a butterfly
+ * over the lanes of the row. */
+static void lower_sum_n(lower *lw, LLVMValueRef *x, int xcls, LLVMValueRef *out, int ocls) {
+  codegen *cg = lw->cg;
+  for (int r = 0; r < (CLASS_HAS_M(ocls) ? lw->ks.rpt : 1); r++) {
+    LLVMValueRef s = NULL;
+    for (int c = 0; c < lw->ks.cn; c++) {
+      LLVMValueRef e = cg_select(cg, lw->col_ok[c], at(lw, x, xcls, r, c), cg_f32(cg, 0.0));
+      s = s ? cg_fadd(cg, s, e) : e;
+    }
+    for (int m = lw->ks.lpr / 2; m >= 1; m /= 2) s = cg_fadd(cg, s, cg_shfl_bfly_f32(cg, s, m, 32));
+    out[r] = s;
+  }
+}
+
+/* sum over M: masked partial over the thread's rows, a butterfly over the
+ * row groups of the warp, then across warps through shared memory in warp
+ * order (deterministic).  Needs the whole head in the block. */
+static void lower_sum_m(lower *lw, LLVMValueRef *x, int xcls, LLVMValueRef *out, int ocls) {
+  codegen *cg = lw->cg;
+  int cn = CLASS_HAS_N(ocls) ? lw->ks.cn : 1;
+  LLVMValueRef part[PLAN_MAX_CN];
+  for (int c = 0; c < cn; c++) {
+    LLVMValueRef s = NULL;
+    for (int r = 0; r < lw->ks.rpt; r++) {
+      LLVMValueRef e = cg_select(cg, lw->row_ok[r], at(lw, x, xcls, r, c), cg_f32(cg, 0.0));
+      s = s ? cg_fadd(cg, s, e) : e;
+    }
+    for (int m = 16; m >= lw->ks.lpr; m /= 2) s = cg_fadd(cg, s, cg_shfl_bfly_f32(cg, s, m, 32));
+    part[c] = s;
+  }
+  if (lw->ks.warps == 1) {
+    for (int c = 0; c < cn; c++) out[c] = part[c];
+    return;
+  }
+  int stride = lw->ks.cn * lw->ks.lpr; /* floats per warp in smem */
+  cg_barrier(cg);                      /* the previous sum's readers are done */
+  LLVMBasicBlockRef w = cg_block(cg, "summ_write"), done = cg_block(cg, "summ_written");
+  cg_cond_br(cg, icmp(lw, LLVMIntEQ, lw->group, cg_i32(cg, 0)), w, done);
+  cg_at(cg, w);
+  LLVMValueRef wbase = cg_add(cg, cg_mul(cg, cg_zext64(cg, lw->warp), cg_i64(cg, stride)),
+                              cg_zext64(cg, lw->lane_in_row));
+  for (int c = 0; c < cn; c++)
+    cg_store(cg, part[c], cg_gep(cg, cg->t_f32, lw->smem, cg_add(cg, wbase, cg_i64(cg, c * lw->ks.lpr))));
+  cg_br(cg, done);
+  cg_at(cg, done);
+  cg_barrier(cg);
+  for (int c = 0; c < cn; c++) {
+    LLVMValueRef s = NULL;
+    for (int k = 0; k < lw->ks.warps; k++) {
+      LLVMValueRef idx = cg_add(cg, cg_zext64(cg, lw->lane_in_row), cg_i64(cg, (int64_t)k * stride + c * lw->ks.lpr));
+      LLVMValueRef e = cg_load(cg, cg->t_f32, cg_gep(cg, cg->t_f32, lw->smem, idx));
+      s = s ? cg_fadd(cg, s, e) : e;
+    }
+    out[c] = s;
+  }
+}
+
+/* Evaluate every node of graph g; leaves[kind][slot] give the INPUT and
+ * STATE leaves' values.  Results in lw->vals (freed by free_vals). */
+static void free_vals(lower *lw) {
+  for (uint32_t v = 0; v < lw->n_vals; v++) free(lw->vals[v]);
+  free(lw->vals);
+  lw->vals = NULL;
+  lw->n_vals = 0;
+}
+
+static bool emit_graph(lower *lw, const frnn_step *g, LLVMValueRef **in_leaf,
+                       LLVMValueRef **state_leaf) {
+  codegen *cg = lw->cg;
+  free_vals(lw);
+  lw->vals = calloc(g->n_nodes ? g->n_nodes : 1, sizeof *lw->vals);
+  if (!lw->vals) return false;
+  lw->n_vals = g->n_nodes;
+  for (uint32_t v = 0; v < g->n_nodes; v++) {
+    const node *n = &g->nodes[v];
+    LLVMValueRef *out = new_vals(lw, n->cls);
+    if (!out) return false;
+    lw->vals[v] = out;
+    int cnt = count_of(&lw->ks, n->cls), cn = CLASS_HAS_N(n->cls) ? lw->ks.cn : 1;
+    switch ((frnn_op)n->op) {
+    case FRNN_OP_INPUT:
+    case FRNN_OP_STATE: {
+      LLVMValueRef *src = (n->op == FRNN_OP_INPUT ? in_leaf : state_leaf)[n->slot];
+      memcpy(out, src, (size_t)cnt * sizeof *out);
+      break;
+    }
+    case FRNN_OP_CONST: out[0] = cg_f32(cg, n->value); break;
+    case FRNN_OP_SUM: lower_sum_n(lw, lw->vals[n->arg[0]], g->nodes[n->arg[0]].cls, out, n->cls); break;
+    case FRNN_OP_SUM_M: lower_sum_m(lw, lw->vals[n->arg[0]], g->nodes[n->arg[0]].cls, out, n->cls); break;
+    default: {
+      int ar = op_get(n->op)->arity;
+      double e = n->op == FRNN_OP_POW ? g->nodes[n->arg[1]].value : 0;
+      for (int k = 0; k < cnt; k++) {
+        int r = k / cn, c = k % cn;
+        LLVMValueRef a[3] = {NULL, NULL, NULL};
+        for (int i = 0; i < ar; i++) a[i] = at(lw, lw->vals[n->arg[i]], g->nodes[n->arg[i]].cls, r, c);
+        out[k] = lower_elementwise(cg, (frnn_op)n->op, a[0], a[1], a[2], e);
+      }
+    }
+    }
+  }
+  return true;
+}
+
+/* ---------------------------------------------------------------- loops */
+typedef struct loop {
+  LLVMValueRef var; /* alloca i64 */
+  LLVMBasicBlockRef cond, body, after;
+} loop;
+
+/* for (var = from; var <cmp> to; var += step) — counting up (step 1) or down
+ * (step -1, condition var >= to). */
+static loop loop_begin(lower *lw, LLVMValueRef var, LLVMValueRef from, LLVMValueRef to, int step,
+                       const char *name) {
+  codegen *cg = lw->cg;
+  loop l = {.var = var};
+  cg_store(cg, from, var);
+  l.cond = cg_block(cg, name);
+  l.body = cg_block(cg, "body");
+  l.after = cg_block(cg, "after");
+  cg_br(cg, l.cond);
+  cg_at(cg, l.cond);
+  LLVMValueRef i = cg_load(cg, cg->t_i64, var);
+  LLVMValueRef go = step > 0 ? icmp(lw, LLVMIntSLT, i, to) : icmp(lw, LLVMIntSGE, i, to);
+  cg_cond_br(cg, go, l.body, l.after);
+  cg_at(cg, l.body);
+  return l;
+}
+
+static void loop_end(lower *lw, loop *l, int step) {
+  codegen *cg = lw->cg;
+  LLVMValueRef i = cg_load(cg, cg->t_i64, l->var);
+  cg_store(cg, cg_add(cg, i, cg_i64(cg, step)), l->var);
+  cg_br(cg, l->cond);
+  cg_at(cg, l->after);
+}
+
+static LLVMValueRef new_counter(lower *lw, LLVMBasicBlockRef entry) {
+  codegen *cg = lw->cg;
+  LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
+  LLVMValueRef first = LLVMGetFirstInstruction(entry);
+  if (first) LLVMPositionBuilderBefore(cg->b, first);
+  else LLVMPositionBuilderAtEnd(cg->b, entry);
+  LLVMValueRef v = LLVMBuildAlloca(cg->b, cg->t_i64, "");
+  LLVMPositionBuilderAtEnd(cg->b, here);
+  return v;
+}
+
+/* ------------------------------------------------------- forward kernel */
+static bool lower_forward(lower *lw, const frnn_step *s) {
+  codegen *cg = lw->cg;
+  const plan *p = lw->p;
+  lw->ks = p->fwd;
+  LLVMTypeRef types[4 * FRNN_MAX_PORTS * TENSOR_PARAMS + 8];
+  int n = 0;
+  for (int i = 0; i < p->n_in + p->n_st + p->n_out + p->n_st; i++) tensor_param_types(cg, types, &n);
+  int ws = n;
+  types[n++] = cg->t_gptr; /* checkpoints (null: none) */
+  types[n++] = cg->t_i64;  /* T */
+  types[n++] = cg->t_i64;  /* H */
+  types[n++] = cg->t_i64;  /* C */
+  types[n++] = cg->t_i64;  /* number of checkpoints */
+  LLVMValueRef fn = cg_kernel(cg, "frnn_fwd", types, n, lw->ks.warps * 32, 0);
+  LLVMBasicBlockRef entry = LLVMGetInsertBlock(cg->b);
+  lw->b = cg_zext64(cg, cg_ctaid_z(cg));
+  lw->h = cg_zext64(cg, cg_ctaid_y(cg));
+  geometry(lw, cg_ctaid_x(cg));
+  LLVMValueRef T = cg_param(cg, ws + 1), H = cg_param(cg, ws + 2), C = cg_param(cg, ws + 3),
+               NC = cg_param(cg, ws + 4), ckpt = cg_param(cg, ws);
+  lw->bh = cg_add(cg, cg_mul(cg, lw->b, H), lw->h);
+  for (int i = 0; i < 4 * FRNN_MAX_PORTS * TENSOR_PARAMS + 8 && i < n; i++)
+    if (LLVMGetTypeKind(types[i]) == LLVMPointerTypeKind) cg_param_noalias(cg, fn, i);
+  targ in[FRNN_MAX_PORTS], init[FRNN_MAX_PORTS], out[FRNN_MAX_PORTS], fin[FRNN_MAX_PORTS];
+  int k = 0;
+  for (int i = 0; i < p->n_in; i++, k += TENSOR_PARAMS) in[i] = tensor_arg(lw, k, lw->spec->dt_in[i]);
+  for (int i = 0; i < p->n_st; i++, k += TENSOR_PARAMS) init[i] = tensor_arg(lw, k, lw->spec->dt_state[i]);
+  for (int i = 0; i < p->n_out; i++, k += TENSOR_PARAMS) out[i] = tensor_arg(lw, k, lw->spec->dt_out[i]);
+  for (int i = 0; i < p->n_st; i++, k += TENSOR_PARAMS) fin[i] = tensor_arg(lw, k, lw->spec->dt_final[i]);
+
+  /* States in registers, from the initial states. */
+  LLVMValueRef *S[FRNN_MAX_PORTS], *Sv[FRNN_MAX_PORTS], *X[FRNN_MAX_PORTS];
+  for (int i = 0; i < p->n_st; i++) {
+    int cls = s->ports[FRNN_PORT_STATE][i].cls;
+    S[i] = new_slots(lw, cls, entry);
+    Sv[i] = new_vals(lw, cls);
+    if (!S[i] || !Sv[i]) return false;
+    load_tensor(lw, &init[i], cg_i64(cg, 0), cls, false, Sv[i]);
+    slots_set(lw, S[i], cls, Sv[i], cls);
+  }
+  for (int i = 0; i < p->n_in; i++)
+    if (!(X[i] = new_vals(lw, s->ports[FRNN_PORT_INPUT][i].cls))) return false;
+  LLVMValueRef ck_base = cg_mul(cg, cg_mul(cg, lw->bh, NC), cg_i64(cg, p->state_floats));
+  LLVMValueRef tvar = new_counter(lw, entry);
+  loop lt = loop_begin(lw, tvar, cg_i64(cg, 0), T, 1, "time");
+  LLVMValueRef t = cg_load(cg, cg->t_i64, tvar);
+  for (int i = 0; i < p->n_st; i++) slots_get(lw, S[i], s->ports[FRNN_PORT_STATE][i].cls, Sv[i]);
+  /* Checkpoint: the states before step t, every C steps. */
+  {
+    LLVMValueRef due = i1_and(lw, LLVMBuildNot(cg->b, LLVMBuildIsNull(cg->b, ckpt, ""), ""),
+                              icmp(lw, LLVMIntEQ, LLVMBuildSRem(cg->b, t, C, ""), cg_i64(cg, 0)));
+    LLVMBasicBlockRef yes = cg_block(cg, "ckpt"), no = cg_block(cg, "ckpt_done");
+    cg_cond_br(cg, due, yes, no);
+    cg_at(cg, yes);
+    LLVMValueRef base = cg_add(cg, ck_base, cg_mul(cg, LLVMBuildSDiv(cg->b, t, C, ""), cg_i64(cg, p->state_floats)));
+    for (int i = 0; i < p->n_st; i++) {
+      int cls = s->ports[FRNN_PORT_STATE][i].cls;
+      for (int r = 0; r < (CLASS_HAS_M(cls) ? lw->ks.rpt : 1); r++)
+        for (int c = 0; c < (CLASS_HAS_N(cls) ? lw->ks.cn : 1); c++) {
+          LLVMBasicBlockRef own = cg_block(cg, "own"), next = cg_block(cg, "next");
+          cg_cond_br(cg, owner(lw, cls, r, c), own, next);
+          cg_at(cg, own);
+          cg_store_elem(cg, ckpt, cg_add(cg, base, state_index(lw, i, cls, r, c)), TD_F32,
+                        at(lw, Sv[i], cls, r, c));
+          cg_br(cg, next);
+          cg_at(cg, next);
+        }
+    }
+    cg_br(cg, no);
+    cg_at(cg, no);
+  }
+  for (int i = 0; i < p->n_in; i++) load_tensor(lw, &in[i], t, s->ports[FRNN_PORT_INPUT][i].cls, false, X[i]);
+  if (!emit_graph(lw, s, X, Sv)) return false;
+  for (int i = 0; i < p->n_out; i++) {
+    const port *o = &s->ports[FRNN_PORT_OUTPUT][i];
+    store_tensor(lw, &out[i], t, o->cls, lw->vals[o->value], s->nodes[o->value].cls);
+  }
+  for (int i = 0; i < p->n_st; i++) {
+    const port *st = &s->ports[FRNN_PORT_STATE][i];
+    slots_set(lw, S[i], st->cls, lw->vals[st->value], s->nodes[st->value].cls);
+  }
+  loop_end(lw, &lt, 1);
+  for (int i = 0; i < p->n_st; i++) {
+    int cls = s->ports[FRNN_PORT_STATE][i].cls;
+    slots_get(lw, S[i], cls, Sv[i]);
+    store_tensor(lw, &fin[i], cg_i64(cg, 0), cls, Sv[i], cls);
+  }
+  cg_ret(cg);
+  for (int i = 0; i < p->n_st; i++) free(S[i]), free(Sv[i]);
+  for (int i = 0; i < p->n_in; i++) free(X[i]);
+  free_vals(lw);
+  return true;
+}
+
+/* ------------------------------------------------------ backward kernel */
+static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) {
+  codegen *cg = lw->cg;
+  const plan *p = lw->p;
+  lw->ks = p->bwd;
+  LLVMTypeRef types[5 * FRNN_MAX_PORTS * TENSOR_PARAMS + 8];
+  int n = 0;
+  for (int i = 0; i < p->n_in + p->n_out + p->n_st + p->n_in + p->n_st; i++) tensor_param_types(cg, types, &n);
+  int ws = n;
+  types[n++] = cg->t_gptr; /* checkpoints */
+  types[n++] = cg->t_gptr; /* scratch */
+  types[n++] = cg->t_i64;  /* T */
+  types[n++] = cg->t_i64;  /* H */
+  types[n++] = cg->t_i64;  /* C */
+  types[n++] = cg->t_i64;  /* number of checkpoints */
+  LLVMValueRef fn = cg_kernel(cg, "frnn_bwd", types, n, lw->ks.warps * 32, 0);
+  LLVMBasicBlockRef entry = LLVMGetInsertBlock(cg->b);
+  for (int i = 0; i < n; i++)
+    if (LLVMGetTypeKind(types[i]) == LLVMPointerTypeKind) cg_param_noalias(cg, fn, i);
+  lw->b = cg_zext64(cg, cg_ctaid_z(cg));
+  lw->h = cg_zext64(cg, cg_ctaid_y(cg));
+  geometry(lw, cg_i32(cg, 0));
+  LLVMValueRef ckpt = cg_param(cg, ws), scratch = cg_param(cg, ws + 1), T = cg_param(cg, ws + 2),
+               H = cg_param(cg, ws + 3), C = cg_param(cg, ws + 4), NC = cg_param(cg, ws + 5);
+  lw->bh = cg_add(cg, cg_mul(cg, lw->b, H), lw->h);
+  targ in[FRNN_MAX_PORTS], gout[FRNN_MAX_PORTS], gfin[FRNN_MAX_PORTS], gin[FRNN_MAX_PORTS],
+      gst[FRNN_MAX_PORTS];
+  int k = 0;
+  for (int i = 0; i < p->n_in; i++, k += TENSOR_PARAMS) in[i] = tensor_arg(lw, k, lw->spec->dt_in[i]);
+  for (int i = 0; i < p->n_out; i++, k += TENSOR_PARAMS) gout[i] = tensor_arg(lw, k, lw->spec->dt_gout[i]);
+  for (int i = 0; i < p->n_st; i++, k += TENSOR_PARAMS) gfin[i] = tensor_arg(lw, k, lw->spec->dt_gfinal[i]);
+  for (int i = 0; i < p->n_in; i++, k += TENSOR_PARAMS) gin[i] = tensor_arg(lw, k, lw->spec->dt_gin[i]);
+  for (int i = 0; i < p->n_st; i++, k += TENSOR_PARAMS) gst[i] = tensor_arg(lw, k, lw->spec->dt_gstate[i]);
+
+  int n_threads = lw->ks.warps * 32;
+  LLVMValueRef *S[FRNN_MAX_PORTS], *Sv[FRNN_MAX_PORTS], *dS[FRNN_MAX_PORTS], *X[FRNN_MAX_PORTS],
+      *acc[FRNN_MAX_PORTS], *GY[FRNN_MAX_PORTS], *dSv[FRNN_MAX_PORTS];
+  for (int i = 0; i < p->n_st; i++) {
+    int cls = s->ports[FRNN_PORT_STATE][i].cls;
+    S[i] = new_slots(lw, cls, entry);
+    dS[i] = new_slots(lw, cls, entry);
+    Sv[i] = new_vals(lw, cls);
+    dSv[i] = new_vals(lw, cls);
+    if (!S[i] || !dS[i] || !Sv[i] || !dSv[i]) return false;
+    load_tensor(lw, &gfin[i], cg_i64(cg, 0), cls, true, dSv[i]);
+    slots_set(lw, dS[i], cls, dSv[i], cls);
+  }
+  for (int i = 0; i < p->n_in; i++) {
+    int cls = s->ports[FRNN_PORT_INPUT][i].cls;
+    if (!(X[i] = new_vals(lw, cls))) return false;
+    acc[i] = NULL;
+    if (lw->spec->in_bcast[i] & 2) { /* time-invariant: sum over t in registers */
+      if (!(acc[i] = new_slots(lw, cls, entry))) return false;
+      for (int q = 0; q < count_of(&lw->ks, cls); q++) cg_store(cg, cg_f32(cg, 0.0), acc[i][q]);
+    }
+  }
+  for (int i = 0; i < p->n_out; i++)
+    if (!(GY[i] = new_vals(lw, s->ports[FRNN_PORT_OUTPUT][i].cls))) return false;
+
+  LLVMValueRef ck_base = cg_mul(cg, cg_mul(cg, lw->bh, NC), cg_i64(cg, p->state_floats));
+  LLVMValueRef kvar = new_counter(lw, entry), tvar = new_counter(lw, entry);
+  loop lk = loop_begin(lw, kvar, LLVMBuildSub(cg->b, NC, cg_i64(cg, 1), ""), cg_i64(cg, 0), -1, "chunk");
+  LLVMValueRef kk = cg_load(cg, cg->t_i64, kvar);
+  LLVMValueRef t0 = cg_mul(cg, kk, C);
+  LLVMValueRef t1 = cg_add(cg, t0, C);
+  t1 = cg_select(cg, icmp(lw, LLVMIntSLT, T, t1), T, t1);
+  /* This chunk's checkpoint. */
+  LLVMValueRef base = cg_add(cg, ck_base, cg_mul(cg, kk, cg_i64(cg, p->state_floats)));
+  for (int i = 0; i < p->n_st; i++) {
+    int cls = s->ports[FRNN_PORT_STATE][i].cls, cn = CLASS_HAS_N(cls) ? lw->ks.cn : 1;
+    for (int q = 0; q < count_of(&lw->ks, cls); q++)
+      Sv[i][q] = cg_load_elem(cg, ckpt, cg_add(cg, base, state_index(lw, i, cls, q / cn, q % cn)), TD_F32);
+    slots_set(lw, S[i], cls, Sv[i], cls);
+  }
+  /* Scratch: per thread, its state floats for each step of the chunk, laid
+   * out [head][step][float][thread] so that a warp's accesses coalesce. */
+  LLVMValueRef sc_head = cg_mul(cg, lw->bh, cg_mul(cg, C, cg_i64(cg, (int64_t)p->bwd_regs * n_threads)));
+  LLVMValueRef tid64 = cg_zext64(cg, lw->tid);
+#define SCRATCH_INDEX(tt, q)                                                                   \
+  cg_add(cg, cg_add(cg, sc_head, cg_mul(cg, LLVMBuildSub(cg->b, tt, t0, ""), cg_i64(cg, (int64_t)p->bwd_regs * n_threads))), \
+         cg_add(cg, cg_i64(cg, (int64_t)(q) * n_threads), tid64))
+  /* Recompute the chunk's states forward. */
+  loop lf = loop_begin(lw, tvar, t0, t1, 1, "recompute");
+  {
+    LLVMValueRef t = cg_load(cg, cg->t_i64, tvar);
+    int q = 0;
+    for (int i = 0; i < p->n_st; i++) {
+      int cls = s->ports[FRNN_PORT_STATE][i].cls;
+      slots_get(lw, S[i], cls, Sv[i]);
+      for (int e = 0; e < count_of(&lw->ks, cls); e++, q++)
+        cg_store_elem(cg, scratch, SCRATCH_INDEX(t, q), TD_F32, Sv[i][e]);
+    }
+    for (int i = 0; i < p->n_in; i++) load_tensor(lw, &in[i], t, s->ports[FRNN_PORT_INPUT][i].cls, false, X[i]);
+    if (!emit_graph(lw, s, X, Sv)) return false;
+    for (int i = 0; i < p->n_st; i++) {
+      const port *st = &s->ports[FRNN_PORT_STATE][i];
+      slots_set(lw, S[i], st->cls, lw->vals[st->value], s->nodes[st->value].cls);
+    }
+  }
+  loop_end(lw, &lf, 1);
+  /* Walk the chunk backwards. */
+  loop lb = loop_begin(lw, tvar, LLVMBuildSub(cg->b, t1, cg_i64(cg, 1), ""), t0, -1, "reverse");
+  {
+    LLVMValueRef t = cg_load(cg, cg->t_i64, tvar);
+    int q = 0;
+    for (int i = 0; i < p->n_st; i++) {
+      int cls = s->ports[FRNN_PORT_STATE][i].cls;
+      for (int e = 0; e < count_of(&lw->ks, cls); e++, q++)
+        Sv[i][e] = cg_load_elem(cg, scratch, SCRATCH_INDEX(t, q), TD_F32);
+      slots_get(lw, dS[i], cls, dSv[i]);
+    }
+    for (int i = 0; i < p->n_in; i++) load_tensor(lw, &in[i], t, s->ports[FRNN_PORT_INPUT][i].cls, false, X[i]);
+    for (int i = 0; i < p->n_out; i++) load_tensor(lw, &gout[i], t, s->ports[FRNN_PORT_OUTPUT][i].cls, true, GY[i]);
+    /* The adjoint's inputs are x..., S..., grad_y..., grad_next_S...: all its
+     * leaves are INPUT leaves, numbered in that order. */
+    LLVMValueRef *leaves[4 * FRNN_MAX_PORTS];
+    int nl = 0;
+    for (int i = 0; i < p->n_in; i++) leaves[nl++] = X[i];
+    for (int i = 0; i < p->n_st; i++) leaves[nl++] = Sv[i];
+    for (int i = 0; i < p->n_out; i++) leaves[nl++] = GY[i];
+    for (int i = 0; i < p->n_st; i++) leaves[nl++] = dSv[i];
+    if (!emit_graph(lw, adj, leaves, NULL)) return false;
+    for (int i = 0; i < p->n_in; i++) {
+      const port *o = &adj->ports[FRNN_PORT_OUTPUT][i];
+      int cls = o->cls, vcls = adj->nodes[o->value].cls;
+      if (acc[i]) {
+        int cn = CLASS_HAS_N(cls) ? lw->ks.cn : 1;
+        for (int e = 0; e < count_of(&lw->ks, cls); e++) {
+          LLVMValueRef sum = cg_fadd(cg, cg_load(cg, cg->t_f32, acc[i][e]), at(lw, lw->vals[o->value], vcls, e / cn, e % cn));
+          cg_store(cg, sum, acc[i][e]);
+        }
+      } else {
+        store_tensor(lw, &gin[i], t, cls, lw->vals[o->value], vcls);
+      }
+    }
+    for (int i = 0; i < p->n_st; i++) {
+      const port *o = &adj->ports[FRNN_PORT_OUTPUT][p->n_in + i];
+      slots_set(lw, dS[i], o->cls, lw->vals[o->value], adj->nodes[o->value].cls);
+    }
+  }
+  loop_end(lw, &lb, -1);
+  loop_end(lw, &lk, -1);
+#undef SCRATCH_INDEX
+  for (int i = 0; i < p->n_st; i++) {
+    int cls = s->ports[FRNN_PORT_STATE][i].cls;
+    slots_get(lw, dS[i], cls, dSv[i]);
+    store_tensor(lw, &gst[i], cg_i64(cg, 0), cls, dSv[i], cls);
+  }
+  for (int i = 0; i < p->n_in; i++)
+    if (acc[i]) {
+      int cls = s->ports[FRNN_PORT_INPUT][i].cls;
+      slots_get(lw, acc[i], cls, X[i]);
+      store_tensor(lw, &gin[i], cg_i64(cg, 0), cls, X[i], cls);
+    }
+  cg_ret(cg);
+  for (int i = 0; i < p->n_st; i++) free(S[i]), free(Sv[i]), free(dS[i]), free(dSv[i]);
+  for (int i = 0; i < p->n_in; i++) free(X[i]), free(acc[i]);
+  for (int i = 0; i < p->n_out; i++) free(GY[i]);
+  free_vals(lw);
+  return true;
+}
+
+/* -------------------------------------------------------- reduce kernel */
+/* out[ob,t,oh,i,j] = sum over b (if broadcast over B) and h (if over H) of
+ * partial[b,t,h,i,j]; partial is float32 [B,Tp,H,m,n], contiguous. */
+static void lower_reduce(lower *lw, enum tdtype dt, const char *name) {
+  codegen *cg = lw->cg;
+  LLVMTypeRef types[16];
+  int n = 0;
+  types[n++] = cg->t_gptr; /* partial */
+  tensor_param_types(cg, types, &n);                 /* out: 1..6 */
+  for (int i = 0; i < 5; i++) types[n++] = cg->t_i64; /* B Tp H m n: 7..11 */
+  types[n++] = cg->t_i32;                            /* over B: 12 */
+  types[n++] = cg->t_i32;                            /* over H: 13 */
+  cg_kernel(cg, name, types, n, 256, 0);
+  LLVMValueRef part = cg_param(cg, 0), out = cg_param(cg, 1);
+  LLVMValueRef B = cg_param(cg, 7), Tp = cg_param(cg, 8), H = cg_param(cg, 9), m = cg_param(cg, 10),
+               nn = cg_param(cg, 11);
+  LLVMValueRef overB = icmp(lw, LLVMIntNE, cg_param(cg, 12), cg_i32(cg, 0));
+  LLVMValueRef overH = icmp(lw, LLVMIntNE, cg_param(cg, 13), cg_i32(cg, 0));
+  LLVMValueRef oB = cg_select(cg, overB, cg_i64(cg, 1), B), oH = cg_select(cg, overH, cg_i64(cg, 1), H);
+  LLVMValueRef idx = cg_add(cg, cg_mul(cg, cg_zext64(cg, cg_ctaid_x(cg)), cg_i64(cg, 256)), cg_zext64(cg, cg_tid_x(cg)));
+  LLVMValueRef total = cg_mul(cg, cg_mul(cg, cg_mul(cg, oB, Tp), cg_mul(cg, oH, m)), nn);
+  LLVMBasicBlockRef work = cg_block(cg, "work"), end = cg_block(cg, "end");
+  cg_cond_br(cg, cg_ult(cg, idx, total), work, end);
+  cg_at(cg, work);
+  LLVMValueRef j = LLVMBuildURem(cg->b, idx, nn, ""), rest = LLVMBuildUDiv(cg->b, idx, nn, "");
+  LLVMValueRef i = LLVMBuildURem(cg->b, rest, m, "");
+  rest = LLVMBuildUDiv(cg->b, rest, m, "");
+  LLVMValueRef oh = LLVMBuildURem(cg->b, rest, oH, "");
+  rest = LLVMBuildUDiv(cg->b, rest, oH, "");
+  LLVMValueRef t = LLVMBuildURem(cg->b, rest, Tp, "");
+  LLVMValueRef ob = LLVMBuildUDiv(cg->b, rest, Tp, "");
+  LLVMValueRef nb = cg_select(cg, overB, B, cg_i64(cg, 1)), nh = cg_select(cg, overH, H, cg_i64(cg, 1));
+  LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(cg->fn);
+  LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
+  LLVMPositionBuilderBefore(cg->b, LLVMGetFirstInstruction(entry));
+  LLVMValueRef acc = LLVMBuildAlloca(cg->b, cg->t_f32, "acc");
+  LLVMPositionBuilderAtEnd(cg->b, here);
+  cg_store(cg, cg_f32(cg, 0.0), acc);
+  LLVMValueRef bvar = new_counter(lw, entry), hvar = new_counter(lw, entry);
+  loop lb = loop_begin(lw, bvar, cg_i64(cg, 0), nb, 1, "over_b");
+  loop lh = loop_begin(lw, hvar, cg_i64(cg, 0), nh, 1, "over_h");
+  {
+    LLVMValueRef bb = cg_select(cg, overB, cg_load(cg, cg->t_i64, bvar), ob);
+    LLVMValueRef hh = cg_select(cg, overH, cg_load(cg, cg->t_i64, hvar), oh);
+    LLVMValueRef pi = cg_add(cg, cg_mul(cg, cg_add(cg, cg_mul(cg, cg_add(cg, cg_mul(cg, cg_add(cg, cg_mul(cg, bb, Tp), t), H), hh), m), i), nn), j);
+    cg_store(cg, cg_fadd(cg, cg_load(cg, cg->t_f32, acc), cg_load_elem(cg, part, pi, TD_F32)), acc);
+  }
+  loop_end(lw, &lh, 1);
+  loop_end(lw, &lb, 1);
+  LLVMValueRef oi = cg_add(cg, cg_add(cg, cg_add(cg, cg_mul(cg, ob, cg_param(cg, 2)), cg_mul(cg, t, cg_param(cg, 3))),
+                                      cg_add(cg, cg_mul(cg, oh, cg_param(cg, 4)), cg_mul(cg, i, cg_param(cg, 5)))),
+                           cg_mul(cg, j, cg_param(cg, 6)));
+  cg_store_elem(cg, out, oi, dt, cg_load(cg, cg->t_f32, acc));
+  cg_br(cg, end);
+  cg_at(cg, end);
+  cg_ret(cg);
+}
+
+/* ------------------------------------------------------------ the module */
+const char *const reduce_kernel_names[3] = {"frnn_reduce_f32", "frnn_reduce_bf16", "frnn_reduce_f16"};
+
+frnn_status lower_module(codegen *cg, const plan *p, const lower_spec *spec, const frnn_step *s,
+                         const frnn_step *adj, unsigned kernels) {
+  lower lw = {.cg = cg, .p = p, .spec = spec};
+  int smem_floats = p->bwd.warps * p->bwd.cn * p->bwd.lpr;
+  if (smem_floats * 4 > 48 * 1024)
+    return diag_fail(cg->ctx, FRNN_E_UNSUPPORTED,
+                     "M = %lld, N = %lld need %d bytes of shared memory for sums over M (> 48 KB)",
+                     (long long)p->M, (long long)p->N, smem_floats * 4);
+  bool ok = true;
+  if (kernels & KERNEL_FWD) {
+    lw.smem = cg_shared_array(cg, "frnn_fwd_summ", cg->t_f32, p->fwd.warps * p->fwd.cn * p->fwd.lpr);
+    ok = ok && lower_forward(&lw, s);
+  }
+  if (kernels & KERNEL_BWD) {
+    lw.smem = cg_shared_array(cg, "frnn_bwd_summ", cg->t_f32, smem_floats);
+    ok = ok && lower_backward(&lw, s, adj);
+  }
+  for (int d = 0; d < 3; d++)
+    if (kernels & (KERNEL_REDUCE_F32 << d)) lower_reduce(&lw, (enum tdtype)d, reduce_kernel_names[d]);
+  free_vals(&lw);
+  if (!ok) return diag_fail(cg->ctx, FRNN_E_NOMEM, "out of memory lowering step '%s'", s->name);
+  return FRNN_OK;
+}

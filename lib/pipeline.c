@@ -1,0 +1,467 @@
+/* pipeline.c - the stages in order, and the public GPU entry points.
+ *
+ *   step graph -> adjoint (adjoint.c) -> plan (plan.c) -> LLVM IR
+ *   (lower_llvm.c) -> PTX (codegen.c) -> on-disk cache (cache.c) -> cubin
+ *   made by the driver, cached too -> module (cuda.c) -> launches.
+ *
+ * A GPU call validates its tensors, names its specialisation (dtypes and
+ * broadcast pattern) in a short key, finds the loaded module for that key in
+ * the context (compiling or reading the cache the first time) and launches
+ * on the caller's stream: no allocation, no synchronisation, no host work
+ * proportional to T. */
+#include "frnn_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct gpu_module {
+  char key[1024];
+  CUcontext cu_ctx;
+  CUmodule mod;
+  CUfunction fn[5]; /* fwd, bwd, reduce f32, bf16, f16 (as built) */
+  plan p;
+  struct gpu_module *next;
+} gpu_module;
+
+static const char *const kernel_names[5] = {"frnn_fwd", "frnn_bwd", "frnn_reduce_f32",
+                                            "frnn_reduce_bf16", "frnn_reduce_f16"};
+
+void pipeline_release(frnn_ctx *ctx) {
+  for (gpu_module *m = ctx->modules, *next; m; m = next) {
+    next = m->next;
+    cuda_module_unload(m->mod);
+    free(m);
+  }
+  ctx->modules = NULL;
+}
+
+/* ------------------------------------------------------------ compiling */
+static frnn_status compile(frnn_ctx *ctx, const frnn_step *s, const plan *p, const lower_spec *spec,
+                           unsigned kernels, const char *arch, int emit_llvm, char **out) {
+  frnn_step *adj = NULL;
+  frnn_status st = FRNN_OK;
+  if (kernels & KERNEL_BWD) st = frnn_step_adjoint(s, &adj);
+  if (st) return st;
+  target tgt;
+  codegen cg;
+  memset(&cg, 0, sizeof cg);
+  if (!(st = target_parse(ctx, arch, &tgt)) && !(st = cg_begin(ctx, &tgt, s->name, &cg)) &&
+      !(st = lower_module(&cg, p, spec, s, adj, kernels)))
+    st = cg_finish(&cg, emit_llvm, out);
+  cg_dispose(&cg);
+  frnn_step_destroy(adj);
+  return st;
+}
+
+static unsigned kernel_by_name(const char *name) {
+  for (int k = 0; k < 5; k++)
+    if (strcmp(name, kernel_names[k]) == 0) return 1u << k;
+  return 0;
+}
+
+frnn_status frnn_compile_ptx(frnn_ctx *ctx, const frnn_step *s, const frnn_codegen_options *opt,
+                             char **out) {
+  if (!ctx) return FRNN_E_ARG;
+  if (!s || !opt || !out)
+    return diag_fail(ctx, FRNN_E_ARG, "frnn_compile_ptx: step, options and out must not be NULL");
+  *out = NULL;
+  if (!s->finished) return diag_fail(ctx, FRNN_E_ARG, "frnn_compile_ptx: step '%s' is not finished", s->name);
+  enum tdtype dt;
+  if (opt->dtype.code == kDLFloat && opt->dtype.bits == 32 && opt->dtype.lanes == 1) dt = TD_F32;
+  else if (opt->dtype.code == kDLBfloat && opt->dtype.bits == 16 && opt->dtype.lanes == 1) dt = TD_BF16;
+  else if (opt->dtype.code == kDLFloat && opt->dtype.bits == 16 && opt->dtype.lanes == 1) dt = TD_F16;
+  else
+    return diag_fail(ctx, FRNN_E_ARG, "frnn_compile_ptx: dtype must be float32, bfloat16 or float16");
+  if (opt->after_pass) {
+    frnn_step *adj = NULL;
+    const frnn_step *which = s;
+    frnn_status st;
+    if (strcmp(opt->after_pass, "adjoint") == 0) {
+      if ((st = frnn_step_adjoint(s, &adj))) return st;
+      which = adj;
+    } else if (strcmp(opt->after_pass, "simplify") != 0 && strcmp(opt->after_pass, "parse") != 0)
+      return diag_fail(ctx, FRNN_E_ARG, "unknown pass '%s': the passes are parse, simplify, adjoint",
+                       opt->after_pass);
+    st = frnn_step_print(which, out);
+    frnn_step_destroy(adj);
+    return st;
+  }
+  plan p;
+  frnn_status st = plan_make(ctx, s, NULL, opt->M, opt->N, &p);
+  if (st) return st;
+  lower_spec spec;
+  for (int i = 0; i < FRNN_MAX_PORTS; i++) {
+    spec.dt_in[i] = spec.dt_out[i] = spec.dt_gout[i] = spec.dt_gin[i] = dt;
+    spec.dt_state[i] = spec.dt_final[i] = spec.dt_gfinal[i] = spec.dt_gstate[i] = TD_F32;
+    spec.in_bcast[i] = 0;
+  }
+  unsigned kernels = KERNEL_FWD | KERNEL_BWD | (KERNEL_REDUCE_F32 << dt);
+  if (opt->kernel) {
+    kernels = kernel_by_name(opt->kernel);
+    if (!kernels)
+      return diag_fail(ctx, FRNN_E_ARG, "no kernel '%s': the kernels are frnn_fwd, frnn_bwd, "
+                                        "frnn_reduce_f32, frnn_reduce_bf16, frnn_reduce_f16",
+                       opt->kernel);
+  }
+  return compile(ctx, s, &p, &spec, kernels, opt->arch, opt->emit_llvm ? 1 : 0, out);
+}
+
+/* ------------------------------------------------------- binding tensors */
+typedef struct bound {
+  tview v[FRNN_MAX_PORTS];
+  bool present[FRNN_MAX_PORTS];
+} bound;
+
+static const DLTensor *entry(const DLTensor *const *arr, int i) { return arr ? arr[i] : NULL; }
+
+/* Validate the tensors of one kind of port; `required`: each must be there. */
+static frnn_status bind_all(frnn_ctx *ctx, const frnn_step *s, frnn_port_kind kind,
+                            enum tensor_role role, const DLTensor *const *arr, bool required,
+                            frnn_sizes sz, const bound *like, bound *out, int *device) {
+  const char *what[] = {"inputs", "states", "outputs"};
+  int n = s->n_ports[kind];
+  if (required && n && !arr)
+    return diag_fail(ctx, FRNN_E_ARG, "the array of %s is NULL (step '%s' has %d)", what[kind], s->name, n);
+  for (int i = 0; i < n; i++) {
+    const DLTensor *t = entry(arr, i);
+    out->present[i] = t != NULL;
+    if (!t) {
+      if (required)
+        return diag_fail(ctx, FRNN_E_ARG, "%s '%s' is NULL", role == ROLE_OUTPUT ? "output" : role == ROLE_INPUT ? "input" : "initial state",
+                         s->ports[kind][i].name);
+      continue;
+    }
+    frnn_status st = tensor_bind(ctx, t, role, s->ports[kind][i].name, s->ports[kind][i].cls, sz,
+                                 true, like ? &like->v[i] : NULL, &out->v[i]);
+    if (st) return st;
+    if (*device < 0) *device = t->device.device_id;
+    else if (t->device.device_id != *device)
+      return diag_fail(ctx, FRNN_E_ARG, "'%s' is on CUDA device %d, other tensors on device %d",
+                       s->ports[kind][i].name, t->device.device_id, *device);
+  }
+  return FRNN_OK;
+}
+
+static char dt_char(enum tdtype d) { return "fbhd"[d]; }
+
+static uint8_t bcast_bits(const tview *v, frnn_sizes sz) {
+  return (uint8_t)((v->extent[0] == 1 && sz.B > 1) | (v->extent[1] == 1 && sz.T > 1) << 1 |
+                   (v->extent[2] == 1 && sz.H > 1) << 2);
+}
+
+/* Kernel arguments: six per tensor (pointer, strides B T H M N), then the
+ * kernel's scalars.  Storage for the values lives here; params[] points at it. */
+typedef struct args {
+  void *ptr[5 * FRNN_MAX_PORTS + 4];
+  int64_t i64[5 * FRNN_MAX_PORTS * 5 + 16];
+  int32_t i32[4];
+  void *params[5 * FRNN_MAX_PORTS * 6 + 16];
+  int n_ptr, n_i64, n_i32, n;
+} args;
+
+static void arg_ptr(args *a, void *p) {
+  a->ptr[a->n_ptr] = p;
+  a->params[a->n++] = &a->ptr[a->n_ptr++];
+}
+static void arg_i64(args *a, int64_t v) {
+  a->i64[a->n_i64] = v;
+  a->params[a->n++] = &a->i64[a->n_i64++];
+}
+static void arg_i32(args *a, int32_t v) {
+  a->i32[a->n_i32] = v;
+  a->params[a->n++] = &a->i32[a->n_i32++];
+}
+static void arg_tensor(args *a, const tview *v, bool present) {
+  arg_ptr(a, present ? v->data : NULL);
+  for (int d = 0; d < 5; d++) arg_i64(a, present ? v->stride[d] : 0);
+}
+
+/* ------------------------------------------------------ loading modules */
+static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, int device,
+                              const char *key, const lower_spec *spec, unsigned kernels,
+                              gpu_module **out) {
+  CUcontext cur;
+  frnn_status st = cuda_current_context(ctx, &cur);
+  if (st) return st;
+  for (gpu_module *m = ctx->modules; m; m = m->next)
+    if (m->cu_ctx == cur && strcmp(m->key, key) == 0) {
+      *out = m;
+      return FRNN_OK;
+    }
+  gpu_module *m = calloc(1, sizeof *m);
+  if (!m) return diag_fail(ctx, FRNN_E_NOMEM, "out of memory loading a module");
+  if ((st = plan_make(ctx, s, NULL, sz.M, sz.N, &m->p))) goto fail;
+  const char *arch = getenv("FRNN_ARCH");
+  if (!arch) arch = "sm_90";
+  cache_key ck = {.graph_hash = s->hash, .spec = key, .arch = arch, .kind = "ptx"};
+  char *ptx = NULL, *cubin = NULL;
+  size_t ptx_len = 0, cubin_len = 0;
+  cache_result how;
+  char kind[64];
+  if ((st = cuda_cubin_kind(ctx, device, kind, sizeof kind))) goto fail;
+  cache_key cubin_key = ck;
+  cubin_key.kind = kind;
+  if ((st = cache_get(ctx, &cubin_key, &cubin, &cubin_len, &how))) goto fail;
+  if (!cubin) {
+    if ((st = cache_get(ctx, &ck, &ptx, &ptx_len, &how))) goto fail;
+    if (!ptx) {
+      if ((st = compile(ctx, s, &m->p, spec, kernels, arch, 0, &ptx))) goto fail;
+      ptx_len = strlen(ptx);
+      cache_put(NULL, &ck, ptx, ptx_len); /* a read-only cache is no failure */
+    }
+    st = cuda_link_ptx_to_cubin(ctx, ptx, ptx_len + 1, &cubin, &cubin_len);
+    free(ptx);
+    if (st) goto fail;
+    cache_put(NULL, &cubin_key, cubin, cubin_len);
+  }
+  st = cuda_module_load(ctx, cubin, cubin_len, 1, &m->mod, NULL);
+  free(cubin);
+  if (st) goto fail;
+  for (int k = 0; k < 5; k++)
+    if ((kernels & (1u << k)) && (st = cuda_function(ctx, m->mod, kernel_names[k], &m->fn[k]))) goto fail;
+  snprintf(m->key, sizeof m->key, "%s", key);
+  m->cu_ctx = cur;
+  m->next = ctx->modules;
+  ctx->modules = m;
+  *out = m;
+  return FRNN_OK;
+fail:
+  cuda_module_unload(m->mod);
+  free(m);
+  return st;
+}
+
+/* --------------------------------------------------------- public calls */
+static frnn_status check_call(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, const char *fn) {
+  if (!ctx) return FRNN_E_ARG;
+  if (!s) return diag_fail(ctx, FRNN_E_ARG, "%s: step is NULL", fn);
+  if (!s->finished) return diag_fail(ctx, FRNN_E_ARG, "%s: step '%s' is not finished", fn, s->name);
+  if (s->internal)
+    return diag_fail(ctx, FRNN_E_ARG, "%s: step '%s' is an adjoint; run the step itself", fn, s->name);
+  frnn_status st = sizes_check(ctx, sz);
+  if (st) return st;
+  if (sz.B > 65535 || sz.H > 65535)
+    return diag_fail(ctx, FRNN_E_UNSUPPORTED, "%s: B = %lld and H = %lld must be at most 65535", fn,
+                     (long long)sz.B, (long long)sz.H);
+  return FRNN_OK;
+}
+
+static void inputs_bcast(const frnn_step *s, frnn_sizes sz, const bound *in, uint8_t *bc) {
+  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) bc[i] = bcast_bits(&in->v[i], sz);
+}
+
+frnn_status frnn_gpu_workspace_size(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
+                                    const DLTensor *const *inputs, int for_backward, size_t *bytes) {
+  frnn_status st = check_call(ctx, s, sz, "frnn_gpu_workspace_size");
+  if (st) return st;
+  if (!bytes) return diag_fail(ctx, FRNN_E_ARG, "frnn_gpu_workspace_size: bytes is NULL");
+  plan p;
+  if ((st = plan_make(ctx, s, NULL, sz.M, sz.N, &p))) return st;
+  uint8_t bc[FRNN_MAX_PORTS];
+  bool have = inputs != NULL;
+  for (int i = 0; i < p.n_in; i++) {
+    bc[i] = 5;
+    if (inputs && inputs[i] && inputs[i]->ndim == 5 && inputs[i]->shape)
+      bc[i] = (uint8_t)((inputs[i]->shape[0] == 1 && sz.B > 1) |
+                        (inputs[i]->shape[1] == 1 && sz.T > 1) << 1 |
+                        (inputs[i]->shape[2] == 1 && sz.H > 1) << 2);
+  }
+  ws_layout w;
+  plan_workspace(&p, sz, have ? bc : NULL, for_backward, &w);
+  *bytes = w.total;
+  return FRNN_OK;
+}
+
+frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
+                             const DLTensor *const *inputs, const DLTensor *const *states,
+                             DLTensor *const *outputs, DLTensor *const *final_states,
+                             void *workspace, size_t workspace_bytes, void *stream) {
+  frnn_status st = check_call(ctx, s, sz, "frnn_gpu_forward");
+  if (st) return st;
+  bound *pin = calloc(4, sizeof(bound)); /* large: kept off the stack */
+  if (!pin) return diag_fail(ctx, FRNN_E_NOMEM, "out of memory");
+  bound *pinit = pin + 1, *pout = pin + 2, *pfin = pin + 3;
+  int dev = -1;
+  if ((st = bind_all(ctx, s, FRNN_PORT_INPUT, ROLE_INPUT, inputs, true, sz, NULL, pin, &dev)) ||
+      (st = bind_all(ctx, s, FRNN_PORT_STATE, ROLE_STATE, states, true, sz, NULL, pinit, &dev)) ||
+      (st = bind_all(ctx, s, FRNN_PORT_OUTPUT, ROLE_OUTPUT, (const DLTensor *const *)outputs, true, sz, NULL, pout, &dev)) ||
+      (st = bind_all(ctx, s, FRNN_PORT_STATE, ROLE_FINAL_STATE, (const DLTensor *const *)final_states, false, sz, NULL, pfin, &dev)))
+    goto done;
+  lower_spec spec;
+  memset(&spec, 0, sizeof spec);
+  char key[1024];
+  int k = snprintf(key, sizeof key, "fwd M=%lld N=%lld ", (long long)sz.M, (long long)sz.N);
+  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) spec.dt_in[i] = pin->v[i].dtype, key[k++] = dt_char(spec.dt_in[i]);
+  key[k++] = '/';
+  for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) {
+    spec.dt_state[i] = pinit->v[i].dtype;
+    spec.dt_final[i] = pfin->present[i] ? pfin->v[i].dtype : TD_F32;
+    key[k++] = dt_char(spec.dt_state[i]);
+    key[k++] = dt_char(spec.dt_final[i]);
+  }
+  key[k++] = '/';
+  for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) spec.dt_out[i] = pout->v[i].dtype, key[k++] = dt_char(spec.dt_out[i]);
+  key[k] = 0;
+  cuda_scope scope;
+  if ((st = cuda_enter(ctx, dev, &scope))) goto done;
+  gpu_module *m;
+  if (!(st = get_module(ctx, s, sz, dev, key, &spec, KERNEL_FWD, &m))) {
+    ws_layout w;
+    uint8_t bc[FRNN_MAX_PORTS];
+    inputs_bcast(s, sz, pin, bc);
+    plan_workspace(&m->p, sz, bc, 1, &w);
+    bool ckpt = workspace && workspace_bytes > 0;
+    if (ckpt && workspace_bytes < w.total) {
+      st = diag_fail(ctx, FRNN_E_ARG,
+                     "frnn_gpu_forward: the workspace has %zu bytes; a forward that a backward "
+                     "follows needs %zu (frnn_gpu_workspace_size), one without none (pass NULL)",
+                     workspace_bytes, w.total);
+    } else {
+      args a;
+      memset(&a, 0, sizeof a);
+      for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) arg_tensor(&a, &pin->v[i], true);
+      for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) arg_tensor(&a, &pinit->v[i], true);
+      for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) arg_tensor(&a, &pout->v[i], true);
+      for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) arg_tensor(&a, &pfin->v[i], pfin->present[i]);
+      arg_ptr(&a, ckpt ? (char *)workspace + w.ckpt : NULL);
+      arg_i64(&a, sz.T);
+      arg_i64(&a, sz.H);
+      arg_i64(&a, w.C);
+      arg_i64(&a, w.n_ckpt);
+      unsigned grid[3] = {(unsigned)m->p.fwd.row_blocks, (unsigned)sz.H, (unsigned)sz.B};
+      unsigned block[3] = {(unsigned)m->p.fwd.warps * 32, 1, 1};
+      st = cuda_launch(ctx, m->fn[0], "frnn_fwd", grid, block, 0, (CUstream)stream, a.params);
+    }
+  }
+  cuda_leave(&scope);
+done:
+  free(pin);
+  return st;
+}
+
+frnn_status frnn_gpu_backward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
+                              const DLTensor *const *inputs, const DLTensor *const *states,
+                              const DLTensor *const *grad_outputs,
+                              const DLTensor *const *grad_final_states,
+                              DLTensor *const *grad_inputs, DLTensor *const *grad_states,
+                              void *workspace, size_t workspace_bytes, void *stream) {
+  frnn_status st = check_call(ctx, s, sz, "frnn_gpu_backward");
+  if (st) return st;
+  bound *b = calloc(6, sizeof(bound));
+  if (!b) return diag_fail(ctx, FRNN_E_NOMEM, "out of memory");
+  bound *pin = b, *pinit = b + 1, *pgo = b + 2, *pgf = b + 3, *pgi = b + 4, *pgs = b + 5;
+  int dev = -1;
+  if ((st = bind_all(ctx, s, FRNN_PORT_INPUT, ROLE_INPUT, inputs, true, sz, NULL, pin, &dev)) ||
+      (st = bind_all(ctx, s, FRNN_PORT_STATE, ROLE_STATE, states, true, sz, NULL, pinit, &dev)) ||
+      (st = bind_all(ctx, s, FRNN_PORT_OUTPUT, ROLE_GRAD_OUTPUT, grad_outputs, false, sz, NULL, pgo, &dev)) ||
+      (st = bind_all(ctx, s, FRNN_PORT_STATE, ROLE_GRAD_FINAL_STATE, grad_final_states, false, sz, NULL, pgf, &dev)) ||
+      (st = bind_all(ctx, s, FRNN_PORT_INPUT, ROLE_GRAD_INPUT, (const DLTensor *const *)grad_inputs, false, sz, pin, pgi, &dev)) ||
+      (st = bind_all(ctx, s, FRNN_PORT_STATE, ROLE_GRAD_STATE, (const DLTensor *const *)grad_states, false, sz, NULL, pgs, &dev)))
+    goto done;
+  if (!workspace) {
+    st = diag_fail(ctx, FRNN_E_ARG, "frnn_gpu_backward: the workspace is NULL; pass the one the "
+                                    "forward stored its checkpoints in");
+    goto done;
+  }
+  uint8_t bc[FRNN_MAX_PORTS];
+  inputs_bcast(s, sz, pin, bc);
+  lower_spec spec;
+  memset(&spec, 0, sizeof spec);
+  char key[1024];
+  int k = snprintf(key, sizeof key, "bwd M=%lld N=%lld ", (long long)sz.M, (long long)sz.N);
+  unsigned kernels = KERNEL_BWD;
+  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) {
+    spec.dt_in[i] = pin->v[i].dtype;
+    spec.in_bcast[i] = bc[i];
+    bool partial = (bc[i] & 5) != 0;
+    spec.dt_gin[i] = partial || !pgi->present[i] ? TD_F32 : pgi->v[i].dtype;
+    if (partial && pgi->present[i]) kernels |= KERNEL_REDUCE_F32 << pgi->v[i].dtype;
+    key[k++] = dt_char(spec.dt_in[i]);
+    key[k++] = (char)('0' + bc[i]);
+    key[k++] = dt_char(spec.dt_gin[i]);
+  }
+  key[k++] = '/';
+  for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) {
+    spec.dt_gfinal[i] = pgf->present[i] ? pgf->v[i].dtype : TD_F32;
+    spec.dt_gstate[i] = pgs->present[i] ? pgs->v[i].dtype : TD_F32;
+    key[k++] = dt_char(spec.dt_gfinal[i]);
+    key[k++] = dt_char(spec.dt_gstate[i]);
+  }
+  key[k++] = '/';
+  for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) {
+    spec.dt_gout[i] = pgo->present[i] ? pgo->v[i].dtype : TD_F32;
+    key[k++] = dt_char(spec.dt_gout[i]);
+  }
+  k += snprintf(key + k, sizeof key - (size_t)k, " k%u", kernels);
+  cuda_scope scope;
+  if ((st = cuda_enter(ctx, dev, &scope))) goto done;
+  gpu_module *m;
+  if (!(st = get_module(ctx, s, sz, dev, key, &spec, kernels, &m))) {
+    ws_layout w;
+    plan_workspace(&m->p, sz, bc, 1, &w);
+    if (workspace_bytes < w.total) {
+      st = diag_fail(ctx, FRNN_E_ARG, "frnn_gpu_backward: the workspace has %zu bytes; it needs %zu "
+                                      "(frnn_gpu_workspace_size with for_backward)",
+                     workspace_bytes, w.total);
+      goto leave;
+    }
+    args a;
+    memset(&a, 0, sizeof a);
+    char *wsb = workspace;
+    for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) arg_tensor(&a, &pin->v[i], true);
+    for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) arg_tensor(&a, &pgo->v[i], pgo->present[i]);
+    for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) arg_tensor(&a, &pgf->v[i], pgf->present[i]);
+    for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) {
+      if (!(bc[i] & 5) || !pgi->present[i]) {
+        arg_tensor(&a, &pgi->v[i], pgi->present[i]);
+        continue;
+      }
+      /* Per-head partial, float32 [B,Tp,H,m,n] contiguous, summed after. */
+      int cls = s->ports[FRNN_PORT_INPUT][i].cls;
+      int64_t m_ = CLASS_HAS_M(cls) ? sz.M : 1, n_ = CLASS_HAS_N(cls) ? sz.N : 1, tp = (bc[i] & 2) ? 1 : sz.T;
+      tview pv = {.data = wsb + w.partial[i], .dtype = TD_F32};
+      pv.stride[4] = CLASS_HAS_N(cls) ? 1 : 0;
+      pv.stride[3] = CLASS_HAS_M(cls) ? n_ : 0;
+      pv.stride[2] = m_ * n_;
+      pv.stride[1] = tp == 1 ? 0 : sz.H * m_ * n_;
+      pv.stride[0] = tp * sz.H * m_ * n_;
+      arg_tensor(&a, &pv, true);
+    }
+    for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) arg_tensor(&a, &pgs->v[i], pgs->present[i]);
+    arg_ptr(&a, wsb + w.ckpt);
+    arg_ptr(&a, wsb + w.scratch);
+    arg_i64(&a, sz.T);
+    arg_i64(&a, sz.H);
+    arg_i64(&a, w.C);
+    arg_i64(&a, w.n_ckpt);
+    unsigned grid[3] = {1, (unsigned)sz.H, (unsigned)sz.B};
+    unsigned block[3] = {(unsigned)m->p.bwd.warps * 32, 1, 1};
+    if ((st = cuda_launch(ctx, m->fn[1], "frnn_bwd", grid, block, 0, (CUstream)stream, a.params)))
+      goto leave;
+    for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT] && !st; i++) {
+      if (!(bc[i] & 5) || !pgi->present[i]) continue;
+      int cls = s->ports[FRNN_PORT_INPUT][i].cls;
+      int64_t m_ = CLASS_HAS_M(cls) ? sz.M : 1, n_ = CLASS_HAS_N(cls) ? sz.N : 1, tp = (bc[i] & 2) ? 1 : sz.T;
+      memset(&a, 0, sizeof a);
+      arg_ptr(&a, wsb + w.partial[i]);
+      arg_tensor(&a, &pgi->v[i], true);
+      arg_i64(&a, sz.B);
+      arg_i64(&a, tp);
+      arg_i64(&a, sz.H);
+      arg_i64(&a, m_);
+      arg_i64(&a, n_);
+      arg_i32(&a, bc[i] & 1);
+      arg_i32(&a, (bc[i] >> 2) & 1);
+      int64_t total = ((bc[i] & 1) ? 1 : sz.B) * tp * ((bc[i] & 4) ? 1 : sz.H) * m_ * n_;
+      unsigned g3[3] = {(unsigned)((total + 255) / 256), 1, 1}, b3[3] = {256, 1, 1};
+      int d = pgi->v[i].dtype;
+      st = cuda_launch(ctx, m->fn[2 + d], kernel_names[2 + d], g3, b3, 0, (CUstream)stream, a.params);
+    }
+  }
+leave:
+  cuda_leave(&scope);
+done:
+  free(b);
+  return st;
+}
