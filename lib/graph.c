@@ -50,6 +50,7 @@ static bool node_same(const node *a, const node *b) {
 /* -------------------------------------------------------------- interning */
 static bool intern_grow(frnn_step *s) {
   uint32_t cap = s->intern_cap ? s->intern_cap * 2 : 256;
+  while (cap < (s->n_nodes + 1) * 2) cap *= 2; /* rebuilt from scratch after canonicalize */
   uint32_t *t = calloc(cap, sizeof *t);
   if (!t) return false;
   for (uint32_t i = 0; i < s->n_nodes; i++) {
