@@ -302,7 +302,7 @@ frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
   }
   key[k++] = '/';
   for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) spec.dt_out[i] = pout->v[i].dtype, key[k++] = dt_char(spec.dt_out[i]);
-  key[k] = 0;
+  k += snprintf(key + k, sizeof key - (size_t)k, " lpr=%s", getenv("FRNN_LPR") ? getenv("FRNN_LPR") : "");
   cuda_scope scope;
   if ((st = cuda_enter(ctx, dev, &scope))) goto done;
   gpu_module *m;
@@ -393,7 +393,8 @@ frnn_status frnn_gpu_backward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
     spec.dt_gout[i] = pgo->present[i] ? pgo->v[i].dtype : TD_F32;
     key[k++] = dt_char(spec.dt_gout[i]);
   }
-  k += snprintf(key + k, sizeof key - (size_t)k, " k%u", kernels);
+  k += snprintf(key + k, sizeof key - (size_t)k, " k%u lpr=%s", kernels,
+                getenv("FRNN_LPR") ? getenv("FRNN_LPR") : "");
   cuda_scope scope;
   if ((st = cuda_enter(ctx, dev, &scope))) goto done;
   gpu_module *m;

@@ -11,10 +11,11 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 /* Floats of state one thread may keep per kernel: the rest of the 255
  * registers hold inputs, temporaries and addresses. */
-enum { FWD_STATE_BUDGET = 32, BWD_STATE_BUDGET = 64, MAX_WARPS = 32 };
+enum { FWD_STATE_BUDGET = 32, BWD_STATE_BUDGET = 64, MAX_WARPS = 32, MAX_RPT_BY_CHOICE = 8 };
 
 int class_floats(int cls, int64_t M, int64_t N) {
   return (int)((CLASS_HAS_M(cls) ? M : 1) * (CLASS_HAS_N(cls) ? N : 1));
@@ -32,6 +33,13 @@ static frnn_status choose_shape(frnn_ctx *ctx, const frnn_step *s, int64_t M, in
                                 int budget, int copies, bool one_block, kernel_shape *k) {
   int lpr = 1;
   while (lpr < 32 && lpr < N) lpr *= 2;
+  /* Tuning knob for benchmarks: FRNN_LPR forces the lanes per row (a power
+   * of two up to 32; part of the module key, see pipeline.c). */
+  const char *force = getenv("FRNN_LPR");
+  if (force && *force) {
+    int want = atoi(force);
+    for (lpr = 1; lpr * 2 <= want && lpr < 32; lpr *= 2) {}
+  }
   int cn = (int)((N + lpr - 1) / lpr), groups = 32 / lpr;
   if (cn > PLAN_MAX_CN)
     return diag_fail(ctx, FRNN_E_UNSUPPORTED, "N = %lld is above the largest supported, %d",
@@ -46,7 +54,9 @@ static frnn_status choose_shape(frnn_ctx *ctx, const frnn_step *s, int64_t M, in
   int64_t rows_per_warp_pass = groups;
   int rpt = per_row ? (budget - fixed) / per_row : PLAN_MAX_RPT;
   if (rpt < 1) rpt = 1;
-  if (rpt > PLAN_MAX_RPT) rpt = PLAN_MAX_RPT;
+  /* Each row a thread holds also costs addresses and temporaries: beyond 8
+   * rows ptxas spilled (N = 16, 32 rows: 255 registers), so use more warps. */
+  if (rpt > MAX_RPT_BY_CHOICE) rpt = MAX_RPT_BY_CHOICE;
   int64_t need = (M + rows_per_warp_pass - 1) / rows_per_warp_pass; /* rows per group */
   if (rpt > need) rpt = (int)need;
   int warps;
