@@ -173,12 +173,27 @@ typedef struct frnn_codegen_options {
   int emit_llvm;         /* nonzero: LLVM IR text instead of PTX */
   const char *kernel;    /* NULL: every kernel; else only the one of this name */
   const char *after_pass;/* NULL; else print the step graph after this pass */
+  int accurate_math;     /* nonzero: libdevice expf/logf/tanhf instead of the
+                            approximate PTX instructions (GPU calls: set
+                            FRNN_MATH=accurate) */
 } frnn_codegen_options;
 
 /* One module holding every kernel of the step, forward and backward, as PTX
  * (or LLVM IR).  Works without a GPU.  Free *out with frnn_free. */
 frnn_status frnn_compile_ptx(frnn_ctx *ctx, const frnn_step *step,
                              const frnn_codegen_options *opt, char **out);
+
+/* What this context's GPU calls cost in preparation, summed since it was
+ * created: compilations (graph -> PTX), driver links (PTX -> cubin), module
+ * loads, and how the caches answered.  Times in milliseconds (wall). */
+typedef struct frnn_compile_stats {
+  int modules;          /* modules loaded */
+  int compiled;         /* of which compiled here (on-disk cache missed) */
+  int ptx_cache_hits;   /* PTX found in the on-disk cache, cubin not */
+  int cubin_cache_hits; /* driver cubin found in the on-disk cache */
+  double compile_ms, link_ms, load_ms;
+} frnn_compile_stats;
+frnn_status frnn_ctx_compile_stats(const frnn_ctx *ctx, frnn_compile_stats *out);
 
 /* FRNN_OK when a CUDA driver and device are usable, else FRNN_E_NO_GPU with
  * the reason in the context. */

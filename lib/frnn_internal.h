@@ -32,6 +32,7 @@ struct frnn_ctx {
   char msg[4096];     /* its message */
   int line, col;      /* its place in step text (0: none) */
   struct gpu_module *modules; /* pipeline.c: modules loaded by this context */
+  frnn_compile_stats stats;   /* pipeline.c: what loading them cost */
 };
 
 /* Record a failure and return `st`; printf-style message. */

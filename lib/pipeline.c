@@ -14,6 +14,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+/* GPU calls take their math mode from FRNN_MATH ("accurate" or default). */
+static bool accurate_from_env(void) {
+  const char *m = getenv("FRNN_MATH");
+  return m && strcmp(m, "accurate") == 0;
+}
+
+frnn_status frnn_ctx_compile_stats(const frnn_ctx *ctx, frnn_compile_stats *out) {
+  if (!ctx || !out) return FRNN_E_ARG;
+  *out = ctx->stats;
+  return FRNN_OK;
+}
 
 typedef struct gpu_module {
   char key[1024];
@@ -38,7 +57,8 @@ void pipeline_release(frnn_ctx *ctx) {
 
 /* ------------------------------------------------------------ compiling */
 static frnn_status compile(frnn_ctx *ctx, const frnn_step *s, const plan *p, const lower_spec *spec,
-                           unsigned kernels, const char *arch, int emit_llvm, char **out) {
+                           unsigned kernels, const char *arch, bool accurate, int emit_llvm,
+                           char **out) {
   frnn_step *adj = NULL;
   frnn_status st = FRNN_OK;
   if (kernels & KERNEL_BWD) st = frnn_step_adjoint(s, &adj);
@@ -47,7 +67,7 @@ static frnn_status compile(frnn_ctx *ctx, const frnn_step *s, const plan *p, con
   codegen cg;
   memset(&cg, 0, sizeof cg);
   if (!(st = target_parse(ctx, arch, &tgt)) && !(st = cg_begin(ctx, &tgt, s->name, &cg)) &&
-      !(st = lower_module(&cg, p, spec, s, adj, kernels)))
+      !(cg.accurate = accurate, st = lower_module(&cg, p, spec, s, adj, kernels)))
     st = cg_finish(&cg, emit_llvm, out);
   cg_dispose(&cg);
   frnn_step_destroy(adj);
@@ -104,7 +124,8 @@ frnn_status frnn_compile_ptx(frnn_ctx *ctx, const frnn_step *s, const frnn_codeg
                                         "frnn_reduce_f32, frnn_reduce_bf16, frnn_reduce_f16",
                        opt->kernel);
   }
-  return compile(ctx, s, &p, &spec, kernels, opt->arch, opt->emit_llvm ? 1 : 0, out);
+  return compile(ctx, s, &p, &spec, kernels, opt->arch, opt->accurate_math != 0,
+                 opt->emit_llvm ? 1 : 0, out);
 }
 
 /* ------------------------------------------------------- binding tensors */
@@ -202,22 +223,35 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
   if ((st = cuda_cubin_kind(ctx, device, kind, sizeof kind))) goto fail;
   cache_key cubin_key = ck;
   cubin_key.kind = kind;
+  frnn_compile_stats *stats = &ctx->stats;
   if ((st = cache_get(ctx, &cubin_key, &cubin, &cubin_len, &how))) goto fail;
-  if (!cubin) {
+  if (cubin) {
+    stats->cubin_cache_hits++;
+  } else {
     if ((st = cache_get(ctx, &ck, &ptx, &ptx_len, &how))) goto fail;
-    if (!ptx) {
-      if ((st = compile(ctx, s, &m->p, spec, kernels, arch, 0, &ptx))) goto fail;
+    if (ptx) {
+      stats->ptx_cache_hits++;
+    } else {
+      double t0 = now_ms();
+      if ((st = compile(ctx, s, &m->p, spec, kernels, arch, accurate_from_env(), 0, &ptx))) goto fail;
+      stats->compile_ms += now_ms() - t0;
+      stats->compiled++;
       ptx_len = strlen(ptx);
       cache_put(NULL, &ck, ptx, ptx_len); /* a read-only cache is no failure */
     }
+    double t0 = now_ms();
     st = cuda_link_ptx_to_cubin(ctx, ptx, ptx_len + 1, &cubin, &cubin_len);
+    stats->link_ms += now_ms() - t0;
     free(ptx);
     if (st) goto fail;
     cache_put(NULL, &cubin_key, cubin, cubin_len);
   }
-  st = cuda_module_load(ctx, cubin, cubin_len, 1, &m->mod, NULL);
+  double load_ms = 0;
+  st = cuda_module_load(ctx, cubin, cubin_len, 1, &m->mod, &load_ms);
+  stats->load_ms += load_ms;
   free(cubin);
   if (st) goto fail;
+  stats->modules++;
   for (int k = 0; k < 5; k++)
     if ((kernels & (1u << k)) && (st = cuda_function(ctx, m->mod, kernel_names[k], &m->fn[k]))) goto fail;
   snprintf(m->key, sizeof m->key, "%s", key);
@@ -302,7 +336,8 @@ frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
   }
   key[k++] = '/';
   for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) spec.dt_out[i] = pout->v[i].dtype, key[k++] = dt_char(spec.dt_out[i]);
-  k += snprintf(key + k, sizeof key - (size_t)k, " lpr=%s", getenv("FRNN_LPR") ? getenv("FRNN_LPR") : "");
+  k += snprintf(key + k, sizeof key - (size_t)k, " lpr=%s%s", getenv("FRNN_LPR") ? getenv("FRNN_LPR") : "",
+                accurate_from_env() ? " accurate" : "");
   cuda_scope scope;
   if ((st = cuda_enter(ctx, dev, &scope))) goto done;
   gpu_module *m;
@@ -393,8 +428,8 @@ frnn_status frnn_gpu_backward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
     spec.dt_gout[i] = pgo->present[i] ? pgo->v[i].dtype : TD_F32;
     key[k++] = dt_char(spec.dt_gout[i]);
   }
-  k += snprintf(key + k, sizeof key - (size_t)k, " k%u lpr=%s", kernels,
-                getenv("FRNN_LPR") ? getenv("FRNN_LPR") : "");
+  k += snprintf(key + k, sizeof key - (size_t)k, " k%u lpr=%s%s", kernels,
+                getenv("FRNN_LPR") ? getenv("FRNN_LPR") : "", accurate_from_env() ? " accurate" : "");
   cuda_scope scope;
   if ((st = cuda_enter(ctx, dev, &scope))) goto done;
   gpu_module *m;

@@ -2,7 +2,7 @@
  * forward and backward, or the step graph after a pass (SPEC section 4).
  *
  *   frnn-dump-ptx STEP.frnn [--M m] [--N n] [--dtype f32|bf16|f16]
- *                 [--arch sm_90] [--llvm] [--kernel NAME] [--after PASS]
+ *                 [--arch sm_90] [--llvm] [--accurate] [--kernel NAME] [--after PASS]
  * PASS: parse, simplify (the canonical step), adjoint (its derivative). */
 #include "frnn.h"
 
@@ -13,7 +13,8 @@
 static int usage(const char *msg) {
   if (msg) fprintf(stderr, "frnn-dump-ptx: %s\n", msg);
   fprintf(stderr, "usage: frnn-dump-ptx STEP.frnn [--M m] [--N n] [--dtype f32|bf16|f16] "
-                  "[--arch sm_90] [--llvm] [--kernel NAME] [--after parse|simplify|adjoint]\n");
+                  "[--arch sm_90] [--llvm] [--accurate] [--kernel NAME] "
+                  "[--after parse|simplify|adjoint]\n");
   return 2;
 }
 
@@ -32,6 +33,7 @@ int main(int argc, char **argv) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--llvm")) opt.emit_llvm = 1;
+    else if (!strcmp(a, "--accurate")) opt.accurate_math = 1;
     else if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(NULL), 0;
     else if (a[0] == '-' && a[1] == '-') {
       if (!v) return usage("missing value after an option");
