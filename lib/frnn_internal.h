@@ -545,7 +545,11 @@ typedef struct lower_spec {
       dt_final[FRNN_MAX_PORTS], dt_gout[FRNN_MAX_PORTS], dt_gfinal[FRNN_MAX_PORTS],
       dt_gin[FRNN_MAX_PORTS], dt_gstate[FRNN_MAX_PORTS];
   uint8_t in_bcast[FRNN_MAX_PORTS];
+  uint32_t contig[8]; /* by tensor role (CONTIG_*), bit i: port i's tensor has
+                         unit column stride and rows of N (or is a column) */
 } lower_spec;
+enum { CONTIG_IN, CONTIG_STATE, CONTIG_OUT, CONTIG_FINAL, CONTIG_GOUT, CONTIG_GFINAL, CONTIG_GIN,
+       CONTIG_GSTATE };
 enum { KERNEL_FWD = 1, KERNEL_BWD = 2, KERNEL_REDUCE_F32 = 4, KERNEL_REDUCE_BF16 = 8,
        KERNEL_REDUCE_F16 = 16 };
 extern const char *const reduce_kernel_names[3]; /* by tdtype F32, BF16, F16 */

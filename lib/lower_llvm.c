@@ -34,6 +34,8 @@ typedef struct targ {
   LLVMValueRef off0;    /* i64: b*sB + h*sH */
   LLVMValueRef sT, sM, sN;
   enum tdtype dt;
+  bool contig; /* rows of N elements, unit column stride (the spec says so):
+                  element offsets within a step are compile-time multiples */
 } targ;
 
 typedef struct lower {
@@ -86,10 +88,13 @@ static void geometry(lower *lw, LLVMValueRef row_block) {
   LLVMValueRef base = cg_add(cg, cg_mul(cg, cg_zext64(cg, row_block), cg_i64(cg, per_pass * ks->rpt)),
                              cg_add(cg, cg_mul(cg, cg_zext64(cg, lw->warp), cg_i64(cg, groups)),
                                     cg_zext64(cg, lw->group)));
+  /* When the blocks tile M exactly every row is valid: say so statically,
+   * so that addresses stay affine in the row (constant offsets). */
+  bool rows_exact = (int64_t)ks->row_blocks * per_pass * ks->rpt == lw->p->M;
   for (int r = 0; r < ks->rpt; r++) {
     lw->row[r] = cg_add(cg, base, cg_i64(cg, r * per_pass));
-    lw->row_ok[r] = cg_ult(cg, lw->row[r], cg_i64(cg, lw->p->M));
-    lw->row_safe[r] = cg_select(cg, lw->row_ok[r], lw->row[r], cg_i64(cg, 0));
+    lw->row_ok[r] = rows_exact ? LLVMConstInt(cg->t_i1, 1, 0) : cg_ult(cg, lw->row[r], cg_i64(cg, lw->p->M));
+    lw->row_safe[r] = rows_exact ? lw->row[r] : cg_select(cg, lw->row_ok[r], lw->row[r], cg_i64(cg, 0));
   }
   for (int c = 0; c < ks->cn; c++) {
     lw->col[c] = cg_add(cg, cg_zext64(cg, lw->lane_in_row), cg_i64(cg, (int64_t)c * ks->lpr));
@@ -114,9 +119,9 @@ static void tensor_param_types(codegen *cg, LLVMTypeRef *types, int *n) {
   for (int k = 0; k < 5; k++) types[(*n)++] = cg->t_i64;
 }
 
-static targ tensor_arg(lower *lw, int first, enum tdtype dt) {
+static targ tensor_arg(lower *lw, int first, enum tdtype dt, bool contig) {
   codegen *cg = lw->cg;
-  targ t = {.ptr = cg_param(cg, first), .dt = dt};
+  targ t = {.ptr = cg_param(cg, first), .dt = dt, .contig = contig};
   t.is_null = LLVMBuildIsNull(cg->b, t.ptr, "");
   LLVMValueRef sB = cg_param(cg, first + 1), sH = cg_param(cg, first + 3);
   t.sT = cg_param(cg, first + 2);
@@ -129,8 +134,10 @@ static targ tensor_arg(lower *lw, int first, enum tdtype dt) {
 static LLVMValueRef elem_index(lower *lw, const targ *t, LLVMValueRef time, int cls, int r, int c) {
   codegen *cg = lw->cg;
   LLVMValueRef idx = cg_add(cg, t->off0, cg_mul(cg, time, t->sT));
-  if (CLASS_HAS_M(cls)) idx = cg_add(cg, idx, cg_mul(cg, lw->row_safe[r], t->sM));
-  if (CLASS_HAS_N(cls)) idx = cg_add(cg, idx, cg_mul(cg, lw->col_safe[c], t->sN));
+  LLVMValueRef sM = t->contig ? cg_i64(cg, CLASS_HAS_N(cls) ? lw->p->N : 1) : t->sM;
+  LLVMValueRef sN = t->contig ? cg_i64(cg, 1) : t->sN;
+  if (CLASS_HAS_M(cls)) idx = cg_add(cg, idx, cg_mul(cg, lw->row_safe[r], sM));
+  if (CLASS_HAS_N(cls)) idx = cg_add(cg, idx, cg_mul(cg, lw->col_safe[c], sN));
   return idx;
 }
 
@@ -478,10 +485,10 @@ static bool lower_forward(lower *lw, const frnn_step *s) {
     if (LLVMGetTypeKind(types[i]) == LLVMPointerTypeKind) cg_param_noalias(cg, fn, i);
   targ in[FRNN_MAX_PORTS], init[FRNN_MAX_PORTS], out[FRNN_MAX_PORTS], fin[FRNN_MAX_PORTS];
   int k = 0;
-  for (int i = 0; i < p->n_in; i++, k += TENSOR_PARAMS) in[i] = tensor_arg(lw, k, lw->spec->dt_in[i]);
-  for (int i = 0; i < p->n_st; i++, k += TENSOR_PARAMS) init[i] = tensor_arg(lw, k, lw->spec->dt_state[i]);
-  for (int i = 0; i < p->n_out; i++, k += TENSOR_PARAMS) out[i] = tensor_arg(lw, k, lw->spec->dt_out[i]);
-  for (int i = 0; i < p->n_st; i++, k += TENSOR_PARAMS) fin[i] = tensor_arg(lw, k, lw->spec->dt_final[i]);
+  for (int i = 0; i < p->n_in; i++, k += TENSOR_PARAMS) in[i] = tensor_arg(lw, k, lw->spec->dt_in[i], (lw->spec->contig[CONTIG_IN] >> i) & 1);
+  for (int i = 0; i < p->n_st; i++, k += TENSOR_PARAMS) init[i] = tensor_arg(lw, k, lw->spec->dt_state[i], (lw->spec->contig[CONTIG_STATE] >> i) & 1);
+  for (int i = 0; i < p->n_out; i++, k += TENSOR_PARAMS) out[i] = tensor_arg(lw, k, lw->spec->dt_out[i], (lw->spec->contig[CONTIG_OUT] >> i) & 1);
+  for (int i = 0; i < p->n_st; i++, k += TENSOR_PARAMS) fin[i] = tensor_arg(lw, k, lw->spec->dt_final[i], (lw->spec->contig[CONTIG_FINAL] >> i) & 1);
 
   /* States in registers, from the initial states. */
   LLVMValueRef *S[FRNN_MAX_PORTS], *Sv[FRNN_MAX_PORTS], *X[FRNN_MAX_PORTS];
@@ -575,11 +582,11 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   targ in[FRNN_MAX_PORTS], gout[FRNN_MAX_PORTS], gfin[FRNN_MAX_PORTS], gin[FRNN_MAX_PORTS],
       gst[FRNN_MAX_PORTS];
   int k = 0;
-  for (int i = 0; i < p->n_in; i++, k += TENSOR_PARAMS) in[i] = tensor_arg(lw, k, lw->spec->dt_in[i]);
-  for (int i = 0; i < p->n_out; i++, k += TENSOR_PARAMS) gout[i] = tensor_arg(lw, k, lw->spec->dt_gout[i]);
-  for (int i = 0; i < p->n_st; i++, k += TENSOR_PARAMS) gfin[i] = tensor_arg(lw, k, lw->spec->dt_gfinal[i]);
-  for (int i = 0; i < p->n_in; i++, k += TENSOR_PARAMS) gin[i] = tensor_arg(lw, k, lw->spec->dt_gin[i]);
-  for (int i = 0; i < p->n_st; i++, k += TENSOR_PARAMS) gst[i] = tensor_arg(lw, k, lw->spec->dt_gstate[i]);
+  for (int i = 0; i < p->n_in; i++, k += TENSOR_PARAMS) in[i] = tensor_arg(lw, k, lw->spec->dt_in[i], (lw->spec->contig[CONTIG_IN] >> i) & 1);
+  for (int i = 0; i < p->n_out; i++, k += TENSOR_PARAMS) gout[i] = tensor_arg(lw, k, lw->spec->dt_gout[i], (lw->spec->contig[CONTIG_GOUT] >> i) & 1);
+  for (int i = 0; i < p->n_st; i++, k += TENSOR_PARAMS) gfin[i] = tensor_arg(lw, k, lw->spec->dt_gfinal[i], (lw->spec->contig[CONTIG_GFINAL] >> i) & 1);
+  for (int i = 0; i < p->n_in; i++, k += TENSOR_PARAMS) gin[i] = tensor_arg(lw, k, lw->spec->dt_gin[i], (lw->spec->contig[CONTIG_GIN] >> i) & 1);
+  for (int i = 0; i < p->n_st; i++, k += TENSOR_PARAMS) gst[i] = tensor_arg(lw, k, lw->spec->dt_gstate[i], (lw->spec->contig[CONTIG_GSTATE] >> i) & 1);
 
   int n_threads = lw->ks.warps * 32;
   LLVMValueRef *S[FRNN_MAX_PORTS], *Sv[FRNN_MAX_PORTS], *dS[FRNN_MAX_PORTS], *X[FRNN_MAX_PORTS],

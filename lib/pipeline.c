@@ -116,6 +116,7 @@ frnn_status frnn_compile_ptx(frnn_ctx *ctx, const frnn_step *s, const frnn_codeg
     spec.dt_state[i] = spec.dt_final[i] = spec.dt_gfinal[i] = spec.dt_gstate[i] = TD_F32;
     spec.in_bcast[i] = 0;
   }
+  for (int r = 0; r < 8; r++) spec.contig[r] = UINT32_MAX; /* the usual dense layouts */
   unsigned kernels = KERNEL_FWD | KERNEL_BWD | (KERNEL_REDUCE_F32 << dt);
   if (opt->kernel) {
     kernels = kernel_by_name(opt->kernel);
@@ -165,6 +166,28 @@ static frnn_status bind_all(frnn_ctx *ctx, const frnn_step *s, frnn_port_kind ki
 }
 
 static char dt_char(enum tdtype d) { return "fbhd"[d]; }
+
+/* Unit column stride and rows of N elements (what the kernels can address
+ * with constant offsets); a missing dimension or one of size 1 never
+ * matters. */
+static bool inner_contig(const tview *v, int cls, frnn_sizes sz) {
+  if (CLASS_HAS_N(cls) && sz.N > 1 && v->stride[4] != 1) return false;
+  if (CLASS_HAS_M(cls) && sz.M > 1 && v->stride[3] != (CLASS_HAS_N(cls) ? sz.N : 1)) return false;
+  return true;
+}
+
+static uint32_t contig_mask(const frnn_step *s, frnn_port_kind kind, const bound *b, frnn_sizes sz) {
+  uint32_t m = 0;
+  for (int i = 0; i < s->n_ports[kind]; i++)
+    if (b->present[i] && inner_contig(&b->v[i], s->ports[kind][i].cls, sz)) m |= 1u << i;
+  return m;
+}
+
+static int append_contig(char *key, size_t size, int k, const lower_spec *spec) {
+  k += snprintf(key + k, size - (size_t)k, " c");
+  for (int r = 0; r < 8; r++) k += snprintf(key + k, size - (size_t)k, ":%x", spec->contig[r]);
+  return k;
+}
 
 static uint8_t bcast_bits(const tview *v, frnn_sizes sz) {
   return (uint8_t)((v->extent[0] == 1 && sz.B > 1) | (v->extent[1] == 1 && sz.T > 1) << 1 |
@@ -336,6 +359,11 @@ frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
   }
   key[k++] = '/';
   for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) spec.dt_out[i] = pout->v[i].dtype, key[k++] = dt_char(spec.dt_out[i]);
+  spec.contig[CONTIG_IN] = contig_mask(s, FRNN_PORT_INPUT, pin, sz);
+  spec.contig[CONTIG_STATE] = contig_mask(s, FRNN_PORT_STATE, pinit, sz);
+  spec.contig[CONTIG_OUT] = contig_mask(s, FRNN_PORT_OUTPUT, pout, sz);
+  spec.contig[CONTIG_FINAL] = contig_mask(s, FRNN_PORT_STATE, pfin, sz);
+  k = append_contig(key, sizeof key, k, &spec);
   k += snprintf(key + k, sizeof key - (size_t)k, " lpr=%s%s", getenv("FRNN_LPR") ? getenv("FRNN_LPR") : "",
                 accurate_from_env() ? " accurate" : "");
   cuda_scope scope;
@@ -428,6 +456,14 @@ frnn_status frnn_gpu_backward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
     spec.dt_gout[i] = pgo->present[i] ? pgo->v[i].dtype : TD_F32;
     key[k++] = dt_char(spec.dt_gout[i]);
   }
+  spec.contig[CONTIG_IN] = contig_mask(s, FRNN_PORT_INPUT, pin, sz);
+  spec.contig[CONTIG_GOUT] = contig_mask(s, FRNN_PORT_OUTPUT, pgo, sz);
+  spec.contig[CONTIG_GFINAL] = contig_mask(s, FRNN_PORT_STATE, pgf, sz);
+  spec.contig[CONTIG_GSTATE] = contig_mask(s, FRNN_PORT_STATE, pgs, sz);
+  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++)
+    if ((bc[i] & 5) || (pgi->present[i] && inner_contig(&pgi->v[i], s->ports[FRNN_PORT_INPUT][i].cls, sz)))
+      spec.contig[CONTIG_GIN] |= 1u << i; /* partials are laid out contiguously */
+  k = append_contig(key, sizeof key, k, &spec);
   k += snprintf(key + k, sizeof key - (size_t)k, " k%u lpr=%s%s", kernels,
                 getenv("FRNN_LPR") ? getenv("FRNN_LPR") : "", accurate_from_env() ? " accurate" : "");
   cuda_scope scope;
