@@ -503,18 +503,24 @@ static bool lower_forward(lower *lw, const frnn_step *s) {
   for (int i = 0; i < p->n_in; i++)
     if (!(X[i] = new_vals(lw, s->ports[FRNN_PORT_INPUT][i].cls))) return false;
   LLVMValueRef ck_base = cg_mul(cg, cg_mul(cg, lw->bh, NC), cg_i64(cg, p->state_floats));
-  LLVMValueRef tvar = new_counter(lw, entry);
+  LLVMValueRef tvar = new_counter(lw, entry), next_ck = new_counter(lw, entry);
+  LLVMValueRef ck_slot = new_counter(lw, entry);
+  /* No checkpoints at all: the first is due at step T. */
+  cg_store(cg, cg_select(cg, LLVMBuildIsNull(cg->b, ckpt, ""), T, cg_i64(cg, 0)), next_ck);
+  cg_store(cg, ck_base, ck_slot);
   loop lt = loop_begin(lw, tvar, cg_i64(cg, 0), T, 1, "time");
   LLVMValueRef t = cg_load(cg, cg->t_i64, tvar);
   for (int i = 0; i < p->n_st; i++) slots_get(lw, S[i], s->ports[FRNN_PORT_STATE][i].cls, Sv[i]);
-  /* Checkpoint: the states before step t, every C steps. */
+  /* Checkpoint: the states before step t, every C steps (a countdown rather
+   * than t % C: a 64-bit remainder per step costs dozens of instructions). */
   {
-    LLVMValueRef due = i1_and(lw, LLVMBuildNot(cg->b, LLVMBuildIsNull(cg->b, ckpt, ""), ""),
-                              icmp(lw, LLVMIntEQ, LLVMBuildSRem(cg->b, t, C, ""), cg_i64(cg, 0)));
+    LLVMValueRef due = icmp(lw, LLVMIntEQ, t, cg_load(cg, cg->t_i64, next_ck));
     LLVMBasicBlockRef yes = cg_block(cg, "ckpt"), no = cg_block(cg, "ckpt_done");
     cg_cond_br(cg, due, yes, no);
     cg_at(cg, yes);
-    LLVMValueRef base = cg_add(cg, ck_base, cg_mul(cg, LLVMBuildSDiv(cg->b, t, C, ""), cg_i64(cg, p->state_floats)));
+    LLVMValueRef base = cg_load(cg, cg->t_i64, ck_slot);
+    cg_store(cg, cg_add(cg, base, cg_i64(cg, p->state_floats)), ck_slot);
+    cg_store(cg, cg_add(cg, t, C), next_ck);
     for (int i = 0; i < p->n_st; i++) {
       int cls = s->ports[FRNN_PORT_STATE][i].cls;
       for (int r = 0; r < (CLASS_HAS_M(cls) ? lw->ks.rpt : 1); r++)
