@@ -10,6 +10,7 @@
  * Without a GPU it exits 77 (CTest: skipped).  FRNN_GPU_TABLE=path appends
  * one line per comparison (model, sizes, dtype, tensor, error) for the
  * record. */
+#include "../../tools/util/ranges.c"
 #include "frnn_internal.h"
 #include "testutil.h"
 
@@ -22,63 +23,16 @@
 static rng R;
 static FILE *table;
 
-/* Input ranges per model: "name=lo:hi[:n][@h|@g|@t]" where :n scales by
- * sqrt(3/N) (keys of unit norm on average), @h makes the input per head
- * ([1,1,H,m,n]), @g shared by heads ([B,T,1,m,n]), @t constant in time
- * ([B,1,H,m,n]).  Unlisted inputs: [-1,1]; unlisted states: [-0.1,0.1]. */
-typedef struct model_case {
-  const char *file;
-  const char *ranges;
-} model_case;
-
-static const model_case MODELS[] = {
-    {"delta_rule", "q=-1:1:n,k=-1:1:n,beta=0:1"},
-    {"gated_delta_rule", "q=-1:1:n,k=-1:1:n,beta=0:1,g=-0.1:0"},
-    {"rwkv7", "r=-1:1:n,k=-1:1:n,w=-0.1:-0.01,a=-0.3:0.3:n,b=-0.3:0.3:n"},
-    {"rwkv6", "r=-1:1:n,k=-1:1:n,w=-0.1:-0.01,u=-1:1@h"},
-    {"gla", "q=-1:1:n,k=-1:1:n,g=-0.1:-0.01"},
-    {"retention", "q=-1:1:n,k=-1:1:n,gamma=0.9:0.99@h"},
-    {"hgrn", "g=-0.5:-0.01"},
-    {"rwkv4", "w=-1:0@h,u=-1:1@h,alpha=-0.1:0.1,beta=0.5:1,eps=-1:1"},
-    {"gsa_keys", "q=-1:1:n,k=-1:1:n,s=0:1,g=-0.1:-0.01"},
-    {"gsa_values", "qv=0:1:n,s=0:1:n,g=-0.1:-0.01"},
-    {"mamba2", "A=-1:-0.1@h,D=-1:1@h,dt_bias=-1:1@h,B=-1:1:n@g,C=-1:1:n@g"},
-    {"mamba", "A=-1:-0.1@h,D=-1:1@h,delta_bias=-1:1@h,B=-1:1:n,C=-1:1:n"},
-    {"longhorn", "q=-1:1:n,k=-1:1:n,D=-1:1@h,t_bias=-1:1@h"},
-    {"s4d", "dA_re=0.5:0.9@h,dA_im=-0.3:0.3@h,C_re=-1:1:n@h,C_im=-1:1:n@h,D=-1:1@h"},
-    {"mlstm", "q=-1:1:n,k=-1:1:n,f=1:4,i=-1:1"},
+/* The models, each with the input ranges that keep it well-conditioned: the
+ * "# ranges:" line of its file (syntax and defaults: tools/util/ranges.h). */
+static const char *const MODELS[] = {
+    "delta_rule", "gated_delta_rule", "rwkv7",    "rwkv6",      "gla",
+    "retention",  "hgrn",             "rwkv4",    "gsa_keys",   "gsa_values",
+    "mamba2",     "mamba",            "longhorn", "s4d",        "mlstm",
 };
 enum { N_MODELS = sizeof MODELS / sizeof *MODELS };
 
-typedef struct range {
-  double lo, hi;
-  bool scale_n;
-  char bcast; /* 0, 'h', 'g', 't' */
-} range;
-
-static range range_of(const model_case *mc, const char *name, bool is_state, int64_t N) {
-  range r = {is_state ? -0.1 : -1, is_state ? 0.1 : 1, false, 0};
-  const char *p = mc->ranges;
-  size_t len = strlen(name);
-  while (p && *p) {
-    if (strncmp(p, name, len) == 0 && p[len] == '=') {
-      const char *q = p + len + 1;
-      char *end;
-      r.lo = strtod(q, &end);
-      r.hi = strtod(end + 1, &end);
-      if (*end == ':' && end[1] == 'n') r.scale_n = true, end += 2;
-      if (*end == '@') r.bcast = end[1];
-      break;
-    }
-    p = strchr(p, ',');
-    if (p) p++;
-  }
-  if (r.scale_n) {
-    double s = sqrt(3.0 / (double)N);
-    r.lo *= s, r.hi *= s;
-  }
-  return r;
-}
+typedef range_spec range;
 
 /* ------------------------------------------------------- device tensors */
 typedef struct dtensor {
@@ -144,11 +98,16 @@ static double check_close(const char *model, const run_opts *o, const char *what
   return e;
 }
 
-static void run_model(const model_case *mc, run_opts o) {
-  char rel[256];
-  snprintf(rel, sizeof rel, "examples/%s.frnn", mc->file);
+static void run_model(const char *model, run_opts o) {
+  char rel[256], err[1024];
+  snprintf(rel, sizeof rel, "examples/%s.frnn", model);
   frnn_step *s;
   ck_assert_msg(frnn_step_load(ctx, test_source_path(rel), &s) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  ranges rg;
+  bool found;
+  ck_assert_msg(ranges_from_file(test_source_path(rel), &rg, &found, err, sizeof err) == 0, "%s",
+                err);
+  ck_assert_msg(found, "%s has no '# ranges:' line", rel);
   int ni = frnn_step_port_count(s, FRNN_PORT_INPUT), ns = frnn_step_port_count(s, FRNN_PORT_STATE),
       no = frnn_step_port_count(s, FRNN_PORT_OUTPUT);
   frnn_sizes sz = {o.B, o.T, o.H, o.M, o.N};
@@ -165,10 +124,10 @@ static void run_model(const model_case *mc, run_opts o) {
   bool did_stride = false, did_expand = false;
   for (int i = 0; i < ni; i++) {
     int cls = frnn_step_port_class(s, FRNN_PORT_INPUT, i);
-    range r = range_of(mc, frnn_step_port_name(s, FRNN_PORT_INPUT, i), false, o.N);
+    range r = ranges_get(&rg, frnn_step_port_name(s, FRNN_PORT_INPUT, i), false, o.N);
     int64_t m = CLASS_HAS_M(cls) ? o.M : 1, n = CLASS_HAS_N(cls) ? o.N : 1;
-    int64_t shape[5] = {r.bcast == 'h' ? 1 : o.B, r.bcast == 'h' || r.bcast == 't' ? 1 : o.T,
-                        r.bcast == 'g' ? 1 : o.H, m, n};
+    int64_t shape[5];
+    ranges_input_shape(r.bcast, o.B, o.T, o.H, m, n, shape);
     if (o.strided && !did_stride && CLASS_HAS_N(cls) && !r.bcast) {
       /* A view of every other column of a tensor twice as wide. */
       int64_t wide[5] = {shape[0], shape[1], shape[2], m, 2 * n};
@@ -198,11 +157,11 @@ static void run_model(const model_case *mc, run_opts o) {
   }
   for (int i = 0; i < ns; i++) {
     int cls = frnn_step_port_class(s, FRNN_PORT_STATE, i);
-    range r = range_of(mc, frnn_step_port_name(s, FRNN_PORT_STATE, i), true, o.N);
+    range r = ranges_get(&rg, frnn_step_port_name(s, FRNN_PORT_STATE, i), true, o.N);
     int64_t shape[4] = {o.B, o.H, CLASS_HAS_M(cls) ? o.M : 1, CLASS_HAS_N(cls) ? o.N : 1};
     dtensor_random(&st[i], DT_F32, 4, shape, r);
     dtensor_poison(&fin[i], DT_F32, 4, shape);
-    range gr = {-1, 1, false, 0};
+    range gr = {.lo = -1, .hi = 1};
     dtensor_random(&gfin[i], DT_F32, 4, shape, gr);
     dtensor_poison(&gst[i], DT_F32, 4, shape);
     tt_zeros(&r_fin[i], DT_F64, 4, shape);
@@ -217,7 +176,7 @@ static void run_model(const model_case *mc, run_opts o) {
     int64_t shape[4] = {o.B, o.T, o.H, o.M};
     int nd = CLASS_HAS_M(cls) ? 4 : 3;
     dtensor_poison(&out[i], o.dt, nd, shape);
-    range gr = {-1, 1, false, 0};
+    range gr = {.lo = -1, .hi = 1};
     dtensor_random(&gout[i], o.dt, nd, shape, gr);
     tt_zeros(&r_out[i], DT_F64, nd, shape);
     h_out[i] = &r_out[i].t, d_out[i] = &out[i].dev;
@@ -236,29 +195,29 @@ static void run_model(const model_case *mc, run_opts o) {
   ck_assert(cuda_memset_d8(ctx, ws, 0xff, ws_bytes ? ws_bytes : 1, NULL, 0) == FRNN_OK);
   ck_assert_msg(frnn_gpu_forward(ctx, s, sz, d_in, d_st, d_out, d_fin, (void *)(uintptr_t)ws,
                                  ws_bytes, NULL) == FRNN_OK,
-                "%s: %s", mc->file, frnn_ctx_error(ctx));
+                "%s: %s", model, frnn_ctx_error(ctx));
   ck_assert_msg(frnn_gpu_backward(ctx, s, sz, d_in, d_st, d_gout, d_gfin, d_gin, d_gst,
                                   (void *)(uintptr_t)ws, ws_bytes, NULL) == FRNN_OK,
-                "%s: %s", mc->file, frnn_ctx_error(ctx));
-  ck_assert_msg(cuda_ctx_sync(ctx) == FRNN_OK, "%s: %s", mc->file, frnn_ctx_error(ctx));
+                "%s: %s", model, frnn_ctx_error(ctx));
+  ck_assert_msg(cuda_ctx_sync(ctx) == FRNN_OK, "%s: %s", model, frnn_ctx_error(ctx));
   char what[128];
   for (int i = 0; i < no; i++) {
     dtensor_fetch(&out[i]);
     snprintf(what, sizeof what, "out %s", frnn_step_port_name(s, FRNN_PORT_OUTPUT, i));
-    check_close(mc->file, &o, what, &out[i].host, &r_out[i], tol);
+    check_close(model, &o, what, &out[i].host, &r_out[i], tol);
   }
   for (int i = 0; i < ns; i++) {
     dtensor_fetch(&fin[i]);
     dtensor_fetch(&gst[i]);
     snprintf(what, sizeof what, "final %s", frnn_step_port_name(s, FRNN_PORT_STATE, i));
-    check_close(mc->file, &o, what, &fin[i].host, &r_fin[i], o.dt.code == kDLBfloat ? 1e-2 : 1e-5);
+    check_close(model, &o, what, &fin[i].host, &r_fin[i], o.dt.code == kDLBfloat ? 1e-2 : 1e-5);
     snprintf(what, sizeof what, "grad state %s", frnn_step_port_name(s, FRNN_PORT_STATE, i));
-    check_close(mc->file, &o, what, &gst[i].host, &r_gst[i], tol);
+    check_close(model, &o, what, &gst[i].host, &r_gst[i], tol);
   }
   for (int i = 0; i < ni; i++) {
     dtensor_fetch(&gin[i]);
     snprintf(what, sizeof what, "grad %s", frnn_step_port_name(s, FRNN_PORT_INPUT, i));
-    check_close(mc->file, &o, what, &gin[i].host, &r_gin[i], tol);
+    check_close(model, &o, what, &gin[i].host, &r_gin[i], tol);
   }
   cuda_free(ctx, ws);
   for (int i = 0; i < ni; i++) dtensor_free(&in[i]), dtensor_free(&gin[i]), tt_free(&r_gin[i]);
@@ -284,37 +243,37 @@ static void teardown(void) {
 
 START_TEST(models_f32_64) {
   run_opts o = {2, 1000, 3, 64, 64, DT_F32, false, false};
-  run_model(&MODELS[_i], o);
+  run_model(MODELS[_i], o);
 }
 END_TEST
 
 START_TEST(models_bf16_128) {
   run_opts o = {1, 200, 3, 128, 128, DT_BF16, false, false};
-  run_model(&MODELS[_i], o);
+  run_model(MODELS[_i], o);
 }
 END_TEST
 
 START_TEST(models_f32_128) {
   run_opts o = {1, 100, 2, 128, 128, DT_F32, false, false};
-  run_model(&MODELS[_i], o);
+  run_model(MODELS[_i], o);
 }
 END_TEST
 
 START_TEST(models_f32_48x96_strided) {
   run_opts o = {2, 37, 3, 48, 96, DT_F32, true, true};
-  run_model(&MODELS[_i], o);
+  run_model(MODELS[_i], o);
 }
 END_TEST
 
 START_TEST(models_f32_1x1) {
   run_opts o = {2, 50, 3, 1, 1, DT_F32, false, false};
-  run_model(&MODELS[_i], o);
+  run_model(MODELS[_i], o);
 }
 END_TEST
 
 START_TEST(models_f32_odd) {
   run_opts o = {1, 9, 1, 3, 5, DT_F32, true, false};
-  run_model(&MODELS[_i], o);
+  run_model(MODELS[_i], o);
 }
 END_TEST
 
