@@ -293,12 +293,18 @@ int main(void) {
   TCase *tc = tcase_create("models");
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_set_timeout(tc, 600);
-  tcase_add_loop_test(tc, models_f32_odd, 0, N_MODELS);
-  tcase_add_loop_test(tc, models_f32_1x1, 0, N_MODELS);
-  tcase_add_loop_test(tc, models_f32_48x96_strided, 0, N_MODELS);
-  tcase_add_loop_test(tc, models_f32_64, 0, N_MODELS);
-  tcase_add_loop_test(tc, models_f32_128, 0, N_MODELS);
-  tcase_add_loop_test(tc, models_bf16_128, 0, N_MODELS);
+  /* FRNN_GPU_CONFIG=<name> runs one configuration (several processes can
+   * then share the float64 reference work on a many-core machine). */
+  const char *only = getenv("FRNN_GPU_CONFIG");
+#define CONFIG(fn)                                                                             \
+  if (!only || !*only || strcmp(only, #fn) == 0) tcase_add_loop_test(tc, fn, 0, N_MODELS);
+  CONFIG(models_f32_odd)
+  CONFIG(models_f32_1x1)
+  CONFIG(models_f32_48x96_strided)
+  CONFIG(models_f32_64)
+  CONFIG(models_f32_128)
+  CONFIG(models_bf16_128)
+#undef CONFIG
   suite_add_tcase(su, tc);
   SRunner *sr = srunner_create(su);
   srunner_set_fork_status(sr, CK_NOFORK); /* CUDA does not survive fork() */
