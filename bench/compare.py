@@ -1,0 +1,1946 @@
+#!/usr/bin/env python3
+"""frnn against the reference implementations of SPEC section 5, on one GPU.
+
+    python3 bench/compare.py                 # everything, within FRNN_BENCH_BUDGET seconds
+    python3 bench/compare.py --report FILE   # table (and chart) from a results.json
+    python3 bench/compare.py --selftest-cpu  # no GPU: frnn's reference executor against
+                                             # PyTorch loops written to each reference's
+                                             # conventions (checks layouts and gradients)
+
+Phases (each model in its own try/except, results.json rewritten after every step):
+  time   fw and fw+bw time of frnn and of the reference (CUDA events around each call,
+         median, warm-up first, two input sets used in turn), peak memory of one fw+bw
+  check  relative error ||a-b||/||b|| of outputs, final states and the gradient of every
+         input and initial state, frnn vs reference, on the same inputs (float32, bf16)
+  first  first-call time in fresh subprocesses: frnn with an empty FRNN_CACHE_DIR (cold)
+         and again with it filled (warm); the reference with an empty TRITON_CACHE_DIR
+         (cold: import excluded, Triton compile + autotune + run included) and filled (warm)
+
+Inputs are built once in the reference's layout and viewed (permute / unsqueeze / view,
+no copies) in frnn's [B,T,H,m,n] layout; both sides run through torch autograd, so
+every layout and scale convention is plain PyTorch code in the Model classes below.
+
+Environment:
+  OUT                   where results.json, fwbw_ratio.png, logs go (default: bench/)
+  FRNN_LIB              libfrnn.so (default ../build/libfrnn.so)
+  FRNN_BENCH_BUDGET     seconds for the whole run (default 400)
+  FRNN_BENCH_MODELS     comma list (default: all 14)
+  FRNN_BENCH_PHASES     comma list of time,check,first (default: all)
+  FRNN_BENCH_CHUNK=1    also the fla chunk_* kernels (first calls take minutes)
+  FRNN_BENCH_SIZES      B,T,H for timing (default 8,1024,32)
+  FRNN_BENCH_CHECK_SIZES B,T,H for the cross-check (default 8,256,32: same B and H as the
+                        timing, so the bf16 check reuses the compiled Triton kernels)
+  FRNN_BENCH_MODEL_TIMEOUT  seconds per model and phase (default 120)
+  FRNN_BENCH_FIRST_TIMEOUT  seconds per first-call subprocess (default 60)
+  FRNN_BENCH_FIRST_JOBS     first-call subprocesses at once (default 6)
+  FRNN_BENCH_GSA_SLOTS  GSA slots (default 64, fla's default num_slots)
+  FRNN_BENCH_S4D_N      S4D complex modes (default 32: s4d.py's d_state 64 / 2)
+  FRNN_BENCH_NO_TABLE=1 do not print the table at the end (run_device.sh prints it)
+"""
+import collections
+import json
+import math
+import os
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import zlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+T_START = time.time()
+BUDGET = float(os.environ.get("FRNN_BENCH_BUDGET", "400"))
+DEADLINE = T_START + BUDGET
+
+
+def remaining():
+    return DEADLINE - time.time()
+
+
+def env_list(name, default):
+    v = os.environ.get(name, "").strip()
+    return [x.strip() for x in v.split(",") if x.strip()] if v else default
+
+
+def env_ints(name, default):
+    v = os.environ.get(name, "").strip()
+    return tuple(int(x) for x in v.split(",")) if v else default
+
+
+def log(*a):
+    print("[%6.1fs]" % (time.time() - T_START), *a, flush=True)
+
+
+def short_err(e, n=300):
+    s = "%s: %s" % (type(e).__name__, str(e).strip().replace("\n", " | "))
+    return s if len(s) <= n else s[:n] + "..."
+
+
+# ===================================================================== torch
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import frnn  # noqa: E402  (bench/frnn.py)
+
+# FRNN_BENCH_DEVICE=cpu: a dry run of every phase on the CPU (frnn's reference executor,
+# the CpuRefs loops, host timers, no memory statistics), to test this script without a GPU.
+DEVICE = os.environ.get("FRNN_BENCH_DEVICE", "cuda")
+CPU_TEST = DEVICE == "cpu"  # also set by --selftest-cpu
+
+
+class _HostEvent:
+    def __init__(self, **kw):
+        self.t = None
+
+    def record(self):
+        self.t = time.perf_counter()
+
+    def elapsed_time(self, other):
+        return (other.t - self.t) * 1e3
+
+
+def Event():
+    return _HostEvent() if DEVICE == "cpu" else torch.cuda.Event(enable_timing=True)
+
+
+# ----------------------------------------------------------------- random inputs
+class Rand:
+    """Uniform inputs in the ranges of tests/gpu/test_gpu_models.c MODELS[]:
+    'lo:hi' or 'lo:hi:n' (times sqrt(3/N), so a row of N has about unit norm)."""
+
+    def __init__(self, seed, device):
+        self.g = torch.Generator(device=device)
+        self.g.manual_seed(seed)
+        self.device = device
+
+    def __call__(self, spec, shape, dtype, N=None):
+        parts = spec.split(":")
+        lo, hi = float(parts[0]), float(parts[1])
+        if len(parts) > 2 and parts[2] == "n":
+            s = math.sqrt(3.0 / N)
+            lo, hi = lo * s, hi * s
+        x = torch.rand(shape, generator=self.g, device=self.device, dtype=torch.float32)
+        return (x * (hi - lo) + lo).to(dtype)
+
+    def normal(self, shape, dtype=torch.float32, std=1.0):
+        return (torch.randn(shape, generator=self.g, device=self.device, dtype=torch.float32) * std).to(dtype)
+
+
+class Case:
+    """One input set: leaves L and initial states S (reference layout), constants C."""
+
+    def __init__(self, d, dtype, device):
+        self.d = d  # dict B,T,H,M,N (+ model extras)
+        self.dtype = dtype
+        self.device = device
+        self.L = collections.OrderedDict()
+        self.S = collections.OrderedDict()
+        self.C = {}
+        self.cast_params = False  # frnn side: cast float32 parameters to dtype
+        # states and float32 parameters (float64 throughout in --selftest-cpu)
+        self.sdt = torch.float64 if dtype == torch.float64 else torch.float32
+        self.pdt = self.sdt
+
+    def leaves(self):
+        return list(self.L.values()) + list(self.S.values())
+
+    def names(self):
+        return list(self.L.keys()) + ["state " + k for k in self.S.keys()]
+
+    def nbytes(self):
+        return sum(t.numel() * t.element_size() for t in self.leaves())
+
+    def requires_grad_(self):
+        for t in self.leaves():
+            if t.is_floating_point():
+                t.requires_grad_(True)
+        return self
+
+    def zero_grad(self):
+        for t in self.leaves():
+            t.grad = None
+
+
+# ------------------------------------------------------------------ references
+class RefMissing(Exception):
+    pass
+
+
+_ref_cache = {}
+
+
+def ref_fn(name):
+    """A reference function by dotted name, imported on first use (on the GPU the
+    real library from refs/; in --selftest-cpu the PyTorch loops in CpuRefs)."""
+    if name in _ref_cache:
+        return _ref_cache[name]
+    if CPU_TEST:
+        f = getattr(CpuRefs, name.rsplit(".", 1)[1])
+    else:
+        mod, fn = name.rsplit(".", 1)
+        import importlib
+        f = getattr(importlib.import_module(mod), fn)
+    _ref_cache[name] = f
+    return f
+
+
+def _f(t):
+    """float32, or float64 left as is (--selftest-cpu runs in float64)."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
+def selective_scan_ref_local(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                             return_last_state=False):
+    """mamba_ssm/ops/selective_scan_interface.py selective_scan_ref (real A, variable B/C
+    [B,N,L]), copied for when mamba_ssm does not import and for --selftest-cpu."""
+    dtype_in = u.dtype
+    u = _f(u)
+    delta = _f(delta)
+    if delta_bias is not None:
+        delta = delta + _f(delta_bias[..., None])
+    if delta_softplus:
+        delta = F.softplus(delta)
+    batch, dim, dstate = u.shape[0], A.shape[0], A.shape[1]
+    B = _f(B)
+    C = _f(C)
+    x = A.new_zeros((batch, dim, dstate))
+    ys = []
+    deltaA = torch.exp(torch.einsum('bdl,dn->bdln', delta, A))
+    deltaB_u = torch.einsum('bdl,bnl,bdl->bdln', delta, B, u)
+    last_state = None
+    for i in range(u.shape[2]):
+        x = deltaA[:, :, i] * x + deltaB_u[:, :, i]
+        y = torch.einsum('bdn,bn->bd', x, C[:, :, i])
+        if i == u.shape[2] - 1:
+            last_state = x
+        ys.append(y)
+    y = torch.stack(ys, dim=2)
+    out = y if D is None else y + u * D[:, None]
+    if z is not None:
+        out = out * F.silu(z)
+    out = out.to(dtype=dtype_in)
+    return out if not return_last_state else (out, last_state)
+
+
+def longhorn_ref_loop(u, q, k, dt, D, t_bias, z):
+    """Longhorn (selective_scan_online7_ref's equation, longhorn_cuda), a PyTorch loop:
+    u, dt, z [B,D,L]; q, k [B,N,L]; D, t_bias [D]; zero initial state.
+    Returns (out [B,D,L], last_state [B,D,N])."""
+    dtype_in = u.dtype
+    u, q, k, dt, z = (_f(t) for t in (u, q, k, dt, z))
+    Bsz, Dd, L = u.shape
+    N = q.shape[1]
+    x = u.new_zeros(Bsz, Dd, N)
+    a = torch.sigmoid(dt + _f(t_bias)[:, None])  # [B,D,L]
+    kk = k * k  # [B,N,L]
+    delta = a / (1 + a * kk.sum(1, keepdim=True))  # [B,D,L]
+    ys = []
+    for i in range(L):
+        d_i = delta[:, :, i, None]
+        x = x - d_i * kk[:, None, :, i] * x + (d_i * u[:, :, i, None]) * k[:, None, :, i]
+        ys.append(torch.einsum('bdn,bn->bd', x, q[:, :, i]))
+    y = torch.stack(ys, dim=2)
+    out = (y + _f(D)[:, None] * u) * F.silu(z)
+    return out.to(dtype_in), x
+
+
+def s4d_fft_ref(u, log_dt, log_A_real, A_imag, C_re, C_im, D):
+    """S4D as state-spaces/s4 models/s4/s4d.py: S4DKernel.forward (ZOH, Vandermonde
+    kernel) then S4D.forward's FFT convolution y = irfft(rfft(u) rfft(K))[..., :L] + u D,
+    before the activation.  u [B,H_s4,L]."""
+    L = u.shape[-1]
+    dt = torch.exp(log_dt)  # [H]
+    C = torch.complex(C_re, C_im)  # [H,N]
+    A = -torch.exp(log_A_real) + 1j * A_imag
+    dtA = A * dt[:, None]
+    K = dtA.unsqueeze(-1) * torch.arange(L, device=A.device)  # [H,N,L]
+    C = C * (torch.exp(dtA) - 1.) / A
+    K = 2 * torch.einsum('hn,hnl->hl', C, torch.exp(K)).real  # [H,L]
+    uf = u.to(K.dtype)
+    k_f = torch.fft.rfft(K, n=2 * L)
+    u_f = torch.fft.rfft(uf, n=2 * L)
+    y = torch.fft.irfft(u_f * k_f, n=2 * L)[..., :L]
+    y = y + uf * D.unsqueeze(-1)
+    return y.to(u.dtype)
+
+
+def s4d_discretize(log_dt, log_A_real, A_imag, C_re, C_im):
+    """Host side of s4d.frnn: dA = exp(dt A), C' = C (dA - 1) / A (complex, [H_s4,N])."""
+    dt = torch.exp(log_dt)
+    A = -torch.exp(log_A_real) + 1j * A_imag
+    dtA = A * dt[:, None]
+    dA = torch.exp(dtA)
+    Cp = torch.complex(C_re, C_im) * (dA - 1.) / A
+    return dA.real, dA.imag, Cp.real, Cp.imag
+
+
+# ---------------------------------------------------------------------- steps
+_steps = {}
+
+
+def step(name):
+    if name not in _steps:
+        _steps[name] = frnn.Step(os.path.join(ROOT, "examples", name + ".frnn"))
+    return _steps[name]
+
+
+def fcall(stepname, sz, inputs, states, out_dtype):
+    """frnn call, differentiable when grad is enabled; returns outputs + final states."""
+    s = step(stepname)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in list(inputs) + list(states)):
+        return s.apply(sz, inputs, states, out_dtype)
+    outs, fins, _ = s.run_forward(sz, inputs, states, out_dtype=out_dtype, want_final=True, for_backward=False)
+    return tuple(outs) + tuple(fins)
+
+
+# ---------------------------------------------------------------------- models
+FLA = "fla.ops."
+
+
+class Model:
+    name = "?"
+    files = ()
+    has_states = True
+
+    def dims(self, B, T, H):
+        return dict(B=B, T=T, H=H, M=128, N=128)
+
+    def variants(self):
+        """[(key, label)] of reference variants to time and check."""
+        return [("default", "?")]
+
+    def check_variants(self):
+        """Variants of the cross-check (the timed ones, plus any check-only ones)."""
+        return self.variants()
+
+    def make(self, d, dtype, device, seed):
+        raise NotImplementedError
+
+    def ref(self, c, variant):
+        raise NotImplementedError
+
+    def frnn(self, c, exact=True):
+        raise NotImplementedError
+
+    def p(self, c, t):
+        """A float32 parameter as frnn gets it (cast when mixed dtypes are turned off)."""
+        return t.to(c.dtype) if c.cast_params else t
+
+    def ref_grad_extras(self, c, grads):
+        """Extra comparisons: {'x*': tensor} compared with frnn's gradient of x; see RWKV-4."""
+        return {}
+
+    bw_exclude = ()  # gradient keys left out of the summary (max_bw)
+
+    notes = ""
+
+
+def _sz(d, M=None, N=None):
+    return frnn.Sizes(d["B"], d["T"], d["H"], M or d["M"], N or d["N"])
+
+
+def _T_ref_state(S):  # fla [B,H,K,V] <-> frnn [B,H,M=V,N=K]
+    return S.transpose(-1, -2)
+
+
+class FlaLinear(Model):
+    """Shared parts of the fla models with q, k [B,T,H,K], v [B,T,H,V], state [B,H,K,V]."""
+    chunk_fn = None
+    fused_fn = None
+
+    def variants(self):
+        v = [("fused", self.fused_fn)]
+        if os.environ.get("FRNN_BENCH_CHUNK") == "1" and self.chunk_fn:
+            v.append(("chunk", self.chunk_fn))
+        return v
+
+    def qkv(self, c, r, qn="q", kn="k"):
+        d, dt = c.d, c.dtype
+        B, T, H, M, N = d["B"], d["T"], d["H"], d["M"], d["N"]
+        c.L[qn] = r("-1:1:n", (B, T, H, N), dt, N)
+        c.L[kn] = r("-1:1:n", (B, T, H, N), dt, N)
+        c.L["v"] = r("-1:1", (B, T, H, M), dt)
+
+    def state(self, c, r, name="S"):
+        d = c.d
+        c.S[name] = r("-0.1:0.1", (d["B"], d["H"], d["N"], d["M"]), c.sdt)
+
+    @staticmethod
+    def row(t):  # [B,T,H,K] -> [B,T,H,1,N]
+        return t.unsqueeze(3)
+
+    @staticmethod
+    def col(t):  # [B,T,H,V] -> [B,T,H,M,1]
+        return t.unsqueeze(4)
+
+    @staticmethod
+    def sc(t):  # [B,T,H] -> [B,T,H,1,1]
+        return t[..., None, None]
+
+
+class DeltaRule(FlaLinear):
+    name, files = "delta_rule", ("delta_rule",)
+    fused_fn, chunk_fn = "fused_recurrent_delta_rule", "chunk_delta_rule"
+
+    def make(self, d, dtype, device, seed):
+        c, r = Case(d, dtype, device), Rand(seed, device)
+        self.qkv(c, r)
+        c.L["beta"] = r("0:1", (d["B"], d["T"], d["H"]), dtype)
+        self.state(c, r)
+        return c
+
+    def ref(self, c, variant):
+        L = c.L
+        f = ref_fn(FLA + "delta_rule." + (self.fused_fn if variant == "fused" else self.chunk_fn))
+        o, ht = f(L["q"], L["k"], L["v"], L["beta"], scale=1.0, initial_state=c.S["S"], output_final_state=True)
+        return [o], [ht]
+
+    def frnn(self, c, exact=True):
+        L = c.L
+        y, S = fcall("delta_rule", _sz(c.d), [self.row(L["q"]), self.row(L["k"]), self.col(L["v"]), self.sc(L["beta"])],
+                     [_T_ref_state(c.S["S"])], c.dtype)
+        return [y], [_T_ref_state(S)]
+
+
+class GatedDeltaRule(FlaLinear):
+    name, files = "gated_delta_rule", ("gated_delta_rule",)
+    fused_fn, chunk_fn = "fused_recurrent_gated_delta_rule", "chunk_gated_delta_rule"
+    notes = "fla fused_recurrent_gated_delta_rule has no backward (NotImplementedError); chunk_gated_delta_rule refuses on Hopper with Triton 3.4-3.7.0"
+
+    def make(self, d, dtype, device, seed):
+        c, r = Case(d, dtype, device), Rand(seed, device)
+        self.qkv(c, r)
+        c.L["g"] = r("-0.1:0", (d["B"], d["T"], d["H"]), dtype)
+        c.L["beta"] = r("0:1", (d["B"], d["T"], d["H"]), dtype)
+        self.state(c, r)
+        return c
+
+    def check_variants(self):
+        return self.variants() + [("naive", "naive_recurrent_gated_delta_rule")]
+
+    def ref(self, c, variant):
+        L = c.L
+        if variant == "naive":  # fla's PyTorch loop (check only: it has a backward, through autograd)
+            f = ref_fn(FLA + "gated_delta_rule.naive.naive_recurrent_gated_delta_rule")
+            o, ht = f(L["q"], L["k"], L["v"], L["beta"], L["g"], scale=1.0, initial_state=c.S["S"],
+                      output_final_state=True)
+            return [o], [ht]
+        f = ref_fn(FLA + "gated_delta_rule." + (self.fused_fn if variant == "fused" else self.chunk_fn))
+        o, ht = f(L["q"], L["k"], L["v"], g=L["g"], beta=L["beta"], scale=1.0, initial_state=c.S["S"],
+                  output_final_state=True)
+        return [o], [ht]
+
+    def frnn(self, c, exact=True):
+        L = c.L
+        y, S = fcall("gated_delta_rule", _sz(c.d),
+                     [self.row(L["q"]), self.row(L["k"]), self.col(L["v"]), self.sc(L["g"]), self.sc(L["beta"])],
+                     [_T_ref_state(c.S["S"])], c.dtype)
+        return [y], [_T_ref_state(S)]
+
+
+class RWKV7(FlaLinear):
+    name, files = "rwkv7", ("rwkv7",)
+    fused_fn, chunk_fn = "fused_recurrent_rwkv7", "chunk_rwkv7"
+    notes = "fla fused_recurrent_rwkv7 (= fused_recurrent_dplr_delta_rule) has no backward (NotImplementedError)"
+
+    def make(self, d, dtype, device, seed):
+        c, r = Case(d, dtype, device), Rand(seed, device)
+        B, T, H, M, N = d["B"], d["T"], d["H"], d["M"], d["N"]
+        c.L["r"] = r("-1:1:n", (B, T, H, N), dtype, N)
+        c.L["w"] = r("-0.1:-0.01", (B, T, H, N), dtype)
+        c.L["k"] = r("-1:1:n", (B, T, H, N), dtype, N)
+        c.L["v"] = r("-1:1", (B, T, H, M), dtype)
+        c.L["a"] = r("-0.3:0.3:n", (B, T, H, N), dtype, N)
+        c.L["b"] = r("-0.3:0.3:n", (B, T, H, N), dtype, N)
+        self.state(c, r)
+        return c
+
+    def check_variants(self):
+        return self.variants() + [("naive", "dplr_recurrence")]
+
+    def ref(self, c, variant):
+        L = c.L
+        if variant == "naive":  # fla's PyTorch loop: head-first [B,H,T,K], q scaled by K^-0.5 inside
+            f = ref_fn(FLA + "generalized_delta_rule.dplr.naive.dplr_recurrence")
+            hf = lambda t: t.transpose(1, 2)
+            K = L["r"].shape[-1]
+            o, ht = f(hf(L["r"]) * (K ** 0.5), hf(L["k"]), hf(L["v"]), hf(L["a"]), hf(L["b"]), hf(L["w"]),
+                      initial_state=c.S["S"], output_final_state=True)
+            return [o.transpose(1, 2)], [ht]
+        f = ref_fn(FLA + "rwkv7." + (self.fused_fn if variant == "fused" else self.chunk_fn))
+        o, ht = f(L["r"], L["w"], L["k"], L["v"], L["a"], L["b"], scale=1.0, initial_state=c.S["S"],
+                  output_final_state=True)
+        return [o], [ht]
+
+    def frnn(self, c, exact=True):
+        L = c.L
+        y, S = fcall("rwkv7", _sz(c.d), [self.row(L["r"]), self.row(L["w"]), self.row(L["k"]), self.col(L["v"]),
+                                         self.row(L["a"]), self.row(L["b"])], [_T_ref_state(c.S["S"])], c.dtype)
+        return [y], [_T_ref_state(S)]
+
+
+class RWKV6(FlaLinear):
+    name, files = "rwkv6", ("rwkv6",)
+    fused_fn, chunk_fn = "fused_recurrent_rwkv6", "chunk_rwkv6"
+
+    def make(self, d, dtype, device, seed):
+        c, r = Case(d, dtype, device), Rand(seed, device)
+        B, T, H, M, N = d["B"], d["T"], d["H"], d["M"], d["N"]
+        c.L["r"] = r("-1:1:n", (B, T, H, N), dtype, N)
+        c.L["k"] = r("-1:1:n", (B, T, H, N), dtype, N)
+        c.L["v"] = r("-1:1", (B, T, H, M), dtype)
+        c.L["w"] = r("-0.1:-0.01", (B, T, H, N), dtype)
+        c.L["u"] = r("-1:1", (H, N), dtype)
+        self.state(c, r)
+        return c
+
+    def ref(self, c, variant):
+        L = c.L
+        f = ref_fn(FLA + "rwkv6." + (self.fused_fn if variant == "fused" else self.chunk_fn))
+        o, ht = f(L["r"], L["k"], L["v"], L["w"], L["u"], scale=1.0, initial_state=c.S["S"], output_final_state=True)
+        return [o], [ht]
+
+    def frnn(self, c, exact=True):
+        L = c.L
+        u = L["u"][None, None, :, None, :]  # [H,K] -> [1,1,H,1,N]
+        y, S = fcall("rwkv6", _sz(c.d), [self.row(L["r"]), self.row(L["k"]), self.col(L["v"]), self.row(L["w"]), u],
+                     [_T_ref_state(c.S["S"])], c.dtype)
+        return [y], [_T_ref_state(S)]
+
+
+class GLA(FlaLinear):
+    name, files = "gla", ("gla",)
+    fused_fn, chunk_fn = "fused_recurrent_gla", "chunk_gla"
+
+    def make(self, d, dtype, device, seed):
+        c, r = Case(d, dtype, device), Rand(seed, device)
+        self.qkv(c, r)
+        c.L["g"] = r("-0.1:-0.01", (d["B"], d["T"], d["H"], d["N"]), dtype)
+        self.state(c, r)
+        return c
+
+    def ref(self, c, variant):
+        L = c.L
+        if variant == "fused":
+            f = ref_fn(FLA + "gla.fused_recurrent_gla")
+            o, ht = f(L["q"], L["k"], L["v"], gk=L["g"], scale=1.0, initial_state=c.S["S"], output_final_state=True)
+        else:
+            f = ref_fn(FLA + "gla.chunk_gla")
+            o, ht = f(L["q"], L["k"], L["v"], L["g"], scale=1.0, initial_state=c.S["S"], output_final_state=True)
+        return [o], [ht]
+
+    def frnn(self, c, exact=True):
+        L = c.L
+        y, S = fcall("gla", _sz(c.d), [self.row(L["q"]), self.row(L["k"]), self.col(L["v"]), self.row(L["g"])],
+                     [_T_ref_state(c.S["S"])], c.dtype)
+        return [y], [_T_ref_state(S)]
+
+
+class Retention(FlaLinear):
+    name, files = "retention", ("retention",)
+    fused_fn, chunk_fn = "fused_recurrent_retention", "chunk_retention"
+    notes = "gamma_h = 1 - 2^(-5-h) (fla's fixed decay) passed to frnn as a float32 [1,1,H,1,1] input"
+
+    def make(self, d, dtype, device, seed):
+        c, r = Case(d, dtype, device), Rand(seed, device)
+        self.qkv(c, r)
+        H = d["H"]
+        c.C["gamma"] = (1 - torch.pow(2.0, -5.0 - torch.arange(H, dtype=torch.float64))).to(
+            c.pdt).to(device).view(1, 1, H, 1, 1)
+        self.state(c, r)
+        return c
+
+    def ref(self, c, variant):
+        L = c.L
+        f = ref_fn(FLA + "retention." + (self.fused_fn if variant == "fused" else self.chunk_fn))
+        o, ht = f(L["q"], L["k"], L["v"], scale=1.0, initial_state=c.S["S"], output_final_state=True)
+        return [o], [ht]
+
+    def frnn(self, c, exact=True):
+        L = c.L
+        y, S = fcall("retention", _sz(c.d), [self.row(L["q"]), self.row(L["k"]), self.col(L["v"]),
+                                             self.p(c, c.C["gamma"])], [_T_ref_state(c.S["S"])], c.dtype)
+        return [y], [_T_ref_state(S)]
+
+
+class HGRN(Model):
+    name, files = "hgrn", ("hgrn",)
+    notes = "D = H*M = 32*128 = 4096 channels (fla [B,T,D] viewed [B,T,H,M,1]), N = 1"
+
+    def dims(self, B, T, H):
+        return dict(B=B, T=T, H=H, M=128, N=1)
+
+    def variants(self):
+        v = [("fused", "fused_recurrent_hgrn")]
+        if os.environ.get("FRNN_BENCH_CHUNK") == "1":
+            v.append(("chunk", "chunk_hgrn"))
+        return v
+
+    def make(self, d, dtype, device, seed):
+        c, r = Case(d, dtype, device), Rand(seed, device)
+        B, T, D = d["B"], d["T"], d["H"] * d["M"]
+        c.L["x"] = r("-1:1", (B, T, D), dtype)
+        c.L["g"] = r("-0.5:-0.01", (B, T, D), dtype)
+        c.S["h"] = r("-0.1:0.1", (B, D), c.sdt)
+        return c
+
+    def ref(self, c, variant):
+        f = ref_fn(FLA + "hgrn." + ("fused_recurrent_hgrn" if variant == "fused" else "chunk_hgrn"))
+        o, ht = f(c.L["x"], c.L["g"], initial_state=c.S["h"], output_final_state=True)
+        return [o], [ht]
+
+    def frnn(self, c, exact=True):
+        d = c.d
+        B, T, H, M = d["B"], d["T"], d["H"], d["M"]
+        v5 = lambda t: t.view(B, T, H, M, 1)
+        y, s = fcall("hgrn", _sz(d), [v5(c.L["x"]), v5(c.L["g"])], [c.S["h"].view(B, H, M, 1)], c.dtype)
+        return [y.reshape(B, T, H * M)], [s.reshape(B, H * M)]
+
+
+class RWKV4(Model):
+    name, files = "rwkv4", ("rwkv4",)
+    notes = ("C = H*M = 32*128 = 4096 channels, N = 1; w, u float32 [C]; fla's backward returns the gradient of "
+             "-exp(w) as that of w (no chain-rule factor): 'grad w*' compares frnn with fla's grad times -exp(w)")
+
+    def dims(self, B, T, H):
+        return dict(B=B, T=T, H=H, M=128, N=1)
+
+    def variants(self):
+        return [("fused", "fused_recurrent_rwkv4")]
+
+    def make(self, d, dtype, device, seed):
+        c, r = Case(d, dtype, device), Rand(seed, device)
+        B, T, C = d["B"], d["T"], d["H"] * d["M"]
+        c.L["w"] = r("-1:0", (C,), c.pdt)
+        c.L["u"] = r("-1:1", (C,), c.pdt)
+        c.L["k"] = r("-1:1", (B, T, C), dtype)
+        c.L["v"] = r("-1:1", (B, T, C), dtype)
+        st = torch.stack([r("-0.1:0.1", (B, 1, C), c.sdt), r("0.5:1", (B, 1, C), c.sdt),
+                          r("-1:1", (B, 1, C), c.sdt)], dim=1)  # [B,3,1,C]
+        c.S["state"] = st.contiguous()
+        return c
+
+    def ref(self, c, variant):
+        f = ref_fn(FLA + "rwkv4.fused_recurrent_rwkv4")
+        wkv, st = f(c.L["w"], c.L["u"], c.L["k"], c.L["v"], c.S["state"])
+        return [wkv], [st]
+
+    def frnn(self, c, exact=True):
+        d = c.d
+        B, T, H, M = d["B"], d["T"], d["H"], d["M"]
+        v5 = lambda t: t.view(B, T, H, M, 1)
+        pv = lambda t: self.p(c, t).view(1, 1, H, M, 1)
+        st = c.S["state"]  # [B,3,1,C]
+        states = [st[:, i, 0].reshape(B, H, M, 1) for i in range(3)]
+        wkv, a, b, e = fcall("rwkv4", _sz(d), [pv(c.L["w"]), pv(c.L["u"]), v5(c.L["k"]), v5(c.L["v"])], states, c.dtype)
+        fin = torch.stack([a.reshape(B, 1, H * M), b.reshape(B, 1, H * M), e.reshape(B, 1, H * M)], dim=1)
+        return [wkv.reshape(B, T, H * M)], [fin]
+
+    def ref_grad_extras(self, c, grads):
+        g = grads.get("w")
+        if g is None:
+            return {}
+        return {"w*": g * (-torch.exp(c.L["w"].detach()))}
+
+    bw_exclude = ("grad w",)
+
+
+class GSA(FlaLinear):
+    name, files = "gsa", ("gsa_keys", "gsa_values")
+    fused_fn, chunk_fn = "fused_recurrent_gsa", "chunk_gsa"
+
+    @property
+    def notes(self):
+        return ("frnn: gsa_keys (M=slots, N=K), softmax over the slots in PyTorch (float32, cast to the input "
+                "dtype), gsa_values (M=V, N=slots); slots = %d" % self.slots())
+
+    @staticmethod
+    def slots():
+        return int(os.environ.get("FRNN_BENCH_GSA_SLOTS", "64"))
+
+    def dims(self, B, T, H):
+        return dict(B=B, T=T, H=H, M=128, N=128, S=self.slots())
+
+    def make(self, d, dtype, device, seed):
+        c, r = Case(d, dtype, device), Rand(seed, device)
+        self.qkv(c, r)
+        B, T, H, M, N, Sl = d["B"], d["T"], d["H"], d["M"], d["N"], d["S"]
+        c.L["s"] = r("0:1", (B, T, H, Sl), dtype)
+        c.L["g"] = r("-0.1:-0.01", (B, T, H, Sl), dtype)
+        c.S["hk"] = r("-0.1:0.1", (B, H, N, Sl), c.sdt)  # [B,H,K,slots]
+        c.S["hv"] = r("-0.1:0.1", (B, H, Sl, M), c.sdt)  # [B,H,slots,V]
+        return c
+
+    def ref(self, c, variant):
+        L = c.L
+        f = ref_fn(FLA + "gsa." + (self.fused_fn if variant == "fused" else self.chunk_fn))
+        o, fin = f(L["q"], L["k"], L["v"], L["s"], L["g"], scale=1.0, initial_state=(c.S["hk"], c.S["hv"]),
+                   output_final_state=True)
+        return [o], list(fin)
+
+    def frnn(self, c, exact=True):
+        L, d = c.L, c.d
+        B, T, H, M, N, Sl = d["B"], d["T"], d["H"], d["M"], d["N"], d["S"]
+        ok, Hk = fcall("gsa_keys", frnn.Sizes(B, T, H, Sl, N),
+                       [self.row(L["q"]), self.row(L["k"]), self.col(L["s"]), self.col(L["g"])],
+                       [c.S["hk"].transpose(-1, -2)], c.dtype)
+        qv = torch.softmax(_f(ok), dim=-1).to(c.dtype)
+        o, Hv = fcall("gsa_values", frnn.Sizes(B, T, H, M, Sl),
+                      [self.row(qv), self.row(L["s"]), self.row(L["g"]), self.col(L["v"])],
+                      [c.S["hv"].transpose(-1, -2)], c.dtype)
+        return [o], [Hk.transpose(-1, -2), Hv.transpose(-1, -2)]
+
+
+class Mamba2(Model):
+    name, files = "mamba2", ("mamba2",)
+    notes = "P = headdim = M = 128, N = dstate = 128, G = 1; A, D, dt_bias float32 [H]; chunk_size 256"
+
+    def variants(self):
+        return [("ssd", "mamba_chunk_scan_combined")]
+
+    def make(self, d, dtype, device, seed):
+        c, r = Case(d, dtype, device), Rand(seed, device)
+        B, T, H, M, N = d["B"], d["T"], d["H"], d["M"], d["N"]
+        c.L["x"] = r("-1:1", (B, T, H, M), dtype)
+        c.L["dt"] = r("-1:1", (B, T, H), dtype)
+        c.L["A"] = r("-1:-0.1", (H,), c.pdt)
+        c.L["B"] = r("-1:1:n", (B, T, 1, N), dtype, N)
+        c.L["C"] = r("-1:1:n", (B, T, 1, N), dtype, N)
+        c.L["D"] = r("-1:1", (H,), c.pdt)
+        c.L["dt_bias"] = r("-1:1", (H,), c.pdt)
+        c.S["S"] = r("-0.1:0.1", (B, H, M, N), c.sdt)
+        return c
+
+    def ref(self, c, variant):
+        L = c.L
+        if CPU_TEST:
+            f = CpuRefs.mamba_chunk_scan_combined
+        else:
+            f = ref_fn("mamba_ssm.ops.triton.ssd_combined.mamba_chunk_scan_combined")
+        out, fin = f(L["x"], L["dt"], L["A"], L["B"], L["C"], 256, D=L["D"], z=None, dt_bias=L["dt_bias"],
+                     initial_states=c.S["S"], dt_softplus=True, return_final_states=True)
+        return [out], [fin]
+
+    def frnn(self, c, exact=True):
+        L = c.L
+        H = c.d["H"]
+        ph = lambda t: self.p(c, t).view(1, 1, H, 1, 1)
+        y, S = fcall("mamba2", _sz(c.d), [L["x"].unsqueeze(4), L["dt"][..., None, None], ph(L["A"]),
+                                          L["B"].unsqueeze(3), L["C"].unsqueeze(3), ph(L["D"]), ph(L["dt_bias"])],
+                     [c.S["S"]], c.dtype)
+        return [y], [S]
+
+
+class Mamba(Model):
+    name, files = "mamba", ("mamba",)
+    has_states = False
+
+    @property
+    def notes(self):
+        return ("D = H*M = 32*128 = 4096 channels, N = d_state = 16; A, D, delta_bias float32; zero initial state "
+                "(the reference has none); reference = %s" % self._label())
+
+    def _label(self):
+        return "mamba_ssm selective_scan_ref (PyTorch loop)"
+
+    def dims(self, B, T, H):
+        return dict(B=B, T=T, H=H, M=128, N=16)
+
+    def variants(self):
+        return [("ref", "selective_scan_ref")]
+
+    def make(self, d, dtype, device, seed):
+        c, r = Case(d, dtype, device), Rand(seed, device)
+        B, T, H, M, N = d["B"], d["T"], d["H"], d["M"], d["N"]
+        D = H * M
+        c.L["u"] = r("-1:1", (B, D, T), dtype)
+        c.L["delta"] = r("-1:1", (B, D, T), dtype)
+        c.L["A"] = r("-1:-0.1", (D, N), c.pdt)
+        c.L["B"] = r("-1:1:n", (B, N, T), dtype, N)
+        c.L["C"] = r("-1:1:n", (B, N, T), dtype, N)
+        c.L["D"] = r("-1:1", (D,), c.pdt)
+        c.L["z"] = r("-1:1", (B, D, T), dtype)
+        c.L["delta_bias"] = r("-1:1", (D,), c.pdt)
+        c.C["S0"] = torch.zeros(B, H, M, N, dtype=c.sdt, device=device)
+        return c
+
+    def ref(self, c, variant):
+        L = c.L
+        f = selective_scan_ref_local
+        if not CPU_TEST:
+            try:
+                f = ref_fn("mamba_ssm.ops.selective_scan_interface.selective_scan_ref")
+            except Exception:
+                f = selective_scan_ref_local
+        out, last = f(L["u"], L["delta"], L["A"], L["B"], L["C"], L["D"], L["z"], L["delta_bias"],
+                      delta_softplus=True, return_last_state=True)
+        return [out], [last]
+
+    def frnn(self, c, exact=True):
+        L, d = c.L, c.d
+        B, T, H, M, N = d["B"], d["T"], d["H"], d["M"], d["N"]
+        ch = lambda t: t.view(B, H, M, T).permute(0, 3, 1, 2).unsqueeze(4)  # [B,D,L] -> [B,T,H,M,1]
+        rw = lambda t: t.permute(0, 2, 1)[:, :, None, None, :]  # [B,N,L] -> [B,T,1,1,N]
+        pc = lambda t: self.p(c, t).view(1, 1, H, M, 1)
+        y, S = fcall("mamba", _sz(d), [ch(L["u"]), ch(L["delta"]), self.p(c, L["A"]).view(1, 1, H, M, N),
+                                       rw(L["B"]), rw(L["C"]), pc(L["D"]), ch(L["z"]), pc(L["delta_bias"])],
+                     [c.C["S0"]], c.dtype)
+        return [y.reshape(B, T, H * M).permute(0, 2, 1)], [S.reshape(B, H * M, N)]
+
+
+class Longhorn(Model):
+    name, files = "longhorn", ("longhorn",)
+    has_states = False
+    notes = ("D = H*M = 4096 channels, N = d_state = 16; reference: a PyTorch loop of selective_scan_online7_ref's "
+             "equation (longhorn_cuda is not available); zero initial state")
+
+    def dims(self, B, T, H):
+        return dict(B=B, T=T, H=H, M=128, N=16)
+
+    def variants(self):
+        return [("loop", "PyTorch loop (selective_scan_online7_ref equation)")]
+
+    def make(self, d, dtype, device, seed):
+        c, r = Case(d, dtype, device), Rand(seed, device)
+        B, T, H, M, N = d["B"], d["T"], d["H"], d["M"], d["N"]
+        D = H * M
+        c.L["u"] = r("-1:1", (B, D, T), dtype)
+        c.L["q"] = r("-1:1:n", (B, N, T), dtype, N)
+        c.L["k"] = r("-1:1:n", (B, N, T), dtype, N)
+        c.L["dt"] = r("-1:1", (B, D, T), dtype)
+        c.L["D"] = r("-1:1", (D,), c.pdt)
+        c.L["t_bias"] = r("-1:1", (D,), c.pdt)
+        c.L["z"] = r("-1:1", (B, D, T), dtype)
+        c.C["S0"] = torch.zeros(B, H, M, N, dtype=c.sdt, device=device)
+        return c
+
+    def ref(self, c, variant):
+        L = c.L
+        out, last = longhorn_ref_loop(L["u"], L["q"], L["k"], L["dt"], L["D"], L["t_bias"], L["z"])
+        return [out], [last]
+
+    def frnn(self, c, exact=True):
+        L, d = c.L, c.d
+        B, T, H, M, N = d["B"], d["T"], d["H"], d["M"], d["N"]
+        ch = lambda t: t.view(B, H, M, T).permute(0, 3, 1, 2).unsqueeze(4)
+        rw = lambda t: t.permute(0, 2, 1)[:, :, None, None, :]
+        pc = lambda t: self.p(c, t).view(1, 1, H, M, 1)
+        y, S = fcall("longhorn", _sz(d), [ch(L["u"]), rw(L["q"]), rw(L["k"]), ch(L["dt"]), pc(L["D"]),
+                                          pc(L["t_bias"]), ch(L["z"])], [c.C["S0"]], c.dtype)
+        return [y.reshape(B, T, H * M).permute(0, 2, 1)], [S.reshape(B, H * M, N)]
+
+
+class S4D(Model):
+    name, files = "s4d", ("s4d",)
+    has_states = False
+
+    @property
+    def notes(self):
+        return ("H_s4 = H*M = 4096 channels, N = %d complex modes; reference: s4d.py S4DKernel + FFT convolution "
+                "(PyTorch); frnn: host discretisation (dA, C') in PyTorch each call, zero initial state; "
+                "final states not compared (the convolution has none)" % self.dims(1, 1, 1)["N"])
+
+    def dims(self, B, T, H):
+        return dict(B=B, T=T, H=H, M=128, N=int(os.environ.get("FRNN_BENCH_S4D_N", "32")))
+
+    def variants(self):
+        return [("fft", "s4d FFT convolution (PyTorch)")]
+
+    def make(self, d, dtype, device, seed):
+        c, r = Case(d, dtype, device), Rand(seed, device)
+        B, T, H, M, N = d["B"], d["T"], d["H"], d["M"], d["N"]
+        Hs = H * M
+        c.L["u"] = r("-1:1", (B, Hs, T), dtype)
+        # S4DKernel's initialisation (S4D-Lin): log_dt ~ U[log 1e-3, log 1e-1], A = -1/2 + i pi n
+        c.L["log_dt"] = r("%f:%f" % (math.log(1e-3), math.log(1e-1)), (Hs,), c.pdt)
+        c.L["log_A_real"] = torch.full((Hs, N), math.log(0.5), device=device, dtype=c.pdt)
+        c.L["A_imag"] = (math.pi * torch.arange(N, device=device, dtype=c.pdt)).repeat(Hs, 1).contiguous()
+        c.L["C_re"] = r.normal((Hs, N), c.pdt, std=math.sqrt(0.5))
+        c.L["C_im"] = r.normal((Hs, N), c.pdt, std=math.sqrt(0.5))
+        c.L["D"] = r.normal((Hs,), c.pdt)
+        c.C["x0"] = torch.zeros(B, H, M, N, dtype=c.sdt, device=device)
+        return c
+
+    def ref(self, c, variant):
+        L = c.L
+        return [s4d_fft_ref(L["u"], L["log_dt"], L["log_A_real"], L["A_imag"], L["C_re"], L["C_im"], L["D"])], []
+
+    def frnn(self, c, exact=True):
+        L, d = c.L, c.d
+        B, T, H, M, N = d["B"], d["T"], d["H"], d["M"], d["N"]
+        dA_re, dA_im, C_re, C_im = s4d_discretize(L["log_dt"], L["log_A_real"], L["A_imag"], L["C_re"], L["C_im"])
+        mn = lambda t: self.p(c, t).view(1, 1, H, M, N)
+        u = L["u"].view(B, H, M, T).permute(0, 3, 1, 2).unsqueeze(4)
+        out = fcall("s4d", _sz(d), [u, mn(dA_re), mn(dA_im), mn(C_re), mn(C_im), self.p(c, L["D"]).view(1, 1, H, M, 1)],
+                    [c.C["x0"], c.C["x0"]], c.dtype)
+        return [out[0].reshape(B, T, H * M).permute(0, 2, 1)], []
+
+
+class MLSTM(Model):
+    name, files = "mlstm", ("mlstm",)
+    notes = ("DHQK = DHV = 128; mlstm_kernels always applies qk_scale = DHQK^-0.5 inside: frnn gets q * scale "
+             "(outside the timed region); eps = 1e-6")
+
+    _xl = None
+
+    def variants(self):
+        """The Triton chunkwise kernel (xl_chunk) if it imports, else the native PyTorch one."""
+        if MLSTM._xl is None:
+            if CPU_TEST:
+                MLSTM._xl = True
+            else:
+                try:
+                    ref_fn("mlstm_kernels.torch.chunkwise.triton_xl_chunk.mlstm_chunkwise__xl_chunk")
+                    MLSTM._xl = True
+                except Exception as e:
+                    MLSTM._xl = short_err(e, 200)
+        if MLSTM._xl is True and os.environ.get("FRNN_BENCH_MLSTM_NATIVE") != "1":
+            return [("xl_chunk", "mlstm_chunkwise__xl_chunk")]
+        return [("native", "mlstm_chunkwise__native_autograd" + (
+            "" if MLSTM._xl is True else " (xl_chunk did not import: %s)" % MLSTM._xl))]
+
+    def make(self, d, dtype, device, seed):
+        c, r = Case(d, dtype, device), Rand(seed, device)
+        B, T, H, M, N = d["B"], d["T"], d["H"], d["M"], d["N"]
+        c.L["q"] = r("-1:1:n", (B, H, T, N), dtype, N)
+        c.L["k"] = r("-1:1:n", (B, H, T, N), dtype, N)
+        c.L["v"] = r("-1:1", (B, H, T, M), dtype)
+        c.L["i"] = r("-1:1", (B, H, T), dtype)
+        c.L["f"] = r("1:4", (B, H, T), dtype)
+        c.S["c"] = r("-0.1:0.1", (B, H, N, M), c.sdt)
+        c.S["n"] = r("-0.1:0.1", (B, H, N), c.sdt)
+        c.S["m"] = r("-0.1:0.1", (B, H, 1), c.sdt)
+        return c
+
+    _fallback = None
+
+    def ref(self, c, variant):
+        L, S = c.L, c.S
+        if CPU_TEST:
+            f = CpuRefs.mlstm_chunkwise__xl_chunk
+        elif variant == "xl_chunk":
+            f = ref_fn("mlstm_kernels.torch.chunkwise.triton_xl_chunk.mlstm_chunkwise__xl_chunk")
+        else:
+            f = ref_fn("mlstm_kernels.torch.chunkwise.native.mlstm_chunkwise__native_autograd")
+        h, (cl, nl, ml) = f(L["q"], L["k"], L["v"], L["i"], L["f"], c_initial=S["c"], n_initial=S["n"],
+                            m_initial=S["m"], return_last_states=True, eps=1e-6,
+                            chunk_size=128 if variant == "xl_chunk" else 64)
+        return [h], [cl, nl, ml]
+
+    def frnn(self, c, exact=True):
+        L, S, d = c.L, c.S, c.d
+        B, T, H, M, N = d["B"], d["T"], d["H"], d["M"], d["N"]
+        q = L["q"] * (N ** -0.5) if exact else L["q"]
+        tr = lambda t: t.permute(0, 2, 1, 3)  # [B,NH,S,D] -> [B,S,NH,D]
+        sc = lambda t: t.permute(0, 2, 1)[..., None, None]
+        h, C, n, m = fcall("mlstm", _sz(d), [tr(q).unsqueeze(3), tr(L["k"]).unsqueeze(3), tr(L["v"]).unsqueeze(4),
+                                             sc(L["i"]), sc(L["f"])],
+                           [S["c"].transpose(-1, -2), S["n"][:, :, None, :], S["m"][:, :, :, None]], c.dtype)
+        return [tr(h)], [C.transpose(-1, -2), n[:, :, 0, :], m[:, :, :, 0]]
+
+
+MODELS = collections.OrderedDict((m.name, m) for m in [
+    DeltaRule(), GatedDeltaRule(), RWKV7(), RWKV6(), GLA(), Retention(), HGRN(), RWKV4(), GSA(), Mamba2(),
+    Mamba(), Longhorn(), S4D(), MLSTM()])
+
+REF_LABEL = {
+    "delta_rule": "fla", "gated_delta_rule": "fla", "rwkv7": "fla", "rwkv6": "fla", "gla": "fla",
+    "retention": "fla", "hgrn": "fla", "rwkv4": "fla", "gsa": "fla", "mamba2": "mamba_ssm",
+    "mamba": "mamba_ssm", "longhorn": "pytorch", "s4d": "pytorch", "mlstm": "mlstm_kernels"}
+
+
+def ref_label(m, variant):
+    lab = dict(m.check_variants()).get(variant, variant)
+    lib = REF_LABEL.get(m.name, "")
+    if m.name == "mamba":
+        return "mamba_ssm selective_scan_ref (PyTorch loop)"
+    if lib in ("fla", "mamba_ssm", "mlstm_kernels"):
+        return "%s %s" % (lib, lab)
+    return lab
+
+
+# ========================================================= CPU stand-ins (self-test)
+class CpuRefs:
+    """PyTorch loops with the reference functions' signatures and conventions (fla:
+    [B,T,H,K] inputs, [B,H,K,V] states, q * scale inside), for --selftest-cpu only."""
+
+    @staticmethod
+    def _lin(q, k, v, S0, scale, upd, extra=None):
+        B, T, H, K = q.shape
+        S = S0.to(torch.float64) if S0 is not None else q.new_zeros(B, H, K, v.shape[-1], dtype=torch.float64)
+        os_ = []
+        for t in range(T):
+            S, o = upd(S, t, q[:, t].double() * scale, k[:, t].double(), v[:, t].double())
+            os_.append(o)
+        return torch.stack(os_, 1).to(v.dtype), S.float() if S0 is not None and S0.dtype == torch.float32 else S
+
+    @staticmethod
+    def fused_recurrent_delta_rule(q, k, v, beta, scale=None, initial_state=None, output_final_state=False):
+        def upd(S, t, qt, kt, vt):
+            b = beta[:, t].double()[..., None]
+            vv = (vt - torch.einsum('bhk,bhkv->bhv', kt, S)) * b
+            S = S + kt[..., :, None] * vv[..., None, :]
+            return S, torch.einsum('bhk,bhkv->bhv', qt, S)
+        return CpuRefs._lin(q, k, v, initial_state, scale, upd)
+
+    chunk_delta_rule = fused_recurrent_delta_rule
+
+    @staticmethod
+    def fused_recurrent_gated_delta_rule(q, k, v, g=None, beta=None, scale=None, initial_state=None,
+                                         output_final_state=False):
+        def upd(S, t, qt, kt, vt):
+            S = S * g[:, t].double().exp()[..., None, None]
+            b = beta[:, t].double()[..., None]
+            vv = (vt - torch.einsum('bhk,bhkv->bhv', kt, S)) * b
+            S = S + kt[..., :, None] * vv[..., None, :]
+            return S, torch.einsum('bhk,bhkv->bhv', qt, S)
+        return CpuRefs._lin(q, k, v, initial_state, scale, upd)
+
+    chunk_gated_delta_rule = fused_recurrent_gated_delta_rule
+
+    @staticmethod
+    def naive_recurrent_gated_delta_rule(q, k, v, beta, g, scale=None, initial_state=None,
+                                         output_final_state=False):
+        return CpuRefs.fused_recurrent_gated_delta_rule(q, k, v, g=g, beta=beta, scale=scale,
+                                                        initial_state=initial_state)
+
+    @staticmethod
+    def dplr_recurrence(q, k, v, alpha, beta, gk, initial_state=None, output_final_state=True):
+        tr = lambda t: t.transpose(1, 2)  # head-first -> [B,T,H,*]; scale K^-0.5 as fla's naive
+        o, S = CpuRefs.fused_recurrent_rwkv7(tr(q), tr(gk), tr(k), tr(v), tr(alpha), tr(beta),
+                                             scale=q.shape[-1] ** -0.5, initial_state=initial_state)
+        return tr(o), S
+
+    @staticmethod
+    def fused_recurrent_rwkv7(r, w, k, v, a, b, scale=None, initial_state=None, output_final_state=True):
+        def upd(S, t, qt, kt, vt):
+            sa = torch.einsum('bhk,bhkv->bhv', a[:, t].double(), S)
+            S = S * w[:, t].double().exp()[..., :, None] + b[:, t].double()[..., :, None] * sa[..., None, :] \
+                + kt[..., :, None] * vt[..., None, :]
+            return S, torch.einsum('bhk,bhkv->bhv', qt, S)
+        return CpuRefs._lin(r, k, v, initial_state, scale, upd)
+
+    chunk_rwkv7 = fused_recurrent_rwkv7
+
+    @staticmethod
+    def fused_recurrent_rwkv6(r, k, v, w, u, scale=None, initial_state=None, output_final_state=False):
+        def upd(S, t, qt, kt, vt):
+            kv = kt[..., :, None] * vt[..., None, :]
+            o = torch.einsum('bhk,bhkv->bhv', qt, S + kv * u.double()[None, :, :, None])
+            S = S * w[:, t].double().exp()[..., :, None] + kv
+            return S, o
+        return CpuRefs._lin(r, k, v, initial_state, scale, upd)
+
+    chunk_rwkv6 = fused_recurrent_rwkv6
+
+    @staticmethod
+    def fused_recurrent_gla(q, k, v, gk=None, scale=None, initial_state=None, output_final_state=False):
+        def upd(S, t, qt, kt, vt):
+            S = S * gk[:, t].double().exp()[..., :, None] + kt[..., :, None] * vt[..., None, :]
+            return S, torch.einsum('bhk,bhkv->bhv', qt, S)
+        return CpuRefs._lin(q, k, v, initial_state, scale, upd)
+
+    @staticmethod
+    def chunk_gla(q, k, v, g, scale=None, initial_state=None, output_final_state=False):
+        return CpuRefs.fused_recurrent_gla(q, k, v, gk=g, scale=scale, initial_state=initial_state)
+
+    @staticmethod
+    def fused_recurrent_retention(q, k, v, scale=None, initial_state=None, output_final_state=False):
+        H = q.shape[2]
+        gam = 1 - torch.pow(2.0, -5.0 - torch.arange(H, dtype=torch.float64))
+
+        def upd(S, t, qt, kt, vt):
+            S = S * gam[None, :, None, None] + kt[..., :, None] * vt[..., None, :]
+            return S, torch.einsum('bhk,bhkv->bhv', qt, S)
+        return CpuRefs._lin(q, k, v, initial_state, scale, upd)
+
+    chunk_retention = fused_recurrent_retention
+
+    @staticmethod
+    def fused_recurrent_hgrn(x, g, initial_state=None, output_final_state=False):
+        h = initial_state.double()
+        os_ = []
+        for t in range(x.shape[1]):
+            h = g[:, t].double().exp() * h + x[:, t].double()
+            os_.append(h)
+        return torch.stack(os_, 1).to(x.dtype), h.to(initial_state.dtype)
+
+    chunk_hgrn = fused_recurrent_hgrn
+
+    @staticmethod
+    def fused_recurrent_rwkv4(w, u, k, v, state):
+        w = -torch.exp(w.double())
+        u = u.double()
+        al, be, ep = (state[:, i, 0].double() for i in range(3))
+        outs = []
+        for t in range(k.shape[1]):
+            kt, vt = k[:, t].double(), v[:, t].double()
+            ukt = u + kt
+            tau = torch.maximum(ukt, ep)
+            e1a, e2a = torch.exp(ep - tau), torch.exp(ukt - tau)
+            outs.append((e1a * al + e2a * vt) / (e1a * be + e2a))
+            w_eps = w + ep
+            ep = torch.maximum(w_eps, kt)
+            e1b, e2b = torch.exp(w_eps - ep), torch.exp(kt - ep)
+            al = e1b * al + e2b * vt
+            be = e1b * be + e2b
+        return torch.stack(outs, 1).to(k.dtype), torch.stack([al, be, ep], 1)[:, :, None].to(state.dtype)
+
+    @staticmethod
+    def fused_recurrent_gsa(q, k, v, s, g, scale=None, initial_state=None, output_final_state=False):
+        hk, hv = (x.double() for x in initial_state)
+        B, T, H, K = q.shape
+        oks = []
+        for t in range(T):
+            hk = hk * g[:, t].double().exp()[..., None, :] + k[:, t].double()[..., :, None] * s[:, t].double()[..., None, :]
+            oks.append(torch.einsum('bhk,bhkm->bhm', q[:, t].double() * scale, hk))
+        qv = torch.stack(oks, 1).softmax(-1)
+        os_ = []
+        for t in range(T):
+            hv = hv * g[:, t].double().exp()[..., :, None] + s[:, t].double()[..., :, None] * v[:, t].double()[..., None, :]
+            os_.append(torch.einsum('bhm,bhmv->bhv', qv[:, t], hv))
+        return torch.stack(os_, 1).to(v.dtype), [hk.to(initial_state[0].dtype), hv.to(initial_state[1].dtype)]
+
+    chunk_gsa = fused_recurrent_gsa
+
+    @staticmethod
+    def mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None,
+                                  dt_softplus=False, return_final_states=False):
+        S = initial_states.double()
+        Bsz, T, H, P = x.shape
+        ys = []
+        for t in range(T):
+            dl = F.softplus(dt[:, t].double() + dt_bias.double())  # [B,H]
+            S = torch.exp(A.double() * dl)[..., None, None] * S + (dl[..., None] * x[:, t].double())[..., :, None] \
+                * B[:, t, 0].double()[:, None, None, :]
+            ys.append(torch.einsum('bhpn,bn->bhp', S, C[:, t, 0].double()) + D.double()[:, None] * x[:, t].double())
+        return torch.stack(ys, 1).to(x.dtype), S.to(initial_states.dtype)
+
+    @staticmethod
+    def mlstm_chunkwise__xl_chunk(q, k, v, i, f, c_initial=None, n_initial=None, m_initial=None,
+                                  return_last_states=False, eps=1e-6, chunk_size=128):
+        B, NH, T, DK = q.shape
+        scale = DK ** -0.5
+        Cs, n, m = c_initial.double(), n_initial.double(), m_initial.double()
+        hs = []
+        for t in range(T):
+            qt, kt, vt = q[:, :, t].double() * scale, k[:, :, t].double(), v[:, :, t].double()
+            it, ft = i[:, :, t, None].double(), f[:, :, t, None].double()
+            logf = F.logsigmoid(ft)
+            m_new = torch.maximum(logf + m, it)
+            fa, ia = torch.exp(logf + m - m_new), torch.exp(it - m_new)
+            Cs = fa[..., None] * Cs + ia[..., None] * kt[..., :, None] * vt[..., None, :]
+            n = fa * n + ia * kt
+            m = m_new
+            num = torch.einsum('bhk,bhkv->bhv', qt, Cs)
+            den = torch.maximum((n * qt).sum(-1, keepdim=True).abs(), torch.exp(-m)) + eps
+            hs.append(num / den)
+        return torch.stack(hs, 2).to(q.dtype), (Cs, n, m)
+
+
+# ================================================================= measurement
+class ModelTimeout(Exception):
+    pass
+
+
+class Alarm:
+    """SIGALRM after `seconds` raises ModelTimeout in the main thread (between Python
+    bytecodes: a long C call ends first)."""
+
+    def __init__(self, seconds):
+        self.s = max(1.0, float(seconds))
+
+    def __enter__(self):
+        def h(signum, frame):
+            raise ModelTimeout("time limit %.0f s reached" % self.s)
+        self.old = signal.signal(signal.SIGALRM, h)
+        signal.setitimer(signal.ITIMER_REAL, self.s)
+        return self
+
+    def __exit__(self, *a):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self.old)
+        return False
+
+
+def sync():
+    if DEVICE != "cpu" and torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def relerr(a, b):
+    a = a.detach().double()
+    b = b.detach().double()
+    if a.shape != b.shape:
+        return "shape %s vs %s" % (tuple(a.shape), tuple(b.shape))
+    nb = b.norm().item()
+    d = (a - b).norm().item()
+    if not math.isfinite(d):
+        return float("nan")
+    return d / nb if nb > 0 else d
+
+
+def fwbw(fn, c, gouts):
+    """One forward + backward through autograd; gouts: gradients of outputs + finals."""
+    outs, fins = fn(c)
+    ts = list(outs) + list(fins)
+    pairs = [(t, g) for t, g in zip(ts, gouts) if t is not None and t.requires_grad and g is not None]
+    torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
+    return ts
+
+
+def make_gouts(ts, seed, device):
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return [torch.randn(t.shape, generator=g, device=device, dtype=torch.float32).to(t.dtype) for t in ts]
+
+
+def time_calls(fn, pre, n_sets, target_s=0.3, min_reps=3, max_reps=30):
+    """Median ms of fn(i) over reps (i = r % n_sets), each timed with CUDA events;
+    pre(i) (outside the timed region) runs before each call."""
+    pre(0)
+    sync()
+    t0 = time.perf_counter()
+    fn(0)
+    sync()
+    est = time.perf_counter() - t0
+    reps = int(min(max_reps, max(min_reps, target_s / max(est, 1e-5))))
+    evs = [(Event(), Event()) for _ in range(reps)]
+    for r in range(reps):
+        i = r % n_sets
+        pre(i)
+        evs[r][0].record()
+        fn(i)
+        evs[r][1].record()
+    sync()
+    ms = sorted(a.elapsed_time(b) for a, b in evs)
+    n = len(ms)
+    med = ms[n // 2] if n % 2 else 0.5 * (ms[n // 2 - 1] + ms[n // 2])
+    return {"ms": med, "min_ms": ms[0], "max_ms": ms[-1], "reps": reps}
+
+
+def peak_call(fn, pre, extra_bytes):
+    """Peak device memory of one fn(0): bytes allocated above what existed before the
+    call, plus extra_bytes (one input set with its initial states and output gradients)."""
+    pre(0)
+    import gc
+    gc.collect()
+    sync()
+    if DEVICE == "cpu":
+        r = fn(0)
+        return {"peak_bytes": None, "call_bytes": None}
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    r = fn(0)
+    sync()
+    peak = torch.cuda.max_memory_allocated()
+    del r
+    return {"peak_bytes": peak - base + extra_bytes, "call_bytes": peak - base}
+
+
+# ---------------------------------------------------------------- results file
+OUT = os.environ.get("OUT") or HERE
+RESULTS_PATH = os.path.join(OUT, "results.json")
+RESULTS = {"header": {}, "models": collections.OrderedDict()}
+_lock = threading.RLock()
+
+
+def save():
+    with _lock:
+        tmp = RESULTS_PATH + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(RESULTS, f, indent=1, default=str)
+        os.replace(tmp, RESULTS_PATH)
+
+
+def mrow(name):
+    with _lock:
+        return RESULTS["models"].setdefault(name, {"model": name, "notes": MODELS[name].notes if name in MODELS else ""})
+
+
+def header(sizes, check_sizes):
+    h = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "python": sys.version.split()[0],
+         "torch": torch.__version__, "timing_sizes": dict(zip("BTH", sizes)),
+         "check_sizes": dict(zip("BTH", check_sizes)),
+         "method": ("CUDA events around each call, median over 3-30 calls (about 0.3 s) after warm-up, the two "
+                    "input sets used in turn; fw = inference forward under torch.no_grad(); fw+bw = forward + "
+                    "torch.autograd.backward with random gradients of outputs and final states; both sides "
+                    "through autograd; peak = max_memory_allocated during one fw+bw above what existed before, "
+                    "plus one input set (inputs, initial states, output gradients)"),
+         "dtypes": "bf16 inputs and outputs, float32 states (and float32 parameters where the reference keeps them)",
+         "frnn_lib": frnn._find_lib(), "budget_s": BUDGET}
+    try:
+        import triton
+        h["triton"] = triton.__version__
+    except Exception as e:
+        h["triton"] = "not importable: %s" % short_err(e, 100)
+    if torch.cuda.is_available():
+        h["card"] = torch.cuda.get_device_name(0)
+        h["cuda_runtime"] = torch.version.cuda
+    try:
+        r = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,"
+                            "temperature.gpu,power.draw", "--format=csv,noheader"],
+                           capture_output=True, text=True, timeout=15)
+        h["nvidia_smi"] = r.stdout.strip()
+        h["driver"] = r.stdout.split(",")[1].strip() if "," in r.stdout else r.stdout.strip()
+    except Exception as e:
+        h["driver"] = "nvidia-smi failed: %s" % short_err(e, 100)
+    commits = os.path.join(ROOT, "refs", "COMMITS")
+    if os.path.exists(commits):
+        h["refs"] = open(commits).read().strip().splitlines()
+    for mod in ("fla", "mlstm_kernels"):
+        try:
+            import importlib
+            h[mod] = getattr(importlib.import_module(mod), "__version__", "?")
+        except Exception as e:
+            h[mod] = "not importable: %s" % short_err(e, 160)
+    return h
+
+
+# ---------------------------------------------------------------- phase: time
+def phase_time(names, sizes, until):
+    dev = torch.device(DEVICE)
+    for name in names:
+        m = MODELS[name]
+        row = mrow(name)
+        left = until - time.time()
+        if left < 8:
+            row["time"] = {"skipped": "time budget"}
+            save()
+            log("time %-16s skipped (budget)" % name)
+            continue
+        res = {"frnn": {}, "refs": collections.OrderedDict()}
+        row["time"] = res
+        d = m.dims(*sizes)
+        res["dims"] = d
+        sets = None
+        try:
+            with Alarm(min(left, float(os.environ.get("FRNN_BENCH_MODEL_TIMEOUT", "120")))):
+                sets = [m.make(d, torch.bfloat16, dev, 1000 + i).requires_grad_() for i in range(2)]
+                in_bytes = sets[0].nbytes()
+                gouts = None
+
+                def pre(i):
+                    sets[i].zero_grad()
+
+                # frnn (try mixed dtypes first; fall back to parameters cast to bf16)
+                fr = res["frnn"]
+                for attempt in (0, 1):
+                    try:
+                        for c in sets:
+                            c.cast_params = bool(attempt)
+                        fn = lambda c: m.frnn(c, exact=False)
+                        t0 = time.perf_counter()
+                        with torch.no_grad():
+                            o, f = fn(sets[0])
+                            ts = list(o) + list(f)
+                            del o, f
+                        sync()
+                        if gouts is None:
+                            gouts = make_gouts(ts, 7, dev)
+                        fwbw(fn, sets[0], gouts)
+                        sync()
+                        fr["first_call_inproc_s"] = time.perf_counter() - t0
+                        with torch.no_grad():
+                            fr["fw"] = time_calls(lambda i: fn(sets[i]), pre, 2)
+                        fr["fwbw"] = time_calls(lambda i: fwbw(fn, sets[i], gouts), pre, 2)
+                        fr.update(peak_call(lambda i: fwbw(fn, sets[i], gouts), pre, in_bytes + sum(
+                            g.numel() * g.element_size() for g in gouts)))
+                        if attempt:
+                            fr["note"] = "float32 parameters cast to bf16 (mixed dtypes failed: %s)" % fr.pop("error_mixed", "")
+                        fr.pop("error", None)
+                        break
+                    except ModelTimeout:
+                        raise
+                    except Exception as e:
+                        fr["error"] = short_err(e)
+                        if attempt == 0:
+                            fr["error_mixed"] = short_err(e, 200)
+                            fr["trace"] = traceback.format_exc()[-1500:]
+                        pre(0)
+                for c in sets:
+                    c.cast_params = False
+                for variant, label in m.variants():
+                    rr = {"label": ref_label(m, variant)}
+                    res["refs"][variant] = rr
+                    save()
+                    fn = lambda c, v=variant: m.ref(c, v)
+                    try:
+                        t0 = time.perf_counter()
+                        with torch.no_grad():
+                            o, f = fn(sets[0])
+                        sync()
+                        rr["first_fw_inproc_s"] = time.perf_counter() - t0
+                        if gouts is None:
+                            gouts = make_gouts(list(o) + list(f), 7, dev)
+                        del o, f
+                        with torch.no_grad():
+                            rr["fw"] = time_calls(lambda i: fn(sets[i]), pre, 2)
+                        try:
+                            t0 = time.perf_counter()
+                            fwbw(fn, sets[0], gouts)
+                            sync()
+                            rr["first_fwbw_inproc_s"] = time.perf_counter() - t0
+                            has_bw = True
+                        except NotImplementedError as e:
+                            rr["fwbw_error"] = "no backward: " + short_err(e, 200)
+                            has_bw = False
+                        pre(0)
+                        if has_bw:
+                            rr["fwbw"] = time_calls(lambda i: fwbw(fn, sets[i], gouts), pre, 2)
+                            rr.update(peak_call(lambda i: fwbw(fn, sets[i], gouts), pre, in_bytes + sum(
+                                g.numel() * g.element_size() for g in gouts)))
+                    except ModelTimeout as e:
+                        rr["error"] = short_err(e)
+                        raise
+                    except Exception as e:
+                        rr["error"] = short_err(e)
+                        rr["trace"] = traceback.format_exc()[-1500:]
+                    pre(0)
+                    if "fwbw" in rr and "fwbw" in fr:
+                        rr["ratio_fwbw"] = fr["fwbw"]["ms"] / rr["fwbw"]["ms"]
+                    if "fw" in rr and "fw" in fr:
+                        rr["ratio_fw"] = fr["fw"]["ms"] / rr["fw"]["ms"]
+                    save()
+        except ModelTimeout as e:
+            res["error"] = short_err(e)
+        except Exception as e:
+            res["error"] = short_err(e)
+            res["trace"] = traceback.format_exc()[-2000:]
+        finally:
+            sets = None
+            try:
+                if DEVICE != "cpu":
+                    torch.cuda.empty_cache()
+            except Exception:
+                pass
+        save()
+        fr = res["frnn"]
+        msg = "frnn fw %s fwbw %s" % (fmt_ms(fr.get("fw")), fmt_ms(fr.get("fwbw")))
+        for v, rr in res["refs"].items():
+            msg += " | %s fw %s fwbw %s" % (v, fmt_ms(rr.get("fw")), fmt_ms(rr.get("fwbw")))
+            if rr.get("error"):
+                msg += " ERR " + rr["error"][:80]
+        if fr.get("error"):
+            msg += " | frnn ERR " + fr["error"][:100]
+        if res.get("error"):
+            msg += " | ERR " + res["error"][:100]
+        log("time %-16s %s" % (name, msg))
+
+
+def fmt_ms(t):
+    return "-" if not t else "%.3g" % t["ms"]
+
+
+# --------------------------------------------------------------- phase: check
+def check_model(m, d, dtype, device, variant, seed=4242):
+    """Relative errors frnn vs reference on the same inputs (and the same output gradients)."""
+    c = m.make(d, dtype, device, seed).requires_grad_()
+    names = c.names()
+    out = {}
+    # reference
+    o_r, f_r = m.ref(c, variant)
+    ts_r = list(o_r) + list(f_r)
+    gouts = make_gouts(ts_r, 99, device)
+    g_r = None
+    try:
+        pairs = [(t, g) for t, g in zip(ts_r, gouts) if t.requires_grad]
+        torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
+        g_r = {n: (t.grad.detach().clone() if t.grad is not None else None) for n, t in zip(names, c.leaves())}
+    except NotImplementedError as e:
+        out["ref_backward"] = "none: " + short_err(e, 150)
+    ts_r = [t.detach() for t in ts_r]
+    c.zero_grad()
+    # frnn
+    o_f, f_f = m.frnn(c, exact=True)
+    ts_f = list(o_f) + list(f_f)
+    if len(ts_f) != len(ts_r):
+        raise RuntimeError("frnn returned %d tensors, the reference %d" % (len(ts_f), len(ts_r)))
+    pairs = [(t, g) for t, g in zip(ts_f, gouts) if t.requires_grad]
+    torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
+    g_f = {n: (t.grad.detach().clone() if t.grad is not None else None) for n, t in zip(names, c.leaves())}
+    errs = collections.OrderedDict()
+    n_out = len(o_r)
+    st_names = list(c.S.keys())
+    for i, (a, b) in enumerate(zip(ts_f, ts_r)):
+        if i < n_out:
+            key = "out" if n_out == 1 else "out%d" % i
+        else:
+            j = i - n_out
+            key = "final " + (st_names[j] if j < len(st_names) else str(j))
+        errs[key] = relerr(a, b)
+    if g_r is not None:
+        for n in names:
+            a, b = g_f.get(n), g_r.get(n)
+            if a is None and b is None:
+                continue
+            if a is None or b is None:
+                errs["grad " + n] = "frnn %s, ref %s" % ("none" if a is None else "ok", "none" if b is None else "ok")
+                continue
+            errs["grad " + n] = relerr(a, b)
+        for k, v in m.ref_grad_extras(c, {n: g for n, g in g_r.items()}).items():
+            base = k.rstrip("*")
+            if g_f.get(base) is not None:
+                errs["grad " + k] = relerr(g_f[base], v)
+    out["errors"] = errs
+    num = [v for v in errs.values() if isinstance(v, float)]
+    fwv = [v for k, v in errs.items() if not k.startswith("grad") and isinstance(v, float)]
+    bwv = [v for k, v in errs.items() if k.startswith("grad") and isinstance(v, float) and k not in m.bw_exclude]
+    out["max_fw"] = max(fwv) if fwv else None
+    out["max_bw"] = max(bwv) if bwv else None
+    out["any_nan"] = any(isinstance(v, float) and math.isnan(v) for v in num)
+    return out
+
+
+def phase_check(names, sizes, until, device=None, dtypes=None):
+    device = device or torch.device(DEVICE)
+    dtypes = dtypes or [torch.float32, torch.bfloat16]
+    for name in names:
+        m = MODELS[name]
+        row = mrow(name)
+        res = row.setdefault("check", collections.OrderedDict())
+        d = m.dims(*sizes)
+        res["dims"] = d
+        for dtype in dtypes:
+            dn = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float64: "f64"}[dtype]
+            for variant, _ in m.check_variants():
+                key = "%s/%s" % (dn, variant)
+                left = until - time.time()
+                if left < 5:
+                    res[key] = {"skipped": "time budget"}
+                    continue
+                try:
+                    with Alarm(min(left, float(os.environ.get("FRNN_BENCH_MODEL_TIMEOUT", "120")))):
+                        r = check_model(m, d, dtype, device, variant)
+                except Exception as e:
+                    r = {"error": short_err(e), "trace": traceback.format_exc()[-1500:]}
+                res[key] = r
+                save()
+                if "errors" in r:
+                    log("check %-16s %-14s fw %.2e bw %s%s" % (
+                        name, key, r["max_fw"] if r["max_fw"] is not None else float("nan"),
+                        "%.2e" % r["max_bw"] if r["max_bw"] is not None else "-",
+                        "  " + r.get("ref_backward", "") if r.get("ref_backward") else ""))
+                else:
+                    log("check %-16s %-14s %s" % (name, key, r.get("error", r.get("skipped", ""))[:150]))
+        if DEVICE != "cpu":
+            torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------- phase: first
+def first_call_child(name, stage):
+    """Runs in a fresh process: frnn's first fw+bw call, then the reference's."""
+    m = MODELS[name]
+    dev = torch.device(DEVICE)
+    torch.zeros(1, device=dev)
+    sync()
+    d = m.dims(*env_ints("FRNN_BENCH_SIZES", (8, 1024, 32)))
+    c = m.make(d, torch.bfloat16, dev, 11).requires_grad_()
+
+    def emit(**kw):
+        print("FIRSTCALL " + json.dumps(kw), flush=True)
+
+    try:
+        t0 = time.perf_counter()
+        outs, fins = m.frnn(c, exact=False)
+        ts = list(outs) + list(fins)
+        gouts = make_gouts(ts, 7, dev)
+        pairs = [(t, g) for t, g in zip(ts, gouts) if t.requires_grad]
+        torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
+        sync()
+        emit(frnn_s=time.perf_counter() - t0)
+    except Exception as e:
+        emit(frnn_error=short_err(e))
+    c.zero_grad()
+    for variant, _ in m.variants():
+        try:
+            t0 = time.perf_counter()
+            mod = {"fla": "fla.ops", "mamba_ssm": "mamba_ssm.ops.triton.ssd_combined",
+                   "mlstm_kernels": "mlstm_kernels.torch.chunkwise"}.get(REF_LABEL[name])
+            if name == "mamba":
+                mod = "mamba_ssm.ops.selective_scan_interface"
+            if mod:
+                import importlib
+                importlib.import_module(mod)
+            t_imp = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            o, f = m.ref(c, variant)
+            ts = list(o) + list(f)
+            gouts = make_gouts(ts, 7, dev)
+            note = ""
+            try:
+                pairs = [(t, g) for t, g in zip(ts, gouts) if t.requires_grad]
+                torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
+            except NotImplementedError:
+                note = "fw only (no backward)"
+            sync()
+            emit(variant=variant, ref_s=time.perf_counter() - t0, ref_import_s=t_imp, note=note)
+        except Exception as e:
+            emit(variant=variant, ref_error=short_err(e))
+        c.zero_grad()
+
+
+def run_child(name, stage, env, timeout):
+    cmd = [sys.executable, os.path.abspath(__file__), "--first-call", name, stage]
+    t0 = time.time()
+    try:
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        out, err, timed_out = r.stdout, r.stderr, False
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        timed_out = True
+    res = {"wall_s": time.time() - t0}
+    refs = {}
+    for line in out.splitlines():
+        if line.startswith("FIRSTCALL "):
+            try:
+                j = json.loads(line[len("FIRSTCALL "):])
+            except ValueError:
+                continue
+            if "variant" in j:
+                refs[j.pop("variant")] = j
+            else:
+                res.update(j)
+    res["refs"] = refs
+    if timed_out:
+        res["timeout"] = "> %.0f s (subprocess killed)" % timeout
+    if not refs and "frnn_s" not in res:
+        res["stderr_tail"] = err[-600:]
+    return res
+
+
+def phase_first(names, until):
+    jobs = int(os.environ.get("FRNN_BENCH_FIRST_JOBS", "6"))
+    per = float(os.environ.get("FRNN_BENCH_FIRST_TIMEOUT", "60"))
+    base = tempfile.mkdtemp(prefix="frnn-firstcall-")
+    RESULTS["header"]["first_call"] = ("fresh subprocess per model and stage, %d at a time; cold: empty "
+                                       "FRNN_CACHE_DIR and TRITON_CACHE_DIR; warm: the same folders again; "
+                                       "times exclude Python/torch start-up and the reference's import "
+                                       "(ref_import_s); timeout %.0f s per subprocess" % (jobs, per))
+    import concurrent.futures as cf
+
+    def one(name):
+        row = mrow(name)
+        with _lock:
+            fc = row.setdefault("first", {})
+        env = dict(os.environ)
+        env["FRNN_CACHE_DIR"] = os.path.join(base, name, "frnn")
+        env["TRITON_CACHE_DIR"] = os.path.join(base, name, "triton")
+        os.makedirs(env["FRNN_CACHE_DIR"], exist_ok=True)
+        os.makedirs(env["TRITON_CACHE_DIR"], exist_ok=True)
+        for stage in ("cold", "warm"):
+            left = until - time.time()
+            if left < 10:
+                with _lock:
+                    fc[stage] = {"skipped": "time budget"}
+                continue
+            r = run_child(name, stage, env, min(per, left))
+            with _lock:
+                fc[stage] = r
+            save()
+        return name
+
+    with cf.ThreadPoolExecutor(max_workers=jobs) as ex:
+        for name in ex.map(one, names):
+            fc = mrow(name).get("first", {})
+            log("first %-16s %s" % (name, fmt_first(fc)))
+
+
+def fmt_first(fc):
+    def g(stage, key, var=None):
+        s = fc.get(stage, {})
+        if var is not None:
+            s = s.get("refs", {}).get(var, {})
+        v = s.get(key)
+        if v is None:
+            if stage in fc and fc[stage].get("timeout"):
+                return ">%s" % fc[stage]["timeout"].split()[1]
+            return "-"
+        return "%.1f" % v
+    var = next(iter(fc.get("cold", {}).get("refs", {}) or {"": 0}))
+    return "frnn cold %ss warm %ss | ref cold %ss warm %ss" % (g("cold", "frnn_s"), g("warm", "frnn_s"),
+                                                               g("cold", "ref_s", var), g("warm", "ref_s", var))
+
+
+# ================================================================== report
+def table(results):
+    rows = []
+    hdr = ("model", "reference", "frnn fw", "ref fw", "frnn fwbw", "ref fwbw", "fwbw x", "peak MB f/r",
+           "chk f32 fw/bw", "chk bf16 fw/bw", "1st frnn c/w", "1st ref c")
+    for name, row in results.get("models", {}).items():
+        t = row.get("time", {}) or {}
+        fr = t.get("frnn", {}) if isinstance(t, dict) else {}
+        refs = t.get("refs", {}) if isinstance(t, dict) else {}
+        chk = row.get("check", {})
+        fc = row.get("first", {})
+        variants = list(refs.keys())
+        for k in chk:
+            if "/" in k and k.split("/", 1)[1] not in variants:
+                variants.append(k.split("/", 1)[1])
+        for v in variants or ["-"]:
+            rr = refs.get(v, {})
+            if v not in refs and name in MODELS:
+                rr = {"label": "(check only) " + ref_label(MODELS[name], v)}
+
+            def ms(x):
+                return "%.2f" % x["ms"] if x else "-"
+
+            def ck(dn):
+                r = chk.get("%s/%s" % (dn, v), {})
+                if "errors" in r:
+                    f = r.get("max_fw")
+                    b = r.get("max_bw")
+                    return "%s/%s" % ("%.0e" % f if f is not None else "-", "%.0e" % b if b is not None else "-")
+                return "err" if r.get("error") else "-"
+
+            ratio = rr.get("ratio_fwbw")
+            rs = "%.2f" % ratio if ratio else ("fw %.2f" % rr["ratio_fw"] if rr.get("ratio_fw") else "-")
+            pk = "%s/%s" % ("%.0f" % (fr["peak_bytes"] / 2**20) if fr.get("peak_bytes") else "-",
+                            "%.0f" % (rr["peak_bytes"] / 2**20) if rr.get("peak_bytes") else "-")
+
+            def first(stage, key, var=None):
+                s = fc.get(stage, {})
+                if var is not None:
+                    s = s.get("refs", {}).get(var, {})
+                x = s.get(key)
+                if x is None:
+                    return ">%ss" % fc[stage]["timeout"].split()[1] if fc.get(stage, {}).get("timeout") else "-"
+                return "%.1fs" % x
+            label = rr.get("label") or v
+            rows.append((name, label[:40], ms(fr.get("fw")), ms(rr.get("fw")), ms(fr.get("fwbw")),
+                         ms(rr.get("fwbw")) if rr.get("fwbw") else ("no bw" if rr.get("fwbw_error") else "-"),
+                         rs, pk, ck("f32"), ck("bf16"),
+                         "%s/%s" % (first("cold", "frnn_s"), first("warm", "frnn_s")), first("cold", "ref_s", v)))
+            if v not in refs:  # check-only row: its timings are the row above's
+                rows[-1] = rows[-1][:2] + ("",) * 6 + rows[-1][8:10] + ("", "")
+    w = [max(len(str(r[i])) for r in rows + [hdr]) for i in range(len(hdr))]
+    lines = ["  ".join(str(x).ljust(w[i]) for i, x in enumerate(hdr))]
+    lines += ["  ".join(str(x).ljust(w[i]) for i, x in enumerate(r)) for r in rows]
+    errs = []
+    for name, row in results.get("models", {}).items():
+        t = row.get("time", {}) or {}
+        for who, e in [("frnn", (t.get("frnn") or {}).get("error")), ("time", t.get("error"))] + \
+                [("ref " + v, r.get("error")) for v, r in (t.get("refs") or {}).items()]:
+            if e:
+                errs.append("%s %s: %s" % (name, who, e[:160]))
+        for k, r in (row.get("check") or {}).items():
+            if isinstance(r, dict) and r.get("error"):
+                errs.append("%s check %s: %s" % (name, k, r["error"][:160]))
+        for stage, r in (row.get("first") or {}).items():
+            if not isinstance(r, dict):
+                continue
+            if r.get("frnn_error"):
+                errs.append("%s first %s frnn: %s" % (name, stage, r["frnn_error"][:160]))
+            for v, rr in (r.get("refs") or {}).items():
+                if rr.get("ref_error"):
+                    errs.append("%s first %s ref %s: %s" % (name, stage, v, rr["ref_error"][:160]))
+            if r.get("stderr_tail"):
+                errs.append("%s first %s: %s" % (name, stage, r["stderr_tail"][-160:].replace("\n", " | ")))
+    return "\n".join(lines), errs
+
+
+def chart(results, path):
+    bars = []
+    for name, row in results.get("models", {}).items():
+        t = row.get("time", {}) or {}
+        for v, rr in (t.get("refs") or {}).items():
+            if rr.get("ratio_fwbw"):
+                bars.append(("%s (%s)" % (name, v), rr["ratio_fwbw"], "fwbw"))
+            elif rr.get("ratio_fw"):
+                bars.append(("%s (%s, fw only)" % (name, v), rr["ratio_fw"], "fw"))
+    if not bars:
+        return None
+    legend = {"what": "frnn time / reference time (fw+bw; 'fw only' bars: forward, the reference has no backward)",
+              "scale": "log10, x from 0.01 to 100, line at 1.0", "bars_top_to_bottom": [b[0] for b in bars],
+              "values": [round(b[1], 4) for b in bars]}
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(9, 0.42 * len(bars) + 1.4))
+        ys = list(range(len(bars)))[::-1]
+        cols = ["#2a9d48" if b[1] < 1 else "#c0392b" for b in bars]
+        ax.barh(ys, [b[1] for b in bars], color=cols, hatch=None)
+        for y, b in zip(ys, bars):
+            if b[2] == "fw":
+                ax.barh([y], [b[1]], color="none", edgecolor="k", hatch="//")
+            ax.text(b[1] * 1.05, y, "%.2f" % b[1], va="center", fontsize=8)
+        ax.set_yticks(ys)
+        ax.set_yticklabels([b[0] for b in bars], fontsize=8)
+        ax.set_xscale("log")
+        ax.axvline(1.0, color="k", lw=1)
+        ax.set_xlabel("frnn time / reference time, fw+bw (log; < 1: frnn faster)")
+        hdr = results.get("header", {})
+        ax.set_title("%s, B=%s T=%s H=%s, bf16" % (hdr.get("card", "?"), *(hdr.get("timing_sizes", {}).get(k, "?")
+                                                                             for k in "BTH")), fontsize=9)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        legend["drawn_by"] = "matplotlib"
+    except Exception as e:
+        png_bars(path, bars)
+        legend["drawn_by"] = "built-in PNG writer (%s): green bar ratio < 1, red > 1, hatched grey: fw only; " \
+                             "black line 1.0, grey lines 0.1 and 10" % short_err(e, 80)
+    return legend
+
+
+def png_bars(path, bars, W=800, bh=18, gap=8):
+    H = len(bars) * (bh + gap) + gap
+    img = bytearray(b"\xff" * (W * H * 3))
+    lo, hi = math.log10(0.01), math.log10(100)
+    X = lambda v: int((math.log10(min(max(v, 0.01), 100)) - lo) / (hi - lo) * (W - 1))
+
+    def rect(x0, y0, x1, y1, col):
+        for y in range(max(0, y0), min(H, y1)):
+            for x in range(max(0, x0), min(W, x1)):
+                i = (y * W + x) * 3
+                img[i:i + 3] = bytes(col)
+    for v in (0.1, 10):
+        rect(X(v), 0, X(v) + 1, H, (200, 200, 200))
+    x1 = X(1.0)
+    for k, (_, v, kind) in enumerate(bars):
+        y = gap + k * (bh + gap)
+        col = (150, 150, 150) if kind == "fw" else ((42, 157, 72) if v < 1 else (192, 57, 43))
+        a, b = sorted((x1, X(v)))
+        rect(a, y, max(b, a + 1), y + bh, col)
+    rect(x1, 0, x1 + 2, H, (0, 0, 0))
+    raw = b"".join(b"\x00" + bytes(img[y * W * 3:(y + 1) * W * 3]) for y in range(H))
+
+    def chunk(t, data):
+        return struct.pack(">I", len(data)) + t + data + struct.pack(">I", zlib.crc32(t + data) & 0xffffffff)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", W, H, 8, 2, 0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+    with open(path, "wb") as f:
+        f.write(png)
+
+
+def report(path):
+    try:
+        with open(path) as f:
+            res = json.load(f)
+    except Exception as e:
+        print("no results to report (%s)" % short_err(e))
+        return
+    tab, errs = table(res)
+    leg = chart(res, os.path.join(os.path.dirname(path), "fwbw_ratio.png"))
+    if leg:
+        res["chart"] = leg
+        with open(path, "w") as f:
+            json.dump(res, f, indent=1, default=str)
+    h = res.get("header", {})
+    print("== frnn vs references: %s, driver %s, torch %s, triton %s, B/T/H %s, check %s" % (
+        h.get("card", "?"), h.get("driver", "?"), h.get("torch", "?"), h.get("triton", "?"),
+        "/".join(str(h.get("timing_sizes", {}).get(k, "?")) for k in "BTH"),
+        "/".join(str(h.get("check_sizes", {}).get(k, "?")) for k in "BTH")))
+    print("times in ms (median); fwbw x = frnn/ref (<1: frnn faster); chk = max rel. error of outputs+final "
+          "states / of gradients; 1st = first call cold/warm cache (s)")
+    if errs:
+        print("errors:")
+        for e in errs[:12]:
+            print("  " + e[:150])
+        if len(errs) > 12:
+            print("  ... %d more in results.json" % (len(errs) - 12))
+    print(tab)
+
+
+# ================================================================== self-test
+def selftest_cpu():
+    """frnn's float64 reference executor (CPU) against the CpuRefs loops, through the
+    same Model code; errors should be ~1e-12."""
+    global CPU_TEST
+    CPU_TEST = True
+    names = env_list("FRNN_BENCH_MODELS", list(MODELS))
+    worst = 0.0
+    bad = []
+    for name in names:
+        m = MODELS[name]
+        d = m.dims(2, 5, 2)
+        d.update(M=3 if name not in ("hgrn", "rwkv4") else 4, N=4 if d["N"] > 1 else 1)
+        if "S" in d:
+            d["S"] = 3
+        for variant, _ in m.check_variants():
+            try:
+                r = check_model(m, d, torch.float64, torch.device("cpu"), variant)
+            except Exception:
+                traceback.print_exc()
+                bad.append(name)
+                continue
+            errs = {k: v for k, v in r["errors"].items() if not k.endswith("*")}
+            # (rwkv4: CpuRefs' loop has the exact w gradient, so 'grad w' is the one to check here;
+            # 'grad w*' is for fla's, which lacks the -exp(w) factor)
+            e = max(v if isinstance(v, float) else 1.0 for v in errs.values())
+            worst = max(worst, e)
+            print("%-16s %-10s max rel err %.2e  (%s)" % (name, variant, e, ", ".join(
+                "%s %s" % (k, "%.1e" % v if isinstance(v, float) else v) for k, v in r["errors"].items())))
+            if not e < 1e-9:
+                bad.append(name)
+    print("selftest: worst %.2e; %s" % (worst, "FAILED: " + " ".join(bad) if bad else "all passed"))
+    return 1 if bad else 0
+
+
+# ==================================================================== main
+def main():
+    args = sys.argv[1:]
+    if args[:1] == ["--report"]:
+        report(args[1] if len(args) > 1 else RESULTS_PATH)
+        return 0
+    if args[:1] == ["--selftest-cpu"]:
+        return selftest_cpu()
+    if args[:1] == ["--first-call"]:
+        first_call_child(args[1], args[2])
+        return 0
+    os.makedirs(OUT, exist_ok=True)
+    names = [n for n in env_list("FRNN_BENCH_MODELS", list(MODELS)) if n in MODELS]
+    phases = env_list("FRNN_BENCH_PHASES", ["time", "check", "first"])
+    sizes = env_ints("FRNN_BENCH_SIZES", (8, 1024, 32))
+    csizes = env_ints("FRNN_BENCH_CHECK_SIZES", (8, 256, 32))
+    RESULTS["header"] = header(sizes, csizes)
+    RESULTS["header"]["models"] = names
+    RESULTS["header"]["phases"] = phases
+    RESULTS["header"]["chunk"] = os.environ.get("FRNN_BENCH_CHUNK") == "1"
+    ok, why = frnn.gpu_available()
+    RESULTS["header"]["frnn_gpu"] = "ok" if ok else why
+    save()
+    log("models %s; phases %s; budget %.0f s; frnn gpu: %s" % (",".join(names), ",".join(phases), BUDGET,
+                                                              "ok" if ok else why))
+    n_ph = len(phases)
+    # deadlines: time gets 55% of what is left, check 55% of the rest, first the remainder
+    share = {"time": 0.55, "check": 0.55, "first": 1.0}
+    for k, ph in enumerate(phases):
+        left = remaining() - 15
+        until = time.time() + max(0.0, left * (share.get(ph, 1.0) if k < n_ph - 1 else 1.0))
+        try:
+            if ph == "time":
+                phase_time(names, sizes, until)
+            elif ph == "check":
+                phase_check(names, csizes, until)
+            elif ph == "first":
+                phase_first(names, until)
+        except Exception as e:
+            log("phase %s failed: %s" % (ph, short_err(e)))
+            traceback.print_exc()
+        save()
+    RESULTS["header"]["elapsed_s"] = time.time() - T_START
+    save()
+    try:
+        leg = chart(RESULTS, os.path.join(OUT, "fwbw_ratio.png"))
+        if leg:
+            RESULTS["chart"] = leg
+            save()
+    except Exception as e:
+        log("chart failed: %s" % short_err(e))
+    if os.environ.get("FRNN_BENCH_NO_TABLE") != "1":
+        report(RESULTS_PATH)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
