@@ -1500,16 +1500,17 @@ def check_model(m, d, dtype, device, variant, seed=4242):
 
 
 def phase_check(names, sizes, until, device=None, dtypes=None):
+    """bf16 for every model first (it reuses the kernels the timing compiled), then float32."""
     device = device or torch.device(DEVICE)
-    dtypes = dtypes or [torch.float32, torch.bfloat16]
-    for name in names:
-        m = MODELS[name]
-        row = mrow(name)
-        res = row.setdefault("check", collections.OrderedDict())
-        d = m.dims(*sizes)
-        res["dims"] = d
-        for dtype in dtypes:
-            dn = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float64: "f64"}[dtype]
+    dtypes = dtypes or [torch.bfloat16, torch.float32]
+    for dtype in dtypes:
+        dn = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float64: "f64"}[dtype]
+        for name in names:
+            m = MODELS[name]
+            row = mrow(name)
+            res = row.setdefault("check", collections.OrderedDict())
+            d = m.dims(*sizes)
+            res["dims"] = d
             for variant, _ in m.check_variants():
                 key = "%s/%s" % (dn, variant)
                 left = until - time.time()
@@ -1530,8 +1531,8 @@ def phase_check(names, sizes, until, device=None, dtypes=None):
                         "  " + r.get("ref_backward", "") if r.get("ref_backward") else ""))
                 else:
                     log("check %-16s %-14s %s" % (name, key, r.get("error", r.get("skipped", ""))[:150]))
-        if DEVICE != "cpu":
-            torch.cuda.empty_cache()
+                if DEVICE != "cpu":
+                    torch.cuda.empty_cache()
 
 
 # --------------------------------------------------------------- phase: first
@@ -1688,7 +1689,7 @@ def table(results):
         for v in variants or ["-"]:
             rr = refs.get(v, {})
             if v not in refs and name in MODELS:
-                rr = {"label": "(check only) " + ref_label(MODELS[name], v)}
+                rr = {"label": ("(check only) " if refs else "") + ref_label(MODELS[name], v)}
 
             def ms(x):
                 return "%.2f" % x["ms"] if x else "-"
@@ -1719,7 +1720,7 @@ def table(results):
                          ms(rr.get("fwbw")) if rr.get("fwbw") else ("no bw" if rr.get("fwbw_error") else "-"),
                          rs, pk, ck("f32"), ck("bf16"),
                          "%s/%s" % (first("cold", "frnn_s"), first("warm", "frnn_s")), first("cold", "ref_s", v)))
-            if v not in refs:  # check-only row: its timings are the row above's
+            if v not in refs and refs:  # check-only row: its timings are the row above's
                 rows[-1] = rows[-1][:2] + ("",) * 6 + rows[-1][8:10] + ("", "")
     w = [max(len(str(r[i])) for r in rows + [hdr]) for i in range(len(hdr))]
     lines = ["  ".join(str(x).ljust(w[i]) for i, x in enumerate(hdr))]
