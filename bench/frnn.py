@@ -313,11 +313,15 @@ class Step:
         return n.value
 
     def workspace(self, sz, inputs=None, for_backward=True, device=None):
-        """A torch uint8 tensor of frnn_gpu_workspace_size bytes (at least 1)."""
+        """A torch uint8 tensor of frnn_gpu_workspace_size bytes, or None when that is 0
+        (a forward with no backward to follow takes no workspace: a non-empty one would
+        ask it to store checkpoints, and one too small for them is an error)."""
         n = self.workspace_size(sz, inputs, for_backward)
+        if n == 0:
+            return None
         if device is None:
             device = next((t.device for t in (inputs or []) if t is not None), torch.device("cuda"))
-        return torch.empty(max(n, 1), dtype=torch.uint8, device=device)
+        return torch.empty(n, dtype=torch.uint8, device=device)
 
     def forward(self, sz, inputs, states, outputs, final_states=None, workspace=None, stream=None):
         self._counts(inputs, states)

@@ -231,6 +231,7 @@ typedef struct plan {
   int n_in, n_st, n_out;
   int state_floats;                  /* floats of one head's states, canonical layout */
   int state_offset[FRNN_MAX_PORTS];  /* of each state within those */
+  int in_floats[FRNN_MAX_PORTS];     /* elements of one (b,t,h) slice of each input */
   int bwd_regs;                      /* state floats one backward thread keeps */
 } plan;
 
