@@ -22,7 +22,7 @@ wait
 for c in $configs; do echo "== $c"; cat /tmp/gpu_$c.log; done > "$OUT/gpu.log"
 cat /tmp/gpu_errors_*.txt > "$OUT/gpu_errors.txt" 2>/dev/null
 echo "== GPU tests ($(($(date +%s) - T0)) s):"; grep -hE "^[0-9]+%|:F:|:E:|signal" "$OUT/gpu.log" | cut -c1-200 | head -20
-{
+[ "${FRNN_BENCH_VARIANTS:-1}" = 1 ] && {
   for v in "FRNN_LPR=32" "FRNN_LPR=16" "FRNN_LPR=8" "FRNN_MATH=accurate"; do
     echo "== variant $v"
     env $v FRNN_CACHE_DIR=/tmp/fc-variants timeout -k 5 60 /tmp/frnn-bin/frnn-bench \
@@ -30,5 +30,5 @@ echo "== GPU tests ($(($(date +%s) - T0)) s):"; grep -hE "^[0-9]+%|:F:|:E:|signa
   done
 } >> "$OUT/gpu.log" 2>&1
 echo "== variants ($(($(date +%s) - T0)) s):"; grep -E "^== variant|delta_rule|gla |mamba2" "$OUT/gpu.log" | tail -n 16 | cut -c1-160
-LEFT=$((560 - ($(date +%s) - T0)))
+LEFT=$((${FRNN_DEVICE_TOTAL:-560} - ($(date +%s) - T0)))
 FRNN_BENCH_TOTAL=$LEFT bash bench/run_device.sh
