@@ -212,7 +212,9 @@ frnn_status frnn_gpu_workspace_size(frnn_ctx *ctx, const frnn_step *step, frnn_s
  * `stream` (a CUstream; NULL = the default stream).  No allocation, no
  * synchronisation.  workspace: device memory of frnn_gpu_workspace_size
  * bytes (for_backward when a backward will follow).  The first call for a
- * new specialisation compiles (or loads from the on-disk cache). */
+ * new specialisation compiles (or loads from the on-disk cache).  Final
+ * states must not be the memory of the initial states (no in-place update
+ * on the GPU; the reference executor allows it). */
 frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *step, frnn_sizes sz,
                              const DLTensor *const *inputs, const DLTensor *const *states,
                              DLTensor *const *outputs, DLTensor *const *final_states,

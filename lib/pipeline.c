@@ -16,6 +16,9 @@
 #include <string.h>
 #include <time.h>
 
+/* Distinguishes builds of frnn in the on-disk cache (see get_module). */
+#define FRNN_BUILD_STAMP FRNN_VERSION_STRING " " __DATE__ " " __TIME__
+
 static double now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -238,7 +241,15 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
   if ((st = plan_make(ctx, s, NULL, sz.M, sz.N, &m->p))) goto fail;
   const char *arch = getenv("FRNN_ARCH");
   if (!arch) arch = "sm_90";
-  cache_key ck = {.graph_hash = s->hash, .spec = key, .arch = arch, .kind = "ptx"};
+  /* The on-disk key also names the plan's thread mapping and this build of
+   * the lowering: a kernel compiled by another plan or another frnn must not
+   * be launched with this one's geometry. */
+  char disk_key[1280];
+  const kernel_shape *f = &m->p.fwd, *b = &m->p.bwd;
+  snprintf(disk_key, sizeof disk_key, "%s fwd %d,%d,%d,%d,%d bwd %d,%d,%d,%d,%d build %s", key,
+           f->lpr, f->cn, f->rpt, f->warps, f->row_blocks, b->lpr, b->cn, b->rpt, b->warps,
+           b->row_blocks, FRNN_BUILD_STAMP);
+  cache_key ck = {.graph_hash = s->hash, .spec = disk_key, .arch = arch, .kind = "ptx"};
   char *ptx = NULL, *cubin = NULL;
   size_t ptx_len = 0, cubin_len = 0;
   cache_result how;
@@ -304,6 +315,18 @@ static frnn_status check_call(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
   return FRNN_OK;
 }
 
+/* A state is read by many threads at a kernel's start and written by one at
+ * its end, possibly from another block: writing it in place would race. */
+static frnn_status no_alias(frnn_ctx *ctx, const frnn_step *s, const bound *read, const bound *written,
+                            const char *what, const char *other) {
+  for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++)
+    if (read->present[i] && written->present[i] && read->v[i].data == written->v[i].data)
+      return diag_fail(ctx, FRNN_E_ARG, "%s '%s' is the same memory as %s: the GPU kernels do not "
+                       "update states in place; pass another tensor", what,
+                       s->ports[FRNN_PORT_STATE][i].name, other);
+  return FRNN_OK;
+}
+
 static void inputs_bcast(const frnn_step *s, frnn_sizes sz, const bound *in, uint8_t *bc) {
   for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) bc[i] = bcast_bits(&in->v[i], sz);
 }
@@ -345,6 +368,7 @@ frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
       (st = bind_all(ctx, s, FRNN_PORT_OUTPUT, ROLE_OUTPUT, (const DLTensor *const *)outputs, true, sz, NULL, pout, &dev)) ||
       (st = bind_all(ctx, s, FRNN_PORT_STATE, ROLE_FINAL_STATE, (const DLTensor *const *)final_states, false, sz, NULL, pfin, &dev)))
     goto done;
+  if ((st = no_alias(ctx, s, pinit, pfin, "final state", "its initial state"))) goto done;
   lower_spec spec;
   memset(&spec, 0, sizeof spec);
   char key[1024];
@@ -427,6 +451,8 @@ frnn_status frnn_gpu_backward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
                                     "forward stored its checkpoints in");
     goto done;
   }
+  if ((st = no_alias(ctx, s, pgf, pgs, "gradient of initial state", "the gradient of its final state")))
+    goto done;
   uint8_t bc[FRNN_MAX_PORTS];
   inputs_bcast(s, sz, pin, bc);
   lower_spec spec;

@@ -1,0 +1,122 @@
+/* test_gpu_args.c - the GPU entry points reject bad calls before they touch
+ * the driver, so these run on any machine: each bad-argument class with its
+ * status and message.  Device tensors here point at host memory that is
+ * never dereferenced. */
+#include "frnn_internal.h"
+#include "testutil.h"
+
+#include <check.h>
+#include <string.h>
+
+static frnn_ctx *ctx;
+static frnn_step *step;
+static float backing[4096];
+
+typedef struct dev_tensor {
+  DLTensor t;
+  int64_t shape[5];
+} dev_tensor;
+
+static void make(dev_tensor *d, int ndim, const int64_t *shape, DLDeviceType dev) {
+  memset(d, 0, sizeof *d);
+  memcpy(d->shape, shape, (size_t)ndim * sizeof *shape);
+  d->t = (DLTensor){.data = backing, .device = {dev, 0}, .ndim = ndim, .dtype = {kDLFloat, 32, 1},
+                    .shape = d->shape};
+}
+
+/* hgrn: x[M,1], g[M,1]; s[M,1] -> y[M,1], at B=1 T=2 H=1 M=4 N=1 */
+static frnn_sizes sz = {1, 2, 1, 4, 1};
+static dev_tensor x, g, s0, s1, y;
+static const DLTensor *in[2], *st[1];
+static DLTensor *out[1], *fin[1];
+
+static void setup(void) {
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  ck_assert_msg(frnn_step_load(ctx, test_source_path("examples/hgrn.frnn"), &step) == FRNN_OK, "%s",
+                frnn_ctx_error(ctx));
+  int64_t is[5] = {1, 2, 1, 4, 1}, ss[4] = {1, 1, 4, 1}, ys[4] = {1, 2, 1, 4};
+  make(&x, 5, is, kDLCUDA), make(&g, 5, is, kDLCUDA), make(&s0, 4, ss, kDLCUDA);
+  make(&s1, 4, ss, kDLCUDA), make(&y, 4, ys, kDLCUDA);
+  s1.t.data = backing + 1024;
+  y.t.data = backing + 2048;
+  in[0] = &x.t, in[1] = &g.t, st[0] = &s0.t, out[0] = &y.t, fin[0] = &s1.t;
+}
+
+static void teardown(void) {
+  frnn_step_destroy(step);
+  frnn_ctx_destroy(ctx);
+}
+
+static void expect(frnn_status got, frnn_status want, const char *needle) {
+  ck_assert_msg(got == want, "status %s, expected %s: %s", frnn_status_name(got),
+                frnn_status_name(want), frnn_ctx_error(ctx));
+  ck_assert_msg(strstr(frnn_ctx_error(ctx), needle), "message '%s' lacks '%s'", frnn_ctx_error(ctx),
+                needle);
+}
+
+START_TEST(null_and_unfinished) {
+  ck_assert_int_eq(frnn_gpu_forward(NULL, step, sz, in, st, out, fin, NULL, 0, NULL), FRNN_E_ARG);
+  expect(frnn_gpu_forward(ctx, NULL, sz, in, st, out, fin, NULL, 0, NULL), FRNN_E_ARG, "step is NULL");
+  frnn_step *open;
+  ck_assert(frnn_step_create(ctx, "open", &open) == FRNN_OK);
+  expect(frnn_gpu_forward(ctx, open, sz, in, st, out, fin, NULL, 0, NULL), FRNN_E_ARG, "not finished");
+  frnn_step_destroy(open);
+  frnn_step *adj;
+  ck_assert(frnn_step_adjoint(step, &adj) == FRNN_OK);
+  expect(frnn_gpu_forward(ctx, adj, sz, in, st, out, fin, NULL, 0, NULL), FRNN_E_ARG, "adjoint");
+  frnn_step_destroy(adj);
+  expect(frnn_gpu_forward(ctx, step, sz, NULL, st, out, fin, NULL, 0, NULL), FRNN_E_ARG,
+         "array of inputs is NULL");
+  size_t bytes;
+  expect(frnn_gpu_workspace_size(ctx, step, sz, in, 1, NULL), FRNN_E_ARG, "bytes is NULL");
+  ck_assert_int_eq(frnn_gpu_workspace_size(ctx, step, sz, in, 0, &bytes), FRNN_OK);
+  ck_assert_uint_eq(bytes, 0); /* a forward alone needs no workspace */
+  ck_assert_int_eq(frnn_gpu_workspace_size(ctx, step, sz, in, 1, &bytes), FRNN_OK);
+  ck_assert_uint_gt(bytes, 0);
+}
+END_TEST
+
+START_TEST(bad_sizes_and_devices) {
+  frnn_sizes zero = sz;
+  zero.T = 0;
+  expect(frnn_gpu_forward(ctx, step, zero, in, st, out, fin, NULL, 0, NULL), FRNN_E_ARG, "T");
+  frnn_sizes big = sz;
+  big.B = 70000;
+  expect(frnn_gpu_forward(ctx, step, big, in, st, out, fin, NULL, 0, NULL), FRNN_E_UNSUPPORTED,
+         "65535");
+  x.t.device.device_type = kDLCPU;
+  expect(frnn_gpu_forward(ctx, step, sz, in, st, out, fin, NULL, 0, NULL), FRNN_E_ARG, "input 'x'");
+  x.t.device.device_type = kDLCUDA;
+  g.t.device.device_id = 1;
+  expect(frnn_gpu_forward(ctx, step, sz, in, st, out, fin, NULL, 0, NULL), FRNN_E_ARG, "device 1");
+}
+END_TEST
+
+START_TEST(in_place_states_are_refused) {
+  fin[0] = &s0.t;
+  expect(frnn_gpu_forward(ctx, step, sz, in, st, out, fin, NULL, 0, NULL), FRNN_E_ARG,
+         "final state 's' is the same memory as its initial state");
+  const DLTensor *gfin[1] = {&s1.t};
+  DLTensor *gst[1] = {&s1.t}, *gin[2] = {NULL, NULL};
+  char ws[16];
+  expect(frnn_gpu_backward(ctx, step, sz, in, st, NULL, gfin, gin, gst, ws, sizeof ws, NULL),
+         FRNN_E_ARG, "gradient of initial state 's' is the same memory");
+  expect(frnn_gpu_backward(ctx, step, sz, in, st, NULL, gfin, gin, NULL, NULL, 0, NULL), FRNN_E_ARG,
+         "workspace is NULL");
+}
+END_TEST
+
+int main(void) {
+  Suite *su = suite_create("gpu_args");
+  TCase *tc = tcase_create("args");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, null_and_unfinished);
+  tcase_add_test(tc, bad_sizes_and_devices);
+  tcase_add_test(tc, in_place_states_are_refused);
+  suite_add_tcase(su, tc);
+  SRunner *sr = srunner_create(su);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}
