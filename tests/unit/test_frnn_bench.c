@@ -6,7 +6,7 @@
  *   parses and names only its own inputs and states;
  * - without a GPU (a driver path that does not exist) the tool says "no GPU"
  *   and exits 1; usage errors exit 2;
- * - through the fake driver ($FRNN_MOCK_LIBCUDA, default
+ * - through the fake driver ($FRNN_MOCK_LIBCUDA, which CTest sets to the build's tests/mock library; default
  *   /tmp/rt/libmockcuda.so: memory is host memory, kernels do nothing, so
  *   the numbers mean nothing): a row per example and exit 0, the JSON file,
  *   --forward-only, a failing model reported in its row while the others
