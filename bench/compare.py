@@ -526,8 +526,19 @@ class GLA(FlaLinear):
         self.state(c, r)
         return c
 
+    def check_variants(self):
+        # A third opinion: fla's own PyTorch loop.  The fused kernel and frnn
+        # disagreed (rel. err ~1) in the run of 2026-11-25 while frnn agreed
+        # with its float64 reference; this row says which side fla's loop takes.
+        return self.variants() + [("naive", "naive_recurrent_gla")]
+
     def ref(self, c, variant):
         L = c.L
+        if variant == "naive":  # fixed scale K^-0.5 inside: pre-scale q by sqrt(K) to get scale 1
+            f = ref_fn(FLA + "gla.naive.naive_recurrent_gla")
+            o, ht = f(L["q"] * (L["q"].shape[-1] ** 0.5), L["k"], L["v"], L["g"], initial_state=c.S["S"],
+                      output_final_state=True)
+            return [o], [ht]
         if variant == "fused":
             f = ref_fn(FLA + "gla.fused_recurrent_gla")
             o, ht = f(L["q"], L["k"], L["v"], gk=L["g"], scale=1.0, initial_state=c.S["S"], output_final_state=True)
@@ -1046,6 +1057,11 @@ class CpuRefs:
             S = S * gk[:, t].double().exp()[..., :, None] + kt[..., :, None] * vt[..., None, :]
             return S, torch.einsum('bhk,bhkv->bhv', qt, S)
         return CpuRefs._lin(q, k, v, initial_state, scale, upd)
+
+    @staticmethod
+    def naive_recurrent_gla(q, k, v, gk, initial_state=None, output_final_state=False):
+        return CpuRefs.fused_recurrent_gla(q, k, v, gk=gk, scale=q.shape[-1] ** -0.5,
+                                           initial_state=initial_state)
 
     @staticmethod
     def chunk_gla(q, k, v, g, scale=None, initial_state=None, output_final_state=False):
