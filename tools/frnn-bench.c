@@ -32,7 +32,6 @@
 #include <errno.h>
 #include <ftw.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +39,7 @@
 #include <unistd.h>
 
 #define PROG "frnn-bench"
-enum { EXIT_FAIL = 1, EXIT_USAGE = 2 };
+enum { EXIT_FAIL = 1, EXIT_USAGE = TU_EXIT_USAGE };
 enum { COPY_REPS = 10 };
 
 static const char USAGE[] =
@@ -109,16 +108,7 @@ typedef struct options {
   const char *json;
 } options;
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, PROG ": ");
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fprintf(stderr, "\n(" PROG " --help for usage)\n");
-  return EXIT_USAGE;
-}
+#define usage_error(...) tu_usage_error(PROG, __VA_ARGS__)
 
 static int add_file(options *o, const char *path) {
   char **f = realloc(o->files, (size_t)(o->n_files + 1) * sizeof *f);

@@ -15,7 +15,6 @@
 #include "toolutil.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +23,7 @@
 #define PROG "frnn-run"
 #define MAX_PORTS 64
 #define MAX_ARGS 128
-enum { EXIT_FAIL = 1, EXIT_USAGE = 2 };
+enum { EXIT_FAIL = 1, EXIT_USAGE = TU_EXIT_USAGE };
 
 static const char USAGE[] =
     "usage: frnn-run STEP.frnn --in NAME=FILE.npy ... --out DIR [options]\n"
@@ -70,16 +69,7 @@ typedef struct options {
   double lo, hi;
 } options;
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, PROG ": ");
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fprintf(stderr, "\n(" PROG " --help for usage)\n");
-  return EXIT_USAGE;
-}
+#define usage_error(...) tu_usage_error(PROG, __VA_ARGS__)
 
 static int add_named(named_file *list, int *n, const char *opt, const char *text) {
   if (*n == MAX_ARGS) return usage_error("too many %s options", opt);

@@ -17,21 +17,17 @@
 #include "../../tools/util/ranges.c"
 
 #include "frnn.h"
+#include "runtool.h"
 #include "testutil.h"
 
 #include <check.h>
 #include <dirent.h>
-#include <fcntl.h>
 #include <math.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
-
-extern char **environ;
 
 static char tool[512], mock[512], dir[64];
 
@@ -204,26 +200,10 @@ END_TEST
 /* ------------------------------------------------------------- the tool */
 static char out_text[1 << 17], err_text[1 << 16];
 
-static void slurp(const char *path, char *buf, size_t size) {
-  FILE *f = fopen(path, "r");
-  size_t n = f ? fread(buf, 1, size - 1, f) : 0;
-  buf[n] = 0;
-  if (f)
-    fclose(f);
-}
-
 /* Run frnn-bench with FRNN_LIBCUDA=libcuda (NULL: unset) and MOCK_CUDA=mode
  * (NULL: unset) and these arguments (NULL-terminated); stdout and stderr
  * land in out_text and err_text; returns the exit status. */
 static int run_tool(const char *libcuda, const char *mode, const char *arg, ...) {
-  const char *argv[64] = {tool};
-  int argc = 1;
-  va_list ap;
-  va_start(ap, arg);
-  for (const char *a = arg; a && argc < 63; a = va_arg(ap, const char *))
-    argv[argc++] = a;
-  va_end(ap);
-  argv[argc] = NULL;
   if (libcuda)
     setenv("FRNN_LIBCUDA", libcuda, 1);
   else
@@ -233,24 +213,11 @@ static int run_tool(const char *libcuda, const char *mode, const char *arg, ...)
   else
     unsetenv("MOCK_CUDA");
   setenv("TMPDIR", dir, 1); /* the tool's cache directories */
-  char out_path[256], err_path[256];
-  snprintf(out_path, sizeof out_path, "%s/stdout.txt", dir);
-  snprintf(err_path, sizeof err_path, "%s/stderr.txt", dir);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  pid_t pid;
-  int rc = posix_spawn(&pid, tool, &fa, NULL, (char *const *)argv, environ);
-  posix_spawn_file_actions_destroy(&fa);
-  ck_assert_msg(rc == 0, "cannot run %s: %s", tool, strerror(rc));
-  int status;
-  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-  slurp(out_path, out_text, sizeof out_text);
-  slurp(err_path, err_text, sizeof err_text);
-  ck_assert_msg(WIFEXITED(status), "frnn-bench died (signal %d); stderr:\n%s",
-                WIFSIGNALED(status) ? WTERMSIG(status) : 0, err_text);
-  return WEXITSTATUS(status);
+  va_list ap;
+  va_start(ap, arg);
+  int rc = rt_vrun(tool, dir, out_text, sizeof out_text, err_text, sizeof err_text, arg, ap);
+  va_end(ap);
+  return rc;
 }
 
 #define EXPECT_EXIT(want, libcuda, mode, ...)                                                      \
@@ -329,7 +296,7 @@ START_TEST(test_mock_every_example) {
    * error column must show, not hide. */
   ck_assert_msg(occurrences(out_text, "nan!") == n_examples, "%s", out_text);
   static char js[1 << 17];
-  slurp(json, js, sizeof js);
+  rt_slurp(json, js, sizeof js);
   ck_assert_msg(strstr(js, "\"card\": \"Mock H100\"") && strstr(js, "\"driver_version\": 13000"),
                 "%s", js);
   ck_assert_msg(strstr(js, "\"sizes\": {\"B\": 1, \"T\": 16, \"H\": 2, \"M\": 8, \"N\": 8}"), "%s",
@@ -393,16 +360,8 @@ START_TEST(test_mock_no_device) {
 END_TEST
 
 int main(void) {
-  const char *build = getenv("FRNN_BUILD_DIR");
-  if (!build || !*build) {
-    printf("FRNN_BUILD_DIR is not set (CTest sets it): skipped\n");
-    return 77;
-  }
-  snprintf(tool, sizeof tool, "%s/frnn-bench", build);
-  if (access(tool, X_OK) != 0) {
-    printf("%s is missing: build the tools first\n", tool);
-    return EXIT_FAILURE;
-  }
+  int found = rt_find_tool("frnn-bench", tool, sizeof tool);
+  if (found != 0) return found;
   const char *m = getenv("FRNN_MOCK_LIBCUDA");
   snprintf(mock, sizeof mock, "%s", m && *m ? m : "/tmp/rt/libmockcuda.so");
   bool have_mock = access(mock, R_OK) == 0;

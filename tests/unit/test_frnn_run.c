@@ -12,21 +12,17 @@
  * npy.c is compiled in to write inputs and read results. */
 #include "../../tools/util/npy.c"
 
+#include "runtool.h"
 #include "testutil.h"
 
 #include <check.h>
-#include <fcntl.h>
 #include <math.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
-
-extern char **environ;
 
 static const char GLA[] = "# GLA\n"
                           "step gla(q[1,N], k[1,N], v[M,1], g[1,N]; S[M,N]) -> y[M,1]\n"
@@ -64,41 +60,14 @@ static void teardown(void) {
 
 static char out_text[65536], err_text[65536];
 
-static void slurp(const char *path, char *buf, size_t size) {
-  FILE *f = fopen(path, "r");
-  size_t n = f ? fread(buf, 1, size - 1, f) : 0;
-  buf[n] = 0;
-  if (f) fclose(f);
-}
-
 /* Run frnn-run with these arguments (NULL-terminated); stdout and stderr
  * land in out_text and err_text; returns the exit status. */
 static int run_tool(const char *arg, ...) {
-  const char *argv[64] = {tool};
-  int argc = 1;
   va_list ap;
   va_start(ap, arg);
-  for (const char *a = arg; a && argc < 63; a = va_arg(ap, const char *)) argv[argc++] = a;
+  int rc = rt_vrun(tool, dir, out_text, sizeof out_text, err_text, sizeof err_text, arg, ap);
   va_end(ap);
-  argv[argc] = NULL;
-  char out_path[256], err_path[256];
-  snprintf(out_path, sizeof out_path, "%s/stdout.txt", dir);
-  snprintf(err_path, sizeof err_path, "%s/stderr.txt", dir);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  pid_t pid;
-  int rc = posix_spawn(&pid, tool, &fa, NULL, (char *const *)argv, environ);
-  posix_spawn_file_actions_destroy(&fa);
-  ck_assert_msg(rc == 0, "cannot run %s: %s", tool, strerror(rc));
-  int status;
-  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-  slurp(out_path, out_text, sizeof out_text);
-  slurp(err_path, err_text, sizeof err_text);
-  ck_assert_msg(WIFEXITED(status), "frnn-run died (signal %d); stderr:\n%s",
-                WIFSIGNALED(status) ? WTERMSIG(status) : 0, err_text);
-  return WEXITSTATUS(status);
+  return rc;
 }
 
 #define EXPECT_EXIT(want, ...)                                                                     \
@@ -496,16 +465,8 @@ START_TEST(test_failures) {
 END_TEST
 
 int main(void) {
-  const char *build = getenv("FRNN_BUILD_DIR");
-  if (!build || !*build) {
-    printf("FRNN_BUILD_DIR is not set (CTest sets it): skipped\n");
-    return 77;
-  }
-  snprintf(tool, sizeof tool, "%s/frnn-run", build);
-  if (access(tool, X_OK) != 0) {
-    printf("%s is missing: build the tools first\n", tool);
-    return EXIT_FAILURE;
-  }
+  int found = rt_find_tool("frnn-run", tool, sizeof tool);
+  if (found != 0) return found;
   R = test_rng("frnn_run");
   Suite *su = suite_create("frnn_run");
   TCase *tc = tcase_create("frnn_run");

@@ -19,6 +19,7 @@
  *
  * The largest relative error ||g - fd|| / ||fd|| of each model is printed;
  * the bound is 1e-6. */
+#include "seqcheck.h"
 #include "testutil.h"
 
 #include <check.h>
@@ -118,25 +119,10 @@ static const frnn_sizes cases[] = {{1, 9, 2, 3, 5}, {2, 4, 1, 1, 1}, {2, 5, 3, 2
 static rng base_rng;
 
 /* ------------------------------------------------------------ a problem */
-typedef struct problem {
-  const frnn_step *step;
-  frnn_sizes sz;
-  int ni, ns, no;
-  ttensor in[MAXP], st[MAXP], out[MAXP], fin[MAXP];
-  ttensor wout[MAXP], wfin[MAXP], gin[MAXP], gst[MAXP];
-  const DLTensor *in_p[MAXP], *st_p[MAXP], *wout_p[MAXP], *wfin_p[MAXP];
-  DLTensor *out_p[MAXP], *fin_p[MAXP], *gin_p[MAXP], *gst_p[MAXP];
-} problem;
-
-static int64_t dim_m(int cls, const frnn_sizes *sz) { return (cls & 1) ? sz->M : 1; }
-static int64_t dim_n(int cls, const frnn_sizes *sz) { return (cls & 2) ? sz->N : 1; }
-
-static double *data(ttensor *x) { return (double *)x->t.data; }
-
 /* Fill an input per its spec; unit rows are normalised over n. */
 static void fill(ttensor *x, const port_spec *p, rng *r) {
   int64_t n = tt_numel(x);
-  double *d = data(x);
+  double *d = sc_data(x);
   for (int64_t i = 0; i < n; i++) d[i] = rng_uniform(r, p->lo, p->hi);
   if (p->gen == G_UNIT_ROW) {
     int64_t row = x->t.shape[x->t.ndim - 1];
@@ -159,92 +145,51 @@ static const port_spec *find_spec(const port_spec *ps, int n, const char *name) 
   return NULL;
 }
 
-static void problem_init(problem *p, const frnn_step *step, const model_spec *m, frnn_sizes sz,
-                         bool bcast, rng *r) {
-  memset(p, 0, sizeof *p);
-  p->step = step;
-  p->sz = sz;
-  p->ni = frnn_step_port_count(step, FRNN_PORT_INPUT);
-  p->ns = frnn_step_port_count(step, FRNN_PORT_STATE);
-  p->no = frnn_step_port_count(step, FRNN_PORT_OUTPUT);
-  for (int i = 0; i < p->ni; i++) {
-    const char *name = frnn_step_port_name(step, FRNN_PORT_INPUT, i);
-    const port_spec *ps = find_spec(m->in, m->n_in, name);
-    ck_assert_msg(ps, "%s: input '%s' has no entry in the test's table", m->file, name);
-    int c = frnn_step_port_class(step, FRNN_PORT_INPUT, i);
-    int bc = bcast ? ps->bc : BC_FULL;
-    int64_t shape[5] = {sz.B, sz.T, sz.H, dim_m(c, &sz), dim_n(c, &sz)};
-    if (bc == BC_HEAD) shape[0] = shape[1] = 1;
-    if (bc == BC_SHARED_H) shape[2] = 1;
-    if (bc == BC_NO_B) shape[0] = 1;
-    tt_zeros(&p->in[i], DT_F64, 5, shape);
-    fill(&p->in[i], ps, r);
-    tt_zeros(&p->gin[i], DT_F64, 5, shape);
-  }
-  for (int i = 0; i < p->ns; i++) {
-    const char *name = frnn_step_port_name(step, FRNN_PORT_STATE, i);
-    const port_spec *ps = find_spec(m->st, m->n_st, name);
-    ck_assert_msg(ps, "%s: state '%s' has no entry in the test's table", m->file, name);
-    int c = frnn_step_port_class(step, FRNN_PORT_STATE, i);
-    int64_t shape[4] = {sz.B, sz.H, dim_m(c, &sz), dim_n(c, &sz)};
-    tt_zeros(&p->st[i], DT_F64, 4, shape);
-    fill(&p->st[i], ps, r);
-    tt_zeros(&p->fin[i], DT_F64, 4, shape);
-    tt_random(&p->wfin[i], DT_F64, 4, shape, r, -1, 1);
-    tt_zeros(&p->gst[i], DT_F64, 4, shape);
-  }
-  for (int i = 0; i < p->no; i++) {
-    int c = frnn_step_port_class(step, FRNN_PORT_OUTPUT, i);
-    int64_t shape[4] = {sz.B, sz.T, sz.H, sz.M};
-    int nd = (c & 1) ? 4 : 3;
-    tt_zeros(&p->out[i], DT_F64, nd, shape);
-    tt_random(&p->wout[i], DT_F64, nd, shape, r, -1, 1);
-  }
-  for (int i = 0; i < MAXP; i++) {
-    p->in_p[i] = &p->in[i].t, p->st_p[i] = &p->st[i].t;
-    p->wout_p[i] = &p->wout[i].t, p->wfin_p[i] = &p->wfin[i].t;
-    p->out_p[i] = &p->out[i].t, p->fin_p[i] = &p->fin[i].t;
-    p->gin_p[i] = &p->gin[i].t, p->gst_p[i] = &p->gst[i].t;
-  }
+/* What make_input and make_state need. */
+typedef struct filler {
+  const frnn_step *step;
+  const model_spec *m;
+  bool bcast; /* the broadcast case */
+  rng *r;
+} filler;
+
+static void make_input(void *user, int i, const int64_t *full, ttensor *x) {
+  filler *f = user;
+  const char *name = frnn_step_port_name(f->step, FRNN_PORT_INPUT, i);
+  const port_spec *ps = find_spec(f->m->in, f->m->n_in, name);
+  ck_assert_msg(ps, "%s: input '%s' has no entry in the test's table", f->m->file, name);
+  int bc = f->bcast ? ps->bc : BC_FULL;
+  int64_t shape[5] = {full[0], full[1], full[2], full[3], full[4]};
+  if (bc == BC_HEAD) shape[0] = shape[1] = 1;
+  if (bc == BC_SHARED_H) shape[2] = 1;
+  if (bc == BC_NO_B) shape[0] = 1;
+  tt_zeros(x, DT_F64, 5, shape);
+  fill(x, ps, f->r);
 }
 
-static void problem_free(problem *p) {
-  for (int i = 0; i < MAXP; i++) {
-    tt_free(&p->in[i]), tt_free(&p->st[i]), tt_free(&p->out[i]), tt_free(&p->fin[i]);
-    tt_free(&p->wout[i]), tt_free(&p->wfin[i]), tt_free(&p->gin[i]), tt_free(&p->gst[i]);
-  }
+static void make_state(void *user, int i, const int64_t *shape, ttensor *x) {
+  filler *f = user;
+  const char *name = frnn_step_port_name(f->step, FRNN_PORT_STATE, i);
+  const port_spec *ps = find_spec(f->m->st, f->m->n_st, name);
+  ck_assert_msg(ps, "%s: state '%s' has no entry in the test's table", f->m->file, name);
+  tt_zeros(x, DT_F64, 4, shape);
+  fill(x, ps, f->r);
 }
 
-static double wdot(ttensor *w, ttensor *x) {
-  long double s = 0;
-  int64_t n = tt_numel(x);
-  for (int64_t i = 0; i < n; i++) s += (long double)data(w)[i] * data(x)[i];
-  return (double)s;
-}
-
-static double loss(frnn_ctx *ctx, problem *p) {
-  frnn_status st =
-      frnn_reference_forward(ctx, p->step, p->sz, p->in_p, p->st_p, p->out_p, p->fin_p);
-  ck_assert_msg(st == FRNN_OK, "frnn_reference_forward: %s", frnn_ctx_error(ctx));
-  long double s = 0;
-  for (int i = 0; i < p->no; i++) s += wdot(&p->wout[i], &p->out[i]);
-  for (int i = 0; i < p->ns; i++) s += wdot(&p->wfin[i], &p->fin[i]);
-  return (double)s;
+/* L, which must be computable. */
+static double loss(frnn_ctx *ctx, sc_problem *p) {
+  double l = sc_loss(ctx, p);
+  ck_assert_msg(!p->forward_failed, "frnn_reference_forward: %s", frnn_ctx_error(ctx));
+  return l;
 }
 
 /* Central finite difference of the loss in every element of x, into fd. */
-static void finite_diff(frnn_ctx *ctx, problem *p, ttensor *x, ttensor *fd) {
+static void finite_diff(frnn_ctx *ctx, sc_problem *p, ttensor *x, ttensor *fd) {
   int64_t n = tt_numel(x);
-  double *d = data(x);
+  double *d = sc_data(x);
   for (int64_t i = 0; i < n; i++) {
-    double x0 = d[i], h = FD_EPS * fmax(1.0, fabs(x0));
-    double xp = x0 + h, xm = x0 - h;
-    d[i] = xp;
-    double lp = loss(ctx, p);
-    d[i] = xm;
-    double lm = loss(ctx, p);
-    d[i] = x0;
-    data(fd)[i] = (lp - lm) / (xp - xm);
+    sc_data(fd)[i] = sc_central(ctx, p, &d[i], FD_EPS * fmax(1.0, fabs(d[i])), 0, NULL);
+    ck_assert_msg(!p->forward_failed, "frnn_reference_forward: %s", p->forward_msg);
   }
 }
 
@@ -252,7 +197,7 @@ static double rel_err(ttensor *g, ttensor *fd) {
   double num = 0, den = 0;
   int64_t n = tt_numel(fd);
   for (int64_t i = 0; i < n; i++) {
-    double a = data(g)[i], b = data(fd)[i];
+    double a = sc_data(g)[i], b = sc_data(fd)[i];
     if (a != a) return INFINITY;
     num += (a - b) * (a - b);
     den += b * b;
@@ -281,8 +226,9 @@ START_TEST(test_model_gradients) {
   double worst = 0;
   char worst_at[256] = "";
   for (int c = 0; c < N_CASES; c++) {
-    problem p;
-    problem_init(&p, step, m, cases[c], c == BCAST_CASE, &r);
+    sc_problem p;
+    filler f = {step, m, c == BCAST_CASE, &r};
+    sc_problem_alloc(&p, step, cases[c], &r, make_input, make_state, &f);
     double l0 = loss(ctx, &p);
     ck_assert_msg(isfinite(l0), "%s: loss is not finite", m->file);
     st = frnn_reference_backward(ctx, step, p.sz, p.in_p, p.st_p, p.wout_p, p.wfin_p, p.gin_p,
@@ -314,7 +260,7 @@ START_TEST(test_model_gradients) {
         tt_free(&fd);
       }
     }
-    problem_free(&p);
+    sc_problem_free(&p);
   }
   printf("%-22s largest relative gradient error %.2e (%s)\n", m->file, worst, worst_at);
   fflush(stdout);

@@ -29,6 +29,7 @@
  * they disagree (no convergence, or one-sided differences far apart: a jump),
  * the sample sits on a kink: the step is skipped and counted.  On failure the step's
  * text and its number in the run are printed. */
+#include "seqcheck.h"
 #include "testutil.h"
 
 #include <check.h>
@@ -416,104 +417,24 @@ static frnn_step *random_step(frnn_ctx *ctx, rng *r, long *op_count, int step_no
 }
 
 /* ------------------------------------------------------------- problems */
-typedef struct problem {
-  const frnn_step *step;
-  frnn_sizes sz;
-  int ni, ns, no;
-  ttensor in[MAXP], st[MAXP], out[MAXP], fin[MAXP];
-  ttensor wout[MAXP], wfin[MAXP], gin[MAXP], gst[MAXP];
-  const DLTensor *in_p[MAXP], *st_p[MAXP], *wout_p[MAXP], *wfin_p[MAXP];
-  DLTensor *out_p[MAXP], *fin_p[MAXP], *gin_p[MAXP], *gst_p[MAXP];
-} problem;
-
-static double *data(ttensor *x) { return (double *)x->t.data; }
-
-static void problem_init(problem *p, const frnn_step *step, frnn_sizes sz, rng *r) {
-  memset(p, 0, sizeof *p);
-  p->step = step;
-  p->sz = sz;
-  p->ni = frnn_step_port_count(step, FRNN_PORT_INPUT);
-  p->ns = frnn_step_port_count(step, FRNN_PORT_STATE);
-  p->no = frnn_step_port_count(step, FRNN_PORT_OUTPUT);
-  for (int i = 0; i < p->ni; i++) {
-    int c = frnn_step_port_class(step, FRNN_PORT_INPUT, i);
-    int64_t shape[5] = {sz.B, sz.T, sz.H, (c & 1) ? sz.M : 1, (c & 2) ? sz.N : 1};
-    double u = rng_uniform(r, 0, 1); /* some inputs broadcast over B or T */
-    if (u < 0.15) shape[0] = 1;
-    else if (u < 0.3) shape[1] = 1;
-    tt_random(&p->in[i], DT_F64, 5, shape, r, -IN_BOUND, IN_BOUND);
-    tt_zeros(&p->gin[i], DT_F64, 5, shape);
-  }
-  for (int i = 0; i < p->ns; i++) {
-    int c = frnn_step_port_class(step, FRNN_PORT_STATE, i);
-    int64_t shape[4] = {sz.B, sz.H, (c & 1) ? sz.M : 1, (c & 2) ? sz.N : 1};
-    tt_random(&p->st[i], DT_F64, 4, shape, r, -1, 1);
-    tt_zeros(&p->fin[i], DT_F64, 4, shape);
-    tt_random(&p->wfin[i], DT_F64, 4, shape, r, -1, 1);
-    tt_zeros(&p->gst[i], DT_F64, 4, shape);
-  }
-  for (int i = 0; i < p->no; i++) {
-    int c = frnn_step_port_class(step, FRNN_PORT_OUTPUT, i);
-    int64_t shape[4] = {sz.B, sz.T, sz.H, sz.M};
-    int nd = (c & 1) ? 4 : 3;
-    tt_zeros(&p->out[i], DT_F64, nd, shape);
-    tt_random(&p->wout[i], DT_F64, nd, shape, r, -1, 1);
-  }
-  for (int i = 0; i < MAXP; i++) {
-    p->in_p[i] = &p->in[i].t, p->st_p[i] = &p->st[i].t;
-    p->wout_p[i] = &p->wout[i].t, p->wfin_p[i] = &p->wfin[i].t;
-    p->out_p[i] = &p->out[i].t, p->fin_p[i] = &p->fin[i].t;
-    p->gin_p[i] = &p->gin[i].t, p->gst_p[i] = &p->gst[i].t;
-  }
+/* Inputs in [-IN_BOUND, IN_BOUND], some broadcast over B or T. */
+static void make_input(void *user, int i, const int64_t *full, ttensor *x) {
+  rng *r = user;
+  int64_t shape[5] = {full[0], full[1], full[2], full[3], full[4]};
+  double u = rng_uniform(r, 0, 1);
+  if (u < 0.15) shape[0] = 1;
+  else if (u < 0.3) shape[1] = 1;
+  tt_random(x, DT_F64, 5, shape, r, -IN_BOUND, IN_BOUND);
 }
 
-static void problem_free(problem *p) {
-  for (int i = 0; i < MAXP; i++) {
-    tt_free(&p->in[i]), tt_free(&p->st[i]), tt_free(&p->out[i]), tt_free(&p->fin[i]);
-    tt_free(&p->wout[i]), tt_free(&p->wfin[i]), tt_free(&p->gin[i]), tt_free(&p->gst[i]);
-  }
-}
-
-static long double wdot(ttensor *w, ttensor *x) {
-  long double s = 0;
-  int64_t n = tt_numel(x);
-  for (int64_t i = 0; i < n; i++) s += (long double)data(w)[i] * data(x)[i];
-  return s;
-}
-
-static bool forward_ok;
-static char forward_msg[200];
-
-static double loss(frnn_ctx *ctx, problem *p) {
-  frnn_status st =
-      frnn_reference_forward(ctx, p->step, p->sz, p->in_p, p->st_p, p->out_p, p->fin_p);
-  if (st != FRNN_OK) {
-    forward_ok = false;
-    snprintf(forward_msg, sizeof forward_msg, "%s", frnn_ctx_error(ctx));
-    return NAN;
-  }
-  long double s = 0;
-  for (int i = 0; i < p->no; i++) s += wdot(&p->wout[i], &p->out[i]);
-  for (int i = 0; i < p->ns; i++) s += wdot(&p->wfin[i], &p->fin[i]);
-  return (double)s;
+/* Initial states in [-1, 1]. */
+static void make_state(void *user, int i, const int64_t *shape, ttensor *x) {
+  tt_random(x, DT_F64, 4, shape, user, -1, 1);
 }
 
 static bool close_enough(double a, double f) {
   double d = fabs(a - f);
   return d <= ABS_TOL || d <= REL_TOL * fmax(fabs(a), fabs(f));
-}
-
-/* Central difference of the loss in *x at step h; *asym: how far apart the
- * two one-sided differences are (about h |L''| where L is smooth). */
-static double central(frnn_ctx *ctx, problem *p, double *x, double h, double l0, double *asym) {
-  double x0 = *x, xp = x0 + h, xm = x0 - h;
-  *x = xp;
-  double lp = loss(ctx, p);
-  *x = xm;
-  double lm = loss(ctx, p);
-  *x = x0;
-  *asym = fabs((lp - l0) / (xp - x0) - (l0 - lm) / (x0 - xm));
-  return (lp - lm) / (xp - xm);
 }
 
 enum verdict { V_PASS, V_KINK, V_FAIL };
@@ -527,13 +448,12 @@ typedef struct result {
 
 static result check_step(frnn_ctx *ctx, const frnn_step *step, frnn_sizes sz, rng *r) {
   result res = {V_PASS, 0, 0, ""};
-  problem p;
-  problem_init(&p, step, sz, r);
-  forward_ok = true;
-  double l0 = loss(ctx, &p);
-  if (!forward_ok) {
+  sc_problem p;
+  sc_problem_alloc(&p, step, sz, r, make_input, make_state, r);
+  double l0 = sc_loss(ctx, &p);
+  if (p.forward_failed) {
     res.v = V_FAIL;
-    snprintf(res.where, sizeof res.where, "frnn_reference_forward: %s", forward_msg);
+    snprintf(res.where, sizeof res.where, "frnn_reference_forward: %s", p.forward_msg);
     goto done;
   }
   if (!isfinite(l0)) {
@@ -557,17 +477,17 @@ static result check_step(frnn_ctx *ctx, const frnn_step *step, frnn_sizes sz, rn
       const char *name = frnn_step_port_name(step, k ? FRNN_PORT_STATE : FRNN_PORT_INPUT, i);
       int64_t ne = tt_numel(x);
       for (int64_t e = 0; e < ne; e++) {
-        double *xe = &data(x)[e], a = data(g)[e];
+        double *xe = &sc_data(x)[e], a = sc_data(g)[e];
         double h = FD_H * fmax(1.0, fabs(*xe));
         double asym, asym8;
-        double f = central(ctx, &p, xe, h, l0, &asym);
-        if (!forward_ok) {
+        double f = sc_central(ctx, &p, xe, h, l0, &asym);
+        if (p.forward_failed) {
           res.v = V_FAIL;
-          snprintf(res.where, sizeof res.where, "frnn_reference_forward: %s", forward_msg);
+          snprintf(res.where, sizeof res.where, "frnn_reference_forward: %s", p.forward_msg);
           goto done;
         }
         if (!close_enough(a, f)) {
-          double f8 = central(ctx, &p, xe, h / 8, l0, &asym8);
+          double f8 = sc_central(ctx, &p, xe, h / 8, l0, &asym8);
           if (close_enough(a, f8)) {
             f = f8; /* a kink or a jump within h of x, but not within h/8 */
           } else if (!close_enough(f, f8) || asym > 0.1 * (1 + fabs(f)) ||
@@ -596,7 +516,7 @@ static result check_step(frnn_ctx *ctx, const frnn_step *step, frnn_sizes sz, rn
     }
   }
 done:
-  problem_free(&p);
+  sc_problem_free(&p);
   return res;
 }
 

@@ -23,6 +23,16 @@ static int fail(char *err, size_t size, const char *fmt, ...) {
 }
 
 /* ---------------------------------------------------------------- options */
+int tu_usage_error(const char *prog, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "%s: ", prog);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "\n(%s --help for usage)\n", prog);
+  return TU_EXIT_USAGE;
+}
+
 int tu_opt(int argc, char **argv, int *i, const char *name, const char **value, char *err,
            size_t err_size) {
   const char *a = argv[*i];

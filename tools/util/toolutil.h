@@ -18,6 +18,12 @@
 #include <stdint.h>
 
 /* ---------------------------------------------------------------- options */
+/* The exit status of a usage error. */
+#define TU_EXIT_USAGE 2
+/* Prints "<prog>: <message>" and a line "(<prog> --help for usage)" to
+ * stderr; returns TU_EXIT_USAGE. */
+int tu_usage_error(const char *prog, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Option `name` (e.g. "--out") with a value, at argv[*i]: "--out DIR" or
  * "--out=DIR".  Returns 1 and sets *value (advancing *i past a separate
  * value), 0 if argv[*i] is not this option, -1 if the value is missing (a
