@@ -69,9 +69,10 @@ static frnn_status compile(frnn_ctx *ctx, const frnn_step *s, const plan *p, con
   target tgt;
   codegen cg;
   memset(&cg, 0, sizeof cg);
-  if (!(st = target_parse(ctx, arch, &tgt)) && !(st = cg_begin(ctx, &tgt, s->name, &cg)) &&
-      !(cg.accurate = accurate, st = lower_module(&cg, p, spec, s, adj, kernels)))
-    st = cg_finish(&cg, emit_llvm, out);
+  if (!(st = target_parse(ctx, arch, &tgt)) && !(st = cg_begin(ctx, &tgt, s->name, &cg))) {
+    cg.accurate = accurate; /* before building: libdevice or approximate instructions */
+    if (!(st = lower_module(&cg, p, spec, s, adj, kernels))) st = cg_finish(&cg, emit_llvm, out);
+  }
   cg_dispose(&cg);
   frnn_step_destroy(adj);
   return st;
