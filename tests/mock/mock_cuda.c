@@ -16,7 +16,7 @@
 static const char *mode(void) { const char *m = getenv("MOCK_CUDA"); return m ? m : ""; }
 
 struct CUctx_st { int dev; };
-struct CUmod_st { char *image; int magic; };
+struct CUmod_st { char *image; int magic; struct CUfunc_st *fns[32]; int n_fns; };
 struct CUfunc_st { char name[64]; int max_dyn; int shared_kernel; };
 struct CUevent_st { double t; };
 struct CUlinkState_st { char *log; size_t logsize; char *ptx; void *out; size_t outsize; };
@@ -106,12 +106,20 @@ static CUresult m_cuModuleLoadDataEx(CUmodule *m, const void *img, unsigned n, C
   (*m)->magic = 0x5eed;
   return 0;
 }
-static CUresult m_cuModuleUnload(CUmodule m) { if (m->magic != 0x5eed) abort(); free(m->image); free(m); return 0; }
+static CUresult m_cuModuleUnload(CUmodule m) {
+  if (m->magic != 0x5eed) abort();
+  for (int i = 0; i < m->n_fns; i++) free(m->fns[i]);
+  free(m->image);
+  free(m);
+  return 0;
+}
 static CUresult m_cuModuleGetFunction(CUfunction *f, CUmodule m, const char *name) {
   char pat[100];
   snprintf(pat, sizeof pat, ".entry %s(", name);
   if (!strstr(m->image, pat)) return CUDA_ERROR_NOT_FOUND;
-  *f = calloc(1, sizeof **f); /* leaks like the driver's: owned by the module */
+  if (m->n_fns == 32) return CUDA_ERROR_OUT_OF_MEMORY;
+  *f = calloc(1, sizeof **f); /* owned by the module, as the driver's are */
+  m->fns[m->n_fns++] = *f;
   snprintf((*f)->name, sizeof (*f)->name, "%s", name);
   (*f)->shared_kernel = strstr(name, "shared") != NULL;
   return 0;
