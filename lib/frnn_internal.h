@@ -184,6 +184,12 @@ enum tensor_role {
 frnn_status tensor_bind(frnn_ctx *ctx, const DLTensor *t, enum tensor_role role,
                         const char *name, int cls, frnn_sizes sz, bool want_device,
                         const tview *like, tview *view);
+/* One element of dtype dt at p as a double, and back, rounding to nearest
+ * even in one step (bf16/f16 never pass through float); NaN stays NaN.  The
+ * one copy of these conversions: tools and tests call them too. */
+double elem_load(const void *p, enum tdtype dt);
+void elem_store(void *p, enum tdtype dt, double x);
+int tdtype_bytes(enum tdtype dt);
 double tview_load(const tview *v, int64_t b, int64_t t, int64_t h, int64_t i, int64_t j);
 /* Stores round to nearest even (bfloat16, float16, float32); NaN stays NaN. */
 void tview_store(const tview *v, int64_t b, int64_t t, int64_t h, int64_t i, int64_t j,

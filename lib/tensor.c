@@ -420,44 +420,52 @@ static inline char *elem(const tview *v, int64_t b, int64_t t, int64_t h, int64_
   return v->data + o * esize;
 }
 
-double tview_load(const tview *v, int64_t b, int64_t t, int64_t h, int64_t i, int64_t j) {
-  switch (v->dtype) {
+double elem_load(const void *p, enum tdtype dt) {
+  switch (dt) {
   case TD_F64: {
     double x;
-    memcpy(&x, elem(v, b, t, h, i, j, 8), sizeof x);
+    memcpy(&x, p, sizeof x);
     return x;
   }
   case TD_F32: {
     float x;
-    memcpy(&x, elem(v, b, t, h, i, j, 4), sizeof x);
+    memcpy(&x, p, sizeof x);
     return x;
   }
   case TD_BF16:
   case TD_F16: {
     uint16_t x;
-    memcpy(&x, elem(v, b, t, h, i, j, 2), sizeof x);
-    return v->dtype == TD_BF16 ? bf16_to_double(x) : half_to_double(x);
+    memcpy(&x, p, sizeof x);
+    return dt == TD_BF16 ? bf16_to_double(x) : half_to_double(x);
   }
   }
   return NAN;
 }
 
-void tview_store(const tview *v, int64_t b, int64_t t, int64_t h, int64_t i, int64_t j,
-                 double x) {
-  switch (v->dtype) {
-  case TD_F64:
-    memcpy(elem(v, b, t, h, i, j, 8), &x, sizeof x);
-    return;
+void elem_store(void *p, enum tdtype dt, double x) {
+  switch (dt) {
+  case TD_F64: memcpy(p, &x, sizeof x); return;
   case TD_F32: {
     float f = (float)x; /* round to nearest even (the default mode) */
-    memcpy(elem(v, b, t, h, i, j, 4), &f, sizeof f);
+    memcpy(p, &f, sizeof f);
     return;
   }
   case TD_BF16:
   case TD_F16: {
-    uint16_t u = v->dtype == TD_BF16 ? double_to_bf16(x) : double_to_half(x);
-    memcpy(elem(v, b, t, h, i, j, 2), &u, sizeof u);
+    uint16_t u = dt == TD_BF16 ? double_to_bf16(x) : double_to_half(x);
+    memcpy(p, &u, sizeof u);
     return;
   }
   }
+}
+
+int tdtype_bytes(enum tdtype dt) { return dt == TD_F64 ? 8 : dt == TD_F32 ? 4 : 2; }
+
+double tview_load(const tview *v, int64_t b, int64_t t, int64_t h, int64_t i, int64_t j) {
+  return elem_load(elem(v, b, t, h, i, j, tdtype_bytes(v->dtype)), v->dtype);
+}
+
+void tview_store(const tview *v, int64_t b, int64_t t, int64_t h, int64_t i, int64_t j,
+                 double x) {
+  elem_store(elem(v, b, t, h, i, j, tdtype_bytes(v->dtype)), v->dtype, x);
 }

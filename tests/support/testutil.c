@@ -1,6 +1,8 @@
 /* testutil.c - see testutil.h. */
 #include "testutil.h"
 
+#include "frnn_internal.h" /* elem_load, elem_store */
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,64 +109,16 @@ int64_t tt_numel(const ttensor *x) {
   return n;
 }
 
-static double load_elem(const char *p, DLDataType dt) {
-  if (dt.code == kDLFloat && dt.bits == 64) return *(const double *)p;
-  if (dt.code == kDLFloat && dt.bits == 32) return *(const float *)p;
-  uint16_t h;
-  memcpy(&h, p, 2);
-  if (dt.code == kDLBfloat) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-  }
-  /* IEEE half */
-  int s = h >> 15, e = (h >> 10) & 31, m = h & 1023;
-  double v = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(m + 1024, e - 25);
-  return s ? -v : v;
+/* The library's conversions (lib/tensor.c), so tests and library round alike. */
+static enum tdtype to_tdtype(DLDataType dt) {
+  if (dt.bits == 64) return TD_F64;
+  if (dt.bits == 32) return TD_F32;
+  return dt.code == kDLBfloat ? TD_BF16 : TD_F16;
 }
 
-static void store_elem(char *p, DLDataType dt, double v) {
-  if (dt.code == kDLFloat && dt.bits == 64) {
-    *(double *)p = v;
-    return;
-  }
-  float f = (float)v;
-  if (dt.code == kDLFloat && dt.bits == 32) {
-    *(float *)p = f;
-    return;
-  }
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  uint16_t h;
-  if (dt.code == kDLBfloat) {
-    if (f != f)
-      h = 0x7fc0;
-    else
-      h = (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16); /* round to nearest even */
-  } else {
-    /* float -> half, round to nearest (via double arithmetic; test data only). */
-    double a = fabs(v);
-    uint16_t sign = v < 0 ? 0x8000 : 0;
-    if (v != v)
-      h = 0x7e00;
-    else if (a >= 65520.0)
-      h = sign | 0x7c00;
-    else if (a < ldexp(1, -14)) {
-      h = sign | (uint16_t)nearbyint(a * ldexp(1, 24));
-    } else {
-      int e;
-      double m = frexp(a, &e); /* a = m * 2^e, m in [0.5,1) */
-      int mant = (int)nearbyint(m * 2048.0); /* 11 bits incl. hidden */
-      if (mant == 2048) {
-        mant = 1024;
-        e++;
-      }
-      h = sign | (uint16_t)(((e + 14) << 10) | (mant - 1024));
-    }
-  }
-  memcpy(p, &h, 2);
-}
+static double load_elem(const char *p, DLDataType dt) { return elem_load(p, to_tdtype(dt)); }
+
+static void store_elem(char *p, DLDataType dt, double v) { elem_store(p, to_tdtype(dt), v); }
 
 static char *elem_ptr(const ttensor *x, const int64_t *idx) {
   int64_t off = 0;

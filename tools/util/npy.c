@@ -7,6 +7,8 @@
  * padded with spaces and a newline, then the raw data. */
 #include "npy.h"
 
+#include "frnn_internal.h" /* elem_load, elem_store */
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -37,83 +39,16 @@ const char *npy_dtype_name(DLDataType dt) {
 
 size_t npy_dtype_size(DLDataType dt) { return (size_t)dt.bits / 8u * (dt.lanes ? dt.lanes : 1u); }
 
-/* v rounded to float with round-to-odd: a second rounding of the result to
- * fewer bits (bfloat16, float16) then equals one correct rounding of v. */
-static float f32_round_odd(double v) {
-  float f = (float)v;
-  if (isfinite(v) && (double)f != v) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if (fabs((double)f) > fabs(v)) u--; /* rounded away from zero: truncate */
-    u |= 1;
-    memcpy(&f, &u, 4);
-  }
-  return f;
+/* The library's conversions (lib/tensor.c): one rounding, to nearest even. */
+static enum tdtype to_tdtype(DLDataType dt) {
+  if (dt.bits == 64) return TD_F64;
+  if (dt.bits == 32) return TD_F32;
+  return dt.code == kDLBfloat ? TD_BF16 : TD_F16;
 }
 
-static uint16_t f32_to_bf16(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
+double npy_elem_load(const void *p, DLDataType dt) { return elem_load(p, to_tdtype(dt)); }
 
-static uint16_t f32_to_f16(float f) {
-  uint32_t x;
-  memcpy(&x, &f, 4);
-  uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
-  uint32_t ax = x & 0x7fffffffu;
-  if (ax > 0x7f800000u) return sign | 0x7e00;  /* NaN */
-  if (ax >= 0x477ff000u) return sign | 0x7c00; /* >= 65520 rounds to infinity */
-  if (ax < 0x38800000u) {                      /* below 2^-14: subnormal or zero */
-    float a;
-    memcpy(&a, &ax, 4);
-    return sign | (uint16_t)nearbyintf(a * 16777216.0f); /* exact product; RNE */
-  }
-  uint32_t r = ax + 0xfffu + ((ax >> 13) & 1u);      /* round the low 13 bits, to even */
-  return sign | (uint16_t)((r - 0x38000000u) >> 13); /* exponent bias 127 -> 15 */
-}
-
-static double f16_to_double(uint16_t h) {
-  int e = (h >> 10) & 31, m = h & 1023;
-  double v = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(m + 1024, e - 25);
-  return (h & 0x8000) ? -v : v;
-}
-
-double npy_elem_load(const void *p, DLDataType dt) {
-  if (dt.bits == 64) {
-    double d;
-    memcpy(&d, p, 8);
-    return d;
-  }
-  if (dt.bits == 32) {
-    float f;
-    memcpy(&f, p, 4);
-    return f;
-  }
-  uint16_t h;
-  memcpy(&h, p, 2);
-  if (dt.code == kDLBfloat) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-  }
-  return f16_to_double(h);
-}
-
-void npy_elem_store(void *p, DLDataType dt, double v) {
-  if (dt.bits == 64) {
-    memcpy(p, &v, 8);
-  } else if (dt.bits == 32) {
-    float f = (float)v;
-    memcpy(p, &f, 4);
-  } else {
-    float f = f32_round_odd(v);
-    uint16_t h = dt.code == kDLBfloat ? f32_to_bf16(f) : f32_to_f16(f);
-    memcpy(p, &h, 2);
-  }
-}
+void npy_elem_store(void *p, DLDataType dt, double v) { elem_store(p, to_tdtype(dt), v); }
 
 /* ------------------------------------------------------------ host tensors */
 int64_t npy_numel(const DLTensor *t) {
