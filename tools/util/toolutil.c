@@ -1,8 +1,9 @@
 /* toolutil.c - helpers shared by the tools; see toolutil.h. */
 #include "toolutil.h"
 
+#include "frnn_internal.h" /* the driver layer: cuda_* */
+
 #include <ctype.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -255,150 +256,70 @@ int tu_mkdirs(const char *path, char *err, size_t err_size) {
 }
 
 /* ------------------------------------------------------------------ CUDA */
-/* The driver API by dlopen, as lib/ does (notes/llvm-nvptx-cuda.md section
- * 5): only cuGetProcAddress_v2 is looked up by symbol; every other entry
- * point is asked for by its base name at CUDA 12.0's ABI, which gives the
- * right versioned function (cuMemAlloc -> cuMemAlloc_v2).  Types are
- * written out here so that the tools need no CUDA headers. */
-typedef int cu_result;
-typedef unsigned long long cu_ptr;
-#define TU_CUDA_ABI 12000
-
+/* Through the library's own driver layer (lib/cuda.c): one place that loads
+ * the driver and knows its versioned entry points. */
 struct tu_gpu {
-  void *lib;
-  cu_result (*get_proc)(const char *, void **, int, uint64_t, int *);
-  cu_result (*init)(unsigned);
-  cu_result (*device_get)(int *, int);
-  cu_result (*primary_retain)(void **, int);
-  cu_result (*primary_release)(int);
-  cu_result (*ctx_push)(void *);
-  cu_result (*ctx_pop)(void **);
-  cu_result (*mem_alloc)(cu_ptr *, size_t);
-  cu_result (*mem_free)(cu_ptr);
-  cu_result (*htod)(cu_ptr, const void *, size_t);
-  cu_result (*dtoh)(void *, cu_ptr, size_t);
-  cu_result (*sync)(void);
-  cu_result (*error_string)(cu_result, const char **);
-  int dev;
-  void *ctx;   /* the primary context, retained */
-  bool pushed; /* made current by tu_gpu_open */
+  frnn_ctx *ctx;     /* where the driver layer reports failures */
+  cuda_scope scope;  /* the context made current by tu_gpu_open */
 };
 
-void *tu_gpu_proc(tu_gpu *g, const char *name) {
-  void *fn = NULL;
-  if (g->get_proc(name, &fn, TU_CUDA_ABI, 0, NULL) != 0) return NULL;
-  return fn;
-}
-
-static int cu_fail(tu_gpu *g, cu_result r, const char *what, char *err, size_t err_size) {
-  const char *s = NULL;
-  if (!g->error_string || g->error_string(r, &s) != 0 || !s) s = "unknown error";
-  return fail(err, err_size, "%s failed: CUDA error %d (%s)", what, r, s);
+/* Copy the library's message for the last failure into err; -1. */
+static int gpu_fail(tu_gpu *g, char *err, size_t err_size) {
+  return fail(err, err_size, "%s", frnn_ctx_error(g->ctx));
 }
 
 int tu_gpu_open(tu_gpu **out, char *err, size_t err_size) {
   *out = NULL;
   tu_gpu *g = calloc(1, sizeof *g);
-  if (!g) return fail(err, err_size, "out of memory");
-  const char *path = getenv("FRNN_LIBCUDA"); /* as lib/cuda.c */
-  if (!path || !*path) path = "libcuda.so.1";
-  g->lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-  if (!g->lib) {
-    const char *e = dlerror();
-    fail(err, err_size, "no CUDA driver: dlopen(%s) failed: %s", path, e ? e : "unknown error");
+  if (!g || frnn_ctx_create(&g->ctx) != FRNN_OK) {
+    free(g);
+    return fail(err, err_size, "out of memory");
+  }
+  if (cuda_enter(g->ctx, 0, &g->scope) != FRNN_OK) {
+    gpu_fail(g, err, err_size);
+    frnn_ctx_destroy(g->ctx);
     free(g);
     return -1;
   }
-  *(void **)&g->get_proc = dlsym(g->lib, "cuGetProcAddress_v2");
-  if (!g->get_proc) {
-    fail(err, err_size, "%s has no cuGetProcAddress_v2 (a driver older than CUDA 12)", path);
-    tu_gpu_close(g);
-    return -1;
-  }
-  static const struct {
-    const char *name;
-    size_t off;
-  } fns[] = {
-      {"cuInit", offsetof(tu_gpu, init)},
-      {"cuDeviceGet", offsetof(tu_gpu, device_get)},
-      {"cuDevicePrimaryCtxRetain", offsetof(tu_gpu, primary_retain)},
-      {"cuDevicePrimaryCtxRelease", offsetof(tu_gpu, primary_release)},
-      {"cuCtxPushCurrent", offsetof(tu_gpu, ctx_push)},
-      {"cuCtxPopCurrent", offsetof(tu_gpu, ctx_pop)},
-      {"cuMemAlloc", offsetof(tu_gpu, mem_alloc)},
-      {"cuMemFree", offsetof(tu_gpu, mem_free)},
-      {"cuMemcpyHtoD", offsetof(tu_gpu, htod)},
-      {"cuMemcpyDtoH", offsetof(tu_gpu, dtoh)},
-      {"cuCtxSynchronize", offsetof(tu_gpu, sync)},
-      {"cuGetErrorString", offsetof(tu_gpu, error_string)},
-  };
-  for (size_t i = 0; i < sizeof fns / sizeof *fns; i++) {
-    void *fn = tu_gpu_proc(g, fns[i].name);
-    if (!fn) {
-      fail(err, err_size, "%s has no %s", path, fns[i].name);
-      tu_gpu_close(g);
-      return -1;
-    }
-    memcpy((char *)g + fns[i].off, &fn, sizeof fn);
-  }
-  cu_result r;
-  if ((r = g->init(0)) != 0 || (r = g->device_get(&g->dev, 0)) != 0 ||
-      (r = g->primary_retain(&g->ctx, g->dev)) != 0) {
-    cu_fail(g, r, "CUDA initialisation", err, err_size);
-    tu_gpu_close(g);
-    return -1;
-  }
-  if ((r = g->ctx_push(g->ctx)) != 0) {
-    cu_fail(g, r, "cuCtxPushCurrent", err, err_size);
-    tu_gpu_close(g);
-    return -1;
-  }
-  g->pushed = true;
   *out = g;
   return 0;
 }
 
 void tu_gpu_close(tu_gpu *g) {
   if (!g) return;
-  void *c;
-  if (g->pushed) g->ctx_pop(&c);
-  if (g->ctx) g->primary_release(g->dev);
-  /* The library may still hold the driver: leave it loaded. */
+  cuda_leave(&g->scope);
+  frnn_ctx_destroy(g->ctx);
   free(g);
 }
 
 int tu_gpu_alloc(tu_gpu *g, size_t bytes, void **ptr, char *err, size_t err_size) {
   *ptr = NULL;
   if (bytes == 0) return 0;
-  cu_ptr p = 0;
-  cu_result r = g->mem_alloc(&p, bytes);
-  if (r != 0) {
-    char what[64];
-    snprintf(what, sizeof what, "cuMemAlloc of %zu bytes", bytes);
-    return cu_fail(g, r, what, err, err_size);
-  }
+  CUdeviceptr p = 0;
+  if (cuda_malloc(g->ctx, bytes, &p) != FRNN_OK) return gpu_fail(g, err, err_size);
   *ptr = (void *)(uintptr_t)p;
   return 0;
 }
 
 void tu_gpu_free(tu_gpu *g, void *ptr) {
-  if (ptr) g->mem_free((cu_ptr)(uintptr_t)ptr);
+  if (ptr) cuda_free(g->ctx, (CUdeviceptr)(uintptr_t)ptr);
 }
 
 int tu_gpu_upload(tu_gpu *g, void *dst, const void *src, size_t bytes, char *err, size_t err_size) {
-  cu_result r = bytes ? g->htod((cu_ptr)(uintptr_t)dst, src, bytes) : 0;
-  return r ? cu_fail(g, r, "cuMemcpyHtoD", err, err_size) : 0;
+  if (bytes && cuda_memcpy_htod(g->ctx, (CUdeviceptr)(uintptr_t)dst, src, bytes, NULL, 0) != FRNN_OK)
+    return gpu_fail(g, err, err_size);
+  return 0;
 }
 
 int tu_gpu_download(tu_gpu *g, void *dst, const void *src, size_t bytes, char *err,
                     size_t err_size) {
-  cu_result r = bytes ? g->dtoh(dst, (cu_ptr)(uintptr_t)src, bytes) : 0;
-  return r ? cu_fail(g, r, "cuMemcpyDtoH", err, err_size) : 0;
+  if (bytes && cuda_memcpy_dtoh(g->ctx, dst, (CUdeviceptr)(uintptr_t)src, bytes, NULL, 0) != FRNN_OK)
+    return gpu_fail(g, err, err_size);
+  return 0;
 }
 
 int tu_gpu_sync(tu_gpu *g, char *err, size_t err_size) {
-  cu_result r = g->sync();
-  return r ? cu_fail(g, r, "cuCtxSynchronize", err, err_size) : 0;
+  return cuda_ctx_sync(g->ctx) != FRNN_OK ? gpu_fail(g, err, err_size) : 0;
 }
 
 int tu_dtensor_new(tu_gpu *g, const htensor *host, bool upload, DLTensor *out, char *err,

@@ -1,9 +1,8 @@
 /* toolutil.h - what frnn-run, frnn-bench and frnn-dump-ptx share: option
  * parsing, loading a step with its error printed, sizes such as
  * "B=2,T=16,H=2,M=8,N=8", dtype names, host tensors shaped for a step's
- * ports, a seeded random source, statistics, and a minimal CUDA driver shim
- * (dlopen of libcuda.so.1, or of $FRNN_LIBCUDA as the library does) for
- * device buffers.
+ * ports, a seeded random source, statistics, and device buffers through the
+ * library's driver layer (lib/cuda.c).
  *
  * Functions that can fail return 0 on success and -1 on failure, with a
  * message in err (err_size bytes), unless they say otherwise. */
@@ -103,8 +102,6 @@ int tu_gpu_download(tu_gpu *g, void *dst, const void *src, size_t bytes, char *e
                     size_t err_size);
 /* Wait for all work on the context; reports a failed kernel. */
 int tu_gpu_sync(tu_gpu *g, char *err, size_t err_size);
-/* Any other driver entry point by its base name ("cuEventCreate"), or NULL. */
-void *tu_gpu_proc(tu_gpu *g, const char *name);
 
 /* A device copy of a host tensor: same dtype, shape and strides (t.shape
  * and t.strides point into `host`, which must outlive it).  Allocates
