@@ -17,7 +17,7 @@ static const char *mode(void) { const char *m = getenv("MOCK_CUDA"); return m ? 
 
 struct CUctx_st { int dev; };
 struct CUmod_st { char *image; int magic; struct CUfunc_st *fns[32]; int n_fns; };
-struct CUfunc_st { char name[64]; int max_dyn; int shared_kernel; };
+struct CUfunc_st { char name[64]; int max_dyn; int shared_kernel; int n_params; };
 struct CUevent_st { double t; };
 struct CUlinkState_st { char *log; size_t logsize; char *ptx; void *out; size_t outsize; };
 
@@ -116,11 +116,17 @@ static CUresult m_cuModuleUnload(CUmodule m) {
 static CUresult m_cuModuleGetFunction(CUfunction *f, CUmodule m, const char *name) {
   char pat[100];
   snprintf(pat, sizeof pat, ".entry %s(", name);
-  if (!strstr(m->image, pat)) return CUDA_ERROR_NOT_FOUND;
+  const char *entry = strstr(m->image, pat);
+  if (!entry) return CUDA_ERROR_NOT_FOUND;
+  /* Its parameter count, from the PTX signature, to check launches against. */
+  int n_params = 0;
+  for (const char *q = entry, *end = strchr(entry, ')'); end && (q = strstr(q, ".param")) && q < end; q++)
+    n_params++;
   if (m->n_fns == 32) return CUDA_ERROR_OUT_OF_MEMORY;
   *f = calloc(1, sizeof **f); /* owned by the module, as the driver's are */
   m->fns[m->n_fns++] = *f;
   snprintf((*f)->name, sizeof (*f)->name, "%s", name);
+  (*f)->n_params = n_params;
   (*f)->shared_kernel = strstr(name, "shared") != NULL;
   return 0;
 }
@@ -162,7 +168,23 @@ static CUresult m_cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigne
   if (need_ctx()) return need_ctx();
   if ((unsigned long)bx * by * bz > 1024) return CUDA_ERROR_INVALID_VALUE;
   if (sh > 48 * 1024 && (int)sh > f->max_dyn) return CUDA_ERROR_INVALID_VALUE;
-  if (strncmp(f->name, "frnn_", 5) == 0) return 0;
+  if (strncmp(f->name, "frnn_", 5) == 0) {
+    /* frnn's kernels do nothing here, but every parameter the PTX declares
+     * must have been passed: the host/kernel ABI is checked without a GPU.
+     * (The host's array is zero-filled past what it set: a missing one reads
+     * as NULL.) */
+    if (!params) return CUDA_ERROR_INVALID_VALUE;
+    for (int i = 0; i < f->n_params; i++) {
+      if (!params[i]) {
+        fprintf(stderr, "mock cuLaunchKernel(%s): parameter %d of %d not passed\n", f->name, i,
+                f->n_params);
+        return CUDA_ERROR_INVALID_VALUE;
+      }
+      volatile char c = *(volatile const char *)params[i];
+      (void)c;
+    }
+    return 0;
+  }
   float *x = (float *)(uintptr_t)*(CUdeviceptr *)params[0];
   unsigned n = *(unsigned *)params[1];
   if (f->shared_kernel && *(unsigned *)params[2] != sh) abort();
