@@ -8,13 +8,11 @@
  *   adjoint.c    step graph -> its reverse-mode derivative (another graph)
  *   tensor.c     DLTensor validation against a step's signature
  *   reference.c  float64 executor over whole sequences, forward and backward
- *   target.c codegen.c  GPU targets; the LLVM toolkit kernels are built with
  *   plan.c       thread mapping of the kernels, workspace layout
- *   lower_llvm.c plan + graphs -> forward, backward and reduce kernels (LLVM IR)
+ *   target.c codegen.c  GPU targets; the LLVM toolkit kernels are built with
  *   cuda.c cache.c  the driver (dlopen); the on-disk compilation cache
+ *   lower_llvm.c plan + graphs -> forward, backward and reduce kernels (LLVM IR)
  *   pipeline.c   the stages in order, and the public GPU entry points
- * (The sections below follow the order in which the files were written, not
- * quite this list.)
  */
 #ifndef FRNN_INTERNAL_H
 #define FRNN_INTERNAL_H
