@@ -16,6 +16,30 @@ Phases (each model in its own try/except, results.json rewritten after every ste
          and again with it filled (warm); the reference with an empty TRITON_CACHE_DIR
          (cold: import excluded, Triton compile + autotune + run included) and filled (warm)
 
+Time shares (FRNN_BENCH_SHARE=fair, the default): in time and check, each model (check:
+each dtype and model) gets at most time left / models left (at least FRNN_BENCH_MIN_SHARE
+s while that is left; never more than its FRNN_BENCH_MODEL_TIMEOUT(S) cap); what one does
+not use goes to the next.  Models that ran out of their share run again at the end with
+what is left (their Triton kernels compiled before the limit are cached by then); the
+better attempt is kept.  FRNN_BENCH_SHARE=order: the old fixed order, each up to its cap.
+A call slower than FRNN_BENCH_SLOW_CALL_S (the PyTorch loops of mamba, longhorn) is timed
+1 warm-up + at most 3 times (fewer near the limit; the row's label says so).  In first,
+each subprocess gets at most its share of what is left (FRNN_BENCH_FIRST_JOBS at a time),
+and a subprocess killed at its limit or dead (signal) is recorded as such, for the part
+(frnn or reference variant) it was in; the variants after it run in a new subprocess.
+
+Isolation: reference variants of the models in FRNN_BENCH_ISOLATE (default mlstm, whose
+Triton kernel made Triton 3.6's LLVM abort the interpreter) run their time and check steps
+in a child process (compare.py --isolated JOB, results back as JSON); a child that dies is
+recorded ("child process died (killed by signal 6 (SIGABRT)) ...", 'crashed') and the
+model's fallbacks run: for mlstm, mlstm_chunkwise__native_autograd (PyTorch) and
+xl_chunk again under DISABLE_LLVM_OPT=1 (Triton skips LLVM's O3 pipeline, where the
+SLPVectorizer assertion fired; the row's label says which ran).  A variant that crashed
+is not run again in later phases.  mamba2: every Triton autotuner of mamba_ssm's ssd_*.py
+keeps one config (prune_autotuners, FRNN_BENCH_MAMBA2_PRUNE), so the first fw+bw compiles
+one config per kernel instead of all 4-11 (each compiled and benchmarked); the row says "(autotune pruned to 1 config)" and
+results.json's mamba2 entry lists the configs kept (autotune_pruned).
+
 Inputs are built once in the reference's layout and viewed (permute / unsqueeze / view,
 no copies) in frnn's [B,T,H,m,n] layout; both sides run through torch autograd, so
 every layout and scale convention is plain PyTorch code in the Model classes below.
@@ -30,12 +54,28 @@ Environment:
   FRNN_BENCH_SIZES      B,T,H for timing (default 8,1024,32)
   FRNN_BENCH_CHECK_SIZES B,T,H for the cross-check (default 8,256,32: same B and H as the
                         timing, so the bf16 check reuses the compiled Triton kernels)
-  FRNN_BENCH_MODEL_TIMEOUT  seconds per model and phase (default 120)
-  FRNN_BENCH_FIRST_TIMEOUT  seconds per first-call subprocess (default 60)
+  FRNN_BENCH_SHARE      fair (default) or order: see Time shares
+  FRNN_BENCH_MIN_SHARE  seconds a model gets at least while that much is left (default 8)
+  FRNN_BENCH_MODEL_TIMEOUT  cap in seconds per model and phase (default 120)
+  FRNN_BENCH_MODEL_TIMEOUTS per-model caps, e.g. mamba2=90,mlstm=60 (else the one above)
+  FRNN_BENCH_SLOW_CALL_S a call slower than this gets 1 warm-up + <= 3 reps (default 2)
+  FRNN_BENCH_ISOLATE    models whose Triton reference variants run in a child process:
+                        comma list (default mlstm), 'all', 'none'; model/variant for one
+  FRNN_BENCH_MAMBA2_PRUNE  median (default: the median-cost config, falling back to
+                        cheaper ones on OutOfResources), first, cheapest; 0: full autotune
+  FRNN_BENCH_MLSTM_NOOPT=0  no xl_chunk retry under DISABLE_LLVM_OPT=1 when it failed
+  FRNN_BENCH_MLSTM_NATIVE=1 the native PyTorch chunkwise mlstm instead of xl_chunk
+  FRNN_BENCH_FIRST_TIMEOUT  seconds per first-call subprocess at most (default 60)
   FRNN_BENCH_FIRST_JOBS     first-call subprocesses at once (default 6)
   FRNN_BENCH_GSA_SLOTS  GSA slots (default 64, fla's default num_slots)
   FRNN_BENCH_S4D_N      S4D complex modes (default 32: s4d.py's d_state 64 / 2)
   FRNN_BENCH_NO_TABLE=1 do not print the table at the end (run_device.sh prints it)
+  FRNN_BENCH_DEVICE=cpu a dry run of every phase on the CPU (CpuRefs, host timers)
+  FRNN_BENCH_FAKE_ABORT model/variant,...: test hook, that variant's child process
+                        aborts (SIGABRT) where the reference would be called (isolated
+                        and first-call children only), to try the crash path on the CPU
+  (between parent and child: FRNN_BENCH_CHILD_DEADLINE, FRNN_BENCH_FIRST_VARIANTS,
+  FRNN_BENCH_FIRST_SKIP_FRNN)
 """
 import collections
 import json
@@ -72,6 +112,14 @@ def env_list(name, default):
 def env_ints(name, default):
     v = os.environ.get(name, "").strip()
     return tuple(int(x) for x in v.split(",")) if v else default
+
+
+def env_float(name, default):
+    v = os.environ.get(name, "").strip()
+    try:
+        return float(v) if v else float(default)
+    except ValueError:
+        return float(default)
 
 
 def log(*a):
@@ -189,6 +237,95 @@ def ref_fn(name):
         f = getattr(importlib.import_module(mod), fn)
     _ref_cache[name] = f
     return f
+
+
+# ------------------------------------------------------- Triton autotune pruning
+# Triton >= 3.0: @triton.autotune(configs=[...]) leaves a triton.runtime.autotuner.Autotuner
+# object as the module attribute; Autotuner.run benchmarks every config on the first call
+# for each key (compiling each one), but with a single config it just runs it.  mamba_ssm's
+# ssd_*.py kernels have 4-11 configs each (mamba_ssm/utils/determinism.py autotune_configs
+# passes them through unless MAMBA_DETERMINISTIC=1, which also changes the algorithm), so
+# the first fw+bw compiles about 100 kernels.  prune_autotuners() keeps one.
+AUTOTUNE_PRUNED = collections.OrderedDict()  # kernel -> config kept (for results.json)
+
+
+def _config_cost(cfg):
+    """(product of the BLOCK_SIZE_* meta-parameters) * num_stages, as determinism.py ranks them."""
+    p = 1
+    for k, v in getattr(cfg, "kwargs", {}).items():
+        if k.startswith("BLOCK_SIZE") and isinstance(v, int):
+            p *= v
+    return p * (getattr(cfg, "num_stages", 1) or 1), getattr(cfg, "num_warps", 4) or 4
+
+
+def config_str(cfg):
+    kw = ",".join("%s=%s" % (k.replace("BLOCK_SIZE_", "B"), v) for k, v in getattr(cfg, "kwargs", {}).items())
+    return "%s w%s s%s" % (kw or "-", getattr(cfg, "num_warps", "?"), getattr(cfg, "num_stages", "?"))
+
+
+def order_configs(configs, pick="median"):
+    """The configs in the order to try them, the one to use first.  'median': the median
+    by _config_cost (a mid-sized tile), then the cheaper ones (largest first; a config
+    that runs out of shared memory or registers falls back to the next), then the larger
+    ones; 'first': as listed (upstream lists its largest tile first); 'cheapest': by cost."""
+    cs = list(configs)
+    if len(cs) <= 1 or pick == "first":
+        return cs
+    srt = sorted(cs, key=_config_cost)
+    if pick == "cheapest":
+        return srt
+    i = len(srt) // 2
+    return [srt[i]] + srt[:i][::-1] + srt[i + 1:]
+
+
+_PRUNE_FALLBACK_ERRORS = ("OutOfResources", "PTXASError", "CompileTimeAssertionFailure")
+
+
+def _pruned_run(at):
+    orig = at.run  # the class's bound method
+
+    def run(*args, **kwargs):
+        while True:
+            try:
+                return orig(*args, **kwargs)
+            except Exception as e:
+                if type(e).__name__ not in _PRUNE_FALLBACK_ERRORS or len(at._frnn_cands) <= 1:
+                    raise
+                bad = at._frnn_cands.pop(0)
+                at.configs = at._frnn_cands[:1]
+                AUTOTUNE_PRUNED[at._frnn_name] = "%s (after %s: %s)" % (config_str(at.configs[0]), config_str(bad),
+                                                                        type(e).__name__)
+    return run
+
+
+def prune_autotuners(modules, pick="median"):
+    """Every Autotuner reachable from the modules' attributes (directly or through .fn,
+    e.g. under @triton.heuristics) keeps one config (order_configs(pick)[0]); its run()
+    moves on to the next candidate if that one fails with OutOfResources / PTXASError.
+    Returns how many were pruned (each once, however often called)."""
+    try:
+        from triton.runtime.autotuner import Autotuner
+    except Exception:
+        return 0
+    n = 0
+    for mod in modules:
+        for name, obj in sorted(vars(mod).items()):
+            o, depth = obj, 0
+            while o is not None and not isinstance(o, Autotuner) and depth < 4:
+                o, depth = getattr(o, "fn", None), depth + 1
+            if not isinstance(o, Autotuner) or getattr(o, "_frnn_pruned", False):
+                continue
+            cands = order_configs(o.configs, pick)
+            if not cands:
+                continue
+            o._frnn_pruned = True
+            o._frnn_cands = cands
+            o._frnn_name = getattr(getattr(o, "base_fn", None), "__name__", name)
+            o.configs = cands[:1]
+            o.run = _pruned_run(o)
+            AUTOTUNE_PRUNED[o._frnn_name] = "%s (1 of %d)" % (config_str(cands[0]), len(cands))
+            n += 1
+    return n
 
 
 def _f(t):
@@ -320,6 +457,34 @@ class Model:
         """Variants of the cross-check (the timed ones, plus any check-only ones)."""
         return self.variants()
 
+    def fallbacks(self, variant):
+        """[(key, label)] to run instead when `variant` fails (crash or error, not a timeout)."""
+        return []
+
+    def all_labels(self):
+        """{key: label} of every variant this model may run (fallbacks included)."""
+        d = dict(self.check_variants())
+        for v in list(d):
+            d.update(dict(self.fallbacks(v)))
+        return d
+
+    def variant_env(self, variant):
+        """Environment variables the reference variant runs under (in its child process)."""
+        return {}
+
+    def triton_variant(self, variant):
+        """Whether the variant compiles Triton kernels (which can abort the interpreter)."""
+        return True
+
+    def isolated(self, variant):
+        """Run this reference variant in a child process (FRNN_BENCH_ISOLATE)?"""
+        iso = env_list("FRNN_BENCH_ISOLATE", ["mlstm"])
+        if "none" in iso or "0" in iso:
+            return False
+        if "all" in iso:
+            return self.triton_variant(variant)
+        return (self.name in iso and self.triton_variant(variant)) or "%s/%s" % (self.name, variant) in iso
+
     def make(self, d, dtype, device, seed):
         raise NotImplementedError
 
@@ -338,6 +503,10 @@ class Model:
         return {}
 
     bw_exclude = ()  # gradient keys left out of the summary (max_bw)
+
+    def extra_info(self):
+        """Extra entries for the model's row in results.json (after the time phase)."""
+        return {}
 
     notes = ""
 
@@ -371,6 +540,9 @@ class FlaLinear(Model):
     def state(self, c, r, name="S"):
         d = c.d
         c.S[name] = r("-0.1:0.1", (d["B"], d["H"], d["N"], d["M"]), c.sdt)
+
+    def triton_variant(self, variant):
+        return variant != "naive"  # fla's naive.py loops are PyTorch
 
     @staticmethod
     def row(t):  # [B,T,H,K] -> [B,T,H,1,N]
@@ -711,10 +883,38 @@ class GSA(FlaLinear):
 
 class Mamba2(Model):
     name, files = "mamba2", ("mamba2",)
-    notes = "P = headdim = M = 128, N = dstate = 128, G = 1; A, D, dt_bias float32 [H]; chunk_size 256"
+    _pruned = None
+
+    @property
+    def notes(self):
+        pick = self.prune_pick()
+        return ("P = headdim = M = 128, N = dstate = 128, G = 1; A, D, dt_bias float32 [H]; chunk_size 256; " +
+                ("Triton autotune of every ssd_*.py kernel pruned to one config (%s of order_configs; "
+                 "FRNN_BENCH_MAMBA2_PRUNE=0: full autotune)" % pick if pick else "full Triton autotune"))
+
+    @staticmethod
+    def prune_pick():
+        """FRNN_BENCH_MAMBA2_PRUNE: median (default), first, cheapest; 0/off: full autotune."""
+        v = os.environ.get("FRNN_BENCH_MAMBA2_PRUNE", "median").strip().lower() or "median"
+        return None if v in ("0", "off", "no", "none", "full") else v
 
     def variants(self):
-        return [("ssd", "mamba_chunk_scan_combined")]
+        return [("ssd", "mamba_chunk_scan_combined" + (" (autotune pruned to 1 config)" if self.prune_pick() else ""))]
+
+    def extra_info(self):
+        if not AUTOTUNE_PRUNED:
+            return {}
+        return {"autotune_pruned": {"pick": self.prune_pick(), "kernels": dict(AUTOTUNE_PRUNED)}}
+
+    def ref_function(self):
+        f = ref_fn("mamba_ssm.ops.triton.ssd_combined.mamba_chunk_scan_combined")
+        pick = self.prune_pick()
+        if pick and Mamba2._pruned is None:
+            mods = [mod for n, mod in sorted(sys.modules.items())
+                    if n.startswith("mamba_ssm.ops.triton.ssd_") and mod is not None]
+            Mamba2._pruned = prune_autotuners(mods, pick)
+            log("mamba2: Triton autotune pruned to 1 config in %d kernels (%s)" % (Mamba2._pruned, pick))
+        return f
 
     def make(self, d, dtype, device, seed):
         c, r = Case(d, dtype, device), Rand(seed, device)
@@ -734,7 +934,7 @@ class Mamba2(Model):
         if CPU_TEST:
             f = CpuRefs.mamba_chunk_scan_combined
         else:
-            f = ref_fn("mamba_ssm.ops.triton.ssd_combined.mamba_chunk_scan_combined")
+            f = self.ref_function()
         out, fin = f(L["x"], L["dt"], L["A"], L["B"], L["C"], 256, D=L["D"], z=None, dt_bias=L["dt_bias"],
                      initial_states=c.S["S"], dt_softplus=True, return_final_states=True)
         return [out], [fin]
@@ -764,8 +964,13 @@ class Mamba(Model):
     def dims(self, B, T, H):
         return dict(B=B, T=T, H=H, M=128, N=16)
 
+    _local = None  # why mamba_ssm's selective_scan_ref did not import (the local copy ran)
+
     def variants(self):
         return [("ref", "selective_scan_ref")]
+
+    def triton_variant(self, variant):
+        return False
 
     def make(self, d, dtype, device, seed):
         c, r = Case(d, dtype, device), Rand(seed, device)
@@ -788,8 +993,9 @@ class Mamba(Model):
         if not CPU_TEST:
             try:
                 f = ref_fn("mamba_ssm.ops.selective_scan_interface.selective_scan_ref")
-            except Exception:
+            except Exception as e:
                 f = selective_scan_ref_local
+                Mamba._local = short_err(e, 120)
         out, last = f(L["u"], L["delta"], L["A"], L["B"], L["C"], L["D"], L["z"], L["delta_bias"],
                       delta_softplus=True, return_last_state=True)
         return [out], [last]
@@ -817,6 +1023,9 @@ class Longhorn(Model):
 
     def variants(self):
         return [("loop", "PyTorch loop (selective_scan_online7_ref equation)")]
+
+    def triton_variant(self, variant):
+        return False
 
     def make(self, d, dtype, device, seed):
         c, r = Case(d, dtype, device), Rand(seed, device)
@@ -864,6 +1073,9 @@ class S4D(Model):
     def variants(self):
         return [("fft", "s4d FFT convolution (PyTorch)")]
 
+    def triton_variant(self, variant):
+        return False
+
     def make(self, d, dtype, device, seed):
         c, r = Case(d, dtype, device), Rand(seed, device)
         B, T, H, M, N = d["B"], d["T"], d["H"], d["M"], d["N"]
@@ -897,7 +1109,14 @@ class S4D(Model):
 class MLSTM(Model):
     name, files = "mlstm", ("mlstm",)
     notes = ("DHQK = DHV = 128; mlstm_kernels always applies qk_scale = DHQK^-0.5 inside: frnn gets q * scale "
-             "(outside the timed region); eps = 1e-6")
+             "(outside the timed region); eps = 1e-6; the Triton reference runs in a child process (Triton 3.6's "
+             "LLVM aborted the interpreter compiling it on 2026-11-25); if it fails: chunkwise native (PyTorch, "
+             "chunk 64) and xl_chunk with DISABLE_LLVM_OPT=1")
+
+    LABELS = collections.OrderedDict([
+        ("xl_chunk", "mlstm_chunkwise__xl_chunk (Triton)"),
+        ("native", "mlstm_chunkwise__native_autograd (PyTorch, chunk 64)"),
+        ("xl_chunk_noopt", "mlstm_chunkwise__xl_chunk (Triton, DISABLE_LLVM_OPT=1)")])
 
     _xl = None
 
@@ -907,15 +1126,38 @@ class MLSTM(Model):
             if CPU_TEST:
                 MLSTM._xl = True
             else:
-                try:
+                try:  # importing compiles nothing; the kernels compile on the first call
                     ref_fn("mlstm_kernels.torch.chunkwise.triton_xl_chunk.mlstm_chunkwise__xl_chunk")
                     MLSTM._xl = True
                 except Exception as e:
                     MLSTM._xl = short_err(e, 200)
         if MLSTM._xl is True and os.environ.get("FRNN_BENCH_MLSTM_NATIVE") != "1":
-            return [("xl_chunk", "mlstm_chunkwise__xl_chunk")]
-        return [("native", "mlstm_chunkwise__native_autograd" + (
+            return [("xl_chunk", self.LABELS["xl_chunk"])]
+        return [("native", self.LABELS["native"] + (
             "" if MLSTM._xl is True else " (xl_chunk did not import: %s)" % MLSTM._xl))]
+
+    def fallbacks(self, variant):
+        """xl_chunk failed (aborted its process, raised): the native PyTorch chunkwise kernel,
+        then xl_chunk again with LLVM's optimisation (and its SLP vectorizer) off
+        (FRNN_BENCH_MLSTM_NOOPT=0: not)."""
+        if variant != "xl_chunk":
+            return []
+        fb = [("native", self.LABELS["native"])]
+        if os.environ.get("FRNN_BENCH_MLSTM_NOOPT", "1") != "0":
+            fb.append(("xl_chunk_noopt", self.LABELS["xl_chunk_noopt"]))
+        return fb
+
+    def all_labels(self):
+        return dict(self.LABELS)
+
+    def variant_env(self, variant):
+        # Triton (python/src/llvm.cc): DISABLE_LLVM_OPT=1 skips optimize_module (LLVM's O3
+        # pipeline, where the SLPVectorizer assertion fired) and emits PTX at CodeGenOptLevel
+        # None; it is a cache-invalidating variable, so these kernels are cached apart.
+        return {"DISABLE_LLVM_OPT": "1"} if variant == "xl_chunk_noopt" else {}
+
+    def triton_variant(self, variant):
+        return variant != "native"
 
     def make(self, d, dtype, device, seed):
         c, r = Case(d, dtype, device), Rand(seed, device)
@@ -934,15 +1176,16 @@ class MLSTM(Model):
 
     def ref(self, c, variant):
         L, S = c.L, c.S
+        xl = variant in ("xl_chunk", "xl_chunk_noopt")
         if CPU_TEST:
             f = CpuRefs.mlstm_chunkwise__xl_chunk
-        elif variant == "xl_chunk":
+        elif xl:
             f = ref_fn("mlstm_kernels.torch.chunkwise.triton_xl_chunk.mlstm_chunkwise__xl_chunk")
         else:
             f = ref_fn("mlstm_kernels.torch.chunkwise.native.mlstm_chunkwise__native_autograd")
         h, (cl, nl, ml) = f(L["q"], L["k"], L["v"], L["i"], L["f"], c_initial=S["c"], n_initial=S["n"],
                             m_initial=S["m"], return_last_states=True, eps=1e-6,
-                            chunk_size=128 if variant == "xl_chunk" else 64)
+                            chunk_size=128 if xl else 64)
         return [h], [cl, nl, ml]
 
     def frnn(self, c, exact=True):
@@ -968,9 +1211,11 @@ REF_LABEL = {
 
 
 def ref_label(m, variant):
-    lab = dict(m.check_variants()).get(variant, variant)
+    lab = m.all_labels().get(variant, variant)
     lib = REF_LABEL.get(m.name, "")
     if m.name == "mamba":
+        if Mamba._local:
+            return "selective_scan_ref (PyTorch loop; local copy, mamba_ssm: %s)" % Mamba._local[:60]
         return "mamba_ssm selective_scan_ref (PyTorch loop)"
     if lib in ("fla", "mamba_ssm", "mlstm_kernels"):
         return "%s %s" % (lib, lab)
@@ -1162,8 +1407,13 @@ class CpuRefs:
 
 
 # ================================================================= measurement
-class ModelTimeout(Exception):
+class ModelTimeout(BaseException):
+    """A BaseException, so that no `except Exception:` inside a library (Triton's compiler
+    and autotuner, fla, ...) swallows it and runs on past the limit."""
     pass
+
+
+ALARM_DEADLINE = [None]  # time.time() at which the current Alarm fires
 
 
 class Alarm:
@@ -1177,13 +1427,86 @@ class Alarm:
         def h(signum, frame):
             raise ModelTimeout("time limit %.0f s reached" % self.s)
         self.old = signal.signal(signal.SIGALRM, h)
+        self.old_deadline = ALARM_DEADLINE[0]
+        ALARM_DEADLINE[0] = time.time() + self.s
         signal.setitimer(signal.ITIMER_REAL, self.s)
         return self
 
     def __exit__(self, *a):
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, self.old)
+        ALARM_DEADLINE[0] = self.old_deadline
         return False
+
+
+def alarm_left():
+    """Seconds until the current Alarm fires (inf without one)."""
+    return float("inf") if ALARM_DEADLINE[0] is None else ALARM_DEADLINE[0] - time.time()
+
+
+# ------------------------------------------------------------ time shares
+def model_cap(name):
+    """The most seconds one model may take in one phase: FRNN_BENCH_MODEL_TIMEOUTS
+    (name=s,...) for that model, else FRNN_BENCH_MODEL_TIMEOUT (default 120)."""
+    for item in env_list("FRNN_BENCH_MODEL_TIMEOUTS", []):
+        k, _, v = item.partition("=")
+        if k.strip() == name:
+            try:
+                return float(v)
+            except ValueError:
+                pass
+    return env_float("FRNN_BENCH_MODEL_TIMEOUT", 120)
+
+
+def share_mode():
+    """FRNN_BENCH_SHARE: 'fair' (default) or 'order' (the old fixed order, each up to its cap)."""
+    v = os.environ.get("FRNN_BENCH_SHARE", "fair").strip().lower()
+    return v if v in ("fair", "order") else "fair"
+
+
+def fair_limit(left, n_left, cap, mode="fair", floor=None):
+    """Seconds for the next of n_left items when `left` seconds are left: 'fair' gives it
+    left / n_left (at least `floor` (FRNN_BENCH_MIN_SHARE, default 8 s) while that much is
+    left), 'order' all that is left; never more than cap.  Time an item does not use goes
+    to the ones after it."""
+    if floor is None:
+        floor = env_float("FRNN_BENCH_MIN_SHARE", 8)
+    left = max(0.0, left)
+    if mode == "order":
+        s = left
+    else:
+        s = max(left / max(1, n_left), min(floor, left))
+    return min(s, cap) if cap and cap > 0 else s
+
+
+def run_shared(items, until, run_item, cap_of, min_s=5.0, mode=None, clock=time.time, on_skip=None):
+    """Runs run_item(item, limit_s, attempt) for each item within `until` (clock time),
+    each with fair_limit() of what is left.  run_item returns True when the item is
+    done, False when it ran out of its time: in 'fair' mode those run again, in order,
+    in a second pass with what the others left over (the Triton kernels they compiled
+    before the limit are cached by then).  Items with less than min_s left go to
+    on_skip(item).  Returns {item: attempts}."""
+    mode = mode or share_mode()
+    attempts = collections.OrderedDict()
+    retry = []
+    passes = [list(items)]
+    for p in range(2):
+        todo = passes[p]
+        for k, it in enumerate(todo):
+            left = until - clock()
+            lim = fair_limit(left, len(todo) - k, cap_of(it), mode)
+            if left < min_s:
+                if p == 0 and on_skip:
+                    on_skip(it)
+                continue
+            attempts[it] = attempts.get(it, 0) + 1
+            done = run_item(it, lim, p + 1)
+            if not done and p == 0:
+                retry.append(it)
+        if mode != "fair" or not retry:
+            break
+        passes.append(retry)
+    return attempts
 
 
 def sync():
@@ -1218,9 +1541,14 @@ def make_gouts(ts, seed, device):
     return [torch.randn(t.shape, generator=g, device=device, dtype=torch.float32).to(t.dtype) for t in ts]
 
 
-def time_calls(fn, pre, n_sets, target_s=0.3, min_reps=3, max_reps=30):
+def time_calls(fn, pre, n_sets, target_s=0.3, min_reps=3, max_reps=30, slow_s=None):
     """Median ms of fn(i) over reps (i = r % n_sets), each timed with CUDA events;
-    pre(i) (outside the timed region) runs before each call."""
+    pre(i) (outside the timed region) runs before each call.  One warm-up call first;
+    a call slower than slow_s (FRNN_BENCH_SLOW_CALL_S, default 2 s) gets min_reps reps,
+    fewer (at least 1) when the model's time limit would not leave room for them
+    ('slow': True in the result)."""
+    if slow_s is None:
+        slow_s = env_float("FRNN_BENCH_SLOW_CALL_S", 2.0)
     pre(0)
     sync()
     t0 = time.perf_counter()
@@ -1228,6 +1556,10 @@ def time_calls(fn, pre, n_sets, target_s=0.3, min_reps=3, max_reps=30):
     sync()
     est = time.perf_counter() - t0
     reps = int(min(max_reps, max(min_reps, target_s / max(est, 1e-5))))
+    slow = est > slow_s
+    if slow:
+        room = alarm_left() - 2.0
+        reps = max(1, min(min_reps, int(0.8 * room / est))) if math.isfinite(room) else min_reps
     evs = [(Event(), Event()) for _ in range(reps)]
     for r in range(reps):
         i = r % n_sets
@@ -1239,7 +1571,11 @@ def time_calls(fn, pre, n_sets, target_s=0.3, min_reps=3, max_reps=30):
     ms = sorted(a.elapsed_time(b) for a, b in evs)
     n = len(ms)
     med = ms[n // 2] if n % 2 else 0.5 * (ms[n // 2 - 1] + ms[n // 2])
-    return {"ms": med, "min_ms": ms[0], "max_ms": ms[-1], "reps": reps}
+    r = {"ms": med, "min_ms": ms[0], "max_ms": ms[-1], "reps": reps}
+    if slow:
+        r["slow"] = True
+        r["warmup_s"] = est
+    return r
 
 
 def peak_call(fn, pre, extra_bytes):
@@ -1286,12 +1622,23 @@ def header(sizes, check_sizes):
          "torch": torch.__version__, "timing_sizes": dict(zip("BTH", sizes)),
          "check_sizes": dict(zip("BTH", check_sizes)),
          "method": ("CUDA events around each call, median over 3-30 calls (about 0.3 s) after warm-up, the two "
-                    "input sets used in turn; fw = inference forward under torch.no_grad(); fw+bw = forward + "
+                    "input sets used in turn (a call slower than FRNN_BENCH_SLOW_CALL_S: 1 warm-up + at most 3 "
+                    "calls, fewer if the model's time limit is near; 'slow' in the entry, said in the label); "
+                    "fw = inference forward under torch.no_grad(); fw+bw = forward + "
                     "torch.autograd.backward with random gradients of outputs and final states; both sides "
                     "through autograd; peak = max_memory_allocated during one fw+bw above what existed before, "
                     "plus one input set (inputs, initial states, output gradients)"),
          "dtypes": "bf16 inputs and outputs, float32 states (and float32 parameters where the reference keeps them)",
-         "frnn_lib": frnn._find_lib(), "budget_s": BUDGET}
+         "frnn_lib": frnn._find_lib(), "budget_s": BUDGET,
+         "time_share": ("%s: each model (check: each dtype and model) gets at most its share of the phase's time "
+                        "left, time left / models left (at least FRNN_BENCH_MIN_SHARE s), capped by "
+                        "FRNN_BENCH_MODEL_TIMEOUT(S); models that ran out get a second attempt with the time left "
+                        "at the end (the better attempt is kept)" % share_mode()) if share_mode() == "fair" else
+                       "order: models in order, each up to FRNN_BENCH_MODEL_TIMEOUT(S)",
+         "isolated": ("reference variants run in a child process (compare.py --isolated; a crash loses only "
+                      "that variant): %s" % ",".join(env_list("FRNN_BENCH_ISOLATE", ["mlstm"]))),
+         "mamba2_autotune": (("pruned to 1 config per kernel (%s)" % Mamba2.prune_pick()) if Mamba2.prune_pick()
+                             else "full")}
     try:
         import triton
         h["triton"] = triton.__version__
@@ -1320,124 +1667,356 @@ def header(sizes, check_sizes):
     return h
 
 
-# ---------------------------------------------------------------- phase: time
-def phase_time(names, sizes, until):
-    dev = torch.device(DEVICE)
-    for name in names:
-        m = MODELS[name]
-        row = mrow(name)
-        left = until - time.time()
-        if left < 8:
-            row["time"] = {"skipped": "time budget"}
-            save()
-            log("time %-16s skipped (budget)" % name)
-            continue
-        res = {"frnn": {}, "refs": collections.OrderedDict()}
-        row["time"] = res
-        d = m.dims(*sizes)
-        res["dims"] = d
-        sets = None
+# ------------------------------------------------- isolation (child processes)
+class temp_env:
+    """Environment variables set for the duration of a with block (Triton reads its
+    variables, e.g. DISABLE_LLVM_OPT, through getenv when it compiles)."""
+
+    def __init__(self, env):
+        self.env = dict(env or {})
+
+    def __enter__(self):
+        self.old = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        return self
+
+    def __exit__(self, *a):
+        for k, v in self.old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        return False
+
+
+def run_subprocess(cmd, env, timeout):
+    """(stdout, stderr, returncode or None when killed at the timeout, timed_out, wall_s)."""
+    t0 = time.time()
+    try:
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=max(1.0, timeout))
+        out, err, rc, timed_out = r.stdout, r.stderr, r.returncode, False
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        rc, timed_out = None, True
+    return out, err, rc, timed_out, time.time() - t0
+
+
+def rc_str(rc):
+    if rc is None:
+        return "killed at its time limit"
+    if rc < 0:
         try:
-            with Alarm(min(left, float(os.environ.get("FRNN_BENCH_MODEL_TIMEOUT", "120")))):
-                sets = [m.make(d, torch.bfloat16, dev, 1000 + i).requires_grad_() for i in range(2)]
-                in_bytes = sets[0].nbytes()
-                gouts = None
+            return "killed by signal %d (%s)" % (-rc, signal.Signals(-rc).name)
+        except ValueError:
+            return "killed by signal %d" % -rc
+    return "exit status %d" % rc
+
+
+def stderr_gist(err, n=400):
+    """The line that says why a process died (an assertion, a fatal error), else the tail."""
+    lines = [ln.strip() for ln in (err or "").splitlines() if ln.strip()]
+    for key in ("Assertion", "assertion", "Fatal", "fatal", "Segmentation", "Aborted", "Error", "error"):
+        hits = [ln for ln in lines if key in ln]
+        if hits:
+            return hits[-1][:n]
+    return " | ".join(lines[-3:])[-n:]
+
+
+def run_isolated(m, variant, job, limit):
+    """Runs one phase step of a reference variant (job: phase 'time' or 'check', dims,
+    dtype) in a child process (compare.py --isolated), under the variant's environment;
+    returns the child's result dict.  A child that dies (an LLVM assertion aborts the
+    interpreter) gives {'error': 'child process died: ...', 'crashed': True}; one still
+    running at the limit is killed: {'error': 'ModelTimeout: ...', 'timeout': True}."""
+    job = dict(job, model=m.name, variant=variant)
+    limit = min(limit, alarm_left() - 1.0)
+    env = dict(os.environ)
+    env.update(m.variant_env(variant))
+    env["FRNN_BENCH_CHILD_DEADLINE"] = "%.3f" % (time.time() + limit - 3.0)
+    cmd = [sys.executable, os.path.abspath(__file__), "--isolated", json.dumps(job)]
+    out, err, rc, timed_out, wall = run_subprocess(cmd, env, limit)
+    res, stage = None, None
+    for line in out.splitlines():
+        if line.startswith("ISOLATED "):
+            try:
+                j = json.loads(line[len("ISOLATED "):])
+            except ValueError:
+                continue
+            stage = j.get("stage", stage)
+            if "result" in j:
+                res = j["result"]
+    if res is None:
+        res = {}
+        if timed_out:
+            res["error"] = "ModelTimeout: child process killed after %.0f s (during %s)" % (limit, stage or "start-up")
+            res["timeout"] = True
+        else:
+            gist = stderr_gist(err)
+            res["error"] = "child process died (%s) during %s%s" % (rc_str(rc), stage or "start-up",
+                                                                    ": " + gist if gist else "")
+            res["crashed"] = True
+    res["isolated"] = {"wall_s": round(wall, 2), "rc": rc, "env": m.variant_env(variant)}
+    return res
+
+
+def isolated_child(job):
+    """compare.py --isolated JOB: one reference variant's time or check step; prints
+    'ISOLATED {"stage": ...}' before each step and 'ISOLATED {"result": {...}}' last."""
+    name, variant, phase = job["model"], job["variant"], job["phase"]
+    m = MODELS[name]
+    dev = torch.device(DEVICE)
+
+    def emit(**kw):
+        print("ISOLATED " + json.dumps(kw, default=str), flush=True)
+
+    deadline = env_float("FRNN_BENCH_CHILD_DEADLINE", time.time() + 60)
+    res = {"label": ref_label(m, variant)} if phase == "time" else {}
+    try:
+        with Alarm(max(1.0, deadline - time.time())):
+            emit(stage="device start-up")
+            torch.zeros(1, device=dev)
+            sync()
+            fake = "%s/%s" % (name, variant) in env_list("FRNN_BENCH_FAKE_ABORT", [])
+            if phase == "time":
+                emit(stage="inputs")
+                sets = [m.make(dict(job["dims"]), torch.bfloat16, dev, 1000 + i).requires_grad_() for i in range(2)]
 
                 def pre(i):
                     sets[i].zero_grad()
 
-                # frnn (try mixed dtypes first; fall back to parameters cast to bf16)
-                fr = res["frnn"]
-                for attempt in (0, 1):
-                    try:
-                        for c in sets:
-                            c.cast_params = bool(attempt)
-                        fn = lambda c: m.frnn(c, exact=False)
-                        t0 = time.perf_counter()
-                        with torch.no_grad():
-                            o, f = fn(sets[0])
-                            ts = list(o) + list(f)
-                            del o, f
-                        sync()
-                        if gouts is None:
-                            gouts = make_gouts(ts, 7, dev)
-                        fwbw(fn, sets[0], gouts)
-                        sync()
-                        fr["first_call_inproc_s"] = time.perf_counter() - t0
-                        with torch.no_grad():
-                            fr["fw"] = time_calls(lambda i: fn(sets[i]), pre, 2)
-                        fr["fwbw"] = time_calls(lambda i: fwbw(fn, sets[i], gouts), pre, 2)
-                        fr.update(peak_call(lambda i: fwbw(fn, sets[i], gouts), pre, in_bytes + sum(
-                            g.numel() * g.element_size() for g in gouts)))
-                        if attempt:
-                            fr["note"] = "float32 parameters cast to bf16 (mixed dtypes failed: %s)" % fr.pop("error_mixed", "")
-                        fr.pop("error", None)
-                        break
-                    except ModelTimeout:
-                        raise
-                    except Exception as e:
-                        fr["error"] = short_err(e)
-                        if attempt == 0:
-                            fr["error_mixed"] = short_err(e, 200)
-                            fr["trace"] = traceback.format_exc()[-1500:]
-                        pre(0)
-                for c in sets:
-                    c.cast_params = False
-                for variant, label in m.variants():
-                    rr = {"label": ref_label(m, variant)}
-                    res["refs"][variant] = rr
-                    save()
-                    fn = lambda c, v=variant: m.ref(c, v)
-                    try:
-                        t0 = time.perf_counter()
-                        with torch.no_grad():
-                            o, f = fn(sets[0])
-                        sync()
-                        rr["first_fw_inproc_s"] = time.perf_counter() - t0
-                        if gouts is None:
-                            gouts = make_gouts(list(o) + list(f), 7, dev)
+                def progress(st):
+                    emit(stage=st)
+                    if fake:  # test hook: abort as Triton's LLVM did
+                        os.abort()
+                time_ref(m, variant, sets, [None], pre, sets[0].nbytes(), dev, res, progress)
+            else:
+                dtype = {"bf16": torch.bfloat16, "f32": torch.float32, "f64": torch.float64}[job["dtype"]]
+                emit(stage="check %s" % job["dtype"])
+                if fake:
+                    os.abort()
+                res = check_model(m, dict(job["dims"]), dtype, dev, variant)
+    except ModelTimeout as e:
+        res["error"] = short_err(e)
+        res["timeout"] = True
+    except Exception as e:
+        res["error"] = short_err(e)
+        res["trace"] = traceback.format_exc()[-1500:]
+    emit(result=res)
+
+
+FAILED = {}  # (model, variant) -> {'error': ...} of a reference that crashed its process
+
+
+def run_variants(m, base, run_one):
+    """run_one(variant, failed_before) -> result dict for each variant of base, in order;
+    a variant that fails (error, crash: not a timeout) queues m.fallbacks(variant).  A
+    variant that crashed its process in an earlier phase is not run again (run_one gets
+    that failure as failed_before and records it)."""
+    queue = list(base)
+    seen = {v for v, _ in queue}
+    while queue:
+        v, _ = queue.pop(0)
+        before = FAILED.get((m.name, v))
+        r = run_one(v, before) or {}
+        if r.get("crashed"):
+            FAILED.setdefault((m.name, v), {"error": r.get("error", "")})
+        if before is not None or (r.get("error") and not r.get("timeout")):
+            for fb in m.fallbacks(v):
+                if fb[0] not in seen:
+                    queue.append(fb)
+                    seen.add(fb[0])
+
+
+# ---------------------------------------------------------------- phase: time
+def time_ref(m, variant, sets, gref, pre, in_bytes, dev, rr, progress=None):
+    """Times reference variant on the input sets into rr: first fw call (in process),
+    fw (no_grad), first fw+bw, fw+bw, peak memory.  gref[0]: the output gradients (made
+    from the reference's outputs when None).  progress(stage) before each step."""
+    progress = progress or (lambda st: None)
+    fn = lambda c, v=variant: m.ref(c, v)
+    with temp_env(m.variant_env(variant)):
+        progress("first fw call")
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            o, f = fn(sets[0])
+        sync()
+        rr["first_fw_inproc_s"] = time.perf_counter() - t0
+        if gref[0] is None:
+            gref[0] = make_gouts(list(o) + list(f), 7, dev)
+        gouts = gref[0]
+        del o, f
+        progress("fw timing")
+        with torch.no_grad():
+            rr["fw"] = time_calls(lambda i: fn(sets[i]), pre, 2)
+        try:
+            progress("first fw+bw call")
+            t0 = time.perf_counter()
+            fwbw(fn, sets[0], gouts)
+            sync()
+            rr["first_fwbw_inproc_s"] = time.perf_counter() - t0
+            has_bw = True
+        except NotImplementedError as e:
+            rr["fwbw_error"] = "no backward: " + short_err(e, 200)
+            has_bw = False
+        pre(0)
+        if has_bw:
+            progress("fw+bw timing")
+            rr["fwbw"] = time_calls(lambda i: fwbw(fn, sets[i], gouts), pre, 2)
+            progress("peak memory")
+            rr.update(peak_call(lambda i: fwbw(fn, sets[i], gouts), pre, in_bytes + sum(
+                g.numel() * g.element_size() for g in gouts)))
+    slow = [k for k in ("fw", "fwbw") if (rr.get(k) or {}).get("slow")]
+    if slow:
+        rr["label"] = rr.get("label", variant) + " (%s: 1 warm-up + %d reps)" % (
+            "/".join(slow), min(rr[k]["reps"] for k in slow))
+    return rr
+
+
+def _n_measured(res):
+    """How many times a time-phase entry holds (to keep the better of two attempts)."""
+    if not isinstance(res, dict):
+        return 0
+    n = sum(1 for k in ("fw", "fwbw") if (res.get("frnn") or {}).get(k))
+    for rr in (res.get("refs") or {}).values():
+        n += sum(1 for k in ("fw", "fwbw") if rr.get(k))
+    return n
+
+
+def time_model(name, sizes, limit, dev):
+    """One model's time entry (frnn, then each reference variant and its fallbacks),
+    within `limit` seconds; returns it (also stored in results.json as it goes)."""
+    m = MODELS[name]
+    row = mrow(name)
+    res = {"frnn": {}, "refs": collections.OrderedDict()}
+    row["time"] = res
+    d = m.dims(*sizes)
+    res["dims"] = d
+    res["limit_s"] = round(limit, 1)
+    sets = None
+    try:
+        with Alarm(limit):
+            sets = [m.make(d, torch.bfloat16, dev, 1000 + i).requires_grad_() for i in range(2)]
+            in_bytes = sets[0].nbytes()
+            gref = [None]
+
+            def pre(i):
+                sets[i].zero_grad()
+
+            # frnn (try mixed dtypes first; fall back to parameters cast to bf16)
+            fr = res["frnn"]
+            for attempt in (0, 1):
+                try:
+                    for c in sets:
+                        c.cast_params = bool(attempt)
+                    fn = lambda c: m.frnn(c, exact=False)
+                    t0 = time.perf_counter()
+                    with torch.no_grad():
+                        o, f = fn(sets[0])
+                        ts = list(o) + list(f)
                         del o, f
-                        with torch.no_grad():
-                            rr["fw"] = time_calls(lambda i: fn(sets[i]), pre, 2)
-                        try:
-                            t0 = time.perf_counter()
-                            fwbw(fn, sets[0], gouts)
-                            sync()
-                            rr["first_fwbw_inproc_s"] = time.perf_counter() - t0
-                            has_bw = True
-                        except NotImplementedError as e:
-                            rr["fwbw_error"] = "no backward: " + short_err(e, 200)
-                            has_bw = False
-                        pre(0)
-                        if has_bw:
-                            rr["fwbw"] = time_calls(lambda i: fwbw(fn, sets[i], gouts), pre, 2)
-                            rr.update(peak_call(lambda i: fwbw(fn, sets[i], gouts), pre, in_bytes + sum(
-                                g.numel() * g.element_size() for g in gouts)))
+                    sync()
+                    if gref[0] is None:
+                        gref[0] = make_gouts(ts, 7, dev)
+                    fwbw(fn, sets[0], gref[0])
+                    sync()
+                    fr["first_call_inproc_s"] = time.perf_counter() - t0
+                    with torch.no_grad():
+                        fr["fw"] = time_calls(lambda i: fn(sets[i]), pre, 2)
+                    fr["fwbw"] = time_calls(lambda i: fwbw(fn, sets[i], gref[0]), pre, 2)
+                    fr.update(peak_call(lambda i: fwbw(fn, sets[i], gref[0]), pre, in_bytes + sum(
+                        g.numel() * g.element_size() for g in gref[0])))
+                    if attempt:
+                        fr["note"] = "float32 parameters cast to bf16 (mixed dtypes failed: %s)" % fr.pop("error_mixed", "")
+                    fr.pop("error", None)
+                    break
+                except ModelTimeout:
+                    raise
+                except Exception as e:
+                    fr["error"] = short_err(e)
+                    if attempt == 0:
+                        fr["error_mixed"] = short_err(e, 200)
+                        fr["trace"] = traceback.format_exc()[-1500:]
+                    pre(0)
+            for c in sets:
+                c.cast_params = False
+
+            def run_one(variant, failed_before):
+                rr = {"label": ref_label(m, variant)}
+                res["refs"][variant] = rr
+                save()
+                if failed_before is not None:
+                    rr["error"] = "not run again: failed before (%s)" % failed_before["error"][:200]
+                    rr["crashed"] = True
+                elif m.isolated(variant):
+                    rr.update(run_isolated(m, variant, {"phase": "time", "dims": d}, alarm_left() - 0.5))
+                    rr["label"] = rr.get("label") or ref_label(m, variant)
+                    if rr.get("timeout"):
+                        save()
+                        raise ModelTimeout(rr.get("error", "child timed out"))
+                else:
+                    try:
+                        time_ref(m, variant, sets, gref, pre, in_bytes, dev, rr)
                     except ModelTimeout as e:
                         rr["error"] = short_err(e)
                         raise
                     except Exception as e:
                         rr["error"] = short_err(e)
                         rr["trace"] = traceback.format_exc()[-1500:]
-                    pre(0)
-                    if "fwbw" in rr and "fwbw" in fr:
-                        rr["ratio_fwbw"] = fr["fwbw"]["ms"] / rr["fwbw"]["ms"]
-                    if "fw" in rr and "fw" in fr:
-                        rr["ratio_fw"] = fr["fw"]["ms"] / rr["fw"]["ms"]
-                    save()
-        except ModelTimeout as e:
-            res["error"] = short_err(e)
-        except Exception as e:
-            res["error"] = short_err(e)
-            res["trace"] = traceback.format_exc()[-2000:]
-        finally:
-            sets = None
-            try:
-                if DEVICE != "cpu":
-                    torch.cuda.empty_cache()
-            except Exception:
-                pass
+                pre(0)
+                if "fwbw" in rr and "fwbw" in fr:
+                    rr["ratio_fwbw"] = fr["fwbw"]["ms"] / rr["fwbw"]["ms"]
+                if "fw" in rr and "fw" in fr:
+                    rr["ratio_fw"] = fr["fw"]["ms"] / rr["fw"]["ms"]
+                save()
+                return rr
+
+            run_variants(m, m.variants(), run_one)
+    except ModelTimeout as e:
+        res["error"] = short_err(e)
+        res["timeout"] = True
+    except Exception as e:
+        res["error"] = short_err(e)
+        res["trace"] = traceback.format_exc()[-2000:]
+    finally:
+        sets = None
+        try:
+            if DEVICE != "cpu":
+                torch.cuda.empty_cache()
+        except Exception:
+            pass
+    try:
+        row.update(m.extra_info())
+    except Exception:
+        pass
+    save()
+    return res
+
+
+def phase_time(names, sizes, until):
+    """Each model gets fair_limit() of what is left (FRNN_BENCH_SHARE); models that ran
+    out of their share run again at the end with what the others left over (their
+    compiled kernels are cached by then); the better of the two attempts is kept."""
+    dev = torch.device(DEVICE)
+
+    def skip(name):
+        mrow(name)["time"] = {"skipped": "time budget"}
         save()
+        log("time %-16s skipped (budget)" % name)
+
+    def run_item(name, limit, attempt):
+        row = mrow(name)
+        prev = row.get("time") if attempt > 1 else None
+        res = time_model(name, sizes, limit, dev)
+        ran_out = bool(res.get("timeout"))
+        if prev is not None:
+            if _n_measured(res) < _n_measured(prev):
+                prev["retry"] = {"limit_s": res.get("limit_s"), "error": res.get("error")}
+                row["time"] = res = prev
+            else:
+                res["first_attempt"] = {"limit_s": prev.get("limit_s"), "error": prev.get("error")}
+            res["attempts"] = attempt
+            save()
         fr = res["frnn"]
         msg = "frnn fw %s fwbw %s" % (fmt_ms(fr.get("fw")), fmt_ms(fr.get("fwbw")))
         for v, rr in res["refs"].items():
@@ -1448,7 +2027,10 @@ def phase_time(names, sizes, until):
             msg += " | frnn ERR " + fr["error"][:100]
         if res.get("error"):
             msg += " | ERR " + res["error"][:100]
-        log("time %-16s %s" % (name, msg))
+        log("time %-16s %s(limit %.0f s%s)" % (name, msg + " ", limit, ", attempt %d" % attempt if attempt > 1 else ""))
+        return not ran_out
+
+    run_shared(names, until, run_item, model_cap, min_s=8.0, on_skip=skip)
 
 
 def fmt_ms(t):
@@ -1516,44 +2098,80 @@ def check_model(m, d, dtype, device, variant, seed=4242):
 
 
 def phase_check(names, sizes, until, device=None, dtypes=None):
-    """bf16 for every model first (it reuses the kernels the timing compiled), then float32."""
+    """bf16 for every model first (it reuses the kernels the timing compiled), then float32.
+    Each (dtype, model) gets fair_limit() of what is left, like the time phase; one that
+    runs out of it runs again at the end (its variants already checked are kept)."""
     device = device or torch.device(DEVICE)
     dtypes = dtypes or [torch.bfloat16, torch.float32]
-    for dtype in dtypes:
-        dn = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float64: "f64"}[dtype]
-        for name in names:
-            m = MODELS[name]
-            row = mrow(name)
-            res = row.setdefault("check", collections.OrderedDict())
-            d = m.dims(*sizes)
-            res["dims"] = d
-            for variant, _ in m.check_variants():
-                key = "%s/%s" % (dn, variant)
-                left = until - time.time()
-                if left < 5:
-                    res[key] = {"skipped": "time budget"}
-                    continue
+    dnames = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float64: "f64"}
+    by_dn = {dnames[dt]: dt for dt in dtypes}
+    items = [(dnames[dt], name) for dt in dtypes for name in names]
+
+    def skip(item):
+        dn, name = item
+        res = mrow(name).setdefault("check", collections.OrderedDict())
+        for variant, _ in MODELS[name].check_variants():
+            res.setdefault("%s/%s" % (dn, variant), {"skipped": "time budget"})
+        save()
+
+    def run_item(item, limit, attempt):
+        dn, name = item
+        dtype = by_dn[dn]
+        m = MODELS[name]
+        row = mrow(name)
+        res = row.setdefault("check", collections.OrderedDict())
+        d = m.dims(*sizes)
+        res["dims"] = d
+        item_deadline = time.time() + limit
+        ran_out = [False]
+
+        def run_one(variant, failed_before):
+            key = "%s/%s" % (dn, variant)
+            old = res.get(key)
+            if attempt > 1 and isinstance(old, dict) and ("errors" in old or (old.get("error") and not old.get("timeout"))):
+                return old  # done in the first pass
+            left = item_deadline - time.time()
+            if failed_before is not None:
+                r = {"error": "not run: failed before (%s)" % failed_before["error"][:200], "crashed": True}
+            elif left < 3:
+                r = {"skipped": "time budget", "timeout": True}
+            elif m.isolated(variant):
+                r = run_isolated(m, variant, {"phase": "check", "dims": d, "dtype": dn}, left)
+            else:
                 try:
-                    with Alarm(min(left, float(os.environ.get("FRNN_BENCH_MODEL_TIMEOUT", "120")))):
+                    with Alarm(left), temp_env(m.variant_env(variant)):
                         r = check_model(m, d, dtype, device, variant)
+                except ModelTimeout as e:
+                    r = {"error": short_err(e), "timeout": True}
                 except Exception as e:
                     r = {"error": short_err(e), "trace": traceback.format_exc()[-1500:]}
-                res[key] = r
-                save()
-                if "errors" in r:
-                    log("check %-16s %-14s fw %.2e bw %s%s" % (
-                        name, key, r["max_fw"] if r["max_fw"] is not None else float("nan"),
-                        "%.2e" % r["max_bw"] if r["max_bw"] is not None else "-",
-                        "  " + r.get("ref_backward", "") if r.get("ref_backward") else ""))
-                else:
-                    log("check %-16s %-14s %s" % (name, key, r.get("error", r.get("skipped", ""))[:150]))
-                if DEVICE != "cpu":
-                    torch.cuda.empty_cache()
+            if r.get("timeout"):
+                ran_out[0] = True
+            res[key] = r
+            save()
+            if "errors" in r:
+                log("check %-16s %-20s fw %.2e bw %s%s" % (
+                    name, key, r["max_fw"] if r["max_fw"] is not None else float("nan"),
+                    "%.2e" % r["max_bw"] if r["max_bw"] is not None else "-",
+                    "  " + r.get("ref_backward", "") if r.get("ref_backward") else ""))
+            else:
+                log("check %-16s %-20s %s" % (name, key, r.get("error", r.get("skipped", ""))[:150]))
+            if DEVICE != "cpu":
+                torch.cuda.empty_cache()
+            return r
+
+        run_variants(m, m.check_variants(), run_one)
+        return not ran_out[0]
+
+    run_shared(items, until, run_item, lambda it: model_cap(it[1]), min_s=5.0, on_skip=skip)
 
 
 # --------------------------------------------------------------- phase: first
 def first_call_child(name, stage):
-    """Runs in a fresh process: frnn's first fw+bw call, then the reference's."""
+    """Runs in a fresh process: frnn's first fw+bw call, then the reference's, one variant
+    after the other (FRNN_BENCH_FIRST_VARIANTS, default the model's variants), each under
+    its environment; prints 'FIRSTCALL {"started": ...}' before each part, so the parent
+    can tell what was running when the process died or was killed."""
     m = MODELS[name]
     dev = torch.device(DEVICE)
     torch.zeros(1, device=dev)
@@ -1564,85 +2182,132 @@ def first_call_child(name, stage):
     def emit(**kw):
         print("FIRSTCALL " + json.dumps(kw), flush=True)
 
-    try:
-        t0 = time.perf_counter()
-        outs, fins = m.frnn(c, exact=False)
-        ts = list(outs) + list(fins)
-        gouts = make_gouts(ts, 7, dev)
-        pairs = [(t, g) for t, g in zip(ts, gouts) if t.requires_grad]
-        torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
-        sync()
-        emit(frnn_s=time.perf_counter() - t0)
-    except Exception as e:
-        emit(frnn_error=short_err(e))
-    c.zero_grad()
-    for variant, _ in m.variants():
+    if os.environ.get("FRNN_BENCH_FIRST_SKIP_FRNN") != "1":
+        emit(started="frnn")
         try:
             t0 = time.perf_counter()
-            mod = {"fla": "fla.ops", "mamba_ssm": "mamba_ssm.ops.triton.ssd_combined",
-                   "mlstm_kernels": "mlstm_kernels.torch.chunkwise"}.get(REF_LABEL[name])
-            if name == "mamba":
-                mod = "mamba_ssm.ops.selective_scan_interface"
-            if mod:
-                import importlib
-                importlib.import_module(mod)
-            t_imp = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            o, f = m.ref(c, variant)
-            ts = list(o) + list(f)
+            outs, fins = m.frnn(c, exact=False)
+            ts = list(outs) + list(fins)
             gouts = make_gouts(ts, 7, dev)
-            note = ""
-            try:
-                pairs = [(t, g) for t, g in zip(ts, gouts) if t.requires_grad]
-                torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
-            except NotImplementedError:
-                note = "fw only (no backward)"
+            pairs = [(t, g) for t, g in zip(ts, gouts) if t.requires_grad]
+            torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
             sync()
-            emit(variant=variant, ref_s=time.perf_counter() - t0, ref_import_s=t_imp, note=note)
+            emit(frnn_s=time.perf_counter() - t0)
+        except Exception as e:
+            emit(frnn_error=short_err(e))
+        c.zero_grad()
+    variants = [v for v in env_list("FRNN_BENCH_FIRST_VARIANTS", [v for v, _ in m.variants()]) if v != "-"]
+    fake = env_list("FRNN_BENCH_FAKE_ABORT", [])
+    for variant in variants:
+        emit(started=variant)
+        try:
+            with temp_env(m.variant_env(variant)):
+                if "%s/%s" % (name, variant) in fake:  # test hook: abort as Triton's LLVM did
+                    os.abort()
+                t0 = time.perf_counter()
+                mod = {"fla": "fla.ops", "mamba_ssm": "mamba_ssm.ops.triton.ssd_combined",
+                       "mlstm_kernels": "mlstm_kernels.torch.chunkwise"}.get(REF_LABEL[name])
+                if name == "mamba":
+                    mod = "mamba_ssm.ops.selective_scan_interface"
+                if mod and not CPU_TEST:
+                    import importlib
+                    try:
+                        importlib.import_module(mod)
+                    except ImportError:
+                        if name != "mamba":  # mamba: the local copy of selective_scan_ref
+                            raise
+                t_imp = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                o, f = m.ref(c, variant)
+                ts = list(o) + list(f)
+                gouts = make_gouts(ts, 7, dev)
+                note = ""
+                try:
+                    pairs = [(t, g) for t, g in zip(ts, gouts) if t.requires_grad]
+                    torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
+                except NotImplementedError:
+                    note = "fw only (no backward)"
+                sync()
+                emit(variant=variant, ref_s=time.perf_counter() - t0, ref_import_s=t_imp, note=note,
+                     label=ref_label(m, variant))
         except Exception as e:
             emit(variant=variant, ref_error=short_err(e))
         c.zero_grad()
 
 
 def run_child(name, stage, env, timeout):
+    """One first-call subprocess; its FIRSTCALL lines as a dict.  A subprocess killed at
+    the timeout: 'timeout', and 'frnn_timeout' or refs[variant]['ref_timeout'] for the
+    part it was in; one that died (signal, exit status): 'died', and that part's error."""
     cmd = [sys.executable, os.path.abspath(__file__), "--first-call", name, stage]
-    t0 = time.time()
-    try:
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-        out, err, timed_out = r.stdout, r.stderr, False
-    except subprocess.TimeoutExpired as e:
-        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
-        timed_out = True
-    res = {"wall_s": time.time() - t0}
+    out, err, rc, timed_out, wall = run_subprocess(cmd, env, timeout)
+    res = {"wall_s": wall, "limit_s": round(timeout, 1)}
     refs = {}
+    started = None
     for line in out.splitlines():
         if line.startswith("FIRSTCALL "):
             try:
                 j = json.loads(line[len("FIRSTCALL "):])
             except ValueError:
                 continue
-            if "variant" in j:
+            if "started" in j:
+                started = j["started"]
+            elif "variant" in j:
                 refs[j.pop("variant")] = j
+                started = None
             else:
                 res.update(j)
-    res["refs"] = refs
+                started = None
     if timed_out:
         res["timeout"] = "> %.0f s (subprocess killed)" % timeout
+        if started == "frnn":
+            res["frnn_timeout"] = "> %.0f s" % timeout
+        elif started:
+            refs[started] = {"ref_timeout": "> %.0f s (subprocess killed)" % timeout}
+    elif rc:
+        gist = stderr_gist(err)
+        why = "child process died (%s)%s" % (rc_str(rc), ": " + gist if gist else "")
+        res["died"] = why
+        if started == "frnn":
+            res["frnn_error"] = why
+        elif started:
+            refs[started] = {"ref_error": why, "crashed": True}
+    res["rc"] = rc
+    res["refs"] = refs
     if not refs and "frnn_s" not in res:
         res["stderr_tail"] = err[-600:]
     return res
 
 
+def first_variants(name):
+    """The reference variants the time phase ran for this model (fallbacks included),
+    else the model's variants."""
+    t = mrow(name).get("time") or {}
+    vs = list((t.get("refs") or {}).keys()) if isinstance(t, dict) else []
+    return vs or [v for v, _ in MODELS[name].variants()]
+
+
 def phase_first(names, until):
-    jobs = int(os.environ.get("FRNN_BENCH_FIRST_JOBS", "6"))
-    per = float(os.environ.get("FRNN_BENCH_FIRST_TIMEOUT", "60"))
+    jobs = max(1, int(os.environ.get("FRNN_BENCH_FIRST_JOBS", "6")))
+    per = env_float("FRNN_BENCH_FIRST_TIMEOUT", 60)
     base = tempfile.mkdtemp(prefix="frnn-firstcall-")
     RESULTS["header"]["first_call"] = ("fresh subprocess per model and stage, %d at a time; cold: empty "
                                        "FRNN_CACHE_DIR and TRITON_CACHE_DIR; warm: the same folders again; "
                                        "times exclude Python/torch start-up and the reference's import "
-                                       "(ref_import_s); timeout %.0f s per subprocess" % (jobs, per))
+                                       "(ref_import_s); timeout per subprocess: %.0f s, or less so that every "
+                                       "model gets its share of the phase (limit_s)" % (jobs, per))
     import concurrent.futures as cf
+    pending = [2 * len(names)]  # subprocesses not started yet (one cold + one warm per model)
+
+    def limit_now():
+        """Seconds for the next subprocess: its share of what is left, jobs at a time."""
+        with _lock:
+            n = max(1, pending[0])
+            pending[0] -= 1
+        left = until - time.time()
+        if left < 10:
+            return None
+        return min(per, left, max(10.0, left * min(jobs, n) / n))
 
     def one(name):
         row = mrow(name)
@@ -1653,15 +2318,50 @@ def phase_first(names, until):
         env["TRITON_CACHE_DIR"] = os.path.join(base, name, "triton")
         os.makedirs(env["FRNN_CACHE_DIR"], exist_ok=True)
         os.makedirs(env["TRITON_CACHE_DIR"], exist_ok=True)
+        variants = first_variants(name)
+        # a variant that aborted its process in an earlier phase (or cold) would again: not run
+        crashed = {v: "not run: crashed before (%s)" % FAILED[(name, v)]["error"][:160]
+                   for v in variants if (name, v) in FAILED}
         for stage in ("cold", "warm"):
-            left = until - time.time()
-            if left < 10:
+            if stage == "warm":
+                for v, r in ((fc.get("cold") or {}).get("refs") or {}).items():
+                    if r.get("crashed") and v not in crashed:
+                        crashed[v] = "not run: crashed cold"
+            todo = [v for v in variants if v not in crashed]
+            merged, skip_frnn = None, False
+            for _ in range(len(variants) + 1):
+                limit = limit_now()
+                if limit is None:
+                    if merged is None:
+                        merged = {"skipped": "time budget"}
+                    break
+                e2 = dict(env, FRNN_BENCH_FIRST_VARIANTS=",".join(todo) or "-")
+                if skip_frnn:
+                    e2["FRNN_BENCH_FIRST_SKIP_FRNN"] = "1"
+                r = run_child(name, stage, e2, limit)
+                if merged is None:
+                    merged = r
+                else:  # a rerun for the variants after the one that died / timed out
+                    merged["refs"].update(r["refs"])
+                    merged.setdefault("reruns", []).append(
+                        {k: r.get(k) for k in ("wall_s", "limit_s", "rc", "timeout", "died") if r.get(k) is not None})
+                rest = [v for v in todo if v not in r["refs"]]
+                for v, rv in list(r["refs"].items()):
+                    for fb, _ in (MODELS[name].fallbacks(v) if rv.get("crashed") else []):
+                        if fb not in variants:  # first phase alone: the fallbacks the time phase would have run
+                            variants.append(fb)
+                            rest.append(fb)
+                if not rest or not (r.get("timeout") or r.get("died")) or not r["refs"]:
+                    break
+                todo, skip_frnn = rest, True
                 with _lock:
-                    fc[stage] = {"skipped": "time budget"}
-                continue
-            r = run_child(name, stage, env, min(per, left))
+                    pending[0] += 1
+            if isinstance(merged, dict) and "refs" in merged:
+                for v in variants:
+                    if v in crashed and v not in merged["refs"]:
+                        merged["refs"][v] = {"ref_error": crashed[v], "crashed": True}
             with _lock:
-                fc[stage] = r
+                fc[stage] = merged
             save()
         return name
 
@@ -1671,23 +2371,50 @@ def phase_first(names, until):
             log("first %-16s %s" % (name, fmt_first(fc)))
 
 
+def _first_ref(fc, stage, var):
+    """A reference's first-call entry as the table shows it: '12.3s', '>60s', 'crash', '-'."""
+    s = fc.get(stage) or {}
+    r = (s.get("refs") or {}).get(var) or {}
+    if r.get("ref_s") is not None:
+        return "%.1fs" % r["ref_s"]
+    if r.get("ref_timeout"):
+        return ">%ss" % r["ref_timeout"].split()[1]
+    if r.get("crashed") or "child process died" in (r.get("ref_error") or ""):
+        return "crash"
+    if r.get("ref_error"):
+        return "err"
+    if s.get("timeout"):
+        return ">%ss" % s["timeout"].split()[1]
+    return "-"
+
+
+def _first_frnn(fc, stage):
+    s = fc.get(stage) or {}
+    if s.get("frnn_s") is not None:
+        return "%.1fs" % s["frnn_s"]
+    if s.get("frnn_timeout") or s.get("timeout"):
+        return ">%ss" % (s.get("frnn_timeout") or s["timeout"]).split()[1].rstrip("s")
+    if s.get("frnn_error"):
+        return "err"
+    return "-"
+
+
 def fmt_first(fc):
-    def g(stage, key, var=None):
-        s = fc.get(stage, {})
-        if var is not None:
-            s = s.get("refs", {}).get(var, {})
-        v = s.get(key)
-        if v is None:
-            if stage in fc and fc[stage].get("timeout"):
-                return ">%s" % fc[stage]["timeout"].split()[1]
-            return "-"
-        return "%.1f" % v
-    var = next(iter(fc.get("cold", {}).get("refs", {}) or {"": 0}))
-    return "frnn cold %ss warm %ss | ref cold %ss warm %ss" % (g("cold", "frnn_s"), g("warm", "frnn_s"),
-                                                               g("cold", "ref_s", var), g("warm", "ref_s", var))
+    msg = "frnn cold %s warm %s" % (_first_frnn(fc, "cold"), _first_frnn(fc, "warm"))
+    variants = []
+    for stage in ("cold", "warm"):
+        for v in ((fc.get(stage) or {}).get("refs") or {}):
+            if v not in variants:
+                variants.append(v)
+    for v in variants:
+        msg += " | %s cold %s warm %s" % (v, _first_ref(fc, "cold", v), _first_ref(fc, "warm", v))
+    return msg
 
 
 # ================================================================== report
+LABEL_W = 72  # reference column width of the table
+
+
 def table(results):
     rows = []
     hdr = ("model", "reference", "frnn fw", "ref fw", "frnn fwbw", "ref fwbw", "fwbw x", "peak MB f/r",
@@ -1699,13 +2426,16 @@ def table(results):
         chk = row.get("check", {})
         fc = row.get("first", {})
         variants = list(refs.keys())
-        for k in chk:
-            if "/" in k and k.split("/", 1)[1] not in variants:
-                variants.append(k.split("/", 1)[1])
+        chk_vs = [k.split("/", 1)[1] for k in chk if "/" in k]
+        first_vs = [v for st in ("cold", "warm") for v in (((fc or {}).get(st) or {}).get("refs") or {})]
+        for v in chk_vs + first_vs:
+            if v not in variants:
+                variants.append(v)
         for v in variants or ["-"]:
             rr = refs.get(v, {})
             if v not in refs and name in MODELS:
-                rr = {"label": ("(check only) " if refs else "") + ref_label(MODELS[name], v)}
+                only = "(check only) " if refs and v in chk_vs else ("(first call only) " if refs else "")
+                rr = {"label": only + ref_label(MODELS[name], v)}
 
             def ms(x):
                 return "%.2f" % x["ms"] if x else "-"
@@ -1716,6 +2446,10 @@ def table(results):
                     f = r.get("max_fw")
                     b = r.get("max_bw")
                     return "%s/%s" % ("%.0e" % f if f is not None else "-", "%.0e" % b if b is not None else "-")
+                if r.get("crashed"):
+                    return "crash"
+                if r.get("timeout"):
+                    return "timeout"
                 return "err" if r.get("error") else "-"
 
             ratio = rr.get("ratio_fwbw")
@@ -1723,21 +2457,16 @@ def table(results):
             pk = "%s/%s" % ("%.0f" % (fr["peak_bytes"] / 2**20) if fr.get("peak_bytes") else "-",
                             "%.0f" % (rr["peak_bytes"] / 2**20) if rr.get("peak_bytes") else "-")
 
-            def first(stage, key, var=None):
-                s = fc.get(stage, {})
-                if var is not None:
-                    s = s.get("refs", {}).get(var, {})
-                x = s.get(key)
-                if x is None:
-                    return ">%ss" % fc[stage]["timeout"].split()[1] if fc.get(stage, {}).get("timeout") else "-"
-                return "%.1fs" % x
             label = rr.get("label") or v
-            rows.append((name, label[:40], ms(fr.get("fw")), ms(rr.get("fw")), ms(fr.get("fwbw")),
+            if rr.get("crashed") and not rr.get("fw"):
+                label = "[crashed] " + label
+            rows.append((name, label[:LABEL_W], ms(fr.get("fw")), ms(rr.get("fw")), ms(fr.get("fwbw")),
                          ms(rr.get("fwbw")) if rr.get("fwbw") else ("no bw" if rr.get("fwbw_error") else "-"),
                          rs, pk, ck("f32"), ck("bf16"),
-                         "%s/%s" % (first("cold", "frnn_s"), first("warm", "frnn_s")), first("cold", "ref_s", v)))
+                         "%s/%s" % (_first_frnn(fc, "cold"), _first_frnn(fc, "warm")), _first_ref(fc, "cold", v)))
             if v not in refs and refs:  # check-only row: its timings are the row above's
-                rows[-1] = rows[-1][:2] + ("",) * 6 + rows[-1][8:10] + ("", "")
+                rows[-1] = rows[-1][:2] + ("",) * 6 + rows[-1][8:10] + (
+                    ("", "") if v in chk_vs and v not in first_vs else ("",) + rows[-1][11:])
     w = [max(len(str(r[i])) for r in rows + [hdr]) for i in range(len(hdr))]
     lines = ["  ".join(str(x).ljust(w[i]) for i, x in enumerate(hdr))]
     lines += ["  ".join(str(x).ljust(w[i]) for i, x in enumerate(r)) for r in rows]
@@ -1914,6 +2643,9 @@ def main():
     if args[:1] == ["--first-call"]:
         first_call_child(args[1], args[2])
         return 0
+    if args[:1] == ["--isolated"]:
+        isolated_child(json.loads(args[1]))
+        return 0
     os.makedirs(OUT, exist_ok=True)
     names = [n for n in env_list("FRNN_BENCH_MODELS", list(MODELS)) if n in MODELS]
     phases = env_list("FRNN_BENCH_PHASES", ["time", "check", "first"])
@@ -1941,7 +2673,7 @@ def main():
                 phase_check(names, csizes, until)
             elif ph == "first":
                 phase_first(names, until)
-        except Exception as e:
+        except (Exception, ModelTimeout) as e:
             log("phase %s failed: %s" % (ph, short_err(e)))
             traceback.print_exc()
         save()
