@@ -272,6 +272,37 @@ LLVMValueRef cg_shared_array(codegen *cg, const char *name, LLVMTypeRef elem, in
   return g;
 }
 
+/* ------------------------------------------------------------- clusters */
+/* Inline PTX rather than the llvm.nvvm cluster intrinsics: an intrinsic
+ * that does not lower aborts the process ("Cannot select"). */
+static LLVMValueRef inline_ptx(codegen *cg, LLVMTypeRef ret, LLVMTypeRef *args, int n_args,
+                               const char *text, const char *constraints, bool side_effects,
+                               LLVMValueRef *vals) {
+  LLVMTypeRef fty = LLVMFunctionType(ret, args, (unsigned)n_args, 0);
+  LLVMValueRef ia = LLVMGetInlineAsm(fty, text, strlen(text), constraints, strlen(constraints),
+                                     side_effects, 0, LLVMInlineAsmDialectATT, 0);
+  return LLVMBuildCall2(cg->b, fty, ia, vals, (unsigned)n_args, "");
+}
+
+void cg_cluster_barrier(codegen *cg) {
+  if (cg->tgt.sm < 90) cg_error(cg, "cluster barrier needs sm_90, target is %s", cg->tgt.arch);
+  /* arrive has release and wait acquire semantics: shared-memory writes
+   * before it are visible to every block of the cluster after it. */
+  inline_ptx(cg, cg->t_void, NULL, 0,
+             "barrier.cluster.arrive.aligned;\n\tbarrier.cluster.wait.aligned;", "~{memory}", true,
+             NULL);
+}
+
+LLVMValueRef cg_cluster_shared(codegen *cg, LLVMValueRef shared, LLVMValueRef rank) {
+  if (cg->tgt.sm < 90) cg_error(cg, "distributed shared memory needs sm_90, target is %s", cg->tgt.arch);
+  LLVMValueRef generic = LLVMBuildAddrSpaceCast(cg->b, shared, cg->t_ptr, "");
+  LLVMValueRef addr = LLVMBuildPtrToInt(cg->b, generic, cg->t_i64, "");
+  LLVMTypeRef at[2] = {cg->t_i64, cg->t_i32};
+  LLVMValueRef av[2] = {addr, rank};
+  LLVMValueRef remote = inline_ptx(cg, cg->t_i64, at, 2, "mapa.u64 $0, $1, $2;", "=l,l,r", false, av);
+  return LLVMBuildIntToPtr(cg->b, remote, cg->t_ptr, "");
+}
+
 LLVMValueRef cg_dynamic_shared(codegen *cg, const char *name) {
   LLVMValueRef g = LLVMGetNamedGlobal(cg->mod, name);
   if (g) return g;
@@ -447,6 +478,13 @@ LLVMValueRef cg_load_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, en
   if (ty == cg->t_f32) return v;
   if (ty == cg->t_f64) return LLVMBuildFPTrunc(cg->b, v, cg->t_f32, "");
   return LLVMBuildFPExt(cg->b, v, cg->t_f32, "");
+}
+
+void cg_prefetch_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt) {
+  unsigned size;
+  LLVMTypeRef ty = dtype_type(cg, dt, &size);
+  LLVMValueRef addr = LLVMBuildPtrToInt(cg->b, cg_gep(cg, ty, base, idx64), cg->t_i64, "");
+  inline_ptx(cg, cg->t_void, &cg->t_i64, 1, "prefetch.global.L1 [$0];", "l", true, &addr);
 }
 
 void cg_store_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt,

@@ -34,7 +34,7 @@
   X(cuCtxSynchronize)                                                                    \
   X(cuModuleLoadDataEx) X(cuModuleUnload) X(cuModuleGetFunction)                         \
   X(cuLinkCreate) X(cuLinkAddData) X(cuLinkComplete) X(cuLinkDestroy)                    \
-  X(cuFuncSetAttribute) X(cuFuncGetAttribute) X(cuLaunchKernel)                          \
+  X(cuFuncSetAttribute) X(cuFuncGetAttribute) X(cuLaunchKernel) X(cuLaunchKernelEx)                      \
   X(cuMemAlloc) X(cuMemFree) X(cuMemGetInfo)                                             \
   X(cuMemcpyHtoD) X(cuMemcpyDtoH) X(cuMemcpyHtoDAsync) X(cuMemcpyDtoHAsync)              \
   X(cuMemsetD8) X(cuMemsetD8Async)                                                       \
@@ -389,8 +389,8 @@ frnn_status cuda_function_attribute(frnn_ctx *ctx, CUfunction f, int attribute, 
 }
 
 frnn_status cuda_launch(frnn_ctx *ctx, CUfunction f, const char *kernel_name,
-                        const unsigned grid[3], const unsigned block[3], unsigned shared_bytes,
-                        CUstream stream, void **params) {
+                        const unsigned grid[3], const unsigned block[3], unsigned cluster_x,
+                        unsigned shared_bytes, CUstream stream, void **params) {
   frnn_status st = cuda_load(ctx);
   if (st) return st;
   const char *kn = kernel_name ? kernel_name : "kernel";
@@ -404,14 +404,32 @@ frnn_status cuda_launch(frnn_ctx *ctx, CUfunction f, const char *kernel_name,
       return cu_fail(ctx, r, "cuFuncSetAttribute(%s, max dynamic shared = %u bytes)", kn,
                      shared_bytes);
   }
-  r = api.p_cuLaunchKernel(f, grid[0], grid[1], grid[2], block[0], block[1], block[2],
-                           shared_bytes, stream, params, NULL);
+  if (cluster_x > 1) {
+    if (grid[0] % cluster_x)
+      return diag_fail(ctx, FRNN_E_ARG, "cuda_launch(%s): grid x %u is not a multiple of the cluster's %u",
+                       kn, grid[0], cluster_x);
+    CUlaunchAttribute attr;
+    memset(&attr, 0, sizeof attr);
+    attr.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+    attr.value.clusterDim.x = cluster_x;
+    attr.value.clusterDim.y = 1;
+    attr.value.clusterDim.z = 1;
+    CUlaunchConfig cfg = {.gridDimX = grid[0], .gridDimY = grid[1], .gridDimZ = grid[2],
+                          .blockDimX = block[0], .blockDimY = block[1], .blockDimZ = block[2],
+                          .sharedMemBytes = shared_bytes, .hStream = stream, .attrs = &attr,
+                          .numAttrs = 1};
+    r = api.p_cuLaunchKernelEx(&cfg, f, params, NULL);
+  } else {
+    r = api.p_cuLaunchKernel(f, grid[0], grid[1], grid[2], block[0], block[1], block[2],
+                             shared_bytes, stream, params, NULL);
+  }
   if (r != CUDA_SUCCESS) {
     char desc[256];
     return diag_fail(ctx, FRNN_E_CUDA,
-                     "cuLaunchKernel(%s): %s [grid %u,%u,%u block %u,%u,%u shared %u bytes]", kn,
+                     "%s(%s): %s [grid %u,%u,%u block %u,%u,%u cluster %u shared %u bytes]",
+                     cluster_x > 1 ? "cuLaunchKernelEx" : "cuLaunchKernel", kn,
                      cu_describe(r, desc, sizeof desc), grid[0], grid[1], grid[2], block[0],
-                     block[1], block[2], shared_bytes);
+                     block[1], block[2], cluster_x > 1 ? cluster_x : 1, shared_bytes);
   }
   return FRNN_OK;
 }

@@ -244,15 +244,33 @@ typedef struct plan {
   int state_offset[FRNN_MAX_PORTS];  /* of each state within those */
   int in_floats[FRNN_MAX_PORTS];     /* elements of one (b,t,h) slice of each input */
   int bwd_regs;                      /* state floats one backward thread keeps */
+  bool bwd_deferred; /* sums over M in the backward are warp partials added per step
+                        (split_kinds); bwd.row_blocks > 1 then means a cluster */
+  /* Deferred: the exchange's shared floats for one step of one block, where
+   * input i's slots start and their stride per warp (0: not exchanged), and
+   * how many steps one exchange batches (plan_exchange). */
+  int xchg_floats, xchg_off[FRNN_MAX_PORTS], xchg_stride[FRNN_MAX_PORTS], xchg_steps;
+  int prefetch; /* PREFETCH_*: how time loops fetch the next step's inputs (lower_llvm.c) */
 } plan;
+enum { PREFETCH_NONE, PREFETCH_REGS, PREFETCH_HINT };
 
-/* Decide the kernel shapes of `step` (and its adjoint) for M x N. */
+typedef struct target target;
+/* Decide the kernel shapes of `step` (and its adjoint, NULL: derived here)
+ * for M x N on target t (sm_90: clusters; its shared memory). */
 frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adjoint, int64_t M,
-                      int64_t N, plan *out);
+                      int64_t N, const target *t, plan *out);
+/* Dynamic shared bytes of the backward kernel. */
+unsigned plan_bwd_shared_bytes(const plan *p);
+/* Kinds of adjoint values when rows are split (plan.c explains). */
+enum { KIND_LOCAL, KIND_UNIFORM, KIND_PARTIAL };
+/* kind[v] for every node of adj (n_in: its first n_in outputs are gradients
+ * of inputs, the rest of states); false when a sum over M must be whole. */
+bool split_kinds(const frnn_step *adj, int n_in, uint8_t *kind);
 int class_floats(int cls, int64_t M, int64_t N); /* elements of one value of a class */
 /* Workspace layout of one call (bytes from the workspace start). */
 typedef struct ws_layout {
   int64_t C, n_ckpt;         /* checkpoint interval, number of checkpoints */
+  int64_t C2;                /* the backward's second-level interval */
   size_t ckpt, scratch;      /* offsets */
   size_t partial[FRNN_MAX_PORTS]; /* per input: partial gradient, or SIZE_MAX */
   size_t total;
@@ -361,6 +379,11 @@ LLVMValueRef cg_shfl_idx_f32(codegen *cg, LLVMValueRef v, LLVMValueRef src_lane,
  * launch).  Both are ptr addrspace(3). */
 LLVMValueRef cg_shared_array(codegen *cg, const char *name, LLVMTypeRef elem, int64_t count);
 LLVMValueRef cg_dynamic_shared(codegen *cg, const char *name);
+/* sm_90 clusters: a barrier of every thread of the cluster (release/acquire),
+ * and the generic address of `shared` (an addrspace(3) global) in the block
+ * of cluster rank `rank` (i32), for ordinary loads. */
+void cg_cluster_barrier(codegen *cg);
+LLVMValueRef cg_cluster_shared(codegen *cg, LLVMValueRef shared, LLVMValueRef rank);
 
 /* f32 math.  Approximate mode: ex2.approx.ftz(x*log2e), lg2.approx*ln2,
  * tanh.approx (inline asm); accurate mode: __nv_expf, __nv_logf,
@@ -410,6 +433,9 @@ LLVMValueRef cg_gep(codegen *cg, LLVMTypeRef elem, LLVMValueRef base, LLVMValueR
 LLVMValueRef cg_load(codegen *cg, LLVMTypeRef ty, LLVMValueRef ptr);
 void cg_store(codegen *cg, LLVMValueRef v, LLVMValueRef ptr);
 LLVMValueRef cg_load_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt);
+/* A hint: bring the line holding element idx64 of a global array into L1
+ * (prefetch.global.L1; no register, no fault). */
+void cg_prefetch_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt);
 void cg_store_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt,
                    LLVMValueRef f32);
 
@@ -474,11 +500,13 @@ frnn_status cuda_function(frnn_ctx *ctx, CUmodule m, const char *name, CUfunctio
 /* Value of a CU_FUNC_ATTRIBUTE_* (registers, static shared bytes...). */
 frnn_status cuda_function_attribute(frnn_ctx *ctx, CUfunction f, int attribute, int *value);
 /* Launch on `stream` (NULL: the legacy default stream); no synchronisation.
- * shared_bytes above 48 KiB first raise the function's dynamic shared
- * memory limit (cuFuncSetAttribute).  kernel_name is for messages. */
+ * cluster_x > 1: blocks x..x+cluster_x-1 form a thread-block cluster
+ * (cuLaunchKernelEx; grid x must be a multiple).  shared_bytes above 48 KiB
+ * first raise the function's dynamic shared memory limit
+ * (cuFuncSetAttribute).  kernel_name is for messages. */
 frnn_status cuda_launch(frnn_ctx *ctx, CUfunction f, const char *kernel_name,
-                        const unsigned grid[3], const unsigned block[3], unsigned shared_bytes,
-                        CUstream stream, void **params);
+                        const unsigned grid[3], const unsigned block[3], unsigned cluster_x,
+                        unsigned shared_bytes, CUstream stream, void **params);
 
 /* Helpers for tests and tools.  async nonzero: enqueue on `stream` (host
  * memory should then be pinned to be truly asynchronous); zero: synchronous

@@ -48,6 +48,8 @@ typedef struct lower {
   LLVMValueRef row[PLAN_MAX_RPT], row_ok[PLAN_MAX_RPT], row_safe[PLAN_MAX_RPT];
   LLVMValueRef col[PLAN_MAX_CN], col_ok[PLAN_MAX_CN], col_safe[PLAN_MAX_CN];
   LLVMValueRef smem; /* shared floats for sums over M: warps * cn * lpr */
+  const uint8_t *kind; /* while emitting a deferred adjoint: split_kinds of its nodes */
+  LLVMValueRef mask0;  /* i1: the warp that counts uniform terms of partial sums once */
   LLVMValueRef **vals;
   uint32_t n_vals;
 } lower;
@@ -368,6 +370,22 @@ static void lower_sum_m(lower *lw, LLVMValueRef *x, int xcls, LLVMValueRef *out,
   }
 }
 
+/* sum over M, deferred: each warp's partial (its threads' rows, then a
+ * butterfly over the row groups of the warp); the warps' partials are added
+ * once per step by the exchange (lower_backward). */
+static void lower_sum_m_partial(lower *lw, LLVMValueRef *x, int xcls, LLVMValueRef *out, int ocls) {
+  codegen *cg = lw->cg;
+  for (int c = 0; c < (CLASS_HAS_N(ocls) ? lw->ks.cn : 1); c++) {
+    LLVMValueRef s = NULL;
+    for (int r = 0; r < lw->ks.rpt; r++) {
+      LLVMValueRef e = cg_select(cg, lw->row_ok[r], at(lw, x, xcls, r, c), cg_f32(cg, 0.0));
+      s = s ? cg_fadd(cg, s, e) : e;
+    }
+    for (int m = 16; m >= lw->ks.lpr; m /= 2) s = cg_fadd(cg, s, cg_shfl_bfly_f32(cg, s, m, 32));
+    out[c] = s;
+  }
+}
+
 /* Evaluate every node of graph g; leaves[kind][slot] give the INPUT and
  * STATE leaves' values.  Results in lw->vals (freed by free_vals). */
 static void free_vals(lower *lw) {
@@ -399,14 +417,24 @@ static bool emit_graph(lower *lw, const frnn_step *g, LLVMValueRef **in_leaf,
     }
     case FRNN_OP_CONST: out[0] = cg_f32(cg, n->value); break;
     case FRNN_OP_SUM: lower_sum_n(lw, lw->vals[n->arg[0]], g->nodes[n->arg[0]].cls, out, n->cls); break;
-    case FRNN_OP_SUM_M: lower_sum_m(lw, lw->vals[n->arg[0]], g->nodes[n->arg[0]].cls, out, n->cls); break;
+    case FRNN_OP_SUM_M:
+      (lw->kind ? lower_sum_m_partial : lower_sum_m)(lw, lw->vals[n->arg[0]], g->nodes[n->arg[0]].cls,
+                                                     out, n->cls);
+      break;
     default: {
       int ar = op_get(n->op)->arity;
       double e = n->op == FRNN_OP_POW ? g->nodes[n->arg[1]].value : 0;
+      /* partial + uniform: the uniform term is counted by one warp only. */
+      bool count_once = lw->kind && lw->kind[v] == KIND_PARTIAL &&
+                        (n->op == FRNN_OP_ADD || n->op == FRNN_OP_SUB || n->op == FRNN_OP_WHERE);
       for (int k = 0; k < cnt; k++) {
         int r = k / cn, c = k % cn;
         LLVMValueRef a[3] = {NULL, NULL, NULL};
-        for (int i = 0; i < ar; i++) a[i] = at(lw, lw->vals[n->arg[i]], g->nodes[n->arg[i]].cls, r, c);
+        for (int i = 0; i < ar; i++) {
+          a[i] = at(lw, lw->vals[n->arg[i]], g->nodes[n->arg[i]].cls, r, c);
+          if (count_once && lw->kind[n->arg[i]] == KIND_UNIFORM && !(n->op == FRNN_OP_WHERE && i == 0))
+            a[i] = cg_select(cg, lw->mask0, a[i], cg_f32(cg, 0.0));
+        }
         out[k] = lower_elementwise(cg, (frnn_op)n->op, a[0], a[1], a[2], e);
       }
     }
@@ -459,6 +487,93 @@ static LLVMValueRef new_counter(lower *lw, LLVMBasicBlockRef entry) {
   return v;
 }
 
+/* ------------------------------------------------------------- prefetch */
+/* A time loop's loads ahead of time.  The addresses of a step's inputs (and
+ * gradients of outputs) do not depend on the state, so while a step computes
+ * the next step's can be fetched (plan.prefetch):
+ *   PREFETCH_HINT  prefetch.global.L1 of the lines the next step will load
+ *                  (no registers held; the loads then hit L1);
+ *   PREFETCH_REGS  the next step's values loaded into registers, taken by the
+ *                  next iteration (software pipelining; costs registers);
+ *   PREFETCH_NONE  each step loads its own values. */
+typedef struct prefetch {
+  bool on; /* PREFETCH_REGS */
+  bool hint;
+  int n;
+  const targ *t[2 * FRNN_MAX_PORTS];
+  int cls[2 * FRNN_MAX_PORTS];
+  bool optional[2 * FRNN_MAX_PORTS];
+  LLVMValueRef *slots[2 * FRNN_MAX_PORTS], *dst[2 * FRNN_MAX_PORTS];
+} prefetch;
+
+static bool pf_add(lower *lw, prefetch *pf, const targ *t, int cls, bool optional, LLVMValueRef *dst,
+                   LLVMBasicBlockRef entry) {
+  int k = pf->n++;
+  pf->t[k] = t;
+  pf->cls[k] = cls;
+  pf->optional[k] = optional;
+  pf->dst[k] = dst;
+  pf->slots[k] = pf->on ? new_slots(lw, cls, entry) : NULL;
+  return !pf->on || pf->slots[k];
+}
+
+static void pf_hint(lower *lw, const targ *t, int cls, bool optional, LLVMValueRef time) {
+  codegen *cg = lw->cg;
+  LLVMBasicBlockRef go = NULL, done = NULL;
+  if (optional) {
+    go = cg_block(cg, "hint");
+    done = cg_block(cg, "hinted");
+    cg_cond_br(cg, t->is_null, done, go);
+    cg_at(cg, go);
+  }
+  /* A thread's first and last element: between them its rows and columns
+   * cover the lines the step reads (a row of 128 bf16 is two lines). */
+  int rl = CLASS_HAS_M(cls) ? lw->ks.rpt - 1 : 0, cl = CLASS_HAS_N(cls) ? lw->ks.cn - 1 : 0;
+  cg_prefetch_elem(cg, t->ptr, elem_index(lw, t, time, cls, 0, 0), t->dt);
+  if (rl || cl) cg_prefetch_elem(cg, t->ptr, elem_index(lw, t, time, cls, rl, cl), t->dt);
+  if (optional) {
+    cg_br(cg, done);
+    cg_at(cg, done);
+  }
+}
+
+static void pf_load(lower *lw, prefetch *pf, LLVMValueRef time) {
+  for (int k = 0; pf->hint && k < pf->n; k++) pf_hint(lw, pf->t[k], pf->cls[k], pf->optional[k], time);
+  for (int k = 0; pf->on && k < pf->n; k++) {
+    LLVMValueRef *v = new_vals(lw, pf->cls[k]);
+    if (!v) return;
+    load_tensor(lw, pf->t[k], time, pf->cls[k], pf->optional[k], v);
+    slots_set(lw, pf->slots[k], pf->cls[k], v, pf->cls[k]);
+    free(v);
+  }
+}
+
+/* Before the loop: the first step's loads. */
+static void pf_begin(lower *lw, prefetch *pf, LLVMValueRef first) { pf_load(lw, pf, first); }
+
+/* In the loop body: step `time`'s values into dst, then the loads of `next`. */
+static void pf_step(lower *lw, prefetch *pf, LLVMValueRef time, LLVMValueRef next) {
+  for (int k = 0; k < pf->n; k++) {
+    if (pf->on) slots_get(lw, pf->slots[k], pf->cls[k], pf->dst[k]);
+    else load_tensor(lw, pf->t[k], time, pf->cls[k], pf->optional[k], pf->dst[k]);
+  }
+  pf_load(lw, pf, next);
+}
+
+static void pf_free(prefetch *pf) {
+  for (int k = 0; k < pf->n; k++) free(pf->slots[k]);
+  pf->n = 0;
+}
+
+/* The next step of a loop counting towards `end` (inclusive bound `last`),
+ * clamped to it: the extra load of the last iteration stays in range. */
+static LLVMValueRef next_clamped(lower *lw, LLVMValueRef t, int dir, LLVMValueRef last) {
+  codegen *cg = lw->cg;
+  LLVMValueRef n = cg_add(cg, t, cg_i64(cg, dir));
+  LLVMValueRef past = dir > 0 ? icmp(lw, LLVMIntSGT, n, last) : icmp(lw, LLVMIntSLT, n, last);
+  return cg_select(cg, past, t, n);
+}
+
 /* ------------------------------------------------------- forward kernel */
 static bool lower_forward(lower *lw, const frnn_step *s) {
   codegen *cg = lw->cg;
@@ -508,8 +623,13 @@ static bool lower_forward(lower *lw, const frnn_step *s) {
   /* No checkpoints at all: the first is due at step T. */
   cg_store(cg, cg_select(cg, LLVMBuildIsNull(cg->b, ckpt, ""), T, cg_i64(cg, 0)), next_ck);
   cg_store(cg, ck_base, ck_slot);
+  prefetch pf = {.on = p->prefetch == PREFETCH_REGS, .hint = p->prefetch == PREFETCH_HINT};
+  for (int i = 0; i < p->n_in; i++)
+    if (!pf_add(lw, &pf, &in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, X[i], entry)) return false;
+  pf_begin(lw, &pf, cg_i64(cg, 0));
   loop lt = loop_begin(lw, tvar, cg_i64(cg, 0), T, 1, "time");
   LLVMValueRef t = cg_load(cg, cg->t_i64, tvar);
+  pf_step(lw, &pf, t, next_clamped(lw, t, 1, LLVMBuildSub(cg->b, T, cg_i64(cg, 1), "")));
   for (int i = 0; i < p->n_st; i++) slots_get(lw, S[i], s->ports[FRNN_PORT_STATE][i].cls, Sv[i]);
   /* Checkpoint: the states before step t, every C steps (a countdown rather
    * than t % C: a 64-bit remainder per step costs dozens of instructions). */
@@ -537,7 +657,6 @@ static bool lower_forward(lower *lw, const frnn_step *s) {
     cg_br(cg, no);
     cg_at(cg, no);
   }
-  for (int i = 0; i < p->n_in; i++) load_tensor(lw, &in[i], t, s->ports[FRNN_PORT_INPUT][i].cls, false, X[i]);
   if (!emit_graph(lw, s, X, Sv)) return false;
   for (int i = 0; i < p->n_out; i++) {
     const port *o = &s->ports[FRNN_PORT_OUTPUT][i];
@@ -556,11 +675,92 @@ static bool lower_forward(lower *lw, const frnn_step *s) {
   cg_ret(cg);
   for (int i = 0; i < p->n_st; i++) free(S[i]), free(Sv[i]);
   for (int i = 0; i < p->n_in; i++) free(X[i]);
+  pf_free(&pf);
   free_vals(lw);
   return true;
 }
 
 /* ------------------------------------------------------ backward kernel */
+/* The exchange of deferred sums over M.  Each gradient of an input that is
+ * a partial (split_kinds) gets, per block and step, one slot per warp and
+ * column (plan_exchange): a warp writes its partial; every K steps (t a
+ * multiple of K) the blocks of the cluster (or the one block) sync, then each
+ * column's total for each of the K steps is added in a fixed order, block by
+ * block and warp by warp, by one thread of the cluster and stored.  Two sets
+ * of K slots alternate: a set is written again only after the next batch's
+ * barrier, which every reader of it has passed. */
+typedef struct xchg {
+  int G, W, K, per_buf;
+  const int *off, *stride; /* per input (plan); stride 0: not exchanged */
+  LLVMValueRef shared;     /* addrspace(3) float array (dynamic) */
+  LLVMValueRef block[8];   /* G > 1: each block's array, generic */
+} xchg;
+
+static void xchg_write(lower *lw, const xchg *x, int i, LLVMValueRef buf, LLVMValueRef *v, int vcls) {
+  codegen *cg = lw->cg;
+  bool row = x->stride[i] > 1;
+  LLVMValueRef who = row ? icmp(lw, LLVMIntEQ, lw->group, cg_i32(cg, 0))
+                         : i1_and(lw, icmp(lw, LLVMIntEQ, lw->group, cg_i32(cg, 0)), lw->lane0);
+  LLVMBasicBlockRef yes = cg_block(cg, "xchg_write"), done = cg_block(cg, "xchg_written");
+  cg_cond_br(cg, who, yes, done);
+  cg_at(cg, yes);
+  LLVMValueRef base = cg_add(cg, cg_add(cg, buf, cg_i64(cg, x->off[i])),
+                             cg_mul(cg, cg_zext64(cg, lw->warp), cg_i64(cg, x->stride[i])));
+  for (int c = 0; c < (row ? lw->ks.cn : 1); c++) {
+    LLVMValueRef idx = row ? cg_add(cg, base, cg_add(cg, cg_zext64(cg, lw->lane_in_row), cg_i64(cg, c * lw->ks.lpr)))
+                           : base;
+    cg_store(cg, at(lw, v, vcls, 0, c), cg_gep(cg, cg->t_f32, x->shared, idx));
+  }
+  cg_br(cg, done);
+  cg_at(cg, done);
+}
+
+static void xchg_sync(lower *lw, const xchg *x) {
+  if (x->G > 1) cg_cluster_barrier(lw->cg);
+  else cg_barrier(lw->cg);
+}
+
+/* Totals of input i's partials stored to g: `steps` steps from `time` on,
+ * step s in the slots at float buf + s * per_buf (only steps before T);
+ * item j (column and step) by block j % G, thread j / G, further rounds. */
+static void xchg_store(lower *lw, const xchg *x, int i, LLVMValueRef buf, const targ *g,
+                       LLVMValueRef time, int steps, LLVMValueRef T, LLVMValueRef rank) {
+  codegen *cg = lw->cg;
+  int64_t cols = x->stride[i] > 1 ? lw->p->N : 1, items = cols * steps, threads = (int64_t)x->W * 32;
+  LLVMBasicBlockRef go = cg_block(cg, "xchg_store"), done = cg_block(cg, "xchg_stored");
+  cg_cond_br(cg, g->is_null, done, go);
+  cg_at(cg, go);
+  LLVMValueRef first = cg_add(cg, cg_zext64(cg, rank), cg_mul(cg, cg_zext64(cg, lw->tid), cg_i64(cg, x->G)));
+  for (int64_t round = 0; round * threads * x->G < items; round++) {
+    LLVMValueRef item = cg_add(cg, first, cg_i64(cg, round * threads * x->G));
+    LLVMValueRef st = LLVMBuildUDiv(cg->b, item, cg_i64(cg, cols), "");
+    LLVMValueRef j = LLVMBuildURem(cg->b, item, cg_i64(cg, cols), "");
+    LLVMValueRef tt = cg_add(cg, time, st);
+    LLVMBasicBlockRef mine = cg_block(cg, "xchg_item"), next = cg_block(cg, "xchg_next");
+    cg_cond_br(cg, i1_and(lw, cg_ult(cg, item, cg_i64(cg, items)), icmp(lw, LLVMIntSLT, tt, T)), mine, next);
+    cg_at(cg, mine);
+    LLVMValueRef slot = cg_add(cg, cg_add(cg, cg_add(cg, buf, cg_mul(cg, st, cg_i64(cg, x->per_buf))),
+                                          cg_i64(cg, x->off[i])),
+                               x->stride[i] > 1 ? j : cg_i64(cg, 0));
+    LLVMValueRef sum = NULL;
+    for (int b = 0; b < x->G; b++)
+      for (int w = 0; w < x->W; w++) {
+        LLVMValueRef idx = cg_add(cg, slot, cg_i64(cg, (int64_t)w * x->stride[i]));
+        LLVMValueRef ptr = cg_gep(cg, cg->t_f32, x->G > 1 ? x->block[b] : x->shared, idx);
+        LLVMValueRef e = cg_load(cg, cg->t_f32, ptr);
+        sum = sum ? cg_fadd(cg, sum, e) : e;
+      }
+    LLVMValueRef at_idx = cg_add(cg, g->off0, cg_mul(cg, tt, g->sT));
+    if (x->stride[i] > 1) at_idx = cg_add(cg, at_idx, cg_mul(cg, j, g->contig ? cg_i64(cg, 1) : g->sN));
+    cg_store_elem(cg, g->ptr, at_idx, g->dt, sum);
+    cg_br(cg, next);
+    cg_at(cg, next);
+  }
+  cg_br(cg, done);
+  cg_at(cg, done);
+}
+
+
 static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) {
   codegen *cg = lw->cg;
   const plan *p = lw->p;
@@ -575,15 +775,37 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   types[n++] = cg->t_i64;  /* H */
   types[n++] = cg->t_i64;  /* C */
   types[n++] = cg->t_i64;  /* number of checkpoints */
+  types[n++] = cg->t_i64;  /* C2: steps between second-level checkpoints */
   LLVMValueRef fn = cg_kernel(cg, "frnn_bwd", types, n, lw->ks.warps * 32, 0);
   LLVMBasicBlockRef entry = LLVMGetInsertBlock(cg->b);
   for (int i = 0; i < n; i++)
     if (LLVMGetTypeKind(types[i]) == LLVMPointerTypeKind) cg_param_noalias(cg, fn, i);
   lw->b = cg_zext64(cg, cg_ctaid_z(cg));
   lw->h = cg_zext64(cg, cg_ctaid_y(cg));
-  geometry(lw, cg_i32(cg, 0));
+  /* A split head: blocks x = 0..G-1 of the grid are one cluster. */
+  int G = lw->ks.row_blocks;
+  LLVMValueRef rank = G > 1 ? cg_ctaid_x(cg) : cg_i32(cg, 0);
+  geometry(lw, rank);
+  lw->mask0 = i1_and(lw, icmp(lw, LLVMIntEQ, rank, cg_i32(cg, 0)), icmp(lw, LLVMIntEQ, lw->warp, cg_i32(cg, 0)));
+  uint8_t *kind = NULL;
+  static const int no_stride[FRNN_MAX_PORTS];
+  xchg x = {.G = G, .W = lw->ks.warps, .K = 1, .off = p->xchg_off, .stride = no_stride};
+  if (p->bwd_deferred) {
+    kind = malloc(adj->n_nodes ? adj->n_nodes : 1);
+    if (!kind) return false;
+    if (!split_kinds(adj, p->n_in, kind)) cg_error(cg, "backward planned deferred, but its sums over M are not");
+    x.stride = p->xchg_stride;
+    x.per_buf = p->xchg_floats;
+    x.K = p->xchg_steps;
+    if (x.per_buf) {
+      x.shared = cg_dynamic_shared(cg, "frnn_bwd_xchg");
+      for (int b = 0; b < G && G > 1; b++) x.block[b] = cg_cluster_shared(cg, x.shared, cg_i32(cg, b));
+    }
+  }
+  bool per_step_xchg = false;
   LLVMValueRef ckpt = cg_param(cg, ws), scratch = cg_param(cg, ws + 1), T = cg_param(cg, ws + 2),
-               H = cg_param(cg, ws + 3), C = cg_param(cg, ws + 4), NC = cg_param(cg, ws + 5);
+               H = cg_param(cg, ws + 3), C = cg_param(cg, ws + 4), NC = cg_param(cg, ws + 5),
+               C2 = cg_param(cg, ws + 6);
   lw->bh = cg_add(cg, cg_mul(cg, lw->b, H), lw->h);
   targ in[FRNN_MAX_PORTS], gout[FRNN_MAX_PORTS], gfin[FRNN_MAX_PORTS], gin[FRNN_MAX_PORTS],
       gst[FRNN_MAX_PORTS];
@@ -611,6 +833,7 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
     int cls = s->ports[FRNN_PORT_INPUT][i].cls;
     if (!(X[i] = new_vals(lw, cls))) return false;
     acc[i] = NULL;
+    if (x.stride[i] && !(lw->spec->in_bcast[i] & 2)) per_step_xchg = true;
     if (lw->spec->in_bcast[i] & 2) { /* time-invariant: sum over t in registers */
       if (!(acc[i] = new_slots(lw, cls, entry))) return false;
       for (int q = 0; q < count_of(&lw->ks, cls); q++) cg_store(cg, cg_f32(cg, 0.0), acc[i][q]);
@@ -634,45 +857,126 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
       Sv[i][q] = cg_load_elem(cg, ckpt, cg_add(cg, base, state_index(lw, i, cls, q / cn, q % cn)), TD_F32);
     slots_set(lw, S[i], cls, Sv[i], cls);
   }
-  /* Scratch: per thread, its state floats for each step of the chunk, laid
-   * out [head][step][float][thread] so that a warp's accesses coalesce. */
-  LLVMValueRef sc_head = cg_mul(cg, lw->bh, cg_mul(cg, C, cg_i64(cg, (int64_t)p->bwd_regs * n_threads)));
+  /* Scratch, per block: C2 recomputed states, then the chunk's second-level
+   * checkpoints (one every C2 steps), each laid out [float][thread] so that a
+   * warp's accesses coalesce.  Few enough states to stay in L2 (plan.c). */
+  int64_t per_state = (int64_t)p->bwd_regs * n_threads;
+  /* (the last piece's start state is never saved: it is where the first pass ends) */
+  LLVMValueRef n_l2 = LLVMBuildSub(cg->b, LLVMBuildUDiv(cg->b, cg_add(cg, C, LLVMBuildSub(cg->b, C2, cg_i64(cg, 1), "")), C2, ""),
+                                   cg_i64(cg, 1), "");
+  LLVMValueRef sc_block = cg_mul(cg, cg_add(cg, cg_mul(cg, lw->bh, cg_i64(cg, G)), cg_zext64(cg, rank)),
+                                 cg_mul(cg, cg_add(cg, C2, n_l2), cg_i64(cg, per_state)));
   LLVMValueRef tid64 = cg_zext64(cg, lw->tid);
-#define SCRATCH_INDEX(tt, q)                                                                   \
-  cg_add(cg, cg_add(cg, sc_head, cg_mul(cg, LLVMBuildSub(cg->b, tt, t0, ""), cg_i64(cg, (int64_t)p->bwd_regs * n_threads))), \
-         cg_add(cg, cg_i64(cg, (int64_t)(q) * n_threads), tid64))
-  /* Recompute the chunk's states forward. */
-  loop lf = loop_begin(lw, tvar, t0, t1, 1, "recompute");
+#define SCRATCH_INDEX(slot, q)                                                                 \
+  cg_add(cg, cg_add(cg, sc_block, cg_mul(cg, slot, cg_i64(cg, per_state))),                   \
+         cg_add(cg, cg_i64(cg, (int64_t)(q)*n_threads), tid64))
+  /* Steps the states with the forward graph (inputs in X); with `save`,
+   * first stores them in scratch slot `slot`. */
+#define STEP_STATES(save, slot)                                                                \
+  do {                                                                                         \
+    int q_ = 0;                                                                                \
+    for (int i = 0; i < p->n_st; i++) {                                                        \
+      int cls = s->ports[FRNN_PORT_STATE][i].cls;                                              \
+      slots_get(lw, S[i], cls, Sv[i]);                                                         \
+      for (int e = 0; save && e < count_of(&lw->ks, cls); e++, q_++)                           \
+        cg_store_elem(cg, scratch, SCRATCH_INDEX(slot, q_), TD_F32, Sv[i][e]);                 \
+    }                                                                                          \
+    if (!emit_graph(lw, s, X, Sv)) return false;                                               \
+    for (int i = 0; i < p->n_st; i++) {                                                        \
+      const port *st_ = &s->ports[FRNN_PORT_STATE][i];                                         \
+      slots_set(lw, S[i], st_->cls, lw->vals[st_->value], s->nodes[st_->value].cls);           \
+    }                                                                                          \
+  } while (0)
+#define LOAD_STATES(slot)                                                                      \
+  do {                                                                                         \
+    int q_ = 0;                                                                                \
+    for (int i = 0; i < p->n_st; i++) {                                                        \
+      int cls = s->ports[FRNN_PORT_STATE][i].cls;                                              \
+      for (int e = 0; e < count_of(&lw->ks, cls); e++, q_++)                                   \
+        Sv[i][e] = cg_load_elem(cg, scratch, SCRATCH_INDEX(slot, q_), TD_F32);                 \
+    }                                                                                          \
+  } while (0)
+  /* The chunk's sub-chunks u0 = t0 + j*C2, j = 0..last.  First pass: from the
+   * checkpoint to the last sub-chunk's start, saving the state at the start
+   * of every other sub-chunk (slot C2 + j); the last one's stays in S. */
+  LLVMValueRef last = LLVMBuildUDiv(cg->b, LLVMBuildSub(cg->b, LLVMBuildSub(cg->b, t1, t0, ""), cg_i64(cg, 1), ""), C2, "");
+  LLVMValueRef s_last = cg_add(cg, t0, cg_mul(cg, last, C2));
+  LLVMValueRef jvar = new_counter(lw, entry), next2 = new_counter(lw, entry);
+  cg_store(cg, t0, next2);
+  cg_store(cg, cg_i64(cg, 0), jvar);
+  prefetch pfx = {.on = p->prefetch == PREFETCH_REGS, .hint = p->prefetch == PREFETCH_HINT}, pfr = pfx;
+  for (int i = 0; i < p->n_in; i++)
+    if (!pf_add(lw, &pfx, &in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, X[i], entry) ||
+        !pf_add(lw, &pfr, &in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, X[i], entry))
+      return false;
+  for (int i = 0; i < p->n_out; i++)
+    if (!pf_add(lw, &pfr, &gout[i], s->ports[FRNN_PORT_OUTPUT][i].cls, true, GY[i], entry)) return false;
+  pf_begin(lw, &pfx, t0);
+  loop la = loop_begin(lw, tvar, t0, s_last, 1, "level2");
   {
     LLVMValueRef t = cg_load(cg, cg->t_i64, tvar);
-    int q = 0;
-    for (int i = 0; i < p->n_st; i++) {
-      int cls = s->ports[FRNN_PORT_STATE][i].cls;
-      slots_get(lw, S[i], cls, Sv[i]);
-      for (int e = 0; e < count_of(&lw->ks, cls); e++, q++)
-        cg_store_elem(cg, scratch, SCRATCH_INDEX(t, q), TD_F32, Sv[i][e]);
+    pf_step(lw, &pfx, t, next_clamped(lw, t, 1, LLVMBuildSub(cg->b, s_last, cg_i64(cg, 1), "")));
+    LLVMValueRef due = icmp(lw, LLVMIntEQ, t, cg_load(cg, cg->t_i64, next2));
+    LLVMBasicBlockRef yes = cg_block(cg, "l2_save"), no = cg_block(cg, "l2_saved");
+    cg_cond_br(cg, due, yes, no);
+    cg_at(cg, yes);
+    {
+      LLVMValueRef j = cg_load(cg, cg->t_i64, jvar);
+      int q = 0;
+      for (int i = 0; i < p->n_st; i++) {
+        int cls = s->ports[FRNN_PORT_STATE][i].cls;
+        slots_get(lw, S[i], cls, Sv[i]);
+        for (int e = 0; e < count_of(&lw->ks, cls); e++, q++)
+          cg_store_elem(cg, scratch, SCRATCH_INDEX(cg_add(cg, C2, j), q), TD_F32, Sv[i][e]);
+      }
+      cg_store(cg, cg_add(cg, j, cg_i64(cg, 1)), jvar);
+      cg_store(cg, cg_add(cg, t, C2), next2);
     }
-    for (int i = 0; i < p->n_in; i++) load_tensor(lw, &in[i], t, s->ports[FRNN_PORT_INPUT][i].cls, false, X[i]);
-    if (!emit_graph(lw, s, X, Sv)) return false;
-    for (int i = 0; i < p->n_st; i++) {
-      const port *st = &s->ports[FRNN_PORT_STATE][i];
-      slots_set(lw, S[i], st->cls, lw->vals[st->value], s->nodes[st->value].cls);
-    }
+    cg_br(cg, no);
+    cg_at(cg, no);
+    STEP_STATES(false, cg_i64(cg, 0));
+  }
+  loop_end(lw, &la, 1);
+  loop ls = loop_begin(lw, jvar, last, cg_i64(cg, 0), -1, "subchunk");
+  LLVMValueRef j = cg_load(cg, cg->t_i64, jvar);
+  LLVMValueRef u0 = cg_add(cg, t0, cg_mul(cg, j, C2));
+  LLVMValueRef u1 = cg_add(cg, u0, C2);
+  u1 = cg_select(cg, icmp(lw, LLVMIntSLT, t1, u1), t1, u1);
+  {
+    LLVMBasicBlockRef reload = cg_block(cg, "l2_load"), have = cg_block(cg, "l2_have");
+    cg_cond_br(cg, icmp(lw, LLVMIntEQ, j, last), have, reload);
+    cg_at(cg, reload);
+    LOAD_STATES(cg_add(cg, C2, j));
+    for (int i = 0; i < p->n_st; i++) slots_set(lw, S[i], s->ports[FRNN_PORT_STATE][i].cls, Sv[i], s->ports[FRNN_PORT_STATE][i].cls);
+    cg_br(cg, have);
+    cg_at(cg, have);
+  }
+  /* Recompute the sub-chunk's states into scratch slots 0..C2-1. */
+  pf_begin(lw, &pfx, u0);
+  loop lf = loop_begin(lw, tvar, u0, u1, 1, "recompute");
+  {
+    LLVMValueRef t = cg_load(cg, cg->t_i64, tvar);
+    pf_step(lw, &pfx, t, next_clamped(lw, t, 1, LLVMBuildSub(cg->b, u1, cg_i64(cg, 1), "")));
+    STEP_STATES(true, LLVMBuildSub(cg->b, t, u0, ""));
   }
   loop_end(lw, &lf, 1);
-  /* Walk the chunk backwards. */
-  loop lb = loop_begin(lw, tvar, LLVMBuildSub(cg->b, t1, cg_i64(cg, 1), ""), t0, -1, "reverse");
+  /* Walk the sub-chunk backwards. */
+  pf_begin(lw, &pfr, LLVMBuildSub(cg->b, u1, cg_i64(cg, 1), ""));
+  loop lb = loop_begin(lw, tvar, LLVMBuildSub(cg->b, u1, cg_i64(cg, 1), ""), u0, -1, "reverse");
   {
     LLVMValueRef t = cg_load(cg, cg->t_i64, tvar);
-    int q = 0;
-    for (int i = 0; i < p->n_st; i++) {
-      int cls = s->ports[FRNN_PORT_STATE][i].cls;
-      for (int e = 0; e < count_of(&lw->ks, cls); e++, q++)
-        Sv[i][e] = cg_load_elem(cg, scratch, SCRATCH_INDEX(t, q), TD_F32);
-      slots_get(lw, dS[i], cls, dSv[i]);
+    LLVMValueRef t_next = next_clamped(lw, t, -1, u0);
+    pf_step(lw, &pfr, t, t_next);
+    if (pfr.hint) { /* the next step's states: lane q of each warp fetches float q's line */
+      LLVMValueRef lane = LLVMBuildAnd(cg->b, lw->tid, cg_i32(cg, 31), "");
+      LLVMValueRef q = cg_select(cg, cg_ult(cg, lane, cg_i32(cg, p->bwd_regs)), lane, cg_i32(cg, 0));
+      LLVMValueRef idx = cg_add(cg, cg_add(cg, sc_block, cg_mul(cg, LLVMBuildSub(cg->b, t_next, u0, ""), cg_i64(cg, per_state))),
+                                cg_add(cg, cg_mul(cg, cg_zext64(cg, q), cg_i64(cg, n_threads)),
+                                       cg_mul(cg, cg_zext64(cg, lw->warp), cg_i64(cg, 32))));
+      cg_prefetch_elem(cg, scratch, idx, TD_F32);
     }
-    for (int i = 0; i < p->n_in; i++) load_tensor(lw, &in[i], t, s->ports[FRNN_PORT_INPUT][i].cls, false, X[i]);
-    for (int i = 0; i < p->n_out; i++) load_tensor(lw, &gout[i], t, s->ports[FRNN_PORT_OUTPUT][i].cls, true, GY[i]);
+    LOAD_STATES(LLVMBuildSub(cg->b, t, u0, ""));
+    for (int i = 0; i < p->n_st; i++) slots_get(lw, dS[i], s->ports[FRNN_PORT_STATE][i].cls, dSv[i]);
     /* The adjoint's inputs are x..., S..., grad_y..., grad_next_S...: all its
      * leaves are INPUT leaves, numbered in that order. */
     LLVMValueRef *leaves[4 * FRNN_MAX_PORTS];
@@ -681,11 +985,21 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
     for (int i = 0; i < p->n_st; i++) leaves[nl++] = Sv[i];
     for (int i = 0; i < p->n_out; i++) leaves[nl++] = GY[i];
     for (int i = 0; i < p->n_st; i++) leaves[nl++] = dSv[i];
-    if (!emit_graph(lw, adj, leaves, NULL)) return false;
+    lw->kind = kind;
+    bool emitted = emit_graph(lw, adj, leaves, NULL);
+    lw->kind = NULL;
+    if (!emitted) return false;
+    /* Step t's slots: set (t / K) % 2, place t % K. */
+    LLVMValueRef in_set = LLVMBuildAnd(cg->b, t, cg_i64(cg, x.K - 1), "");
+    LLVMValueRef set0 = cg_mul(cg, LLVMBuildAnd(cg->b, LLVMBuildUDiv(cg->b, t, cg_i64(cg, x.K), ""), cg_i64(cg, 1), ""),
+                               cg_i64(cg, (int64_t)x.K * x.per_buf));
+    LLVMValueRef buf = cg_add(cg, set0, cg_mul(cg, in_set, cg_i64(cg, x.per_buf)));
     for (int i = 0; i < p->n_in; i++) {
       const port *o = &adj->ports[FRNN_PORT_OUTPUT][i];
       int cls = o->cls, vcls = adj->nodes[o->value].cls;
-      if (acc[i]) {
+      if (x.stride[i] && !acc[i]) {
+        xchg_write(lw, &x, i, buf, lw->vals[o->value], vcls);
+      } else if (acc[i]) {
         int cn = CLASS_HAS_N(cls) ? lw->ks.cn : 1;
         for (int e = 0; e < count_of(&lw->ks, cls); e++) {
           LLVMValueRef sum = cg_fadd(cg, cg_load(cg, cg->t_f32, acc[i][e]), at(lw, lw->vals[o->value], vcls, e / cn, e % cn));
@@ -699,21 +1013,51 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
       const port *o = &adj->ports[FRNN_PORT_OUTPUT][p->n_in + i];
       slots_set(lw, dS[i], o->cls, lw->vals[o->value], adj->nodes[o->value].cls);
     }
+    if (per_step_xchg) { /* a batch is complete at a multiple of K */
+      LLVMBasicBlockRef flush = cg_block(cg, "xchg_flush"), on = cg_block(cg, "xchg_later");
+      cg_cond_br(cg, icmp(lw, LLVMIntEQ, in_set, cg_i64(cg, 0)), flush, on);
+      cg_at(cg, flush);
+      xchg_sync(lw, &x);
+      for (int i = 0; i < p->n_in; i++)
+        if (x.stride[i] && !acc[i]) xchg_store(lw, &x, i, set0, &gin[i], t, x.K, T, rank);
+      cg_br(cg, on);
+      cg_at(cg, on);
+    }
   }
   loop_end(lw, &lb, -1);
+  loop_end(lw, &ls, -1);
   loop_end(lw, &lk, -1);
 #undef SCRATCH_INDEX
+#undef STEP_STATES
+#undef LOAD_STATES
   for (int i = 0; i < p->n_st; i++) {
     int cls = s->ports[FRNN_PORT_STATE][i].cls;
     slots_get(lw, dS[i], cls, dSv[i]);
     store_tensor(lw, &gst[i], cg_i64(cg, 0), cls, dSv[i], cls);
   }
+  bool acc_xchg = false;
   for (int i = 0; i < p->n_in; i++)
     if (acc[i]) {
       int cls = s->ports[FRNN_PORT_INPUT][i].cls;
       slots_get(lw, acc[i], cls, X[i]);
-      store_tensor(lw, &gin[i], cg_i64(cg, 0), cls, X[i], cls);
+      if (!x.stride[i]) {
+        store_tensor(lw, &gin[i], cg_i64(cg, 0), cls, X[i], cls);
+        continue;
+      }
+      if (!acc_xchg && per_step_xchg) xchg_sync(lw, &x); /* the last step's readers are done */
+      acc_xchg = true;
+      xchg_write(lw, &x, i, cg_i64(cg, 0), X[i], cls);
     }
+  if (acc_xchg) {
+    xchg_sync(lw, &x);
+    for (int i = 0; i < p->n_in; i++)
+      if (acc[i] && x.stride[i]) xchg_store(lw, &x, i, cg_i64(cg, 0), &gin[i], cg_i64(cg, 0), 1, T, rank);
+  }
+  /* No block may leave while another still reads its shared memory. */
+  if (G > 1 && (acc_xchg || per_step_xchg)) cg_cluster_barrier(cg);
+  free(kind);
+  pf_free(&pfx);
+  pf_free(&pfr);
   cg_ret(cg);
   for (int i = 0; i < p->n_st; i++) free(S[i]), free(Sv[i]), free(dS[i]), free(dSv[i]);
   for (int i = 0; i < p->n_in; i++) free(X[i]), free(acc[i]);

@@ -58,6 +58,34 @@ void pipeline_release(frnn_ctx *ctx) {
   ctx->modules = NULL;
 }
 
+/* The GPU target of loaded modules: FRNN_ARCH, else sm_90. */
+static const char *gpu_arch(void) {
+  const char *arch = getenv("FRNN_ARCH");
+  return arch && *arch ? arch : "sm_90";
+}
+
+/* The tuning knobs read from the environment (plan.c, lower_llvm.c) change
+ * the kernels: each is part of the module key. */
+static int append_tuning(char *key, size_t cap, int k) {
+  static const char *const knobs[] = {"FRNN_LPR", "FRNN_BWD_BUDGET", "FRNN_BWD_WARPS",
+                                      "FRNN_BWD_CLUSTER", "FRNN_BWD_XCHG_STEPS", "FRNN_PREFETCH"};
+  for (size_t i = 0; i < sizeof knobs / sizeof *knobs; i++) {
+    const char *v = getenv(knobs[i]);
+    if (v && *v && k >= 0 && (size_t)k < cap) k += snprintf(key + k, cap - (size_t)k, " %s=%.16s", knobs[i] + 5, v);
+  }
+  if (accurate_from_env() && k >= 0 && (size_t)k < cap) k += snprintf(key + k, cap - (size_t)k, " accurate");
+  return k;
+}
+
+/* The plan for `arch` (its compute capability decides whether clusters may
+ * split the backward). */
+static frnn_status make_plan(frnn_ctx *ctx, const frnn_step *s, int64_t M, int64_t N,
+                             const char *arch, plan *p) {
+  target t;
+  frnn_status st = target_parse(ctx, arch, &t);
+  return st ? st : plan_make(ctx, s, NULL, M, N, &t, p);
+}
+
 /* ------------------------------------------------------------ compiling */
 static frnn_status compile(frnn_ctx *ctx, const frnn_step *s, const plan *p, const lower_spec *spec,
                            unsigned kernels, const char *arch, bool accurate, int emit_llvm,
@@ -112,7 +140,7 @@ frnn_status frnn_compile_ptx(frnn_ctx *ctx, const frnn_step *s, const frnn_codeg
     return st;
   }
   plan p;
-  frnn_status st = plan_make(ctx, s, NULL, opt->M, opt->N, &p);
+  frnn_status st = make_plan(ctx, s, opt->M, opt->N, opt->arch, &p);
   if (st) return st;
   lower_spec spec;
   for (int i = 0; i < FRNN_MAX_PORTS; i++) {
@@ -239,9 +267,8 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
     }
   gpu_module *m = calloc(1, sizeof *m);
   if (!m) return diag_fail(ctx, FRNN_E_NOMEM, "out of memory loading a module");
-  if ((st = plan_make(ctx, s, NULL, sz.M, sz.N, &m->p))) goto fail;
-  const char *arch = getenv("FRNN_ARCH");
-  if (!arch) arch = "sm_90";
+  const char *arch = gpu_arch();
+  if ((st = make_plan(ctx, s, sz.M, sz.N, arch, &m->p))) goto fail;
   /* The on-disk key also names the plan's thread mapping and this build of
    * the lowering: a kernel compiled by another plan or another frnn must not
    * be launched with this one's geometry. */
@@ -338,7 +365,7 @@ frnn_status frnn_gpu_workspace_size(frnn_ctx *ctx, const frnn_step *s, frnn_size
   if (st) return st;
   if (!bytes) return diag_fail(ctx, FRNN_E_ARG, "frnn_gpu_workspace_size: bytes is NULL");
   plan p;
-  if ((st = plan_make(ctx, s, NULL, sz.M, sz.N, &p))) return st;
+  if ((st = make_plan(ctx, s, sz.M, sz.N, gpu_arch(), &p))) return st;
   uint8_t bc[FRNN_MAX_PORTS];
   bool have = inputs != NULL;
   for (int i = 0; i < p.n_in; i++) {
@@ -389,8 +416,7 @@ frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
   spec.contig[CONTIG_OUT] = contig_mask(s, FRNN_PORT_OUTPUT, pout, sz);
   spec.contig[CONTIG_FINAL] = contig_mask(s, FRNN_PORT_STATE, pfin, sz);
   k = append_contig(key, sizeof key, k, &spec);
-  k += snprintf(key + k, sizeof key - (size_t)k, " lpr=%s%s", getenv("FRNN_LPR") ? getenv("FRNN_LPR") : "",
-                accurate_from_env() ? " accurate" : "");
+  k = append_tuning(key, sizeof key, k);
   cuda_scope scope;
   if ((st = cuda_enter(ctx, dev, &scope))) goto done;
   gpu_module *m;
@@ -419,7 +445,7 @@ frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
       arg_i64(&a, w.n_ckpt);
       unsigned grid[3] = {(unsigned)m->p.fwd.row_blocks, (unsigned)sz.H, (unsigned)sz.B};
       unsigned block[3] = {(unsigned)m->p.fwd.warps * 32, 1, 1};
-      st = cuda_launch(ctx, m->fn[0], "frnn_fwd", grid, block, 0, (CUstream)stream, a.params);
+      st = cuda_launch(ctx, m->fn[0], "frnn_fwd", grid, block, 1, 0, (CUstream)stream, a.params);
     }
   }
   cuda_leave(&scope);
@@ -491,8 +517,8 @@ frnn_status frnn_gpu_backward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
     if ((bc[i] & 5) || (pgi->present[i] && inner_contig(&pgi->v[i], s->ports[FRNN_PORT_INPUT][i].cls, sz)))
       spec.contig[CONTIG_GIN] |= 1u << i; /* partials are laid out contiguously */
   k = append_contig(key, sizeof key, k, &spec);
-  k += snprintf(key + k, sizeof key - (size_t)k, " k%u lpr=%s%s", kernels,
-                getenv("FRNN_LPR") ? getenv("FRNN_LPR") : "", accurate_from_env() ? " accurate" : "");
+  k += snprintf(key + k, sizeof key - (size_t)k, " k%u", kernels);
+  k = append_tuning(key, sizeof key, k);
   cuda_scope scope;
   if ((st = cuda_enter(ctx, dev, &scope))) goto done;
   gpu_module *m;
@@ -534,9 +560,13 @@ frnn_status frnn_gpu_backward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
     arg_i64(&a, sz.H);
     arg_i64(&a, w.C);
     arg_i64(&a, w.n_ckpt);
-    unsigned grid[3] = {1, (unsigned)sz.H, (unsigned)sz.B};
+    arg_i64(&a, w.C2);
+    /* A split head's blocks form one cluster along x (plan.c). */
+    unsigned G = (unsigned)m->p.bwd.row_blocks;
+    unsigned grid[3] = {G, (unsigned)sz.H, (unsigned)sz.B};
     unsigned block[3] = {(unsigned)m->p.bwd.warps * 32, 1, 1};
-    if ((st = cuda_launch(ctx, m->fn[1], "frnn_bwd", grid, block, 0, (CUstream)stream, a.params)))
+    if ((st = cuda_launch(ctx, m->fn[1], "frnn_bwd", grid, block, G, plan_bwd_shared_bytes(&m->p),
+                          (CUstream)stream, a.params)))
       goto leave;
     for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT] && !st; i++) {
       if (!(bc[i] & 5) || !pgi->present[i]) continue;
@@ -555,7 +585,7 @@ frnn_status frnn_gpu_backward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
       int64_t total = ((bc[i] & 1) ? 1 : sz.B) * tp * ((bc[i] & 4) ? 1 : sz.H) * m_ * n_;
       unsigned g3[3] = {(unsigned)((total + 255) / 256), 1, 1}, b3[3] = {256, 1, 1};
       int d = pgi->v[i].dtype;
-      st = cuda_launch(ctx, m->fn[2 + d], kernel_names[2 + d], g3, b3, 0, (CUstream)stream, a.params);
+      st = cuda_launch(ctx, m->fn[2 + d], kernel_names[2 + d], g3, b3, 1, 0, (CUstream)stream, a.params);
     }
   }
 leave:

@@ -4,9 +4,16 @@
  * for one size.
  *
  * Forward: heads in parallel (grid y = H, z = B), rows of a head split over
- * `row_blocks` blocks unless the step sums over M.  Backward: one block per
- * head holding every row, so that gradients of rows and scalars (sums over
- * M) are reduced inside the block, without atomics: bitwise reproducible. */
+ * `row_blocks` blocks unless the step sums over M.
+ *
+ * Backward: gradients of rows and scalars are sums over M.  When those sums
+ * only flow, linearly, into gradients of inputs (split_kinds below says
+ * whether), each warp keeps its rows' partial sums and they are added once
+ * per step, in a fixed order, through shared memory: the head's rows are
+ * then split over a thread-block cluster of `row_blocks` blocks (sm_90, read
+ * through distributed shared memory), so that each thread holds few state
+ * elements.  Otherwise one block holds every row and reduces each sum over M
+ * in the block.  No atomics either way: bitwise reproducible. */
 #include "frnn_internal.h"
 
 #include <math.h>
@@ -16,7 +23,19 @@
 /* Floats of state one thread may keep per kernel: the rest of the 255
  * registers hold inputs, temporaries and addresses. */
 enum { FWD_STATE_BUDGET = 32, BWD_STATE_BUDGET = 64, MAX_WARPS = 32, MAX_RPT_BY_CHOICE = 8,
-       FWD_COLS_PER_LANE = 8 };
+       FWD_COLS_PER_LANE = 8, BWD_SPLIT_BUDGET = 32, BWD_SPLIT_WARPS = 4, MAX_CLUSTER = 8,
+       MAX_XCHG_STEPS = 8, XCHG_BYTES = 96 * 1024 };
+
+/* Tuning knobs for benchmarks (part of the module key, see pipeline.c):
+ * FRNN_BWD_BUDGET floats of state per split backward thread, FRNN_BWD_WARPS
+ * warps per block of a cluster, FRNN_BWD_CLUSTER the largest cluster (1:
+ * never split), FRNN_BWD_XCHG_STEPS steps per exchange of partial sums. */
+static int env_int(const char *name, int dflt, int lo, int hi) {
+  const char *v = getenv(name);
+  if (!v || !*v) return dflt;
+  int x = atoi(v);
+  return x < lo ? lo : x > hi ? hi : x;
+}
 
 int class_floats(int cls, int64_t M, int64_t N) {
   return (int)((CLASS_HAS_M(cls) ? M : 1) * (CLASS_HAS_N(cls) ? N : 1));
@@ -26,6 +45,51 @@ static bool sums_over_m(const frnn_step *s) {
   for (uint32_t v = 0; v < s->n_nodes; v++)
     if (s->nodes[v].op == FRNN_OP_SUM_M) return true;
   return false;
+}
+
+/* Kinds of the adjoint's values when a head's rows are split over blocks:
+ * LOCAL values have rows (each block holds its own), UNIFORM ones have none
+ * and are the same in every block, PARTIAL ones are sums over M of which a
+ * warp holds its rows' share: the true value is the sum over all warps.  A
+ * partial may only be scaled by uniform values, added to partials (or to
+ * uniforms counted once), negated, summed over N or broadcast over N, and
+ * reach gradients of inputs; anything else (a partial in a row, in a state's
+ * gradient, under a nonlinear op) needs the true sum: returns false. */
+bool split_kinds(const frnn_step *adj, int n_in, uint8_t *kind) {
+  for (uint32_t v = 0; v < adj->n_nodes; v++) {
+    const node *n = &adj->nodes[v];
+    int ar = op_get(n->op)->arity, partials = 0, uniforms = 0;
+    for (int i = 0; i < ar; i++) {
+      int k = kind[n->arg[i]];
+      partials += k == KIND_PARTIAL;
+      uniforms += k == KIND_UNIFORM;
+    }
+    kind[v] = CLASS_HAS_M(n->cls) ? KIND_LOCAL : KIND_UNIFORM;
+    if (n->op == FRNN_OP_SUM_M) {
+      if (partials) return false;
+      kind[v] = KIND_PARTIAL;
+      continue;
+    }
+    if (!partials) continue;
+    if (CLASS_HAS_M(n->cls)) return false;
+    bool linear;
+    switch ((frnn_op)n->op) {
+    case FRNN_OP_ADD:
+    case FRNN_OP_SUB: linear = partials + uniforms == 2; break;
+    case FRNN_OP_MUL: linear = partials == 1 && uniforms == 1; break;
+    case FRNN_OP_DIV: linear = kind[n->arg[0]] == KIND_PARTIAL && kind[n->arg[1]] == KIND_UNIFORM; break;
+    case FRNN_OP_NEG:
+    case FRNN_OP_SUM: linear = true; break;
+    case FRNN_OP_BCAST: linear = kind[n->arg[0]] == KIND_PARTIAL && kind[n->arg[1]] != KIND_PARTIAL; break;
+    case FRNN_OP_WHERE: linear = kind[n->arg[0]] == KIND_UNIFORM; break;
+    default: linear = false;
+    }
+    if (!linear) return false;
+    kind[v] = KIND_PARTIAL;
+  }
+  for (int i = n_in; i < adj->n_ports[FRNN_PORT_OUTPUT]; i++) /* gradients of states */
+    if (kind[adj->ports[FRNN_PORT_OUTPUT][i].value] == KIND_PARTIAL) return false;
+  return true;
 }
 
 /* copies: how many times each state element is held (2 in the backward:
@@ -92,8 +156,54 @@ static frnn_status choose_shape(frnn_ctx *ctx, const frnn_step *s, int64_t M, in
   return FRNN_OK;
 }
 
+/* The split backward: 32/lpr row groups per warp, `rpt` rows per thread
+ * from the budget, BWD_SPLIT_WARPS warps per block, as many blocks (at most
+ * max_cluster) as the rows need; more warps per block only when the cluster
+ * is full. */
+static frnn_status choose_split_shape(frnn_ctx *ctx, const frnn_step *s, int64_t M, int64_t N,
+                                      int max_cluster, kernel_shape *k) {
+  frnn_status st = choose_shape(ctx, s, M, N, env_int("FRNN_BWD_BUDGET", BWD_SPLIT_BUDGET, 2, 128),
+                                2, true, 1, k);
+  if (st) return st;
+  int64_t groups = 32 / k->lpr;
+  int64_t warps_total = (M + groups * k->rpt - 1) / (groups * k->rpt);
+  int64_t w = env_int("FRNN_BWD_WARPS", BWD_SPLIT_WARPS, 1, MAX_WARPS);
+  int64_t g = (warps_total + w - 1) / w;
+  if (g > max_cluster) {
+    g = max_cluster;
+    w = (warps_total + g - 1) / g;
+  }
+  if (w > warps_total) w = warps_total;
+  if (w > MAX_WARPS) return FRNN_OK; /* too many rows for a cluster: one block, as chosen */
+  int64_t rows_per_block = w * groups * k->rpt;
+  k->warps = (int)w;
+  k->row_blocks = (int)((M + rows_per_block - 1) / rows_per_block);
+  return FRNN_OK;
+}
+
+/* The exchange of the backward's partial sums (lower_llvm.c): per input
+ * whose gradient is a partial, one slot per warp and column; steps batched
+ * K at a time (one barrier per K steps), two sets of K alternating.  False
+ * when even K = 1 does not fit the target's shared memory. */
+static bool plan_exchange(const frnn_step *adjoint, const uint8_t *kind, int max_shared, plan *p) {
+  p->xchg_floats = 0;
+  for (int i = 0; i < p->n_in; i++) {
+    const port *o = &adjoint->ports[FRNN_PORT_OUTPUT][i];
+    p->xchg_off[i] = p->xchg_floats;
+    p->xchg_stride[i] = 0;
+    if (kind[o->value] != KIND_PARTIAL) continue;
+    p->xchg_stride[i] = CLASS_HAS_N(o->cls) ? p->bwd.cn * p->bwd.lpr : 1;
+    p->xchg_floats += p->bwd.warps * p->xchg_stride[i];
+  }
+  int k = env_int("FRNN_BWD_XCHG_STEPS", MAX_XCHG_STEPS, 1, MAX_XCHG_STEPS), pow2 = 1;
+  while (pow2 * 2 <= k) pow2 *= 2;
+  for (k = pow2; k > 1 && (int64_t)2 * k * p->xchg_floats * 4 > XCHG_BYTES; k /= 2) {}
+  p->xchg_steps = k;
+  return (int64_t)2 * k * p->xchg_floats * 4 <= max_shared;
+}
+
 frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adjoint, int64_t M,
-                      int64_t N, plan *p) {
+                      int64_t N, const target *t, plan *p) {
   if (M < 1 || N < 1)
     return diag_fail(ctx, FRNN_E_ARG, "state size M = %lld, N = %lld: both must be at least 1",
                      (long long)M, (long long)N);
@@ -110,9 +220,35 @@ frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adj
   }
   frnn_status st =
       choose_shape(ctx, step, M, N, FWD_STATE_BUDGET, 1, sums_over_m(step), FWD_COLS_PER_LANE, &p->fwd);
-  if (!st) st = choose_shape(ctx, step, M, N, BWD_STATE_BUDGET, 2, true, 1, &p->bwd);
   if (st) return st;
-  (void)adjoint;
+  p->xchg_floats = 0;
+  p->xchg_steps = 1;
+  /* Measured on the H100 (docs/BENCHMARKS.md): values in registers spilled
+   * the backward and slowed most forwards; L1 hints hold no registers. */
+  p->prefetch = env_int("FRNN_PREFETCH", PREFETCH_HINT, PREFETCH_NONE, PREFETCH_HINT);
+  /* May the backward defer its sums over M (and so split rows)? */
+  frnn_step *own = NULL;
+  if (!adjoint) {
+    if ((st = frnn_step_adjoint(step, &own))) return st;
+    adjoint = own;
+  }
+  uint8_t *kind = malloc(adjoint->n_nodes ? adjoint->n_nodes : 1);
+  if (!kind) {
+    frnn_step_destroy(own);
+    return diag_fail(ctx, FRNN_E_NOMEM, "out of memory planning step '%s'", step->name);
+  }
+  p->bwd_deferred = !sums_over_m(step) && split_kinds(adjoint, p->n_in, kind);
+  int max_cluster = t->sm >= 90 ? env_int("FRNN_BWD_CLUSTER", 1, 1, MAX_CLUSTER) : 1;
+  if (p->bwd_deferred && max_cluster > 1) st = choose_split_shape(ctx, step, M, N, max_cluster, &p->bwd);
+  else st = choose_shape(ctx, step, M, N, BWD_STATE_BUDGET, 2, true, 1, &p->bwd);
+  if (!st && p->bwd_deferred && !plan_exchange(adjoint, kind, t->max_shared_bytes_optin, p)) {
+    /* Too many partial sums to exchange: reduce each sum over M in one block. */
+    p->bwd_deferred = false;
+    st = choose_shape(ctx, step, M, N, BWD_STATE_BUDGET, 2, true, 1, &p->bwd);
+  }
+  free(kind);
+  frnn_step_destroy(own);
+  if (st) return st;
   /* Registers of state per backward thread (scratch holds one copy). */
   p->bwd_regs = 0;
   for (int i = 0; i < p->n_st; i++) {
@@ -122,13 +258,32 @@ frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adj
   return FRNN_OK;
 }
 
+unsigned plan_bwd_shared_bytes(const plan *p) {
+  return p->bwd_deferred ? (unsigned)(2 * p->xchg_steps * p->xchg_floats * 4) : 0;
+}
+
 static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
 
 void plan_workspace(const plan *p, frnn_sizes sz, const uint8_t *in_bcast, int for_backward,
                     ws_layout *w) {
-  int64_t C = (int64_t)ceil(sqrt((double)sz.T));
-  if (C < 1) C = 1;
+  /* The forward saves the states every C steps.  By default the backward
+   * recomputes each chunk of C = sqrt(T) steps into scratch (C2 = C): T/C + C
+   * states per head.  With FRNN_BWD_C2 = c2 it keeps two levels: each chunk
+   * is recomputed once to save its states every C2 steps, then each piece of
+   * C2 steps into scratch: T/C + C/C2 - 1 + C2 states, least for C =
+   * sqrt(T * C2).  Measured on the H100 (delta rule, 128 x 128, T = 1024):
+   * C2 = 8 cut the peak from 1.68 to 1.13 GB but the second recompute pass
+   * cost 38% more time (docs/BENCHMARKS.md). */
+  int64_t C2 = env_int("FRNN_BWD_C2", 0, 0, 1 << 20), C;
+  if (C2 == 0 || C2 >= sz.T) {
+    C = (int64_t)ceil(sqrt((double)sz.T));
+    if (C < 1) C = 1;
+    C2 = C;
+  } else {
+    C = (int64_t)ceil(sqrt((double)sz.T * (double)C2) / (double)C2) * C2;
+  }
   w->C = C;
+  w->C2 = C2;
   w->n_ckpt = (sz.T + C - 1) / C;
   size_t heads = (size_t)sz.B * (size_t)sz.H;
   w->ckpt = 0;
@@ -136,7 +291,9 @@ void plan_workspace(const plan *p, frnn_sizes sz, const uint8_t *in_bcast, int f
   if (for_backward) {
     off = align256(heads * (size_t)w->n_ckpt * (size_t)p->state_floats * 4);
     w->scratch = off;
-    off = align256(off + heads * (size_t)C * (size_t)p->bwd.warps * 32 * (size_t)p->bwd_regs * 4);
+    size_t states = (size_t)C2 + (size_t)((C + C2 - 1) / C2 - 1); /* scratch, second level */
+    off = align256(off + heads * (size_t)p->bwd.row_blocks * states * (size_t)p->bwd.warps * 32 *
+                             (size_t)p->bwd_regs * 4);
   } else {
     w->scratch = 0;
   }

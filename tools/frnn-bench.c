@@ -356,6 +356,72 @@ out:
   return bw;
 }
 
+/* The float32 FMA ceiling: a PTX kernel of 8 independent FMA chains per
+ * thread (32 FMAs per iteration), enough blocks to fill every SM; GFLOP/s
+ * from the median of FMA_REPS launches (2 flops per FMA).  The result is
+ * stored only if it equals a value it cannot take, so nothing is optimised
+ * away and no bandwidth is used. */
+enum { FMA_REPS = 5, FMA_BLOCKS = 132 * 16, FMA_THREADS = 256, FMA_ITERS = 4096 };
+static const char fma_ptx[] =
+    ".version 8.0\n.target sm_80\n.address_size 64\n"
+    ".visible .entry frnn_fma_peak(.param .u64 out, .param .u32 iters)\n{\n"
+    "  .reg .pred p;\n  .reg .b32 i, n, tid;\n  .reg .f32 a<8>, b, c;\n  .reg .b64 o;\n"
+    "  ld.param.u64 o, [out];\n  ld.param.u32 n, [iters];\n  mov.u32 tid, %tid.x;\n"
+    "  cvt.rn.f32.u32 a0, tid;\n  add.f32 a1, a0, 0f3F800000;\n  add.f32 a2, a1, 0f3F800000;\n"
+    "  add.f32 a3, a2, 0f3F800000;\n  add.f32 a4, a3, 0f3F800000;\n  add.f32 a5, a4, 0f3F800000;\n"
+    "  add.f32 a6, a5, 0f3F800000;\n  add.f32 a7, a6, 0f3F800000;\n"
+    "  mov.f32 b, 0f3F7FF972;\n  mov.f32 c, 0f3A83126F;\n  mov.u32 i, 0;\n"
+    "LOOP:\n"
+#define FMA8 "  fma.rn.f32 a0, a0, b, c;\n  fma.rn.f32 a1, a1, b, c;\n  fma.rn.f32 a2, a2, b, c;\n" \
+             "  fma.rn.f32 a3, a3, b, c;\n  fma.rn.f32 a4, a4, b, c;\n  fma.rn.f32 a5, a5, b, c;\n" \
+             "  fma.rn.f32 a6, a6, b, c;\n  fma.rn.f32 a7, a7, b, c;\n"
+    FMA8 FMA8 FMA8 FMA8
+#undef FMA8
+    "  add.u32 i, i, 1;\n  setp.lt.u32 p, i, n;\n  @p bra LOOP;\n"
+    "  add.f32 a0, a0, a1;\n  add.f32 a2, a2, a3;\n  add.f32 a4, a4, a5;\n  add.f32 a6, a6, a7;\n"
+    "  add.f32 a0, a0, a2;\n  add.f32 a4, a4, a6;\n  add.f32 a0, a0, a4;\n"
+    "  setp.eq.f32 p, a0, 0fC7C35000;\n  @p st.global.f32 [o], a0;\n  ret;\n}\n";
+
+static double fma_rate(frnn_ctx *ctx, char *note, size_t note_size) {
+  CUmodule mod = NULL;
+  CUfunction fn;
+  CUdeviceptr out = 0;
+  CUevent ev[2 * FMA_REPS] = {0};
+  double ms[FMA_REPS], rate = NAN;
+  unsigned iters = FMA_ITERS;
+  void *params[2] = {&out, &iters};
+  unsigned grid[3] = {FMA_BLOCKS, 1, 1}, block[3] = {FMA_THREADS, 1, 1};
+  if (cuda_module_load(ctx, fma_ptx, sizeof fma_ptx - 1, 0, &mod, NULL) ||
+      cuda_function(ctx, mod, "frnn_fma_peak", &fn) || cuda_malloc(ctx, 4, &out))
+    goto fail;
+  for (int k = 0; k < 2 * FMA_REPS; k++)
+    if (cuda_event_create(ctx, &ev[k])) goto fail;
+  if (cuda_launch(ctx, fn, "frnn_fma_peak", grid, block, 1, 0, NULL, params)) goto fail;
+  for (int k = 0; k < FMA_REPS; k++)
+    if (cuda_event_record(ctx, ev[2 * k], NULL) ||
+        cuda_launch(ctx, fn, "frnn_fma_peak", grid, block, 1, 0, NULL, params) ||
+        cuda_event_record(ctx, ev[2 * k + 1], NULL))
+      goto fail;
+  if (cuda_event_sync(ctx, ev[2 * FMA_REPS - 1])) goto fail;
+  for (int k = 0; k < FMA_REPS; k++) {
+    float t;
+    if (cuda_event_elapsed(ctx, ev[2 * k], ev[2 * k + 1], &t)) goto fail;
+    ms[k] = t;
+  }
+  stats st = stats_of(ms, FMA_REPS);
+  double flops = 2.0 * 32 * (double)FMA_ITERS * FMA_THREADS * FMA_BLOCKS;
+  if (st.median > 0) rate = flops / (st.median * 1e-3) / 1e9;
+  else snprintf(note, note_size, "the FMA kernel took no measurable time");
+  goto out;
+fail:
+  snprintf(note, note_size, "%s", frnn_ctx_error(ctx));
+out:
+  for (int k = 0; k < 2 * FMA_REPS; k++) cuda_event_destroy(ev[k]);
+  cuda_free(ctx, out);
+  cuda_module_unload(mod);
+  return rate;
+}
+
 /* -------------------------------------------------------------- tensors */
 /* Every tensor of one call, by slot; each slot is indexed like a port kind. */
 enum slot { S_IN, S_ST, S_OUT, S_FIN, S_GOUT, S_GFIN, S_GIN, S_GST, N_SLOTS };
@@ -1071,9 +1137,9 @@ static void json_sizes(FILE *f, frnn_sizes s) {
 }
 
 typedef struct header {
-  char card[256], date[32], copy_note[512];
+  char card[256], date[32], copy_note[512], fma_note[512];
   int driver;
-  double copy_gbps;
+  double copy_gbps, fma_gflops;
   size_t total_mem;
 } header;
 
@@ -1102,6 +1168,12 @@ static void write_json(FILE *f, const options *o, const header *h, const result 
   if (h->copy_note[0]) {
     fputs(", \"copy_bandwidth_note\": ", f);
     json_str(f, h->copy_note);
+  }
+  fputs(", \"fma_f32_gflops\": ", f);
+  json_num(f, h->fma_gflops);
+  if (h->fma_note[0]) {
+    fputs(", \"fma_note\": ", f);
+    json_str(f, h->fma_note);
   }
   fputs(",\n  \"models\": [", f);
   for (int k = 0; k < n; k++) {
@@ -1219,6 +1291,12 @@ int main(int argc, char **argv) {
             h.copy_gbps, COPY_REPS);
   else
     fprintf(out, "copy bandwidth not measured: %s (no floor)\n", h.copy_note);
+  h.fma_gflops = fma_rate(ctx, h.fma_note, sizeof h.fma_note);
+  if (h.fma_gflops == h.fma_gflops)
+    fprintf(out, "float32 FMA rate %.0f GFLOP/s (%d blocks x %d threads x 8 chains, median of %d)\n",
+            h.fma_gflops, FMA_BLOCKS, FMA_THREADS, FMA_REPS);
+  else
+    fprintf(out, "float32 FMA rate not measured: %s\n", h.fma_note);
   warm_llvm(ctx, &o);
   fputc('\n', out);
   print_header(out);

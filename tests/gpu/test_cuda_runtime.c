@@ -179,7 +179,7 @@ static void every_call_says_no_gpu(frnn_ctx *c) {
   CHILD_CHECK(cuda_link_ptx_to_cubin(c, PTX, sizeof PTX, &cubin, &size) == FRNN_E_NO_GPU);
   CHILD_CHECK(!cubin && size == 0);
   CHILD_CHECK(cuda_function(c, m, "add_one", &f) == FRNN_E_NO_GPU);
-  CHILD_CHECK(cuda_launch(c, f, "add_one", g, g, 0, NULL, NULL) == FRNN_E_NO_GPU);
+  CHILD_CHECK(cuda_launch(c, f, "add_one", g, g, 1, 0, NULL, NULL) == FRNN_E_NO_GPU);
   CHILD_CHECK(cuda_malloc(c, 16, &d) == FRNN_E_NO_GPU && d == 0);
   CHILD_CHECK(cuda_memcpy_htod(c, d, &v, 4, NULL, 0) == FRNN_E_NO_GPU);
   CHILD_CHECK(cuda_memcpy_dtoh(c, &v, d, 4, NULL, 1) == FRNN_E_NO_GPU);
@@ -291,7 +291,7 @@ static const char *add_one_error(frnn_ctx *c, CUfunction f, const char *name, un
   void *params[] = {&d, &n, &shared_bytes};
   unsigned block[3] = {128, 1, 1}, grid[3] = {(n + 127) / 128, 1, 1};
   if (cuda_malloc(c, n * sizeof *h, &d) || cuda_memcpy_htod(c, d, h, n * sizeof *h, NULL, 0) ||
-      cuda_launch(c, f, name, grid, block, shared_bytes, NULL, params) ||
+      cuda_launch(c, f, name, grid, block, 1, shared_bytes, NULL, params) ||
       cuda_stream_sync(c, NULL) || cuda_memcpy_dtoh(c, back, d, n * sizeof *back, NULL, 0)) {
     snprintf(err, size, "%s", frnn_ctx_error(c));
     res = err;
@@ -408,7 +408,7 @@ START_TEST(async_copies_and_events) {
   OK(cuda_event_record(ctx, e0, NULL));
   void *params[] = {&d, &n};
   unsigned block[3] = {256, 1, 1}, grid[3] = {n / 256, 1, 1};
-  for (int i = 0; i < 3; i++) OK(cuda_launch(ctx, f, "add_one", grid, block, 0, NULL, params));
+  for (int i = 0; i < 3; i++) OK(cuda_launch(ctx, f, "add_one", grid, block, 1, 0, NULL, params));
   OK(cuda_event_record(ctx, e1, NULL));
   OK(cuda_memcpy_dtoh(ctx, h, d, n * sizeof *h, NULL, 1));
   OK(cuda_event_sync(ctx, e1));
@@ -536,7 +536,7 @@ START_TEST(launch_and_lookup_errors) {
   OK(cuda_malloc(ctx, 64, &d));
   void *params[] = {&d, &n};
   unsigned grid[3] = {1, 1, 1}, block[3] = {2048, 1, 1}; /* above 1024 threads */
-  ck_assert_int_eq(cuda_launch(ctx, f, "add_one", grid, block, 0, NULL, params), FRNN_E_CUDA);
+  ck_assert_int_eq(cuda_launch(ctx, f, "add_one", grid, block, 1, 0, NULL, params), FRNN_E_CUDA);
   printf("bad launch: %s\n", frnn_ctx_error(ctx));
   want = "cuLaunchKernel(add_one): CUDA_ERROR_INVALID_VALUE: ";
   ck_assert(strncmp(frnn_ctx_error(ctx), want, strlen(want)) == 0);
@@ -569,7 +569,7 @@ START_TEST(large_dynamic_shared_memory) {
   OK(cuda_malloc(ctx, 64, &d));
   void *params[] = {&d, &n, &too_much};
   unsigned grid[3] = {1, 1, 1}, block[3] = {32, 1, 1};
-  ck_assert_int_eq(cuda_launch(ctx, f, "add_one_shared", grid, block, too_much, NULL, params),
+  ck_assert_int_eq(cuda_launch(ctx, f, "add_one_shared", grid, block, 1, too_much, NULL, params),
                    FRNN_E_CUDA);
   printf("too much shared memory: %s\n", frnn_ctx_error(ctx));
   ck_assert(strstr(frnn_ctx_error(ctx), "add_one_shared") != NULL);

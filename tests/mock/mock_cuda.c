@@ -191,6 +191,19 @@ static CUresult m_cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigne
   for (unsigned long i = 0; i < (unsigned long)gx * bx && i < n; i++) x[i] += 1.0f;
   return 0;
 }
+/* Clusters: the grid must tile into them, at most 8 blocks (portable size). */
+static CUresult m_cuLaunchKernelEx(const CUlaunchConfig *c, CUfunction f, void **params, void **extra) {
+  if (!c || (c->numAttrs && !c->attrs)) return CUDA_ERROR_INVALID_VALUE;
+  for (unsigned i = 0; i < c->numAttrs; i++) {
+    if (c->attrs[i].id != CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION) return CUDA_ERROR_INVALID_VALUE;
+    unsigned x = c->attrs[i].value.clusterDim.x, y = c->attrs[i].value.clusterDim.y,
+             z = c->attrs[i].value.clusterDim.z;
+    if (!x || !y || !z || x * y * z > 8 || c->gridDimX % x || c->gridDimY % y || c->gridDimZ % z)
+      return CUDA_ERROR_INVALID_CLUSTER_SIZE;
+  }
+  return m_cuLaunchKernel(f, c->gridDimX, c->gridDimY, c->gridDimZ, c->blockDimX, c->blockDimY,
+                          c->blockDimZ, c->sharedMemBytes, c->hStream, params, extra);
+}
 static CUresult m_cuMemAlloc(CUdeviceptr *p, size_t n) { if (need_ctx()) return need_ctx(); *p = (CUdeviceptr)(uintptr_t)malloc(n); return 0; }
 static CUresult m_cuMemFree(CUdeviceptr p) { free((void *)(uintptr_t)p); return 0; }
 static CUresult m_cuMemGetInfo(size_t *f, size_t *t) { if (need_ctx()) return need_ctx(); *f = 1 << 30; *t = (size_t)80 << 30; return 0; }
@@ -214,7 +227,7 @@ static const struct { const char *name; void *fn; } table[] = {
   E(cuDeviceGetName) E(cuDeviceGetAttribute) E(cuDeviceTotalMem) E(cuDevicePrimaryCtxRetain) E(cuCtxGetCurrent)
   E(cuCtxGetDevice) E(cuCtxPushCurrent) E(cuCtxPopCurrent) E(cuCtxSynchronize) E(cuModuleLoadDataEx)
   E(cuModuleUnload) E(cuModuleGetFunction) E(cuLinkCreate) E(cuLinkAddData) E(cuLinkComplete) E(cuLinkDestroy)
-  E(cuFuncSetAttribute) E(cuFuncGetAttribute) E(cuLaunchKernel) E(cuMemAlloc) E(cuMemFree) E(cuMemGetInfo)
+  E(cuFuncSetAttribute) E(cuFuncGetAttribute) E(cuLaunchKernel) E(cuLaunchKernelEx) E(cuMemAlloc) E(cuMemFree) E(cuMemGetInfo)
   E(cuMemcpyHtoD) E(cuMemcpyDtoH) E(cuMemcpyHtoDAsync) E(cuMemcpyDtoHAsync) E(cuMemsetD8) E(cuMemsetD8Async)
   E(cuEventCreate) E(cuEventDestroy) E(cuEventRecord) E(cuEventSynchronize) E(cuEventElapsedTime)
   E(cuStreamSynchronize)

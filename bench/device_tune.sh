@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One device call for kernel work: GPU correctness (six test configurations in
+# parallel), frnn-bench on a few models, then plan variants given as arguments
+# ("ENV=VALUE[,ENV=VALUE]" each, "-" for the default plan) on FRNN_TUNE_MODELS.
+# Carry devbin (bash bench/device_pack.sh test_gpu_models frnn-bench libfrnn.so).
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/b; tar -xJf devbin/bins.tar.xz -C /tmp/b
+export FRNN_SOURCE_DIR=$PWD
+T0=$(date +%s)
+# FRNN_TUNE_TEST_ENVS: plan settings to run the GPU tests under ("-": default;
+# "" skips the tests), e.g. "- FRNN_BWD_CLUSTER=8".
+for te in ${FRNN_TUNE_TEST_ENVS--}; do
+  tenv=""; [ "$te" != "-" ] && tenv=$(echo "$te" | tr ',' ' ')
+  configs="models_f32_odd models_f32_1x1 models_f32_48x96_strided models_f32_64 models_f32_128 models_bf16_128"
+  for c in $configs; do
+    env $tenv FRNN_GPU_CONFIG=$c FRNN_CACHE_DIR=/tmp/fc-$c-$te FRNN_GPU_TABLE=/tmp/gpu_errors_$c.txt \
+      timeout -k 5 240 /tmp/b/test_gpu_models > /tmp/gpu_$c.log 2>&1 &
+  done
+  wait
+  for c in $configs; do echo "== $c ($te)"; cat /tmp/gpu_$c.log; done >> "$OUT/gpu.log"
+  cat /tmp/gpu_errors_*.txt >> "$OUT/gpu_errors.txt" 2>/dev/null
+  echo "== GPU tests, plan $te ($(($(date +%s) - T0)) s):"
+  grep -hE "^[0-9]+%|:F:|:E:|signal|Assert" /tmp/gpu_*.log | cut -c1-240 | head -24
+done
+MODELS=${FRNN_TUNE_MODELS:-examples/delta_rule.frnn examples/gla.frnn examples/mamba2.frnn examples/rwkv7.frnn}
+for v in "$@"; do
+  envs=""; [ "$v" != "-" ] && envs=$(echo "$v" | tr ',' ' ')
+  echo "== variant $v"
+  env $envs FRNN_CACHE_DIR=/tmp/fc-tune timeout -k 5 ${FRNN_TUNE_TIMEOUT:-90} /tmp/b/frnn-bench $MODELS \
+    --reps ${FRNN_TUNE_REPS:-10} --warmup 3 --check none 2>&1 | grep -vE "^sizes|^copy|^$"
+done > "$OUT/variants.txt" 2>&1
+cat "$OUT/variants.txt" | cut -c1-120
+echo "total $(($(date +%s) - T0)) s"
