@@ -861,11 +861,15 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
    * checkpoints (one every C2 steps), each laid out [float][thread] so that a
    * warp's accesses coalesce.  Few enough states to stay in L2 (plan.c). */
   int64_t per_state = (int64_t)p->bwd_regs * n_threads;
-  /* (the last piece's start state is never saved: it is where the first pass ends) */
-  LLVMValueRef n_l2 = LLVMBuildSub(cg->b, LLVMBuildUDiv(cg->b, cg_add(cg, C, LLVMBuildSub(cg->b, C2, cg_i64(cg, 1), "")), C2, ""),
-                                   cg_i64(cg, 1), "");
+  /* One level (the default): C scratch states.  Two: C2 + ceil(C/C2) - 1
+   * (the last piece's start state is never saved: the first pass ends there). */
+  bool two = p->bwd_two_level;
+  LLVMValueRef states = C;
+  if (two)
+    states = cg_add(cg, C2, LLVMBuildSub(cg->b, LLVMBuildUDiv(cg->b, cg_add(cg, C, LLVMBuildSub(cg->b, C2, cg_i64(cg, 1), "")), C2, ""),
+                                         cg_i64(cg, 1), ""));
   LLVMValueRef sc_block = cg_mul(cg, cg_add(cg, cg_mul(cg, lw->bh, cg_i64(cg, G)), cg_zext64(cg, rank)),
-                                 cg_mul(cg, cg_add(cg, C2, n_l2), cg_i64(cg, per_state)));
+                                 cg_mul(cg, states, cg_i64(cg, per_state)));
   LLVMValueRef tid64 = cg_zext64(cg, lw->tid);
 #define SCRATCH_INDEX(slot, q)                                                                 \
   cg_add(cg, cg_add(cg, sc_block, cg_mul(cg, slot, cg_i64(cg, per_state))),                   \
@@ -896,14 +900,6 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
         Sv[i][e] = cg_load_elem(cg, scratch, SCRATCH_INDEX(slot, q_), TD_F32);                 \
     }                                                                                          \
   } while (0)
-  /* The chunk's sub-chunks u0 = t0 + j*C2, j = 0..last.  First pass: from the
-   * checkpoint to the last sub-chunk's start, saving the state at the start
-   * of every other sub-chunk (slot C2 + j); the last one's stays in S. */
-  LLVMValueRef last = LLVMBuildUDiv(cg->b, LLVMBuildSub(cg->b, LLVMBuildSub(cg->b, t1, t0, ""), cg_i64(cg, 1), ""), C2, "");
-  LLVMValueRef s_last = cg_add(cg, t0, cg_mul(cg, last, C2));
-  LLVMValueRef jvar = new_counter(lw, entry), next2 = new_counter(lw, entry);
-  cg_store(cg, t0, next2);
-  cg_store(cg, cg_i64(cg, 0), jvar);
   prefetch pfx = {.on = p->prefetch == PREFETCH_REGS, .hint = p->prefetch == PREFETCH_HINT}, pfr = pfx;
   for (int i = 0; i < p->n_in; i++)
     if (!pf_add(lw, &pfx, &in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, X[i], entry) ||
@@ -911,6 +907,18 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
       return false;
   for (int i = 0; i < p->n_out; i++)
     if (!pf_add(lw, &pfr, &gout[i], s->ports[FRNN_PORT_OUTPUT][i].cls, true, GY[i], entry)) return false;
+  /* Two levels: the chunk's pieces u0 = t0 + j*C2, j = 0..last.  First
+   * pass: from the checkpoint to the last piece's start, saving the state at
+   * the start of every other piece (slot C2 + j); the last one's stays in S.
+   * One level: one piece, the chunk. */
+  LLVMValueRef u0 = t0, u1 = t1;
+  loop ls = {0};
+  if (two) {
+  LLVMValueRef last = LLVMBuildUDiv(cg->b, LLVMBuildSub(cg->b, LLVMBuildSub(cg->b, t1, t0, ""), cg_i64(cg, 1), ""), C2, "");
+  LLVMValueRef s_last = cg_add(cg, t0, cg_mul(cg, last, C2));
+  LLVMValueRef jvar = new_counter(lw, entry), next2 = new_counter(lw, entry);
+  cg_store(cg, t0, next2);
+  cg_store(cg, cg_i64(cg, 0), jvar);
   pf_begin(lw, &pfx, t0);
   loop la = loop_begin(lw, tvar, t0, s_last, 1, "level2");
   {
@@ -937,10 +945,10 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
     STEP_STATES(false, cg_i64(cg, 0));
   }
   loop_end(lw, &la, 1);
-  loop ls = loop_begin(lw, jvar, last, cg_i64(cg, 0), -1, "subchunk");
+  ls = loop_begin(lw, jvar, last, cg_i64(cg, 0), -1, "subchunk");
   LLVMValueRef j = cg_load(cg, cg->t_i64, jvar);
-  LLVMValueRef u0 = cg_add(cg, t0, cg_mul(cg, j, C2));
-  LLVMValueRef u1 = cg_add(cg, u0, C2);
+  u0 = cg_add(cg, t0, cg_mul(cg, j, C2));
+  u1 = cg_add(cg, u0, C2);
   u1 = cg_select(cg, icmp(lw, LLVMIntSLT, t1, u1), t1, u1);
   {
     LLVMBasicBlockRef reload = cg_block(cg, "l2_load"), have = cg_block(cg, "l2_have");
@@ -950,6 +958,7 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
     for (int i = 0; i < p->n_st; i++) slots_set(lw, S[i], s->ports[FRNN_PORT_STATE][i].cls, Sv[i], s->ports[FRNN_PORT_STATE][i].cls);
     cg_br(cg, have);
     cg_at(cg, have);
+  }
   }
   /* Recompute the sub-chunk's states into scratch slots 0..C2-1. */
   pf_begin(lw, &pfx, u0);
@@ -1025,7 +1034,7 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
     }
   }
   loop_end(lw, &lb, -1);
-  loop_end(lw, &ls, -1);
+  if (two) loop_end(lw, &ls, -1);
   loop_end(lw, &lk, -1);
 #undef SCRATCH_INDEX
 #undef STEP_STATES

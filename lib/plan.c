@@ -224,8 +224,10 @@ frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adj
   p->xchg_floats = 0;
   p->xchg_steps = 1;
   /* Measured on the H100 (docs/BENCHMARKS.md): values in registers spilled
-   * the backward and slowed most forwards; L1 hints hold no registers. */
-  p->prefetch = env_int("FRNN_PREFETCH", PREFETCH_HINT, PREFETCH_NONE, PREFETCH_HINT);
+   * the backward and slowed most forwards; L1 hints slowed Mamba-2's and
+   * retention's forwards 5-6x.  Neither is on by default. */
+  p->prefetch = env_int("FRNN_PREFETCH", PREFETCH_NONE, PREFETCH_NONE, PREFETCH_HINT);
+  p->bwd_two_level = env_int("FRNN_BWD_C2", 0, 0, 1 << 20) > 0;
   /* May the backward defer its sums over M (and so split rows)? */
   frnn_step *own = NULL;
   if (!adjoint) {
