@@ -49,7 +49,6 @@ typedef struct lower {
   LLVMValueRef col[PLAN_MAX_CN], col_ok[PLAN_MAX_CN], col_safe[PLAN_MAX_CN];
   LLVMValueRef smem; /* shared floats for sums over M: warps * cn * lpr */
   const uint8_t *kind; /* while emitting a deferred adjoint: split_kinds of its nodes */
-  LLVMValueRef mask0;  /* i1: the warp that counts uniform terms of partial sums once */
   LLVMValueRef **vals;
   uint32_t n_vals;
 } lower;
@@ -424,17 +423,10 @@ static bool emit_graph(lower *lw, const frnn_step *g, LLVMValueRef **in_leaf,
     default: {
       int ar = op_get(n->op)->arity;
       double e = n->op == FRNN_OP_POW ? g->nodes[n->arg[1]].value : 0;
-      /* partial + uniform: the uniform term is counted by one warp only. */
-      bool count_once = lw->kind && lw->kind[v] == KIND_PARTIAL &&
-                        (n->op == FRNN_OP_ADD || n->op == FRNN_OP_SUB || n->op == FRNN_OP_WHERE);
       for (int k = 0; k < cnt; k++) {
         int r = k / cn, c = k % cn;
         LLVMValueRef a[3] = {NULL, NULL, NULL};
-        for (int i = 0; i < ar; i++) {
-          a[i] = at(lw, lw->vals[n->arg[i]], g->nodes[n->arg[i]].cls, r, c);
-          if (count_once && lw->kind[n->arg[i]] == KIND_UNIFORM && !(n->op == FRNN_OP_WHERE && i == 0))
-            a[i] = cg_select(cg, lw->mask0, a[i], cg_f32(cg, 0.0));
-        }
+        for (int i = 0; i < ar; i++) a[i] = at(lw, lw->vals[n->arg[i]], g->nodes[n->arg[i]].cls, r, c);
         out[k] = lower_elementwise(cg, (frnn_op)n->op, a[0], a[1], a[2], e);
       }
     }
@@ -786,7 +778,6 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   int G = lw->ks.row_blocks;
   LLVMValueRef rank = G > 1 ? cg_ctaid_x(cg) : cg_i32(cg, 0);
   geometry(lw, rank);
-  lw->mask0 = i1_and(lw, icmp(lw, LLVMIntEQ, rank, cg_i32(cg, 0)), icmp(lw, LLVMIntEQ, lw->warp, cg_i32(cg, 0)));
   uint8_t *kind = NULL;
   static const int no_stride[FRNN_MAX_PORTS];
   xchg x = {.G = G, .W = lw->ks.warps, .K = 1, .off = p->xchg_off, .stride = no_stride};

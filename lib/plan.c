@@ -51,8 +51,8 @@ static bool sums_over_m(const frnn_step *s) {
  * LOCAL values have rows (each block holds its own), UNIFORM ones have none
  * and are the same in every block, PARTIAL ones are sums over M of which a
  * warp holds its rows' share: the true value is the sum over all warps.  A
- * partial may only be scaled by uniform values, added to partials (or to
- * uniforms counted once), negated, summed over N or broadcast over N, and
+ * partial may only be scaled by uniform values, added to partials, negated,
+ * summed over N or broadcast over N, chosen by a uniform condition, and
  * reach gradients of inputs; anything else (a partial in a row, in a state's
  * gradient, under a nonlinear op) needs the true sum: returns false. */
 bool split_kinds(const frnn_step *adj, int n_in, uint8_t *kind) {
@@ -74,14 +74,19 @@ bool split_kinds(const frnn_step *adj, int n_in, uint8_t *kind) {
     if (CLASS_HAS_M(n->cls)) return false;
     bool linear;
     switch ((frnn_op)n->op) {
+    /* partial + uniform would be linear too (the uniform counted by one
+     * warp), but no model needs it: refused rather than carried untested. */
     case FRNN_OP_ADD:
-    case FRNN_OP_SUB: linear = partials + uniforms == 2; break;
+    case FRNN_OP_SUB: linear = partials == 2; break;
     case FRNN_OP_MUL: linear = partials == 1 && uniforms == 1; break;
     case FRNN_OP_DIV: linear = kind[n->arg[0]] == KIND_PARTIAL && kind[n->arg[1]] == KIND_UNIFORM; break;
     case FRNN_OP_NEG:
     case FRNN_OP_SUM: linear = true; break;
     case FRNN_OP_BCAST: linear = kind[n->arg[0]] == KIND_PARTIAL && kind[n->arg[1]] != KIND_PARTIAL; break;
-    case FRNN_OP_WHERE: linear = kind[n->arg[0]] == KIND_UNIFORM; break;
+    case FRNN_OP_WHERE:
+      linear = kind[n->arg[0]] == KIND_UNIFORM && kind[n->arg[1]] == KIND_PARTIAL &&
+               kind[n->arg[2]] == KIND_PARTIAL;
+      break;
     default: linear = false;
     }
     if (!linear) return false;

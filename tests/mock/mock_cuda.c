@@ -201,6 +201,9 @@ static CUresult m_cuLaunchKernelEx(const CUlaunchConfig *c, CUfunction f, void *
     if (!x || !y || !z || x * y * z > 8 || c->gridDimX % x || c->gridDimY % y || c->gridDimZ % z)
       return CUDA_ERROR_INVALID_CLUSTER_SIZE;
   }
+  if (getenv("FRNN_MOCK_TRACE") && c->numAttrs)
+    fprintf(stderr, "mock cuLaunchKernelEx(%s): grid %u,%u,%u cluster %u shared %u\n", f->name,
+            c->gridDimX, c->gridDimY, c->gridDimZ, c->attrs[0].value.clusterDim.x, c->sharedMemBytes);
   return m_cuLaunchKernel(f, c->gridDimX, c->gridDimY, c->gridDimZ, c->blockDimX, c->blockDimY,
                           c->blockDimZ, c->sharedMemBytes, c->hStream, params, extra);
 }

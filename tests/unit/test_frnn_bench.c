@@ -314,6 +314,22 @@ START_TEST(test_mock_every_example) {
 }
 END_TEST
 
+/* A backward split over thread-block clusters (FRNN_BWD_CLUSTER) launches
+ * through cuLaunchKernelEx: at M = 128, N = 32 the plan takes 4 blocks per
+ * head (16 warps of 8 rows, 4 per block); the fake driver checks that the
+ * grid tiles into clusters and that every kernel parameter is passed. */
+START_TEST(test_mock_clusters) {
+  setenv("FRNN_BWD_CLUSTER", "8", 1);
+  setenv("FRNN_MOCK_TRACE", "1", 1);
+  char step[512];
+  snprintf(step, sizeof step, "%s", test_source_path("examples/delta_rule.frnn"));
+  EXPECT_EXIT(0, mock, NULL, step, "--T", "16", "--B", "1", "--H", "2", "--M",
+              "128", "--N", "32", "--reps", "2", "--warmup", "1", "--check", "none");
+  ck_assert_msg(strstr(err_text, "mock cuLaunchKernelEx(frnn_bwd): grid 4,2,1 cluster 4"), "%s", err_text);
+  ck_assert_msg(!strstr(out_text, "FAILED"), "%s", out_text);
+}
+END_TEST
+
 START_TEST(test_mock_failures_continue) {
   char good[128], bad[128], missing[128];
   snprintf(good, sizeof good, "%s", test_source_path("examples/gla.frnn"));
@@ -379,6 +395,7 @@ int main(void) {
   if (have_mock) {
     tcase_add_test(tc, test_mock_every_example);
     tcase_add_test(tc, test_mock_failures_continue);
+    tcase_add_test(tc, test_mock_clusters);
     tcase_add_test(tc, test_mock_forward_only_json_stdout);
     tcase_add_test(tc, test_mock_no_device);
   } else {

@@ -77,6 +77,130 @@ START_TEST(every_model_every_size) {
 }
 END_TEST
 
+/* Which backwards defer their sums over M (plan.c, split_kinds): every
+ * example but mLSTM (its normaliser n is a [1,N] state whose gradient is a
+ * sum over M); a [1,N] state scaling the matrix state is refused the same
+ * way; a partial added to a value without rows (partial + uniform) is
+ * refused (not supported); a [1,N] input's gradient summed over M is
+ * deferred.  Closed-form expectations, checked on the plan and the kinds. */
+static frnn_step *parse(frnn_ctx *ctx, const char *text) {
+  frnn_step *s = NULL;
+  ck_assert_msg(frnn_step_parse(ctx, "inline.frnn", text, &s) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  return s;
+}
+
+static bool deferred(frnn_ctx *ctx, const frnn_step *s, int64_t M, int64_t N) {
+  target t;
+  plan p;
+  ck_assert(target_parse(ctx, "sm_90", &t) == FRNN_OK);
+  ck_assert_msg(plan_make(ctx, s, NULL, M, N, &t, &p) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  return p.bwd_deferred;
+}
+
+START_TEST(deferred_sums_over_m) {
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  for (int f = 0; f < n_files; f++) {
+    frnn_step *s;
+    ck_assert(frnn_step_load(ctx, test_source_path(files[f]), &s) == FRNN_OK);
+    bool want = strstr(files[f], "mlstm") == NULL;
+    ck_assert_msg(deferred(ctx, s, 128, 128) == want, "%s: deferred should be %d", files[f], want);
+    frnn_step_destroy(s);
+  }
+  frnn_step *row_state = parse(ctx, "step z(k[1,N]; S[M,N], z[1,N]) -> y[M,1]\n"
+                                    "  S = S * z + k\n  z = z * k\n  y = sum(S)\n");
+  ck_assert(!deferred(ctx, row_state, 64, 32));
+  frnn_step *mixed = parse(ctx, "step mix(k[1,N], v[M,1]; S[M,N]) -> y[M,1], w[1,1]\n"
+                                "  S = S + v * k\n  y = sum(S * k)\n  w = sum(k * k)\n");
+  ck_assert(!deferred(ctx, mixed, 64, 32));
+  frnn_step *plain = parse(ctx, "step lin(k[1,N], v[M,1]; S[M,N]) -> y[M,1]\n"
+                                "  S = S + v * k\n  y = sum(S * k)\n");
+  ck_assert(deferred(ctx, plain, 64, 32));
+  frnn_step *adj;
+  ck_assert(frnn_step_adjoint(plain, &adj) == FRNN_OK);
+  uint8_t kind[256];
+  ck_assert_uint_lt(adj->n_nodes, 256);
+  ck_assert(split_kinds(adj, 2, kind));
+  ck_assert_int_eq(kind[adj->ports[FRNN_PORT_OUTPUT][0].value], KIND_PARTIAL); /* grad_k */
+  ck_assert_int_eq(kind[adj->ports[FRNN_PORT_OUTPUT][1].value], KIND_LOCAL);   /* grad_v */
+  frnn_step_destroy(adj);
+  frnn_step_destroy(plain);
+  frnn_step_destroy(mixed);
+  frnn_step_destroy(row_state);
+  frnn_ctx_destroy(ctx);
+}
+END_TEST
+
+/* The plan's tuning knobs (plan.c, lower_llvm.c) give kernels ptxas
+ * accepts: clusters (mapa, barrier.cluster in the backward of a deferred
+ * model), two-level checkpoints, prefetch into registers or as L1 hints. */
+static const char *const KNOBS[][2] = {
+    {"FRNN_BWD_CLUSTER", "8"}, {"FRNN_BWD_C2", "8"}, {"FRNN_PREFETCH", "1"}, {"FRNN_PREFETCH", "2"}};
+
+START_TEST(tuning_knobs_assemble) {
+  setenv(KNOBS[_i][0], KNOBS[_i][1], 1); /* each test runs in its own process */
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  for (int f = 0; f < n_files; f++) {
+    frnn_step *s;
+    ck_assert(frnn_step_load(ctx, test_source_path(files[f]), &s) == FRNN_OK);
+    for (int k = 0; k < 3; k += 2) { /* 128 x 128 bf16, 48 x 96 f16 */
+      frnn_codegen_options o = {.M = SIZES[k].M, .N = SIZES[k].N, .dtype = SIZES[k].dt};
+      char *ptx = NULL, *report = NULL;
+      ck_assert_msg(frnn_compile_ptx(ctx, s, &o, &ptx) == FRNN_OK, "%s %s=%s: %s", files[f],
+                    KNOBS[_i][0], KNOBS[_i][1], frnn_ctx_error(ctx));
+      if (_i == 0 && k == 0 && !strstr(files[f], "mlstm") && !strstr(files[f], "hgrn") &&
+          !strstr(files[f], "rwkv4") && !strstr(files[f], "s4d"))
+        ck_assert_msg(strstr(ptx, "barrier.cluster") && strstr(ptx, "mapa"), "%s: no cluster exchange", files[f]);
+      if (_i == 3) ck_assert(strstr(ptx, "prefetch.global.L1"));
+      frnn_status st = cg_ptxas_check(ctx, ptx, "sm_90", &report);
+      ck_assert_msg(st == FRNN_OK || st == FRNN_E_UNSUPPORTED, "ptxas rejected %s with %s=%s: %s\n%s",
+                    files[f], KNOBS[_i][0], KNOBS[_i][1], frnn_ctx_error(ctx), report ? report : "");
+      free(report);
+      frnn_free(ptx);
+    }
+    frnn_step_destroy(s);
+  }
+  frnn_ctx_destroy(ctx);
+}
+END_TEST
+
+/* Workspace states per head (closed form): one level ceil(T/C) + C with C =
+ * ceil(sqrt(T)); two levels ceil(T/C) + C2 + ceil(C/C2) - 1 with C =
+ * ceil(sqrt(T C2) / C2) C2. */
+START_TEST(workspace_levels) {
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  frnn_step *s;
+  ck_assert(frnn_step_load(ctx, test_source_path("examples/delta_rule.frnn"), &s) == FRNN_OK);
+  target t;
+  plan p;
+  ck_assert(target_parse(ctx, "sm_90", &t) == FRNN_OK);
+  ck_assert(plan_make(ctx, s, NULL, 128, 128, &t, &p) == FRNN_OK);
+  frnn_sizes sz = {.B = 2, .T = 1000, .H = 3, .M = 128, .N = 128};
+  uint8_t bc[4] = {0, 0, 0, 0};
+  ws_layout one, two;
+  unsetenv("FRNN_BWD_C2");
+  plan_workspace(&p, sz, bc, 1, &one);
+  ck_assert_int_eq(one.C, 32);
+  ck_assert_int_eq(one.C2, 32);
+  ck_assert_int_eq(one.n_ckpt, 32);
+  setenv("FRNN_BWD_C2", "8", 1);
+  plan_workspace(&p, sz, bc, 1, &two);
+  ck_assert_int_eq(two.C, 96); /* ceil(sqrt(8000) / 8) * 8 */
+  ck_assert_int_eq(two.C2, 8);
+  ck_assert_int_eq(two.n_ckpt, 11);
+  size_t per_state = (size_t)p.bwd.warps * 32 * (size_t)p.bwd_regs * 4, heads = 6;
+  ck_assert_uint_eq(one.scratch - one.ckpt, heads * 32 * (size_t)p.state_floats * 4);
+  ck_assert_uint_ge(one.total - one.scratch, heads * 32 * per_state);
+  ck_assert_uint_ge(two.total - two.scratch, heads * (8 + 12 - 1) * per_state);
+  ck_assert_uint_lt(two.total - two.scratch, heads * (8 + 12 - 1) * per_state + 256);
+  ck_assert_uint_lt(two.total, one.total);
+  frnn_step_destroy(s);
+  frnn_ctx_destroy(ctx);
+}
+END_TEST
+
 START_TEST(unknown_kernel_and_arch_are_errors) {
   frnn_ctx *ctx;
   ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
@@ -117,6 +241,9 @@ int main(void) {
   tcase_set_timeout(tc, 900);
   tcase_add_loop_test(tc, every_model_every_size, 0, n_files);
   tcase_add_test(tc, unknown_kernel_and_arch_are_errors);
+  tcase_add_test(tc, deferred_sums_over_m);
+  tcase_add_loop_test(tc, tuning_knobs_assemble, 0, (int)(sizeof KNOBS / sizeof *KNOBS));
+  tcase_add_test(tc, workspace_levels);
   suite_add_tcase(su, tc);
   SRunner *sr = srunner_create(su);
   srunner_run_all(sr, CK_NORMAL);
