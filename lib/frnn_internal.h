@@ -251,7 +251,8 @@ typedef struct plan {
    * how many steps one exchange batches (plan_exchange). */
   int xchg_floats, xchg_off[FRNN_MAX_PORTS], xchg_stride[FRNN_MAX_PORTS], xchg_steps;
   int prefetch; /* PREFETCH_*: how time loops fetch the next step's inputs (lower_llvm.c) */
-  bool bwd_two_level; /* second-level checkpoints in the backward (FRNN_BWD_C2, plan_workspace) */
+  int64_t bwd_c2; /* backward: steps between second-level checkpoints; 0: one level
+                     (FRNN_BWD_C2; plan_workspace) */
 } plan;
 enum { PREFETCH_NONE, PREFETCH_REGS, PREFETCH_HINT };
 

@@ -854,7 +854,7 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   int64_t per_state = (int64_t)p->bwd_regs * n_threads;
   /* One level (the default): C scratch states.  Two: C2 + ceil(C/C2) - 1
    * (the last piece's start state is never saved: the first pass ends there). */
-  bool two = p->bwd_two_level;
+  bool two = p->bwd_c2 > 0;
   LLVMValueRef states = C;
   if (two)
     states = cg_add(cg, C2, LLVMBuildSub(cg->b, LLVMBuildUDiv(cg->b, cg_add(cg, C, LLVMBuildSub(cg->b, C2, cg_i64(cg, 1), "")), C2, ""),

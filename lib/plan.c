@@ -9,11 +9,12 @@
  * Backward: gradients of rows and scalars are sums over M.  When those sums
  * only flow, linearly, into gradients of inputs (split_kinds below says
  * whether), each warp keeps its rows' partial sums and they are added once
- * per step, in a fixed order, through shared memory: the head's rows are
- * then split over a thread-block cluster of `row_blocks` blocks (sm_90, read
- * through distributed shared memory), so that each thread holds few state
- * elements.  Otherwise one block holds every row and reduces each sum over M
- * in the block.  No atomics either way: bitwise reproducible. */
+ * every few steps, in a fixed order, through shared memory (the exchange);
+ * the head's rows may then also be split over a thread-block cluster of
+ * `row_blocks` blocks (sm_90, distributed shared memory; FRNN_BWD_CLUSTER,
+ * off by default: measured slower).  Otherwise one block holds every row and
+ * reduces each sum over M in the block.  No atomics either way: bitwise
+ * reproducible. */
 #include "frnn_internal.h"
 
 #include <math.h>
@@ -232,7 +233,7 @@ frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adj
    * the backward and slowed most forwards; L1 hints slowed Mamba-2's and
    * retention's forwards 5-6x.  Neither is on by default. */
   p->prefetch = env_int("FRNN_PREFETCH", PREFETCH_NONE, PREFETCH_NONE, PREFETCH_HINT);
-  p->bwd_two_level = env_int("FRNN_BWD_C2", 0, 0, 1 << 20) > 0;
+  p->bwd_c2 = env_int("FRNN_BWD_C2", 0, 0, 1 << 20);
   /* May the backward defer its sums over M (and so split rows)? */
   frnn_step *own = NULL;
   if (!adjoint) {
@@ -280,8 +281,9 @@ void plan_workspace(const plan *p, frnn_sizes sz, const uint8_t *in_bcast, int f
    * C2 steps into scratch: T/C + C/C2 - 1 + C2 states, least for C =
    * sqrt(T * C2).  Measured on the H100 (delta rule, 128 x 128, T = 1024):
    * C2 = 8 cut the peak from 1.68 to 1.13 GB but the second recompute pass
-   * cost 38% more time (docs/BENCHMARKS.md). */
-  int64_t C2 = env_int("FRNN_BWD_C2", 0, 0, 1 << 20), C;
+   * cost 42% more time (docs/BENCHMARKS.md).  The plan fixed C2 (its
+   * kernels are compiled for one level or two). */
+  int64_t C2 = p->bwd_c2, C;
   if (C2 == 0 || C2 >= sz.T) {
     C = (int64_t)ceil(sqrt((double)sz.T));
     if (C < 1) C = 1;
