@@ -848,12 +848,12 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
       Sv[i][q] = cg_load_elem(cg, ckpt, cg_add(cg, base, state_index(lw, i, cls, q / cn, q % cn)), TD_F32);
     slots_set(lw, S[i], cls, Sv[i], cls);
   }
-  /* Scratch, per block: C2 recomputed states, then the chunk's second-level
-   * checkpoints (one every C2 steps), each laid out [float][thread] so that a
-   * warp's accesses coalesce.  Few enough states to stay in L2 (plan.c). */
+  /* Scratch, per block, each state laid out [float][thread] so that a warp's
+   * accesses coalesce.  One level (the default): the chunk's C recomputed
+   * states.  Two: C2 recomputed states, then the chunk's second-level
+   * checkpoints, ceil(C/C2) - 1 of them (the last piece's start state is
+   * never saved: the first pass ends there).  plan_workspace sizes it. */
   int64_t per_state = (int64_t)p->bwd_regs * n_threads;
-  /* One level (the default): C scratch states.  Two: C2 + ceil(C/C2) - 1
-   * (the last piece's start state is never saved: the first pass ends there). */
   bool two = p->bwd_c2 > 0;
   LLVMValueRef states = C;
   if (two)
@@ -905,53 +905,53 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   LLVMValueRef u0 = t0, u1 = t1;
   loop ls = {0};
   if (two) {
-  LLVMValueRef last = LLVMBuildUDiv(cg->b, LLVMBuildSub(cg->b, LLVMBuildSub(cg->b, t1, t0, ""), cg_i64(cg, 1), ""), C2, "");
-  LLVMValueRef s_last = cg_add(cg, t0, cg_mul(cg, last, C2));
-  LLVMValueRef jvar = new_counter(lw, entry), next2 = new_counter(lw, entry);
-  cg_store(cg, t0, next2);
-  cg_store(cg, cg_i64(cg, 0), jvar);
-  pf_begin(lw, &pfx, t0);
-  loop la = loop_begin(lw, tvar, t0, s_last, 1, "level2");
-  {
-    LLVMValueRef t = cg_load(cg, cg->t_i64, tvar);
-    pf_step(lw, &pfx, t, next_clamped(lw, t, 1, LLVMBuildSub(cg->b, s_last, cg_i64(cg, 1), "")));
-    LLVMValueRef due = icmp(lw, LLVMIntEQ, t, cg_load(cg, cg->t_i64, next2));
-    LLVMBasicBlockRef yes = cg_block(cg, "l2_save"), no = cg_block(cg, "l2_saved");
-    cg_cond_br(cg, due, yes, no);
-    cg_at(cg, yes);
+    LLVMValueRef last = LLVMBuildUDiv(cg->b, LLVMBuildSub(cg->b, LLVMBuildSub(cg->b, t1, t0, ""), cg_i64(cg, 1), ""), C2, "");
+    LLVMValueRef s_last = cg_add(cg, t0, cg_mul(cg, last, C2));
+    LLVMValueRef jvar = new_counter(lw, entry), next2 = new_counter(lw, entry);
+    cg_store(cg, t0, next2);
+    cg_store(cg, cg_i64(cg, 0), jvar);
+    pf_begin(lw, &pfx, t0);
+    loop la = loop_begin(lw, tvar, t0, s_last, 1, "level2");
     {
-      LLVMValueRef j = cg_load(cg, cg->t_i64, jvar);
-      int q = 0;
-      for (int i = 0; i < p->n_st; i++) {
-        int cls = s->ports[FRNN_PORT_STATE][i].cls;
-        slots_get(lw, S[i], cls, Sv[i]);
-        for (int e = 0; e < count_of(&lw->ks, cls); e++, q++)
-          cg_store_elem(cg, scratch, SCRATCH_INDEX(cg_add(cg, C2, j), q), TD_F32, Sv[i][e]);
+      LLVMValueRef t = cg_load(cg, cg->t_i64, tvar);
+      pf_step(lw, &pfx, t, next_clamped(lw, t, 1, LLVMBuildSub(cg->b, s_last, cg_i64(cg, 1), "")));
+      LLVMValueRef due = icmp(lw, LLVMIntEQ, t, cg_load(cg, cg->t_i64, next2));
+      LLVMBasicBlockRef yes = cg_block(cg, "l2_save"), no = cg_block(cg, "l2_saved");
+      cg_cond_br(cg, due, yes, no);
+      cg_at(cg, yes);
+      {
+        LLVMValueRef j = cg_load(cg, cg->t_i64, jvar);
+        int q = 0;
+        for (int i = 0; i < p->n_st; i++) {
+          int cls = s->ports[FRNN_PORT_STATE][i].cls;
+          slots_get(lw, S[i], cls, Sv[i]);
+          for (int e = 0; e < count_of(&lw->ks, cls); e++, q++)
+            cg_store_elem(cg, scratch, SCRATCH_INDEX(cg_add(cg, C2, j), q), TD_F32, Sv[i][e]);
+        }
+        cg_store(cg, cg_add(cg, j, cg_i64(cg, 1)), jvar);
+        cg_store(cg, cg_add(cg, t, C2), next2);
       }
-      cg_store(cg, cg_add(cg, j, cg_i64(cg, 1)), jvar);
-      cg_store(cg, cg_add(cg, t, C2), next2);
+      cg_br(cg, no);
+      cg_at(cg, no);
+      STEP_STATES(false, cg_i64(cg, 0));
     }
-    cg_br(cg, no);
-    cg_at(cg, no);
-    STEP_STATES(false, cg_i64(cg, 0));
+    loop_end(lw, &la, 1);
+    ls = loop_begin(lw, jvar, last, cg_i64(cg, 0), -1, "subchunk");
+    LLVMValueRef j = cg_load(cg, cg->t_i64, jvar);
+    u0 = cg_add(cg, t0, cg_mul(cg, j, C2));
+    u1 = cg_add(cg, u0, C2);
+    u1 = cg_select(cg, icmp(lw, LLVMIntSLT, t1, u1), t1, u1);
+    {
+      LLVMBasicBlockRef reload = cg_block(cg, "l2_load"), have = cg_block(cg, "l2_have");
+      cg_cond_br(cg, icmp(lw, LLVMIntEQ, j, last), have, reload);
+      cg_at(cg, reload);
+      LOAD_STATES(cg_add(cg, C2, j));
+      for (int i = 0; i < p->n_st; i++) slots_set(lw, S[i], s->ports[FRNN_PORT_STATE][i].cls, Sv[i], s->ports[FRNN_PORT_STATE][i].cls);
+      cg_br(cg, have);
+      cg_at(cg, have);
+    }
   }
-  loop_end(lw, &la, 1);
-  ls = loop_begin(lw, jvar, last, cg_i64(cg, 0), -1, "subchunk");
-  LLVMValueRef j = cg_load(cg, cg->t_i64, jvar);
-  u0 = cg_add(cg, t0, cg_mul(cg, j, C2));
-  u1 = cg_add(cg, u0, C2);
-  u1 = cg_select(cg, icmp(lw, LLVMIntSLT, t1, u1), t1, u1);
-  {
-    LLVMBasicBlockRef reload = cg_block(cg, "l2_load"), have = cg_block(cg, "l2_have");
-    cg_cond_br(cg, icmp(lw, LLVMIntEQ, j, last), have, reload);
-    cg_at(cg, reload);
-    LOAD_STATES(cg_add(cg, C2, j));
-    for (int i = 0; i < p->n_st; i++) slots_set(lw, S[i], s->ports[FRNN_PORT_STATE][i].cls, Sv[i], s->ports[FRNN_PORT_STATE][i].cls);
-    cg_br(cg, have);
-    cg_at(cg, have);
-  }
-  }
-  /* Recompute the sub-chunk's states into scratch slots 0..C2-1. */
+  /* Recompute the piece's states into scratch slots 0, 1, ... */
   pf_begin(lw, &pfx, u0);
   loop lf = loop_begin(lw, tvar, u0, u1, 1, "recompute");
   {
@@ -960,7 +960,7 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
     STEP_STATES(true, LLVMBuildSub(cg->b, t, u0, ""));
   }
   loop_end(lw, &lf, 1);
-  /* Walk the sub-chunk backwards. */
+  /* Walk the piece backwards. */
   pf_begin(lw, &pfr, LLVMBuildSub(cg->b, u1, cg_i64(cg, 1), ""));
   loop lb = loop_begin(lw, tvar, LLVMBuildSub(cg->b, u1, cg_i64(cg, 1), ""), u0, -1, "reverse");
   {
