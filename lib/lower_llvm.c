@@ -326,22 +326,29 @@ static void lower_sum_n(lower *lw, LLVMValueRef *x, int xcls, LLVMValueRef *out,
   }
 }
 
-/* sum over M: masked partial over the thread's rows, a butterfly over the
- * row groups of the warp, then across warps through shared memory in warp
- * order (deterministic).  Needs the whole head in the block. */
-static void lower_sum_m(lower *lw, LLVMValueRef *x, int xcls, LLVMValueRef *out, int ocls) {
+/* sum over M, a warp's share: masked partial over the thread's rows, then a
+ * butterfly over the row groups of the warp.  Deferred sums stop here (the
+ * exchange of lower_backward adds the warps' shares). */
+static void lower_sum_m_partial(lower *lw, LLVMValueRef *x, int xcls, LLVMValueRef *out, int ocls) {
   codegen *cg = lw->cg;
-  int cn = CLASS_HAS_N(ocls) ? lw->ks.cn : 1;
-  LLVMValueRef part[PLAN_MAX_CN];
-  for (int c = 0; c < cn; c++) {
+  for (int c = 0; c < (CLASS_HAS_N(ocls) ? lw->ks.cn : 1); c++) {
     LLVMValueRef s = NULL;
     for (int r = 0; r < lw->ks.rpt; r++) {
       LLVMValueRef e = cg_select(cg, lw->row_ok[r], at(lw, x, xcls, r, c), cg_f32(cg, 0.0));
       s = s ? cg_fadd(cg, s, e) : e;
     }
     for (int m = 16; m >= lw->ks.lpr; m /= 2) s = cg_fadd(cg, s, cg_shfl_bfly_f32(cg, s, m, 32));
-    part[c] = s;
+    out[c] = s;
   }
+}
+
+/* sum over M, whole: each warp's share, then across warps through shared
+ * memory in warp order (deterministic).  Needs the whole head in the block. */
+static void lower_sum_m(lower *lw, LLVMValueRef *x, int xcls, LLVMValueRef *out, int ocls) {
+  codegen *cg = lw->cg;
+  int cn = CLASS_HAS_N(ocls) ? lw->ks.cn : 1;
+  LLVMValueRef part[PLAN_MAX_CN];
+  lower_sum_m_partial(lw, x, xcls, part, ocls);
   if (lw->ks.warps == 1) {
     for (int c = 0; c < cn; c++) out[c] = part[c];
     return;
@@ -365,22 +372,6 @@ static void lower_sum_m(lower *lw, LLVMValueRef *x, int xcls, LLVMValueRef *out,
       LLVMValueRef e = cg_load(cg, cg->t_f32, cg_gep(cg, cg->t_f32, lw->smem, idx));
       s = s ? cg_fadd(cg, s, e) : e;
     }
-    out[c] = s;
-  }
-}
-
-/* sum over M, deferred: each warp's partial (its threads' rows, then a
- * butterfly over the row groups of the warp); the warps' partials are added
- * once per step by the exchange (lower_backward). */
-static void lower_sum_m_partial(lower *lw, LLVMValueRef *x, int xcls, LLVMValueRef *out, int ocls) {
-  codegen *cg = lw->cg;
-  for (int c = 0; c < (CLASS_HAS_N(ocls) ? lw->ks.cn : 1); c++) {
-    LLVMValueRef s = NULL;
-    for (int r = 0; r < lw->ks.rpt; r++) {
-      LLVMValueRef e = cg_select(cg, lw->row_ok[r], at(lw, x, xcls, r, c), cg_f32(cg, 0.0));
-      s = s ? cg_fadd(cg, s, e) : e;
-    }
-    for (int m = 16; m >= lw->ks.lpr; m /= 2) s = cg_fadd(cg, s, cg_shfl_bfly_f32(cg, s, m, 32));
     out[c] = s;
   }
 }
