@@ -6,6 +6,8 @@
     python3 bench/compare.py --selftest-cpu  # no GPU: frnn's reference executor against
                                              # PyTorch loops written to each reference's
                                              # conventions (checks layouts and gradients)
+    python3 bench/compare.py --selftest-imports  # no GPU: a time limit firing during an
+                                             # import (fake packages), see Imports below
 
 Phases (each model in its own try/except, results.json rewritten after every step):
   time   fw and fw+bw time of frnn and of the reference (CUDA events around each call,
@@ -16,10 +18,21 @@ Phases (each model in its own try/except, results.json rewritten after every ste
          and again with it filled (warm); the reference with an empty TRITON_CACHE_DIR
          (cold: import excluded, Triton compile + autotune + run included) and filled (warm)
 
+Imports: before any phase, every reference function the selected models may call (all
+variants, check-only ones and fallbacks; torch._dynamo and einops first) is imported once,
+outside any time limit, and the time is logged (header 'ref_imports', row 'ref_import'); a
+failed import is recorded for the model and its rows say "import failed: ..." (not retried).
+The time limit (Alarm, SIGALRM) never fires inside an import: it waits until the import
+ends (at most FRNN_BENCH_IMPORT_GRACE s past the limit); one forced inside an import
+removes the modules imported since the limit began from sys.modules, so a retry starts
+clean.  (On 2026-11-25 the limit interrupted fla's first import, and every later fla call
+failed with "partially initialized module 'torch._dynamo' has no attribute 'decorators'".)
+
 Time shares (FRNN_BENCH_SHARE=fair, the default): in time and check, each model (check:
-each dtype and model) gets at most time left / models left (at least FRNN_BENCH_MIN_SHARE
-s while that is left; never more than its FRNN_BENCH_MODEL_TIMEOUT(S) cap); what one does
-not use goes to the next.  Models that ran out of their share run again at the end with
+each dtype and model) gets at most time left / models left (a first attempt at least
+FRNN_BENCH_FIRST_SHARE s, 30, when budget / models allows that, else FRNN_BENCH_MIN_SHARE
+s, 8, while that is left; never more than its FRNN_BENCH_MODEL_TIMEOUT(S) cap); what one
+does not use goes to the next.  Models that ran out of their share run again at the end with
 what is left (their Triton kernels compiled before the limit are cached by then); the
 better attempt is kept.  FRNN_BENCH_SHARE=order: the old fixed order, each up to its cap.
 A call slower than FRNN_BENCH_SLOW_CALL_S (the PyTorch loops of mamba, longhorn) is timed
@@ -32,7 +45,9 @@ Isolation: reference variants of the models in FRNN_BENCH_ISOLATE (default mlstm
 Triton kernel made Triton 3.6's LLVM abort the interpreter) run their time and check steps
 in a child process (compare.py --isolated JOB, results back as JSON); a child that dies is
 recorded ("child process died (killed by signal 6 (SIGABRT)) ...", 'crashed') and the
-model's fallbacks run: for mlstm, mlstm_chunkwise__native_autograd (PyTorch) and
+model's fallbacks run: for mlstm, mlstm_chunkwise__native_autograd (PyTorch; it computes
+in its inputs' dtype and its float32 states meet them in a matmul, so bf16 inputs are cast
+to float32 and h back to bf16, said in the label and the check's 'ref_cast') and
 xl_chunk again under DISABLE_LLVM_OPT=1 (Triton skips LLVM's O3 pipeline, where the
 SLPVectorizer assertion fired; the row's label says which ran).  A variant that crashed
 is not run again in later phases.  mamba2: every Triton autotuner of mamba_ssm's ssd_*.py
@@ -56,6 +71,9 @@ Environment:
                         timing, so the bf16 check reuses the compiled Triton kernels)
   FRNN_BENCH_SHARE      fair (default) or order: see Time shares
   FRNN_BENCH_MIN_SHARE  seconds a model gets at least while that much is left (default 8)
+  FRNN_BENCH_FIRST_SHARE the same for first attempts when FRNN_BENCH_BUDGET / models is at
+                        least this (default 30: a first Triton compile takes more than 8 s)
+  FRNN_BENCH_IMPORT_GRACE seconds a time limit waits for an import still running (default 60)
   FRNN_BENCH_MODEL_TIMEOUT  cap in seconds per model and phase (default 120)
   FRNN_BENCH_MODEL_TIMEOUTS per-model caps, e.g. mamba2=90,mlstm=60 (else the one above)
   FRNN_BENCH_SLOW_CALL_S a call slower than this gets 1 warm-up + <= 3 reps (default 2)
@@ -126,8 +144,17 @@ def log(*a):
     print("[%6.1fs]" % (time.time() - T_START), *a, flush=True)
 
 
+class RefImportError(ImportError):
+    """A reference function whose module did not import (at start-up, see preload_refs);
+    its message starts 'import failed: ' and is what the row records."""
+    pass
+
+
 def short_err(e, n=300):
-    s = "%s: %s" % (type(e).__name__, str(e).strip().replace("\n", " | "))
+    if isinstance(e, RefImportError):
+        s = str(e).strip().replace("\n", " | ")
+    else:
+        s = "%s: %s" % (type(e).__name__, str(e).strip().replace("\n", " | "))
     return s if len(s) <= n else s[:n] + "..."
 
 
@@ -222,19 +249,28 @@ class RefMissing(Exception):
 
 
 _ref_cache = {}
+_ref_fail = {}  # dotted name -> 'module: why' of an import that failed (not tried again)
 
 
 def ref_fn(name):
-    """A reference function by dotted name, imported on first use (on the GPU the
-    real library from refs/; in --selftest-cpu the PyTorch loops in CpuRefs)."""
+    """A reference function by dotted name (on the GPU the real library from refs/; in
+    --selftest-cpu the PyTorch loops in CpuRefs).  preload_refs() imports every one the
+    run needs at start-up, outside any time limit; a name imported later goes through
+    guarded_import (a running Alarm waits for it).  A failed import is remembered and
+    raises RefImportError('import failed: ...') again without importing again."""
     if name in _ref_cache:
         return _ref_cache[name]
+    if name in _ref_fail:
+        raise RefImportError("import failed: " + _ref_fail[name])
     if CPU_TEST:
         f = getattr(CpuRefs, name.rsplit(".", 1)[1])
     else:
         mod, fn = name.rsplit(".", 1)
-        import importlib
-        f = getattr(importlib.import_module(mod), fn)
+        try:
+            f = getattr(guarded_import(mod), fn)
+        except Exception as e:
+            _ref_fail[name] = "%s: %s" % (mod if not isinstance(e, AttributeError) else name, short_err(e, 300))
+            raise RefImportError("import failed: " + _ref_fail[name]) from e
     _ref_cache[name] = f
     return f
 
@@ -485,6 +521,32 @@ class Model:
             return self.triton_variant(variant)
         return (self.name in iso and self.triton_variant(variant)) or "%s/%s" % (self.name, variant) in iso
 
+    def ref_name(self, variant):
+        """Dotted name of the library function the variant calls (None: local PyTorch code)."""
+        return None
+
+    def ref_imports(self, variant):
+        """Dotted names preload_refs() imports (outside any time limit) for the variant."""
+        n = self.ref_name(variant)
+        return [n] if n else []
+
+    def import_error(self, variant):
+        """'module: why' when a function the variant needs did not import, else None."""
+        if CPU_TEST:
+            return None
+        for n in self.ref_imports(variant):
+            if n in _ref_fail:
+                return _ref_fail[n]
+        return None
+
+    def prepare_refs(self):
+        """After the imports (start-up, no time limit): set-up such as mamba2's pruning."""
+        pass
+
+    def ref_cast(self, dtype, variant):
+        """How the reference's inputs are cast for `dtype` ('' when they are not)."""
+        return ""
+
     def make(self, d, dtype, device, seed):
         raise NotImplementedError
 
@@ -544,6 +606,13 @@ class FlaLinear(Model):
     def triton_variant(self, variant):
         return variant != "naive"  # fla's naive.py loops are PyTorch
 
+    naive_fn = None  # fla's PyTorch loop (check-only variant 'naive'), relative to fla.ops
+
+    def ref_name(self, variant):
+        if variant == "naive":
+            return FLA + self.naive_fn if self.naive_fn else None
+        return FLA + self.name + "." + (self.fused_fn if variant == "fused" else self.chunk_fn)
+
     @staticmethod
     def row(t):  # [B,T,H,K] -> [B,T,H,1,N]
         return t.unsqueeze(3)
@@ -570,7 +639,7 @@ class DeltaRule(FlaLinear):
 
     def ref(self, c, variant):
         L = c.L
-        f = ref_fn(FLA + "delta_rule." + (self.fused_fn if variant == "fused" else self.chunk_fn))
+        f = ref_fn(self.ref_name(variant))
         o, ht = f(L["q"], L["k"], L["v"], L["beta"], scale=1.0, initial_state=c.S["S"], output_final_state=True)
         return [o], [ht]
 
@@ -584,6 +653,7 @@ class DeltaRule(FlaLinear):
 class GatedDeltaRule(FlaLinear):
     name, files = "gated_delta_rule", ("gated_delta_rule",)
     fused_fn, chunk_fn = "fused_recurrent_gated_delta_rule", "chunk_gated_delta_rule"
+    naive_fn = "gated_delta_rule.naive.naive_recurrent_gated_delta_rule"
     notes = "fla fused_recurrent_gated_delta_rule has no backward (NotImplementedError); chunk_gated_delta_rule refuses on Hopper with Triton 3.4-3.7.0"
 
     def make(self, d, dtype, device, seed):
@@ -600,11 +670,11 @@ class GatedDeltaRule(FlaLinear):
     def ref(self, c, variant):
         L = c.L
         if variant == "naive":  # fla's PyTorch loop (check only: it has a backward, through autograd)
-            f = ref_fn(FLA + "gated_delta_rule.naive.naive_recurrent_gated_delta_rule")
+            f = ref_fn(self.ref_name(variant))
             o, ht = f(L["q"], L["k"], L["v"], L["beta"], L["g"], scale=1.0, initial_state=c.S["S"],
                       output_final_state=True)
             return [o], [ht]
-        f = ref_fn(FLA + "gated_delta_rule." + (self.fused_fn if variant == "fused" else self.chunk_fn))
+        f = ref_fn(self.ref_name(variant))
         o, ht = f(L["q"], L["k"], L["v"], g=L["g"], beta=L["beta"], scale=1.0, initial_state=c.S["S"],
                   output_final_state=True)
         return [o], [ht]
@@ -620,6 +690,7 @@ class GatedDeltaRule(FlaLinear):
 class RWKV7(FlaLinear):
     name, files = "rwkv7", ("rwkv7",)
     fused_fn, chunk_fn = "fused_recurrent_rwkv7", "chunk_rwkv7"
+    naive_fn = "generalized_delta_rule.dplr.naive.dplr_recurrence"
     notes = "fla fused_recurrent_rwkv7 (= fused_recurrent_dplr_delta_rule) has no backward (NotImplementedError)"
 
     def make(self, d, dtype, device, seed):
@@ -640,13 +711,13 @@ class RWKV7(FlaLinear):
     def ref(self, c, variant):
         L = c.L
         if variant == "naive":  # fla's PyTorch loop: head-first [B,H,T,K], q scaled by K^-0.5 inside
-            f = ref_fn(FLA + "generalized_delta_rule.dplr.naive.dplr_recurrence")
+            f = ref_fn(self.ref_name(variant))
             hf = lambda t: t.transpose(1, 2)
             K = L["r"].shape[-1]
             o, ht = f(hf(L["r"]) * (K ** 0.5), hf(L["k"]), hf(L["v"]), hf(L["a"]), hf(L["b"]), hf(L["w"]),
                       initial_state=c.S["S"], output_final_state=True)
             return [o.transpose(1, 2)], [ht]
-        f = ref_fn(FLA + "rwkv7." + (self.fused_fn if variant == "fused" else self.chunk_fn))
+        f = ref_fn(self.ref_name(variant))
         o, ht = f(L["r"], L["w"], L["k"], L["v"], L["a"], L["b"], scale=1.0, initial_state=c.S["S"],
                   output_final_state=True)
         return [o], [ht]
@@ -675,7 +746,7 @@ class RWKV6(FlaLinear):
 
     def ref(self, c, variant):
         L = c.L
-        f = ref_fn(FLA + "rwkv6." + (self.fused_fn if variant == "fused" else self.chunk_fn))
+        f = ref_fn(self.ref_name(variant))
         o, ht = f(L["r"], L["k"], L["v"], L["w"], L["u"], scale=1.0, initial_state=c.S["S"], output_final_state=True)
         return [o], [ht]
 
@@ -690,6 +761,7 @@ class RWKV6(FlaLinear):
 class GLA(FlaLinear):
     name, files = "gla", ("gla",)
     fused_fn, chunk_fn = "fused_recurrent_gla", "chunk_gla"
+    naive_fn = "gla.naive.naive_recurrent_gla"
 
     def make(self, d, dtype, device, seed):
         c, r = Case(d, dtype, device), Rand(seed, device)
@@ -707,15 +779,15 @@ class GLA(FlaLinear):
     def ref(self, c, variant):
         L = c.L
         if variant == "naive":  # fixed scale K^-0.5 inside: pre-scale q by sqrt(K) to get scale 1
-            f = ref_fn(FLA + "gla.naive.naive_recurrent_gla")
+            f = ref_fn(self.ref_name(variant))
             o, ht = f(L["q"] * (L["q"].shape[-1] ** 0.5), L["k"], L["v"], L["g"], initial_state=c.S["S"],
                       output_final_state=True)
             return [o], [ht]
         if variant == "fused":
-            f = ref_fn(FLA + "gla.fused_recurrent_gla")
+            f = ref_fn(self.ref_name(variant))
             o, ht = f(L["q"], L["k"], L["v"], gk=L["g"], scale=1.0, initial_state=c.S["S"], output_final_state=True)
         else:
-            f = ref_fn(FLA + "gla.chunk_gla")
+            f = ref_fn(self.ref_name(variant))
             o, ht = f(L["q"], L["k"], L["v"], L["g"], scale=1.0, initial_state=c.S["S"], output_final_state=True)
         return [o], [ht]
 
@@ -742,7 +814,7 @@ class Retention(FlaLinear):
 
     def ref(self, c, variant):
         L = c.L
-        f = ref_fn(FLA + "retention." + (self.fused_fn if variant == "fused" else self.chunk_fn))
+        f = ref_fn(self.ref_name(variant))
         o, ht = f(L["q"], L["k"], L["v"], scale=1.0, initial_state=c.S["S"], output_final_state=True)
         return [o], [ht]
 
@@ -774,8 +846,11 @@ class HGRN(Model):
         c.S["h"] = r("-0.1:0.1", (B, D), c.sdt)
         return c
 
+    def ref_name(self, variant):
+        return FLA + "hgrn." + ("fused_recurrent_hgrn" if variant == "fused" else "chunk_hgrn")
+
     def ref(self, c, variant):
-        f = ref_fn(FLA + "hgrn." + ("fused_recurrent_hgrn" if variant == "fused" else "chunk_hgrn"))
+        f = ref_fn(self.ref_name(variant))
         o, ht = f(c.L["x"], c.L["g"], initial_state=c.S["h"], output_final_state=True)
         return [o], [ht]
 
@@ -810,8 +885,11 @@ class RWKV4(Model):
         c.S["state"] = st.contiguous()
         return c
 
+    def ref_name(self, variant):
+        return FLA + "rwkv4.fused_recurrent_rwkv4"
+
     def ref(self, c, variant):
-        f = ref_fn(FLA + "rwkv4.fused_recurrent_rwkv4")
+        f = ref_fn(self.ref_name(variant))
         wkv, st = f(c.L["w"], c.L["u"], c.L["k"], c.L["v"], c.S["state"])
         return [wkv], [st]
 
@@ -863,7 +941,7 @@ class GSA(FlaLinear):
 
     def ref(self, c, variant):
         L = c.L
-        f = ref_fn(FLA + "gsa." + (self.fused_fn if variant == "fused" else self.chunk_fn))
+        f = ref_fn(self.ref_name(variant))
         o, fin = f(L["q"], L["k"], L["v"], L["s"], L["g"], scale=1.0, initial_state=(c.S["hk"], c.S["hv"]),
                    output_final_state=True)
         return [o], list(fin)
@@ -906,8 +984,15 @@ class Mamba2(Model):
             return {}
         return {"autotune_pruned": {"pick": self.prune_pick(), "kernels": dict(AUTOTUNE_PRUNED)}}
 
+    def ref_name(self, variant):
+        return "mamba_ssm.ops.triton.ssd_combined.mamba_chunk_scan_combined"
+
+    def prepare_refs(self):
+        if not CPU_TEST and "mamba_ssm.ops.triton.ssd_combined" in sys.modules:
+            self.ref_function()  # prunes the autotuners now, not inside the first time limit
+
     def ref_function(self):
-        f = ref_fn("mamba_ssm.ops.triton.ssd_combined.mamba_chunk_scan_combined")
+        f = ref_fn(self.ref_name("ssd"))
         pick = self.prune_pick()
         if pick and Mamba2._pruned is None:
             mods = [mod for n, mod in sorted(sys.modules.items())
@@ -972,6 +1057,17 @@ class Mamba(Model):
     def triton_variant(self, variant):
         return False
 
+    def ref_name(self, variant):
+        return "mamba_ssm.ops.selective_scan_interface.selective_scan_ref"
+
+    def import_error(self, variant):
+        return None  # the local copy of selective_scan_ref runs instead (ref_label says so)
+
+    def prepare_refs(self):
+        n = self.ref_name("ref")
+        if not CPU_TEST and n in _ref_fail:
+            Mamba._local = _ref_fail[n][:120]
+
     def make(self, d, dtype, device, seed):
         c, r = Case(d, dtype, device), Rand(seed, device)
         B, T, H, M, N = d["B"], d["T"], d["H"], d["M"], d["N"]
@@ -992,7 +1088,7 @@ class Mamba(Model):
         f = selective_scan_ref_local
         if not CPU_TEST:
             try:
-                f = ref_fn("mamba_ssm.ops.selective_scan_interface.selective_scan_ref")
+                f = ref_fn(self.ref_name(variant))
             except Exception as e:
                 f = selective_scan_ref_local
                 Mamba._local = short_err(e, 120)
@@ -1111,11 +1207,12 @@ class MLSTM(Model):
     notes = ("DHQK = DHV = 128; mlstm_kernels always applies qk_scale = DHQK^-0.5 inside: frnn gets q * scale "
              "(outside the timed region); eps = 1e-6; the Triton reference runs in a child process (Triton 3.6's "
              "LLVM aborted the interpreter compiling it on 2026-11-25); if it fails: chunkwise native (PyTorch, "
-             "chunk 64) and xl_chunk with DISABLE_LLVM_OPT=1")
+             "chunk 64; bf16 inputs cast to float32, its states' dtype, and h cast back: it computes in its "
+             "inputs' dtype and mixed dtypes failed in a matmul) and xl_chunk with DISABLE_LLVM_OPT=1")
 
     LABELS = collections.OrderedDict([
         ("xl_chunk", "mlstm_chunkwise__xl_chunk (Triton)"),
-        ("native", "mlstm_chunkwise__native_autograd (PyTorch, chunk 64)"),
+        ("native", "mlstm_chunkwise__native_autograd (PyTorch, f32, chunk 64)"),  # bf16 inputs cast: ref_cast
         ("xl_chunk_noopt", "mlstm_chunkwise__xl_chunk (Triton, DISABLE_LLVM_OPT=1)")])
 
     _xl = None
@@ -1127,7 +1224,7 @@ class MLSTM(Model):
                 MLSTM._xl = True
             else:
                 try:  # importing compiles nothing; the kernels compile on the first call
-                    ref_fn("mlstm_kernels.torch.chunkwise.triton_xl_chunk.mlstm_chunkwise__xl_chunk")
+                    ref_fn(self.ref_name("xl_chunk"))
                     MLSTM._xl = True
                 except Exception as e:
                     MLSTM._xl = short_err(e, 200)
@@ -1159,6 +1256,24 @@ class MLSTM(Model):
     def triton_variant(self, variant):
         return variant != "native"
 
+    XL = "mlstm_kernels.torch.chunkwise.triton_xl_chunk.mlstm_chunkwise__xl_chunk"
+    NATIVE = "mlstm_kernels.torch.chunkwise.native.mlstm_chunkwise__native_autograd"
+
+    def ref_name(self, variant):
+        # (mlstm_kernels.torch.chunkwise's __init__ imports the native and the Triton modules
+        # alike, so the parent imports xl_chunk's module even when that variant is isolated;
+        # importing compiles nothing)
+        return self.NATIVE if variant == "native" else self.XL
+
+    def ref_cast(self, dtype, variant):
+        # mlstm_chunkwise__native_autograd computes in the dtype of its inputs, and its float32
+        # states meet bf16 k, v in a matmul ("expected scalar type Float but found BFloat16",
+        # 2026-11-25); mlstm_kernels' own native_custbw casts to float32 (autocast_kernel_dtype)
+        if variant == "native" and dtype not in (torch.float32, torch.float64):
+            return "q, k, v, i, f cast %s -> float32 (the native kernel needs one dtype; float32 states), h cast back" % (
+                str(dtype).replace("torch.", ""))
+        return ""
+
     def make(self, d, dtype, device, seed):
         c, r = Case(d, dtype, device), Rand(seed, device)
         B, T, H, M, N = d["B"], d["T"], d["H"], d["M"], d["N"]
@@ -1179,14 +1294,15 @@ class MLSTM(Model):
         xl = variant in ("xl_chunk", "xl_chunk_noopt")
         if CPU_TEST:
             f = CpuRefs.mlstm_chunkwise__xl_chunk
-        elif xl:
-            f = ref_fn("mlstm_kernels.torch.chunkwise.triton_xl_chunk.mlstm_chunkwise__xl_chunk")
         else:
-            f = ref_fn("mlstm_kernels.torch.chunkwise.native.mlstm_chunkwise__native_autograd")
-        h, (cl, nl, ml) = f(L["q"], L["k"], L["v"], L["i"], L["f"], c_initial=S["c"], n_initial=S["n"],
+            f = ref_fn(self.ref_name(variant))
+        q, k, v, i, fg = L["q"], L["k"], L["v"], L["i"], L["f"]
+        if not xl and q.dtype != S["c"].dtype:  # see ref_cast: native wants one dtype (the states')
+            q, k, v, i, fg = [t.to(S["c"].dtype) for t in (q, k, v, i, fg)]
+        h, (cl, nl, ml) = f(q, k, v, i, fg, c_initial=S["c"], n_initial=S["n"],
                             m_initial=S["m"], return_last_states=True, eps=1e-6,
                             chunk_size=128 if xl else 64)
-        return [h], [cl, nl, ml]
+        return [h.to(L["q"].dtype)], [cl, nl, ml]
 
     def frnn(self, c, exact=True):
         L, S, d = c.L, c.S, c.d
@@ -1415,27 +1531,140 @@ class ModelTimeout(BaseException):
 
 ALARM_DEADLINE = [None]  # time.time() at which the current Alarm fires
 
+# ------------------------------------------------------------- imports vs time limits
+# A ModelTimeout raised while a module is being imported leaves that import half done:
+# on the H100 (2026-11-25) the first fla call of delta_rule ran out of its 8 s while
+# fla.ops (and with it torch._dynamo) was being imported, and every later fla call failed
+# with "partially initialized module 'torch._dynamo' has no attribute 'decorators'".  So:
+# preload_refs() imports every reference module the run needs once, at start-up, outside
+# any Alarm; an Alarm that fires while an import is still running (a lazy import inside a
+# library call) waits for it (polling every 50 ms, at most FRNN_BENCH_IMPORT_GRACE s past
+# its limit); and if a ModelTimeout does interrupt an import (past that grace, or Ctrl-C
+# in guarded_import), the modules added since the guarded call began are taken out of
+# sys.modules (and their parents' attributes), so that a later import starts clean.
+_IMPORTING = [0]  # > 0 while guarded_import runs
+_IMPORT_FILES = ("<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>")
+REF_IMPORTS = collections.OrderedDict()  # module -> {'s': seconds, 'error': ...} (results.json header)
+
+
+def import_in_progress(frame=None):
+    """Whether the main thread is inside an import: guarded_import is running, or an
+    importlib._bootstrap frame (any import statement, importlib.import_module, a lazy
+    torch.__getattr__ import) is on the stack of `frame` (default: the caller's)."""
+    if _IMPORTING[0] > 0:
+        return True
+    f = frame if frame is not None else sys._getframe(1)
+    while f is not None:
+        if f.f_code.co_filename in _IMPORT_FILES:
+            return True
+        f = f.f_back
+    return False
+
+
+def _initializing(mod):
+    return getattr(getattr(mod, "__spec__", None), "_initializing", False) is True
+
+
+def rollback_modules(before, why=""):
+    """Removes from sys.modules every module not in `before` (the names present when the
+    interrupted call began) and every module still marked as initializing, children
+    first, with the parent package's attribute that points to it; drops the reference
+    functions cached from them.  Call it only after the import's frames have unwound.
+    Returns the names removed."""
+    names = [n for n, mo in list(sys.modules.items()) if n not in before or _initializing(mo)]
+    removed = set()
+    for n in sorted(names, key=lambda x: -x.count(".")):
+        mo = sys.modules.pop(n, None)
+        removed.add(n)
+        parent, _, child = n.rpartition(".")
+        pm = sys.modules.get(parent) if parent else None
+        if pm is not None and mo is not None and pm.__dict__.get(child) is mo:
+            try:
+                delattr(pm, child)
+            except Exception:
+                pass
+    for k, f in list(_ref_cache.items()):
+        if getattr(f, "__module__", None) in removed:
+            _ref_cache.pop(k, None)
+    if removed:
+        import importlib
+        importlib.invalidate_caches()
+        log("removed %d half-imported modules from sys.modules%s (e.g. %s)" % (
+            len(removed), " (%s)" % why if why else "", ", ".join(sorted(removed)[:4])))
+    return sorted(removed)
+
+
+def guarded_import(mod):
+    """importlib.import_module(mod), timed into REF_IMPORTS (when it imported something),
+    with a running Alarm held off until it ends; interrupted by a BaseException (a
+    ModelTimeout past FRNN_BENCH_IMPORT_GRACE, Ctrl-C), it removes the modules it added
+    (rollback_modules) before passing the exception on."""
+    import importlib
+    if mod in sys.modules and sys.modules[mod] is not None and not _initializing(sys.modules[mod]):
+        return sys.modules[mod]
+    before = set(sys.modules)
+    t0 = time.perf_counter()
+    _IMPORTING[0] += 1
+    try:
+        m = importlib.import_module(mod)
+    except Exception as e:
+        REF_IMPORTS[mod] = {"s": round(time.perf_counter() - t0, 2), "error": short_err(e, 300)}
+        raise
+    except BaseException as e:  # (_IMPORTING still counts it: a deferred Alarm waits for the rollback too)
+        removed = rollback_modules(before, "import of %s interrupted by %s" % (mod, type(e).__name__))
+        REF_IMPORTS[mod] = {"s": round(time.perf_counter() - t0, 2),
+                            "error": "interrupted: %s; %d modules removed" % (short_err(e, 150), len(removed))}
+        raise
+    finally:
+        _IMPORTING[0] -= 1
+    REF_IMPORTS[mod] = {"s": round(time.perf_counter() - t0, 2), "new_modules": len(set(sys.modules) - before)}
+    return m
+
 
 class Alarm:
     """SIGALRM after `seconds` raises ModelTimeout in the main thread (between Python
-    bytecodes: a long C call ends first)."""
+    bytecodes: a long C call ends first).  Not inside an import: then it waits until
+    the import is over (at most FRNN_BENCH_IMPORT_GRACE s, default 60); one forced
+    inside an import rolls back the modules imported since __enter__."""
 
     def __init__(self, seconds):
         self.s = max(1.0, float(seconds))
+        self.grace = env_float("FRNN_BENCH_IMPORT_GRACE", 60)
+        self.deferred_since = None  # time.time() when it first found an import running
+        self.forced_in_import = False
 
     def __enter__(self):
+        self.before = set(sys.modules)
+        self.deadline = time.time() + self.s
+
         def h(signum, frame):
-            raise ModelTimeout("time limit %.0f s reached" % self.s)
+            now = time.time()
+            if import_in_progress(frame):
+                if self.deferred_since is None:
+                    self.deferred_since = now
+                if now < self.deadline + self.grace:
+                    signal.setitimer(signal.ITIMER_REAL, 0.05)  # look again when it may be over
+                    return
+                self.forced_in_import = True
+                raise ModelTimeout("time limit %.0f s reached (an import still running %.1f s later was "
+                                   "interrupted; its modules were removed)" % (self.s, now - self.deadline))
+            msg = "time limit %.0f s reached" % self.s
+            if self.deferred_since is not None:
+                msg += " (raised %.1f s late: an import was running)" % (now - self.deadline)
+            raise ModelTimeout(msg)
         self.old = signal.signal(signal.SIGALRM, h)
         self.old_deadline = ALARM_DEADLINE[0]
-        ALARM_DEADLINE[0] = time.time() + self.s
+        ALARM_DEADLINE[0] = self.deadline
         signal.setitimer(signal.ITIMER_REAL, self.s)
         return self
 
-    def __exit__(self, *a):
+    def __exit__(self, et, ev, tb):
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, self.old)
         ALARM_DEADLINE[0] = self.old_deadline
+        if self.forced_in_import or (et is not None and issubclass(et, ModelTimeout) and
+                                     any(_initializing(mo) for mo in list(sys.modules.values()))):
+            rollback_modules(self.before, "time limit during an import")
         return False
 
 
@@ -1479,9 +1708,24 @@ def fair_limit(left, n_left, cap, mode="fair", floor=None):
     return min(s, cap) if cap and cap > 0 else s
 
 
-def run_shared(items, until, run_item, cap_of, min_s=5.0, mode=None, clock=time.time, on_skip=None):
+def first_min_share(n_models, budget=None):
+    """The floor of a first attempt's share: FRNN_BENCH_FIRST_SHARE (default 30 s: a first
+    Triton compile, e.g. mamba2's ssd kernels, took more than 8 s on the H100) when the
+    run's budget allows it (budget / models >= it), else FRNN_BENCH_MIN_SHARE (8 s).
+    Second attempts keep FRNN_BENCH_MIN_SHARE."""
+    base = env_float("FRNN_BENCH_MIN_SHARE", 8)
+    first = env_float("FRNN_BENCH_FIRST_SHARE", 30)
+    budget = BUDGET if budget is None else budget
+    if first > base and budget / max(1, n_models) >= first:
+        return first
+    return base
+
+
+def run_shared(items, until, run_item, cap_of, min_s=5.0, mode=None, clock=time.time, on_skip=None,
+               first_floor=None):
     """Runs run_item(item, limit_s, attempt) for each item within `until` (clock time),
-    each with fair_limit() of what is left.  run_item returns True when the item is
+    each with fair_limit() of what is left (first attempts: at least first_floor s while
+    that is left, default FRNN_BENCH_MIN_SHARE).  run_item returns True when the item is
     done, False when it ran out of its time: in 'fair' mode those run again, in order,
     in a second pass with what the others left over (the Triton kernels they compiled
     before the limit are cached by then).  Items with less than min_s left go to
@@ -1494,7 +1738,7 @@ def run_shared(items, until, run_item, cap_of, min_s=5.0, mode=None, clock=time.
         todo = passes[p]
         for k, it in enumerate(todo):
             left = until - clock()
-            lim = fair_limit(left, len(todo) - k, cap_of(it), mode)
+            lim = fair_limit(left, len(todo) - k, cap_of(it), mode, floor=first_floor if p == 0 else None)
             if left < min_s:
                 if p == 0 and on_skip:
                     on_skip(it)
@@ -1631,9 +1875,12 @@ def header(sizes, check_sizes):
          "dtypes": "bf16 inputs and outputs, float32 states (and float32 parameters where the reference keeps them)",
          "frnn_lib": frnn._find_lib(), "budget_s": BUDGET,
          "time_share": ("%s: each model (check: each dtype and model) gets at most its share of the phase's time "
-                        "left, time left / models left (at least FRNN_BENCH_MIN_SHARE s), capped by "
-                        "FRNN_BENCH_MODEL_TIMEOUT(S); models that ran out get a second attempt with the time left "
-                        "at the end (the better attempt is kept)" % share_mode()) if share_mode() == "fair" else
+                        "left, time left / models left (first attempts at least %.0f s: FRNN_BENCH_FIRST_SHARE when "
+                        "budget / models allows it, else FRNN_BENCH_MIN_SHARE; second attempts at least "
+                        "FRNN_BENCH_MIN_SHARE), capped by FRNN_BENCH_MODEL_TIMEOUT(S); models that ran out get a "
+                        "second attempt with the time left at the end (the better attempt is kept); reference "
+                        "modules imported at start-up, outside the limits (ref_imports)" % (
+                            share_mode(), first_min_share(len(env_list("FRNN_BENCH_MODELS", list(MODELS)))))) if share_mode() == "fair" else
                        "order: models in order, each up to FRNN_BENCH_MODEL_TIMEOUT(S)",
          "isolated": ("reference variants run in a child process (compare.py --isolated; a crash loses only "
                       "that variant): %s" % ",".join(env_list("FRNN_BENCH_ISOLATE", ["mlstm"]))),
@@ -1665,6 +1912,66 @@ def header(sizes, check_sizes):
         except Exception as e:
             h[mod] = "not importable: %s" % short_err(e, 160)
     return h
+
+
+# ------------------------------------------------------- reference imports (start-up)
+COMMON_IMPORTS = ("torch._dynamo", "einops")  # what fla / mamba_ssm / mlstm_kernels pull in first
+
+
+def preload_refs(names, variants_of=None):
+    """Step 1 of every run: imports each reference function the selected models may call
+    (every variant, check-only ones and fallbacks included; torch._dynamo and einops first,
+    which fla and mamba_ssm import), once, outside any time limit, and logs how long that
+    took.  A failed import is recorded per model (mrow(name)['ref_import'], and the rows
+    of the variants that need it say 'import failed: ...'); nothing here is fatal.
+    variants_of(m): the variants to import for m (default: all of them).  Returns the
+    summary stored as results.json's header['ref_imports']."""
+    t_all = time.time()
+    summary = collections.OrderedDict()
+    if CPU_TEST:
+        summary["note"] = "CPU dry run: the references are the CpuRefs loops, nothing imported"
+        return summary
+    libs = {REF_LABEL.get(n) for n in names}
+    if libs & {"fla", "mamba_ssm", "mlstm_kernels"}:
+        for mod in COMMON_IMPORTS:
+            try:
+                guarded_import(mod)
+            except Exception:
+                pass  # recorded in REF_IMPORTS; the libraries' own imports will say what is missing
+    for name in names:
+        m = MODELS[name]
+        t0 = time.time()
+        failed = collections.OrderedDict()
+        variants = variants_of(m) if variants_of else list(m.all_labels())
+        for v in variants:
+            for fn in m.ref_imports(v):
+                try:
+                    ref_fn(fn)
+                except Exception as e:
+                    failed[v] = _ref_fail.get(fn) or short_err(e, 300)
+        try:
+            m.variants()  # mlstm: decides between xl_chunk and native (imports nothing new now)
+            m.prepare_refs()
+        except Exception as e:
+            failed["prepare"] = short_err(e, 300)
+        entry = {"s": round(time.time() - t0, 2)}
+        if failed:
+            entry["failed"] = dict(failed)
+        with _lock:
+            mrow(name)["ref_import"] = entry
+        if failed and not (name == "mamba" and list(failed) == ["ref"]):
+            log("import %-16s failed: %s" % (name, "; ".join("%s: %s" % kv for kv in failed.items())[:300]))
+        elif failed:
+            log("import %-16s mamba_ssm's selective_scan_ref did not import: the local copy runs (%s)" % (
+                name, failed["ref"][:150]))
+    summary["total_s"] = round(time.time() - t_all, 2)
+    summary["modules"] = dict(REF_IMPORTS)
+    slow = sorted(((v.get("s", 0), k) for k, v in REF_IMPORTS.items()), reverse=True)
+    log("reference imports took %.1f s, outside the time limits (%s)%s" % (
+        summary["total_s"], ", ".join("%s %.1f s" % (k, t) for t, k in slow[:5] if t >= 0.05) or "all fast",
+        "; failed: " + ", ".join(k for k, v in REF_IMPORTS.items() if v.get("error")) if any(
+            v.get("error") for v in REF_IMPORTS.values()) else ""))
+    return summary
 
 
 # ------------------------------------------------- isolation (child processes)
@@ -1772,6 +2079,14 @@ def isolated_child(job):
 
     deadline = env_float("FRNN_BENCH_CHILD_DEADLINE", time.time() + 60)
     res = {"label": ref_label(m, variant)} if phase == "time" else {}
+    # the reference's modules first, outside the Alarm (the parent's timeout still applies)
+    emit(stage="import")
+    preload_refs([name], lambda mm: [variant])
+    imp = m.import_error(variant)
+    if imp:
+        res["error"] = "import failed: " + imp
+        emit(result=res)
+        return
     try:
         with Alarm(max(1.0, deadline - time.time())):
             emit(stage="device start-up")
@@ -1945,9 +2260,12 @@ def time_model(name, sizes, limit, dev):
                 rr = {"label": ref_label(m, variant)}
                 res["refs"][variant] = rr
                 save()
+                imp = m.import_error(variant)
                 if failed_before is not None:
                     rr["error"] = "not run again: failed before (%s)" % failed_before["error"][:200]
                     rr["crashed"] = True
+                elif imp:
+                    rr["error"] = "import failed: " + imp
                 elif m.isolated(variant):
                     rr.update(run_isolated(m, variant, {"phase": "time", "dims": d}, alarm_left() - 0.5))
                     rr["label"] = rr.get("label") or ref_label(m, variant)
@@ -2030,7 +2348,7 @@ def phase_time(names, sizes, until):
         log("time %-16s %s(limit %.0f s%s)" % (name, msg + " ", limit, ", attempt %d" % attempt if attempt > 1 else ""))
         return not ran_out
 
-    run_shared(names, until, run_item, model_cap, min_s=8.0, on_skip=skip)
+    run_shared(names, until, run_item, model_cap, min_s=8.0, on_skip=skip, first_floor=first_min_share(len(names)))
 
 
 def fmt_ms(t):
@@ -2043,6 +2361,9 @@ def check_model(m, d, dtype, device, variant, seed=4242):
     c = m.make(d, dtype, device, seed).requires_grad_()
     names = c.names()
     out = {}
+    cast = m.ref_cast(dtype, variant)
+    if cast:
+        out["ref_cast"] = cast
     # reference
     o_r, f_r = m.ref(c, variant)
     ts_r = list(o_r) + list(f_r)
@@ -2131,8 +2452,11 @@ def phase_check(names, sizes, until, device=None, dtypes=None):
             if attempt > 1 and isinstance(old, dict) and ("errors" in old or (old.get("error") and not old.get("timeout"))):
                 return old  # done in the first pass
             left = item_deadline - time.time()
+            imp = m.import_error(variant)
             if failed_before is not None:
                 r = {"error": "not run: failed before (%s)" % failed_before["error"][:200], "crashed": True}
+            elif imp:
+                r = {"error": "import failed: " + imp}
             elif left < 3:
                 r = {"skipped": "time budget", "timeout": True}
             elif m.isolated(variant):
@@ -2150,10 +2474,11 @@ def phase_check(names, sizes, until, device=None, dtypes=None):
             res[key] = r
             save()
             if "errors" in r:
-                log("check %-16s %-20s fw %.2e bw %s%s" % (
+                log("check %-16s %-20s fw %.2e bw %s%s%s" % (
                     name, key, r["max_fw"] if r["max_fw"] is not None else float("nan"),
                     "%.2e" % r["max_bw"] if r["max_bw"] is not None else "-",
-                    "  " + r.get("ref_backward", "") if r.get("ref_backward") else ""))
+                    "  " + r.get("ref_backward", "") if r.get("ref_backward") else "",
+                    "  (reference: %s)" % r["ref_cast"] if r.get("ref_cast") else ""))
             else:
                 log("check %-16s %-20s %s" % (name, key, r.get("error", r.get("skipped", ""))[:150]))
             if DEVICE != "cpu":
@@ -2163,7 +2488,8 @@ def phase_check(names, sizes, until, device=None, dtypes=None):
         run_variants(m, m.check_variants(), run_one)
         return not ran_out[0]
 
-    run_shared(items, until, run_item, lambda it: model_cap(it[1]), min_s=5.0, on_skip=skip)
+    run_shared(items, until, run_item, lambda it: model_cap(it[1]), min_s=5.0, on_skip=skip,
+               first_floor=first_min_share(len(names)))
 
 
 # --------------------------------------------------------------- phase: first
@@ -2450,6 +2776,8 @@ def table(results):
                     return "crash"
                 if r.get("timeout"):
                     return "timeout"
+                if str(r.get("error", "")).startswith("import failed"):
+                    return "no import"
                 return "err" if r.get("error") else "-"
 
             ratio = rr.get("ratio_fwbw")
@@ -2632,6 +2960,167 @@ def selftest_cpu():
     return 1 if bad else 0
 
 
+_FAKE_PKGS = {
+    # stands in for torch._dynamo: its init relies on a side effect of a submodule (eval_frame
+    # imports decorators) and is slow; a half-done import leaves eval_frame and decorators in
+    # sys.modules, so the next attempt skips that side effect and fails the way fla's calls did
+    # on the H100: "partially initialized module 'fakedyn' has no attribute 'decorators'"
+    "fakedyn/__init__.py": ("import os, time\nfrom . import eval_frame\n"
+                            "time.sleep(float(os.environ.get('FRNN_SELFTEST_SLEEP', '0')))\n"
+                            "import fakedyn as _self\ndisable = _self.decorators.disable\n"),
+    "fakedyn/eval_frame.py": "from . import decorators  # noqa: F401\n",
+    "fakedyn/decorators.py": "def disable(fn):\n    return fn\n",
+    "fakefla/__init__.py": "",
+    "fakefla/ops.py": "import fakedyn\n\n\n@fakedyn.disable\ndef fused(x):\n    return 2 * x\n",
+    "fakebroken.py": ("import os\nos.environ['FRNN_SELFTEST_BROKEN'] = str(int(os.environ.get('FRNN_SELFTEST_BROKEN', '0')) + 1)\n"
+                      "raise ImportError('libfake.so: cannot open shared object file')\n"),
+}
+
+
+def selftest_imports():
+    """compare.py --selftest-imports (no GPU, a few seconds): a time limit that fires while a
+    reference module is imported (fake packages in a temporary folder).  Checks that the
+    Alarm waits for the import and later calls work; that a timeout forced inside an import
+    (past FRNN_BENCH_IMPORT_GRACE) removes the half-imported modules, so later calls work
+    (the old Alarm left 'partially initialized module' errors for every later call); that a
+    lazy import inside a library call is covered too; and that preload_refs records a failed
+    import per model ('import failed: ...') without importing it again."""
+    global CPU_TEST
+    saved = CPU_TEST, os.environ.get("FRNN_BENCH_IMPORT_GRACE")
+    CPU_TEST = False
+    tmp = tempfile.mkdtemp(prefix="frnn-selftest-imports-")
+    for rel, text in _FAKE_PKGS.items():
+        os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)
+        with open(os.path.join(tmp, rel), "w") as f:
+            f.write(text)
+    sys.path.insert(0, tmp)
+    bad = []
+
+    def reset():
+        for n in [n for n in sys.modules if n.split(".")[0] in ("fakedyn", "fakefla", "fakebroken")]:
+            del sys.modules[n]
+        for d in (_ref_cache, _ref_fail, REF_IMPORTS):
+            for k in [k for k in d if k.split(".")[0] in ("fakedyn", "fakefla", "fakebroken")]:
+                del d[k]
+
+    def check(what, ok, detail=""):
+        print("%-4s %s%s" % ("ok" if ok else "FAIL", what, ("  (%s)" % detail) if detail else ""), flush=True)
+        if not ok:
+            bad.append(what)
+
+    def partial():
+        return [n for n, mo in list(sys.modules.items()) if n.startswith("fake") and _initializing(mo)]
+
+    def call(limit=None, sleep="0", busy=0.0, lazy=False):
+        """(result or None, error or None, seconds): fakefla.ops.fused(21) through ref_fn
+        (lazy: a plain import statement inside the call), under Alarm(limit) if given."""
+        os.environ["FRNN_SELFTEST_SLEEP"] = sleep
+        t0 = time.time()
+        try:
+            def body():
+                if lazy:
+                    import fakefla.ops
+                    f = fakefla.ops.fused
+                else:
+                    f = ref_fn("fakefla.ops.fused")
+                t1 = time.time()
+                while time.time() - t1 < busy:
+                    pass
+                return f(21)
+            if limit:
+                with Alarm(limit):
+                    r = body()
+            else:
+                r = body()
+            return r, None, time.time() - t0
+        except BaseException as e:  # ModelTimeout included
+            return None, short_err(e, 200), time.time() - t0
+
+    try:
+        # 1. the Alarm fires during a 2 s import: it waits for the import, fires after it
+        reset()
+        os.environ["FRNN_BENCH_IMPORT_GRACE"] = "60"
+        r, e, dt = call(limit=1, sleep="2", busy=1.0)
+        check("deferred: limit 1 s, import 2 s, then 1 s of work -> ModelTimeout after the import",
+              r is None and e and "ModelTimeout" in e and "late" in e and dt >= 2.0, "%s, %.1f s" % (e, dt))
+        check("deferred: the module finished importing", "fakefla.ops" in sys.modules and not partial(),
+              "partial: %s" % partial())
+        r, e, dt = call()
+        check("deferred: a later call works", r == 42, e or "")
+        r, e, dt = call(limit=5)
+        check("deferred: a later call under a limit works", r == 42, e or "")
+        # 2. past the grace the timeout is raised inside the import: the modules are rolled back
+        reset()
+        os.environ["FRNN_BENCH_IMPORT_GRACE"] = "0.3"
+        r, e, dt = call(limit=1, sleep="2")
+        check("forced: limit 1 s + grace 0.3 s, import 2 s -> ModelTimeout inside the import",
+              r is None and e and "ModelTimeout" in e and dt < 1.9, "%s, %.1f s" % (e, dt))
+        left = [n for n in sys.modules if n.split(".")[0] in ("fakedyn", "fakefla")]
+        check("forced: no fake module left in sys.modules", not left, "left: %s" % left)
+        for k in range(2):
+            r, e, dt = call()
+            check("forced: later call %d works (no 'partially initialized module')" % (k + 1), r == 42, e or "")
+        # 3. the same with the import inside the library call (no ref_fn / guarded_import)
+        reset()
+        r, e, dt = call(limit=1, sleep="2", lazy=True)
+        check("lazy forced: ModelTimeout inside a plain import statement", r is None and e and "ModelTimeout" in e,
+              "%s, %.1f s" % (e, dt))
+        left = [n for n in sys.modules if n.split(".")[0] in ("fakedyn", "fakefla")]
+        check("lazy forced: Alarm rolled back the modules imported under it", not left, "left: %s" % left)
+        r, e, dt = call(lazy=True)
+        check("lazy forced: a later call works", r == 42, e or "")
+        # 4. preload_refs: imports outside any limit, a failed import recorded per model
+        reset()
+        os.environ["FRNN_SELFTEST_BROKEN"] = "0"
+
+        class _Fake(Model):
+            def __init__(self, name, fn):
+                self.name, self.fn = name, fn
+
+            def variants(self):
+                return [("default", self.fn)]
+
+            def ref_name(self, variant):
+                return self.fn
+
+        fakes = [_Fake("fake_ok", "fakefla.ops.fused"), _Fake("fake_bad", "fakebroken.fn")]
+        for m in fakes:
+            MODELS[m.name] = m
+        try:
+            os.environ["FRNN_SELFTEST_SLEEP"] = "0.2"
+            summ = preload_refs([m.name for m in fakes])
+            check("preload: fake_ok imported, timed", "fakefla.ops" in summ.get("modules", {}) and
+                  "fakefla.ops.fused" in _ref_cache, str(summ.get("modules", {}).get("fakefla.ops")))
+            err = fakes[1].import_error("default")
+            check("preload: fake_bad recorded as failed", bool(err) and "libfake.so" in err and
+                  "fake_bad" in RESULTS["models"] and "failed" in RESULTS["models"]["fake_bad"]["ref_import"], err)
+            try:
+                ref_fn("fakebroken.fn")
+                e = None
+            except Exception as ex:
+                e = short_err(ex)
+            check("preload: a later call says 'import failed: ...' without importing again",
+                  bool(e) and e.startswith("import failed: fakebroken") and
+                  os.environ.get("FRNN_SELFTEST_BROKEN") == "1", "%s; imported %s time(s)" % (
+                      e, os.environ.get("FRNN_SELFTEST_BROKEN")))
+        finally:
+            for m in fakes:
+                MODELS.pop(m.name, None)
+                RESULTS["models"].pop(m.name, None)
+    finally:
+        reset()
+        sys.path.remove(tmp)
+        CPU_TEST = saved[0]
+        if saved[1] is None:
+            os.environ.pop("FRNN_BENCH_IMPORT_GRACE", None)
+        else:
+            os.environ["FRNN_BENCH_IMPORT_GRACE"] = saved[1]
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("selftest-imports: %s" % ("FAILED: %d" % len(bad) if bad else "all passed"))
+    return 1 if bad else 0
+
+
 # ==================================================================== main
 def main():
     args = sys.argv[1:]
@@ -2640,6 +3129,8 @@ def main():
         return 0
     if args[:1] == ["--selftest-cpu"]:
         return selftest_cpu()
+    if args[:1] == ["--selftest-imports"]:
+        return selftest_imports()
     if args[:1] == ["--first-call"]:
         first_call_child(args[1], args[2])
         return 0
@@ -2660,6 +3151,15 @@ def main():
     save()
     log("models %s; phases %s; budget %.0f s; frnn gpu: %s" % (",".join(names), ",".join(phases), BUDGET,
                                                               "ok" if ok else why))
+    # every reference module the phases need, once, before any time limit (see preload_refs;
+    # 'first' runs the references in fresh subprocesses, which import for themselves)
+    if {"time", "check"} & set(phases):
+        try:
+            RESULTS["header"]["ref_imports"] = preload_refs(names)
+        except Exception as e:
+            RESULTS["header"]["ref_imports"] = {"error": short_err(e)}
+            log("reference imports failed: %s" % short_err(e))
+        save()
     n_ph = len(phases)
     # deadlines: time gets 55% of what is left, check 55% of the rest, first the remainder
     share = {"time": 0.55, "check": 0.55, "first": 1.0}
