@@ -22,7 +22,7 @@ static void list_examples(void) {
   while ((e = readdir(d)) && n_files < 64) {
     size_t len = strlen(e->d_name);
     if (len > 5 && strcmp(e->d_name + len - 5, ".frnn") == 0)
-      snprintf(files[n_files++], sizeof files[0], "examples/%s", e->d_name);
+      snprintf(files[n_files++], sizeof files[0], "examples/%.240s", e->d_name);
   }
   closedir(d);
 }
