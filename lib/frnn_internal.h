@@ -263,6 +263,8 @@ frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adj
                       int64_t N, const target *t, plan *out);
 /* Dynamic shared bytes of the backward kernel. */
 unsigned plan_bwd_shared_bytes(const plan *p);
+/* One line saying what the plan chose (frnn-bench records it per model). */
+void plan_describe(const plan *p, char *buf, size_t size);
 /* Kinds of adjoint values when rows are split (plan.c explains). */
 enum { KIND_LOCAL, KIND_UNIFORM, KIND_PARTIAL };
 /* kind[v] for every node of adj (n_in: its first n_in outputs are gradients

@@ -19,6 +19,8 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 
 /* Floats of state one thread may keep per kernel: the rest of the 255
@@ -264,6 +266,21 @@ frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adj
     p->bwd_regs += (CLASS_HAS_M(c) ? p->bwd.rpt : 1) * (CLASS_HAS_N(c) ? p->bwd.cn : 1);
   }
   return FRNN_OK;
+}
+
+void plan_describe(const plan *p, char *buf, size_t size) {
+  const kernel_shape *f = &p->fwd, *b = &p->bwd;
+  char sums[64];
+  if (p->bwd_deferred) snprintf(sums, sizeof sums, "deferred, exchanged every %d steps", p->xchg_steps);
+  else snprintf(sums, sizeof sums, "whole at every step");
+  snprintf(buf, size,
+           "fwd %d lanes/row x %d cols, %d rows/thread, %d warps, %d blocks/head; "
+           "bwd %d lanes/row x %d cols, %d rows/thread, %d warps, %d blocks/head%s; "
+           "sums over M %s; checkpoints %s; prefetch %s",
+           f->lpr, f->cn, f->rpt, f->warps, f->row_blocks, b->lpr, b->cn, b->rpt, b->warps,
+           b->row_blocks, b->row_blocks > 1 ? " (a cluster)" : "", sums,
+           p->bwd_c2 > 0 ? "two levels" : "one level",
+           p->prefetch == PREFETCH_REGS ? "registers" : p->prefetch == PREFETCH_HINT ? "L1 hints" : "none");
 }
 
 unsigned plan_bwd_shared_bytes(const plan *p) {

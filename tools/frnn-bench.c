@@ -604,6 +604,7 @@ typedef struct result {
   char err_what[FRNN_NAME_MAX + 16];
   double cold_s, warm_s;
   bool cache_written; /* the cold call left something in the cache directory */
+  char plan[512];     /* the kernel plan at these sizes (plan_describe) */
 } result;
 
 static bool over_bound(const options *o, double err) {
@@ -884,6 +885,13 @@ static int bench_model(const options *o, frnn_ctx *ctx, const char *path, result
   if (frnn_step_load(ctx, path, &m.step))
     return fail_lib(res, &m, ctx, "load");
   snprintf(res->name, sizeof res->name, "%s", frnn_step_name(m.step));
+  {
+    const char *arch = getenv("FRNN_ARCH");
+    target t;
+    plan p;
+    if (!target_parse(ctx, arch && *arch ? arch : "sm_90", &t) && !plan_make(ctx, m.step, NULL, sz.M, sz.N, &t, &p))
+      plan_describe(&p, res->plan, sizeof res->plan);
+  }
   bool found;
   if (ranges_from_file(path, &m.rg, &found, err, sizeof err)) {
     snprintf(res->error, sizeof res->error, "%s", err);
@@ -1188,6 +1196,11 @@ static void write_json(FILE *f, const options *o, const header *h, const result 
       fputs("null", f);
     else
       json_str(f, r->error);
+    fputs(", \"plan\": ", f);
+    if (r->plan[0])
+      json_str(f, r->plan);
+    else
+      fputs("null", f);
     fprintf(f, ", \"seed\": \"%llu\", \"input_sets\": %d,\n     \"fw_ms\": ",
             (unsigned long long)r->seed, r->input_sets);
     json_stats(f, r->fw);
@@ -1313,6 +1326,9 @@ int main(int argc, char **argv) {
       failed++;
     print_row(out, &o, &res[k], h.copy_gbps);
   }
+  fputc('\n', out);
+  for (int k = 0; k < o.n_files; k++)
+    if (res[k].plan[0]) fprintf(out, "plan %s: %s\n", res[k].name, res[k].plan);
   int over = 0;
   for (int k = 0; k < o.n_files; k++)
     over += res[k].err_what[0] && over_bound(&o, res[k].err);

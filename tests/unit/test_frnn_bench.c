@@ -302,6 +302,11 @@ START_TEST(test_mock_every_example) {
   ck_assert_msg(strstr(js, "\"sizes\": {\"B\": 1, \"T\": 16, \"H\": 2, \"M\": 8, \"N\": 8}"), "%s",
                 js);
   ck_assert_int_eq(occurrences(js, "\"ok\": true"), n_examples);
+  /* The plan each model ran with is recorded (text and JSON). */
+  ck_assert_int_eq(occurrences(js, "\"plan\": \"fwd "), n_examples);
+  ck_assert_msg(strstr(out_text, "plan delta_rule: fwd ") && strstr(out_text, "sums over M deferred") &&
+                    strstr(out_text, "plan mlstm: fwd ") && strstr(out_text, "sums over M whole at every step"),
+                "%s", out_text);
   for (int k = 0; k < n_examples; k++) {
     char want[300];
     snprintf(want, sizeof want, "\"model\": \"%.200s\"", examples[k]);
@@ -326,6 +331,7 @@ START_TEST(test_mock_clusters) {
   EXPECT_EXIT(0, mock, NULL, step, "--T", "16", "--B", "1", "--H", "2", "--M",
               "128", "--N", "32", "--reps", "2", "--warmup", "1", "--check", "none");
   ck_assert_msg(strstr(err_text, "mock cuLaunchKernelEx(frnn_bwd): grid 4,2,1 cluster 4"), "%s", err_text);
+  ck_assert_msg(strstr(out_text, "4 blocks/head (a cluster)"), "%s", out_text);
   ck_assert_msg(!strstr(out_text, "FAILED"), "%s", out_text);
 }
 END_TEST
