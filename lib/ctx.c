@@ -18,6 +18,17 @@ void frnn_ctx_destroy(frnn_ctx *ctx) {
   free(ctx);
 }
 
+frnn_status frnn_ctx_set_backward_mode(frnn_ctx *ctx, frnn_backward_mode mode) {
+  if (!ctx) return FRNN_E_ARG;
+  if (mode != FRNN_BACKWARD_FAST && mode != FRNN_BACKWARD_LEAN)
+    return diag_fail(ctx, FRNN_E_ARG,
+                     "frnn_ctx_set_backward_mode: mode %d is neither FRNN_BACKWARD_FAST (0) nor "
+                     "FRNN_BACKWARD_LEAN (1)",
+                     (int)mode);
+  ctx->backward_mode = mode;
+  return FRNN_OK;
+}
+
 const char *frnn_ctx_error(const frnn_ctx *ctx) { return ctx ? ctx->msg : "null context"; }
 
 frnn_status frnn_ctx_last_status(const frnn_ctx *ctx) { return ctx ? ctx->status : FRNN_E_ARG; }

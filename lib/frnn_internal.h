@@ -38,6 +38,7 @@ struct frnn_ctx {
   int line, col;      /* its place in step text (0: none) */
   struct gpu_module *modules; /* pipeline.c: modules loaded by this context */
   frnn_compile_stats stats;   /* pipeline.c: what loading them cost */
+  int backward_mode;          /* frnn_backward_mode (plan.c reads it) */
 };
 
 /* Record a failure and return `st`; printf-style message. */

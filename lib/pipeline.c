@@ -64,9 +64,9 @@ static const char *gpu_arch(void) {
   return arch && *arch ? arch : "sm_90";
 }
 
-/* The tuning knobs read from the environment (plan.c, lower_llvm.c) change
- * the kernels: each is part of the module key. */
-static int append_tuning(char *key, size_t cap, int k) {
+/* The tuning knobs read from the environment (plan.c, lower_llvm.c) and the
+ * context's backward mode change the kernels: each is part of the module key. */
+static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
   static const char *const knobs[] = {"FRNN_LPR", "FRNN_BWD_BUDGET", "FRNN_BWD_WARPS",
                                       "FRNN_BWD_CLUSTER", "FRNN_BWD_XCHG_STEPS", "FRNN_PREFETCH",
                                       "FRNN_BWD_C2"};
@@ -75,6 +75,8 @@ static int append_tuning(char *key, size_t cap, int k) {
     if (v && *v && k >= 0 && (size_t)k < cap) k += snprintf(key + k, cap - (size_t)k, " %s=%.16s", knobs[i] + 5, v);
   }
   if (accurate_from_env() && k >= 0 && (size_t)k < cap) k += snprintf(key + k, cap - (size_t)k, " accurate");
+  if (ctx->backward_mode != FRNN_BACKWARD_FAST && k >= 0 && (size_t)k < cap)
+    k += snprintf(key + k, cap - (size_t)k, " backward=%d", ctx->backward_mode);
   return k;
 }
 
@@ -417,7 +419,7 @@ frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
   spec.contig[CONTIG_OUT] = contig_mask(s, FRNN_PORT_OUTPUT, pout, sz);
   spec.contig[CONTIG_FINAL] = contig_mask(s, FRNN_PORT_STATE, pfin, sz);
   k = append_contig(key, sizeof key, k, &spec);
-  k = append_tuning(key, sizeof key, k);
+  k = append_tuning(ctx, key, sizeof key, k);
   cuda_scope scope;
   if ((st = cuda_enter(ctx, dev, &scope))) goto done;
   gpu_module *m;
@@ -519,7 +521,7 @@ frnn_status frnn_gpu_backward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
       spec.contig[CONTIG_GIN] |= 1u << i; /* partials are laid out contiguously */
   k = append_contig(key, sizeof key, k, &spec);
   k += snprintf(key + k, sizeof key - (size_t)k, " k%u", kernels);
-  k = append_tuning(key, sizeof key, k);
+  k = append_tuning(ctx, key, sizeof key, k);
   cuda_scope scope;
   if ((st = cuda_enter(ctx, dev, &scope))) goto done;
   gpu_module *m;

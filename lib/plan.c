@@ -27,7 +27,7 @@
  * registers hold inputs, temporaries and addresses. */
 enum { FWD_STATE_BUDGET = 32, BWD_STATE_BUDGET = 64, MAX_WARPS = 32, MAX_RPT_BY_CHOICE = 8,
        FWD_COLS_PER_LANE = 8, BWD_SPLIT_BUDGET = 32, BWD_SPLIT_WARPS = 4, MAX_CLUSTER = 8,
-       MAX_XCHG_STEPS = 8, XCHG_BYTES = 96 * 1024 };
+       MAX_XCHG_STEPS = 8, XCHG_BYTES = 96 * 1024, LEAN_C2 = 8 };
 
 /* Tuning knobs for benchmarks (part of the module key, see pipeline.c):
  * FRNN_BWD_BUDGET floats of state per split backward thread, FRNN_BWD_WARPS
@@ -235,7 +235,10 @@ frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adj
    * the backward and slowed most forwards; L1 hints slowed Mamba-2's and
    * retention's forwards 5-6x.  Neither is on by default. */
   p->prefetch = env_int("FRNN_PREFETCH", PREFETCH_NONE, PREFETCH_NONE, PREFETCH_HINT);
-  p->bwd_c2 = env_int("FRNN_BWD_C2", 0, 0, 1 << 20);
+  /* Second-level checkpoints: FRNN_BWD_C2 steps apart, else the context's
+   * mode (LEAN: 8, the best memory for the time measured; BENCHMARKS.md). */
+  p->bwd_c2 = env_int("FRNN_BWD_C2", ctx && ctx->backward_mode == FRNN_BACKWARD_LEAN ? LEAN_C2 : 0, 0,
+                      1 << 20);
   /* May the backward defer its sums over M (and so split rows)? */
   frnn_step *own = NULL;
   if (!adjoint) {

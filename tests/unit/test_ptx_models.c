@@ -195,6 +195,17 @@ START_TEST(workspace_levels) {
   ck_assert_uint_ge(two.total - two.scratch, heads * (8 + 12 - 1) * per_state);
   ck_assert_uint_lt(two.total - two.scratch, heads * (8 + 12 - 1) * per_state + 256);
   ck_assert_uint_lt(two.total, one.total);
+  /* The public switch: FRNN_BACKWARD_LEAN is C2 = 8; the query needs no GPU. */
+  size_t fast = 0, lean = 0;
+  ck_assert(frnn_gpu_workspace_size(ctx, s, sz, NULL, 1, &fast) == FRNN_OK);
+  ck_assert(frnn_ctx_set_backward_mode(ctx, FRNN_BACKWARD_LEAN) == FRNN_OK);
+  ck_assert(frnn_gpu_workspace_size(ctx, s, sz, NULL, 1, &lean) == FRNN_OK);
+  /* (inputs NULL: partial gradients sized for the worst broadcast, the same
+   * in both, so the difference is the checkpoints' and the scratch's) */
+  ck_assert_uint_eq(fast - lean, one.total - two.total);
+  ck_assert(frnn_ctx_set_backward_mode(ctx, (frnn_backward_mode)7) == FRNN_E_ARG);
+  ck_assert_ptr_nonnull(strstr(frnn_ctx_error(ctx), "FRNN_BACKWARD_LEAN"));
+  ck_assert(frnn_ctx_set_backward_mode(NULL, FRNN_BACKWARD_FAST) == FRNN_E_ARG);
   frnn_step_destroy(s);
   frnn_ctx_destroy(ctx);
 }
