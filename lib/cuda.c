@@ -34,7 +34,7 @@
   X(cuCtxSynchronize)                                                                    \
   X(cuModuleLoadDataEx) X(cuModuleUnload) X(cuModuleGetFunction)                         \
   X(cuLinkCreate) X(cuLinkAddData) X(cuLinkComplete) X(cuLinkDestroy)                    \
-  X(cuFuncSetAttribute) X(cuFuncGetAttribute) X(cuLaunchKernel) X(cuLaunchKernelEx)                      \
+  X(cuFuncSetAttribute) X(cuFuncGetAttribute) X(cuLaunchKernel) X(cuLaunchKernelEx)     \
   X(cuMemAlloc) X(cuMemFree) X(cuMemGetInfo)                                             \
   X(cuMemcpyHtoD) X(cuMemcpyDtoH) X(cuMemcpyHtoDAsync) X(cuMemcpyDtoHAsync)              \
   X(cuMemsetD8) X(cuMemsetD8Async)                                                       \
