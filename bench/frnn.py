@@ -117,6 +117,7 @@ def lib():
         "frnn_step_port_class": (i32, [_P, i32, i32]),
         "frnn_step_name": (ctypes.c_char_p, [_P]),
         "frnn_step_hash": (ctypes.c_uint64, [_P]),
+        "frnn_ctx_set_backward_mode": (i32, [_P, i32]),
         "frnn_gpu_available": (i32, [_P]),
         "frnn_gpu_workspace_size": (i32, [_P, _P, Sizes, _PP, i32, ctypes.POINTER(sz_t)]),
         "frnn_gpu_forward": (i32, [_P, _P, Sizes, _PP, _PP, _PP, _PP, _P, sz_t, _P]),
@@ -151,6 +152,14 @@ class Context:
             name = lib().frnn_status_name(st)
             name = name.decode() if name else str(st)
             raise FrnnError("%s: %s: %s" % (what, name, self.error()))
+
+    def set_backward_mode(self, mode):
+        """'fast' (the default) or 'lean': second-level checkpoints, a smaller workspace
+        for one more recompute pass (frnn_ctx_set_backward_mode)."""
+        modes = {"fast": 0, "lean": 1}
+        if mode not in modes:
+            raise ValueError("backward mode %r: 'fast' or 'lean'" % (mode,))
+        self.check(lib().frnn_ctx_set_backward_mode(self.h, modes[mode]), "frnn_ctx_set_backward_mode")
 
     def gpu_available(self):
         st = lib().frnn_gpu_available(self.h)
