@@ -6,12 +6,12 @@
  *   {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }
  * padded with spaces and a newline, then the raw data. */
 #include "npy.h"
+#include "errbuf.h"
 
 #include "frnn_internal.h" /* elem_load, elem_store */
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,17 +161,6 @@ htensor *ht_convert(const DLTensor *src, DLDataType dt) {
 }
 
 /* ------------------------------------------------------------------ errors */
-static int fail(char *err, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t size, const char *fmt, ...) {
-  if (err && size) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, size, fmt, ap);
-    va_end(ap);
-  }
-  return -1;
-}
-
 static void format_shape(char *buf, size_t size, int ndim, const int64_t *shape) {
   size_t len = (size_t)snprintf(buf, size, "(");
   for (int i = 0; i < ndim && len < size; i++)
@@ -209,7 +198,7 @@ static const char *found(const hparse *h, char *buf, size_t size) {
 
 static int syntax(hparse *h, const char *what) {
   char b[16];
-  return fail(h->err, h->err_size, "%s: malformed .npy header: expected %s at offset %zu, found %s",
+  return errbuf_fail(h->err, h->err_size, "%s: malformed .npy header: expected %s at offset %zu, found %s",
               h->file, what, h->i, found(h, b, sizeof b));
 }
 
@@ -253,20 +242,20 @@ static int parse_shape(hparse *h, int *ndim, int64_t *shape) {
     skip_ws(h);
     if (peek(h) == ')') break;
     if (peek(h) == '-')
-      return fail(h->err, h->err_size, "%s: malformed .npy header: negative dimension in 'shape'",
+      return errbuf_fail(h->err, h->err_size, "%s: malformed .npy header: negative dimension in 'shape'",
                   h->file);
     if (peek(h) < '0' || peek(h) > '9') return syntax(h, "a dimension (non-negative integer)");
     uint64_t v = 0;
     while (peek(h) >= '0' && peek(h) <= '9') {
       if (__builtin_mul_overflow(v, 10u, &v) || __builtin_add_overflow(v, peek(h) - '0', &v) ||
           v > (uint64_t)INT64_MAX)
-        return fail(h->err, h->err_size,
+        return errbuf_fail(h->err, h->err_size,
                     "%s: malformed .npy header: dimension in 'shape' overflows int64", h->file);
       h->i++;
     }
     if (peek(h) == 'L') h->i++; /* Python 2 long, as old numpy wrote */
     if (*ndim == NPY_MAX_NDIM)
-      return fail(h->err, h->err_size,
+      return errbuf_fail(h->err, h->err_size,
                   "%s: unsupported .npy array: more than %d dimensions in 'shape'", h->file,
                   NPY_MAX_NDIM);
     shape[(*ndim)++] = (int64_t)v;
@@ -297,11 +286,11 @@ static int parse_descr(hparse *h, const char *descr, DLDataType *dt) {
   else if (!strcmp(t, "f2"))
     *dt = NPY_F16;
   else if (descr[0] == '>')
-    return fail(h->err, h->err_size,
+    return errbuf_fail(h->err, h->err_size,
                 "%s: unsupported .npy dtype '%s': big-endian data (save with a.astype('<f4'))",
                 h->file, descr);
   else
-    return fail(h->err, h->err_size,
+    return errbuf_fail(h->err, h->err_size,
                 "%s: unsupported .npy dtype '%s' (frnn reads '<f4', '<f8', '<f2' and bfloat16 "
                 "as '<V2' or 'bfloat16'; save with a.astype(np.float32))",
                 h->file, descr);
@@ -321,7 +310,7 @@ static int parse_header(hparse *h, npy_header *hd) {
   skip_ws(h);
   if (peek(h) != '{') {
     char b[16];
-    return fail(h->err, h->err_size,
+    return errbuf_fail(h->err, h->err_size,
                 "%s: malformed .npy header: not a Python dict literal (found %s at offset %zu "
                 "where '{' should be)",
                 h->file, found(h, b, sizeof b), h->i);
@@ -341,17 +330,17 @@ static int parse_header(hparse *h, npy_header *hd) {
                  : !strcmp(key, "shape")         ? K_SHAPE
                                                  : 0;
     if (!k)
-      return fail(h->err, h->err_size,
+      return errbuf_fail(h->err, h->err_size,
                   "%s: malformed .npy header: unknown key '%s' (expected 'descr', "
                   "'fortran_order' and 'shape')",
                   h->file, key);
     if (seen & k)
-      return fail(h->err, h->err_size, "%s: malformed .npy header: key '%s' given twice", h->file,
+      return errbuf_fail(h->err, h->err_size, "%s: malformed .npy header: key '%s' given twice", h->file,
                   key);
     seen |= k;
     if (k == K_DESCR) {
       if (peek(h) == '[')
-        return fail(h->err, h->err_size,
+        return errbuf_fail(h->err, h->err_size,
                     "%s: unsupported .npy dtype: a structured dtype (a list in 'descr')", h->file);
       if (parse_string(h, descr, sizeof descr) || parse_descr(h, descr, &hd->dtype)) return -1;
     } else if (k == K_FORTRAN) {
@@ -374,7 +363,7 @@ static int parse_header(hparse *h, npy_header *hd) {
                         : !(seen & K_SHAPE)   ? "shape"
                                               : NULL;
   if (missing)
-    return fail(h->err, h->err_size, "%s: malformed .npy header: no '%s' key", h->file, missing);
+    return errbuf_fail(h->err, h->err_size, "%s: malformed .npy header: no '%s' key", h->file, missing);
   return 0;
 }
 
@@ -386,25 +375,25 @@ int npy_parse(const char *name, const void *data, size_t size, htensor **out, ch
   const unsigned char *p = data;
   *out = NULL;
   if (memcmp(p, MAGIC, size < 6 ? size : 6) != 0)
-    return fail(err, err_size, "%s: not a .npy file (bad magic: it should start with \\x93NUMPY)",
+    return errbuf_fail(err, err_size, "%s: not a .npy file (bad magic: it should start with \\x93NUMPY)",
                 name);
   if (size < 10)
-    return fail(err, err_size, "%s: truncated .npy file: %zu bytes, shorter than the preamble",
+    return errbuf_fail(err, err_size, "%s: truncated .npy file: %zu bytes, shorter than the preamble",
                 name, size);
   int major = p[6], minor = p[7];
   if (major < 1 || major > 3 || minor != 0)
-    return fail(err, err_size,
+    return errbuf_fail(err, err_size,
                 "%s: unsupported .npy format version %d.%d (frnn reads 1.0, 2.0 and 3.0)", name,
                 major, minor);
   size_t pre = major == 1 ? 10 : 12;
   if (size < pre)
-    return fail(err, err_size, "%s: truncated .npy file: %zu bytes, shorter than the preamble",
+    return errbuf_fail(err, err_size, "%s: truncated .npy file: %zu bytes, shorter than the preamble",
                 name, size);
   size_t hlen = major == 1
                     ? (size_t)p[8] | (size_t)p[9] << 8
                     : (size_t)p[8] | (size_t)p[9] << 8 | (size_t)p[10] << 16 | (size_t)p[11] << 24;
   if (size - pre < hlen)
-    return fail(err, err_size,
+    return errbuf_fail(err, err_size,
                 "%s: truncated .npy file: the header should be %zu bytes, the file ends after %zu",
                 name, hlen, size - pre);
   npy_header hd = {0};
@@ -414,14 +403,14 @@ int npy_parse(const char *name, const void *data, size_t size, htensor **out, ch
   char shape_text[200];
   format_shape(shape_text, sizeof shape_text, hd.ndim, hd.shape);
   if (!shape_fits(hd.ndim, hd.shape, npy_dtype_size(hd.dtype)))
-    return fail(err, err_size, "%s: malformed .npy header: shape %s of %s overflows", name,
+    return errbuf_fail(err, err_size, "%s: malformed .npy header: shape %s of %s overflows", name,
                 shape_text, npy_dtype_name(hd.dtype));
   htensor *x = ht_new(hd.dtype, hd.ndim, hd.shape);
-  if (!x) return fail(err, err_size, "%s: out of memory for shape %s", name, shape_text);
+  if (!x) return errbuf_fail(err, err_size, "%s: out of memory for shape %s", name, shape_text);
   size_t need = npy_numel(&x->t) ? x->bytes : 0, have = size - pre - hlen;
   if (have < need) {
     ht_free(x);
-    return fail(err, err_size, "%s: truncated .npy data: %zu bytes, but shape %s of %s needs %zu",
+    return errbuf_fail(err, err_size, "%s: truncated .npy data: %zu bytes, but shape %s of %s needs %zu",
                 name, have, shape_text, npy_dtype_name(hd.dtype), need);
   }
   memcpy(x->buf, p + pre + hlen, need);
@@ -439,7 +428,7 @@ int npy_parse(const char *name, const void *data, size_t size, htensor **out, ch
 int npy_read(const char *path, htensor **out, char *err, size_t err_size) {
   *out = NULL;
   FILE *f = fopen(path, "rb");
-  if (!f) return fail(err, err_size, "cannot open %s: %s", path, strerror(errno));
+  if (!f) return errbuf_fail(err, err_size, "cannot open %s: %s", path, strerror(errno));
   size_t cap = 1 << 16, len = 0;
   char *buf = malloc(cap);
   int rc = -1;
@@ -456,9 +445,9 @@ int npy_read(const char *path, htensor **out, char *err, size_t err_size) {
     }
   }
   if (!buf)
-    fail(err, err_size, "%s: out of memory reading the file", path);
+    errbuf_fail(err, err_size, "%s: out of memory reading the file", path);
   else if (ferror(f))
-    fail(err, err_size, "cannot read %s: %s", path, strerror(errno));
+    errbuf_fail(err, err_size, "cannot read %s: %s", path, strerror(errno));
   else
     rc = npy_parse(path, buf, len, out, err, err_size);
   free(buf);
@@ -468,10 +457,10 @@ int npy_read(const char *path, htensor **out, char *err, size_t err_size) {
 
 int npy_write(const char *path, const DLTensor *t, char *err, size_t err_size) {
   if (!npy_dtype_supported(t->dtype))
-    return fail(err, err_size, "%s: cannot write dtype code %d bits %d", path, t->dtype.code,
+    return errbuf_fail(err, err_size, "%s: cannot write dtype code %d bits %d", path, t->dtype.code,
                 t->dtype.bits);
   if (t->ndim < 0 || t->ndim > NPY_MAX_NDIM)
-    return fail(err, err_size, "%s: cannot write %d dimensions", path, t->ndim);
+    return errbuf_fail(err, err_size, "%s: cannot write %d dimensions", path, t->ndim);
   const char *descr = npy_dtype_equal(t->dtype, NPY_F32)   ? "<f4"
                       : npy_dtype_equal(t->dtype, NPY_F64) ? "<f8"
                       : npy_dtype_equal(t->dtype, NPY_F16) ? "<f2"
@@ -496,18 +485,18 @@ int npy_write(const char *path, const DLTensor *t, char *err, size_t err_size) {
   htensor *copy = NULL;
   const char *data = (const char *)t->data + t->byte_offset;
   if (!is_c_contiguous(t)) {
-    if (!(copy = ht_convert(t, t->dtype))) return fail(err, err_size, "%s: out of memory", path);
+    if (!(copy = ht_convert(t, t->dtype))) return errbuf_fail(err, err_size, "%s: out of memory", path);
     data = copy->buf;
   }
   size_t bytes = (size_t)npy_numel(t) * npy_dtype_size(t->dtype);
   FILE *f = fopen(path, "wb");
   int rc = 0;
   if (!f) {
-    rc = fail(err, err_size, "cannot create %s: %s", path, strerror(errno));
+    rc = errbuf_fail(err, err_size, "cannot create %s: %s", path, strerror(errno));
   } else {
     bool ok = fwrite(hdr, 1, hlen + 10, f) == hlen + 10 && fwrite(data, 1, bytes, f) == bytes;
     if (fclose(f) != 0) ok = false;
-    if (!ok) rc = fail(err, err_size, "cannot write %s: %s", path, strerror(errno));
+    if (!ok) rc = errbuf_fail(err, err_size, "cannot write %s: %s", path, strerror(errno));
   }
   ht_free(copy);
   return rc;

@@ -1,25 +1,13 @@
 /* ranges.c - the "# ranges:" line of a step file; see ranges.h. */
 #include "ranges.h"
+#include "errbuf.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int ranges_fail(char *err, size_t size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int ranges_fail(char *err, size_t size, const char *fmt, ...) {
-  if (err && size) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, size, fmt, ap);
-    va_end(ap);
-  }
-  return -1;
-}
 
 static bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r'; }
 
@@ -27,7 +15,7 @@ static bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r'; }
 static int parse_item(const char *p, size_t len, range_spec *it, char *err, size_t err_size) {
   char buf[256];
   if (len >= sizeof buf)
-    return ranges_fail(err, err_size, "ranges item '%.40s...' is too long", p);
+    return errbuf_fail(err, err_size, "ranges item '%.40s...' is too long", p);
   memcpy(buf, p, len);
   buf[len] = 0;
   memset(it, 0, sizeof *it);
@@ -37,7 +25,7 @@ static int parse_item(const char *p, size_t len, range_spec *it, char *err, size
   for (size_t i = 0; ident && i < nl; i++)
     ident = isalnum((unsigned char)buf[i]) || buf[i] == '_';
   if (!ident)
-    return ranges_fail(err, err_size,
+    return errbuf_fail(err, err_size,
                        "ranges item '%s': expected NAME=LO:HI[:n][@h|@g|@t] with NAME a port name",
                        buf);
   memcpy(it->name, buf, nl);
@@ -60,10 +48,10 @@ static int parse_item(const char *p, size_t len, range_spec *it, char *err, size
     end += ok ? 2 : 1;
   }
   if (!ok || *end)
-    return ranges_fail(err, err_size, "ranges item '%s': expected %s=LO:HI[:n][@h|@g|@t]", buf,
+    return errbuf_fail(err, err_size, "ranges item '%s': expected %s=LO:HI[:n][@h|@g|@t]", buf,
                        it->name);
   if (!isfinite(it->lo) || !isfinite(it->hi) || !(it->lo < it->hi))
-    return ranges_fail(err, err_size, "ranges item '%s': needs finite LO < HI", buf);
+    return errbuf_fail(err, err_size, "ranges item '%s': needs finite LO < HI", buf);
   return 0;
 }
 
@@ -80,16 +68,16 @@ int ranges_parse(const char *spec, ranges *out, char *err, size_t err_size) {
     if (len == 0) {
       if (!e && out->n == 0)
         break; /* an empty spec */
-      return ranges_fail(err, err_size, "ranges '%s': empty item", spec);
+      return errbuf_fail(err, err_size, "ranges '%s': empty item", spec);
     }
     if (out->n == RANGES_MAX_ITEMS)
-      return ranges_fail(err, err_size, "ranges '%s': more than %d items", spec, RANGES_MAX_ITEMS);
+      return errbuf_fail(err, err_size, "ranges '%s': more than %d items", spec, RANGES_MAX_ITEMS);
     range_spec *it = &out->item[out->n];
     if (parse_item(p, len, it, err, err_size))
       return -1;
     for (int k = 0; k < out->n; k++)
       if (!strcmp(out->item[k].name, it->name))
-        return ranges_fail(err, err_size, "ranges '%s': '%s' given twice", spec, it->name);
+        return errbuf_fail(err, err_size, "ranges '%s': '%s' given twice", spec, it->name);
     out->n++;
     if (!e)
       break;
@@ -114,17 +102,17 @@ int ranges_from_text(const char *text, ranges *out, bool *found, char *err, size
         q++;
       if ((size_t)(end - q) >= 7 && !memcmp(q, "ranges:", 7)) {
         if (*found)
-          return ranges_fail(err, err_size, "line %d: a second '# ranges:' line", line);
+          return errbuf_fail(err, err_size, "line %d: a second '# ranges:' line", line);
         q += 7;
         char spec[4096];
         size_t sl = (size_t)(end - q);
         if (sl >= sizeof spec)
-          return ranges_fail(err, err_size, "line %d: '# ranges:' line too long", line);
+          return errbuf_fail(err, err_size, "line %d: '# ranges:' line too long", line);
         memcpy(spec, q, sl);
         spec[sl] = 0;
         char msg[512];
         if (ranges_parse(spec, out, msg, sizeof msg))
-          return ranges_fail(err, err_size, "line %d: %s", line, msg);
+          return errbuf_fail(err, err_size, "line %d: %s", line, msg);
         *found = true;
       }
     }
@@ -140,13 +128,13 @@ int ranges_from_file(const char *path, ranges *out, bool *found, char *err, size
   *found = false;
   FILE *f = fopen(path, "rb");
   if (!f)
-    return ranges_fail(err, err_size, "%s: %s", path, strerror(errno));
+    return errbuf_fail(err, err_size, "%s: %s", path, strerror(errno));
   size_t cap = 1 << 16, n = 0;
   char *buf = malloc(cap);
   for (;;) {
     if (!buf) {
       fclose(f);
-      return ranges_fail(err, err_size, "%s: out of memory", path);
+      return errbuf_fail(err, err_size, "%s: out of memory", path);
     }
     n += fread(buf + n, 1, cap - 1 - n, f);
     if (n < cap - 1 || feof(f))
@@ -160,15 +148,15 @@ int ranges_from_file(const char *path, ranges *out, bool *found, char *err, size
   fclose(f);
   if (bad) {
     free(buf);
-    return ranges_fail(err, err_size, "%s: read error", path);
+    return errbuf_fail(err, err_size, "%s: read error", path);
   }
   buf[n] = 0;
   char msg[768];
   int rc = ranges_from_text(buf, out, found, msg, sizeof msg);
   free(buf);
   if (rc) /* "line N: ..." -> "path:N: ..." */
-    return !strncmp(msg, "line ", 5) ? ranges_fail(err, err_size, "%s:%s", path, msg + 5)
-                                     : ranges_fail(err, err_size, "%s: %s", path, msg);
+    return !strncmp(msg, "line ", 5) ? errbuf_fail(err, err_size, "%s:%s", path, msg + 5)
+                                     : errbuf_fail(err, err_size, "%s: %s", path, msg);
   return 0;
 }
 

@@ -15,9 +15,9 @@
  * "# ranges:" line per file.
  *
  * Used by frnn-bench and tests/gpu/test_gpu_models.c.  Depends on the C
- * library only, so that a test can compile it in (#include "ranges.c").
- * Functions that can fail return 0 on success, -1 on failure with a message
- * in err (err_size bytes). */
+ * library (and the header errbuf.h) only, so that a test can compile it in
+ * (#include "ranges.c").  Functions that can fail return 0 on success, -1 on failure
+ * with a message in err (err_size bytes; errbuf.h). */
 #ifndef FRNN_RANGES_H
 #define FRNN_RANGES_H
 

@@ -1,5 +1,6 @@
 /* toolutil.c - helpers shared by the tools; see toolutil.h. */
 #include "toolutil.h"
+#include "errbuf.h"
 
 #include "frnn_internal.h" /* the driver layer: cuda_* */
 
@@ -11,17 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-static int fail(char *err, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t size, const char *fmt, ...) {
-  if (err && size) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, size, fmt, ap);
-    va_end(ap);
-  }
-  return -1;
-}
 
 /* ---------------------------------------------------------------- options */
 int tu_usage_error(const char *prog, const char *fmt, ...) {
@@ -44,7 +34,7 @@ int tu_opt(int argc, char **argv, int *i, const char *name, const char **value, 
     return 1;
   }
   if (a[n] != 0) return 0;
-  if (*i + 1 >= argc) return fail(err, err_size, "%s needs a value", name);
+  if (*i + 1 >= argc) return errbuf_fail(err, err_size, "%s needs a value", name);
   *value = argv[++*i];
   return 1;
 }
@@ -92,21 +82,21 @@ int tu_parse_sizes(const char *text, frnn_sizes *sz, unsigned *given, char *err,
   for (;;) {
     const char *letters = "BTHMN", *l = *p ? strchr(letters, *p) : NULL;
     if (!l || p[1] != '=')
-      return fail(err, err_size,
+      return errbuf_fail(err, err_size,
                   "bad sizes '%s': expected B=,T=,H=,M=,N= (like B=2,T=16,H=2,M=8,N=8)", text);
     unsigned bit = 1u << (l - letters);
-    if (seen & bit) return fail(err, err_size, "bad sizes '%s': %c given twice", text, *p);
+    if (seen & bit) return errbuf_fail(err, err_size, "bad sizes '%s': %c given twice", text, *p);
     seen |= bit;
     char num[32];
     const char *q = p + 2, *e = strchr(q, ',');
     size_t len = e ? (size_t)(e - q) : strlen(q);
     int64_t v;
     if (len == 0 || len >= sizeof num)
-      return fail(err, err_size, "bad sizes '%s': no number for %c", text, *p);
+      return errbuf_fail(err, err_size, "bad sizes '%s': no number for %c", text, *p);
     memcpy(num, q, len);
     num[len] = 0;
     if (tu_parse_i64(num, &v) || v < 1)
-      return fail(err, err_size, "bad sizes '%s': %c=%s is not a positive integer", text, *p, num);
+      return errbuf_fail(err, err_size, "bad sizes '%s': %c=%s is not a positive integer", text, *p, num);
     int64_t *field[] = {&sz->B, &sz->T, &sz->H, &sz->M, &sz->N};
     *field[l - letters] = v;
     if (!e) break;
@@ -240,7 +230,7 @@ double tu_rel_err(const DLTensor *a, const DLTensor *b) {
 int tu_mkdirs(const char *path, char *err, size_t err_size) {
   char buf[4096];
   size_t len = strlen(path);
-  if (len == 0 || len >= sizeof buf) return fail(err, err_size, "bad directory name '%s'", path);
+  if (len == 0 || len >= sizeof buf) return errbuf_fail(err, err_size, "bad directory name '%s'", path);
   memcpy(buf, path, len + 1);
   for (size_t i = 1; i <= len; i++) {
     if (buf[i] != '/' && buf[i] != 0) continue;
@@ -248,7 +238,7 @@ int tu_mkdirs(const char *path, char *err, size_t err_size) {
     buf[i] = 0;
     struct stat sb;
     if (mkdir(buf, 0777) != 0 && !(errno == EEXIST && stat(buf, &sb) == 0 && S_ISDIR(sb.st_mode)))
-      return fail(err, err_size, "cannot create directory %s: %s", buf,
+      return errbuf_fail(err, err_size, "cannot create directory %s: %s", buf,
                   errno == EEXIST ? "a file is in the way" : strerror(errno));
     buf[i] = c;
   }
@@ -265,7 +255,7 @@ struct tu_gpu {
 
 /* Copy the library's message for the last failure into err; -1. */
 static int gpu_fail(tu_gpu *g, char *err, size_t err_size) {
-  return fail(err, err_size, "%s", frnn_ctx_error(g->ctx));
+  return errbuf_fail(err, err_size, "%s", frnn_ctx_error(g->ctx));
 }
 
 int tu_gpu_open(tu_gpu **out, char *err, size_t err_size) {
@@ -273,7 +263,7 @@ int tu_gpu_open(tu_gpu **out, char *err, size_t err_size) {
   tu_gpu *g = calloc(1, sizeof *g);
   if (!g || frnn_ctx_create(&g->ctx) != FRNN_OK) {
     free(g);
-    return fail(err, err_size, "out of memory");
+    return errbuf_fail(err, err_size, "out of memory");
   }
   if (cuda_enter(g->ctx, 0, &g->scope) != FRNN_OK) {
     gpu_fail(g, err, err_size);
