@@ -311,32 +311,38 @@ static LLVMValueRef lower_elementwise(codegen *cg, frnn_op op, LLVMValueRef a, L
   return cg_f32(cg, 0.0);
 }
 
-/* sum over N: masked partial over the thread's columns, then a butterfly
- * over the lanes of the row. */
+/* The sum of a thread's elements of x along one dimension, masked to valid
+ * rows or columns: over its columns of row `fixed` (over_rows false), or
+ * over its rows of column `fixed`. */
+static LLVMValueRef thread_sum(lower *lw, LLVMValueRef *x, int xcls, int fixed, bool over_rows) {
+  codegen *cg = lw->cg;
+  LLVMValueRef s = NULL;
+  for (int i = 0; i < (over_rows ? lw->ks.rpt : lw->ks.cn); i++) {
+    LLVMValueRef v = over_rows ? at(lw, x, xcls, i, fixed) : at(lw, x, xcls, fixed, i);
+    LLVMValueRef e = cg_select(cg, over_rows ? lw->row_ok[i] : lw->col_ok[i], v, cg_f32(cg, 0.0));
+    s = s ? cg_fadd(cg, s, e) : e;
+  }
+  return s;
+}
+
+/* sum over N: the thread's columns, then a butterfly over the lanes of the
+ * row. */
 static void lower_sum_n(lower *lw, LLVMValueRef *x, int xcls, LLVMValueRef *out, int ocls) {
   codegen *cg = lw->cg;
   for (int r = 0; r < (CLASS_HAS_M(ocls) ? lw->ks.rpt : 1); r++) {
-    LLVMValueRef s = NULL;
-    for (int c = 0; c < lw->ks.cn; c++) {
-      LLVMValueRef e = cg_select(cg, lw->col_ok[c], at(lw, x, xcls, r, c), cg_f32(cg, 0.0));
-      s = s ? cg_fadd(cg, s, e) : e;
-    }
+    LLVMValueRef s = thread_sum(lw, x, xcls, r, false);
     for (int m = lw->ks.lpr / 2; m >= 1; m /= 2) s = cg_fadd(cg, s, cg_shfl_bfly_f32(cg, s, m, 32));
     out[r] = s;
   }
 }
 
-/* sum over M, a warp's share: masked partial over the thread's rows, then a
- * butterfly over the row groups of the warp.  Deferred sums stop here (the
+/* sum over M, a warp's share: the thread's rows, then a butterfly over the
+ * row groups of the warp.  Deferred sums stop here (the
  * exchange of lower_backward adds the warps' shares). */
 static void lower_sum_m_partial(lower *lw, LLVMValueRef *x, int xcls, LLVMValueRef *out, int ocls) {
   codegen *cg = lw->cg;
   for (int c = 0; c < (CLASS_HAS_N(ocls) ? lw->ks.cn : 1); c++) {
-    LLVMValueRef s = NULL;
-    for (int r = 0; r < lw->ks.rpt; r++) {
-      LLVMValueRef e = cg_select(cg, lw->row_ok[r], at(lw, x, xcls, r, c), cg_f32(cg, 0.0));
-      s = s ? cg_fadd(cg, s, e) : e;
-    }
+    LLVMValueRef s = thread_sum(lw, x, xcls, c, true);
     for (int m = 16; m >= lw->ks.lpr; m /= 2) s = cg_fadd(cg, s, cg_shfl_bfly_f32(cg, s, m, 32));
     out[c] = s;
   }
