@@ -13,15 +13,7 @@ export OUT FRNN_SOURCE_DIR=$PWD
 mkdir -p "$OUT" /tmp/frnn-bin
 tar -xJf devbin/bins.tar.xz -C /tmp/frnn-bin
 T0=$(date +%s)
-configs="models_f32_odd models_f32_1x1 models_f32_48x96_strided models_f32_64 models_f32_128 models_bf16_128"
-for c in $configs; do
-  FRNN_GPU_CONFIG=$c FRNN_CACHE_DIR=/tmp/fc-$c FRNN_GPU_TABLE=/tmp/gpu_errors_$c.txt \
-    timeout -k 5 200 /tmp/frnn-bin/test_gpu_models > /tmp/gpu_$c.log 2>&1 &
-done
-wait
-for c in $configs; do echo "== $c"; cat /tmp/gpu_$c.log; done > "$OUT/gpu.log"
-cat /tmp/gpu_errors_*.txt > "$OUT/gpu_errors.txt" 2>/dev/null
-echo "== GPU tests ($(($(date +%s) - T0)) s):"; grep -hE "^[0-9]+%|:F:|:E:|signal" "$OUT/gpu.log" | cut -c1-200 | head -20
+bash bench/gpu_tests.sh /tmp/frnn-bin default
 [ "${FRNN_BENCH_VARIANTS:-1}" = 1 ] && {
   for v in "FRNN_LPR=32" "FRNN_LPR=16" "FRNN_LPR=8" "FRNN_MATH=accurate"; do
     echo "== variant $v"

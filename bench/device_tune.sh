@@ -12,16 +12,7 @@ T0=$(date +%s)
 # "" skips the tests), e.g. "- FRNN_BWD_CLUSTER=8".
 for te in ${FRNN_TUNE_TEST_ENVS--}; do
   tenv=""; [ "$te" != "-" ] && tenv=$(echo "$te" | tr ',' ' ')
-  configs="models_f32_odd models_f32_1x1 models_f32_48x96_strided models_f32_64 models_f32_128 models_bf16_128"
-  for c in $configs; do
-    env $tenv FRNN_GPU_CONFIG=$c FRNN_CACHE_DIR=/tmp/fc-$c-$te FRNN_GPU_TABLE=/tmp/gpu_errors_$c.txt \
-      timeout -k 5 240 /tmp/b/test_gpu_models > /tmp/gpu_$c.log 2>&1 &
-  done
-  wait
-  for c in $configs; do echo "== $c ($te)"; cat /tmp/gpu_$c.log; done >> "$OUT/gpu.log"
-  cat /tmp/gpu_errors_*.txt >> "$OUT/gpu_errors.txt" 2>/dev/null
-  echo "== GPU tests, plan $te ($(($(date +%s) - T0)) s):"
-  grep -hE "^[0-9]+%|:F:|:E:|signal|Assert" /tmp/gpu_*.log | cut -c1-240 | head -24
+  OUT=$OUT bash bench/gpu_tests.sh /tmp/b "$te" $tenv
 done
 MODELS=${FRNN_TUNE_MODELS:-examples/delta_rule.frnn examples/gla.frnn examples/mamba2.frnn examples/rwkv7.frnn}
 for v in "$@"; do

@@ -12,12 +12,6 @@ for s in 11 12; do for m in gla delta_rule rwkv7 mlstm; do
   timeout 60 /tmp/b/frnn-run examples/$m.frnn --random B=2,T=37,H=3,M=24,N=40 --random-grad --dtype $d --seed $s --compare --out /tmp/fr_${m}_${s} > /tmp/fr.log 2>&1; echo "frnn-run $m $d rc $?"; tail -n 4 /tmp/fr.log
 done; done > $OUT/frnn_run.log 2>&1
 grep -c "rc 0" $OUT/frnn_run.log; grep "rc" $OUT/frnn_run.log
-configs="models_f32_odd models_f32_1x1 models_f32_48x96_strided models_f32_64 models_f32_128 models_bf16_128"
-for c in $configs; do
-  FRNN_GPU_CONFIG=$c FRNN_CACHE_DIR=/tmp/fc-$c FRNN_GPU_TABLE=/tmp/gpu_errors_$c.txt timeout -k 5 200 /tmp/b/test_gpu_models > /tmp/gpu_$c.log 2>&1 &
-done; wait
-for c in $configs; do echo "== $c"; cat /tmp/gpu_$c.log; done > "$OUT/gpu.log"
-cat /tmp/gpu_errors_*.txt > "$OUT/gpu_errors.txt"
-echo "== GPU tests ($(($(date +%s) - T0)) s):"; grep -hE "^[0-9]+%|:F:|:E:|signal" "$OUT/gpu.log" | cut -c1-200 | head -20
+OUT=$OUT bash bench/gpu_tests.sh /tmp/b default
 FRNN_CACHE_DIR=/tmp/fc-b timeout 120 /tmp/b/frnn-bench examples/delta_rule.frnn examples/gla.frnn examples/mamba2.frnn examples/rwkv7.frnn --check none > $OUT/bench.txt 2>&1; tail -8 $OUT/bench.txt
 echo "total $(($(date +%s) - T0)) s"
