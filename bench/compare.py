@@ -65,7 +65,12 @@ Environment:
   FRNN_BENCH_BUDGET     seconds for the whole run (default 400)
   FRNN_BENCH_MODELS     comma list (default: all 14)
   FRNN_BENCH_PHASES     comma list of time,check,first (default: all)
-  FRNN_BENCH_CHUNK=1    also the fla chunk_* kernels (first calls take minutes)
+  FRNN_BENCH_CHUNK=1    also the fla chunk_* kernels (first calls take minutes unless pruned)
+  FRNN_BENCH_FLA_PRUNE  median (default), first, cheapest: the autotuners of fla's chunk
+                        kernels (every fla.ops module but fused_recurrent) keep one config,
+                        labelled "(autotune pruned to 1 config)"; 0: full autotune
+  FRNN_BENCH_FLA_LIFT_GUARD 1 (default): run chunk_gated_delta_rule's backward although fla
+                        refuses it on Hopper with Triton < 3.7.1 (labelled); 0: keep the guard
   FRNN_BENCH_SIZES      B,T,H for timing (default 8,1024,32)
   FRNN_BENCH_CHECK_SIZES B,T,H for the cross-check (default 8,256,32: same B and H as the
                         timing, so the bf16 check reuses the compiled Triton kernels)
@@ -272,7 +277,51 @@ def ref_fn(name):
             _ref_fail[name] = "%s: %s" % (mod if not isinstance(e, AttributeError) else name, short_err(e, 300))
             raise RefImportError("import failed: " + _ref_fail[name]) from e
     _ref_cache[name] = f
+    if not CPU_TEST and name.startswith(FLA) and name.rsplit(".", 1)[1].startswith("chunk_"):
+        prune_fla_chunk()
     return f
+
+
+def fla_prune_pick():
+    """FRNN_BENCH_FLA_PRUNE: median (default), first, cheapest; 0/off: full autotune of
+    fla's chunk kernels (their first call then takes minutes: 150-340 s measured)."""
+    v = os.environ.get("FRNN_BENCH_FLA_PRUNE", "median").strip().lower() or "median"
+    return None if v in ("0", "off", "no", "none", "full") else v
+
+
+def fla_guard_lifted():
+    """FRNN_BENCH_FLA_LIFT_GUARD (default 1): fla 0.5.2 refuses its gated chunk backward
+    (chunk_bwd_dqkwg with g: chunk_gated_delta_rule) on Hopper with Triton 3.4-3.7.0, saying
+    that combination computes it wrong (fla #640).  Lifted, the kernel runs and the row says
+    so; the cross-check then shows how wrong.  0: keep the guard (the row records the error)."""
+    return os.environ.get("FRNN_BENCH_FLA_LIFT_GUARD", "1").strip() not in ("0", "off", "no")
+
+
+def lift_fla_hopper_guard():
+    mod = sys.modules.get("fla.ops.common.chunk_o")
+    if fla_guard_lifted() and mod is not None and getattr(mod, "TRITON_ABOVE_3_7_1", True) is False:
+        mod.TRITON_ABOVE_3_7_1 = True  # read at call time by chunk_bwd_dqkwg's guard
+        log("fla: Hopper guard of chunk_bwd_dqkwg lifted (FRNN_BENCH_FLA_LIFT_GUARD=0 keeps it)")
+
+
+def fla_chunk_label(fn):
+    return fn + (" (autotune pruned to 1 config)" if fla_prune_pick() else "")
+
+
+def prune_fla_chunk():
+    """Once fla's chunk functions are imported: every Triton autotuner in fla.ops modules
+    other than the fused_recurrent ones (whose timings stay those of full autotune) keeps
+    one config, as for mamba2.  Idempotent; a new module imported later is pruned then."""
+    pick = fla_prune_pick()
+    if not pick:
+        return 0
+    lift_fla_hopper_guard()
+    mods = [mod for n, mod in sorted(sys.modules.items())
+            if mod is not None and n.startswith("fla.ops.") and "fused_recurrent" not in n]
+    n = prune_autotuners(mods, pick)
+    if n:
+        log("fla chunk kernels: Triton autotune pruned to 1 config in %d more kernels (%s)" % (n, pick))
+    return n
 
 
 # ------------------------------------------------------- Triton autotune pruning
@@ -356,7 +405,7 @@ def prune_autotuners(modules, pick="median"):
                 continue
             o._frnn_pruned = True
             o._frnn_cands = cands
-            o._frnn_name = getattr(getattr(o, "base_fn", None), "__name__", name)
+            o._frnn_name = mod.__name__ + "." + getattr(getattr(o, "base_fn", None), "__name__", name)
             o.configs = cands[:1]
             o.run = _pruned_run(o)
             AUTOTUNE_PRUNED[o._frnn_name] = "%s (1 of %d)" % (config_str(cands[0]), len(cands))
@@ -579,6 +628,15 @@ class Model:
     notes = ""
 
 
+def fla_pruned_info(variants):
+    """results.json entry of an fla model that ran a chunk variant pruned: the fla kernels
+    pruned in this process so far (its own and the ones fla's chunk functions share)."""
+    if not any(v == "chunk" for v, _ in variants):
+        return {}
+    kernels = {k: v for k, v in AUTOTUNE_PRUNED.items() if k.startswith("fla.")}
+    return {"autotune_pruned": {"pick": fla_prune_pick(), "kernels": kernels}} if kernels else {}
+
+
 def _sz(d, M=None, N=None):
     return frnn.Sizes(d["B"], d["T"], d["H"], M or d["M"], N or d["N"])
 
@@ -595,8 +653,11 @@ class FlaLinear(Model):
     def variants(self):
         v = [("fused", self.fused_fn)]
         if os.environ.get("FRNN_BENCH_CHUNK") == "1" and self.chunk_fn:
-            v.append(("chunk", self.chunk_fn))
+            v.append(("chunk", fla_chunk_label(self.chunk_fn)))
         return v
+
+    def extra_info(self):
+        return fla_pruned_info(self.variants())
 
     def qkv(self, c, r, qn="q", kn="k"):
         d, dt = c.d, c.dtype
@@ -660,6 +721,14 @@ class GatedDeltaRule(FlaLinear):
     name, files = "gated_delta_rule", ("gated_delta_rule",)
     fused_fn, chunk_fn = "fused_recurrent_gated_delta_rule", "chunk_gated_delta_rule"
     naive_fn = "gated_delta_rule.naive.naive_recurrent_gated_delta_rule"
+
+    def variants(self):
+        v = FlaLinear.variants(self)
+        if fla_guard_lifted():  # fla #640: see fla_guard_lifted
+            v = [(n, l + " [Hopper guard lifted: fla says Triton < 3.7.1 computes its backward wrong]"
+                  if n == "chunk" else l) for n, l in v]
+        return v
+
     notes = "fla fused_recurrent_gated_delta_rule has no backward (NotImplementedError); chunk_gated_delta_rule refuses on Hopper with Triton 3.4-3.7.0"
 
     def make(self, d, dtype, device, seed):
@@ -858,8 +927,11 @@ class HGRN(Model):
     def variants(self):
         v = [("fused", "fused_recurrent_hgrn")]
         if os.environ.get("FRNN_BENCH_CHUNK") == "1":
-            v.append(("chunk", "chunk_hgrn"))
+            v.append(("chunk", fla_chunk_label("chunk_hgrn")))
         return v
+
+    def extra_info(self):
+        return fla_pruned_info(self.variants())
 
     def make(self, d, dtype, device, seed):
         c, r = Case(d, dtype, device), Rand(seed, device)
@@ -998,9 +1070,10 @@ class Mamba2(Model):
         return [("ssd", "mamba_chunk_scan_combined" + (" (autotune pruned to 1 config)" if self.prune_pick() else ""))]
 
     def extra_info(self):
-        if not AUTOTUNE_PRUNED:
+        kernels = {k: v for k, v in AUTOTUNE_PRUNED.items() if k.startswith("mamba_ssm.")}
+        if not kernels:
             return {}
-        return {"autotune_pruned": {"pick": self.prune_pick(), "kernels": dict(AUTOTUNE_PRUNED)}}
+        return {"autotune_pruned": {"pick": self.prune_pick(), "kernels": kernels}}
 
     def ref_name(self, variant):
         return "mamba_ssm.ops.triton.ssd_combined.mamba_chunk_scan_combined"

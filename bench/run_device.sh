@@ -13,7 +13,8 @@
 #   4. python3 bench/compare.py --report  (the table, last)
 # Writes under $OUT (default bench/out): env.txt, frnn_bench.json/.txt, compare.log,
 # results.json, fwbw_ratio.png.  Environment passed on to compare.py: see its docstring
-# (FRNN_BENCH_MODELS, FRNN_BENCH_PHASES, FRNN_BENCH_CHUNK, ...).  FRNN_BENCH_SKIP_FRNN_BENCH=1
+# (FRNN_BENCH_MODELS, FRNN_BENCH_PHASES, FRNN_BENCH_CHUNK, ...).  FRNN_BENCH_ARGS: more
+# frnn-bench options (e.g. "--reps 10 --warmup 2").  FRNN_BENCH_SKIP_FRNN_BENCH=1
 # leaves step 2 out.
 set -u
 cd "$(dirname "$0")/.."
@@ -66,7 +67,7 @@ if [ "${FRNN_BENCH_SKIP_FRNN_BENCH:-0}" != 1 ]; then
   if [ -n "$BENCH" ]; then
     TB=${FRNN_BENCH_FRNN_TIMEOUT:-150}
     t1=$(date +%s)
-    timeout -k 5 "$TB" "$BENCH" --json "$OUT/frnn_bench.json" > "$OUT/frnn_bench.txt" 2>&1
+    timeout -k 5 "$TB" "$BENCH" --json "$OUT/frnn_bench.json" ${FRNN_BENCH_ARGS:-} > "$OUT/frnn_bench.txt" 2>&1
     rc=$?
     echo "== frnn-bench: rc $rc in $(($(date +%s) - t1)) s (124: stopped at ${TB} s); last lines of $OUT/frnn_bench.txt:"
     tail -n 22 "$OUT/frnn_bench.txt" | cut -c1-180

@@ -254,6 +254,8 @@ typedef struct plan {
   int prefetch; /* PREFETCH_*: how time loops fetch the next step's inputs (lower_llvm.c) */
   int64_t bwd_c2; /* backward: steps between second-level checkpoints; 0: one level
                      (FRNN_BWD_C2; plan_workspace) */
+  int64_t bwd_c;  /* steps between the forward's checkpoints; 0: about sqrt(T)
+                     (FRNN_BWD_C; plan_workspace) */
 } plan;
 enum { PREFETCH_NONE, PREFETCH_REGS, PREFETCH_HINT };
 

@@ -38,7 +38,8 @@ frnn_status frnn_ctx_compile_stats(const frnn_ctx *ctx, frnn_compile_stats *out)
 }
 
 typedef struct gpu_module {
-  char key[1024];
+  char key[1024];       /* the specialisation: sizes, dtypes, layouts, tuning */
+  uint64_t graph_hash; /* of the step compiled */
   CUcontext cu_ctx;
   CUmodule mod;
   CUfunction fn[5]; /* fwd, bwd, reduce f32, bf16, f16 (as built) */
@@ -69,7 +70,7 @@ static const char *gpu_arch(void) {
 static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
   static const char *const knobs[] = {"FRNN_LPR", "FRNN_BWD_BUDGET", "FRNN_BWD_WARPS",
                                       "FRNN_BWD_CLUSTER", "FRNN_BWD_XCHG_STEPS", "FRNN_PREFETCH",
-                                      "FRNN_BWD_C2"};
+                                      "FRNN_BWD_C2", "FRNN_BWD_C"};
   for (size_t i = 0; i < sizeof knobs / sizeof *knobs; i++) {
     const char *v = getenv(knobs[i]);
     if (v && *v && k >= 0 && (size_t)k < cap) k += snprintf(key + k, cap - (size_t)k, " %s=%.16s", knobs[i] + 5, v);
@@ -263,8 +264,11 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
   CUcontext cur;
   frnn_status st = cuda_current_context(ctx, &cur);
   if (st) return st;
+  /* The key names the specialisation, not the step: the graph's hash must
+   * match too, or two steps of one signature would share kernels (seen in
+   * bench/compare.py, where GLA ran the delta rule's). */
   for (gpu_module *m = ctx->modules; m; m = m->next)
-    if (m->cu_ctx == cur && strcmp(m->key, key) == 0) {
+    if (m->cu_ctx == cur && m->graph_hash == s->hash && strcmp(m->key, key) == 0) {
       *out = m;
       return FRNN_OK;
     }
@@ -320,6 +324,7 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
   for (int k = 0; k < 5; k++)
     if ((kernels & (1u << k)) && (st = cuda_function(ctx, m->mod, kernel_names[k], &m->fn[k]))) goto fail;
   snprintf(m->key, sizeof m->key, "%s", key);
+  m->graph_hash = s->hash;
   m->cu_ctx = cur;
   m->next = ctx->modules;
   ctx->modules = m;

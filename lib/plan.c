@@ -239,6 +239,9 @@ frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adj
    * mode (LEAN: 8, the best memory for the time measured; BENCHMARKS.md). */
   p->bwd_c2 = env_int("FRNN_BWD_C2", ctx && ctx->backward_mode == FRNN_BACKWARD_LEAN ? LEAN_C2 : 0, 0,
                       1 << 20);
+  /* Checkpoint spacing: FRNN_BWD_C, for benchmarks (memory against the
+   * chunk's recomputed states staying in L2; docs/BENCHMARKS.md). */
+  p->bwd_c = env_int("FRNN_BWD_C", 0, 0, 1 << 20);
   /* May the backward defer its sums over M (and so split rows)? */
   frnn_step *own = NULL;
   if (!adjoint) {
@@ -276,13 +279,15 @@ void plan_describe(const plan *p, char *buf, size_t size) {
   char sums[64];
   if (p->bwd_deferred) snprintf(sums, sizeof sums, "deferred, exchanged every %d steps", p->xchg_steps);
   else snprintf(sums, sizeof sums, "whole at every step");
+  char spacing[48] = "";
+  if (p->bwd_c) snprintf(spacing, sizeof spacing, ", every %lld steps", (long long)p->bwd_c);
   snprintf(buf, size,
            "fwd %d lanes/row x %d cols, %d rows/thread, %d warps, %d blocks/head; "
            "bwd %d lanes/row x %d cols, %d rows/thread, %d warps, %d blocks/head%s; "
-           "sums over M %s; checkpoints %s; prefetch %s",
+           "sums over M %s; checkpoints %s%s; prefetch %s",
            f->lpr, f->cn, f->rpt, f->warps, f->row_blocks, b->lpr, b->cn, b->rpt, b->warps,
            b->row_blocks, b->row_blocks > 1 ? " (a cluster)" : "", sums,
-           p->bwd_c2 > 0 ? "two levels" : "one level",
+           p->bwd_c2 > 0 ? "two levels" : "one level", spacing,
            p->prefetch == PREFETCH_REGS ? "registers" : p->prefetch == PREFETCH_HINT ? "L1 hints" : "none");
 }
 
@@ -305,9 +310,12 @@ void plan_workspace(const plan *p, frnn_sizes sz, const uint8_t *in_bcast, int f
    * kernels are compiled for one level or two). */
   int64_t C2 = p->bwd_c2, C;
   if (C2 == 0 || C2 >= sz.T) {
-    C = (int64_t)ceil(sqrt((double)sz.T));
+    C = p->bwd_c ? p->bwd_c : (int64_t)ceil(sqrt((double)sz.T));
+    if (C > sz.T) C = sz.T;
     if (C < 1) C = 1;
     C2 = C;
+  } else if (p->bwd_c) { /* a multiple of C2 */
+    C = (p->bwd_c + C2 - 1) / C2 * C2;
   } else {
     C = (int64_t)ceil(sqrt((double)sz.T * (double)C2) / (double)C2) * C2;
   }

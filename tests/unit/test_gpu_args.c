@@ -6,6 +6,8 @@
 #include "testutil.h"
 
 #include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static frnn_ctx *ctx;
@@ -106,13 +108,48 @@ START_TEST(in_place_states_are_refused) {
 }
 END_TEST
 
+/* Two steps of one signature (ports, dtypes, layouts, sizes) but different
+ * bodies must not share kernels in one context.  Through the fake driver
+ * (CTest names it in FRNN_MOCK_LIBCUDA; kernels do nothing): each step's
+ * first forward loads a module of its own, later ones load none. */
+START_TEST(steps_of_one_signature_get_their_own_module) {
+  if (!getenv("FRNN_MOCK_LIBCUDA")) {
+    puts("FRNN_MOCK_LIBCUDA is unset: steps_of_one_signature_get_their_own_module left out");
+    return;
+  }
+  frnn_step *other;
+  ck_assert_msg(frnn_step_parse(ctx, "other.frnn",
+                                "step hgrn(x[M,1], g[M,1]; s[M,1]) -> y[M,1]\n  s = s * g - x\n  y = s\n",
+                                &other) == FRNN_OK,
+                "%s", frnn_ctx_error(ctx));
+  frnn_compile_stats a, b, c;
+  ck_assert_msg(frnn_gpu_forward(ctx, step, sz, in, st, out, fin, NULL, 0, NULL) == FRNN_OK, "%s",
+                frnn_ctx_error(ctx));
+  ck_assert(frnn_ctx_compile_stats(ctx, &a) == FRNN_OK);
+  ck_assert_msg(frnn_gpu_forward(ctx, other, sz, in, st, out, fin, NULL, 0, NULL) == FRNN_OK, "%s",
+                frnn_ctx_error(ctx));
+  ck_assert(frnn_ctx_compile_stats(ctx, &b) == FRNN_OK);
+  ck_assert_int_eq(b.modules, a.modules + 1);
+  ck_assert(frnn_gpu_forward(ctx, step, sz, in, st, out, fin, NULL, 0, NULL) == FRNN_OK);
+  ck_assert(frnn_gpu_forward(ctx, other, sz, in, st, out, fin, NULL, 0, NULL) == FRNN_OK);
+  ck_assert(frnn_ctx_compile_stats(ctx, &c) == FRNN_OK);
+  ck_assert_int_eq(c.modules, b.modules);
+  frnn_step_destroy(other);
+}
+END_TEST
+
 int main(void) {
+  /* Before any call can load a driver: the fake one, where CTest provides it
+   * (the other tests here fail before they reach the driver). */
+  const char *mock = getenv("FRNN_MOCK_LIBCUDA");
+  if (mock && *mock) setenv("FRNN_LIBCUDA", mock, 1);
   Suite *su = suite_create("gpu_args");
   TCase *tc = tcase_create("args");
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, null_and_unfinished);
   tcase_add_test(tc, bad_sizes_and_devices);
   tcase_add_test(tc, in_place_states_are_refused);
+  tcase_add_test(tc, steps_of_one_signature_get_their_own_module);
   suite_add_tcase(su, tc);
   SRunner *sr = srunner_create(su);
   srunner_run_all(sr, CK_NORMAL);

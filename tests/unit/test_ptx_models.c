@@ -195,6 +195,28 @@ START_TEST(workspace_levels) {
   ck_assert_uint_ge(two.total - two.scratch, heads * (8 + 12 - 1) * per_state);
   ck_assert_uint_lt(two.total - two.scratch, heads * (8 + 12 - 1) * per_state + 256);
   ck_assert_uint_lt(two.total, one.total);
+  /* FRNN_BWD_C: the forward's checkpoints every 8 steps, the scratch 8
+   * states; beyond T, one chunk. */
+  ws_layout c8, cbig;
+  p.bwd_c2 = 0;
+  p.bwd_c = 8;
+  plan_workspace(&p, sz, bc, 1, &c8);
+  ck_assert_int_eq(c8.C, 8);
+  ck_assert_int_eq(c8.C2, 8);
+  ck_assert_int_eq(c8.n_ckpt, 125);
+  ck_assert_uint_eq(c8.scratch - c8.ckpt, heads * 125 * (size_t)p.state_floats * 4);
+  ck_assert_uint_ge(c8.total - c8.scratch, heads * 8 * per_state);
+  ck_assert_uint_lt(c8.total - c8.scratch, heads * 8 * per_state + 256);
+  p.bwd_c = 5000;
+  plan_workspace(&p, sz, bc, 1, &cbig);
+  ck_assert_int_eq(cbig.C, 1000);
+  ck_assert_int_eq(cbig.n_ckpt, 1);
+  p.bwd_c2 = 8; /* two levels: C rounded up to a multiple of C2 */
+  p.bwd_c = 20;
+  plan_workspace(&p, sz, bc, 1, &cbig);
+  ck_assert_int_eq(cbig.C, 24);
+  ck_assert_int_eq(cbig.C2, 8);
+  p.bwd_c = 0;
   /* The public switch: FRNN_BACKWARD_LEAN is C2 = 8; the query needs no GPU. */
   size_t fast = 0, lean = 0;
   ck_assert(frnn_gpu_workspace_size(ctx, s, sz, NULL, 1, &fast) == FRNN_OK);
