@@ -309,13 +309,14 @@ def fla_chunk_label(fn):
 
 
 def prune_fla_chunk():
-    """Once fla's chunk functions are imported: every Triton autotuner in fla.ops modules
-    other than the fused_recurrent ones (whose timings stay those of full autotune) keeps
-    one config, as for mamba2.  Idempotent; a new module imported later is pruned then."""
+    """Once fla's chunk functions are imported: lifts fla's Hopper guard (fla_guard_lifted),
+    then every Triton autotuner in fla.ops modules other than the fused_recurrent ones
+    (whose timings stay those of full autotune) keeps one config, as for mamba2.
+    Idempotent; a module imported later is pruned on the next call."""
+    lift_fla_hopper_guard()
     pick = fla_prune_pick()
     if not pick:
         return 0
-    lift_fla_hopper_guard()
     mods = [mod for n, mod in sorted(sys.modules.items())
             if mod is not None and n.startswith("fla.ops.") and "fused_recurrent" not in n]
     n = prune_autotuners(mods, pick)
