@@ -172,7 +172,9 @@ typedef struct frnn_codegen_options {
   const char *arch;      /* "sm_90" (default when NULL); sm_80 ... sm_90a */
   int emit_llvm;         /* nonzero: LLVM IR text instead of PTX */
   const char *kernel;    /* NULL: every kernel; else only the one of this name */
-  const char *after_pass;/* NULL; else print the step graph after this pass */
+  const char *after_pass;/* NULL; else print the step graph after this pass
+                            ("parse", "simplify", "adjoint"), or "affine": which
+                            states update affinely, and with which factors */
   int accurate_math;     /* nonzero: libdevice expf/logf/tanhf instead of the
                             approximate PTX instructions (GPU calls: set
                             FRNN_MATH=accurate) */

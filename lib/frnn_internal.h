@@ -224,6 +224,12 @@ void eval_step(step_eval *e);
  * broadcast when the value's class is smaller than the port's. */
 double eval_port(const step_eval *e, frnn_port_kind kind, int k, int64_t i, int64_t j);
 
+/* --------------------------------------------------------------- affine.c */
+/* Text saying, per state and output, whether it is affine in the states and
+ * with which factors, then whether a chunked form exists
+ * (docs/design-chunked.md).  `frnn-dump-ptx --after affine`.  *out: malloc'd. */
+frnn_status affine_describe(frnn_ctx *ctx, const frnn_step *s, char **out);
+
 /* ----------------------------------------------------------------- plan.c */
 /* How one kernel maps an (b,h) head's M x N state onto threads.  A row of the
  * state is spread over `lpr` lanes (a power of two <= 32), each holding `cn`
