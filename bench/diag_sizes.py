@@ -18,13 +18,12 @@ def rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
-def loop(q, k, v, g, S, decay_row):
+def loop(q, k, v, g, S):
     """q,k,g [B,T,H,N], v [B,T,H,M], S [B,H,M,N]: S = S*exp(g) + v k^T; y = S q."""
     S = S.clone()
     ys = []
     for t in range(q.shape[1]):
-        d = torch.exp(g[:, t]) if decay_row else torch.exp(g[:, t]).mean(-1, keepdim=True)
-        S = S * d[:, :, None, :] + v[:, t, :, :, None] * k[:, t, :, None, :]
+        S = S * torch.exp(g[:, t])[:, :, None, :] + v[:, t, :, :, None] * k[:, t, :, None, :]
         ys.append((S * q[:, t, :, None, :]).sum(-1))
     return torch.stack(ys, 1), S
 
@@ -46,7 +45,7 @@ def main():
         sz = frnn.Sizes(B, T, H, M, N)
         outs, fins, _ = step.run_forward(sz, [q.unsqueeze(3), k.unsqueeze(3), v.unsqueeze(4), g.unsqueeze(3)],
                                          [S0], out_dtype=dt, want_final=True, for_backward=False)
-        yr, Sr = loop(q.float(), k.float(), v.float(), g.float(), S0, True)
+        yr, Sr = loop(q.float(), k.float(), v.float(), g.float(), S0)
         S0c = S0.contiguous()
         outs2, fins2, _ = step.run_forward(sz, [q.unsqueeze(3).contiguous(), k.unsqueeze(3).contiguous(),
                                                 v.unsqueeze(4).contiguous(), g.unsqueeze(3).contiguous()],
