@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole device call, from the repository root (it builds nothing):
-#   1. GPU correctness: tests/gpu/test_gpu_models in its six configurations,
+#   1. GPU correctness: tests/gpu/test_gpu_models in its seven configurations,
 #      in parallel, under FRNN_TEST_ENV (default: none, the default plan) -> gpu.log, gpu_errors.txt
 #   2. plan variants (FRNN_VARIANTS, space-separated ENV=V[,ENV=V]; "-": default plan)
 #      on FRNN_VARIANT_MODELS (default delta rule, GLA, Mamba-2)           -> variants.txt

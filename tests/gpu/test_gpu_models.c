@@ -3,7 +3,8 @@
  * float32 and bfloat16 tensors; sizes M=N=128, 64, M=48 N=96, M=N=1; T up to
  * 1000, H=3, B=1 and 2; per-head, shared-by-heads and time-invariant
  * (broadcast) inputs; a strided (non-contiguous) and an expanded (stride 0)
- * input.  Output buffers are poisoned (NaN) before each run: an element left
+ * input; and every model in one context (models_one_context).  Output
+ * buffers are poisoned (NaN) before each run: an element left
  * unwritten fails the comparison.  Tolerances of SPEC section 3: relative
  * error 1e-5 for float32 tensors, 1e-2 for bfloat16.
  *
@@ -277,6 +278,16 @@ START_TEST(models_f32_odd) {
 }
 END_TEST
 
+/* Every model in one context, one after the other: steps of one signature
+ * (the delta rule and GLA; the gated delta rule and RWKV-6) must each run
+ * their own kernels.  Until 2026-11-25 the context's module lookup ignored
+ * the step, and the second of such a pair ran the first's kernels. */
+START_TEST(models_one_context) {
+  run_opts o = {1, 20, 2, 16, 16, DT_F32, false, false};
+  for (int i = 0; i < N_MODELS; i++) run_model(MODELS[i], o);
+}
+END_TEST
+
 int main(void) {
   frnn_ctx *probe;
   if (frnn_ctx_create(&probe)) return 1;
@@ -305,6 +316,7 @@ int main(void) {
   CONFIG(models_f32_128)
   CONFIG(models_bf16_128)
 #undef CONFIG
+  if (!only || !*only || strcmp(only, "models_one_context") == 0) tcase_add_test(tc, models_one_context);
   suite_add_tcase(su, tc);
   SRunner *sr = srunner_create(su);
   srunner_set_fork_status(sr, CK_NOFORK); /* CUDA does not survive fork() */
