@@ -110,6 +110,81 @@ static lin of_node(const frnn_step *s, const node *n, const lin *v) {
   return nonlinear;
 }
 
+/* ------------------------------------------------ the diagonal transition */
+/* A value that is elementwise in state `slot`, written out as coef * S + rest
+ * (texts; "" is zero, coef "1" is the state itself): the factor a chunked
+ * kernel accumulates and the update it adds.  NULL texts: out of memory. */
+typedef struct split {
+  char *coef, *rest;
+} split;
+
+static char *text_of(const frnn_step *s, uint32_t x) {
+  strbuf b = {.ok = true};
+  print_expr(&b, s, x);
+  if (!b.ok) free(b.data);
+  return b.ok ? b.data : NULL;
+}
+
+/* "(a op b)", with zero ("") and one ("1") folded; a and b are freed. */
+static char *combine(char *a, char op, char *b) {
+  char *r = NULL;
+  if (!a || !b) {
+  } else if (op == '*' && (!*a || !*b)) {
+    r = strdup("");
+  } else if (op == '*' && strcmp(a, "1") == 0) {
+    r = strdup(b);
+  } else if ((op == '+' || op == '-') && !*b) {
+    r = strdup(a);
+  } else if (op == '+' && !*a) {
+    r = strdup(b);
+  } else {
+    size_t n = strlen(a) + strlen(b) + 8;
+    if ((r = malloc(n))) {
+      if (op == '-' && !*a) snprintf(r, n, "(-%s)", b);
+      else if (op == '/' && !*a) r[0] = 0;
+      else snprintf(r, n, "(%s %c %s)", a, op, b);
+    }
+  }
+  free(a);
+  free(b);
+  return r;
+}
+
+static split split_value(const frnn_step *s, const lin *v, uint32_t x, int slot) {
+  const node *n = &s->nodes[x];
+  split out = {0}, a, b;
+  if (v[x].kind == LIN_INDEP) return (split){strdup(""), text_of(s, x)};
+  switch ((frnn_op)n->op) {
+  case FRNN_OP_STATE:
+    if (n->slot == slot) return (split){strdup("1"), strdup("")};
+    return out; /* another state: not this state's diagonal */
+  case FRNN_OP_ADD:
+  case FRNN_OP_SUB:
+    a = split_value(s, v, n->arg[0], slot);
+    b = split_value(s, v, n->arg[1], slot);
+    {
+      char op = n->op == FRNN_OP_ADD ? '+' : '-';
+      out.coef = combine(a.coef, op, b.coef);
+      out.rest = combine(a.rest, op, b.rest);
+    }
+    return out;
+  case FRNN_OP_NEG:
+    a = split_value(s, v, n->arg[0], slot);
+    return (split){combine(strdup(""), '-', a.coef), combine(strdup(""), '-', a.rest)};
+  case FRNN_OP_MUL:
+  case FRNN_OP_DIV: {
+    int lin_arg = v[n->arg[0]].kind == LIN_INDEP && n->op == FRNN_OP_MUL ? 1 : 0;
+    a = split_value(s, v, n->arg[lin_arg], slot);
+    char op = n->op == FRNN_OP_MUL ? '*' : '/';
+    out.coef = combine(a.coef, op, text_of(s, n->arg[1 - lin_arg]));
+    out.rest = combine(a.rest, op, text_of(s, n->arg[1 - lin_arg]));
+    return out;
+  }
+  case FRNN_OP_BCAST: return split_value(s, v, n->arg[0], slot);
+  default: return out; /* where, sums: not a plain diagonal (the caller checked the rest) */
+  }
+}
+
 static const char *const class_word[4] = {"scalar", "column", "row", "matrix"};
 
 /* "scalar and row" from a class mask. */
@@ -160,6 +235,24 @@ frnn_status affine_describe(frnn_ctx *ctx, const frnn_step *s, char **out) {
         chunkable = false;
     }
     len += (size_t)snprintf(text + len, cap - len, "state %s [%s]: %s\n", p->name, class_word[p->cls], what);
+    if (l.kind == LIN_LINEAR || l.kind == LIN_AFFINE) {
+      bool plain = !l.contracted && !l.rows_mixed;
+      for (uint32_t k = 0; plain && k < s->n_nodes; k++) /* where() keeps two paths: not written out */
+        plain = s->nodes[k].op != FRNN_OP_WHERE || v[k].kind == LIN_INDEP;
+      split sp = plain ? split_value(s, v, p->value, i) : (split){0};
+      if (sp.coef && sp.rest && *sp.coef) {
+        size_t need = len + strlen(sp.coef) + strlen(sp.rest) + 64;
+        char *grown = need > cap ? realloc(text, need + 256) : text;
+        if (grown) {
+          if (need > cap) cap = need + 256;
+          text = grown;
+          len += (size_t)snprintf(text + len, cap - len, "  %s = %s * %s%s%s\n", p->name, p->name, sp.coef,
+                                  *sp.rest ? " + " : "", sp.rest);
+        }
+      }
+      free(sp.coef);
+      free(sp.rest);
+    }
   }
   for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) {
     const port *p = &s->ports[FRNN_PORT_OUTPUT][i];

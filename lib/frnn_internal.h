@@ -156,6 +156,9 @@ typedef struct strbuf {
   bool ok;
 } strbuf;
 void sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Node v of a finished step as one nested expression of port names and
+ * constants (no temporaries; a value used twice is written twice). */
+void print_expr(strbuf *b, const frnn_step *s, uint32_t v);
 
 /* --------------------------------------------------------------- tensor.c */
 /* A validated tensor seen as 5-D [B,T,H,m,n] (inputs), with stride 0 on

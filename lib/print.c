@@ -81,6 +81,36 @@ static void put_const(strbuf *b, double v) {
   sb_printf(b, signbit(v) ? "(-%s)" : "%s", buf);
 }
 
+/* ------------------------------------------------------------ expressions */
+void print_expr(strbuf *b, const frnn_step *s, uint32_t v) {
+  const node *n = &s->nodes[v];
+  const op_info *info = op_get((frnn_op)n->op);
+  switch (n->op) {
+  case FRNN_OP_INPUT: sb_printf(b, "%s", s->ports[FRNN_PORT_INPUT][n->slot].name); return;
+  case FRNN_OP_STATE: sb_printf(b, "%s", s->ports[FRNN_PORT_STATE][n->slot].name); return;
+  case FRNN_OP_CONST: put_const(b, n->value); return;
+  case FRNN_OP_NEG:
+    sb_printf(b, "(-");
+    print_expr(b, s, n->arg[0]);
+    sb_printf(b, ")");
+    return;
+  }
+  if (info->flags & OPF_INFIX) {
+    sb_printf(b, "(");
+    print_expr(b, s, n->arg[0]);
+    sb_printf(b, " %s ", info->spelling);
+    print_expr(b, s, n->arg[1]);
+    sb_printf(b, ")");
+    return;
+  }
+  sb_printf(b, "%s(", info->spelling);
+  for (int i = 0; i < info->arity; i++) {
+    if (i) sb_printf(b, ", ");
+    print_expr(b, s, n->arg[i]);
+  }
+  sb_printf(b, ")");
+}
+
 /* ------------------------------------------------------------------ steps */
 /* A prefix for temporaries that begins no port name: "t", else two letters. */
 static void pick_prefix(const frnn_step *s, char prefix[3]) {

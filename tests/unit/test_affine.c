@@ -1,7 +1,8 @@
 /* test_affine.c - the affine analysis (affine.c, `frnn-dump-ptx --after
  * affine`): the verdict on every example against the classification worked
- * out by hand in docs/design-chunked.md, and small steps built to land in
- * each branch (factors along rows and columns at once, a state inside a
+ * out by hand in docs/design-chunked.md, the transition written out as
+ * S = S * factor + update where it is diagonal, and small steps built to land
+ * in each branch (factors along rows and columns at once, a state inside a
  * nonlinear op, a nonlinear output, a state overwritten). */
 #include "frnn_internal.h"
 #include "testutil.h"
@@ -35,12 +36,12 @@ static const struct {
     {"gated_delta_rule", CHUNKED, "plus low rank"},
     {"rwkv7", CHUNKED, "factors row, plus low rank through sums over N (factors row)"},
     {"rwkv6", CHUNKED, "factors row"},
-    {"gla", CHUNKED, "factors row"},
-    {"retention", CHUNKED, "factors scalar"},
+    {"gla", CHUNKED, "  S = S * exp(g) + (v * k)\n"},
+    {"retention", CHUNKED, "  S = S * gamma + (v * k)\n"},
     {"mamba2", CHUNKED, "factors scalar"},
     {"gsa_keys", CHUNKED, "factors column"},
     {"gsa_values", CHUNKED, "factors row"},
-    {"hgrn", CHUNKED, "state s [column]"},
+    {"hgrn", CHUNKED, "  s = s * exp(g) + x\n"},
     {"mamba", RECURRENT, "factors matrix"},
     {"longhorn", RECURRENT, "factors scalar and matrix"},
     {"s4d", RECURRENT, "factors matrix"},
@@ -68,7 +69,8 @@ static const struct {
 } built[] = {
     /* two paths, one scaled along rows and one along columns: no single factor */
     {"  S = S * d + S * e + v * k\n  y = sum(S * k)\n", RECURRENT, "factors column and row"},
-    /* the same factors on one path: a matrix factor */
+    /* the same factors on one path: joined into a matrix factor (a column
+     * times a row would separate; the pass is conservative there) */
     {"  S = S * e * d + v * k\n  y = sum(S * k)\n", RECURRENT, "factors matrix"},
     /* column factors alone: the values' side of the products carries them */
     {"  S = S * e + v * k\n  y = sum(S * k)\n", CHUNKED, "factors column"},
@@ -78,6 +80,9 @@ static const struct {
     {"  S = S * d + v * k\n  y = exp(sum(S * k))\n", NOT_AFFINE, "output y: nonlinear"},
     /* a state divided by another value of the states */
     {"  S = S / sum(S * k) + v * k\n  y = sum(S * k)\n", NOT_AFFINE, NULL},
+    /* the transition written out: a negated factor, a divided one */
+    {"  S = v * k - S * d\n  y = sum(S * k)\n", CHUNKED, "  S = S * (-d) + (v * k)\n"},
+    {"  S = S / e + v * k\n  y = sum(S * k)\n", CHUNKED, "  S = S * (1 / e) + (v * k)\n"},
     /* overwritten every step */
     {"  S = v * k\n  y = sum(S * k)\n", CHUNKED, "independent of the states"},
     /* a low-rank part with column factors before the sum */
