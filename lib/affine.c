@@ -10,7 +10,11 @@
  * met on its paths from the states: on paths not yet summed over N ("diag":
  * S * d, d a scalar, row, column or matrix) and on paths that were ("low
  * rank": sum(S * a) * b, the a's class), and whether a path was summed over M
- * (rows mixed).  Classes combine by OR of their M and N bits. */
+ * (rows mixed).  Classes combine by OR of their M and N bits, so a column
+ * factor times a row factor on one path counts as a matrix factor and the
+ * verdict is "recurrent only": conservative (their cumulative products
+ * would separate).  Where the update is elementwise in one state, it is
+ * also written out as S = S * factor + update. */
 #include "frnn_internal.h"
 
 #include <stdio.h>
