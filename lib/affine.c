@@ -192,87 +192,83 @@ static split split_value(const frnn_step *s, const lin *v, uint32_t x, int slot)
 static const char *const class_word[4] = {"scalar", "column", "row", "matrix"};
 
 /* "scalar and row" from a class mask. */
-static void classes(uint8_t mask, char *buf, size_t size) {
-  buf[0] = 0;
+static void put_classes(strbuf *b, uint8_t mask) {
+  const char *sep = "";
   for (int k = 0; k < 4; k++)
-    if (mask & (1u << k))
-      snprintf(buf + strlen(buf), size - strlen(buf), "%s%s", buf[0] ? " and " : "", class_word[k]);
+    if (mask & (1u << k)) sb_printf(b, "%s%s", sep, class_word[k]), sep = " and ";
 }
 
 /* One line per state and output; the verdict last. */
 frnn_status affine_describe(frnn_ctx *ctx, const frnn_step *s, char **out) {
   *out = NULL;
   lin *v = calloc(s->n_nodes ? s->n_nodes : 1, sizeof *v);
-  size_t cap = 256 + (320 + FRNN_NAME_MAX) * (size_t)(s->n_ports[FRNN_PORT_STATE] + s->n_ports[FRNN_PORT_OUTPUT]);
-  char *text = malloc(cap);
-  if (!v || !text) {
-    free(v);
-    free(text);
-    return diag_fail(ctx, FRNN_E_NOMEM, "out of memory analysing step '%s'", s->name);
+  if (!v) return diag_fail(ctx, FRNN_E_NOMEM, "out of memory analysing step '%s'", s->name);
+  /* where() on a state-dependent value keeps two paths: not written out */
+  bool state_where = false;
+  for (uint32_t i = 0; i < s->n_nodes; i++) {
+    v[i] = of_node(s, &s->nodes[i], v);
+    state_where |= s->nodes[i].op == FRNN_OP_WHERE && v[i].kind != LIN_INDEP;
   }
-  for (uint32_t i = 0; i < s->n_nodes; i++) v[i] = of_node(s, &s->nodes[i], v);
-  size_t len = (size_t)snprintf(text, cap, "# step %s: state updates and outputs in the states\n", s->name);
+  /* A matrix product carries factors that vary along one direction: a
+   * scalar with rows or with columns (their cumulative products factor out
+   * of the chunk's products), not both, and the low-rank part's only with
+   * rows (the WY / DPLR forms). */
+  const uint8_t rows = 1u << FRNN_SCALAR | 1u << FRNN_ROW, cols = 1u << FRNN_SCALAR | 1u << FRNN_COL;
+  strbuf b = {.ok = true};
+  sb_printf(&b, "# step %s: state updates and outputs in the states\n", s->name);
   bool affine = true, chunkable = true;
   for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) {
     const port *p = &s->ports[FRNN_PORT_STATE][i];
     lin l = v[p->value];
-    char d[64], r[64], what[256];
-    classes(l.diag, d, sizeof d);
-    classes(l.contracted, r, sizeof r);
-    /* A matrix product carries factors that vary along one direction: a
-     * scalar with rows or with columns (their cumulative products factor
-     * out of the chunk's products), not both, and the low-rank part's only
-     * with rows (the WY / DPLR forms). */
-    const uint8_t rows = 1u << FRNN_SCALAR | 1u << FRNN_ROW, cols = 1u << FRNN_SCALAR | 1u << FRNN_COL;
+    sb_printf(&b, "state %s [%s]: ", p->name, class_word[p->cls]);
     if (l.kind == LIN_NONLINEAR) {
-      snprintf(what, sizeof what, "nonlinear in the states");
+      sb_printf(&b, "nonlinear in the states\n");
       affine = chunkable = false;
-    } else if (l.kind == LIN_INDEP) {
-      snprintf(what, sizeof what, "independent of the states");
-    } else {
-      snprintf(what, sizeof what, "affine: elementwise factors %s%s%s%s", l.diag ? d : "none",
-               l.contracted ? ", plus low rank through sums over N (factors " : "", l.contracted ? r : "",
-               l.contracted ? ")" : "");
-      if (l.rows_mixed) snprintf(what + strlen(what), sizeof what - strlen(what), ", rows mixed by a sum over M");
-      bool one_way = (l.diag & ~rows) == 0 || ((l.diag & ~cols) == 0 && !l.contracted);
-      if (CLASS_HAS_M(p->cls) && CLASS_HAS_N(p->cls) && (!one_way || (l.contracted & ~rows) || l.rows_mixed))
-        chunkable = false;
+      continue;
     }
-    len += (size_t)snprintf(text + len, cap - len, "state %s [%s]: %s\n", p->name, class_word[p->cls], what);
-    if (l.kind == LIN_LINEAR || l.kind == LIN_AFFINE) {
-      bool plain = !l.contracted && !l.rows_mixed;
-      for (uint32_t k = 0; plain && k < s->n_nodes; k++) /* where() keeps two paths: not written out */
-        plain = s->nodes[k].op != FRNN_OP_WHERE || v[k].kind == LIN_INDEP;
-      split sp = plain ? split_value(s, v, p->value, i) : (split){0};
-      if (sp.coef && sp.rest && *sp.coef) {
-        size_t need = len + strlen(sp.coef) + strlen(sp.rest) + 64;
-        char *grown = need > cap ? realloc(text, need + 256) : text;
-        if (grown) {
-          if (need > cap) cap = need + 256;
-          text = grown;
-          len += (size_t)snprintf(text + len, cap - len, "  %s = %s * %s%s%s\n", p->name, p->name, sp.coef,
-                                  *sp.rest ? " + " : "", sp.rest);
-        }
-      }
-      free(sp.coef);
-      free(sp.rest);
+    if (l.kind == LIN_INDEP) {
+      sb_printf(&b, "independent of the states\n");
+      continue;
     }
+    sb_printf(&b, "affine: elementwise factors ");
+    if (l.diag) put_classes(&b, l.diag);
+    else sb_printf(&b, "none");
+    if (l.contracted) {
+      sb_printf(&b, ", plus low rank through sums over N (factors ");
+      put_classes(&b, l.contracted);
+      sb_printf(&b, ")");
+    }
+    if (l.rows_mixed) sb_printf(&b, ", rows mixed by a sum over M");
+    sb_printf(&b, "\n");
+    bool one_way = (l.diag & ~rows) == 0 || ((l.diag & ~cols) == 0 && !l.contracted);
+    if (CLASS_HAS_M(p->cls) && CLASS_HAS_N(p->cls) && (!one_way || (l.contracted & ~rows) || l.rows_mixed))
+      chunkable = false;
+    if (l.contracted || l.rows_mixed || state_where) continue;
+    split sp = split_value(s, v, p->value, i);
+    if (sp.coef && sp.rest && *sp.coef)
+      sb_printf(&b, "  %s = %s * %s%s%s\n", p->name, p->name, sp.coef, *sp.rest ? " + " : "", sp.rest);
+    free(sp.coef);
+    free(sp.rest);
   }
   for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) {
     const port *p = &s->ports[FRNN_PORT_OUTPUT][i];
     int k = v[p->value].kind;
     if (k == LIN_NONLINEAR) affine = chunkable = false;
-    len += (size_t)snprintf(text + len, cap - len, "output %s: %s\n", p->name,
-                            k == LIN_NONLINEAR ? "nonlinear in the states"
-                            : k == LIN_INDEP   ? "independent of the states"
-                                               : "affine in the states");
+    sb_printf(&b, "output %s: %s\n", p->name,
+              k == LIN_NONLINEAR ? "nonlinear in the states"
+              : k == LIN_INDEP   ? "independent of the states"
+                                 : "affine in the states");
   }
-  snprintf(text + len, cap - len, "verdict: %s\n",
-           !affine      ? "not affine: recurrent only"
-           : chunkable  ? "affine, each matrix state's factors vary along one direction: a chunked form exists"
+  sb_printf(&b, "verdict: %s\n",
+            !affine     ? "not affine: recurrent only"
+            : chunkable ? "affine, each matrix state's factors vary along one direction: a chunked form exists"
                         : "affine, but a matrix state's factors vary over rows and columns, or it mixes rows: "
                           "recurrent only");
   free(v);
-  *out = text;
+  if (!b.ok) {
+    free(b.data);
+    return diag_fail(ctx, FRNN_E_NOMEM, "out of memory analysing step '%s'", s->name);
+  }
+  *out = b.data;
   return FRNN_OK;
 }
