@@ -282,11 +282,27 @@ def ref_fn(name):
     return f
 
 
-def fla_prune_pick():
-    """FRNN_BENCH_FLA_PRUNE: median (default), first, cheapest; 0/off: full autotune of
-    fla's chunk kernels (their first call then takes minutes: 150-340 s measured)."""
-    v = os.environ.get("FRNN_BENCH_FLA_PRUNE", "median").strip().lower() or "median"
+def prune_pick_from(var):
+    """A pruning choice from environment variable `var`: median (default), first,
+    cheapest (order_configs); None for 0/off/no/none/full (full autotune)."""
+    v = os.environ.get(var, "median").strip().lower() or "median"
     return None if v in ("0", "off", "no", "none", "full") else v
+
+
+def pruned_label(pick):
+    return " (autotune pruned to 1 config)" if pick else ""
+
+
+def pruned_info(prefix, pick):
+    """results.json entry: the kernels of modules under `prefix` pruned so far ({} if none)."""
+    kernels = {k: v for k, v in AUTOTUNE_PRUNED.items() if k.startswith(prefix)}
+    return {"autotune_pruned": {"pick": pick, "kernels": kernels}} if kernels else {}
+
+
+def fla_prune_pick():
+    """FRNN_BENCH_FLA_PRUNE for fla's chunk kernels (their first call with full autotune
+    takes minutes: 150-340 s measured)."""
+    return prune_pick_from("FRNN_BENCH_FLA_PRUNE")
 
 
 def fla_guard_lifted():
@@ -305,7 +321,7 @@ def lift_fla_hopper_guard():
 
 
 def fla_chunk_label(fn):
-    return fn + (" (autotune pruned to 1 config)" if fla_prune_pick() else "")
+    return fn + pruned_label(fla_prune_pick())
 
 
 def prune_fla_chunk():
@@ -634,8 +650,7 @@ def fla_pruned_info(variants):
     pruned in this process so far (its own and the ones fla's chunk functions share)."""
     if not any(v == "chunk" for v, _ in variants):
         return {}
-    kernels = {k: v for k, v in AUTOTUNE_PRUNED.items() if k.startswith("fla.")}
-    return {"autotune_pruned": {"pick": fla_prune_pick(), "kernels": kernels}} if kernels else {}
+    return pruned_info("fla.", fla_prune_pick())
 
 
 def _sz(d, M=None, N=None):
@@ -1068,18 +1083,14 @@ class Mamba2(Model):
 
     @staticmethod
     def prune_pick():
-        """FRNN_BENCH_MAMBA2_PRUNE: median (default), first, cheapest; 0/off: full autotune."""
-        v = os.environ.get("FRNN_BENCH_MAMBA2_PRUNE", "median").strip().lower() or "median"
-        return None if v in ("0", "off", "no", "none", "full") else v
+        """FRNN_BENCH_MAMBA2_PRUNE (prune_pick_from)."""
+        return prune_pick_from("FRNN_BENCH_MAMBA2_PRUNE")
 
     def variants(self):
-        return [("ssd", "mamba_chunk_scan_combined" + (" (autotune pruned to 1 config)" if self.prune_pick() else ""))]
+        return [("ssd", "mamba_chunk_scan_combined" + pruned_label(self.prune_pick()))]
 
     def extra_info(self):
-        kernels = {k: v for k, v in AUTOTUNE_PRUNED.items() if k.startswith("mamba_ssm.")}
-        if not kernels:
-            return {}
-        return {"autotune_pruned": {"pick": self.prune_pick(), "kernels": kernels}}
+        return pruned_info("mamba_ssm.", self.prune_pick())
 
     def ref_name(self, variant):
         return "mamba_ssm.ops.triton.ssd_combined.mamba_chunk_scan_combined"
