@@ -2111,6 +2111,17 @@ class temp_env:
         return False
 
 
+def tagged_json(out, tag):
+    """The JSON objects a child printed on lines starting with `tag` (the isolated
+    and first-call protocols), in order; a line that does not parse is skipped."""
+    for line in out.splitlines():
+        if line.startswith(tag):
+            try:
+                yield json.loads(line[len(tag):])
+            except ValueError:
+                continue
+
+
 def run_subprocess(cmd, env, timeout):
     """(stdout, stderr, returncode or None when killed at the timeout, timed_out, wall_s)."""
     t0 = time.time()
@@ -2159,15 +2170,10 @@ def run_isolated(m, variant, job, limit):
     cmd = [sys.executable, os.path.abspath(__file__), "--isolated", json.dumps(job)]
     out, err, rc, timed_out, wall = run_subprocess(cmd, env, limit)
     res, stage = None, None
-    for line in out.splitlines():
-        if line.startswith("ISOLATED "):
-            try:
-                j = json.loads(line[len("ISOLATED "):])
-            except ValueError:
-                continue
-            stage = j.get("stage", stage)
-            if "result" in j:
-                res = j["result"]
+    for j in tagged_json(out, "ISOLATED "):
+        stage = j.get("stage", stage)
+        if "result" in j:
+            res = j["result"]
     if res is None:
         res = {}
         if timed_out:
@@ -2689,20 +2695,15 @@ def run_child(name, stage, env, timeout):
     res = {"wall_s": wall, "limit_s": round(timeout, 1)}
     refs = {}
     started = None
-    for line in out.splitlines():
-        if line.startswith("FIRSTCALL "):
-            try:
-                j = json.loads(line[len("FIRSTCALL "):])
-            except ValueError:
-                continue
-            if "started" in j:
-                started = j["started"]
-            elif "variant" in j:
-                refs[j.pop("variant")] = j
-                started = None
-            else:
-                res.update(j)
-                started = None
+    for j in tagged_json(out, "FIRSTCALL "):
+        if "started" in j:
+            started = j["started"]
+        elif "variant" in j:
+            refs[j.pop("variant")] = j
+            started = None
+        else:
+            res.update(j)
+            started = None
     if timed_out:
         res["timeout"] = "> %.0f s (subprocess killed)" % timeout
         if started == "frnn":
