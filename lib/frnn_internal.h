@@ -265,6 +265,10 @@ typedef struct plan {
                      (FRNN_BWD_C2; plan_workspace) */
   int64_t bwd_c;  /* steps between the forward's checkpoints; 0: about sqrt(T)
                      (FRNN_BWD_C; plan_workspace) */
+  int bwd_shared_slots; /* > 0: the backward keeps its recomputed states in shared
+                           memory, at most this many per block (two levels, C and
+                           C2 chosen by plan_workspace to fit); 0: in the workspace */
+  int xchg_shared_floats; /* shared floats of the exchange, before that scratch */
 } plan;
 enum { PREFETCH_NONE, PREFETCH_REGS, PREFETCH_HINT };
 
@@ -273,8 +277,6 @@ typedef struct target target;
  * for M x N on target t (sm_90: clusters; its shared memory). */
 frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adjoint, int64_t M,
                       int64_t N, const target *t, plan *out);
-/* Dynamic shared bytes of the backward kernel. */
-unsigned plan_bwd_shared_bytes(const plan *p);
 /* One line saying what the plan chose (frnn-bench records it per model). */
 void plan_describe(const plan *p, char *buf, size_t size);
 /* Kinds of adjoint values when rows are split (plan.c explains). */
@@ -288,6 +290,7 @@ typedef struct ws_layout {
   int64_t C, n_ckpt;         /* checkpoint interval, number of checkpoints */
   int64_t C2;                /* the backward's second-level interval */
   size_t ckpt, scratch;      /* offsets */
+  unsigned bwd_shared;       /* dynamic shared bytes of the backward kernel */
   size_t partial[FRNN_MAX_PORTS]; /* per input: partial gradient, or SIZE_MAX */
   size_t total;
 } ws_layout;

@@ -786,7 +786,7 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
     x.per_buf = p->xchg_floats;
     x.K = p->xchg_steps;
     if (x.per_buf) {
-      x.shared = cg_dynamic_shared(cg, "frnn_bwd_xchg");
+      x.shared = cg_dynamic_shared(cg, "frnn_bwd_shared");
       for (int b = 0; b < G && G > 1; b++) x.block[b] = cg_cluster_shared(cg, x.shared, cg_i32(cg, b));
     }
   }
@@ -851,13 +851,19 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
    * checkpoints, ceil(C/C2) - 1 of them (the last piece's start state is
    * never saved: the first pass ends there).  plan_workspace sizes it. */
   int64_t per_state = (int64_t)p->bwd_regs * n_threads;
-  bool two = p->bwd_c2 > 0;
+  bool two = p->bwd_c2 > 0 || p->bwd_shared_slots > 0;
   LLVMValueRef states = C;
   if (two)
     states = cg_add(cg, C2, LLVMBuildSub(cg->b, LLVMBuildUDiv(cg->b, cg_add(cg, C, LLVMBuildSub(cg->b, C2, cg_i64(cg, 1), "")), C2, ""),
                                          cg_i64(cg, 1), ""));
   LLVMValueRef sc_block = cg_mul(cg, cg_add(cg, cg_mul(cg, lw->bh, cg_i64(cg, G)), cg_zext64(cg, rank)),
                                  cg_mul(cg, states, cg_i64(cg, per_state)));
+  /* Or in shared memory, after the exchange's floats: the same layout, one
+   * block's worth (plan_workspace sized the kernel's dynamic shared memory). */
+  if (p->bwd_shared_slots) {
+    scratch = cg_gep(cg, cg->t_f32, cg_dynamic_shared(cg, "frnn_bwd_shared"), cg_i64(cg, p->xchg_shared_floats));
+    sc_block = cg_i64(cg, 0);
+  }
   LLVMValueRef tid64 = cg_zext64(cg, lw->tid);
 #define SCRATCH_INDEX(slot, q)                                                                 \
   cg_add(cg, cg_add(cg, sc_block, cg_mul(cg, slot, cg_i64(cg, per_state))),                   \
@@ -964,7 +970,7 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
     LLVMValueRef t = cg_load(cg, cg->t_i64, tvar);
     LLVMValueRef t_next = next_clamped(lw, t, -1, u0);
     pf_step(lw, &pfr, t, t_next);
-    if (pfr.hint) { /* the next step's states: lane q of each warp fetches float q's line */
+    if (pfr.hint && !p->bwd_shared_slots) { /* the next step's states: lane q of each warp fetches float q's line */
       LLVMValueRef lane = LLVMBuildAnd(cg->b, lw->tid, cg_i32(cg, 31), "");
       LLVMValueRef q = cg_select(cg, cg_ult(cg, lane, cg_i32(cg, p->bwd_regs)), lane, cg_i32(cg, 0));
       LLVMValueRef idx = cg_add(cg, cg_add(cg, sc_block, cg_mul(cg, LLVMBuildSub(cg->b, t_next, u0, ""), cg_i64(cg, per_state))),

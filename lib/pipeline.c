@@ -70,7 +70,7 @@ static const char *gpu_arch(void) {
 static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
   static const char *const knobs[] = {"FRNN_LPR", "FRNN_BWD_BUDGET", "FRNN_BWD_WARPS",
                                       "FRNN_BWD_CLUSTER", "FRNN_BWD_XCHG_STEPS", "FRNN_PREFETCH",
-                                      "FRNN_BWD_C2", "FRNN_BWD_C"};
+                                      "FRNN_BWD_C2", "FRNN_BWD_C", "FRNN_BWD_SMEM"};
   for (size_t i = 0; i < sizeof knobs / sizeof *knobs; i++) {
     const char *v = getenv(knobs[i]);
     if (v && *v && k >= 0 && (size_t)k < cap) k += snprintf(key + k, cap - (size_t)k, " %s=%.16s", knobs[i] + 5, v);
@@ -574,7 +574,7 @@ frnn_status frnn_gpu_backward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
     unsigned G = (unsigned)m->p.bwd.row_blocks;
     unsigned grid[3] = {G, (unsigned)sz.H, (unsigned)sz.B};
     unsigned block[3] = {(unsigned)m->p.bwd.warps * 32, 1, 1};
-    if ((st = cuda_launch(ctx, m->fn[1], "frnn_bwd", grid, block, G, plan_bwd_shared_bytes(&m->p),
+    if ((st = cuda_launch(ctx, m->fn[1], "frnn_bwd", grid, block, G, w.bwd_shared,
                           (CUstream)stream, a.params)))
       goto leave;
     for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT] && !st; i++) {

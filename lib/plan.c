@@ -27,7 +27,8 @@
  * registers hold inputs, temporaries and addresses. */
 enum { FWD_STATE_BUDGET = 32, BWD_STATE_BUDGET = 64, MAX_WARPS = 32, MAX_RPT_BY_CHOICE = 8,
        FWD_COLS_PER_LANE = 8, BWD_SPLIT_BUDGET = 32, BWD_SPLIT_WARPS = 4, MAX_CLUSTER = 8,
-       MAX_XCHG_STEPS = 8, XCHG_BYTES = 96 * 1024, LEAN_C2 = 8 };
+       MAX_XCHG_STEPS = 8, XCHG_BYTES = 96 * 1024, LEAN_C2 = 8, SMEM_XCHG_BYTES = 32 * 1024,
+       MAX_SHARED_SLOTS = 64 };
 
 /* Tuning knobs for benchmarks (part of the module key, see pipeline.c):
  * FRNN_BWD_BUDGET floats of state per split backward thread, FRNN_BWD_WARPS
@@ -170,8 +171,10 @@ static frnn_status choose_shape(frnn_ctx *ctx, const frnn_step *s, int64_t M, in
  * is full. */
 static frnn_status choose_split_shape(frnn_ctx *ctx, const frnn_step *s, int64_t M, int64_t N,
                                       int max_cluster, kernel_shape *k) {
+  /* Rows per thread from the budget alone (not raised to fit one block's
+   * warps): the cluster's blocks share the rows. */
   frnn_status st = choose_shape(ctx, s, M, N, env_int("FRNN_BWD_BUDGET", BWD_SPLIT_BUDGET, 2, 128),
-                                2, true, 1, k);
+                                2, false, 1, k);
   if (st) return st;
   int64_t groups = 32 / k->lpr;
   int64_t warps_total = (M + groups * k->rpt - 1) / (groups * k->rpt);
@@ -182,7 +185,8 @@ static frnn_status choose_split_shape(frnn_ctx *ctx, const frnn_step *s, int64_t
     w = (warps_total + g - 1) / g;
   }
   if (w > warps_total) w = warps_total;
-  if (w > MAX_WARPS) return FRNN_OK; /* too many rows for a cluster: one block, as chosen */
+  if (w > MAX_WARPS) /* too many rows for a cluster: one block */
+    return choose_shape(ctx, s, M, N, BWD_STATE_BUDGET, 2, true, 1, k);
   int64_t rows_per_block = w * groups * k->rpt;
   k->warps = (int)w;
   k->row_blocks = (int)((M + rows_per_block - 1) / rows_per_block);
@@ -193,7 +197,8 @@ static frnn_status choose_split_shape(frnn_ctx *ctx, const frnn_step *s, int64_t
  * whose gradient is a partial, one slot per warp and column; steps batched
  * K at a time (one barrier per K steps), two sets of K alternating.  False
  * when even K = 1 does not fit the target's shared memory. */
-static bool plan_exchange(const frnn_step *adjoint, const uint8_t *kind, int max_shared, plan *p) {
+static bool plan_exchange(const frnn_step *adjoint, const uint8_t *kind, int max_shared, int cap,
+                          plan *p) {
   p->xchg_floats = 0;
   for (int i = 0; i < p->n_in; i++) {
     const port *o = &adjoint->ports[FRNN_PORT_OUTPUT][i];
@@ -205,7 +210,7 @@ static bool plan_exchange(const frnn_step *adjoint, const uint8_t *kind, int max
   }
   int k = env_int("FRNN_BWD_XCHG_STEPS", MAX_XCHG_STEPS, 1, MAX_XCHG_STEPS), pow2 = 1;
   while (pow2 * 2 <= k) pow2 *= 2;
-  for (k = pow2; k > 1 && (int64_t)2 * k * p->xchg_floats * 4 > XCHG_BYTES; k /= 2) {}
+  for (k = pow2; k > 1 && (int64_t)2 * k * p->xchg_floats * 4 > cap; k /= 2) {}
   p->xchg_steps = k;
   return (int64_t)2 * k * p->xchg_floats * 4 <= max_shared;
 }
@@ -257,7 +262,11 @@ frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adj
   int max_cluster = t->sm >= 90 ? env_int("FRNN_BWD_CLUSTER", 1, 1, MAX_CLUSTER) : 1;
   if (p->bwd_deferred && max_cluster > 1) st = choose_split_shape(ctx, step, M, N, max_cluster, &p->bwd);
   else st = choose_shape(ctx, step, M, N, BWD_STATE_BUDGET, 2, true, 1, &p->bwd);
-  if (!st && p->bwd_deferred && !plan_exchange(adjoint, kind, t->max_shared_bytes_optin, p)) {
+  /* Recomputed states in shared memory (FRNN_BWD_SMEM): the exchange then
+   * gets less of it. */
+  bool smem = env_int("FRNN_BWD_SMEM", 0, 0, 1);
+  if (!st && p->bwd_deferred &&
+      !plan_exchange(adjoint, kind, t->max_shared_bytes_optin, smem ? SMEM_XCHG_BYTES : XCHG_BYTES, p)) {
     /* Too many partial sums to exchange: reduce each sum over M in one block. */
     p->bwd_deferred = false;
     st = choose_shape(ctx, step, M, N, BWD_STATE_BUDGET, 2, true, 1, &p->bwd);
@@ -271,6 +280,20 @@ frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adj
     int c = step->ports[FRNN_PORT_STATE][i].cls;
     p->bwd_regs += (CLASS_HAS_M(c) ? p->bwd.rpt : 1) * (CLASS_HAS_N(c) ? p->bwd.cn : 1);
   }
+  p->xchg_shared_floats = p->bwd_deferred ? 2 * p->xchg_steps * p->xchg_floats : 0;
+  /* How many of a block's states fit in shared memory beside the exchange
+   * (or the block's sums over M, a static array of warps x cn x lpr floats).
+   * Fewer than 3 leave two levels no room (C2 + pieces - 1 >= 3 for C > 2):
+   * the scratch stays in the workspace. */
+  p->bwd_shared_slots = 0;
+  if (smem) {
+    int64_t state_bytes = (int64_t)p->bwd_regs * p->bwd.warps * 32 * 4;
+    int64_t used = p->bwd_deferred ? (int64_t)p->xchg_shared_floats * 4
+                                   : (int64_t)p->bwd.warps * p->bwd.cn * p->bwd.lpr * 4;
+    int64_t slots = (t->max_shared_bytes_optin - used) / state_bytes;
+    if (slots > MAX_SHARED_SLOTS) slots = MAX_SHARED_SLOTS;
+    if (slots >= 3) p->bwd_shared_slots = (int)slots;
+  }
   return FRNN_OK;
 }
 
@@ -279,20 +302,20 @@ void plan_describe(const plan *p, char *buf, size_t size) {
   char sums[64];
   if (p->bwd_deferred) snprintf(sums, sizeof sums, "deferred, exchanged every %d steps", p->xchg_steps);
   else snprintf(sums, sizeof sums, "whole at every step");
-  char spacing[48] = "";
-  if (p->bwd_c) snprintf(spacing, sizeof spacing, ", every %lld steps", (long long)p->bwd_c);
+  char spacing[80] = "";
+  if (p->bwd_shared_slots) snprintf(spacing, sizeof spacing, " (at most %d states a block)", p->bwd_shared_slots);
+  if (p->bwd_c) snprintf(spacing + strlen(spacing), sizeof spacing - strlen(spacing), ", every %lld steps", (long long)p->bwd_c);
   snprintf(buf, size,
            "fwd %d lanes/row x %d cols, %d rows/thread, %d warps, %d blocks/head; "
            "bwd %d lanes/row x %d cols, %d rows/thread, %d warps, %d blocks/head%s; "
            "sums over M %s; checkpoints %s%s; prefetch %s",
            f->lpr, f->cn, f->rpt, f->warps, f->row_blocks, b->lpr, b->cn, b->rpt, b->warps,
            b->row_blocks, b->row_blocks > 1 ? " (a cluster)" : "", sums,
-           p->bwd_c2 > 0 ? "two levels" : "one level", spacing,
+           p->bwd_shared_slots ? "two levels, recomputed in shared memory"
+           : p->bwd_c2 > 0     ? "two levels"
+                               : "one level",
+           spacing,
            p->prefetch == PREFETCH_REGS ? "registers" : p->prefetch == PREFETCH_HINT ? "L1 hints" : "none");
-}
-
-unsigned plan_bwd_shared_bytes(const plan *p) {
-  return p->bwd_deferred ? (unsigned)(2 * p->xchg_steps * p->xchg_floats * 4) : 0;
 }
 
 static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
@@ -308,8 +331,20 @@ void plan_workspace(const plan *p, frnn_sizes sz, const uint8_t *in_bcast, int f
    * C2 = 8 cut the peak from 1.68 to 1.13 GB but the second recompute pass
    * cost 42% more time (docs/BENCHMARKS.md).  The plan fixed C2 (its
    * kernels are compiled for one level or two). */
-  int64_t C2 = p->bwd_c2, C;
-  if (C2 == 0 || C2 >= sz.T) {
+  int64_t C2 = p->bwd_c2, C, pieces;
+  if (p->bwd_shared_slots) {
+    /* Scratch in shared memory: at most S = slots states, C2 recomputed and
+     * C/C2 - 1 second-level checkpoints; the longest chunk for S is
+     * C2 (S - C2 + 1) at C2 = (S + 1) / 2.  FRNN_BWD_C may shorten it (more
+     * checkpoints, less shared memory).  Then the C2 that needs fewest. */
+    int64_t S = p->bwd_shared_slots, c2 = (S + 1) / 2;
+    C = c2 * (S - c2 + 1);
+    if (p->bwd_c && p->bwd_c < C) C = p->bwd_c;
+    if (C > sz.T) C = sz.T;
+    if (C < 1) C = 1;
+    C2 = (int64_t)ceil(sqrt((double)C));
+    if (C2 + (C + C2 - 1) / C2 - 1 > S) C2 = c2 < C ? c2 : C;
+  } else if (C2 == 0 || C2 >= sz.T) {
     C = p->bwd_c ? p->bwd_c : (int64_t)ceil(sqrt((double)sz.T));
     if (C > sz.T) C = sz.T;
     if (C < 1) C = 1;
@@ -322,15 +357,18 @@ void plan_workspace(const plan *p, frnn_sizes sz, const uint8_t *in_bcast, int f
   w->C = C;
   w->C2 = C2;
   w->n_ckpt = (sz.T + C - 1) / C;
+  pieces = (C + C2 - 1) / C2;
+  size_t state_bytes = (size_t)p->bwd.warps * 32 * (size_t)p->bwd_regs * 4;
+  w->bwd_shared = (unsigned)((size_t)p->xchg_shared_floats * 4 +
+                             (p->bwd_shared_slots ? (size_t)(C2 + pieces - 1) * state_bytes : 0));
   size_t heads = (size_t)sz.B * (size_t)sz.H;
   w->ckpt = 0;
   size_t off = 0;
   if (for_backward) {
     off = align256(heads * (size_t)w->n_ckpt * (size_t)p->state_floats * 4);
     w->scratch = off;
-    size_t states = (size_t)C2 + (size_t)((C + C2 - 1) / C2 - 1); /* scratch, second level */
-    off = align256(off + heads * (size_t)p->bwd.row_blocks * states * (size_t)p->bwd.warps * 32 *
-                             (size_t)p->bwd_regs * 4);
+    size_t states = p->bwd_shared_slots ? 0 : (size_t)(C2 + pieces - 1); /* scratch, second level */
+    off = align256(off + heads * (size_t)p->bwd.row_blocks * states * state_bytes);
   } else {
     w->scratch = 0;
   }
