@@ -215,6 +215,40 @@ static bool plan_exchange(const frnn_step *adjoint, const uint8_t *kind, int max
   return (int64_t)2 * k * p->xchg_floats * 4 <= max_shared;
 }
 
+/* How many of a backward block's recomputed states fit in its shared memory
+ * beside the exchange (or its sums over M, a static array of warps x cn x
+ * lpr floats).  0 when fewer than 3: two levels need C2 + pieces - 1 >= 3
+ * states for a chunk longer than 2 steps. */
+static int shared_slots(const plan *p, const target *t) {
+  int64_t state_bytes = (int64_t)p->bwd_regs * p->bwd.warps * 32 * 4;
+  int64_t used = p->bwd_deferred ? (int64_t)p->xchg_shared_floats * 4
+                                 : (int64_t)p->bwd.warps * p->bwd.cn * p->bwd.lpr * 4;
+  int64_t slots = (t->max_shared_bytes_optin - used) / state_bytes;
+  if (slots > MAX_SHARED_SLOTS) slots = MAX_SHARED_SLOTS;
+  return slots >= 3 ? (int)slots : 0;
+}
+
+/* Shared memory holds only a few states, so its chunks are short and the
+ * forward saves more checkpoints; the workspace scratch holds C states per
+ * block in the threads' layout (padded where lanes hold copies).  Measured on
+ * the H100 (docs/BENCHMARKS.md, fourth session): with 3 states in shared
+ * memory the delta rule ran 7% slower at 2.9x the memory; where the
+ * checkpoints cost no more than the scratch they replace (RWKV-4, HGRN at
+ * 128 x 128) it was as fast or faster (RWKV-4 -8%) in less memory.  So:
+ * shared memory when the workspace at T_REF steps is no larger with it.  The
+ * kernels cannot depend on T (one module serves every length); above T_REF
+ * the checkpoints grow as T / C against the scratch's 2 sqrt(T). */
+static bool shared_scratch_pays(const plan *p) {
+  enum { T_REF = 4096 };
+  frnn_sizes one = {.B = 1, .T = T_REF, .H = 1, .M = p->M, .N = p->N};
+  plan global = *p;
+  global.bwd_shared_slots = 0;
+  ws_layout in_shared, in_workspace;
+  plan_workspace(p, one, NULL, 1, &in_shared);
+  plan_workspace(&global, one, NULL, 1, &in_workspace);
+  return in_shared.total <= in_workspace.total;
+}
+
 frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adjoint, int64_t M,
                       int64_t N, const target *t, plan *p) {
   if (M < 1 || N < 1)
@@ -262,39 +296,36 @@ frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adj
   int max_cluster = t->sm >= 90 ? env_int("FRNN_BWD_CLUSTER", 1, 1, MAX_CLUSTER) : 1;
   if (p->bwd_deferred && max_cluster > 1) st = choose_split_shape(ctx, step, M, N, max_cluster, &p->bwd);
   else st = choose_shape(ctx, step, M, N, BWD_STATE_BUDGET, 2, true, 1, &p->bwd);
-  /* Recomputed states in shared memory (FRNN_BWD_SMEM): the exchange then
-   * gets less of it. */
-  bool smem = env_int("FRNN_BWD_SMEM", 0, 0, 1);
+  /* Recomputed states in shared memory: FRNN_BWD_SMEM = 1 forces them
+   * there, 0 into the workspace; unset, the plan decides (scratch_in_shared).
+   * The exchange then gets less of the shared memory. */
+  int smem = env_int("FRNN_BWD_SMEM", -1, 0, 1);
   if (!st && p->bwd_deferred &&
       !plan_exchange(adjoint, kind, t->max_shared_bytes_optin, smem ? SMEM_XCHG_BYTES : XCHG_BYTES, p)) {
     /* Too many partial sums to exchange: reduce each sum over M in one block. */
     p->bwd_deferred = false;
     st = choose_shape(ctx, step, M, N, BWD_STATE_BUDGET, 2, true, 1, &p->bwd);
   }
+  if (!st) {
+    /* Registers of state per backward thread (scratch holds one copy). */
+    p->bwd_regs = 0;
+    for (int i = 0; i < p->n_st; i++) {
+      int c = step->ports[FRNN_PORT_STATE][i].cls;
+      p->bwd_regs += (CLASS_HAS_M(c) ? p->bwd.rpt : 1) * (CLASS_HAS_N(c) ? p->bwd.cn : 1);
+    }
+    p->xchg_shared_floats = p->bwd_deferred ? 2 * p->xchg_steps * p->xchg_floats : 0;
+    p->bwd_shared_slots = smem ? shared_slots(p, t) : 0;
+    if (smem < 0 && p->bwd_shared_slots && !shared_scratch_pays(p)) {
+      p->bwd_shared_slots = 0;
+      if (p->bwd_deferred) { /* the exchange may have all of the shared memory again */
+        plan_exchange(adjoint, kind, t->max_shared_bytes_optin, XCHG_BYTES, p);
+        p->xchg_shared_floats = 2 * p->xchg_steps * p->xchg_floats;
+      }
+    }
+  }
   free(kind);
   frnn_step_destroy(own);
-  if (st) return st;
-  /* Registers of state per backward thread (scratch holds one copy). */
-  p->bwd_regs = 0;
-  for (int i = 0; i < p->n_st; i++) {
-    int c = step->ports[FRNN_PORT_STATE][i].cls;
-    p->bwd_regs += (CLASS_HAS_M(c) ? p->bwd.rpt : 1) * (CLASS_HAS_N(c) ? p->bwd.cn : 1);
-  }
-  p->xchg_shared_floats = p->bwd_deferred ? 2 * p->xchg_steps * p->xchg_floats : 0;
-  /* How many of a block's states fit in shared memory beside the exchange
-   * (or the block's sums over M, a static array of warps x cn x lpr floats).
-   * Fewer than 3 leave two levels no room (C2 + pieces - 1 >= 3 for C > 2):
-   * the scratch stays in the workspace. */
-  p->bwd_shared_slots = 0;
-  if (smem) {
-    int64_t state_bytes = (int64_t)p->bwd_regs * p->bwd.warps * 32 * 4;
-    int64_t used = p->bwd_deferred ? (int64_t)p->xchg_shared_floats * 4
-                                   : (int64_t)p->bwd.warps * p->bwd.cn * p->bwd.lpr * 4;
-    int64_t slots = (t->max_shared_bytes_optin - used) / state_bytes;
-    if (slots > MAX_SHARED_SLOTS) slots = MAX_SHARED_SLOTS;
-    if (slots >= 3) p->bwd_shared_slots = (int)slots;
-  }
-  return FRNN_OK;
+  return st;
 }
 
 void plan_describe(const plan *p, char *buf, size_t size) {

@@ -133,12 +133,31 @@ END_TEST
 
 /* The plan's tuning knobs (plan.c, lower_llvm.c) give kernels ptxas
  * accepts: clusters (mapa, barrier.cluster in the backward of a deferred
- * model), two-level checkpoints, prefetch into registers or as L1 hints. */
+ * model), two-level checkpoints, prefetch into registers or as L1 hints,
+ * recomputed states in shared memory, alone and in a cluster. */
 static const char *const KNOBS[][2] = {
-    {"FRNN_BWD_CLUSTER", "8"}, {"FRNN_BWD_C2", "8"}, {"FRNN_PREFETCH", "1"}, {"FRNN_PREFETCH", "2"}};
+    {"FRNN_BWD_CLUSTER", "8"}, {"FRNN_BWD_C2", "8"}, {"FRNN_PREFETCH", "1"}, {"FRNN_PREFETCH", "2"},
+    {"FRNN_BWD_SMEM", "1"}, {"FRNN_BWD_SMEM", "1,FRNN_BWD_CLUSTER=4"}};
+
+static int count(const char *text, const char *what) {
+  int n = 0;
+  for (const char *p = text; (p = strstr(p, what)); p += strlen(what)) n++;
+  return n;
+}
 
 START_TEST(tuning_knobs_assemble) {
-  setenv(KNOBS[_i][0], KNOBS[_i][1], 1); /* each test runs in its own process */
+  /* each test runs in its own process; "V,NAME=W" sets a second knob */
+  char value[64];
+  snprintf(value, sizeof value, "%s", KNOBS[_i][1]);
+  char *more = strchr(value, ',');
+  if (more) {
+    *more++ = 0;
+    char *eq = strchr(more, '=');
+    ck_assert_ptr_nonnull(eq);
+    *eq = 0;
+    setenv(more, eq + 1, 1);
+  }
+  setenv(KNOBS[_i][0], value, 1);
   frnn_ctx *ctx;
   ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
   for (int f = 0; f < n_files; f++) {
@@ -149,10 +168,21 @@ START_TEST(tuning_knobs_assemble) {
       char *ptx = NULL, *report = NULL;
       ck_assert_msg(frnn_compile_ptx(ctx, s, &o, &ptx) == FRNN_OK, "%s %s=%s: %s", files[f],
                     KNOBS[_i][0], KNOBS[_i][1], frnn_ctx_error(ctx));
-      if (_i == 0 && k == 0 && !strstr(files[f], "mlstm") && !strstr(files[f], "hgrn") &&
-          !strstr(files[f], "rwkv4") && !strstr(files[f], "s4d"))
+      bool splits = !strstr(files[f], "mlstm") && !strstr(files[f], "hgrn") && !strstr(files[f], "rwkv4") &&
+                    !strstr(files[f], "s4d"); /* a deferred exchange across the cluster */
+      if ((_i == 0 || _i == 5) && k == 0 && splits)
         ck_assert_msg(strstr(ptx, "barrier.cluster") && strstr(ptx, "mapa"), "%s: no cluster exchange", files[f]);
       if (_i == 3) ck_assert(strstr(ptx, "prefetch.global.L1"));
+      if (_i >= 4 && k == 2 && splits) { /* 48 x 96: the recomputed states fit shared memory */
+        setenv("FRNN_BWD_SMEM", "0", 1);
+        char *global = NULL;
+        ck_assert(frnn_compile_ptx(ctx, s, &o, &global) == FRNN_OK);
+        setenv("FRNN_BWD_SMEM", "1", 1);
+        ck_assert_msg(count(ptx, "st.shared.f32") > count(global, "st.shared.f32") &&
+                          count(ptx, "st.global.f32") < count(global, "st.global.f32"),
+                      "%s: no shared scratch", files[f]);
+        frnn_free(global);
+      }
       frnn_status st = cg_ptxas_check(ctx, ptx, "sm_90", &report);
       ck_assert_msg(st == FRNN_OK || st == FRNN_E_UNSUPPORTED, "ptxas rejected %s with %s=%s: %s\n%s",
                     files[f], KNOBS[_i][0], KNOBS[_i][1], frnn_ctx_error(ctx), report ? report : "");
@@ -233,6 +263,57 @@ START_TEST(workspace_levels) {
 }
 END_TEST
 
+/* Recomputed states in shared memory (plan.c shared_slots, plan_workspace):
+ * the two levels always fit the slots, the workspace holds no scratch, and
+ * the plan picks it only where the workspace at 4096 steps is no larger. */
+START_TEST(workspace_shared_scratch) {
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  frnn_step *s;
+  ck_assert(frnn_step_load(ctx, test_source_path("examples/delta_rule.frnn"), &s) == FRNN_OK);
+  target t;
+  ck_assert(target_parse(ctx, "sm_90", &t) == FRNN_OK);
+  plan big, small;
+  ck_assert(plan_make(ctx, s, NULL, 128, 128, &t, &big) == FRNN_OK);
+  ck_assert_int_eq(big.bwd_shared_slots, 0); /* 3 slots: 4-step chunks cost more memory */
+  ck_assert(plan_make(ctx, s, NULL, 16, 16, &t, &small) == FRNN_OK);
+  int S = small.bwd_shared_slots;
+  ck_assert_int_ge(S, 3);
+  uint8_t bc[4] = {0, 0, 0, 0};
+  size_t state_bytes = (size_t)small.bwd.warps * 32 * (size_t)small.bwd_regs * 4;
+  int64_t lengths[] = {1, 2, 5, 64, 1000, 100000};
+  for (int i = 0; i < 6; i++) {
+    frnn_sizes sz = {.B = 2, .T = lengths[i], .H = 3, .M = 16, .N = 16};
+    ws_layout w;
+    plan_workspace(&small, sz, bc, 1, &w);
+    int64_t used = w.C2 + (w.C + w.C2 - 1) / w.C2 - 1;
+    ck_assert_msg(used <= S && w.C >= 1 && w.C <= sz.T && w.C2 >= 1 && w.C2 <= w.C,
+                  "T = %lld: C = %lld, C2 = %lld use %lld of %d slots", (long long)sz.T,
+                  (long long)w.C, (long long)w.C2, (long long)used, S);
+    ck_assert_int_eq(w.n_ckpt, (sz.T + w.C - 1) / w.C);
+    ck_assert_uint_eq(w.total, w.scratch); /* no scratch, no partials (nothing broadcast) */
+    ck_assert_uint_eq(w.bwd_shared, (size_t)small.xchg_shared_floats * 4 + (size_t)used * state_bytes);
+    ck_assert_uint_le(w.bwd_shared, (size_t)t.max_shared_bytes_optin);
+    if (i == 5) { /* the longest chunk for S slots: C2 (S - C2 + 1), C2 = (S + 1) / 2 */
+      int64_t c2 = (S + 1) / 2;
+      ck_assert_int_eq(w.C, c2 * (S - c2 + 1));
+    }
+  }
+  /* Forced on where 3 states fit: 4-step chunks of 2. */
+  setenv("FRNN_BWD_SMEM", "1", 1);
+  plan forced;
+  ck_assert(plan_make(ctx, s, NULL, 128, 128, &t, &forced) == FRNN_OK);
+  unsetenv("FRNN_BWD_SMEM");
+  ck_assert_int_eq(forced.bwd_shared_slots, 3);
+  ws_layout w;
+  plan_workspace(&forced, (frnn_sizes){.B = 1, .T = 1024, .H = 1, .M = 128, .N = 128}, bc, 1, &w);
+  ck_assert_int_eq(w.C, 4);
+  ck_assert_int_eq(w.C2, 2);
+  frnn_step_destroy(s);
+  frnn_ctx_destroy(ctx);
+}
+END_TEST
+
 START_TEST(unknown_kernel_and_arch_are_errors) {
   frnn_ctx *ctx;
   ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
@@ -276,6 +357,7 @@ int main(void) {
   tcase_add_test(tc, deferred_sums_over_m);
   tcase_add_loop_test(tc, tuning_knobs_assemble, 0, (int)(sizeof KNOBS / sizeof *KNOBS));
   tcase_add_test(tc, workspace_levels);
+  tcase_add_test(tc, workspace_shared_scratch);
   suite_add_tcase(su, tc);
   SRunner *sr = srunner_create(su);
   srunner_run_all(sr, CK_NORMAL);
