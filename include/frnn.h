@@ -174,7 +174,8 @@ typedef struct frnn_codegen_options {
   const char *kernel;    /* NULL: every kernel; else only the one of this name */
   const char *after_pass;/* NULL; else print the step graph after this pass
                             ("parse", "simplify", "adjoint"), or "affine": which
-                            states update affinely, and with which factors */
+                            states update affinely, and with which factors, or
+                            "chunk": the terms of its chunked form */
   int accurate_math;     /* nonzero: libdevice expf/logf/tanhf instead of the
                             approximate PTX instructions (GPU calls: set
                             FRNN_MATH=accurate) */

@@ -233,6 +233,45 @@ double eval_port(const step_eval *e, frnn_port_kind kind, int k, int64_t i, int6
  * (docs/design-chunked.md).  `frnn-dump-ptx --after affine`.  *out: malloc'd. */
 frnn_status affine_describe(frnn_ctx *ctx, const frnn_step *s, char **out);
 
+/* -------------------------------------------------------------- chunked.c */
+/* The chunked form of a diagonal-class step (chunked.c says which steps). */
+enum { CHUNK_MAX_FACTORS = 8, CHUNK_MAX_TERMS = 8 };
+enum { CHUNK_BASE_ONE, CHUNK_BASE_STATE, CHUNK_BASE_NEXT }; /* a term's 1, S or S' */
+typedef struct chunk_product { /* product of nodes of the step (divide: 1 / node) */
+  int n;
+  uint32_t node[CHUNK_MAX_FACTORS];
+  bool divide[CHUNK_MAX_FACTORS];
+} chunk_product;
+typedef struct chunk_out_term { /* sign * outer * sum(X * inner), or sign * outer (base ONE) */
+  int base;
+  double sign;
+  chunk_product inner, outer;
+} chunk_out_term;
+typedef struct chunk_output {
+  int n_terms;
+  chunk_out_term term[CHUNK_MAX_TERMS];
+} chunk_output;
+typedef struct chunk_form {
+  int state;                 /* the [M,N] state's port */
+  chunk_product decay;       /* S' = decay_sign * decay * S + ... */
+  double decay_sign;
+  int decay_cls;             /* FRNN_SCALAR or FRNN_ROW */
+  int n_updates;             /* ... + sum of update_sign[a] * update[a] (column x row) */
+  chunk_product update[CHUNK_MAX_TERMS];
+  double update_sign[CHUNK_MAX_TERMS];
+  chunk_output output[FRNN_MAX_PORTS];
+} chunk_form;
+/* The terms of s's chunked form; FRNN_E_UNSUPPORTED, saying why, if none. */
+frnn_status chunk_form_of(frnn_ctx *ctx, const frnn_step *s, chunk_form *out);
+/* `frnn-dump-ptx --after chunk`: the form, or why there is none.  *out: malloc'd. */
+frnn_status chunk_form_describe(frnn_ctx *ctx, const frnn_step *s, char **out);
+/* The forward by chunks of L steps in float64 on the host (the algebra the
+ * chunked kernels follow).  Contiguous float64 arrays, nothing broadcast:
+ * in[i] [B,T,H,m,n], state0/state1 [B,H,M,N], out[k] [B,T,H,m]. */
+frnn_status chunk_forward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_form *cf, frnn_sizes sz,
+                              int64_t L, const double *const *in, const double *state0,
+                              double *const *out, double *state1);
+
 /* ----------------------------------------------------------------- plan.c */
 /* How one kernel maps an (b,h) head's M x N state onto threads.  A row of the
  * state is spread over `lpr` lanes (a power of two <= 32), each holding `cn`

@@ -134,11 +134,12 @@ frnn_status frnn_compile_ptx(frnn_ctx *ctx, const frnn_step *s, const frnn_codeg
     const frnn_step *which = s;
     frnn_status st;
     if (strcmp(opt->after_pass, "affine") == 0) return affine_describe(ctx, s, out);
+    if (strcmp(opt->after_pass, "chunk") == 0) return chunk_form_describe(ctx, s, out);
     if (strcmp(opt->after_pass, "adjoint") == 0) {
       if ((st = frnn_step_adjoint(s, &adj))) return st;
       which = adj;
     } else if (strcmp(opt->after_pass, "simplify") != 0 && strcmp(opt->after_pass, "parse") != 0)
-      return diag_fail(ctx, FRNN_E_ARG, "unknown pass '%s': the passes are parse, simplify, adjoint, affine",
+      return diag_fail(ctx, FRNN_E_ARG, "unknown pass '%s': the passes are parse, simplify, adjoint, affine, chunk",
                        opt->after_pass);
     st = frnn_step_print(which, out);
     frnn_step_destroy(adj);

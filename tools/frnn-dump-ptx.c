@@ -14,7 +14,7 @@ static int usage(const char *msg) {
   if (msg) fprintf(stderr, "frnn-dump-ptx: %s\n", msg);
   fprintf(stderr, "usage: frnn-dump-ptx STEP.frnn [--M m] [--N n] [--dtype f32|bf16|f16] "
                   "[--arch sm_90] [--llvm] [--accurate] [--kernel NAME] "
-                  "[--after parse|simplify|adjoint|affine]\n");
+                  "[--after parse|simplify|adjoint|affine|chunk]\n");
   return 2;
 }
 
