@@ -39,6 +39,7 @@ struct frnn_ctx {
   struct gpu_module *modules; /* pipeline.c: modules loaded by this context */
   frnn_compile_stats stats;   /* pipeline.c: what loading them cost */
   int backward_mode;          /* frnn_backward_mode (plan.c reads it) */
+  char backward_plan[512];    /* pipeline.c: plan_describe of the last backward module loaded */
 };
 
 /* Record a failure and return `st`; printf-style message. */
@@ -316,6 +317,12 @@ typedef struct target target;
  * for M x N on target t (sm_90: clusters; its shared memory). */
 frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adjoint, int64_t M,
                       int64_t N, const target *t, plan *out);
+/* The same plan with the backward's rows spread over half as many lanes
+ * (more columns per lane): fewer rows per thread, so fewer row temporaries,
+ * but more columns each.  pipeline.c compiles both and keeps the backward
+ * that spills less.  False where no such alternative applies (already 8
+ * lanes or fewer, a cluster, shared-memory scratch, FRNN_LPR set). */
+bool plan_narrow_backward(frnn_ctx *ctx, const frnn_step *step, const target *t, const plan *p, plan *alt);
 /* One line saying what the plan chose (frnn-bench records it per model). */
 void plan_describe(const plan *p, char *buf, size_t size);
 /* Kinds of adjoint values when rows are split (plan.c explains). */
@@ -557,6 +564,7 @@ frnn_status cuda_cubin_kind(frnn_ctx *ctx, int device_ordinal, char *buf, size_t
 frnn_status cuda_function(frnn_ctx *ctx, CUmodule m, const char *name, CUfunction *out);
 /* Value of a CU_FUNC_ATTRIBUTE_* (registers, static shared bytes...). */
 frnn_status cuda_function_attribute(frnn_ctx *ctx, CUfunction f, int attribute, int *value);
+enum { CUDA_FUNC_LOCAL_BYTES = 3 }; /* CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES: local memory per thread */
 /* Launch on `stream` (NULL: the legacy default stream); no synchronisation.
  * cluster_x > 1: blocks x..x+cluster_x-1 form a thread-block cluster
  * (cuLaunchKernelEx; grid x must be a multiple).  shared_bytes above 48 KiB

@@ -259,6 +259,58 @@ static void arg_tensor(args *a, const tview *v, bool present) {
   for (int d = 0; d < 5; d++) arg_i64(a, present ? v->stride[d] : 0);
 }
 
+/* The module of plan p's kernels: from the on-disk cache (cubin, else PTX
+ * linked here) or compiled, linked and cached. */
+static frnn_status load_plan(frnn_ctx *ctx, const frnn_step *s, int device, const char *key,
+                             const lower_spec *spec, unsigned kernels, const char *arch, const plan *p,
+                             CUmodule *mod) {
+  /* The on-disk key also names the plan's thread mapping and this build of
+   * the lowering: a kernel compiled by another plan or another frnn must not
+   * be launched with this one's geometry. */
+  char disk_key[1280];
+  const kernel_shape *f = &p->fwd, *b = &p->bwd;
+  snprintf(disk_key, sizeof disk_key, "%s fwd %d,%d,%d,%d,%d bwd %d,%d,%d,%d,%d build %s", key,
+           f->lpr, f->cn, f->rpt, f->warps, f->row_blocks, b->lpr, b->cn, b->rpt, b->warps,
+           b->row_blocks, FRNN_BUILD_STAMP);
+  cache_key ck = {.graph_hash = s->hash, .spec = disk_key, .arch = arch, .kind = "ptx"};
+  char *ptx = NULL, *cubin = NULL;
+  size_t ptx_len = 0, cubin_len = 0;
+  cache_result how;
+  char kind[64];
+  frnn_status st;
+  if ((st = cuda_cubin_kind(ctx, device, kind, sizeof kind))) return st;
+  cache_key cubin_key = ck;
+  cubin_key.kind = kind;
+  frnn_compile_stats *stats = &ctx->stats;
+  if ((st = cache_get(ctx, &cubin_key, &cubin, &cubin_len, &how))) return st;
+  if (cubin) {
+    stats->cubin_cache_hits++;
+  } else {
+    if ((st = cache_get(ctx, &ck, &ptx, &ptx_len, &how))) return st;
+    if (ptx) {
+      stats->ptx_cache_hits++;
+    } else {
+      double t0 = now_ms();
+      if ((st = compile(ctx, s, p, spec, kernels, arch, accurate_from_env(), 0, &ptx))) return st;
+      stats->compile_ms += now_ms() - t0;
+      stats->compiled++;
+      ptx_len = strlen(ptx);
+      cache_put(NULL, &ck, ptx, ptx_len); /* a read-only cache is no failure */
+    }
+    double t0 = now_ms();
+    st = cuda_link_ptx_to_cubin(ctx, ptx, ptx_len + 1, &cubin, &cubin_len);
+    stats->link_ms += now_ms() - t0;
+    free(ptx);
+    if (st) return st;
+    cache_put(NULL, &cubin_key, cubin, cubin_len);
+  }
+  double load_ms = 0;
+  st = cuda_module_load(ctx, cubin, cubin_len, 1, mod, &load_ms);
+  stats->load_ms += load_ms;
+  free(cubin);
+  return st;
+}
+
 /* ------------------------------------------------------ loading modules */
 static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, int device,
                               const char *key, const lower_spec *spec, unsigned kernels,
@@ -277,54 +329,38 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
   gpu_module *m = calloc(1, sizeof *m);
   if (!m) return diag_fail(ctx, FRNN_E_NOMEM, "out of memory loading a module");
   const char *arch = gpu_arch();
-  if ((st = make_plan(ctx, s, sz.M, sz.N, arch, &m->p))) goto fail;
-  /* The on-disk key also names the plan's thread mapping and this build of
-   * the lowering: a kernel compiled by another plan or another frnn must not
-   * be launched with this one's geometry. */
-  char disk_key[1280];
-  const kernel_shape *f = &m->p.fwd, *b = &m->p.bwd;
-  snprintf(disk_key, sizeof disk_key, "%s fwd %d,%d,%d,%d,%d bwd %d,%d,%d,%d,%d build %s", key,
-           f->lpr, f->cn, f->rpt, f->warps, f->row_blocks, b->lpr, b->cn, b->rpt, b->warps,
-           b->row_blocks, FRNN_BUILD_STAMP);
-  cache_key ck = {.graph_hash = s->hash, .spec = disk_key, .arch = arch, .kind = "ptx"};
-  char *ptx = NULL, *cubin = NULL;
-  size_t ptx_len = 0, cubin_len = 0;
-  cache_result how;
-  char kind[64];
-  if ((st = cuda_cubin_kind(ctx, device, kind, sizeof kind))) goto fail;
-  cache_key cubin_key = ck;
-  cubin_key.kind = kind;
-  frnn_compile_stats *stats = &ctx->stats;
-  if ((st = cache_get(ctx, &cubin_key, &cubin, &cubin_len, &how))) goto fail;
-  if (cubin) {
-    stats->cubin_cache_hits++;
-  } else {
-    if ((st = cache_get(ctx, &ck, &ptx, &ptx_len, &how))) goto fail;
-    if (ptx) {
-      stats->ptx_cache_hits++;
-    } else {
-      double t0 = now_ms();
-      if ((st = compile(ctx, s, &m->p, spec, kernels, arch, accurate_from_env(), 0, &ptx))) goto fail;
-      stats->compile_ms += now_ms() - t0;
-      stats->compiled++;
-      ptx_len = strlen(ptx);
-      cache_put(NULL, &ck, ptx, ptx_len); /* a read-only cache is no failure */
+  if ((st = make_plan(ctx, s, sz.M, sz.N, arch, &m->p)) ||
+      (st = load_plan(ctx, s, device, key, spec, kernels, arch, &m->p, &m->mod)))
+    goto fail;
+  /* The backward also with half as many lanes per row, keeping the kernel
+   * that needs less local memory per thread (its spills, as the driver
+   * compiled it; a tie keeps the default).  Which of the two is faster
+   * follows the spills (docs/BENCHMARKS.md: 16 lanes cut Mamba-2's and the
+   * gated delta rule's backward, which spill at 32, and slowed RWKV-7's,
+   * which spills at 16), and they differ from step to step.  The other
+   * module is dropped; a failure on the alternative is no failure. */
+  target t;
+  plan alt;
+  if ((kernels & KERNEL_BWD) && !target_parse(ctx, arch, &t) && plan_narrow_backward(ctx, s, &t, &m->p, &alt)) {
+    CUmodule alt_mod = NULL;
+    CUfunction f_def, f_alt;
+    int local_def, local_alt;
+    if (!load_plan(ctx, s, device, key, spec, kernels, arch, &alt, &alt_mod) &&
+        !cuda_function(ctx, m->mod, "frnn_bwd", &f_def) && !cuda_function(ctx, alt_mod, "frnn_bwd", &f_alt) &&
+        !cuda_function_attribute(ctx, f_def, CUDA_FUNC_LOCAL_BYTES, &local_def) &&
+        !cuda_function_attribute(ctx, f_alt, CUDA_FUNC_LOCAL_BYTES, &local_alt) &&
+        local_alt < local_def) {
+      CUmodule keep = alt_mod;
+      alt_mod = m->mod;
+      m->mod = keep;
+      m->p = alt;
     }
-    double t0 = now_ms();
-    st = cuda_link_ptx_to_cubin(ctx, ptx, ptx_len + 1, &cubin, &cubin_len);
-    stats->link_ms += now_ms() - t0;
-    free(ptx);
-    if (st) goto fail;
-    cache_put(NULL, &cubin_key, cubin, cubin_len);
+    cuda_module_unload(alt_mod);
   }
-  double load_ms = 0;
-  st = cuda_module_load(ctx, cubin, cubin_len, 1, &m->mod, &load_ms);
-  stats->load_ms += load_ms;
-  free(cubin);
-  if (st) goto fail;
-  stats->modules++;
+  ctx->stats.modules++;
   for (int k = 0; k < 5; k++)
     if ((kernels & (1u << k)) && (st = cuda_function(ctx, m->mod, kernel_names[k], &m->fn[k]))) goto fail;
+  if (kernels & KERNEL_BWD) plan_describe(&m->p, ctx->backward_plan, sizeof ctx->backward_plan);
   snprintf(m->key, sizeof m->key, "%s", key);
   m->graph_hash = s->hash;
   m->cu_ctx = cur;

@@ -111,16 +111,16 @@ bool split_kinds(const frnn_step *adj, int n_in, uint8_t *kind) {
  * backward, register-bound, ran 2.3x slower: it keeps 32 lanes. */
 static frnn_status choose_shape(frnn_ctx *ctx, const frnn_step *s, int64_t M, int64_t N,
                                 int budget, int copies, bool one_block, int cols_per_lane,
-                                kernel_shape *k) {
+                                int force_lpr, kernel_shape *k) {
   int lpr = 1;
   while (lpr < 32 && (int64_t)lpr * cols_per_lane < N) lpr *= 2;
   /* Tuning knob for benchmarks: FRNN_LPR forces the lanes per row (a power
-   * of two up to 32; part of the module key, see pipeline.c). */
+   * of two up to 32; part of the module key, see pipeline.c); so does the
+   * caller (force_lpr > 0, plan_narrow_backward). */
   const char *force = getenv("FRNN_LPR");
-  if (force && *force) {
-    int want = atoi(force);
+  int want = force_lpr > 0 ? force_lpr : force && *force ? atoi(force) : 0;
+  if (want > 0)
     for (lpr = 1; lpr * 2 <= want && lpr < 32; lpr *= 2) {}
-  }
   int cn = (int)((N + lpr - 1) / lpr), groups = 32 / lpr;
   if (cn > PLAN_MAX_CN)
     return diag_fail(ctx, FRNN_E_UNSUPPORTED, "N = %lld is above the largest supported, %d",
@@ -174,7 +174,7 @@ static frnn_status choose_split_shape(frnn_ctx *ctx, const frnn_step *s, int64_t
   /* Rows per thread from the budget alone (not raised to fit one block's
    * warps): the cluster's blocks share the rows. */
   frnn_status st = choose_shape(ctx, s, M, N, env_int("FRNN_BWD_BUDGET", BWD_SPLIT_BUDGET, 2, 128),
-                                2, false, 1, k);
+                                2, false, 1, 0, k);
   if (st) return st;
   int64_t groups = 32 / k->lpr;
   int64_t warps_total = (M + groups * k->rpt - 1) / (groups * k->rpt);
@@ -186,7 +186,7 @@ static frnn_status choose_split_shape(frnn_ctx *ctx, const frnn_step *s, int64_t
   }
   if (w > warps_total) w = warps_total;
   if (w > MAX_WARPS) /* too many rows for a cluster: one block */
-    return choose_shape(ctx, s, M, N, BWD_STATE_BUDGET, 2, true, 1, k);
+    return choose_shape(ctx, s, M, N, BWD_STATE_BUDGET, 2, true, 1, 0, k);
   int64_t rows_per_block = w * groups * k->rpt;
   k->warps = (int)w;
   k->row_blocks = (int)((M + rows_per_block - 1) / rows_per_block);
@@ -249,8 +249,9 @@ static bool shared_scratch_pays(const plan *p) {
   return in_shared.total <= in_workspace.total;
 }
 
-frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adjoint, int64_t M,
-                      int64_t N, const target *t, plan *p) {
+/* The plan; bwd_lpr > 0 forces the backward's lanes per row. */
+static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adjoint, int64_t M,
+                              int64_t N, const target *t, int bwd_lpr, plan *p) {
   if (M < 1 || N < 1)
     return diag_fail(ctx, FRNN_E_ARG, "state size M = %lld, N = %lld: both must be at least 1",
                      (long long)M, (long long)N);
@@ -266,7 +267,7 @@ frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adj
     p->state_floats += class_floats(step->ports[FRNN_PORT_STATE][i].cls, M, N);
   }
   frnn_status st =
-      choose_shape(ctx, step, M, N, FWD_STATE_BUDGET, 1, sums_over_m(step), FWD_COLS_PER_LANE, &p->fwd);
+      choose_shape(ctx, step, M, N, FWD_STATE_BUDGET, 1, sums_over_m(step), FWD_COLS_PER_LANE, 0, &p->fwd);
   if (st) return st;
   p->xchg_floats = 0;
   p->xchg_steps = 1;
@@ -295,7 +296,7 @@ frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adj
   p->bwd_deferred = !sums_over_m(step) && split_kinds(adjoint, p->n_in, kind);
   int max_cluster = t->sm >= 90 ? env_int("FRNN_BWD_CLUSTER", 1, 1, MAX_CLUSTER) : 1;
   if (p->bwd_deferred && max_cluster > 1) st = choose_split_shape(ctx, step, M, N, max_cluster, &p->bwd);
-  else st = choose_shape(ctx, step, M, N, BWD_STATE_BUDGET, 2, true, 1, &p->bwd);
+  else st = choose_shape(ctx, step, M, N, BWD_STATE_BUDGET, 2, true, 1, bwd_lpr, &p->bwd);
   /* Recomputed states in shared memory: FRNN_BWD_SMEM = 1 forces them
    * there, 0 into the workspace; unset, the plan decides (scratch_in_shared).
    * The exchange then gets less of the shared memory. */
@@ -304,7 +305,7 @@ frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adj
       !plan_exchange(adjoint, kind, t->max_shared_bytes_optin, smem ? SMEM_XCHG_BYTES : XCHG_BYTES, p)) {
     /* Too many partial sums to exchange: reduce each sum over M in one block. */
     p->bwd_deferred = false;
-    st = choose_shape(ctx, step, M, N, BWD_STATE_BUDGET, 2, true, 1, &p->bwd);
+    st = choose_shape(ctx, step, M, N, BWD_STATE_BUDGET, 2, true, 1, bwd_lpr, &p->bwd);
   }
   if (!st) {
     /* Registers of state per backward thread (scratch holds one copy). */
@@ -326,6 +327,20 @@ frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adj
   free(kind);
   frnn_step_destroy(own);
   return st;
+}
+
+frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adjoint, int64_t M,
+                      int64_t N, const target *t, plan *p) {
+  return plan_build(ctx, step, adjoint, M, N, t, 0, p);
+}
+
+bool plan_narrow_backward(frnn_ctx *ctx, const frnn_step *step, const target *t, const plan *p, plan *alt) {
+  if (p->bwd.lpr < 16 || p->bwd.row_blocks > 1 || p->bwd_shared_slots || getenv("FRNN_LPR")) return false;
+  if (plan_build(ctx, step, NULL, p->M, p->N, t, p->bwd.lpr / 2, alt)) return false;
+  /* The forward and the workspace size are the default plan's: the
+   * alternative must not change the checkpoints nor need more scratch. */
+  return alt->bwd.lpr < p->bwd.lpr && !alt->bwd_shared_slots && alt->bwd.row_blocks == 1 &&
+         (int64_t)alt->bwd.warps * alt->bwd_regs <= (int64_t)p->bwd.warps * p->bwd_regs;
 }
 
 void plan_describe(const plan *p, char *buf, size_t size) {

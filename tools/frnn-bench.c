@@ -1015,6 +1015,10 @@ static int bench_model(const options *o, frnn_ctx *ctx, const char *path, result
   if (fwbw &&
       time_series(&m, res, gctx, sz, sets, res->input_sets, true, wsp, ws_bytes, &res->fwbw))
     goto out;
+  /* The plan the backward ran with (the library may pick another backward
+   * shape than plan_make's, pipeline.c get_module). */
+  if (gctx->backward_plan[0])
+    snprintf(res->plan, sizeof res->plan, "%s", gctx->backward_plan);
   for (int s = 0; s < 2; s++)
     if (sets[s].allocated)
       free_set(ctx, &m, &sets[s]);

@@ -17,7 +17,7 @@ static const char *mode(void) { const char *m = getenv("MOCK_CUDA"); return m ? 
 
 struct CUctx_st { int dev; };
 struct CUmod_st { char *image; int magic; struct CUfunc_st *fns[32]; int n_fns; };
-struct CUfunc_st { char name[64]; int max_dyn; int shared_kernel; int n_params; };
+struct CUfunc_st { char name[64]; int max_dyn; int shared_kernel; int n_params; int local_bytes; };
 struct CUevent_st { double t; };
 struct CUlinkState_st { char *log; size_t logsize; char *ptx; void *out; size_t outsize; };
 
@@ -128,6 +128,10 @@ static CUresult m_cuModuleGetFunction(CUfunction *f, CUmodule m, const char *nam
   snprintf((*f)->name, sizeof (*f)->name, "%s", name);
   (*f)->n_params = n_params;
   (*f)->shared_kernel = strstr(name, "shared") != NULL;
+  /* MOCK_CUDA=later_spills_less: each function looked up reports less local
+   * memory than the one before (frnn keeps the backward that spills less). */
+  static int looked_up;
+  (*f)->local_bytes = !strcmp(mode(), "later_spills_less") ? 1000 - looked_up++ : 8;
   return 0;
 }
 static CUresult m_cuLinkCreate(unsigned n, CUjit_option *o, void **v, CUlinkState *st) {
@@ -162,7 +166,10 @@ static CUresult m_cuFuncSetAttribute(CUfunction f, CUfunction_attribute a, int v
   if (a != CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES || v > 232448) return CUDA_ERROR_INVALID_VALUE;
   f->max_dyn = v; return 0;
 }
-static CUresult m_cuFuncGetAttribute(int *v, CUfunction_attribute a, CUfunction f) { *v = 8; return 0; }
+static CUresult m_cuFuncGetAttribute(int *v, CUfunction_attribute a, CUfunction f) {
+  *v = a == CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES ? f->local_bytes : 8;
+  return 0;
+}
 static CUresult m_cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                                  unsigned bz, unsigned sh, CUstream s, void **params, void **extra) {
   if (need_ctx()) return need_ctx();

@@ -138,6 +138,46 @@ START_TEST(steps_of_one_signature_get_their_own_module) {
 }
 END_TEST
 
+/* The backward compiled with half the lanes per row too, the one that spills
+ * less kept (pipeline.c get_module).  Through the fake driver: by default
+ * both report the same local memory and the default stays; with
+ * MOCK_CUDA=later_spills_less the alternative (looked up second) reports
+ * less and is launched, its parameters checked against its PTX. */
+START_TEST(backward_keeps_the_kernel_that_spills_less) {
+  if (!getenv("FRNN_MOCK_LIBCUDA")) {
+    puts("FRNN_MOCK_LIBCUDA is unset: backward_keeps_the_kernel_that_spills_less left out");
+    return;
+  }
+  setenv("FRNN_BWD_SMEM", "0", 1); /* shared-memory scratch has no alternative */
+  if (_i) setenv("MOCK_CUDA", "later_spills_less", 1);
+  frnn_step *ret;
+  ck_assert(frnn_step_load(ctx, test_source_path("examples/retention.frnn"), &ret) == FRNN_OK);
+  frnn_sizes rs = {1, 2, 1, 4, 32};
+  int64_t row[5] = {1, 2, 1, 1, 32}, col[5] = {1, 2, 1, 4, 1}, one[5] = {1, 2, 1, 1, 1},
+          state[4] = {1, 1, 4, 32}, ys[4] = {1, 2, 1, 4};
+  dev_tensor q, k, v, gm, S0, S1, Y, dq, dk, dv, dgm, dS0;
+  make(&q, 5, row, kDLCUDA), make(&k, 5, row, kDLCUDA), make(&v, 5, col, kDLCUDA);
+  make(&gm, 5, one, kDLCUDA), make(&S0, 4, state, kDLCUDA), make(&Y, 4, ys, kDLCUDA);
+  make(&dq, 5, row, kDLCUDA), make(&dk, 5, row, kDLCUDA), make(&dv, 5, col, kDLCUDA);
+  make(&dgm, 5, one, kDLCUDA), make(&S1, 4, state, kDLCUDA), make(&dS0, 4, state, kDLCUDA);
+  S1.t.data = backing + 1024, Y.t.data = backing + 2048, dS0.t.data = backing + 3072;
+  dq.t.data = backing + 512, dk.t.data = backing + 1536, dv.t.data = backing + 2560, dgm.t.data = backing + 3584;
+  const DLTensor *rin[4] = {&q.t, &k.t, &v.t, &gm.t}, *rst[1] = {&S0.t}, *gy[1] = {&Y.t}, *gfin[1] = {&S1.t};
+  DLTensor *rout[1] = {&Y.t}, *rfin[1] = {&S1.t}, *gin[4] = {&dq.t, &dk.t, &dv.t, &dgm.t}, *gst[1] = {&dS0.t};
+  size_t need = 0;
+  ck_assert(frnn_gpu_workspace_size(ctx, ret, rs, rin, 1, &need) == FRNN_OK);
+  void *ws = malloc(need);
+  ck_assert_msg(frnn_gpu_forward(ctx, ret, rs, rin, rst, rout, rfin, ws, need, NULL) == FRNN_OK, "%s",
+                frnn_ctx_error(ctx));
+  ck_assert_msg(frnn_gpu_backward(ctx, ret, rs, rin, rst, gy, gfin, gin, gst, ws, need, NULL) == FRNN_OK, "%s",
+                frnn_ctx_error(ctx));
+  const char *want = _i ? "bwd 16 lanes/row" : "bwd 32 lanes/row";
+  ck_assert_msg(strstr(ctx->backward_plan, want), "expected '%s' in: %s", want, ctx->backward_plan);
+  free(ws);
+  frnn_step_destroy(ret);
+}
+END_TEST
+
 int main(void) {
   /* Before any call can load a driver: the fake one, where CTest provides it
    * (the other tests here fail before they reach the driver). */
@@ -150,6 +190,7 @@ int main(void) {
   tcase_add_test(tc, bad_sizes_and_devices);
   tcase_add_test(tc, in_place_states_are_refused);
   tcase_add_test(tc, steps_of_one_signature_get_their_own_module);
+  tcase_add_loop_test(tc, backward_keeps_the_kernel_that_spills_less, 0, 2);
   suite_add_tcase(su, tc);
   SRunner *sr = srunner_create(su);
   srunner_run_all(sr, CK_NORMAL);
