@@ -321,7 +321,8 @@ frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adj
  * (more columns per lane): fewer rows per thread, so fewer row temporaries,
  * but more columns each.  pipeline.c compiles both and keeps the backward
  * that spills less.  False where no such alternative applies (already 8
- * lanes or fewer, a cluster, shared-memory scratch, FRNN_LPR set). */
+ * lanes or fewer, a cluster, shared-memory scratch, FRNN_LPR set,
+ * FRNN_BWD_PICK=0). */
 bool plan_narrow_backward(frnn_ctx *ctx, const frnn_step *step, const target *t, const plan *p, plan *alt);
 /* One line saying what the plan chose (frnn-bench records it per model). */
 void plan_describe(const plan *p, char *buf, size_t size);

@@ -335,7 +335,10 @@ frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adj
 }
 
 bool plan_narrow_backward(frnn_ctx *ctx, const frnn_step *step, const target *t, const plan *p, plan *alt) {
-  if (p->bwd.lpr < 16 || p->bwd.row_blocks > 1 || p->bwd_shared_slots || getenv("FRNN_LPR")) return false;
+  /* FRNN_BWD_PICK=0: plan_make's backward only (benchmarks' baseline). */
+  if (p->bwd.lpr < 16 || p->bwd.row_blocks > 1 || p->bwd_shared_slots || getenv("FRNN_LPR") ||
+      !env_int("FRNN_BWD_PICK", 1, 0, 1))
+    return false;
   if (plan_build(ctx, step, NULL, p->M, p->N, t, p->bwd.lpr / 2, alt)) return false;
   /* The forward and the workspace size are the default plan's: the
    * alternative must not change the checkpoints nor need more scratch. */
