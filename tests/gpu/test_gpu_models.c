@@ -94,11 +94,13 @@ typedef struct run_opts {
 static double check_close(const char *model, const run_opts *o, const char *what, ttensor *got,
                           ttensor *want, double tol) {
   double e = tt_rel_err(got, want);
-  if (table)
+  if (table) {
     fprintf(table, "%-18s B=%lld T=%lld H=%lld M=%lld N=%lld %-4s %-22s %.3g", model, (long long)o->B,
             (long long)o->T, (long long)o->H, (long long)o->M, (long long)o->N,
-            o->dt.code == kDLBfloat ? "bf16" : "f32", what, e),
-        fprintf(table, tol > 1e-5 && o->dt.code != kDLBfloat ? " (conditioned bound %.3g)\n" : "\n", tol);
+            o->dt.code == kDLBfloat ? "bf16" : "f32", what, e);
+    if (tol > 1e-5 && o->dt.code != kDLBfloat) fprintf(table, " (conditioned bound %.3g)", tol);
+    fprintf(table, "\n");
+  }
   ck_assert_msg(e < tol, "%s %s: relative error %.3g >= %.3g (B=%lld T=%lld H=%lld M=%lld N=%lld)",
                 model, what, e, tol, (long long)o->B, (long long)o->T, (long long)o->H,
                 (long long)o->M, (long long)o->N);
