@@ -7,7 +7,8 @@
  *              (canonical layout) as checkpoints in the workspace.
  *   frnn_bwd   one head per block, all its rows; chunks of C steps in
  *              reverse: reload the chunk's checkpoint, recompute its states
- *              into a per-thread scratch area, then walk the chunk backwards
+ *              into a per-thread scratch area (in the workspace, or in shared
+ *              memory where the plan says so), then walk the chunk backwards
  *              evaluating the adjoint graph.  Sums over M (gradients of rows
  *              and scalars) are reduced in the block through shared memory in
  *              a fixed order: no atomics, bitwise reproducible.

@@ -334,11 +334,12 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
     goto fail;
   /* The backward also with half as many lanes per row, keeping the kernel
    * that needs less local memory per thread (its spills, as the driver
-   * compiled it; a tie keeps the default).  Which of the two is faster
-   * follows the spills (docs/BENCHMARKS.md: 16 lanes cut Mamba-2's and the
-   * gated delta rule's backward, which spill at 32, and slowed RWKV-7's,
-   * which spills at 16), and they differ from step to step.  The other
-   * module is dropped; a failure on the alternative is no failure. */
+   * compiled it; a tie keeps the default).  Spills decide which is faster
+   * and differ from step to step: on the H100 (docs/BENCHMARKS.md, fourth
+   * session) this chose 16 lanes for Mamba-2 (fw+bw -19%), Mamba and
+   * Longhorn (-24%) and S4D (-3%) and kept 32 for the rest (RWKV-7 ran 8%
+   * slower at 16 on the H200, where it spills more).  The other module is
+   * dropped; a failure on the alternative is no failure. */
   target t;
   plan alt;
   if ((kernels & KERNEL_BWD) && !target_parse(ctx, arch, &t) && plan_narrow_backward(ctx, s, &t, &m->p, &alt)) {

@@ -14,7 +14,11 @@
  * `row_blocks` blocks (sm_90, distributed shared memory; FRNN_BWD_CLUSTER,
  * off by default: measured slower).  Otherwise one block holds every row and
  * reduces each sum over M in the block.  No atomics either way: bitwise
- * reproducible. */
+ * reproducible.
+ *
+ * The backward's recomputed states go to the workspace, or to shared memory
+ * where enough of them fit for that to need no more memory (two levels of
+ * checkpoints sized to the slots: shared_slots, plan_workspace). */
 #include "frnn_internal.h"
 
 #include <math.h>
@@ -107,8 +111,9 @@ bool split_kinds(const frnn_step *adj, int n_in, uint8_t *kind) {
  * of a row (a power of two up to 32) follow.  Fewer lanes per row means
  * fewer shuffles per sum over N but more loads of row inputs per warp:
  * measured on the H100 (delta rule, GLA, Mamba-2 at 128 x 128), the forward
- * ran 1.6x faster with 8 columns per lane than with 4 (32 lanes), while the
- * backward, register-bound, ran 2.3x slower: it keeps 32 lanes. */
+ * ran 1.6x faster with 8 columns per lane than with 4 (32 lanes).  The
+ * backward, register-bound, starts at 32 lanes; pipeline.c also builds it at
+ * 16 (plan_narrow_backward) and keeps the kernel that spills less. */
 static frnn_status choose_shape(frnn_ctx *ctx, const frnn_step *s, int64_t M, int64_t N,
                                 int budget, int copies, bool one_block, int cols_per_lane,
                                 int force_lpr, kernel_shape *k) {
@@ -298,7 +303,7 @@ static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_s
   if (p->bwd_deferred && max_cluster > 1) st = choose_split_shape(ctx, step, M, N, max_cluster, &p->bwd);
   else st = choose_shape(ctx, step, M, N, BWD_STATE_BUDGET, 2, true, 1, bwd_lpr, &p->bwd);
   /* Recomputed states in shared memory: FRNN_BWD_SMEM = 1 forces them
-   * there, 0 into the workspace; unset, the plan decides (scratch_in_shared).
+   * there, 0 into the workspace; unset, the plan decides (shared_scratch_pays).
    * The exchange then gets less of the shared memory. */
   int smem = env_int("FRNN_BWD_SMEM", -1, 0, 1);
   if (!st && p->bwd_deferred &&
