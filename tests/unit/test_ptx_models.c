@@ -299,6 +299,21 @@ START_TEST(workspace_shared_scratch) {
       ck_assert_int_eq(w.C, c2 * (S - c2 + 1));
     }
   }
+  /* Where the scratch stays in the workspace, the exchange gets the shared
+   * memory as if shared scratch had never been considered (GLA: its
+   * partial sums batched 2 steps a barrier, not 1). */
+  frnn_step *gla;
+  ck_assert(frnn_step_load(ctx, test_source_path("examples/gla.frnn"), &gla) == FRNN_OK);
+  plan autop, off;
+  ck_assert(plan_make(ctx, gla, NULL, 128, 128, &t, &autop) == FRNN_OK);
+  setenv("FRNN_BWD_SMEM", "0", 1);
+  ck_assert(plan_make(ctx, gla, NULL, 128, 128, &t, &off) == FRNN_OK);
+  unsetenv("FRNN_BWD_SMEM");
+  ck_assert_int_eq(autop.bwd_shared_slots, 0);
+  ck_assert_int_eq(autop.xchg_steps, off.xchg_steps);
+  ck_assert_int_eq(autop.xchg_shared_floats, off.xchg_shared_floats);
+  ck_assert_int_ge(autop.xchg_steps, 2);
+  frnn_step_destroy(gla);
   /* Forced on where 3 states fit: 4-step chunks of 2. */
   setenv("FRNN_BWD_SMEM", "1", 1);
   plan forced;
