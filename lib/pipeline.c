@@ -16,6 +16,10 @@
 #include <string.h>
 #include <time.h>
 
+/* The backward is also built with half the lanes per row when the plan's
+ * kernel needs this much local memory (spills) per thread (get_module). */
+enum { PICK_MIN_LOCAL_BYTES = 128 };
+
 /* Distinguishes builds of frnn in the on-disk cache (see get_module). */
 #define FRNN_BUILD_STAMP FRNN_VERSION_STRING " " __DATE__ " " __TIME__
 
@@ -339,18 +343,22 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
    * session) this chose 16 lanes for Mamba-2 (fw+bw -19%), Mamba and
    * Longhorn (-24%) and S4D (-3%) and kept 32 for the rest (RWKV-7 ran 8%
    * slower at 16 on the H200, where it spills more).  The other module is
-   * dropped; a failure on the alternative is no failure. */
+   * dropped; a failure on the alternative is no failure.  Tried only where
+   * the plan's kernel spills PICK_MIN_LOCAL_BYTES or more (the winners spilled
+   * 344 bytes and up; the delta rule, GLA, RWKV-6/7 spill 8-64 and kept their
+   * kernels): a second compile on a cold cache costs up to a second. */
   target t;
   plan alt;
-  if ((kernels & KERNEL_BWD) && !target_parse(ctx, arch, &t) && plan_narrow_backward(ctx, s, &t, &m->p, &alt)) {
+  CUfunction f_def, f_alt;
+  int local_def = 0, local_alt;
+  if ((kernels & KERNEL_BWD) && !cuda_function(ctx, m->mod, "frnn_bwd", &f_def) &&
+      !cuda_function_attribute(ctx, f_def, CUDA_FUNC_LOCAL_BYTES, &local_def) &&
+      local_def >= PICK_MIN_LOCAL_BYTES && !target_parse(ctx, arch, &t) &&
+      plan_narrow_backward(ctx, s, &t, &m->p, &alt)) {
     CUmodule alt_mod = NULL;
-    CUfunction f_def, f_alt;
-    int local_def, local_alt;
     if (!load_plan(ctx, s, device, key, spec, kernels, arch, &alt, &alt_mod) &&
-        !cuda_function(ctx, m->mod, "frnn_bwd", &f_def) && !cuda_function(ctx, alt_mod, "frnn_bwd", &f_alt) &&
-        !cuda_function_attribute(ctx, f_def, CUDA_FUNC_LOCAL_BYTES, &local_def) &&
-        !cuda_function_attribute(ctx, f_alt, CUDA_FUNC_LOCAL_BYTES, &local_alt) &&
-        local_alt < local_def) {
+        !cuda_function(ctx, alt_mod, "frnn_bwd", &f_alt) &&
+        !cuda_function_attribute(ctx, f_alt, CUDA_FUNC_LOCAL_BYTES, &local_alt) && local_alt < local_def) {
       CUmodule keep = alt_mod;
       alt_mod = m->mod;
       m->mod = keep;
