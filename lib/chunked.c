@@ -315,6 +315,188 @@ frnn_status chunk_form_describe(frnn_ctx *ctx, const frnn_step *s, char **out) {
   return FRNN_OK;
 }
 
+/* ------------------------------------------- the algebra over term values */
+#define SEQ_D(q, t) ((q)->d + (size_t)(t) * (q)->N)
+#define SEQ_C(q, t, a) ((q)->c + ((size_t)(t) * (q)->n_upd + (size_t)(a)) * (q)->M)
+#define SEQ_R(q, t, a) ((q)->r + ((size_t)(t) * (q)->n_upd + (size_t)(a)) * (q)->N)
+#define SEQ_W(q, t, k) ((q)->w + ((size_t)(t) * (q)->n_lin + (size_t)(k)) * (q)->N)
+#define SEQ_O(q, t, k) ((q)->o + ((size_t)(t) * (q)->n_lin + (size_t)(k)) * (q)->M)
+
+/* R(u, v)[j] = d_{v+1}[j] ... d_u[j] within the chunk starting at t0, for
+ * -1 <= v <= u < len (P_u = R(u, -1)); a table [(u+1)(len+1) + (v+1)][j],
+ * every entry a product (no quotient: decays may be 0 or negative). */
+static double *ratio_table(const chunk_seq *q, int64_t t0, int64_t len) {
+  int64_t n = len + 1, N = q->N;
+  double *R = malloc((size_t)(n * n * N) * sizeof *R);
+  if (!R) return NULL;
+  for (int64_t u = -1; u < len; u++)
+    for (int64_t j = 0; j < N; j++) {
+      double x = 1;
+      R[((u + 1) * n + (u + 1)) * N + j] = 1;
+      for (int64_t v = u - 1; v >= -1; v--) {
+        x *= SEQ_D(q, t0 + v + 1)[j];
+        R[((u + 1) * n + (v + 1)) * N + j] = x;
+      }
+    }
+  return R;
+}
+#define RAT(R, len, u, v, j) (R)[(((u) + 1) * ((len) + 1) + ((v) + 1)) * q->N + (j)]
+
+frnn_status chunk_seq_forward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, const double *S0, double *y,
+                              double *S_T, double *starts) {
+  if (L < 1) return diag_fail(ctx, FRNN_E_ARG, "chunk_seq_forward: chunk length %lld", (long long)L);
+  const int64_t M = q->M, N = q->N, T = q->T;
+  double *S = malloc((size_t)(2 * M * N) * sizeof *S);
+  if (!S) return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_seq_forward");
+  double *S_end = S + M * N;
+  memcpy(S, S0, (size_t)(M * N) * sizeof *S);
+  for (int64_t t0 = 0, k = 0; t0 < T; t0 += L, k++) {
+    int64_t len = T - t0 < L ? T - t0 : L;
+    double *R = ratio_table(q, t0, len);
+    if (!R) {
+      free(S);
+      return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_seq_forward");
+    }
+    if (starts) memcpy(starts + (size_t)k * M * N, S, (size_t)(M * N) * sizeof *S);
+    /* y_u = o * ((S_0 (w * P_l)) + sum_{v<=l} c_v (w . (r_v * R(l, v)))) */
+    for (int64_t u = 0; u < len; u++)
+      for (int kk = 0; kk < q->n_lin; kk++) {
+        int64_t l = q->lin_base[kk] == CHUNK_BASE_NEXT ? u : u - 1;
+        const double *w = SEQ_W(q, t0 + u, kk), *o = SEQ_O(q, t0 + u, kk);
+        double *yy = y + ((size_t)(t0 + u) * q->n_lin + (size_t)kk) * M;
+        for (int64_t i = 0; i < M; i++) {
+          double acc = 0;
+          for (int64_t j = 0; j < N; j++) acc += S[i * N + j] * RAT(R, len, l, -1, j) * w[j];
+          for (int64_t v = 0; v <= l; v++)
+            for (int a = 0; a < q->n_upd; a++) {
+              double dot = 0;
+              for (int64_t j = 0; j < N; j++) dot += w[j] * SEQ_R(q, t0 + v, a)[j] * RAT(R, len, l, v, j);
+              acc += SEQ_C(q, t0 + v, a)[i] * dot;
+            }
+          yy[i] = o[i] * acc;
+        }
+      }
+    /* S_end = S_0 * P_{len-1} + sum_v c_v (r_v * R(len-1, v))^T */
+    for (int64_t i = 0; i < M; i++)
+      for (int64_t j = 0; j < N; j++) {
+        double x = S[i * N + j] * RAT(R, len, len - 1, -1, j);
+        for (int64_t v = 0; v < len; v++)
+          for (int a = 0; a < q->n_upd; a++)
+            x += SEQ_C(q, t0 + v, a)[i] * SEQ_R(q, t0 + v, a)[j] * RAT(R, len, len - 1, v, j);
+        S_end[i * N + j] = x;
+      }
+    memcpy(S, S_end, (size_t)(M * N) * sizeof *S);
+    free(R);
+  }
+  memcpy(S_T, S, (size_t)(M * N) * sizeof *S);
+  free(S);
+  return FRNN_OK;
+}
+
+frnn_status chunk_seq_backward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, const double *starts,
+                               const double *S_T, const double *dy, const double *dS_T, chunk_seq *g,
+                               double *dS0) {
+  if (L < 1) return diag_fail(ctx, FRNN_E_ARG, "chunk_seq_backward: chunk length %lld", (long long)L);
+  const int64_t M = q->M, N = q->N, T = q->T;
+  double *dS = malloc((size_t)(2 * M * N + M + 2 * N) * sizeof *dS);
+  if (!dS) return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_seq_backward");
+  double *dS_prev = dS + M * N, *gu = dS_prev + M * N, *lam = gu + M, *run = lam + N;
+  memcpy(dS, dS_T, (size_t)(M * N) * sizeof *dS);
+  int64_t n_chunks = (T + L - 1) / L;
+  for (int64_t k = n_chunks - 1; k >= 0; k--) {
+    int64_t t0 = k * L, len = T - t0 < L ? T - t0 : L;
+    const double *S0 = starts + (size_t)k * M * N;
+    const double *S_end = k + 1 < n_chunks ? starts + (size_t)(k + 1) * M * N : S_T;
+    double *R = ratio_table(q, t0, len);
+    if (!R) {
+      free(dS);
+      return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_seq_backward");
+    }
+    for (int64_t t = t0; t < t0 + len; t++) {
+      memset(SEQ_D(g, t), 0, (size_t)N * sizeof(double));
+      for (int a = 0; a < q->n_upd; a++) {
+        memset(SEQ_C(g, t, a), 0, (size_t)M * sizeof(double));
+        memset(SEQ_R(g, t, a), 0, (size_t)N * sizeof(double));
+      }
+    }
+    /* The gradient of the state before the chunk: through P and the end. */
+    for (int64_t i = 0; i < M; i++)
+      for (int64_t j = 0; j < N; j++) dS_prev[i * N + j] = dS[i * N + j] * RAT(R, len, len - 1, -1, j);
+    /* Updates from the chunk's end state: dc_v += (dS_end * R(len-1, v)) r_v,
+     * dr_v += R(len-1, v) * (dS_end^T c_v). */
+    for (int64_t v = 0; v < len; v++)
+      for (int a = 0; a < q->n_upd; a++)
+        for (int64_t i = 0; i < M; i++)
+          for (int64_t j = 0; j < N; j++) {
+            double f = dS[i * N + j] * RAT(R, len, len - 1, v, j);
+            SEQ_C(g, t0 + v, a)[i] += f * SEQ_R(q, t0 + v, a)[j];
+            SEQ_R(g, t0 + v, a)[j] += f * SEQ_C(q, t0 + v, a)[i];
+          }
+    /* Outputs: g_u = dy * o; do, dw, and their share of dc, dr, dS_0. */
+    for (int64_t u = 0; u < len; u++)
+      for (int kk = 0; kk < q->n_lin; kk++) {
+        int64_t l = q->lin_base[kk] == CHUNK_BASE_NEXT ? u : u - 1;
+        const double *w = SEQ_W(q, t0 + u, kk), *o = SEQ_O(q, t0 + u, kk);
+        const double *yy = dy + ((size_t)(t0 + u) * q->n_lin + (size_t)kk) * M;
+        double *dw = SEQ_W(g, t0 + u, kk), *dO = SEQ_O(g, t0 + u, kk);
+        for (int64_t i = 0; i < M; i++) gu[i] = yy[i] * o[i];
+        for (int64_t j = 0; j < N; j++) {
+          double acc = 0;
+          for (int64_t i = 0; i < M; i++) acc += S0[i * N + j] * gu[i];
+          dw[j] = RAT(R, len, l, -1, j) * acc;
+        }
+        for (int64_t i = 0; i < M; i++) {
+          double acc = 0;
+          for (int64_t j = 0; j < N; j++) acc += S0[i * N + j] * RAT(R, len, l, -1, j) * w[j];
+          dO[i] = acc; /* X w so far: the chunk's part below */
+          for (int64_t j = 0; j < N; j++) dS_prev[i * N + j] += gu[i] * w[j] * RAT(R, len, l, -1, j);
+        }
+        for (int64_t v = 0; v <= l; v++)
+          for (int a = 0; a < q->n_upd; a++) {
+            const double *c = SEQ_C(q, t0 + v, a), *r = SEQ_R(q, t0 + v, a);
+            double A = 0, dot = 0; /* g . c_v and w . (r_v * R(l, v)) */
+            for (int64_t i = 0; i < M; i++) A += gu[i] * c[i];
+            for (int64_t j = 0; j < N; j++) dot += w[j] * r[j] * RAT(R, len, l, v, j);
+            for (int64_t i = 0; i < M; i++) dO[i] += c[i] * dot, SEQ_C(g, t0 + v, a)[i] += gu[i] * dot;
+            for (int64_t j = 0; j < N; j++) {
+              dw[j] += A * r[j] * RAT(R, len, l, v, j);
+              SEQ_R(g, t0 + v, a)[j] += A * w[j] * RAT(R, len, l, v, j);
+            }
+          }
+        for (int64_t i = 0; i < M; i++) dO[i] *= yy[i];
+      }
+    /* The decay, without S_s or D_s: d_w dd_w = sum_{s>=w} (a_s - b_s) +
+     * sum_i dS_end * S_end, with a_s = w * dw over outputs reading S_s and
+     * b_s = r_s * dr_s (docs/design-chunked.md derives it). */
+    for (int64_t j = 0; j < N; j++) {
+      double e = 0;
+      for (int64_t i = 0; i < M; i++) e += dS[i * N + j] * S_end[i * N + j];
+      run[j] = e;
+    }
+    for (int64_t s = len - 1; s >= 0; s--) {
+      for (int64_t j = 0; j < N; j++) lam[j] = 0;
+      for (int64_t u = 0; u < len; u++)
+        for (int kk = 0; kk < q->n_lin; kk++) {
+          int64_t l = q->lin_base[kk] == CHUNK_BASE_NEXT ? u : u - 1;
+          if (l != s) continue;
+          for (int64_t j = 0; j < N; j++) lam[j] += SEQ_W(q, t0 + u, kk)[j] * SEQ_W(g, t0 + u, kk)[j];
+        }
+      for (int a = 0; a < q->n_upd; a++)
+        for (int64_t j = 0; j < N; j++) lam[j] -= SEQ_R(q, t0 + s, a)[j] * SEQ_R(g, t0 + s, a)[j];
+      for (int64_t j = 0; j < N; j++) {
+        run[j] += lam[j];
+        SEQ_D(g, t0 + s)[j] = run[j] / SEQ_D(q, t0 + s)[j]; /* the gradient of log d, over d */
+      }
+    }
+    memcpy(dS, dS_prev, (size_t)(M * N) * sizeof *dS);
+    free(R);
+  }
+  memcpy(dS0, dS, (size_t)(M * N) * sizeof *dS);
+  free(dS);
+  return FRNN_OK;
+}
+#undef RAT
+
 /* ------------------------------------------------- float64 chunked forward */
 /* Element (i,j) of the product f as evaluated in e (classes broadcast). */
 static double product_at(const step_eval *e, const chunk_product *f, int64_t i, int64_t j) {
@@ -333,126 +515,83 @@ frnn_status chunk_forward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_for
                               double *const *out, double *state1) {
   if (L < 1) return diag_fail(ctx, FRNN_E_ARG, "chunk_forward_f64: chunk length %lld", (long long)L);
   const int64_t M = sz.M, N = sz.N, T = sz.T;
+  int n_in = s->n_ports[FRNN_PORT_INPUT], n_out = s->n_ports[FRNN_PORT_OUTPUT];
+  /* The output terms linear in the state, flattened: which output each is of. */
+  int lin_out[FRNN_MAX_PORTS * CHUNK_MAX_TERMS], lin_base[FRNN_MAX_PORTS * CHUNK_MAX_TERMS],
+      lin_term[FRNN_MAX_PORTS * CHUNK_MAX_TERMS], n_lin = 0;
+  for (int k = 0; k < n_out; k++)
+    for (int t = 0; t < cf->output[k].n_terms; t++)
+      if (cf->output[k].term[t].base != CHUNK_BASE_ONE)
+        lin_out[n_lin] = k, lin_term[n_lin] = t, lin_base[n_lin++] = cf->output[k].term[t].base;
+  chunk_seq q = {.T = T, .M = M, .N = N, .n_upd = cf->n_updates, .n_lin = n_lin, .lin_base = lin_base};
+  size_t per_t = (size_t)N + (size_t)cf->n_updates * (size_t)(M + N) + (size_t)n_lin * (size_t)(N + M);
+  size_t n_y = (size_t)T * n_lin * M, n_rest = (size_t)T * n_out * M;
   step_eval e;
   frnn_status st = eval_init(ctx, &e, s, M, N);
   if (st) return st;
-  int n_in = s->n_ports[FRNN_PORT_INPUT], n_out = s->n_ports[FRNN_PORT_OUTPUT];
-  /* Per step of a chunk: the decay d (N), the update's columns and rows
-   * (per term, M and N), each output term's weights q (N) and outer factor
-   * o (M), and the independent remainder (M); the products P. */
-  size_t per_step = (size_t)N * 2 + (size_t)cf->n_updates * (size_t)(M + N) +
-                    (size_t)CHUNK_MAX_TERMS * n_out * (size_t)(N + M) + (size_t)n_out * (size_t)M;
-  double *buf = malloc(((size_t)L * per_step + (size_t)M * N * 2) * sizeof(double));
+  double *buf = malloc(((size_t)T * per_t + n_y + n_rest) * sizeof(double));
   if (!buf) {
     eval_free(&e);
     return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_forward_f64");
   }
-#define D(t) (buf + (size_t)(t) * per_step)                       /* decay, N */
-#define P(t) (D(t) + N)                                           /* product from the chunk start, N */
-#define COL(t, a) (P(t) + N + (size_t)(a) * (size_t)(M + N))      /* update a's column, M */
-#define ROW(t, a) (COL(t, a) + M)                                 /* its row, N */
-#define QW(t, k, i) (COL(t, cf->n_updates) + ((size_t)(k) * CHUNK_MAX_TERMS + (size_t)(i)) * (size_t)(N + M))
-#define OW(t, k, i) (QW(t, k, i) + N)
-#define REST(t, k) (COL(t, cf->n_updates) + (size_t)CHUNK_MAX_TERMS * n_out * (size_t)(N + M) + (size_t)(k) * M)
-  double *S = buf + (size_t)L * per_step, *S_end = S + (size_t)M * N;
-  for (int64_t b = 0; b < sz.B; b++)
-    for (int64_t h = 0; h < sz.H; h++) {
-      memcpy(S, state0 + ((size_t)b * sz.H + h) * M * N, (size_t)M * N * sizeof(double));
-      for (int64_t t0 = 0; t0 < T; t0 += L) {
-        int64_t len = T - t0 < L ? T - t0 : L;
-        /* The chunk's independent values, step by step (the state's leaf
-         * holds zeros: nothing taken here depends on it). */
-        for (int64_t u = 0; u < len; u++) {
-          int64_t t = t0 + u;
-          for (int i = 0; i < n_in; i++) {
-            int c = s->ports[FRNN_PORT_INPUT][i].cls;
-            int64_t R = CLASS_HAS_M(c) ? M : 1, C = CLASS_HAS_N(c) ? N : 1;
-            memcpy(eval_leaf(&e, FRNN_PORT_INPUT, i), in[i] + (((size_t)b * T + t) * sz.H + h) * R * C,
-                   (size_t)(R * C) * sizeof(double));
+  q.d = buf;
+  q.c = q.d + (size_t)T * N;
+  q.r = q.c + (size_t)T * cf->n_updates * M;
+  q.w = q.r + (size_t)T * cf->n_updates * N;
+  q.o = q.w + (size_t)T * n_lin * N;
+  double *y = q.o + (size_t)T * n_lin * M, *rest = y + n_y;
+  for (int64_t b = 0; b < sz.B && !st; b++)
+    for (int64_t h = 0; h < sz.H && !st; h++) {
+      /* The terms, step by step (the state's leaf holds zeros: nothing
+       * taken here depends on it). */
+      for (int64_t t = 0; t < T; t++) {
+        for (int i = 0; i < n_in; i++) {
+          int c = s->ports[FRNN_PORT_INPUT][i].cls;
+          int64_t R = CLASS_HAS_M(c) ? M : 1, C = CLASS_HAS_N(c) ? N : 1;
+          memcpy(eval_leaf(&e, FRNN_PORT_INPUT, i), in[i] + (((size_t)b * T + t) * sz.H + h) * R * C,
+                 (size_t)(R * C) * sizeof(double));
+        }
+        eval_step(&e);
+        for (int64_t j = 0; j < N; j++) SEQ_D(&q, t)[j] = cf->decay_sign * product_at(&e, &cf->decay, 0, j);
+        for (int a = 0; a < cf->n_updates; a++) {
+          /* column x row: the column's entries at j = 0, the row's at i = 0 */
+          chunk_product colp = {0}, rowp = {0};
+          for (int k = 0; k < cf->update[a].n; k++) {
+            chunk_product *dst = CLASS_HAS_N(s->nodes[cf->update[a].node[k]].cls) ? &rowp : &colp;
+            dst->node[dst->n] = cf->update[a].node[k];
+            dst->divide[dst->n++] = cf->update[a].divide[k];
           }
-          eval_step(&e);
-          for (int64_t j = 0; j < N; j++) {
-            D(u)[j] = cf->decay_sign * product_at(&e, &cf->decay, 0, j);
-            P(u)[j] = (u ? P(u - 1)[j] : 1) * D(u)[j];
-          }
-          for (int a = 0; a < cf->n_updates; a++) {
-            /* column x row: the column part's entries at j = 0, the row's at i = 0 */
-            chunk_product colp = {0}, rowp = {0};
-            for (int k = 0; k < cf->update[a].n; k++) {
-              int c = s->nodes[cf->update[a].node[k]].cls;
-              chunk_product *dst = CLASS_HAS_N(c) ? &rowp : &colp;
-              dst->node[dst->n] = cf->update[a].node[k];
-              dst->divide[dst->n++] = cf->update[a].divide[k];
-            }
-            for (int64_t i = 0; i < M; i++) COL(u, a)[i] = cf->update_sign[a] * product_at(&e, &colp, i, 0);
-            for (int64_t j = 0; j < N; j++) ROW(u, a)[j] = product_at(&e, &rowp, 0, j);
-          }
-          for (int k = 0; k < n_out; k++) {
-            const chunk_output *co = &cf->output[k];
-            for (int64_t i = 0; i < M; i++) REST(u, k)[i] = 0;
-            for (int q = 0; q < co->n_terms; q++) {
-              const chunk_out_term *ot = &co->term[q];
-              if (ot->base == CHUNK_BASE_ONE) {
-                for (int64_t i = 0; i < M; i++) REST(u, k)[i] += ot->sign * product_at(&e, &ot->outer, i, 0);
-                continue;
-              }
-              for (int64_t j = 0; j < N; j++) QW(u, k, q)[j] = product_at(&e, &ot->inner, 0, j);
-              for (int64_t i = 0; i < M; i++) OW(u, k, q)[i] = ot->sign * product_at(&e, &ot->outer, i, 0);
-            }
+          for (int64_t i = 0; i < M; i++) SEQ_C(&q, t, a)[i] = cf->update_sign[a] * product_at(&e, &colp, i, 0);
+          for (int64_t j = 0; j < N; j++) SEQ_R(&q, t, a)[j] = product_at(&e, &rowp, 0, j);
+        }
+        for (int kk = 0; kk < n_lin; kk++) {
+          const chunk_out_term *ot = &cf->output[lin_out[kk]].term[lin_term[kk]];
+          for (int64_t j = 0; j < N; j++) SEQ_W(&q, t, kk)[j] = product_at(&e, &ot->inner, 0, j);
+          for (int64_t i = 0; i < M; i++) SEQ_O(&q, t, kk)[i] = ot->sign * product_at(&e, &ot->outer, i, 0);
+        }
+        for (int k = 0; k < n_out; k++) {
+          double *re = rest + ((size_t)t * n_out + (size_t)k) * M;
+          for (int64_t i = 0; i < M; i++) re[i] = 0;
+          for (int t2 = 0; t2 < cf->output[k].n_terms; t2++) {
+            const chunk_out_term *ot = &cf->output[k].term[t2];
+            if (ot->base == CHUNK_BASE_ONE)
+              for (int64_t i = 0; i < M; i++) re[i] += ot->sign * product_at(&e, &ot->outer, i, 0);
           }
         }
-        /* Outputs: carried state plus the chunk's own updates. */
-        for (int64_t u = 0; u < len; u++)
-          for (int k = 0; k < n_out; k++) {
-            const chunk_output *co = &cf->output[k];
-            int ocls = s->ports[FRNN_PORT_OUTPUT][k].cls;
-            double *y = out[k] + (((size_t)b * T + t0 + u) * sz.H + h) * (CLASS_HAS_M(ocls) ? M : 1);
-            for (int64_t i = 0; i < (CLASS_HAS_M(ocls) ? M : 1); i++) y[i] = REST(u, k)[i];
-            for (int q = 0; q < co->n_terms; q++) {
-              const chunk_out_term *ot = &co->term[q];
-              if (ot->base == CHUNK_BASE_ONE) continue;
-              int64_t last = ot->base == CHUNK_BASE_NEXT ? u : u - 1; /* X = S_last */
-              for (int64_t i = 0; i < (CLASS_HAS_M(ocls) ? M : 1); i++) {
-                double acc = 0;
-                for (int64_t j = 0; j < N; j++)
-                  acc += S[i * N + j] * (last >= 0 ? P(last)[j] : 1) * QW(u, k, q)[j];
-                for (int64_t v = 0; v <= last; v++) /* the attention (q P_last) . (r_v P_last / P_v) */
-                  for (int a = 0; a < cf->n_updates; a++) {
-                    double dot = 0;
-                    for (int64_t j = 0; j < N; j++) {
-                      double ratio = 1;
-                      for (int64_t w = v + 1; w <= last; w++) ratio *= D(w)[j];
-                      dot += QW(u, k, q)[j] * ratio * ROW(v, a)[j];
-                    }
-                    acc += COL(v, a)[i] * dot;
-                  }
-                y[i] += OW(u, k, q)[i] * acc;
-              }
-            }
-          }
-        /* The state at the chunk's end. */
-        for (int64_t i = 0; i < M; i++)
-          for (int64_t j = 0; j < N; j++) {
-            double x = S[i * N + j] * P(len - 1)[j];
-            for (int64_t v = 0; v < len; v++) {
-              double ratio = 1;
-              for (int64_t w = v + 1; w < len; w++) ratio *= D(w)[j];
-              for (int a = 0; a < cf->n_updates; a++) x += COL(v, a)[i] * ROW(v, a)[j] * ratio;
-            }
-            S_end[i * N + j] = x;
-          }
-        memcpy(S, S_end, (size_t)M * N * sizeof(double));
       }
-      memcpy(state1 + ((size_t)b * sz.H + h) * M * N, S, (size_t)M * N * sizeof(double));
+      size_t head = (size_t)b * sz.H + (size_t)h;
+      st = chunk_seq_forward(ctx, &q, L, state0 + head * M * N, y, state1 + head * M * N, NULL);
+      for (int64_t t = 0; t < T && !st; t++)
+        for (int k = 0; k < n_out; k++) {
+          int64_t rows = CLASS_HAS_M(s->ports[FRNN_PORT_OUTPUT][k].cls) ? M : 1;
+          double *yo = out[k] + (((size_t)b * T + t) * sz.H + h) * rows;
+          for (int64_t i = 0; i < rows; i++) yo[i] = rest[((size_t)t * n_out + k) * M + i];
+          for (int kk = 0; kk < n_lin; kk++)
+            if (lin_out[kk] == k)
+              for (int64_t i = 0; i < rows; i++) yo[i] += y[((size_t)t * n_lin + kk) * M + i];
+        }
     }
-#undef D
-#undef P
-#undef COL
-#undef ROW
-#undef QW
-#undef OW
-#undef REST
   free(buf);
   eval_free(&e);
-  return FRNN_OK;
+  return st;
 }

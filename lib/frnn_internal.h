@@ -269,6 +269,28 @@ typedef struct chunk_form {
 frnn_status chunk_form_of(frnn_ctx *ctx, const frnn_step *s, chunk_form *out);
 /* `frnn-dump-ptx --after chunk`: the form, or why there is none.  *out: malloc'd. */
 frnn_status chunk_form_describe(frnn_ctx *ctx, const frnn_step *s, char **out);
+/* One head's term values over T steps (float64, row-major): decay d [T][N],
+ * updates c [T][n_upd][M] and r [T][n_upd][N], and per output term linear in
+ * the state (base lin_base[k]: CHUNK_BASE_STATE or _NEXT) its weights under
+ * the sum w [T][n_lin][N] and its factor outside o [T][n_lin][M]. */
+typedef struct chunk_seq {
+  int64_t T, M, N;
+  int n_upd, n_lin;
+  const int *lin_base;
+  double *d, *c, *r, *w, *o;
+} chunk_seq;
+/* The chunked algebra on term values, chunks of L steps: each linear term's
+ * output y [T][n_lin][M] (before summing into outputs), the final state, and
+ * (unless NULL) the state at every chunk's start, starts [ceil(T/L)][M][N]. */
+frnn_status chunk_seq_forward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, const double *S0, double *y,
+                              double *S_T, double *starts);
+/* Its backward from the forward's starts and S_T: given dy (as y) and dS_T,
+ * the gradients of every term value into g (shaped as q; its arrays the
+ * caller's) and of S0.  The decay's gradient is formed as the gradient of
+ * log d over d (design-chunked.md): every d must be nonzero. */
+frnn_status chunk_seq_backward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, const double *starts,
+                               const double *S_T, const double *dy, const double *dS_T, chunk_seq *g,
+                               double *dS0);
 /* The forward by chunks of L steps in float64 on the host (the algebra the
  * chunked kernels follow).  Contiguous float64 arrays, nothing broadcast:
  * in[i] [B,T,H,m,n], state0/state1 [B,H,M,N], out[k] [B,T,H,m]. */

@@ -2,11 +2,13 @@
  * chunk`): on every example of the diagonal class, the float64 forward by
  * chunks equals the reference executor's step-by-step forward (outputs and
  * final state) for chunk lengths that divide T and that do not; steps built
- * to reach each refusal say why; the examples outside the class are refused. */
+ * to reach each refusal say why; the examples outside the class are refused;
+ * the chunked backward on term values equals finite differences. */
 #include "frnn_internal.h"
 #include "testutil.h"
 
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,6 +192,72 @@ START_TEST(dump_names_the_terms) {
 }
 END_TEST
 
+/* The chunked backward on term values (chunk_seq_backward) against central
+ * finite differences of the chunked forward, for every term value and the
+ * initial state: decays of both signs (nonzero), two updates, an output
+ * term on the old state and one on the new, chunks of 1, 3, 4 and 16 at
+ * T = 11.  Loss: sum dy . y + dS_T . S_T, dy and dS_T random. */
+static double seq_loss(frnn_ctx *ctx, const chunk_seq *q, int64_t L, const double *S0, const double *dy,
+                       const double *dST, double *y, double *ST) {
+  ck_assert(chunk_seq_forward(ctx, q, L, S0, y, ST, NULL) == FRNN_OK);
+  double l = 0;
+  for (size_t i = 0; i < (size_t)(q->T * q->n_lin * q->M); i++) l += dy[i] * y[i];
+  for (size_t i = 0; i < (size_t)(q->M * q->N); i++) l += dST[i] * ST[i];
+  return l;
+}
+
+START_TEST(backward_matches_finite_differences) {
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  rng r = test_rng("test_chunked");
+  enum { T = 11, M = 3, N = 4, U = 2, K = 2 };
+  static const int bases[K] = {CHUNK_BASE_STATE, CHUNK_BASE_NEXT};
+  size_t sizes[5] = {T * N, T * U * M, T * U * N, T * K * N, T * K * M}, total = 0;
+  for (int i = 0; i < 5; i++) total += sizes[i];
+  double *vals = malloc(total * sizeof *vals), *grads = malloc(total * sizeof *grads);
+  double S0[M * N], dS0[M * N], dST[M * N], ST[M * N], dy[T * K * M], y[T * K * M];
+  for (size_t i = 0; i < total; i++) vals[i] = rng_uniform(&r, -1, 1);
+  for (size_t i = 0; i < sizes[0]; i++) /* decays 0.3..1.2 in size, either sign */
+    vals[i] = (rng_uniform(&r, 0, 1) < 0.2 ? -1 : 1) * rng_uniform(&r, 0.3, 1.2);
+  for (int i = 0; i < M * N; i++) S0[i] = rng_uniform(&r, -1, 1), dST[i] = rng_uniform(&r, -1, 1);
+  for (int i = 0; i < T * K * M; i++) dy[i] = rng_uniform(&r, -1, 1);
+  chunk_seq q = {.T = T, .M = M, .N = N, .n_upd = U, .n_lin = K, .lin_base = bases}, g = q;
+  double **fields[5] = {&q.d, &q.c, &q.r, &q.w, &q.o}, **gfields[5] = {&g.d, &g.c, &g.r, &g.w, &g.o};
+  for (size_t i = 0, off = 0; i < 5; off += sizes[i], i++) *fields[i] = vals + off, *gfields[i] = grads + off;
+  static const char *const names[5] = {"d", "c", "r", "w", "o"};
+  int64_t lengths[] = {1, 3, 4, 16};
+  for (int li = 0; li < 4; li++) {
+    int64_t L = lengths[li];
+    double *starts = malloc((size_t)((T + L - 1) / L) * M * N * sizeof *starts);
+    ck_assert(chunk_seq_forward(ctx, &q, L, S0, y, ST, starts) == FRNN_OK);
+    ck_assert(chunk_seq_backward(ctx, &q, L, starts, ST, dy, dST, &g, dS0) == FRNN_OK);
+    const double h = 1e-6;
+    for (size_t f = 0, off = 0; f < 6; off += f < 5 ? sizes[f] : 0, f++) {
+      double *x = f < 5 ? vals + off : S0, *gx = f < 5 ? grads + off : dS0;
+      size_t n = f < 5 ? sizes[f] : (size_t)(M * N);
+      double num = 0, den = 0;
+      for (size_t i = 0; i < n; i++) {
+        double keep = x[i];
+        x[i] = keep + h;
+        double lp = seq_loss(ctx, &q, L, S0, dy, dST, y, ST);
+        x[i] = keep - h;
+        double lm = seq_loss(ctx, &q, L, S0, dy, dST, y, ST);
+        x[i] = keep;
+        double fd = (lp - lm) / (2 * h);
+        num += (gx[i] - fd) * (gx[i] - fd);
+        den += fd * fd;
+      }
+      double e = sqrt(num / (den > 0 ? den : 1));
+      ck_assert_msg(e < 1e-7, "L = %lld: gradient of %s off by %g", (long long)L, f < 5 ? names[f] : "S0", e);
+    }
+    free(starts);
+  }
+  free(vals);
+  free(grads);
+  frnn_ctx_destroy(ctx);
+}
+END_TEST
+
 int main(void) {
   Suite *suite = suite_create("chunked");
   TCase *tc = tcase_create("chunked");
@@ -198,6 +266,7 @@ int main(void) {
   tcase_add_loop_test(tc, built_forms_match_reference, 0, (int)(sizeof built / sizeof *built));
   tcase_add_loop_test(tc, refusals_say_why, 0, (int)(sizeof refused / sizeof *refused));
   tcase_add_test(tc, dump_names_the_terms);
+  tcase_add_test(tc, backward_matches_finite_differences);
   suite_add_tcase(suite, tc);
   SRunner *sr = srunner_create(suite);
   srunner_run_all(sr, CK_NORMAL);
