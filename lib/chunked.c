@@ -10,7 +10,9 @@
  * chunk_form_of finds those terms as products of the step's own nodes, so a
  * kernel evaluates them per step with the step graph and multiplies.
  * chunk_forward_f64 runs the chunked algorithm with them in float64 on the
- * host: per chunk of L steps, with P_t the product of the decays from the
+ * host (chunk_seq_forward on the term values; chunk_seq_backward is its
+ * backward, the decay's gradient by the identity docs/design-chunked.md
+ * derives): per chunk of L steps, with P_t the product of the decays from the
  * chunk's start to t (per column),
  *     S_t = S_0 * P_t + sum_{s<=t} c_s (r_s * P_t / P_s)
  *     y_t = o_t * ((S_0 (q_t * P_t)) + sum_{s<=t} c_s ((q_t * P_t) . (r_s / P_s)))
