@@ -512,75 +512,103 @@ static double product_at(const step_eval *e, const chunk_product *f, int64_t i, 
   return x;
 }
 
+/* The output terms linear in the state, flattened: output and term index. */
+typedef struct lin_terms {
+  int n, out[FRNN_MAX_PORTS * CHUNK_MAX_TERMS], term[FRNN_MAX_PORTS * CHUNK_MAX_TERMS],
+      base[FRNN_MAX_PORTS * CHUNK_MAX_TERMS];
+} lin_terms;
+
+static void flatten_lin(const frnn_step *s, const chunk_form *cf, lin_terms *lt) {
+  lt->n = 0;
+  for (int k = 0; k < s->n_ports[FRNN_PORT_OUTPUT]; k++)
+    for (int t = 0; t < cf->output[k].n_terms; t++)
+      if (cf->output[k].term[t].base != CHUNK_BASE_ONE)
+        lt->out[lt->n] = k, lt->term[lt->n] = t, lt->base[lt->n++] = cf->output[k].term[t].base;
+}
+
+/* An update's factors split into its column (scalars too) and its row. */
+static void split_update(const frnn_step *s, const chunk_product *u, chunk_product *colp, chunk_product *rowp) {
+  colp->n = rowp->n = 0;
+  for (int k = 0; k < u->n; k++) {
+    chunk_product *dst = CLASS_HAS_N(s->nodes[u->node[k]].cls) ? rowp : colp;
+    dst->node[dst->n] = u->node[k];
+    dst->divide[dst->n++] = u->divide[k];
+  }
+}
+
+/* Evaluate step t of head (b,h) and fill its term values in q and the
+ * independent remainder of each output, rest [n_out][M]. */
+static void eval_terms(step_eval *e, const chunk_form *cf, const lin_terms *lt, frnn_sizes sz,
+                       const double *const *in, int64_t b, int64_t h, int64_t t, chunk_seq *q, double *rest) {
+  const frnn_step *s = e->step;
+  const int64_t M = sz.M, N = sz.N;
+  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) {
+    int c = s->ports[FRNN_PORT_INPUT][i].cls;
+    int64_t R = CLASS_HAS_M(c) ? M : 1, C = CLASS_HAS_N(c) ? N : 1;
+    memcpy(eval_leaf(e, FRNN_PORT_INPUT, i), in[i] + (((size_t)b * sz.T + t) * sz.H + h) * R * C,
+           (size_t)(R * C) * sizeof(double));
+  }
+  eval_step(e); /* the state's leaf holds zeros: nothing taken here depends on it */
+  for (int64_t j = 0; j < N; j++) SEQ_D(q, t)[j] = cf->decay_sign * product_at(e, &cf->decay, 0, j);
+  for (int a = 0; a < cf->n_updates; a++) {
+    chunk_product colp, rowp;
+    split_update(s, &cf->update[a], &colp, &rowp);
+    for (int64_t i = 0; i < M; i++) SEQ_C(q, t, a)[i] = cf->update_sign[a] * product_at(e, &colp, i, 0);
+    for (int64_t j = 0; j < N; j++) SEQ_R(q, t, a)[j] = product_at(e, &rowp, 0, j);
+  }
+  for (int kk = 0; kk < lt->n; kk++) {
+    const chunk_out_term *ot = &cf->output[lt->out[kk]].term[lt->term[kk]];
+    for (int64_t j = 0; j < N; j++) SEQ_W(q, t, kk)[j] = product_at(e, &ot->inner, 0, j);
+    for (int64_t i = 0; i < M; i++) SEQ_O(q, t, kk)[i] = ot->sign * product_at(e, &ot->outer, i, 0);
+  }
+  for (int k = 0; k < s->n_ports[FRNN_PORT_OUTPUT]; k++) {
+    double *re = rest + (size_t)k * M;
+    for (int64_t i = 0; i < M; i++) re[i] = 0;
+    for (int t2 = 0; t2 < cf->output[k].n_terms; t2++) {
+      const chunk_out_term *ot = &cf->output[k].term[t2];
+      if (ot->base == CHUNK_BASE_ONE)
+        for (int64_t i = 0; i < M; i++) re[i] += ot->sign * product_at(e, &ot->outer, i, 0);
+    }
+  }
+}
+
+/* Term arrays for one head over T steps: q's pointers into one allocation. */
+static double *seq_alloc(chunk_seq *q, int64_t T, int64_t M, int64_t N, int n_upd, const lin_terms *lt,
+                         size_t extra) {
+  *q = (chunk_seq){.T = T, .M = M, .N = N, .n_upd = n_upd, .n_lin = lt->n, .lin_base = lt->base};
+  size_t per_t = (size_t)N + (size_t)n_upd * (size_t)(M + N) + (size_t)lt->n * (size_t)(N + M);
+  double *buf = calloc((size_t)T * per_t + extra + 1, sizeof(double));
+  if (!buf) return NULL;
+  q->d = buf;
+  q->c = q->d + (size_t)T * N;
+  q->r = q->c + (size_t)T * n_upd * M;
+  q->w = q->r + (size_t)T * n_upd * N;
+  q->o = q->w + (size_t)T * lt->n * N;
+  return buf;
+}
+
 frnn_status chunk_forward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_form *cf, frnn_sizes sz,
                               int64_t L, const double *const *in, const double *state0,
                               double *const *out, double *state1) {
   if (L < 1) return diag_fail(ctx, FRNN_E_ARG, "chunk_forward_f64: chunk length %lld", (long long)L);
   const int64_t M = sz.M, N = sz.N, T = sz.T;
-  int n_in = s->n_ports[FRNN_PORT_INPUT], n_out = s->n_ports[FRNN_PORT_OUTPUT];
-  /* The output terms linear in the state, flattened: which output each is of. */
-  int lin_out[FRNN_MAX_PORTS * CHUNK_MAX_TERMS], lin_base[FRNN_MAX_PORTS * CHUNK_MAX_TERMS],
-      lin_term[FRNN_MAX_PORTS * CHUNK_MAX_TERMS], n_lin = 0;
-  for (int k = 0; k < n_out; k++)
-    for (int t = 0; t < cf->output[k].n_terms; t++)
-      if (cf->output[k].term[t].base != CHUNK_BASE_ONE)
-        lin_out[n_lin] = k, lin_term[n_lin] = t, lin_base[n_lin++] = cf->output[k].term[t].base;
-  chunk_seq q = {.T = T, .M = M, .N = N, .n_upd = cf->n_updates, .n_lin = n_lin, .lin_base = lin_base};
-  size_t per_t = (size_t)N + (size_t)cf->n_updates * (size_t)(M + N) + (size_t)n_lin * (size_t)(N + M);
-  size_t n_y = (size_t)T * n_lin * M, n_rest = (size_t)T * n_out * M;
+  int n_out = s->n_ports[FRNN_PORT_OUTPUT];
+  lin_terms lt;
+  flatten_lin(s, cf, &lt);
+  size_t n_y = (size_t)T * lt.n * M, n_rest = (size_t)T * n_out * M;
+  chunk_seq q;
   step_eval e;
   frnn_status st = eval_init(ctx, &e, s, M, N);
   if (st) return st;
-  double *buf = malloc(((size_t)T * per_t + n_y + n_rest) * sizeof(double));
+  double *buf = seq_alloc(&q, T, M, N, cf->n_updates, &lt, n_y + n_rest);
   if (!buf) {
     eval_free(&e);
     return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_forward_f64");
   }
-  q.d = buf;
-  q.c = q.d + (size_t)T * N;
-  q.r = q.c + (size_t)T * cf->n_updates * M;
-  q.w = q.r + (size_t)T * cf->n_updates * N;
-  q.o = q.w + (size_t)T * n_lin * N;
-  double *y = q.o + (size_t)T * n_lin * M, *rest = y + n_y;
+  double *y = q.o + (size_t)T * lt.n * M, *rest = y + n_y;
   for (int64_t b = 0; b < sz.B && !st; b++)
     for (int64_t h = 0; h < sz.H && !st; h++) {
-      /* The terms, step by step (the state's leaf holds zeros: nothing
-       * taken here depends on it). */
-      for (int64_t t = 0; t < T; t++) {
-        for (int i = 0; i < n_in; i++) {
-          int c = s->ports[FRNN_PORT_INPUT][i].cls;
-          int64_t R = CLASS_HAS_M(c) ? M : 1, C = CLASS_HAS_N(c) ? N : 1;
-          memcpy(eval_leaf(&e, FRNN_PORT_INPUT, i), in[i] + (((size_t)b * T + t) * sz.H + h) * R * C,
-                 (size_t)(R * C) * sizeof(double));
-        }
-        eval_step(&e);
-        for (int64_t j = 0; j < N; j++) SEQ_D(&q, t)[j] = cf->decay_sign * product_at(&e, &cf->decay, 0, j);
-        for (int a = 0; a < cf->n_updates; a++) {
-          /* column x row: the column's entries at j = 0, the row's at i = 0 */
-          chunk_product colp = {0}, rowp = {0};
-          for (int k = 0; k < cf->update[a].n; k++) {
-            chunk_product *dst = CLASS_HAS_N(s->nodes[cf->update[a].node[k]].cls) ? &rowp : &colp;
-            dst->node[dst->n] = cf->update[a].node[k];
-            dst->divide[dst->n++] = cf->update[a].divide[k];
-          }
-          for (int64_t i = 0; i < M; i++) SEQ_C(&q, t, a)[i] = cf->update_sign[a] * product_at(&e, &colp, i, 0);
-          for (int64_t j = 0; j < N; j++) SEQ_R(&q, t, a)[j] = product_at(&e, &rowp, 0, j);
-        }
-        for (int kk = 0; kk < n_lin; kk++) {
-          const chunk_out_term *ot = &cf->output[lin_out[kk]].term[lin_term[kk]];
-          for (int64_t j = 0; j < N; j++) SEQ_W(&q, t, kk)[j] = product_at(&e, &ot->inner, 0, j);
-          for (int64_t i = 0; i < M; i++) SEQ_O(&q, t, kk)[i] = ot->sign * product_at(&e, &ot->outer, i, 0);
-        }
-        for (int k = 0; k < n_out; k++) {
-          double *re = rest + ((size_t)t * n_out + (size_t)k) * M;
-          for (int64_t i = 0; i < M; i++) re[i] = 0;
-          for (int t2 = 0; t2 < cf->output[k].n_terms; t2++) {
-            const chunk_out_term *ot = &cf->output[k].term[t2];
-            if (ot->base == CHUNK_BASE_ONE)
-              for (int64_t i = 0; i < M; i++) re[i] += ot->sign * product_at(&e, &ot->outer, i, 0);
-          }
-        }
-      }
+      for (int64_t t = 0; t < T; t++) eval_terms(&e, cf, &lt, sz, in, b, h, t, &q, rest + (size_t)t * n_out * M);
       size_t head = (size_t)b * sz.H + (size_t)h;
       st = chunk_seq_forward(ctx, &q, L, state0 + head * M * N, y, state1 + head * M * N, NULL);
       for (int64_t t = 0; t < T && !st; t++)
@@ -588,12 +616,225 @@ frnn_status chunk_forward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_for
           int64_t rows = CLASS_HAS_M(s->ports[FRNN_PORT_OUTPUT][k].cls) ? M : 1;
           double *yo = out[k] + (((size_t)b * T + t) * sz.H + h) * rows;
           for (int64_t i = 0; i < rows; i++) yo[i] = rest[((size_t)t * n_out + k) * M + i];
-          for (int kk = 0; kk < n_lin; kk++)
-            if (lin_out[kk] == k)
-              for (int64_t i = 0; i < rows; i++) yo[i] += y[((size_t)t * n_lin + kk) * M + i];
+          for (int kk = 0; kk < lt.n; kk++)
+            if (lt.out[kk] == k)
+              for (int64_t i = 0; i < rows; i++) yo[i] += y[((size_t)t * lt.n + kk) * M + i];
         }
     }
   free(buf);
+  eval_free(&e);
+  return st;
+}
+
+/* ------------------------------------------------ float64 chunked backward */
+/* The factor nodes of a form, each once: the prologue's outputs. */
+typedef struct seeds {
+  int n;
+  uint32_t node[4 * CHUNK_MAX_TERMS * CHUNK_MAX_FACTORS + FRNN_MAX_PORTS * CHUNK_MAX_TERMS * 2 * CHUNK_MAX_FACTORS];
+  double *val[4 * CHUNK_MAX_TERMS * CHUNK_MAX_FACTORS + FRNN_MAX_PORTS * CHUNK_MAX_TERMS * 2 * CHUNK_MAX_FACTORS];
+} seeds;
+
+static int seed_of(seeds *sd, uint32_t node) {
+  for (int k = 0; k < sd->n; k++)
+    if (sd->node[k] == node) return k;
+  sd->node[sd->n] = node;
+  return sd->n++;
+}
+
+static void add_product(seeds *sd, const chunk_product *f) {
+  for (int k = 0; k < f->n; k++) seed_of(sd, f->node[k]);
+}
+
+/* The gradient of a product's value, grad (over rows if along_m, else over
+ * columns), added to its factors' seeds at (b,t,h) by the product rule
+ * (each factor's partner product formed without dividing). */
+static void seed_product(const step_eval *e, seeds *sd, const chunk_product *f, double sign, const double *grad,
+                         bool along_m, frnn_sizes sz, int64_t b, int64_t t, int64_t h) {
+  const frnn_step *s = e->step;
+  int64_t n = along_m ? sz.M : sz.N;
+  for (int k = 0; k < f->n; k++) {
+    int c = s->nodes[f->node[k]].cls;
+    int64_t R = CLASS_HAS_M(c) ? sz.M : 1, C = CLASS_HAS_N(c) ? sz.N : 1;
+    double *dst = sd->val[seed_of(sd, f->node[k])] + (((size_t)b * sz.T + t) * sz.H + h) * R * C;
+    for (int64_t x = 0; x < n; x++) {
+      int64_t i = along_m ? x : 0, j = along_m ? 0 : x;
+      double other = sign;
+      for (int m = 0; m < f->n; m++)
+        if (m != k) {
+          int cm = s->nodes[f->node[m]].cls;
+          double v = e->val[f->node[m]][(CLASS_HAS_M(cm) ? i : 0) * (CLASS_HAS_N(cm) ? sz.N : 1) + (CLASS_HAS_N(cm) ? j : 0)];
+          other = f->divide[m] ? other / v : other * v;
+        }
+      double fk = e->val[f->node[k]][(CLASS_HAS_M(c) ? i : 0) * C + (CLASS_HAS_N(c) ? j : 0)];
+      double d = f->divide[k] ? -other / (fk * fk) : other;
+      dst[(CLASS_HAS_M(c) ? i : 0) * C + (CLASS_HAS_N(c) ? j : 0)] += grad[x] * d;
+    }
+  }
+}
+
+static const char *const class_text[4] = {"[1,1]", "[M,1]", "[1,N]", "[M,N]"};
+
+/* The prologue as a step: the inputs of s and one seed per factor node, and
+ * z = sum over the factors of sum(sum_m(factor * seed)); its gradient with
+ * respect to the inputs is the chain from the factors' gradients (the
+ * seeds) to the inputs.  Step text through print_expr, so that parse and
+ * adjoint.c build it as they build any step.  (A dummy state, as every step
+ * needs one.) */
+static frnn_status prologue_step(frnn_ctx *ctx, const frnn_step *s, const seeds *sd, frnn_step **out) {
+  strbuf b = {.ok = true};
+  sb_printf(&b, "step frnn_prologue(");
+  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++)
+    sb_printf(&b, "%s%s%s", i ? ", " : "", s->ports[FRNN_PORT_INPUT][i].name,
+              class_text[s->ports[FRNN_PORT_INPUT][i].cls]);
+  for (int k = 0; k < sd->n; k++) sb_printf(&b, ", frnn_seed%d%s", k, class_text[s->nodes[sd->node[k]].cls]);
+  sb_printf(&b, "; frnn_state[1,1]) -> frnn_z[1,1]\n  frnn_z = 0");
+  for (int k = 0; k < sd->n; k++) {
+    sb_printf(&b, " + sum(sum_m((");
+    print_expr(&b, s, sd->node[k]);
+    sb_printf(&b, ") * frnn_seed%d))", k);
+  }
+  sb_printf(&b, "\n  frnn_state = frnn_z\n");
+  if (!b.ok) {
+    free(b.data);
+    return diag_fail(ctx, FRNN_E_NOMEM, "out of memory building the prologue of step '%s'", s->name);
+  }
+  frnn_status st = frnn_step_parse(ctx, "prologue.frnn", b.data, out);
+  free(b.data);
+  return st;
+}
+
+static void wrap(DLTensor *t, int64_t *shape, int ndim, const double *data) {
+  *t = (DLTensor){.data = (void *)data, .device = {kDLCPU, 0}, .ndim = ndim, .dtype = {kDLFloat, 64, 1},
+                  .shape = shape};
+}
+
+frnn_status chunk_backward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_form *cf, frnn_sizes sz,
+                               int64_t L, const double *const *in, const double *state0,
+                               const double *const *dy, const double *dS_T, double *const *gin,
+                               double *gS0) {
+  if (L < 1) return diag_fail(ctx, FRNN_E_ARG, "chunk_backward_f64: chunk length %lld", (long long)L);
+  const int64_t M = sz.M, N = sz.N, T = sz.T;
+  int n_in = s->n_ports[FRNN_PORT_INPUT], n_out = s->n_ports[FRNN_PORT_OUTPUT];
+  lin_terms lt;
+  flatten_lin(s, cf, &lt);
+  seeds sd = {0};
+  add_product(&sd, &cf->decay);
+  for (int a = 0; a < cf->n_updates; a++) add_product(&sd, &cf->update[a]);
+  for (int k = 0; k < n_out; k++)
+    for (int t = 0; t < cf->output[k].n_terms; t++) {
+      add_product(&sd, &cf->output[k].term[t].inner);
+      add_product(&sd, &cf->output[k].term[t].outer);
+    }
+  size_t n_ms = (size_t)M * N, n_y = (size_t)T * lt.n * M, n_rest = (size_t)T * n_out * M;
+  size_t n_starts = (size_t)((T + L - 1) / L) * n_ms;
+  chunk_seq q, g;
+  step_eval e;
+  frnn_step *pro = NULL;
+  double *gbuf = NULL;
+  frnn_status st = eval_init(ctx, &e, s, M, N);
+  if (st) return st;
+  double *buf = seq_alloc(&q, T, M, N, cf->n_updates, &lt, 2 * n_y + n_rest + n_starts + n_ms + M);
+  if (!buf || !(gbuf = seq_alloc(&g, T, M, N, cf->n_updates, &lt, 0))) {
+    st = diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_backward_f64");
+    goto out;
+  }
+  double *y = q.o + (size_t)T * lt.n * M, *dyl = y + n_y, *rest = dyl + n_y, *starts = rest + n_rest,
+         *S_T = starts + n_starts, *gm = S_T + n_ms;
+  for (int k = 0; k < sd.n; k++) {
+    int c = s->nodes[sd.node[k]].cls;
+    sd.val[k] = calloc((size_t)(sz.B * T * sz.H) * (CLASS_HAS_M(c) ? M : 1) * (CLASS_HAS_N(c) ? N : 1), sizeof(double));
+    if (!sd.val[k]) {
+      st = diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_backward_f64");
+      goto out;
+    }
+  }
+  for (int64_t b = 0; b < sz.B && !st; b++)
+    for (int64_t h = 0; h < sz.H && !st; h++) {
+      size_t head = (size_t)b * sz.H + (size_t)h;
+      for (int64_t t = 0; t < T; t++) eval_terms(&e, cf, &lt, sz, in, b, h, t, &q, rest + (size_t)t * n_out * M);
+      /* Each linear term's dy is its output's. */
+      for (int64_t t = 0; t < T; t++)
+        for (int kk = 0; kk < lt.n; kk++) {
+          int64_t rows = CLASS_HAS_M(s->ports[FRNN_PORT_OUTPUT][lt.out[kk]].cls) ? M : 1;
+          const double *src = dy[lt.out[kk]] + (((size_t)b * T + t) * sz.H + h) * rows;
+          for (int64_t i = 0; i < M; i++) dyl[((size_t)t * lt.n + kk) * M + i] = src[rows == 1 ? 0 : i];
+        }
+      if ((st = chunk_seq_forward(ctx, &q, L, state0 + head * n_ms, y, S_T, starts)) ||
+          (st = chunk_seq_backward(ctx, &q, L, starts, S_T, dyl, dS_T + head * n_ms, &g, gS0 + head * n_ms)))
+        break;
+      /* The term values' gradients to the factors' seeds, step by step. */
+      for (int64_t t = 0; t < T; t++) {
+        eval_terms(&e, cf, &lt, sz, in, b, h, t, &q, rest + (size_t)t * n_out * M);
+        seed_product(&e, &sd, &cf->decay, cf->decay_sign, SEQ_D(&g, t), false, sz, b, t, h);
+        for (int a = 0; a < cf->n_updates; a++) {
+          chunk_product colp, rowp;
+          split_update(s, &cf->update[a], &colp, &rowp);
+          seed_product(&e, &sd, &colp, cf->update_sign[a], SEQ_C(&g, t, a), true, sz, b, t, h);
+          seed_product(&e, &sd, &rowp, 1, SEQ_R(&g, t, a), false, sz, b, t, h);
+        }
+        for (int kk = 0; kk < lt.n; kk++) {
+          const chunk_out_term *ot = &cf->output[lt.out[kk]].term[lt.term[kk]];
+          seed_product(&e, &sd, &ot->inner, 1, SEQ_W(&g, t, kk), false, sz, b, t, h);
+          seed_product(&e, &sd, &ot->outer, ot->sign, SEQ_O(&g, t, kk), true, sz, b, t, h);
+        }
+        for (int k = 0; k < n_out; k++) {
+          int64_t rows = CLASS_HAS_M(s->ports[FRNN_PORT_OUTPUT][k].cls) ? M : 1;
+          const double *src = dy[k] + (((size_t)b * T + t) * sz.H + h) * rows;
+          for (int64_t i = 0; i < M; i++) gm[i] = src[rows == 1 ? 0 : i];
+          for (int t2 = 0; t2 < cf->output[k].n_terms; t2++) {
+            const chunk_out_term *ot = &cf->output[k].term[t2];
+            if (ot->base == CHUNK_BASE_ONE) seed_product(&e, &sd, &ot->outer, ot->sign, gm, true, sz, b, t, h);
+          }
+        }
+      }
+    }
+  if (st) goto out;
+  /* The chain to the inputs: the prologue's gradient with the seeds. */
+  if ((st = prologue_step(ctx, s, &sd, &pro))) goto out;
+  {
+    int n_pin = n_in + sd.n;
+    DLTensor *tin = calloc((size_t)(2 * n_pin + 4), sizeof *tin);
+    int64_t (*shape)[5] = calloc((size_t)(2 * n_pin + 4), sizeof *shape);
+    double *zeros = calloc((size_t)(sz.B * sz.H) * 4 + (size_t)(sz.B * T * sz.H), sizeof(double));
+    double **gseed = calloc((size_t)sd.n + 1, sizeof *gseed);
+    if (!tin || !shape || !zeros || !gseed) {
+      free(tin), free(shape), free(zeros), free(gseed);
+      st = diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_backward_f64");
+      goto out;
+    }
+    double *ones = zeros + (size_t)(sz.B * sz.H) * 4;
+    for (int64_t i = 0; i < sz.B * T * sz.H; i++) ones[i] = 1;
+    const DLTensor *pin[2 * FRNN_MAX_PORTS + 4 * CHUNK_MAX_TERMS * CHUNK_MAX_FACTORS * 4];
+    DLTensor *pgin[2 * FRNN_MAX_PORTS + 4 * CHUNK_MAX_TERMS * CHUNK_MAX_FACTORS * 4];
+    for (int i = 0; i < n_pin; i++) {
+      int c = i < n_in ? s->ports[FRNN_PORT_INPUT][i].cls : s->nodes[sd.node[i - n_in]].cls;
+      int64_t sh[5] = {sz.B, T, sz.H, CLASS_HAS_M(c) ? M : 1, CLASS_HAS_N(c) ? N : 1};
+      memcpy(shape[i], sh, sizeof sh);
+      memcpy(shape[n_pin + i], sh, sizeof sh);
+      wrap(&tin[i], shape[i], 5, i < n_in ? in[i] : sd.val[i - n_in]);
+      if (i >= n_in && !(gseed[i - n_in] = calloc((size_t)(sh[0] * sh[1] * sh[2] * sh[3] * sh[4]), sizeof(double))))
+        st = diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_backward_f64");
+      wrap(&tin[n_pin + i], shape[n_pin + i], 5, i < n_in ? gin[i] : gseed[i - n_in]);
+      pin[i] = &tin[i];
+      pgin[i] = &tin[n_pin + i];
+    }
+    int64_t s_shape[4] = {sz.B, sz.H, 1, 1}, y_shape[3] = {sz.B, T, sz.H};
+    DLTensor z0, zfin, gz, gzst;
+    wrap(&z0, s_shape, 4, zeros);
+    wrap(&zfin, s_shape, 4, zeros + sz.B * sz.H);
+    wrap(&gzst, s_shape, 4, zeros + 2 * sz.B * sz.H);
+    wrap(&gz, y_shape, 3, ones);
+    const DLTensor *pst[1] = {&z0}, *pgy[1] = {&gz}, *pgf[1] = {&zfin};
+    DLTensor *pgst[1] = {&gzst};
+    if (!st) st = frnn_reference_backward(ctx, pro, sz, pin, pst, pgy, pgf, pgin, pgst);
+    for (int k = 0; k < sd.n; k++) free(gseed[k]);
+    free(gseed), free(tin), free(shape), free(zeros);
+  }
+out:
+  for (int k = 0; k < sd.n; k++) free(sd.val[k]);
+  frnn_step_destroy(pro);
+  free(buf);
+  free(gbuf);
   eval_free(&e);
   return st;
 }

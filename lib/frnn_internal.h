@@ -297,6 +297,14 @@ frnn_status chunk_seq_backward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, con
 frnn_status chunk_forward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_form *cf, frnn_sizes sz,
                               int64_t L, const double *const *in, const double *state0,
                               double *const *out, double *state1);
+/* Its backward: dy[k] as out[k], dS_T as state1; the gradient of every input,
+ * gin[i] as in[i] (nothing summed: nothing is broadcast), and of state0.
+ * Term values' gradients by chunk_seq_backward, then to the inputs through
+ * the adjoint of the prologue (the step's part the terms are made of). */
+frnn_status chunk_backward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_form *cf, frnn_sizes sz,
+                               int64_t L, const double *const *in, const double *state0,
+                               const double *const *dy, const double *dS_T, double *const *gin,
+                               double *gS0);
 
 /* ----------------------------------------------------------------- plan.c */
 /* How one kernel maps an (b,h) head's M x N state onto threads.  A row of the

@@ -68,6 +68,43 @@ static void check_against_reference(frnn_ctx *ctx, const frnn_step *s) {
     double e = tt_rel_err(&ch_st1, &st1);
     ck_assert_msg(e < 1e-12, "%s, L = %lld: final state off by %g", frnn_step_name(s), (long long)lengths[l], e);
   }
+  /* The backward: every input's gradient and the initial state's. */
+  ttensor gy[FRNN_MAX_PORTS], gfin, ref_gin[FRNN_MAX_PORTS], ch_gin[FRNN_MAX_PORTS], ref_gst, ch_gst;
+  const DLTensor *h_gy[FRNN_MAX_PORTS], *h_gfin[1];
+  DLTensor *h_gin[FRNN_MAX_PORTS], *h_gst[1];
+  const double *gy_data[FRNN_MAX_PORTS];
+  double *gin_data[FRNN_MAX_PORTS];
+  for (int k = 0; k < n_out; k++) {
+    tt_random(&gy[k], DT_F64, ref_out[k].t.ndim, ref_out[k].shape, &r, -1, 1);
+    h_gy[k] = &gy[k].t, gy_data[k] = gy[k].t.data;
+  }
+  tt_random(&gfin, DT_F64, 4, sshape, &r, -1, 1);
+  tt_zeros(&ref_gst, DT_F64, 4, sshape);
+  tt_zeros(&ch_gst, DT_F64, 4, sshape);
+  h_gfin[0] = &gfin.t, h_gst[0] = &ref_gst.t;
+  for (int i = 0; i < n_in; i++) {
+    tt_zeros(&ref_gin[i], DT_F64, 5, in[i].shape);
+    tt_zeros(&ch_gin[i], DT_F64, 5, in[i].shape);
+    h_gin[i] = &ref_gin[i].t, gin_data[i] = ch_gin[i].t.data;
+  }
+  ck_assert_msg(frnn_reference_backward(ctx, s, sz, inputs, states, h_gy, h_gfin, h_gin, h_gst) == FRNN_OK, "%s",
+                frnn_ctx_error(ctx));
+  for (int l = 1; l < 4; l += 2) { /* chunks of 4 and 64 */
+    ck_assert_msg(chunk_backward_f64(ctx, s, &cf, sz, lengths[l], in_data, st0.t.data, gy_data, gfin.t.data,
+                                     gin_data, ch_gst.t.data) == FRNN_OK,
+                  "%s", frnn_ctx_error(ctx));
+    for (int i = 0; i < n_in; i++) {
+      double e = tt_rel_err(&ch_gin[i], &ref_gin[i]);
+      ck_assert_msg(e < 1e-10, "%s, L = %lld: gradient of %s off by %g", frnn_step_name(s), (long long)lengths[l],
+                    frnn_step_port_name(s, FRNN_PORT_INPUT, i), e);
+    }
+    double e = tt_rel_err(&ch_gst, &ref_gst);
+    ck_assert_msg(e < 1e-10, "%s, L = %lld: initial state's gradient off by %g", frnn_step_name(s),
+                  (long long)lengths[l], e);
+  }
+  for (int k = 0; k < n_out; k++) tt_free(&gy[k]);
+  for (int i = 0; i < n_in; i++) tt_free(&ref_gin[i]), tt_free(&ch_gin[i]);
+  tt_free(&gfin), tt_free(&ref_gst), tt_free(&ch_gst);
   for (int i = 0; i < n_in; i++) tt_free(&in[i]);
   for (int k = 0; k < n_out; k++) tt_free(&ref_out[k]), tt_free(&ch_out[k]);
   tt_free(&st0);
