@@ -9,16 +9,19 @@
  *
  * chunk_form_of finds those terms as products of the step's own nodes, so a
  * kernel evaluates them per step with the step graph and multiplies.
- * chunk_forward_f64 runs the chunked algorithm with them in float64 on the
- * host (chunk_seq_forward on the term values; chunk_seq_backward is its
- * backward, the decay's gradient by the identity docs/design-chunked.md
- * derives): per chunk of L steps, with P_t the product of the decays from the
- * chunk's start to t (per column),
+ * chunk_forward_f64 and chunk_backward_f64 run the chunked algorithm with
+ * them in float64 on the host: term values per step from the step graph,
+ * then chunk_seq_forward / chunk_seq_backward on those (the decay's gradient
+ * by the identity docs/design-chunked.md derives), then, backward, the chain
+ * from the terms to the inputs through the adjoint of a "prologue" step made
+ * of the terms' expressions.  Per chunk of L steps, with P_t the product of
+ * the decays from the chunk's start to t (per column),
  *     S_t = S_0 * P_t + sum_{s<=t} c_s (r_s * P_t / P_s)
  *     y_t = o_t * ((S_0 (q_t * P_t)) + sum_{s<=t} c_s ((q_t * P_t) . (r_s / P_s)))
  * that is one [L,N]x[N,M] product for the carried state and a masked [L,L]
  * attention matrix times the values for the chunk itself: the algebra the
- * GPU kernels will follow, checked here against the reference executor.
+ * GPU kernels will follow, checked here against the reference executor
+ * (outputs, final state, every gradient; test_chunked).
  * (The ratios P_t / P_s are formed as products over (s, t], never by
  * division: the reference may not overflow where the step does not.) */
 #include "frnn_internal.h"

@@ -9,8 +9,8 @@
  *   tensor.c     DLTensor validation against a step's signature
  *   reference.c  float64 executor over whole sequences, forward and backward
  *   affine.c chunked.c  analyses for a chunked formulation: which states are
- *                affine, and the diagonal class's terms (with a float64
- *                chunked forward that checks them)
+ *                affine, and the diagonal class's terms (with the chunked
+ *                algorithm in float64, forward and backward, that checks them)
  *   plan.c       thread mapping of the kernels, workspace layout
  *   target.c codegen.c  GPU targets; the LLVM toolkit kernels are built with
  *   cuda.c cache.c  the driver (dlopen); the on-disk compilation cache
