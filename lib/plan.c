@@ -32,7 +32,7 @@
 enum { FWD_STATE_BUDGET = 32, BWD_STATE_BUDGET = 64, MAX_WARPS = 32, MAX_RPT_BY_CHOICE = 8,
        FWD_COLS_PER_LANE = 8, BWD_SPLIT_BUDGET = 32, BWD_SPLIT_WARPS = 4, MAX_CLUSTER = 8,
        MAX_XCHG_STEPS = 8, XCHG_BYTES = 96 * 1024, LEAN_C2 = 8, SMEM_XCHG_BYTES = 32 * 1024,
-       MAX_SHARED_SLOTS = 64 };
+       MAX_SHARED_SLOTS = 64, SMEM_MIN_WARPS = 16 };
 
 /* Tuning knobs for benchmarks (part of the module key, see pipeline.c):
  * FRNN_BWD_BUDGET floats of state per split backward thread, FRNN_BWD_WARPS
@@ -240,11 +240,18 @@ static int shared_slots(const plan *p, const target *t) {
  * memory the delta rule ran 7% slower at 2.9x the memory; where the
  * checkpoints cost no more than the scratch they replace (RWKV-4, HGRN at
  * 128 x 128) it was as fast or faster (RWKV-4 -8%) in less memory.  So:
- * shared memory when the workspace at T_REF steps is no larger with it.  The
+ * shared memory for blocks of SMEM_MIN_WARPS warps or more, when the
+ * workspace at T_REF steps is no larger with it.  The
  * kernels cannot depend on T (one module serves every length); above T_REF
  * the checkpoints grow as T / C against the scratch's 2 sqrt(T). */
 static bool shared_scratch_pays(const plan *p) {
   enum { T_REF = 4096 };
+  /* Blocks of fewer warps share an SM with others: their shared memory
+   * would cut how many fit.  Measured (H100, compare.py, call 9): HGRN and
+   * RWKV-4 at M = 128, N = 1 (one-warp blocks, 32-97 KB each) went from 1.22
+   * to 2.06 and 2.58 to 3.09 ms.  At 16 warps and more the registers already
+   * hold an SM to one or two blocks. */
+  if (p->bwd.warps < SMEM_MIN_WARPS) return false;
   frnn_sizes one = {.B = 1, .T = T_REF, .H = 1, .M = p->M, .N = p->N};
   plan global = *p;
   global.bwd_shared_slots = 0;

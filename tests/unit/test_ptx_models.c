@@ -265,7 +265,9 @@ END_TEST
 
 /* Recomputed states in shared memory (plan.c shared_slots, plan_workspace):
  * the two levels always fit the slots, the workspace holds no scratch, and
- * the plan picks it only where the workspace at 4096 steps is no larger. */
+ * the plan picks it only for blocks of 16 warps or more, where the
+ * workspace at 4096 steps is no larger (RWKV-4 at 128 x 128: yes; at
+ * M = 128, N = 1, one-warp blocks: no). */
 START_TEST(workspace_shared_scratch) {
   frnn_ctx *ctx;
   ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
@@ -276,7 +278,14 @@ START_TEST(workspace_shared_scratch) {
   plan big, small;
   ck_assert(plan_make(ctx, s, NULL, 128, 128, &t, &big) == FRNN_OK);
   ck_assert_int_eq(big.bwd_shared_slots, 0); /* 3 slots: 4-step chunks cost more memory */
+  /* Small blocks share an SM: the plan keeps their scratch in the workspace
+   * (16 x 16: a few warps); forced, it fits the slots. */
   ck_assert(plan_make(ctx, s, NULL, 16, 16, &t, &small) == FRNN_OK);
+  ck_assert_int_lt(small.bwd.warps, 16);
+  ck_assert_int_eq(small.bwd_shared_slots, 0);
+  setenv("FRNN_BWD_SMEM", "1", 1);
+  ck_assert(plan_make(ctx, s, NULL, 16, 16, &t, &small) == FRNN_OK);
+  unsetenv("FRNN_BWD_SMEM");
   int S = small.bwd_shared_slots;
   ck_assert_int_ge(S, 3);
   uint8_t bc[4] = {0, 0, 0, 0};
@@ -314,6 +323,14 @@ START_TEST(workspace_shared_scratch) {
   ck_assert_int_eq(autop.xchg_shared_floats, off.xchg_shared_floats);
   ck_assert_int_ge(autop.xchg_steps, 2);
   frnn_step_destroy(gla);
+  frnn_step *rwkv4;
+  ck_assert(frnn_step_load(ctx, test_source_path("examples/rwkv4.frnn"), &rwkv4) == FRNN_OK);
+  plan wide, narrow;
+  ck_assert(plan_make(ctx, rwkv4, NULL, 128, 128, &t, &wide) == FRNN_OK);
+  ck_assert(plan_make(ctx, rwkv4, NULL, 128, 1, &t, &narrow) == FRNN_OK);
+  ck_assert_int_gt(wide.bwd_shared_slots, 0);
+  ck_assert_int_eq(narrow.bwd_shared_slots, 0);
+  frnn_step_destroy(rwkv4);
   /* Forced on where 3 states fit: 4-step chunks of 2. */
   setenv("FRNN_BWD_SMEM", "1", 1);
   plan forced;
