@@ -143,9 +143,9 @@ static terms decompose(const frnn_step *s, const uint8_t *dep, uint32_t state, u
 }
 
 /* The class of a product of nodes (their M and N bits joined). */
-static int product_class(const frnn_step *s, const chunk_product *f, int from, int to) {
+static int product_class(const frnn_step *s, const chunk_product *f) {
   int c = FRNN_SCALAR;
-  for (int i = from; i < to; i++) c |= s->nodes[f->node[i]].cls;
+  for (int i = 0; i < f->n; i++) c |= s->nodes[f->node[i]].cls;
   return c;
 }
 
@@ -200,7 +200,7 @@ frnn_status chunk_form_of(frnn_ctx *ctx, const frnn_step *s, chunk_form *out) {
   for (int i = 0; i < u.n && !why; i++) {
     term *t = &u.t[i];
     if (t->base == CHUNK_BASE_STATE) {
-      int c = product_class(s, &t->f, 0, t->f.n);
+      int c = product_class(s, &t->f);
       if (t->summed) why = "the update sums the state over N (a low-rank transition, not a decay)";
       else if (have_decay) why = "the state appears in two terms of its update";
       else if (CLASS_HAS_M(c)) why = "the decay varies along M (a column or matrix decay)";
@@ -244,15 +244,15 @@ frnn_status chunk_form_of(frnn_ctx *ctx, const frnn_step *s, chunk_form *out) {
         dst->node[dst->n] = t->f.node[f];
         dst->divide[dst->n++] = t->f.divide[f];
       }
-      if (t->base != CHUNK_BASE_ONE && CLASS_HAS_M(product_class(s, &ot->inner, 0, ot->inner.n)))
+      if (t->base != CHUNK_BASE_ONE && CLASS_HAS_M(product_class(s, &ot->inner)))
         why = "an output's weights under its sum over N vary along M";
-      if (t->base != CHUNK_BASE_ONE && CLASS_HAS_N(product_class(s, &ot->outer, 0, ot->outer.n)))
+      if (t->base != CHUNK_BASE_ONE && CLASS_HAS_N(product_class(s, &ot->outer)))
         why = "an output's factor outside its sum over N varies along N";
     }
   }
   free(dep);
   if (why) return diag_fail(ctx, FRNN_E_UNSUPPORTED, "step '%s' has no chunked form: %s", s->name, why);
-  out->decay_cls = product_class(s, &out->decay, 0, out->decay.n);
+  out->decay_cls = product_class(s, &out->decay);
   return FRNN_OK;
 }
 
@@ -503,13 +503,18 @@ frnn_status chunk_seq_backward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, con
 #undef RAT
 
 /* ------------------------------------------------- float64 chunked forward */
-/* Element (i,j) of the product f as evaluated in e (classes broadcast). */
+/* Where element (i,j) of node v's value lies in its buffer (classes
+ * broadcast: a dimension the class lacks reads index 0). */
+static size_t node_index(const step_eval *e, uint32_t v, int64_t i, int64_t j) {
+  int c = e->step->nodes[v].cls;
+  return (size_t)((CLASS_HAS_M(c) ? i : 0) * (CLASS_HAS_N(c) ? e->N : 1) + (CLASS_HAS_N(c) ? j : 0));
+}
+
+/* Element (i,j) of the product f as evaluated in e. */
 static double product_at(const step_eval *e, const chunk_product *f, int64_t i, int64_t j) {
   double x = 1;
   for (int k = 0; k < f->n; k++) {
-    int c = e->step->nodes[f->node[k]].cls;
-    int64_t C = CLASS_HAS_N(c) ? e->N : 1;
-    double v = e->val[f->node[k]][(CLASS_HAS_M(c) ? i : 0) * C + (CLASS_HAS_N(c) ? j : 0)];
+    double v = e->val[f->node[k]][node_index(e, f->node[k], i, j)];
     x = f->divide[k] ? x / v : x * v;
   }
   return x;
@@ -539,19 +544,26 @@ static void split_update(const frnn_step *s, const chunk_product *u, chunk_produ
   }
 }
 
-/* Evaluate step t of head (b,h) and fill its term values in q and the
- * independent remainder of each output, rest [n_out][M]. */
-static void eval_terms(step_eval *e, const chunk_form *cf, const lin_terms *lt, frnn_sizes sz,
-                       const double *const *in, int64_t b, int64_t h, int64_t t, chunk_seq *q, double *rest) {
+/* Evaluate the step at step t of head (b,h).  The state's leaf holds zeros:
+ * no term read from e depends on it. */
+static void eval_at(step_eval *e, frnn_sizes sz, const double *const *in, int64_t b, int64_t h, int64_t t) {
   const frnn_step *s = e->step;
-  const int64_t M = sz.M, N = sz.N;
   for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) {
     int c = s->ports[FRNN_PORT_INPUT][i].cls;
-    int64_t R = CLASS_HAS_M(c) ? M : 1, C = CLASS_HAS_N(c) ? N : 1;
+    int64_t R = CLASS_HAS_M(c) ? sz.M : 1, C = CLASS_HAS_N(c) ? sz.N : 1;
     memcpy(eval_leaf(e, FRNN_PORT_INPUT, i), in[i] + (((size_t)b * sz.T + t) * sz.H + h) * R * C,
            (size_t)(R * C) * sizeof(double));
   }
-  eval_step(e); /* the state's leaf holds zeros: nothing taken here depends on it */
+  eval_step(e);
+}
+
+/* Step t's term values, from the step as eval_at left it in e, into q, and
+ * (unless rest is NULL) the independent remainder of each output, rest
+ * [n_out][M]. */
+static void eval_terms(const step_eval *e, const chunk_form *cf, const lin_terms *lt, int64_t t, chunk_seq *q,
+                       double *rest) {
+  const frnn_step *s = e->step;
+  const int64_t M = e->M, N = e->N;
   for (int64_t j = 0; j < N; j++) SEQ_D(q, t)[j] = cf->decay_sign * product_at(e, &cf->decay, 0, j);
   for (int a = 0; a < cf->n_updates; a++) {
     chunk_product colp, rowp;
@@ -564,7 +576,7 @@ static void eval_terms(step_eval *e, const chunk_form *cf, const lin_terms *lt, 
     for (int64_t j = 0; j < N; j++) SEQ_W(q, t, kk)[j] = product_at(e, &ot->inner, 0, j);
     for (int64_t i = 0; i < M; i++) SEQ_O(q, t, kk)[i] = ot->sign * product_at(e, &ot->outer, i, 0);
   }
-  for (int k = 0; k < s->n_ports[FRNN_PORT_OUTPUT]; k++) {
+  for (int k = 0; k < s->n_ports[FRNN_PORT_OUTPUT] && rest; k++) {
     double *re = rest + (size_t)k * M;
     for (int64_t i = 0; i < M; i++) re[i] = 0;
     for (int t2 = 0; t2 < cf->output[k].n_terms; t2++) {
@@ -611,7 +623,10 @@ frnn_status chunk_forward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_for
   double *y = q.o + (size_t)T * lt.n * M, *rest = y + n_y;
   for (int64_t b = 0; b < sz.B && !st; b++)
     for (int64_t h = 0; h < sz.H && !st; h++) {
-      for (int64_t t = 0; t < T; t++) eval_terms(&e, cf, &lt, sz, in, b, h, t, &q, rest + (size_t)t * n_out * M);
+      for (int64_t t = 0; t < T; t++) {
+        eval_at(&e, sz, in, b, h, t);
+        eval_terms(&e, cf, &lt, t, &q, rest + (size_t)t * n_out * M);
+      }
       size_t head = (size_t)b * sz.H + (size_t)h;
       st = chunk_seq_forward(ctx, &q, L, state0 + head * M * N, y, state1 + head * M * N, NULL);
       for (int64_t t = 0; t < T && !st; t++)
@@ -664,13 +679,12 @@ static void seed_product(const step_eval *e, seeds *sd, const chunk_product *f, 
       double other = sign;
       for (int m = 0; m < f->n; m++)
         if (m != k) {
-          int cm = s->nodes[f->node[m]].cls;
-          double v = e->val[f->node[m]][(CLASS_HAS_M(cm) ? i : 0) * (CLASS_HAS_N(cm) ? sz.N : 1) + (CLASS_HAS_N(cm) ? j : 0)];
+          double v = e->val[f->node[m]][node_index(e, f->node[m], i, j)];
           other = f->divide[m] ? other / v : other * v;
         }
-      double fk = e->val[f->node[k]][(CLASS_HAS_M(c) ? i : 0) * C + (CLASS_HAS_N(c) ? j : 0)];
-      double d = f->divide[k] ? -other / (fk * fk) : other;
-      dst[(CLASS_HAS_M(c) ? i : 0) * C + (CLASS_HAS_N(c) ? j : 0)] += grad[x] * d;
+      size_t at = node_index(e, f->node[k], i, j);
+      double fk = e->val[f->node[k]][at];
+      dst[at] += grad[x] * (f->divide[k] ? -other / (fk * fk) : other);
     }
   }
 }
@@ -728,7 +742,7 @@ frnn_status chunk_backward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_fo
       add_product(&sd, &cf->output[k].term[t].inner);
       add_product(&sd, &cf->output[k].term[t].outer);
     }
-  size_t n_ms = (size_t)M * N, n_y = (size_t)T * lt.n * M, n_rest = (size_t)T * n_out * M;
+  size_t n_ms = (size_t)M * N, n_y = (size_t)T * lt.n * M;
   size_t n_starts = (size_t)((T + L - 1) / L) * n_ms;
   chunk_seq q, g;
   step_eval e;
@@ -736,13 +750,13 @@ frnn_status chunk_backward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_fo
   double *gbuf = NULL;
   frnn_status st = eval_init(ctx, &e, s, M, N);
   if (st) return st;
-  double *buf = seq_alloc(&q, T, M, N, cf->n_updates, &lt, 2 * n_y + n_rest + n_starts + n_ms + M);
+  double *buf = seq_alloc(&q, T, M, N, cf->n_updates, &lt, 2 * n_y + n_starts + n_ms + M);
   if (!buf || !(gbuf = seq_alloc(&g, T, M, N, cf->n_updates, &lt, 0))) {
     st = diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_backward_f64");
     goto out;
   }
-  double *y = q.o + (size_t)T * lt.n * M, *dyl = y + n_y, *rest = dyl + n_y, *starts = rest + n_rest,
-         *S_T = starts + n_starts, *gm = S_T + n_ms;
+  double *y = q.o + (size_t)T * lt.n * M, *dyl = y + n_y, *starts = dyl + n_y, *S_T = starts + n_starts,
+         *gm = S_T + n_ms;
   for (int k = 0; k < sd.n; k++) {
     int c = s->nodes[sd.node[k]].cls;
     sd.val[k] = calloc((size_t)(sz.B * T * sz.H) * (CLASS_HAS_M(c) ? M : 1) * (CLASS_HAS_N(c) ? N : 1), sizeof(double));
@@ -754,7 +768,10 @@ frnn_status chunk_backward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_fo
   for (int64_t b = 0; b < sz.B && !st; b++)
     for (int64_t h = 0; h < sz.H && !st; h++) {
       size_t head = (size_t)b * sz.H + (size_t)h;
-      for (int64_t t = 0; t < T; t++) eval_terms(&e, cf, &lt, sz, in, b, h, t, &q, rest + (size_t)t * n_out * M);
+      for (int64_t t = 0; t < T; t++) {
+        eval_at(&e, sz, in, b, h, t);
+        eval_terms(&e, cf, &lt, t, &q, NULL);
+      }
       /* Each linear term's dy is its output's. */
       for (int64_t t = 0; t < T; t++)
         for (int kk = 0; kk < lt.n; kk++) {
@@ -767,7 +784,7 @@ frnn_status chunk_backward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_fo
         break;
       /* The term values' gradients to the factors' seeds, step by step. */
       for (int64_t t = 0; t < T; t++) {
-        eval_terms(&e, cf, &lt, sz, in, b, h, t, &q, rest + (size_t)t * n_out * M);
+        eval_at(&e, sz, in, b, h, t); /* the factors' values at t, for the product rule */
         seed_product(&e, &sd, &cf->decay, cf->decay_sign, SEQ_D(&g, t), false, sz, b, t, h);
         for (int a = 0; a < cf->n_updates; a++) {
           chunk_product colp, rowp;
