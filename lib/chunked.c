@@ -858,3 +858,163 @@ out:
   eval_free(&e);
   return st;
 }
+
+/* ------------------------------------------------- the form the GPU runs */
+static int add_seed(chunk_gpu *g, int kind, int index, int cls) {
+  g->seed_kind[g->n_seeds] = kind;
+  g->seed_index[g->n_seeds] = index;
+  g->seed_cls[g->n_seeds] = cls;
+  return g->n_seeds++;
+}
+
+/* Mark v and every node it is computed from. */
+static void mark(const frnn_step *s, uint32_t v, uint8_t *need) {
+  if (need[v]) return;
+  need[v] = 1;
+  const op_info *oi = op_get((frnn_op)s->nodes[v].op);
+  for (int a = 0; a < oi->arity; a++) mark(s, s->nodes[v].arg[a], need);
+}
+
+static void mark_product(const frnn_step *s, const chunk_product *f, uint8_t *need) {
+  for (int k = 0; k < f->n; k++) mark(s, f->node[k], need);
+}
+
+void chunk_gpu_free(chunk_gpu *g) {
+  if (!g) return;
+  frnn_step_destroy(g->terms);
+  frnn_step_destroy(g->terms_adj);
+  free(g->need);
+  free(g->need_adj);
+  memset(g, 0, sizeof *g);
+}
+
+frnn_status chunk_gpu_make(frnn_ctx *ctx, const frnn_step *s, chunk_gpu *g) {
+  memset(g, 0, sizeof *g);
+  frnn_status st = chunk_form_of(ctx, s, &g->cf);
+  if (st) return st;
+  const chunk_form *cf = &g->cf;
+  const char *why = NULL;
+  if (s->n_ports[FRNN_PORT_STATE] != 1) why = "it has more than the one [M,N] state";
+  if (cf->decay_sign < 0) why = "its decay is negated (the kernels work with its logarithm)";
+  for (int k = 0; k < cf->decay.n && !why; k++) {
+    const node *d = &s->nodes[cf->decay.node[k]];
+    if (d->op != FRNN_OP_EXP)
+      why = "its decay is not a product of exponentials, so not provably positive (the kernels "
+            "work with its logarithm)";
+    else
+      g->ld_node[g->n_ld] = d->arg[0], g->ld_neg[g->n_ld++] = cf->decay.divide[k];
+  }
+  if (!why && cf->n_updates == 0) why = "its state has no update";
+  for (int k = 0; k < s->n_ports[FRNN_PORT_OUTPUT] && !why; k++)
+    if (s->ports[FRNN_PORT_OUTPUT][k].cls != FRNN_COL) why = "an output is not a [M,1] column";
+  if (why) {
+    return diag_fail(ctx, FRNN_E_UNSUPPORTED, "step '%s': no chunked kernels: %s", s->name, why);
+  }
+  /* The output terms linear in S, flattened. */
+  for (int k = 0; k < s->n_ports[FRNN_PORT_OUTPUT]; k++)
+    for (int t = 0; t < cf->output[k].n_terms; t++)
+      if (cf->output[k].term[t].base != CHUNK_BASE_ONE) {
+        g->lin_out[g->n_lin] = k, g->lin_term[g->n_lin] = t;
+        g->lin_base[g->n_lin++] = cf->output[k].term[t].base;
+      }
+  for (int a = 0; a < cf->n_updates; a++) split_update(s, &cf->update[a], &g->upd_col[a], &g->upd_row[a]);
+  /* The term prologue: z = sum over the term values of sum(sum_m(value *
+   * seed)); its adjoint takes the terms' gradients (the seeds) to the inputs.
+   * The decay's term is its logarithm, the sum of the exponents. */
+  strbuf b = {.ok = true};
+  sb_printf(&b, "step frnn_terms(");
+  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++)
+    sb_printf(&b, "%s%s%s", i ? ", " : "", s->ports[FRNN_PORT_INPUT][i].name,
+              class_text[s->ports[FRNN_PORT_INPUT][i].cls]);
+  g->seed_ld = add_seed(g, CK_SEED_LD, 0, cf->decay_cls);
+  for (int a = 0; a < cf->n_updates; a++) {
+    g->seed_c[a] = add_seed(g, CK_SEED_C, a, FRNN_COL);
+    g->seed_r[a] = add_seed(g, CK_SEED_R, a, FRNN_ROW);
+  }
+  for (int k = 0; k < g->n_lin; k++) {
+    g->seed_w[k] = add_seed(g, CK_SEED_W, k, FRNN_ROW);
+    const chunk_out_term *ot = &cf->output[g->lin_out[k]].term[g->lin_term[k]];
+    g->seed_o[k] = ot->outer.n ? add_seed(g, CK_SEED_O, k, FRNN_COL) : -1;
+  }
+  for (int k = 0; k < s->n_ports[FRNN_PORT_OUTPUT]; k++) {
+    g->seed_ind[k] = -1;
+    for (int t = 0; t < cf->output[k].n_terms; t++)
+      if (cf->output[k].term[t].base == CHUNK_BASE_ONE && cf->output[k].term[t].outer.n && g->seed_ind[k] < 0)
+        g->seed_ind[k] = add_seed(g, CK_SEED_IND, k, FRNN_COL);
+  }
+  for (int k = 0; k < g->n_seeds; k++) sb_printf(&b, ", frnn_seed%d%s", k, class_text[g->seed_cls[k]]);
+  sb_printf(&b, "; frnn_state[1,1]) -> frnn_z[1,1]\n  frnn_z = 0");
+  for (int k = 0; k < g->n_seeds; k++) {
+    int ix = g->seed_index[k];
+    sb_printf(&b, " + sum(sum_m((");
+    switch (g->seed_kind[k]) {
+    case CK_SEED_LD:
+      sb_printf(&b, "0");
+      for (int d = 0; d < g->n_ld; d++) {
+        sb_printf(&b, " %c (", g->ld_neg[d] ? '-' : '+');
+        print_expr(&b, s, g->ld_node[d]);
+        sb_printf(&b, ")");
+      }
+      break;
+    case CK_SEED_C: put_product(&b, s, &g->upd_col[ix], cf->update_sign[ix]); break;
+    case CK_SEED_R: put_product(&b, s, &g->upd_row[ix], 1); break;
+    case CK_SEED_W: put_product(&b, s, &cf->output[g->lin_out[ix]].term[g->lin_term[ix]].inner, 1); break;
+    case CK_SEED_O: {
+      const chunk_out_term *ot = &cf->output[g->lin_out[ix]].term[g->lin_term[ix]];
+      put_product(&b, s, &ot->outer, ot->sign);
+      break;
+    }
+    case CK_SEED_IND:
+      sb_printf(&b, "0");
+      for (int t = 0; t < cf->output[ix].n_terms; t++)
+        if (cf->output[ix].term[t].base == CHUNK_BASE_ONE) {
+          sb_printf(&b, " + ");
+          put_product(&b, s, &cf->output[ix].term[t].outer, cf->output[ix].term[t].sign);
+        }
+      break;
+    }
+    sb_printf(&b, ") * frnn_seed%d))", k);
+  }
+  sb_printf(&b, "\n  frnn_state = frnn_z\n");
+  if (!b.ok) {
+    free(b.data);
+    return diag_fail(ctx, FRNN_E_NOMEM, "out of memory building the term prologue of step '%s'", s->name);
+  }
+  st = frnn_step_parse(ctx, "terms.frnn", b.data, &g->terms);
+  free(b.data);
+  if (!st) st = frnn_step_adjoint(g->terms, &g->terms_adj);
+  if (st) {
+    chunk_gpu_free(g);
+    return st;
+  }
+  /* What the kernels evaluate: the factors' nodes (forward, backward) and
+   * the input gradients' nodes of the adjoint (the chain kernel). */
+  g->need = calloc(s->n_nodes, 1);
+  g->need_adj = calloc(g->terms_adj->n_nodes, 1);
+  if (!g->need || !g->need_adj) {
+    chunk_gpu_free(g);
+    return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_gpu_make");
+  }
+  for (int d = 0; d < g->n_ld; d++) mark(s, g->ld_node[d], g->need);
+  for (int a = 0; a < cf->n_updates; a++) mark_product(s, &cf->update[a], g->need);
+  for (int k = 0; k < s->n_ports[FRNN_PORT_OUTPUT]; k++)
+    for (int t = 0; t < cf->output[k].n_terms; t++) {
+      mark_product(s, &cf->output[k].term[t].inner, g->need);
+      mark_product(s, &cf->output[k].term[t].outer, g->need);
+    }
+  const frnn_step *adj = g->terms_adj;
+  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) {
+    uint32_t v = adj->ports[FRNN_PORT_OUTPUT][i].value;
+    if (v != NODE_NONE) mark(adj, v, g->need_adj);
+  }
+  for (uint32_t v = 0; v < s->n_nodes && !why; v++)
+    if (g->need[v] && s->nodes[v].cls == FRNN_MAT) why = "a value its terms are made of is a [M,N] matrix";
+  for (uint32_t v = 0; v < adj->n_nodes && !why; v++)
+    if (g->need_adj[v] && adj->nodes[v].cls == FRNN_MAT)
+      why = "a gradient its terms lead to is a [M,N] matrix";
+  if (why) {
+    chunk_gpu_free(g);
+    return diag_fail(ctx, FRNN_E_UNSUPPORTED, "step '%s': no chunked kernels: %s", s->name, why);
+  }
+  return FRNN_OK;
+}

@@ -40,6 +40,7 @@ struct frnn_ctx {
   char msg[4096];     /* its message */
   int line, col;      /* its place in step text (0: none) */
   struct gpu_module *modules; /* pipeline.c: modules loaded by this context */
+  struct ck_entry *chunked;   /* pipeline.c: which steps run on the chunked kernels */
   frnn_compile_stats stats;   /* pipeline.c: what loading them cost */
   int backward_mode;          /* frnn_backward_mode (plan.c reads it) */
   char backward_plan[512];    /* pipeline.c: plan_describe of the last backward module loaded */
@@ -305,6 +306,39 @@ frnn_status chunk_backward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_fo
                                int64_t L, const double *const *in, const double *state0,
                                const double *const *dy, const double *dS_T, double *const *gin,
                                double *gS0);
+
+/* The chunked form as the GPU kernels run it (lower_chunked.c): the decay
+ * a product of exponentials (its logarithm, the sum of their exponents, is
+ * what the kernels take: no division, no log of a value that may be 0),
+ * outputs [M,1], one [M,N] state, and no [M,N] value among the terms'
+ * nodes.  `terms` is the term prologue: the step's inputs plus one seed per
+ * term value, z = sum over the terms of sum(sum_m(value * seed)); the
+ * adjoint of it maps the terms' gradients to the inputs' (the chain kernel
+ * evaluates it).  Seeds, in order: the log decay, per update its column
+ * (with its sign and scalars) and row, per output term linear in S its
+ * weights w and (if it has factors) its outside factor o, per output its
+ * terms independent of S (seeded with that output's gradient). */
+enum { CK_SEED_LD, CK_SEED_C, CK_SEED_R, CK_SEED_W, CK_SEED_O, CK_SEED_IND };
+enum { CK_MAX_SEEDS = 1 + 2 * CHUNK_MAX_TERMS + 2 * FRNN_MAX_PORTS * CHUNK_MAX_TERMS + FRNN_MAX_PORTS };
+typedef struct chunk_gpu {
+  chunk_form cf;
+  int n_ld;                                  /* log decay = sum of +-ld_node */
+  uint32_t ld_node[CHUNK_MAX_FACTORS];
+  bool ld_neg[CHUNK_MAX_FACTORS];
+  chunk_product upd_col[CHUNK_MAX_TERMS], upd_row[CHUNK_MAX_TERMS];
+  int n_lin, lin_out[FRNN_MAX_PORTS * CHUNK_MAX_TERMS], lin_term[FRNN_MAX_PORTS * CHUNK_MAX_TERMS],
+      lin_base[FRNN_MAX_PORTS * CHUNK_MAX_TERMS];
+  int n_seeds, seed_kind[CK_MAX_SEEDS], seed_index[CK_MAX_SEEDS], seed_cls[CK_MAX_SEEDS];
+  int seed_ld, seed_c[CHUNK_MAX_TERMS], seed_r[CHUNK_MAX_TERMS];
+  int seed_w[FRNN_MAX_PORTS * CHUNK_MAX_TERMS], seed_o[FRNN_MAX_PORTS * CHUNK_MAX_TERMS];
+  int seed_ind[FRNN_MAX_PORTS]; /* -1: none */
+  frnn_step *terms, *terms_adj;
+  uint8_t *need;     /* per node of the step: the kernels evaluate it */
+  uint8_t *need_adj; /* per node of terms_adj: the chain kernel evaluates it */
+} chunk_gpu;
+/* FRNN_E_UNSUPPORTED, saying why, when the step has no chunked kernels. */
+frnn_status chunk_gpu_make(frnn_ctx *ctx, const frnn_step *s, chunk_gpu *out);
+void chunk_gpu_free(chunk_gpu *g);
 
 /* ----------------------------------------------------------------- plan.c */
 /* How one kernel maps an (b,h) head's M x N state onto threads.  A row of the
@@ -697,6 +731,42 @@ extern const char *const reduce_kernel_names[3]; /* by tdtype F32, BF16, F16 */
  * module.  Kernel parameters: see lower_forward / lower_backward. */
 frnn_status lower_module(codegen *cg, const plan *p, const lower_spec *spec, const frnn_step *s,
                          const frnn_step *adj, unsigned kernels);
+
+/* One elementwise op on f32 values (b, c unused by unary ops; exponent:
+ * pow's constant).  lower_chunked.c evaluates step nodes with it too. */
+LLVMValueRef lower_elementwise(codegen *cg, frnn_op op, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c,
+                               double exponent);
+/* The reduce kernels selected by `kernels` (KERNEL_REDUCE_*): partial
+ * float32 gradients [Bp][Tp][H][m][n] summed over Bp and/or H into a tensor. */
+void lower_reduce_kernels(codegen *cg, unsigned kernels);
+
+/* ---------------------------------------------------------- lower_chunked.c */
+/* The chunked kernels' shape for one step and M x N (docs/design-chunked.md):
+ * chunks of L steps; a block holds BM rows of the state (MB blocks a head:
+ * the rows of S evolve independently, so only sums over M cross blocks, and
+ * those go to per-block partial gradients); every thread tile 4 x 4 of a
+ * product from shared memory.  Shared floats: offsets of each array. */
+enum { CK_THREADS = 256 };
+typedef struct ck_layout {
+  int S, dS, Bx, R[CHUNK_MAX_TERMS], C[CHUNK_MAX_TERMS], W[FRNN_MAX_PORTS * CHUNK_MAX_TERMS],
+      G[FRNN_MAX_PORTS * CHUNK_MAX_TERMS], A, Ag, Y[FRNN_MAX_PORTS], RUN, SC;
+  int floats;
+} ck_layout;
+typedef struct ck_plan {
+  int64_t M, N;
+  int L, BM, MB, Mp, Np, nd; /* Mp, Np: BM, N rounded up to 4; nd: the decay's columns (1 or N) */
+  int ss;                    /* row stride of S and dS in shared memory (Np + 1) */
+  int n_sc, n_sc_adj;        /* scalar nodes materialised per step (step, adjoint) */
+  ck_layout fw, bw;
+  unsigned fwd_smem, bwd_smem, chain_smem; /* bytes */
+} ck_plan;
+/* Fit a plan into max_shared bytes per block; FRNN_E_UNSUPPORTED if none. */
+frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, int64_t M, int64_t N,
+                         int max_shared, ck_plan *out);
+enum { CK_KERNEL_FWD = 1, CK_KERNEL_BWD = 2 }; /* BWD: frnn_ck_bwd and frnn_ck_chain */
+/* Add the chunked kernels (frnn_ck_fwd; frnn_ck_bwd, frnn_ck_chain) to cg's module. */
+frnn_status lower_chunked_module(codegen *cg, const ck_plan *p, const chunk_gpu *g, const lower_spec *spec,
+                                 const frnn_step *s, unsigned kernels);
 
 /* ------------------------------------------------------------- pipeline.c */
 /* Unload every module this context loaded (frnn_ctx_destroy calls it). */

@@ -274,7 +274,7 @@ static LLVMValueRef lower_pow(codegen *cg, LLVMValueRef x, double e) {
 }
 
 /* The float32 value of an elementwise op: must match op_eval (ops.c). */
-static LLVMValueRef lower_elementwise(codegen *cg, frnn_op op, LLVMValueRef a, LLVMValueRef b,
+LLVMValueRef lower_elementwise(codegen *cg, frnn_op op, LLVMValueRef a, LLVMValueRef b,
                                       LLVMValueRef c, double exponent) {
   switch (op) {
   case FRNN_OP_ADD: return cg_fadd(cg, a, b);
@@ -1126,6 +1126,12 @@ static void lower_reduce(lower *lw, enum tdtype dt, const char *name) {
   cg_br(cg, end);
   cg_at(cg, end);
   cg_ret(cg);
+}
+
+void lower_reduce_kernels(codegen *cg, unsigned kernels) {
+  lower lw = {.cg = cg};
+  for (int d = 0; d < 3; d++)
+    if (kernels & (KERNEL_REDUCE_F32 << d)) lower_reduce(&lw, (enum tdtype)d, reduce_kernel_names[d]);
 }
 
 /* ------------------------------------------------------------ the module */

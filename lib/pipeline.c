@@ -46,15 +46,35 @@ typedef struct gpu_module {
   uint64_t graph_hash; /* of the step compiled */
   CUcontext cu_ctx;
   CUmodule mod;
-  CUfunction fn[5]; /* fwd, bwd, reduce f32, bf16, f16 (as built) */
+  CUfunction fn[6]; /* fwd, bwd, reduce f32, bf16, f16 (as built); chunked: frnn_ck_fwd,
+                       frnn_ck_bwd, the reduces, frnn_ck_chain */
   plan p;
+  const struct ck_entry *ck; /* the chunked kernels' form and plan, or NULL: recurrent */
   struct gpu_module *next;
 } gpu_module;
+
+/* Whether a step (by hash, for M x N) runs on the chunked kernels, decided
+ * once per context: the form, its term prologue's adjoint and the plan. */
+typedef struct ck_entry {
+  uint64_t graph_hash;
+  int64_t M, N;
+  bool ok;
+  chunk_gpu g;
+  ck_plan p;
+  char why[512]; /* !ok: why not */
+  struct ck_entry *next;
+} ck_entry;
 
 static const char *const kernel_names[5] = {"frnn_fwd", "frnn_bwd", "frnn_reduce_f32",
                                             "frnn_reduce_bf16", "frnn_reduce_f16"};
 
 void pipeline_release(frnn_ctx *ctx) {
+  for (ck_entry *c = ctx->chunked, *next; c; c = next) {
+    next = c->next;
+    chunk_gpu_free(&c->g);
+    free(c);
+  }
+  ctx->chunked = NULL;
   for (gpu_module *m = ctx->modules, *next; m; m = next) {
     next = m->next;
     cuda_module_unload(m->mod);
@@ -74,7 +94,8 @@ static const char *gpu_arch(void) {
 static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
   static const char *const knobs[] = {"FRNN_LPR", "FRNN_BWD_BUDGET", "FRNN_BWD_WARPS",
                                       "FRNN_BWD_CLUSTER", "FRNN_BWD_XCHG_STEPS", "FRNN_PREFETCH",
-                                      "FRNN_BWD_C2", "FRNN_BWD_C", "FRNN_BWD_SMEM", "FRNN_BWD_PICK"};
+                                      "FRNN_BWD_C2", "FRNN_BWD_C", "FRNN_BWD_SMEM", "FRNN_BWD_PICK",
+                                      "FRNN_CHUNKED"};
   for (size_t i = 0; i < sizeof knobs / sizeof *knobs; i++) {
     const char *v = getenv(knobs[i]);
     if (v && *v && k >= 0 && (size_t)k < cap) k += snprintf(key + k, cap - (size_t)k, " %s=%.16s", knobs[i] + 5, v);
@@ -114,6 +135,58 @@ static frnn_status compile(frnn_ctx *ctx, const frnn_step *s, const plan *p, con
   return st;
 }
 
+/* The chunked kernels for s at M x N, or NULL: FRNN_CHUNKED=0, or the step
+ * has no chunked form the kernels take (chunk_gpu_make says why), or it does
+ * not fit the target's shared memory.  Decided once per context. */
+static const ck_entry *chunked_for(frnn_ctx *ctx, const frnn_step *s, int64_t M, int64_t N, const char *arch) {
+  const char *env = getenv("FRNN_CHUNKED");
+  if (env && strcmp(env, "0") == 0) return NULL;
+  for (ck_entry *c = ctx->chunked; c; c = c->next)
+    if (c->graph_hash == s->hash && c->M == M && c->N == N) return c->ok ? c : NULL;
+  ck_entry *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  c->graph_hash = s->hash, c->M = M, c->N = N;
+  target t;
+  /* A refusal is no failure: the recurrent kernels run it.  The context's
+   * last failure stays as it was; the reason is kept here. */
+  frnn_status saved_status = ctx->status;
+  int saved_line = ctx->line, saved_col = ctx->col;
+  char *saved = malloc(sizeof ctx->msg);
+  if (!saved) {
+    free(c);
+    return NULL;
+  }
+  memcpy(saved, ctx->msg, sizeof ctx->msg);
+  c->ok = !target_parse(ctx, arch, &t) && !chunk_gpu_make(ctx, s, &c->g) &&
+          !ck_plan_make(ctx, s, &c->g, M, N, t.max_shared_bytes_optin, &c->p);
+  if (!c->ok) snprintf(c->why, sizeof c->why, "%.500s", ctx->msg);
+  memcpy(ctx->msg, saved, sizeof ctx->msg);
+  free(saved);
+  ctx->status = saved_status, ctx->line = saved_line, ctx->col = saved_col;
+  if (!c->ok) chunk_gpu_free(&c->g);
+  c->next = ctx->chunked;
+  ctx->chunked = c;
+  return c->ok ? c : NULL;
+}
+
+static frnn_status compile_chunked(frnn_ctx *ctx, const frnn_step *s, const ck_entry *ce, const lower_spec *spec,
+                                   unsigned ck_kernels, unsigned reduce_kernels, const char *arch, bool accurate,
+                                   int emit_llvm, char **out) {
+  target tgt;
+  codegen cg;
+  memset(&cg, 0, sizeof cg);
+  frnn_status st;
+  if (!(st = target_parse(ctx, arch, &tgt)) && !(st = cg_begin(ctx, &tgt, s->name, &cg))) {
+    cg.accurate = accurate;
+    if (!(st = lower_chunked_module(&cg, &ce->p, &ce->g, spec, s, ck_kernels))) {
+      lower_reduce_kernels(&cg, reduce_kernels);
+      st = cg_finish(&cg, emit_llvm, out);
+    }
+  }
+  cg_dispose(&cg);
+  return st;
+}
+
 static unsigned kernel_by_name(const char *name) {
   for (int k = 0; k < 5; k++)
     if (strcmp(name, kernel_names[k]) == 0) return 1u << k;
@@ -149,9 +222,6 @@ frnn_status frnn_compile_ptx(frnn_ctx *ctx, const frnn_step *s, const frnn_codeg
     frnn_step_destroy(adj);
     return st;
   }
-  plan p;
-  frnn_status st = make_plan(ctx, s, opt->M, opt->N, opt->arch, &p);
-  if (st) return st;
   lower_spec spec;
   for (int i = 0; i < FRNN_MAX_PORTS; i++) {
     spec.dt_in[i] = spec.dt_out[i] = spec.dt_gout[i] = spec.dt_gin[i] = dt;
@@ -160,6 +230,28 @@ frnn_status frnn_compile_ptx(frnn_ctx *ctx, const frnn_step *s, const frnn_codeg
   }
   for (int r = 0; r < 8; r++) spec.contig[r] = UINT32_MAX; /* the usual dense layouts */
   unsigned kernels = KERNEL_FWD | KERNEL_BWD | (KERNEL_REDUCE_F32 << dt);
+  /* A step the chunked kernels run: those (frnn_ck_fwd, frnn_ck_bwd,
+   * frnn_ck_chain and the reduce), unless a recurrent kernel is named. */
+  const ck_entry *ce = chunked_for(ctx, s, opt->M, opt->N, opt->arch ? opt->arch : "sm_90");
+  if (ce && (!opt->kernel || strncmp(opt->kernel, "frnn_ck_", 8) == 0 || strncmp(opt->kernel, "frnn_reduce", 11) == 0)) {
+    unsigned ck = CK_KERNEL_FWD | CK_KERNEL_BWD, red = KERNEL_REDUCE_F32 << dt;
+    if (opt->kernel) {
+      ck = strcmp(opt->kernel, "frnn_ck_fwd") == 0 ? CK_KERNEL_FWD
+           : strcmp(opt->kernel, "frnn_ck_bwd") == 0 || strcmp(opt->kernel, "frnn_ck_chain") == 0 ? CK_KERNEL_BWD
+                                                                                                  : 0;
+      red = ck ? 0 : kernel_by_name(opt->kernel);
+      if (!ck && !red)
+        return diag_fail(ctx, FRNN_E_ARG, "no kernel '%s': the chunked kernels are frnn_ck_fwd, frnn_ck_bwd, "
+                                          "frnn_ck_chain, frnn_reduce_f32, frnn_reduce_bf16, frnn_reduce_f16",
+                         opt->kernel);
+    }
+    for (int i = 0; i < FRNN_MAX_PORTS; i++) spec.in_bcast[i] = 0;
+    return compile_chunked(ctx, s, ce, &spec, ck, red, opt->arch, opt->accurate_math != 0, opt->emit_llvm ? 1 : 0,
+                           out);
+  }
+  plan p;
+  frnn_status st = make_plan(ctx, s, opt->M, opt->N, opt->arch, &p);
+  if (st) return st;
   if (opt->kernel) {
     kernels = kernel_by_name(opt->kernel);
     if (!kernels)
@@ -267,15 +359,18 @@ static void arg_tensor(args *a, const tview *v, bool present) {
  * linked here) or compiled, linked and cached. */
 static frnn_status load_plan(frnn_ctx *ctx, const frnn_step *s, int device, const char *key,
                              const lower_spec *spec, unsigned kernels, const char *arch, const plan *p,
-                             CUmodule *mod) {
+                             const ck_entry *ce, CUmodule *mod) {
   /* The on-disk key also names the plan's thread mapping and this build of
    * the lowering: a kernel compiled by another plan or another frnn must not
    * be launched with this one's geometry. */
   char disk_key[1280];
   const kernel_shape *f = &p->fwd, *b = &p->bwd;
-  snprintf(disk_key, sizeof disk_key, "%s fwd %d,%d,%d,%d,%d bwd %d,%d,%d,%d,%d build %s", key,
-           f->lpr, f->cn, f->rpt, f->warps, f->row_blocks, b->lpr, b->cn, b->rpt, b->warps,
-           b->row_blocks, FRNN_BUILD_STAMP);
+  if (ce)
+    snprintf(disk_key, sizeof disk_key, "%s chunked L=%d BM=%d build %s", key, ce->p.L, ce->p.BM, FRNN_BUILD_STAMP);
+  else
+    snprintf(disk_key, sizeof disk_key, "%s fwd %d,%d,%d,%d,%d bwd %d,%d,%d,%d,%d build %s", key,
+             f->lpr, f->cn, f->rpt, f->warps, f->row_blocks, b->lpr, b->cn, b->rpt, b->warps,
+             b->row_blocks, FRNN_BUILD_STAMP);
   cache_key ck = {.graph_hash = s->hash, .spec = disk_key, .arch = arch, .kind = "ptx"};
   char *ptx = NULL, *cubin = NULL;
   size_t ptx_len = 0, cubin_len = 0;
@@ -295,7 +390,11 @@ static frnn_status load_plan(frnn_ctx *ctx, const frnn_step *s, int device, cons
       stats->ptx_cache_hits++;
     } else {
       double t0 = now_ms();
-      if ((st = compile(ctx, s, p, spec, kernels, arch, accurate_from_env(), 0, &ptx))) return st;
+      st = ce ? compile_chunked(ctx, s, ce, spec,
+                                (kernels & KERNEL_FWD ? CK_KERNEL_FWD : 0u) | (kernels & KERNEL_BWD ? CK_KERNEL_BWD : 0u),
+                                kernels & ~(unsigned)(KERNEL_FWD | KERNEL_BWD), arch, accurate_from_env(), 0, &ptx)
+              : compile(ctx, s, p, spec, kernels, arch, accurate_from_env(), 0, &ptx);
+      if (st) return st;
       stats->compile_ms += now_ms() - t0;
       stats->compiled++;
       ptx_len = strlen(ptx);
@@ -318,7 +417,7 @@ static frnn_status load_plan(frnn_ctx *ctx, const frnn_step *s, int device, cons
 /* ------------------------------------------------------ loading modules */
 static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, int device,
                               const char *key, const lower_spec *spec, unsigned kernels,
-                              gpu_module **out) {
+                              const ck_entry *ce, gpu_module **out) {
   CUcontext cur;
   frnn_status st = cuda_current_context(ctx, &cur);
   if (st) return st;
@@ -333,8 +432,22 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
   gpu_module *m = calloc(1, sizeof *m);
   if (!m) return diag_fail(ctx, FRNN_E_NOMEM, "out of memory loading a module");
   const char *arch = gpu_arch();
+  m->ck = ce;
+  if (ce) {
+    static const char *const names[6] = {"frnn_ck_fwd", "frnn_ck_bwd", "frnn_reduce_f32", "frnn_reduce_bf16",
+                                         "frnn_reduce_f16", "frnn_ck_chain"};
+    if ((st = load_plan(ctx, s, device, key, spec, kernels, arch, &m->p, ce, &m->mod))) goto fail;
+    for (int k = 0; k < 5; k++)
+      if ((kernels & (1u << k)) && (st = cuda_function(ctx, m->mod, names[k], &m->fn[k]))) goto fail;
+    if ((kernels & KERNEL_BWD) && (st = cuda_function(ctx, m->mod, names[5], &m->fn[5]))) goto fail;
+    ctx->stats.modules++;
+    if (kernels & KERNEL_BWD)
+      snprintf(ctx->backward_plan, sizeof ctx->backward_plan, "chunked L=%d BM=%d blocks/head=%d smem=%u/%u/%u",
+               ce->p.L, ce->p.BM, ce->p.MB, ce->p.fwd_smem, ce->p.bwd_smem, ce->p.chain_smem);
+    goto keep;
+  }
   if ((st = make_plan(ctx, s, sz.M, sz.N, arch, &m->p)) ||
-      (st = load_plan(ctx, s, device, key, spec, kernels, arch, &m->p, &m->mod)))
+      (st = load_plan(ctx, s, device, key, spec, kernels, arch, &m->p, NULL, &m->mod)))
     goto fail;
   /* The backward also with half as many lanes per row, keeping the kernel
    * that needs less local memory per thread (its spills, as the driver
@@ -356,7 +469,7 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
       local_def >= PICK_MIN_LOCAL_BYTES && !target_parse(ctx, arch, &t) &&
       plan_narrow_backward(ctx, s, &t, &m->p, &alt)) {
     CUmodule alt_mod = NULL;
-    if (!load_plan(ctx, s, device, key, spec, kernels, arch, &alt, &alt_mod) &&
+    if (!load_plan(ctx, s, device, key, spec, kernels, arch, &alt, NULL, &alt_mod) &&
         !cuda_function(ctx, alt_mod, "frnn_bwd", &f_alt) &&
         !cuda_function_attribute(ctx, f_alt, CUDA_FUNC_LOCAL_BYTES, &local_alt) && local_alt < local_def) {
       CUmodule keep = alt_mod;
@@ -370,6 +483,7 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
   for (int k = 0; k < 5; k++)
     if ((kernels & (1u << k)) && (st = cuda_function(ctx, m->mod, kernel_names[k], &m->fn[k]))) goto fail;
   if (kernels & KERNEL_BWD) plan_describe(&m->p, ctx->backward_plan, sizeof ctx->backward_plan);
+keep:
   snprintf(m->key, sizeof m->key, "%s", key);
   m->graph_hash = s->hash;
   m->cu_ctx = cur;
@@ -381,6 +495,54 @@ fail:
   cuda_module_unload(m->mod);
   free(m);
   return st;
+}
+
+/* ------------------------------------------------ the chunked workspace */
+/* Bytes from the workspace's start: the states at every chunk's start and
+ * the last (float32 [B][H][chunks+1][M][N], written by the forward), then,
+ * for the backward, the terms' gradients (float32 [parts][B][T][H][E]: rows
+ * and the log decay one part per block of rows, summed by the chain kernel)
+ * and the partial gradients of broadcast inputs. */
+typedef struct ck_ws {
+  int64_t n_chunks;
+  size_t ckpt, seed[CK_MAX_SEEDS], seeds_start, seeds_end, partial[FRNN_MAX_PORTS], total;
+} ck_ws;
+
+static size_t align256(size_t x) { return (x + 255) / 256 * 256; }
+
+static int64_t class_elems(int cls, frnn_sizes sz) {
+  return (CLASS_HAS_M(cls) ? sz.M : 1) * (CLASS_HAS_N(cls) ? sz.N : 1);
+}
+
+/* in_bcast NULL: unknown (the largest partials). */
+static void ck_workspace(const ck_entry *ce, const frnn_step *s, frnn_sizes sz, const uint8_t *in_bcast,
+                         int for_backward, ck_ws *w) {
+  memset(w, 0, sizeof *w);
+  const ck_plan *p = &ce->p;
+  const chunk_gpu *g = &ce->g;
+  size_t at = 0, BTH = (size_t)(sz.B * sz.T * sz.H);
+  w->n_chunks = (sz.T + p->L - 1) / p->L;
+  if (!for_backward) return;
+  w->ckpt = at;
+  at = align256(at + (size_t)(sz.B * sz.H * (w->n_chunks + 1) * sz.M * sz.N) * 4);
+  w->seeds_start = at;
+  for (int q = 0; q < g->n_seeds; q++) {
+    w->seed[q] = SIZE_MAX;
+    if (g->seed_kind[q] == CK_SEED_IND) continue;
+    bool col = g->seed_cls[q] == FRNN_COL;
+    w->seed[q] = at;
+    at = align256(at + (size_t)(col ? 1 : p->MB) * BTH * (size_t)(col ? sz.M : sz.N) * 4);
+  }
+  w->seeds_end = at;
+  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) {
+    w->partial[i] = SIZE_MAX;
+    uint8_t bc = in_bcast ? in_bcast[i] : 5;
+    if (!bc) continue;
+    size_t E = (size_t)class_elems(s->ports[FRNN_PORT_INPUT][i].cls, sz);
+    w->partial[i] = at;
+    at = align256(at + ((bc & 2) ? (size_t)(w->n_chunks * sz.B * sz.H) : BTH) * E * 4);
+  }
+  w->total = at;
 }
 
 /* --------------------------------------------------------- public calls */
@@ -419,17 +581,24 @@ frnn_status frnn_gpu_workspace_size(frnn_ctx *ctx, const frnn_step *s, frnn_size
   frnn_status st = check_call(ctx, s, sz, "frnn_gpu_workspace_size");
   if (st) return st;
   if (!bytes) return diag_fail(ctx, FRNN_E_ARG, "frnn_gpu_workspace_size: bytes is NULL");
-  plan p;
-  if ((st = make_plan(ctx, s, sz.M, sz.N, gpu_arch(), &p))) return st;
   uint8_t bc[FRNN_MAX_PORTS];
   bool have = inputs != NULL;
-  for (int i = 0; i < p.n_in; i++) {
+  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) {
     bc[i] = 5;
     if (inputs && inputs[i] && inputs[i]->ndim == 5 && inputs[i]->shape)
       bc[i] = (uint8_t)((inputs[i]->shape[0] == 1 && sz.B > 1) |
                         (inputs[i]->shape[1] == 1 && sz.T > 1) << 1 |
                         (inputs[i]->shape[2] == 1 && sz.H > 1) << 2);
   }
+  const ck_entry *ce = chunked_for(ctx, s, sz.M, sz.N, gpu_arch());
+  if (ce) {
+    ck_ws cw;
+    ck_workspace(ce, s, sz, have ? bc : NULL, for_backward, &cw);
+    *bytes = cw.total;
+    return FRNN_OK;
+  }
+  plan p;
+  if ((st = make_plan(ctx, s, sz.M, sz.N, gpu_arch(), &p))) return st;
   ws_layout w;
   plan_workspace(&p, sz, have ? bc : NULL, for_backward, &w);
   *bytes = w.total;
@@ -472,10 +641,37 @@ frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
   spec.contig[CONTIG_FINAL] = contig_mask(s, FRNN_PORT_STATE, pfin, sz);
   k = append_contig(key, sizeof key, k, &spec);
   k = append_tuning(ctx, key, sizeof key, k);
+  const ck_entry *ce = chunked_for(ctx, s, sz.M, sz.N, gpu_arch());
+  if (ce) k += snprintf(key + k, sizeof key - (size_t)k, " ck");
   cuda_scope scope;
   if ((st = cuda_enter(ctx, dev, &scope))) goto done;
   gpu_module *m;
-  if (!(st = get_module(ctx, s, sz, dev, key, &spec, KERNEL_FWD, &m))) {
+  if (ce && !(st = get_module(ctx, s, sz, dev, key, &spec, KERNEL_FWD, ce, &m))) {
+    ck_ws cw;
+    uint8_t bc[FRNN_MAX_PORTS] = {0};
+    inputs_bcast(s, sz, pin, bc);
+    ck_workspace(ce, s, sz, bc, 1, &cw);
+    bool ckpt = workspace && workspace_bytes > 0;
+    if (ckpt && workspace_bytes < cw.total) {
+      st = diag_fail(ctx, FRNN_E_ARG,
+                     "frnn_gpu_forward: the workspace has %zu bytes; a forward that a backward "
+                     "follows needs %zu (frnn_gpu_workspace_size), one without none (pass NULL)",
+                     workspace_bytes, cw.total);
+    } else {
+      args a;
+      memset(&a, 0, sizeof a);
+      for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) arg_tensor(&a, &pin->v[i], true);
+      arg_tensor(&a, &pinit->v[0], true);
+      arg_tensor(&a, &pfin->v[0], pfin->present[0]);
+      for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) arg_tensor(&a, &pout->v[i], true);
+      arg_ptr(&a, ckpt ? (char *)workspace + cw.ckpt : NULL);
+      arg_i64(&a, sz.T);
+      arg_i64(&a, sz.H);
+      unsigned grid[3] = {(unsigned)ce->p.MB, (unsigned)sz.H, (unsigned)sz.B};
+      unsigned block[3] = {CK_THREADS, 1, 1};
+      st = cuda_launch(ctx, m->fn[0], "frnn_ck_fwd", grid, block, 1, ce->p.fwd_smem, (CUstream)stream, a.params);
+    }
+  } else if (!ce && !(st = get_module(ctx, s, sz, dev, key, &spec, KERNEL_FWD, NULL, &m))) {
     ws_layout w;
     uint8_t bc[FRNN_MAX_PORTS];
     inputs_bcast(s, sz, pin, bc);
@@ -506,6 +702,104 @@ frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
   cuda_leave(&scope);
 done:
   free(pin);
+  return st;
+}
+
+/* The chunked backward's launches: the terms' gradients (frnn_ck_bwd), the
+ * inputs' (frnn_ck_chain), then the broadcast inputs' sums (frnn_reduce_*). */
+static frnn_status chunked_backward(frnn_ctx *ctx, const ck_entry *ce, const gpu_module *m, const frnn_step *s,
+                                    frnn_sizes sz, const uint8_t *bc, const bound *pin, const bound *pgo,
+                                    const bound *pgf, const bound *pgi, const bound *pgs, void *workspace,
+                                    size_t workspace_bytes, void *stream) {
+  const chunk_gpu *g = &ce->g;
+  int n_in = s->n_ports[FRNN_PORT_INPUT], n_out = s->n_ports[FRNN_PORT_OUTPUT];
+  ck_ws w;
+  ck_workspace(ce, s, sz, bc, 1, &w);
+  if (workspace_bytes < w.total)
+    return diag_fail(ctx, FRNN_E_ARG, "frnn_gpu_backward: the workspace has %zu bytes; it needs %zu "
+                                      "(frnn_gpu_workspace_size with for_backward)",
+                     workspace_bytes, w.total);
+  char *ws = workspace;
+  CUstream cs = (CUstream)stream;
+  /* The kernels add the terms' gradients into their arrays: zero them. */
+  frnn_status st = cuda_memset_d8(ctx, (CUdeviceptr)(ws + w.seeds_start), 0, w.seeds_end - w.seeds_start, cs, 1);
+  if (st) return st;
+  args a;
+  memset(&a, 0, sizeof a);
+  for (int i = 0; i < n_in; i++) arg_tensor(&a, &pin->v[i], true);
+  for (int i = 0; i < n_out; i++) arg_tensor(&a, &pgo->v[i], pgo->present[i]);
+  arg_tensor(&a, &pgf->v[0], pgf->present[0]);
+  arg_tensor(&a, &pgs->v[0], pgs->present[0]);
+  arg_ptr(&a, ws + w.ckpt);
+  for (int q = 0; q < g->n_seeds; q++) arg_ptr(&a, w.seed[q] == SIZE_MAX ? NULL : ws + w.seed[q]);
+  arg_i64(&a, sz.T);
+  arg_i64(&a, sz.H);
+  arg_i64(&a, sz.B);
+  unsigned grid[3] = {(unsigned)ce->p.MB, (unsigned)sz.H, (unsigned)sz.B}, block[3] = {CK_THREADS, 1, 1};
+  if ((st = cuda_launch(ctx, m->fn[1], "frnn_ck_bwd", grid, block, 1, ce->p.bwd_smem, cs, a.params))) return st;
+  memset(&a, 0, sizeof a);
+  for (int i = 0; i < n_in; i++) arg_tensor(&a, &pin->v[i], true);
+  for (int i = 0; i < n_out; i++) arg_tensor(&a, &pgo->v[i], pgo->present[i]);
+  for (int q = 0; q < g->n_seeds; q++) arg_ptr(&a, w.seed[q] == SIZE_MAX ? NULL : ws + w.seed[q]);
+  for (int i = 0; i < n_in; i++) {
+    if (!pgi->present[i] || !bc[i]) {
+      arg_tensor(&a, &pgi->v[i], pgi->present[i]);
+      continue;
+    }
+    /* A partial, float32 contiguous: [B][T][H][m][n] (broadcast over B or H
+     * only), or (over T) [chunk * B + b][H][m][n], indexed by the kernel. */
+    int cls = s->ports[FRNN_PORT_INPUT][i].cls;
+    int64_t m_ = CLASS_HAS_M(cls) ? sz.M : 1, n_ = CLASS_HAS_N(cls) ? sz.N : 1;
+    tview pv = {.data = ws + w.partial[i], .dtype = TD_F32};
+    pv.stride[4] = CLASS_HAS_N(cls) ? 1 : 0;
+    pv.stride[3] = CLASS_HAS_M(cls) ? n_ : 0;
+    pv.stride[2] = m_ * n_;
+    pv.stride[1] = sz.H * m_ * n_;
+    pv.stride[0] = sz.T * sz.H * m_ * n_;
+    arg_tensor(&a, &pv, true);
+  }
+  arg_i64(&a, sz.T);
+  arg_i64(&a, sz.H);
+  arg_i64(&a, sz.B);
+  unsigned grid_c[3] = {(unsigned)w.n_chunks, (unsigned)sz.H, (unsigned)sz.B};
+  if ((st = cuda_launch(ctx, m->fn[5], "frnn_ck_chain", grid_c, block, 1, ce->p.chain_smem, cs, a.params)))
+    return st;
+  for (int i = 0; i < n_in && !st; i++) {
+    if (!bc[i] || !pgi->present[i]) continue;
+    int cls = s->ports[FRNN_PORT_INPUT][i].cls;
+    int64_t m_ = CLASS_HAS_M(cls) ? sz.M : 1, n_ = CLASS_HAS_N(cls) ? sz.N : 1;
+    /* frnn_reduce sums [Bp][Tp][H] over Bp (overB) and H (overH).  Over T,
+     * the partial [chunk][b] is read as Bp = chunks (summed), Tp = B (each b
+     * its own: the output's T stride is then its B stride); over B and T
+     * together, Bp = chunks * B and Tp = 1. */
+    tview out = pgi->v[i];
+    int64_t Bp = sz.B, Tp = sz.T;
+    int overB = bc[i] & 1;
+    if (bc[i] & 2) {
+      overB = 1;
+      if (bc[i] & 1) {
+        Bp = w.n_chunks * sz.B, Tp = 1;
+      } else {
+        Bp = w.n_chunks, Tp = sz.B;
+        out.stride[1] = out.stride[0];
+        out.stride[0] = 0;
+      }
+    }
+    memset(&a, 0, sizeof a);
+    arg_ptr(&a, ws + w.partial[i]);
+    arg_tensor(&a, &out, true);
+    arg_i64(&a, Bp);
+    arg_i64(&a, Tp);
+    arg_i64(&a, sz.H);
+    arg_i64(&a, m_);
+    arg_i64(&a, n_);
+    arg_i32(&a, overB);
+    arg_i32(&a, (bc[i] >> 2) & 1);
+    int64_t total = (overB ? 1 : Bp) * Tp * ((bc[i] & 4) ? 1 : sz.H) * m_ * n_;
+    unsigned g3[3] = {(unsigned)((total + 255) / 256), 1, 1}, b3[3] = {256, 1, 1};
+    int d = pgi->v[i].dtype;
+    st = cuda_launch(ctx, m->fn[2 + d], reduce_kernel_names[d], g3, b3, 1, 0, cs, a.params);
+  }
   return st;
 }
 
@@ -542,10 +836,12 @@ frnn_status frnn_gpu_backward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
   char key[1024];
   int k = snprintf(key, sizeof key, "bwd M=%lld N=%lld ", (long long)sz.M, (long long)sz.N);
   unsigned kernels = KERNEL_BWD;
+  const ck_entry *ce = chunked_for(ctx, s, sz.M, sz.N, gpu_arch());
   for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) {
     spec.dt_in[i] = pin->v[i].dtype;
     spec.in_bcast[i] = bc[i];
-    bool partial = (bc[i] & 5) != 0;
+    /* the chunked kernels sum an input broadcast over T per chunk first */
+    bool partial = (bc[i] & (ce ? 7 : 5)) != 0;
     spec.dt_gin[i] = partial || !pgi->present[i] ? TD_F32 : pgi->v[i].dtype;
     if (partial && pgi->present[i]) kernels |= KERNEL_REDUCE_F32 << pgi->v[i].dtype;
     key[k++] = dt_char(spec.dt_in[i]);
@@ -574,10 +870,16 @@ frnn_status frnn_gpu_backward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
   k = append_contig(key, sizeof key, k, &spec);
   k += snprintf(key + k, sizeof key - (size_t)k, " k%u", kernels);
   k = append_tuning(ctx, key, sizeof key, k);
+  if (ce) k += snprintf(key + k, sizeof key - (size_t)k, " ck");
   cuda_scope scope;
   if ((st = cuda_enter(ctx, dev, &scope))) goto done;
   gpu_module *m;
-  if (!(st = get_module(ctx, s, sz, dev, key, &spec, kernels, &m))) {
+  if (ce) {
+    if (!(st = get_module(ctx, s, sz, dev, key, &spec, kernels, ce, &m)))
+      st = chunked_backward(ctx, ce, m, s, sz, bc, pin, pgo, pgf, pgi, pgs, workspace, workspace_bytes, stream);
+    goto leave;
+  }
+  if (!(st = get_module(ctx, s, sz, dev, key, &spec, kernels, NULL, &m))) {
     ws_layout w;
     plan_workspace(&m->p, sz, bc, 1, &w);
     if (workspace_bytes < w.total) {

@@ -1,0 +1,1283 @@
+/* lower_chunked.c - the chunked kernels of a diagonal-class step (chunked.c
+ * finds its terms; docs/design-chunked.md derives the algebra), LLVM IR.
+ *
+ *   frnn_ck_fwd    grid (MB, H, B): BM rows of one head's state per block,
+ *                  in shared memory; chunks of L steps in order.  Per chunk:
+ *                  the terms of its steps (evaluated from the inputs by the
+ *                  step's own nodes), the cumulative log decay, the outputs
+ *                  (state part S (w * P) plus the masked [L,L] attention
+ *                  matrix times the columns), then the state at the chunk's
+ *                  end.  Chunk-start states (and the last) go to the workspace.
+ *   frnn_ck_bwd    the same blocks, chunks in reverse, with the state's
+ *                  gradient in shared memory: every term's gradient, as
+ *                  products of the chunk's arrays (columns whole; rows and
+ *                  the log decay as per-block partials, since they sum over
+ *                  M), then the gradient before the chunk.
+ *   frnn_ck_chain  grid (chunks, H, B): the adjoint of the term prologue
+ *                  (chunked.c), fed the terms' gradients, gives every input's
+ *                  gradient (per step, or summed over the chunk's steps for
+ *                  an input broadcast over T, then reduced by frnn_reduce_*).
+ *
+ * Values of the step's nodes: scalars are computed once per step and kept
+ * in shared memory (a warp per step; a sum over N or M is a warp reduction);
+ * rows and columns are evaluated where an element is needed, from the
+ * inputs' loads and the scalars.  Products are thread tiles of 4 x 4 from
+ * shared memory in float32 (CUDA cores: the SPEC's float32 accuracy). */
+#include "frnn_internal.h"
+
+#include <llvm-c/Core.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { TILE = 4, PARAMS_PER_TENSOR = 6 };
+
+static int round4(int64_t x) { return (int)((x + 3) / 4 * 4); }
+
+/* ------------------------------------------------------------- the plan */
+static void layout(ck_plan *p, const chunk_gpu *g, int n_out, bool backward, ck_layout *l) {
+  int at = 0, L = p->L;
+  memset(l, -1, sizeof *l);
+  l->S = at, at += p->Mp * p->ss;
+  if (backward) l->dS = at, at += p->Mp * p->ss;
+  l->Bx = at, at += (L + 1) * (p->nd == 1 ? 1 : p->Np);
+  for (int a = 0; a < g->cf.n_updates; a++) {
+    l->R[a] = at, at += L * p->Np;
+    l->C[a] = at, at += L * p->Mp;
+  }
+  for (int k = 0; k < g->n_lin; k++) {
+    l->W[k] = at, at += L * p->Np;
+    if (backward) l->G[k] = at, at += L * p->Mp;
+  }
+  l->A = at, at += L * L;
+  if (backward) {
+    l->Ag = at, at += L * L;
+    l->RUN = at, at += p->Np;
+  } else {
+    for (int k = 0; k < n_out; k++) l->Y[k] = at, at += L * p->Mp;
+  }
+  l->SC = at, at += (backward ? p->n_sc : p->n_sc) * L;
+  l->floats = at;
+}
+
+static int count_scalars(const frnn_step *s, const uint8_t *need) {
+  int n = 0;
+  for (uint32_t v = 0; v < s->n_nodes; v++)
+    if (need[v] && s->nodes[v].cls == FRNN_SCALAR && s->nodes[v].op != FRNN_OP_CONST) n++;
+  return n;
+}
+
+frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, int64_t M, int64_t N,
+                         int max_shared, ck_plan *out) {
+  memset(out, 0, sizeof *out);
+  out->M = M, out->N = N;
+  out->BM = (int)(M < 64 ? M : 64);
+  out->MB = (int)((M + out->BM - 1) / out->BM);
+  out->Mp = round4(out->BM), out->Np = round4(N);
+  out->ss = out->Np + 1; /* odd: a column's elements fall in distinct banks */
+  out->nd = g->cf.decay_cls == FRNN_ROW ? (int)N : 1;
+  out->n_sc = count_scalars(s, g->need);
+  out->n_sc_adj = count_scalars(g->terms_adj, g->need_adj);
+  int n_out = s->n_ports[FRNN_PORT_OUTPUT];
+  /* The longest chunk that fits: fewer chunks, fewer stored states. */
+  for (int L = 64; L >= 16; L /= 2) {
+    out->L = L;
+    layout(out, g, n_out, false, &out->fw);
+    layout(out, g, n_out, true, &out->bw);
+    out->fwd_smem = (unsigned)out->fw.floats * 4;
+    out->bwd_smem = (unsigned)out->bw.floats * 4;
+    out->chain_smem = (unsigned)(out->n_sc_adj * L + 1) * 4;
+    if (out->fwd_smem <= (unsigned)max_shared && out->bwd_smem <= (unsigned)max_shared &&
+        out->chain_smem <= (unsigned)max_shared)
+      return FRNN_OK;
+  }
+  return diag_fail(ctx, FRNN_E_UNSUPPORTED,
+                   "step '%s': no chunked kernels: M = %lld, N = %lld need %u bytes of shared memory "
+                   "per block even in chunks of 16 steps (at most %d)",
+                   s->name, (long long)M, (long long)N, out->bwd_smem, max_shared);
+}
+
+/* ------------------------------------------------------ kernel building */
+typedef struct ck ck;
+
+/* Where the value of an input port of the graph being evaluated comes from. */
+enum { LEAF_TENSOR, LEAF_CONST };
+typedef struct leaf {
+  int kind;
+  bool nullable;           /* the pointer may be null: the value is then 0 */
+  LLVMValueRef ptr, st[5]; /* global pointer; strides b, t, h, m, n (i64) */
+  enum tdtype dt;
+  int parts;               /* > 1: the sum of this many copies, part_stride apart */
+  LLVMValueRef part_stride;
+  bool reduce_n;           /* a scalar stored per column: the sum over N */
+  double value;            /* LEAF_CONST */
+} leaf;
+
+typedef struct ev {
+  ck *k;
+  const frnn_step *g;
+  const uint8_t *need;
+  leaf leaves[FRNN_MAX_PORTS + CK_MAX_SEEDS + 4];
+  int *slot;          /* per node: its row in SC (materialised scalars), or -1 */
+  int sc;             /* SC's offset in shared floats */
+  LLVMValueRef *sreg; /* scalar pass: per node, this step's value (NULL: none yet) */
+  LLVMValueRef *memo; /* per node: the value at the element being evaluated */
+  bool in_scalar_pass;
+} ev;
+
+struct ck {
+  codegen *cg;
+  const ck_plan *p;
+  const chunk_gpu *g;
+  const lower_spec *spec;
+  const frnn_step *s;
+  LLVMValueRef smem;                 /* dynamic shared floats */
+  LLVMValueRef tid, lane, warp;      /* i32 */
+  LLVMValueRef b, h, mb, B, T, H;    /* i64 */
+  LLVMValueRef t0, c;                /* i64: the chunk's first step, its index */
+  LLVMBasicBlockRef entry;
+  const ck_layout *lay;
+  ev *e;                             /* the evaluator of the kernel's graph */
+  LLVMValueRef seed_ptr[CK_MAX_SEEDS]; /* each seed's array in the workspace */
+};
+
+static LLVMValueRef i32c(ck *k, int64_t v) { return cg_i32(k->cg, v); }
+static LLVMValueRef i64c(ck *k, int64_t v) { return cg_i64(k->cg, v); }
+static LLVMValueRef sext(ck *k, LLVMValueRef v) { return LLVMBuildSExt(k->cg->b, v, k->cg->t_i64, ""); }
+static LLVMValueRef add(ck *k, LLVMValueRef a, LLVMValueRef b) { return cg_add(k->cg, a, b); }
+static LLVMValueRef mul(ck *k, LLVMValueRef a, LLVMValueRef b) { return cg_mul(k->cg, a, b); }
+static LLVMValueRef sub(ck *k, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildSub(k->cg->b, a, b, ""); }
+static LLVMValueRef slt(ck *k, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildICmp(k->cg->b, LLVMIntSLT, a, b, "");
+}
+static LLVMValueRef sle(ck *k, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildICmp(k->cg->b, LLVMIntSLE, a, b, "");
+}
+static LLVMValueRef and1(ck *k, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildAnd(k->cg->b, a, b, ""); }
+static LLVMValueRef fzero(ck *k) { return cg_f32(k->cg, 0.0); }
+
+/* A stack slot in the entry block (mem2reg makes it a register). */
+static LLVMValueRef slot_of(ck *k, LLVMTypeRef ty) {
+  LLVMBasicBlockRef here = LLVMGetInsertBlock(k->cg->b);
+  LLVMValueRef first = LLVMGetFirstInstruction(k->entry);
+  if (first) LLVMPositionBuilderBefore(k->cg->b, first);
+  else LLVMPositionBuilderAtEnd(k->cg->b, k->entry);
+  LLVMValueRef a = LLVMBuildAlloca(k->cg->b, ty, "");
+  LLVMPositionBuilderAtEnd(k->cg->b, here);
+  return a;
+}
+
+/* for (var = from; var < to; var += step), i32 or i64 as `from` is. */
+typedef struct cloop {
+  LLVMValueRef var, step;
+  LLVMBasicBlockRef cond, body, after;
+} cloop;
+static cloop loop_open(ck *k, LLVMValueRef from, LLVMValueRef to, LLVMValueRef step) {
+  codegen *cg = k->cg;
+  cloop l = {.var = slot_of(k, LLVMTypeOf(from)), .step = step};
+  cg_store(cg, from, l.var);
+  l.cond = cg_block(cg, "for"), l.body = cg_block(cg, "body"), l.after = cg_block(cg, "done");
+  cg_br(cg, l.cond);
+  cg_at(cg, l.cond);
+  cg_cond_br(cg, slt(k, cg_load(cg, LLVMTypeOf(from), l.var), to), l.body, l.after);
+  cg_at(cg, l.body);
+  return l;
+}
+static LLVMValueRef loop_var(ck *k, const cloop *l) {
+  return cg_load(k->cg, LLVMTypeOf(l->step), l->var);
+}
+static void loop_close(ck *k, cloop *l) {
+  cg_store(k->cg, add(k, loop_var(k, l), l->step), l->var);
+  cg_br(k->cg, l->cond);
+  cg_at(k->cg, l->after);
+}
+
+/* if (c) { ... } */
+static LLVMBasicBlockRef if_open(ck *k, LLVMValueRef c) {
+  LLVMBasicBlockRef yes = cg_block(k->cg, "then"), no = cg_block(k->cg, "endif");
+  cg_cond_br(k->cg, c, yes, no);
+  cg_at(k->cg, yes);
+  return no;
+}
+static void if_close(ck *k, LLVMBasicBlockRef no) {
+  cg_br(k->cg, no);
+  cg_at(k->cg, no);
+}
+
+/* Shared float at offset `off` + idx (i32). */
+static LLVMValueRef sh(ck *k, int off, LLVMValueRef idx) {
+  return cg_gep(k->cg, k->cg->t_f32, k->smem, add(k, i32c(k, off), idx));
+}
+static LLVMValueRef sh_ld(ck *k, int off, LLVMValueRef idx) { return cg_load(k->cg, k->cg->t_f32, sh(k, off, idx)); }
+static void sh_st(ck *k, int off, LLVMValueRef idx, LLVMValueRef v) { cg_store(k->cg, v, sh(k, off, idx)); }
+
+/* ------------------------------------------------------------ tensors */
+typedef struct gtensor {
+  LLVMValueRef ptr, st[5];
+  enum tdtype dt;
+} gtensor;
+
+static void tensor_params(codegen *cg, LLVMTypeRef *types, int *n) {
+  types[(*n)++] = cg->t_gptr;
+  for (int d = 0; d < 5; d++) types[(*n)++] = cg->t_i64;
+}
+static gtensor tensor_at(ck *k, int first, enum tdtype dt) {
+  gtensor t = {.ptr = cg_param(k->cg, first), .dt = dt};
+  for (int d = 0; d < 5; d++) t.st[d] = cg_param(k->cg, first + 1 + d);
+  return t;
+}
+static LLVMValueRef is_null(ck *k, LLVMValueRef ptr) { return LLVMBuildIsNull(k->cg->b, ptr, ""); }
+/* Element offset of (b, t, h, i, j) (i, j may be NULL: index 0). */
+static LLVMValueRef toff(ck *k, LLVMValueRef const *st, LLVMValueRef t, LLVMValueRef i, LLVMValueRef j) {
+  LLVMValueRef o = add(k, mul(k, k->b, st[0]), mul(k, k->h, st[2]));
+  if (t) o = add(k, o, mul(k, t, st[1]));
+  if (i) o = add(k, o, mul(k, i, st[3]));
+  if (j) o = add(k, o, mul(k, j, st[4]));
+  return o;
+}
+
+/* ---------------------------------------------------------- evaluation */
+static LLVMValueRef leaf_load(ev *e, const leaf *lf, int cls, LLVMValueRef t, LLVMValueRef i, LLVMValueRef j) {
+  ck *k = e->k;
+  codegen *cg = k->cg;
+  if (lf->kind == LEAF_CONST) return cg_f32(cg, lf->value);
+  LLVMValueRef res = NULL;
+  LLVMBasicBlockRef no = NULL;
+  if (lf->nullable) {
+    res = slot_of(k, cg->t_f32);
+    cg_store(cg, fzero(k), res);
+    no = if_open(k, LLVMBuildNot(cg->b, is_null(k, lf->ptr), ""));
+  }
+  LLVMValueRef off = toff(k, lf->st, t, CLASS_HAS_M(cls) ? i : NULL, CLASS_HAS_N(cls) ? j : NULL);
+  LLVMValueRef v = NULL;
+  for (int q = 0; q < (lf->parts > 1 ? lf->parts : 1); q++) {
+    LLVMValueRef o = q ? add(k, off, mul(k, i64c(k, q), lf->part_stride)) : off;
+    LLVMValueRef x = cg_load_elem(cg, lf->ptr, o, lf->dt);
+    v = v ? cg_fadd(cg, v, x) : x;
+  }
+  if (!lf->nullable) return v;
+  cg_store(cg, v, res);
+  if_close(k, no);
+  return cg_load(cg, cg->t_f32, res);
+}
+
+/* Step u (i32) of the chunk, global step t (i64, clamped to T-1): the value
+ * of node v at row i, column j (i64; NULL where v's class has none). */
+static LLVMValueRef ev_at(ev *e, uint32_t v, LLVMValueRef u, LLVMValueRef t, LLVMValueRef i, LLVMValueRef j) {
+  ck *k = e->k;
+  codegen *cg = k->cg;
+  const node *n = &e->g->nodes[v];
+  if (n->op == FRNN_OP_CONST) return cg_f32(cg, n->value);
+  if (n->cls == FRNN_SCALAR) {
+    if (e->sreg && e->sreg[v]) return e->sreg[v];
+    if (!e->in_scalar_pass && e->slot[v] >= 0)
+      return sh_ld(k, e->sc, add(k, mul(k, i32c(k, e->slot[v]), i32c(k, k->p->L)), u));
+  } else if (e->memo[v]) {
+    return e->memo[v];
+  }
+  LLVMValueRef r = NULL;
+  switch ((frnn_op)n->op) {
+  case FRNN_OP_INPUT: r = leaf_load(e, &e->leaves[n->slot], n->cls, t, i, j); break;
+  case FRNN_OP_STATE: r = fzero(k); break; /* never needed: terms do not depend on S */
+  case FRNN_OP_BCAST: r = ev_at(e, n->arg[0], u, t, i, j); break;
+  case FRNN_OP_SUM:
+  case FRNN_OP_SUM_M:
+    cg_error(cg, "chunked kernels: a sum (node %u) was not computed in the scalar pass", v);
+    r = fzero(k);
+    break;
+  default: {
+    const op_info *oi = op_get((frnn_op)n->op);
+    LLVMValueRef a[3] = {NULL, NULL, NULL};
+    for (int q = 0; q < oi->arity; q++) a[q] = ev_at(e, n->arg[q], u, t, i, j);
+    double ex = n->op == FRNN_OP_POW ? e->g->nodes[n->arg[1]].value : 0;
+    r = lower_elementwise(cg, (frnn_op)n->op, a[0], a[1], a[2], ex);
+  }
+  }
+  if (n->cls == FRNN_SCALAR) {
+    if (e->sreg) e->sreg[v] = r;
+  } else {
+    e->memo[v] = r;
+  }
+  return r;
+}
+
+static void memo_clear(ev *e) { memset(e->memo, 0, e->g->n_nodes * sizeof *e->memo); }
+
+static LLVMValueRef clamp_t(ck *k, LLVMValueRef u) {
+  LLVMValueRef t = add(k, k->t0, sext(k, u));
+  LLVMValueRef last = sub(k, k->T, i64c(k, 1));
+  return cg_select(k->cg, slt(k, t, last), t, last);
+}
+
+/* The sum over e < E (lanes of a warp, e = lane, lane + 32, ...) of f(e),
+ * left in every lane. */
+static LLVMValueRef warp_sum(ev *e, int E, uint32_t v, bool leaf_sum, LLVMValueRef u, LLVMValueRef t) {
+  ck *k = e->k;
+  codegen *cg = k->cg;
+  LLVMValueRef acc = slot_of(k, cg->t_f32);
+  cg_store(cg, fzero(k), acc);
+  cloop l = loop_open(k, k->lane, i32c(k, E), i32c(k, 32));
+  memo_clear(e);
+  LLVMValueRef x = sext(k, loop_var(k, &l));
+  const node *n = &e->g->nodes[v];
+  LLVMValueRef val;
+  if (leaf_sum) {
+    val = leaf_load(e, &e->leaves[n->slot], FRNN_ROW, t, NULL, x);
+  } else {
+    bool over_m = n->op == FRNN_OP_SUM_M;
+    val = ev_at(e, n->arg[0], u, t, over_m ? x : NULL, over_m ? NULL : x);
+  }
+  cg_store(cg, cg_fadd(cg, cg_load(cg, cg->t_f32, acc), val), acc);
+  loop_close(k, &l);
+  memo_clear(e);
+  LLVMValueRef s = cg_load(cg, cg->t_f32, acc);
+  for (int m = 16; m >= 1; m /= 2) s = cg_fadd(cg, s, cg_shfl_bfly_f32(cg, s, m, 32));
+  return s;
+}
+
+/* Every materialised scalar of the chunk's steps into SC: a warp per step. */
+static void scalar_pass(ev *e) {
+  ck *k = e->k;
+  codegen *cg = k->cg;
+  const frnn_step *g = e->g;
+  int L = k->p->L;
+  bool any = false;
+  for (uint32_t v = 0; v < g->n_nodes; v++) any |= e->slot[v] >= 0;
+  if (!any) return;
+  LLVMValueRef *sreg = calloc(g->n_nodes, sizeof *sreg);
+  if (!sreg) {
+    cg_error(cg, "out of memory");
+    return;
+  }
+  cloop l = loop_open(k, k->warp, i32c(k, L), i32c(k, CK_THREADS / 32));
+  LLVMValueRef u = loop_var(k, &l), t = clamp_t(k, u);
+  e->sreg = sreg;
+  e->in_scalar_pass = true;
+  for (uint32_t v = 0; v < g->n_nodes; v++) {
+    if (e->slot[v] < 0) continue;
+    const node *n = &g->nodes[v];
+    if (n->op == FRNN_OP_SUM || n->op == FRNN_OP_SUM_M) {
+      int E = (int)(n->op == FRNN_OP_SUM_M ? k->p->M : k->p->N);
+      sreg[v] = warp_sum(e, E, v, false, u, t);
+    } else if (n->op == FRNN_OP_INPUT && e->leaves[n->slot].reduce_n) {
+      sreg[v] = warp_sum(e, (int)k->p->N, v, true, u, t);
+    } else {
+      memo_clear(e);
+      ev_at(e, v, u, t, NULL, NULL);
+    }
+  }
+  LLVMBasicBlockRef no = if_open(k, LLVMBuildICmp(cg->b, LLVMIntEQ, k->lane, i32c(k, 0), ""));
+  for (uint32_t v = 0; v < g->n_nodes; v++)
+    if (e->slot[v] >= 0) sh_st(k, e->sc, add(k, mul(k, i32c(k, e->slot[v]), i32c(k, L)), u), sreg[v]);
+  if_close(k, no);
+  e->sreg = NULL;
+  e->in_scalar_pass = false;
+  loop_close(k, &l);
+  free(sreg);
+  memo_clear(e);
+}
+
+static bool ev_init(ev *e, ck *k, const frnn_step *g, const uint8_t *need, int sc) {
+  memset(e, 0, sizeof *e);
+  e->k = k, e->g = g, e->need = need, e->sc = sc;
+  e->slot = malloc(g->n_nodes * sizeof *e->slot);
+  e->memo = calloc(g->n_nodes, sizeof *e->memo);
+  if (!e->slot || !e->memo) return false;
+  int n = 0;
+  for (uint32_t v = 0; v < g->n_nodes; v++)
+    e->slot[v] = need[v] && g->nodes[v].cls == FRNN_SCALAR && g->nodes[v].op != FRNN_OP_CONST ? n++ : -1;
+  return true;
+}
+static void ev_free(ev *e) {
+  free(e->slot);
+  free(e->memo);
+}
+
+/* The step's inputs as leaves (port i: parameters from `first`). */
+static void input_leaves(ck *k, ev *e, int first) {
+  for (int i = 0; i < k->s->n_ports[FRNN_PORT_INPUT]; i++) {
+    gtensor t = tensor_at(k, first + PARAMS_PER_TENSOR * i, k->spec->dt_in[i]);
+    leaf *lf = &e->leaves[i];
+    *lf = (leaf){.kind = LEAF_TENSOR, .ptr = t.ptr, .dt = t.dt, .parts = 1};
+    memcpy(lf->st, t.st, sizeof t.st);
+  }
+}
+
+/* --------------------------------------------------------------- terms */
+/* sign * the product's value at (u, t, i, j). */
+static LLVMValueRef product(ev *e, const chunk_product *f, double sign, LLVMValueRef u, LLVMValueRef t,
+                            LLVMValueRef i, LLVMValueRef j) {
+  codegen *cg = e->k->cg;
+  LLVMValueRef x = cg_f32(cg, sign);
+  for (int q = 0; q < f->n; q++) {
+    LLVMValueRef v = ev_at(e, f->node[q], u, t, i, j);
+    x = f->divide[q] ? cg_fdiv(cg, x, v) : cg_fmul(cg, x, v);
+  }
+  return x;
+}
+
+static const chunk_out_term *lin_term(const chunk_gpu *g, int k) {
+  return &g->cf.output[g->lin_out[k]].term[g->lin_term[k]];
+}
+
+/* Is step u (i32) of the chunk within the sequence? */
+static LLVMValueRef step_ok(ck *k, LLVMValueRef u) { return slt(k, add(k, k->t0, sext(k, u)), k->T); }
+/* Global row of local row m (i32), and whether it is a row of the state. */
+static LLVMValueRef grow(ck *k, LLVMValueRef m) {
+  return add(k, mul(k, k->mb, i64c(k, k->p->BM)), sext(k, m));
+}
+static LLVMValueRef row_ok(ck *k, LLVMValueRef m) {
+  return and1(k, slt(k, m, i32c(k, k->p->BM)), slt(k, grow(k, m), i64c(k, k->p->M)));
+}
+
+/* For idx over [0, count) in steps of the block: u = idx / E, x = idx % E. */
+typedef struct elems {
+  cloop l;
+  LLVMValueRef u, x; /* i32 */
+} elems;
+static elems elems_open(ck *k, int count, int E) {
+  elems r;
+  r.l = loop_open(k, k->tid, i32c(k, count), i32c(k, CK_THREADS));
+  LLVMValueRef idx = loop_var(k, &r.l);
+  r.u = LLVMBuildUDiv(k->cg->b, idx, i32c(k, E), "");
+  r.x = LLVMBuildURem(k->cg->b, idx, i32c(k, E), "");
+  memo_clear(k->e);
+  return r;
+}
+static void elems_close(ck *k, elems *r) {
+  memo_clear(k->e);
+  loop_close(k, &r->l);
+}
+
+/* The chunk's term arrays: R, W (rows), C and (backward) G (this block's
+ * rows), the log decay into Bx[u+1]; zero beyond the sequence and beyond
+ * M, N. Then Bx becomes its running sum over the chunk (Bx[0] = 0). */
+static void term_arrays(ck *k, const gtensor *gout) {
+  codegen *cg = k->cg;
+  const ck_plan *p = k->p;
+  const chunk_gpu *g = k->g;
+  const ck_layout *ly = k->lay;
+  ev *e = k->e;
+  int L = p->L, ndp = p->nd == 1 ? 1 : p->Np;
+  /* rows: R, W, log decay */
+  {
+    elems r = elems_open(k, L * p->Np, p->Np);
+    LLVMValueRef t = clamp_t(k, r.u), j = sext(k, r.x);
+    LLVMValueRef ok = and1(k, step_ok(k, r.u), slt(k, j, i64c(k, p->N)));
+    LLVMValueRef at = add(k, mul(k, r.u, i32c(k, p->Np)), r.x);
+    for (int a = 0; a < g->cf.n_updates; a++)
+      sh_st(k, ly->R[a], at, cg_select(cg, ok, product(e, &g->upd_row[a], 1, r.u, t, NULL, j), fzero(k)));
+    for (int q = 0; q < g->n_lin; q++)
+      sh_st(k, ly->W[q], at, cg_select(cg, ok, product(e, &lin_term(g, q)->inner, 1, r.u, t, NULL, j), fzero(k)));
+    LLVMValueRef in_nd = p->nd == 1 ? LLVMBuildICmp(cg->b, LLVMIntEQ, r.x, i32c(k, 0), "") : LLVMConstInt(cg->t_i1, 1, 0);
+    LLVMBasicBlockRef no = if_open(k, in_nd);
+    LLVMValueRef ld = fzero(k);
+    for (int d = 0; d < g->n_ld; d++) {
+      LLVMValueRef x = ev_at(e, g->ld_node[d], r.u, t, NULL, j);
+      ld = g->ld_neg[d] ? cg_fsub(cg, ld, x) : cg_fadd(cg, ld, x);
+    }
+    sh_st(k, ly->Bx, add(k, mul(k, add(k, r.u, i32c(k, 1)), i32c(k, ndp)), r.x), cg_select(cg, ok, ld, fzero(k)));
+    if_close(k, no);
+    elems_close(k, &r);
+  }
+  /* columns: C, G */
+  {
+    elems r = elems_open(k, L * p->Mp, p->Mp);
+    LLVMValueRef t = clamp_t(k, r.u), i = grow(k, r.x);
+    LLVMValueRef ok = and1(k, step_ok(k, r.u), row_ok(k, r.x));
+    LLVMValueRef at = add(k, mul(k, r.u, i32c(k, p->Mp)), r.x);
+    for (int a = 0; a < g->cf.n_updates; a++)
+      sh_st(k, ly->C[a], at,
+            cg_select(cg, ok, product(e, &g->upd_col[a], g->cf.update_sign[a], r.u, t, i, NULL), fzero(k)));
+    if (gout)
+      for (int q = 0; q < g->n_lin; q++) {
+        const chunk_out_term *ot = lin_term(g, q);
+        const gtensor *dy = &gout[g->lin_out[q]];
+        LLVMValueRef ok2 = and1(k, ok, LLVMBuildNot(cg->b, is_null(k, dy->ptr), ""));
+        LLVMValueRef gv = slot_of(k, cg->t_f32);
+        cg_store(cg, fzero(k), gv);
+        LLVMBasicBlockRef no = if_open(k, ok2); /* no gradient given: zero, never loaded */
+        LLVMValueRef y = cg_load_elem(cg, dy->ptr, toff(k, dy->st, t, i, NULL), dy->dt);
+        cg_store(cg, cg_fmul(cg, y, product(e, &ot->outer, ot->sign, r.u, t, i, NULL)), gv);
+        if_close(k, no);
+        memo_clear(e); /* values made inside the branch do not dominate what follows */
+        sh_st(k, ly->G[q], at, cg_load(cg, cg->t_f32, gv));
+      }
+    elems_close(k, &r);
+  }
+  /* Bx[0] = 0 */
+  {
+    LLVMBasicBlockRef no = if_open(k, slt(k, k->tid, i32c(k, ndp)));
+    sh_st(k, ly->Bx, k->tid, fzero(k));
+    if_close(k, no);
+  }
+  cg_barrier(cg);
+  /* running sum over the chunk, a thread per column */
+  {
+    cloop l = loop_open(k, k->tid, i32c(k, ndp), i32c(k, CK_THREADS));
+    LLVMValueRef j = loop_var(k, &l);
+    LLVMValueRef acc = slot_of(k, cg->t_f32);
+    cg_store(cg, fzero(k), acc);
+    cloop lu = loop_open(k, i32c(k, 1), i32c(k, L + 1), i32c(k, 1));
+    LLVMValueRef at = add(k, mul(k, loop_var(k, &lu), i32c(k, ndp)), j);
+    LLVMValueRef s = cg_fadd(cg, cg_load(cg, cg->t_f32, acc), sh_ld(k, ly->Bx, at));
+    cg_store(cg, s, acc);
+    sh_st(k, ly->Bx, at, s);
+    loop_close(k, &lu);
+    loop_close(k, &l);
+  }
+  cg_barrier(cg);
+}
+
+/* ------------------------------------------------------------ products */
+/* out[p][q] = sum over kk < K of combine(a(p,kk), b(kk,q)) (a * b by
+ * default), each thread a TILE x TILE tile; epi gets every element. */
+typedef struct mm mm;
+struct mm {
+  ck *k;
+  int P, Q, K;
+  int lin, upd, first; /* which arrays the callbacks use; first: the first of a sum */
+  LLVMValueRef (*a)(mm *, LLVMValueRef p, LLVMValueRef kk, LLVMValueRef *a2);
+  LLVMValueRef (*b)(mm *, LLVMValueRef kk, LLVMValueRef q, LLVMValueRef *b2);
+  LLVMValueRef (*combine)(mm *, LLVMValueRef p, LLVMValueRef q, LLVMValueRef kk, LLVMValueRef a,
+                          LLVMValueRef a2, LLVMValueRef b, LLVMValueRef b2);
+  void (*epi)(mm *, LLVMValueRef p, LLVMValueRef q, LLVMValueRef acc);
+};
+
+static void run_mm(mm *m) {
+  ck *k = m->k;
+  codegen *cg = k->cg;
+  int tq = m->Q / TILE, tiles = (m->P / TILE) * tq;
+  LLVMValueRef acc[TILE][TILE];
+  for (int r = 0; r < TILE; r++)
+    for (int c = 0; c < TILE; c++) acc[r][c] = slot_of(k, cg->t_f32);
+  cloop lt = loop_open(k, k->tid, i32c(k, tiles), i32c(k, CK_THREADS));
+  LLVMValueRef idx = loop_var(k, &lt);
+  LLVMValueRef p0 = mul(k, LLVMBuildUDiv(cg->b, idx, i32c(k, tq), ""), i32c(k, TILE));
+  LLVMValueRef q0 = mul(k, LLVMBuildURem(cg->b, idx, i32c(k, tq), ""), i32c(k, TILE));
+  for (int r = 0; r < TILE; r++)
+    for (int c = 0; c < TILE; c++) cg_store(cg, fzero(k), acc[r][c]);
+  LLVMValueRef av[TILE], a2[TILE], bv[TILE], b2[TILE], pi[TILE], qi[TILE];
+  for (int r = 0; r < TILE; r++) pi[r] = add(k, p0, i32c(k, r)), qi[r] = add(k, q0, i32c(k, r));
+  cloop lk = loop_open(k, i32c(k, 0), i32c(k, m->K), i32c(k, 1));
+  LLVMValueRef kk = loop_var(k, &lk);
+  for (int r = 0; r < TILE; r++) {
+    a2[r] = b2[r] = NULL;
+    av[r] = m->a(m, pi[r], kk, &a2[r]);
+  }
+  for (int c = 0; c < TILE; c++) bv[c] = m->b(m, kk, qi[c], &b2[c]);
+  for (int r = 0; r < TILE; r++)
+    for (int c = 0; c < TILE; c++) {
+      LLVMValueRef old = cg_load(cg, cg->t_f32, acc[r][c]);
+      LLVMValueRef nv = m->combine ? cg_fadd(cg, old, m->combine(m, pi[r], qi[c], kk, av[r], a2[r], bv[c], b2[c]))
+                                   : cg_fma(cg, av[r], bv[c], old);
+      cg_store(cg, nv, acc[r][c]);
+    }
+  loop_close(k, &lk);
+  for (int r = 0; r < TILE; r++)
+    for (int c = 0; c < TILE; c++) m->epi(m, pi[r], qi[c], cg_load(cg, cg->t_f32, acc[r][c]));
+  loop_close(k, &lt);
+}
+
+/* Shared arrays by (row, column). */
+static LLVMValueRef at2(ck *k, LLVMValueRef r, int stride, LLVMValueRef c) {
+  return add(k, mul(k, r, i32c(k, stride)), c);
+}
+/* Bx[row][n]: the running log decay (row u+1 after step u of the chunk). */
+static LLVMValueRef bx(ck *k, LLVMValueRef row, LLVMValueRef n) {
+  if (k->p->nd == 1) return sh_ld(k, k->lay->Bx, row);
+  return sh_ld(k, k->lay->Bx, at2(k, row, k->p->Np, n));
+}
+static int shift_of(ck *k, int lin) { return k->g->lin_base[lin] == CHUNK_BASE_STATE ? 1 : 0; }
+/* Row of Bx for the state output term `lin` of step u reads: l(u) + 1. */
+static LLVMValueRef lrow(ck *k, int lin, LLVMValueRef u) { return sub(k, add(k, u, i32c(k, 1)), i32c(k, shift_of(k, lin))); }
+static LLVMValueRef fexp(ck *k, LLVMValueRef x) { return cg_exp(k->cg, x); }
+static LLVMValueRef lastrow(ck *k) { return i32c(k, k->p->L); }
+/* Is column v inside the causal window of step u for term lin: v <= l(u)? */
+static LLVMValueRef causal(ck *k, int lin, LLVMValueRef u, LLVMValueRef v) {
+  return sle(k, add(k, v, i32c(k, shift_of(k, lin))), u);
+}
+
+/* Common operand loads. */
+static LLVMValueRef ld_W(mm *m, LLVMValueRef u, LLVMValueRef n) { return sh_ld(m->k, m->k->lay->W[m->lin], at2(m->k, u, m->k->p->Np, n)); }
+static LLVMValueRef ld_R(mm *m, LLVMValueRef v, LLVMValueRef n) { return sh_ld(m->k, m->k->lay->R[m->upd], at2(m->k, v, m->k->p->Np, n)); }
+static LLVMValueRef ld_C(mm *m, LLVMValueRef v, LLVMValueRef i) { return sh_ld(m->k, m->k->lay->C[m->upd], at2(m->k, v, m->k->p->Mp, i)); }
+static LLVMValueRef ld_G(mm *m, LLVMValueRef u, LLVMValueRef i) { return sh_ld(m->k, m->k->lay->G[m->lin], at2(m->k, u, m->k->p->Mp, i)); }
+static LLVMValueRef ld_S(mm *m, int arr, LLVMValueRef i, LLVMValueRef n) { return sh_ld(m->k, arr, at2(m->k, i, m->k->p->ss, n)); }
+
+/* W[u][n] * P_l(u)[n] (the weights carried to the chunk's start). */
+static LLVMValueRef a_W_decayed(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef *a2) {
+  (void)a2;
+  return cg_fmul(m->k->cg, ld_W(m, u, n), fexp(m->k, bx(m->k, lrow(m->k, m->lin, u), n)));
+}
+static LLVMValueRef b_S_t(mm *m, LLVMValueRef n, LLVMValueRef i, LLVMValueRef *b2) {
+  (void)b2;
+  return ld_S(m, m->k->lay->S, i, n);
+}
+static LLVMValueRef b_dS_t(mm *m, LLVMValueRef n, LLVMValueRef i, LLVMValueRef *b2) {
+  (void)b2;
+  return ld_S(m, m->k->lay->dS, i, n);
+}
+static LLVMValueRef b_S(mm *m, LLVMValueRef i, LLVMValueRef n, LLVMValueRef *b2) {
+  (void)b2;
+  return ld_S(m, m->k->lay->S, i, n);
+}
+static LLVMValueRef b_dS(mm *m, LLVMValueRef i, LLVMValueRef n, LLVMValueRef *b2) {
+  (void)b2;
+  return ld_S(m, m->k->lay->dS, i, n);
+}
+
+/* The attention matrix A[u][v] = [v <= l(u)] sum_n W[u][n] R[v][n] P_l(u)[n] / P_v[n]. */
+static LLVMValueRef a_W_att(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef *a2) {
+  *a2 = bx(m->k, lrow(m->k, m->lin, u), n);
+  return ld_W(m, u, n);
+}
+static LLVMValueRef b_R_att(mm *m, LLVMValueRef n, LLVMValueRef v, LLVMValueRef *b2) {
+  *b2 = bx(m->k, add(m->k, v, i32c(m->k, 1)), n);
+  return ld_R(m, v, n);
+}
+static LLVMValueRef comb_att(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef kk, LLVMValueRef a,
+                             LLVMValueRef a2, LLVMValueRef b, LLVMValueRef b2) {
+  (void)kk;
+  ck *k = m->k;
+  codegen *cg = k->cg;
+  LLVMValueRef ok = causal(k, m->lin, u, v);
+  /* masked first: exp of a positive difference may overflow */
+  LLVMValueRef d = cg_select(cg, ok, cg_fsub(cg, a2, b2), fzero(k));
+  return cg_select(cg, ok, cg_fmul(cg, cg_fmul(cg, a, b), fexp(k, d)), fzero(k));
+}
+static void epi_A(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef acc) {
+  sh_st(m->k, m->k->lay->A, at2(m->k, u, m->k->p->L, v), acc);
+}
+
+/* Y[u][m] += o(u, m) * acc (the forward's outputs). */
+static void epi_Y(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
+  ck *k = m->k;
+  codegen *cg = k->cg;
+  const chunk_out_term *ot = lin_term(k->g, m->lin);
+  memo_clear(k->e);
+  LLVMValueRef o = product(k->e, &ot->outer, ot->sign, u, clamp_t(k, u), grow(k, i), NULL);
+  memo_clear(k->e);
+  int y = k->lay->Y[k->g->lin_out[m->lin]];
+  LLVMValueRef at = at2(k, u, k->p->Mp, i);
+  sh_st(k, y, at, cg_fma(cg, o, acc, sh_ld(k, y, at)));
+}
+static LLVMValueRef a_A(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef *a2) {
+  (void)a2;
+  return sh_ld(m->k, m->k->lay->A, at2(m->k, u, m->k->p->L, v));
+}
+static LLVMValueRef b_C(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef *b2) {
+  (void)b2;
+  return ld_C(m, v, i);
+}
+
+/* The state at the chunk's end: S * P_last + sum_v C[v] (R[v] * P_last / P_v). */
+static LLVMValueRef a_C_t(mm *m, LLVMValueRef i, LLVMValueRef v, LLVMValueRef *a2) {
+  (void)a2;
+  return ld_C(m, v, i);
+}
+static LLVMValueRef b_R_to_end(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef *b2) {
+  (void)b2;
+  ck *k = m->k;
+  LLVMValueRef d = cg_fsub(k->cg, bx(k, lastrow(k), n), bx(k, add(k, v, i32c(k, 1)), n));
+  return cg_fmul(k->cg, ld_R(m, v, n), fexp(k, d));
+}
+static void epi_state(mm *m, LLVMValueRef i, LLVMValueRef n, LLVMValueRef acc, int arr) {
+  ck *k = m->k;
+  codegen *cg = k->cg;
+  LLVMValueRef at = at2(k, i, k->p->ss, n);
+  LLVMValueRef old = sh_ld(k, arr, at);
+  if (m->first) old = cg_fmul(cg, old, fexp(k, bx(k, lastrow(k), n)));
+  sh_st(k, arr, at, cg_fadd(cg, old, acc));
+}
+static void epi_S(mm *m, LLVMValueRef i, LLVMValueRef n, LLVMValueRef acc) { epi_state(m, i, n, acc, m->k->lay->S); }
+static void epi_dS(mm *m, LLVMValueRef i, LLVMValueRef n, LLVMValueRef acc) { epi_state(m, i, n, acc, m->k->lay->dS); }
+
+/* -------------------------------------------------------- global arrays */
+/* The seeds' arrays in the workspace: float32 [parts][B][T][H][E]. */
+static LLVMValueRef seed_index(ck *k, LLVMValueRef part, LLVMValueRef t, LLVMValueRef e, int64_t E) {
+  LLVMValueRef x = add(k, mul(k, part, k->B), k->b);
+  x = add(k, mul(k, x, k->T), t);
+  x = add(k, mul(k, x, k->H), k->h);
+  return add(k, mul(k, x, i64c(k, E)), e);
+}
+
+static void global_add(ck *k, LLVMValueRef ptr, LLVMValueRef idx, LLVMValueRef v) {
+  codegen *cg = k->cg;
+  LLVMValueRef p = cg_gep(cg, cg->t_f32, ptr, idx);
+  cg_store(cg, cg_fadd(cg, cg_load(cg, cg->t_f32, p), v), p);
+}
+/* Add v to seed s at step u (i32) of the chunk, element x (i32), this
+ * block's part (rows and log decay) or the whole (columns). */
+static void seed_add(ck *k, int s, LLVMValueRef u, LLVMValueRef x, LLVMValueRef v) {
+  bool col = k->g->seed_cls[s] == FRNN_COL;
+  int64_t E = col ? k->p->M : k->p->N;
+  LLVMValueRef e = col ? grow(k, x) : sext(k, x);
+  LLVMValueRef ok = and1(k, step_ok(k, u), col ? row_ok(k, x) : slt(k, e, i64c(k, E)));
+  LLVMBasicBlockRef no = if_open(k, ok);
+  LLVMValueRef part = col ? i64c(k, 0) : k->mb;
+  global_add(k, k->seed_ptr[s], seed_index(k, part, add(k, k->t0, sext(k, u)), e, E), v);
+  if_close(k, no);
+}
+
+/* ------------------------------------------------- backward's products */
+static LLVMValueRef a_G(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef *a2) {
+  (void)a2;
+  return ld_G(m, u, i);
+}
+static LLVMValueRef b_C_t(mm *m, LLVMValueRef i, LLVMValueRef v, LLVMValueRef *b2) {
+  (void)b2;
+  return ld_C(m, v, i);
+}
+static void epi_Ag(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef acc) {
+  ck *k = m->k;
+  sh_st(k, k->lay->Ag, at2(k, u, k->p->L, v), cg_select(k->cg, causal(k, m->lin, u, v), acc, fzero(k)));
+}
+/* dC[v][i] += sum_u A[u][v] G[u][i] */
+static LLVMValueRef a_A_t(mm *m, LLVMValueRef v, LLVMValueRef u, LLVMValueRef *a2) {
+  (void)a2;
+  return sh_ld(m->k, m->k->lay->A, at2(m->k, u, m->k->p->L, v));
+}
+static LLVMValueRef b_G(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef *b2) {
+  (void)b2;
+  return ld_G(m, u, i);
+}
+static void epi_dC(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef acc) {
+  seed_add(m->k, m->k->g->seed_c[m->upd], v, i, acc);
+}
+/* dW[u][n] += sum_v Ag[u][v] R[v][n] P_l(u)[n] / P_v[n] (causal) */
+static LLVMValueRef a_Ag(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef *a2) {
+  (void)a2;
+  return sh_ld(m->k, m->k->lay->Ag, at2(m->k, u, m->k->p->L, v));
+}
+static LLVMValueRef b_R(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef *b2) {
+  (void)b2;
+  return ld_R(m, v, n);
+}
+static LLVMValueRef ratio(ck *k, int lin, LLVMValueRef u, LLVMValueRef v, LLVMValueRef n) {
+  codegen *cg = k->cg;
+  LLVMValueRef ok = causal(k, lin, u, v);
+  LLVMValueRef d = cg_fsub(cg, bx(k, lrow(k, lin, u), n), bx(k, add(k, v, i32c(k, 1)), n));
+  return cg_select(cg, ok, fexp(k, cg_select(cg, ok, d, fzero(k))), fzero(k));
+}
+static LLVMValueRef comb_dW(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef v, LLVMValueRef a,
+                            LLVMValueRef a2, LLVMValueRef b, LLVMValueRef b2) {
+  (void)a2, (void)b2;
+  return cg_fmul(m->k->cg, cg_fmul(m->k->cg, a, b), ratio(m->k, m->lin, u, v, n));
+}
+static void epi_dW(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef acc) {
+  seed_add(m->k, m->k->g->seed_w[m->lin], u, n, acc);
+}
+/* dR[v][n] += sum_u Ag[u][v] W[u][n] P_l(u)[n] / P_v[n] (causal) */
+static LLVMValueRef a_Ag_t(mm *m, LLVMValueRef v, LLVMValueRef u, LLVMValueRef *a2) {
+  (void)a2;
+  return sh_ld(m->k, m->k->lay->Ag, at2(m->k, u, m->k->p->L, v));
+}
+static LLVMValueRef b_W(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef *b2) {
+  (void)b2;
+  return ld_W(m, u, n);
+}
+static LLVMValueRef comb_dR(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef u, LLVMValueRef a,
+                            LLVMValueRef a2, LLVMValueRef b, LLVMValueRef b2) {
+  (void)a2, (void)b2;
+  return cg_fmul(m->k->cg, cg_fmul(m->k->cg, a, b), ratio(m->k, m->lin, u, v, n));
+}
+static void epi_dR(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef acc) {
+  seed_add(m->k, m->k->g->seed_r[m->upd], v, n, acc);
+}
+/* X w (before dy): into dO's array, multiplied by dy at the chunk's end. */
+static void epi_Xw(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
+  seed_add(m->k, m->k->g->seed_o[m->lin], u, i, acc);
+}
+/* dW[u][n] += P_l(u)[n] sum_i G[u][i] S[i][n] */
+static void epi_dW_state(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef acc) {
+  ck *k = m->k;
+  seed_add(k, k->g->seed_w[m->lin], u, n, cg_fmul(k->cg, acc, fexp(k, bx(k, lrow(k, m->lin, u), n))));
+}
+/* dC[v][i] += sum_n dS[i][n] R[v][n] P_last[n] / P_v[n] */
+static LLVMValueRef a_R_to_end(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef *a2) {
+  return b_R_to_end(m, v, n, a2);
+}
+/* dR[v][n] += P_last[n] / P_v[n] sum_i C[v][i] dS[i][n] */
+static LLVMValueRef a_C(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef *a2) {
+  (void)a2;
+  return ld_C(m, v, i);
+}
+static void epi_dR_end(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef acc) {
+  ck *k = m->k;
+  LLVMValueRef d = cg_fsub(k->cg, bx(k, lastrow(k), n), bx(k, add(k, v, i32c(k, 1)), n));
+  seed_add(k, k->g->seed_r[m->upd], v, n, cg_fmul(k->cg, acc, fexp(k, d)));
+}
+/* dS_before[i][n] = dS[i][n] P_last[n] + sum_u G[u][i] W[u][n] P_l(u)[n] */
+static LLVMValueRef a_G_t(mm *m, LLVMValueRef i, LLVMValueRef u, LLVMValueRef *a2) {
+  (void)a2;
+  return ld_G(m, u, i);
+}
+static LLVMValueRef b_W_decayed(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef *b2) {
+  return a_W_decayed(m, u, n, b2);
+}
+
+/* --------------------------------------------------------------- kernels */
+static void setup(ck *k, const char *name, LLVMTypeRef *types, int n, unsigned smem_floats) {
+  codegen *cg = k->cg;
+  (void)smem_floats;
+  cg_kernel(cg, name, types, n, CK_THREADS, 1);
+  k->entry = LLVMGetEntryBasicBlock(cg->fn);
+  k->smem = cg_dynamic_shared(cg, "frnn_ck_smem");
+  k->tid = cg_tid_x(cg);
+  k->lane = LLVMBuildAnd(cg->b, k->tid, i32c(k, 31), "");
+  k->warp = LLVMBuildLShr(cg->b, k->tid, i32c(k, 5), "");
+  k->h = cg_zext64(cg, cg_ctaid_y(cg));
+  k->b = cg_zext64(cg, cg_ctaid_z(cg));
+}
+
+/* Loop over the Mp x Np elements of a block's rows of a state: i, n (i32). */
+typedef struct sloop {
+  cloop l;
+  LLVMValueRef i, n, ok; /* ok: a real element (row < M, column < N) */
+} sloop;
+static sloop state_open(ck *k) {
+  sloop r;
+  r.l = loop_open(k, k->tid, i32c(k, k->p->Mp * k->p->Np), i32c(k, CK_THREADS));
+  LLVMValueRef idx = loop_var(k, &r.l);
+  r.i = LLVMBuildUDiv(k->cg->b, idx, i32c(k, k->p->Np), "");
+  r.n = LLVMBuildURem(k->cg->b, idx, i32c(k, k->p->Np), "");
+  r.ok = and1(k, row_ok(k, r.i), slt(k, r.n, i32c(k, (int)k->p->N)));
+  return r;
+}
+/* A checkpoint: float32 [B][H][chunks + 1][M][N]. */
+static LLVMValueRef ckpt_index(ck *k, LLVMValueRef c, LLVMValueRef nch, LLVMValueRef i, LLVMValueRef n) {
+  LLVMValueRef x = add(k, mul(k, add(k, mul(k, k->b, k->H), k->h), add(k, nch, i64c(k, 1))), c);
+  x = add(k, mul(k, x, i64c(k, k->p->M)), grow(k, i));
+  return add(k, mul(k, x, i64c(k, k->p->N)), sext(k, n));
+}
+/* Rows of a state between shared array arr and a tensor or the checkpoints. */
+static void state_from_tensor(ck *k, int arr, const gtensor *t, bool nullable) {
+  codegen *cg = k->cg;
+  sloop r = state_open(k);
+  LLVMValueRef v = slot_of(k, cg->t_f32);
+  cg_store(cg, fzero(k), v);
+  LLVMValueRef ok = r.ok;
+  if (nullable) ok = and1(k, ok, LLVMBuildNot(cg->b, is_null(k, t->ptr), ""));
+  LLVMBasicBlockRef no = if_open(k, ok);
+  cg_store(cg, cg_load_elem(cg, t->ptr, toff(k, t->st, NULL, grow(k, r.i), sext(k, r.n)), t->dt), v);
+  if_close(k, no);
+  sh_st(k, arr, at2(k, r.i, k->p->ss, r.n), cg_load(cg, cg->t_f32, v));
+  loop_close(k, &r.l);
+}
+static void state_to_tensor(ck *k, int arr, const gtensor *t) {
+  codegen *cg = k->cg;
+  sloop r = state_open(k);
+  LLVMBasicBlockRef no = if_open(k, and1(k, r.ok, LLVMBuildNot(cg->b, is_null(k, t->ptr), "")));
+  cg_store_elem(cg, t->ptr, toff(k, t->st, NULL, grow(k, r.i), sext(k, r.n)), t->dt,
+                sh_ld(k, arr, at2(k, r.i, k->p->ss, r.n)));
+  if_close(k, no);
+  loop_close(k, &r.l);
+}
+static void state_ckpt(ck *k, int arr, LLVMValueRef ckpt, LLVMValueRef c, LLVMValueRef nch, bool store) {
+  codegen *cg = k->cg;
+  sloop r = state_open(k);
+  LLVMValueRef at = at2(k, r.i, k->p->ss, r.n);
+  if (store) {
+    LLVMBasicBlockRef no = if_open(k, r.ok);
+    cg_store(cg, sh_ld(k, arr, at), cg_gep(cg, cg->t_f32, ckpt, ckpt_index(k, c, nch, r.i, r.n)));
+    if_close(k, no);
+  } else {
+    LLVMValueRef v = slot_of(k, cg->t_f32);
+    cg_store(cg, fzero(k), v);
+    LLVMBasicBlockRef no = if_open(k, r.ok);
+    cg_store(cg, cg_load(cg, cg->t_f32, cg_gep(cg, cg->t_f32, ckpt, ckpt_index(k, c, nch, r.i, r.n))), v);
+    if_close(k, no);
+    sh_st(k, arr, at, cg_load(cg, cg->t_f32, v));
+  }
+  loop_close(k, &r.l);
+}
+
+static LLVMValueRef chunks_of(ck *k) {
+  return LLVMBuildSDiv(k->cg->b, add(k, k->T, i64c(k, k->p->L - 1)), i64c(k, k->p->L), "");
+}
+
+static mm new_mm(ck *k, int P, int Q, int K) { return (mm){.k = k, .P = P, .Q = Q, .K = K}; }
+
+static void lower_ck_fwd(ck *k) {
+  codegen *cg = k->cg;
+  const frnn_step *s = k->s;
+  const ck_plan *p = k->p;
+  const chunk_gpu *g = k->g;
+  int n_in = s->n_ports[FRNN_PORT_INPUT], n_out = s->n_ports[FRNN_PORT_OUTPUT];
+  LLVMTypeRef types[PARAMS_PER_TENSOR * (2 * FRNN_MAX_PORTS + 2) + 4];
+  int n = 0;
+  for (int i = 0; i < n_in + 2 + n_out; i++) tensor_params(cg, types, &n);
+  int at_ckpt = n;
+  types[n++] = cg->t_gptr; /* checkpoints, or null */
+  types[n++] = cg->t_i64;  /* T */
+  types[n++] = cg->t_i64;  /* H */
+  k->lay = &p->fw;
+  setup(k, "frnn_ck_fwd", types, n, (unsigned)p->fw.floats);
+  k->mb = cg_zext64(cg, cg_ctaid_x(cg));
+  k->T = cg_param(cg, at_ckpt + 1), k->H = cg_param(cg, at_ckpt + 2);
+  input_leaves(k, k->e, 0);
+  gtensor st0 = tensor_at(k, PARAMS_PER_TENSOR * n_in, k->spec->dt_state[0]);
+  gtensor fin = tensor_at(k, PARAMS_PER_TENSOR * (n_in + 1), k->spec->dt_final[0]);
+  gtensor out[FRNN_MAX_PORTS];
+  for (int q = 0; q < n_out; q++) out[q] = tensor_at(k, PARAMS_PER_TENSOR * (n_in + 2 + q), k->spec->dt_out[q]);
+  LLVMValueRef ckpt = cg_param(cg, at_ckpt), have_ckpt = LLVMBuildNot(cg->b, is_null(k, ckpt), "");
+  LLVMValueRef nch = chunks_of(k);
+  state_from_tensor(k, k->lay->S, &st0, false);
+  cg_barrier(cg);
+  cloop lc = loop_open(k, i64c(k, 0), nch, i64c(k, 1));
+  k->c = loop_var(k, &lc);
+  k->t0 = mul(k, k->c, i64c(k, p->L));
+  scalar_pass(k->e);
+  cg_barrier(cg);
+  for (int q = 0; q < n_out; q++) {
+    cloop l = loop_open(k, k->tid, i32c(k, p->L * p->Mp), i32c(k, CK_THREADS));
+    sh_st(k, k->lay->Y[q], loop_var(k, &l), fzero(k));
+    loop_close(k, &l);
+  }
+  term_arrays(k, NULL);
+  {
+    LLVMBasicBlockRef no = if_open(k, have_ckpt);
+    state_ckpt(k, k->lay->S, ckpt, k->c, nch, true);
+    if_close(k, no);
+  }
+  /* The outputs: the carried state's part, then the chunk's own. */
+  for (int q = 0; q < g->n_lin; q++) {
+    mm m = new_mm(k, p->L, p->Mp, p->Np);
+    m.lin = q, m.a = a_W_decayed, m.b = b_S_t, m.epi = epi_Y;
+    run_mm(&m);
+  }
+  cg_barrier(cg);
+  for (int q = 0; q < g->n_lin; q++)
+    for (int a = 0; a < g->cf.n_updates; a++) {
+      mm m = new_mm(k, p->L, p->L, p->Np);
+      m.lin = q, m.upd = a, m.a = a_W_att, m.b = b_R_att, m.combine = comb_att, m.epi = epi_A;
+      run_mm(&m);
+      cg_barrier(cg);
+      m = new_mm(k, p->L, p->Mp, p->L);
+      m.lin = q, m.upd = a, m.a = a_A, m.b = b_C, m.epi = epi_Y;
+      run_mm(&m);
+      cg_barrier(cg);
+    }
+  /* Store them, with the terms independent of S. */
+  {
+    elems r = elems_open(k, p->L * p->Mp, p->Mp);
+    LLVMBasicBlockRef no = if_open(k, and1(k, step_ok(k, r.u), row_ok(k, r.x)));
+    LLVMValueRef t = clamp_t(k, r.u), i = grow(k, r.x);
+    for (int q = 0; q < n_out; q++) {
+      LLVMValueRef y = sh_ld(k, k->lay->Y[q], at2(k, r.u, p->Mp, r.x));
+      for (int tt = 0; tt < g->cf.output[q].n_terms; tt++) {
+        const chunk_out_term *ot = &g->cf.output[q].term[tt];
+        if (ot->base == CHUNK_BASE_ONE) y = cg_fadd(cg, y, product(k->e, &ot->outer, ot->sign, r.u, t, i, NULL));
+      }
+      cg_store_elem(cg, out[q].ptr, toff(k, out[q].st, t, i, NULL), out[q].dt, y);
+    }
+    if_close(k, no);
+    elems_close(k, &r);
+  }
+  /* The state at the chunk's end. */
+  for (int a = 0; a < g->cf.n_updates; a++) {
+    mm m = new_mm(k, p->Mp, p->Np, p->L);
+    m.upd = a, m.first = a == 0, m.a = a_C_t, m.b = b_R_to_end, m.epi = epi_S;
+    run_mm(&m);
+    cg_barrier(cg);
+  }
+  loop_close(k, &lc);
+  state_to_tensor(k, k->lay->S, &fin);
+  {
+    LLVMBasicBlockRef no = if_open(k, have_ckpt);
+    state_ckpt(k, k->lay->S, ckpt, nch, nch, true);
+    if_close(k, no);
+  }
+  cg_ret(cg);
+}
+
+static void lower_ck_bwd(ck *k) {
+  codegen *cg = k->cg;
+  const frnn_step *s = k->s;
+  const ck_plan *p = k->p;
+  const chunk_gpu *g = k->g;
+  int n_in = s->n_ports[FRNN_PORT_INPUT], n_out = s->n_ports[FRNN_PORT_OUTPUT];
+  LLVMTypeRef types[PARAMS_PER_TENSOR * (2 * FRNN_MAX_PORTS + 2) + CK_MAX_SEEDS + 4];
+  int n = 0;
+  for (int i = 0; i < n_in + n_out + 2; i++) tensor_params(cg, types, &n);
+  int at_ckpt = n;
+  types[n++] = cg->t_gptr;
+  for (int q = 0; q < g->n_seeds; q++) types[n++] = cg->t_gptr;
+  types[n++] = cg->t_i64; /* T */
+  types[n++] = cg->t_i64; /* H */
+  types[n++] = cg->t_i64; /* B */
+  k->lay = &p->bw;
+  setup(k, "frnn_ck_bwd", types, n, (unsigned)p->bw.floats);
+  k->mb = cg_zext64(cg, cg_ctaid_x(cg));
+  k->T = cg_param(cg, at_ckpt + 1 + g->n_seeds), k->H = cg_param(cg, at_ckpt + 2 + g->n_seeds);
+  k->B = cg_param(cg, at_ckpt + 3 + g->n_seeds);
+  for (int q = 0; q < g->n_seeds; q++) k->seed_ptr[q] = cg_param(cg, at_ckpt + 1 + q);
+  input_leaves(k, k->e, 0);
+  gtensor gout[FRNN_MAX_PORTS];
+  for (int q = 0; q < n_out; q++) gout[q] = tensor_at(k, PARAMS_PER_TENSOR * (n_in + q), k->spec->dt_gout[q]);
+  gtensor gfin = tensor_at(k, PARAMS_PER_TENSOR * (n_in + n_out), k->spec->dt_gfinal[0]);
+  gtensor gst = tensor_at(k, PARAMS_PER_TENSOR * (n_in + n_out + 1), k->spec->dt_gstate[0]);
+  LLVMValueRef ckpt = cg_param(cg, at_ckpt);
+  LLVMValueRef nch = chunks_of(k);
+  state_ckpt(k, k->lay->S, ckpt, nch, nch, false);
+  state_from_tensor(k, k->lay->dS, &gfin, true);
+  cg_barrier(cg);
+  cloop lc = loop_open(k, i64c(k, 0), nch, i64c(k, 1));
+  k->c = sub(k, sub(k, nch, i64c(k, 1)), loop_var(k, &lc));
+  k->t0 = mul(k, k->c, i64c(k, p->L));
+  scalar_pass(k->e);
+  cg_barrier(cg);
+  term_arrays(k, gout);
+  /* sum over this block's rows of dS_end * S_end: the decay's gradient
+   * starts from it (design-chunked.md) */
+  {
+    cloop l = loop_open(k, k->tid, i32c(k, p->Np), i32c(k, CK_THREADS));
+    LLVMValueRef nn = loop_var(k, &l);
+    LLVMValueRef acc = fzero(k);
+    for (int i = 0; i < p->Mp; i++) {
+      LLVMValueRef at = at2(k, i32c(k, i), p->ss, nn);
+      acc = cg_fma(cg, sh_ld(k, k->lay->dS, at), sh_ld(k, k->lay->S, at), acc);
+    }
+    sh_st(k, k->lay->RUN, nn, acc);
+    loop_close(k, &l);
+  }
+  cg_barrier(cg);
+  state_ckpt(k, k->lay->S, ckpt, k->c, nch, false);
+  cg_barrier(cg);
+  /* The chunk's own products: through the attention matrix A and its
+   * gradient Ag = [causal] G C^T. */
+  for (int q = 0; q < g->n_lin; q++)
+    for (int a = 0; a < g->cf.n_updates; a++) {
+      mm m = new_mm(k, p->L, p->L, p->Np);
+      m.lin = q, m.upd = a, m.a = a_W_att, m.b = b_R_att, m.combine = comb_att, m.epi = epi_A;
+      run_mm(&m);
+      m = new_mm(k, p->L, p->L, p->Mp);
+      m.lin = q, m.upd = a, m.a = a_G, m.b = b_C_t, m.epi = epi_Ag;
+      run_mm(&m);
+      cg_barrier(cg);
+      m = new_mm(k, p->L, p->Mp, p->L);
+      m.lin = q, m.upd = a, m.a = a_A_t, m.b = b_G, m.epi = epi_dC;
+      run_mm(&m);
+      cg_barrier(cg); /* dC is added to by other tiles below */
+      m = new_mm(k, p->L, p->Np, p->L);
+      m.lin = q, m.upd = a, m.a = a_Ag, m.b = b_R, m.combine = comb_dW, m.epi = epi_dW;
+      run_mm(&m);
+      cg_barrier(cg);
+      m = new_mm(k, p->L, p->Np, p->L);
+      m.lin = q, m.upd = a, m.a = a_Ag_t, m.b = b_W, m.combine = comb_dR, m.epi = epi_dR;
+      run_mm(&m);
+      if (g->seed_o[q] >= 0) {
+        m = new_mm(k, p->L, p->Mp, p->L);
+        m.lin = q, m.upd = a, m.a = a_A, m.b = b_C, m.epi = epi_Xw;
+        run_mm(&m);
+      }
+      cg_barrier(cg);
+    }
+  /* Through the carried state S_0 and the gradient after the chunk. */
+  for (int q = 0; q < g->n_lin; q++) {
+    mm m = new_mm(k, p->L, p->Np, p->Mp);
+    m.lin = q, m.a = a_G, m.b = b_S, m.epi = epi_dW_state;
+    run_mm(&m);
+    cg_barrier(cg);
+    if (g->seed_o[q] >= 0) {
+      m = new_mm(k, p->L, p->Mp, p->Np);
+      m.lin = q, m.a = a_W_decayed, m.b = b_S_t, m.epi = epi_Xw;
+      run_mm(&m);
+      cg_barrier(cg);
+    }
+  }
+  for (int a = 0; a < g->cf.n_updates; a++) {
+    mm m = new_mm(k, p->L, p->Mp, p->Np);
+    m.upd = a, m.a = a_R_to_end, m.b = b_dS_t, m.epi = epi_dC;
+    run_mm(&m);
+    cg_barrier(cg);
+    m = new_mm(k, p->L, p->Np, p->Mp);
+    m.upd = a, m.a = a_C, m.b = b_dS, m.epi = epi_dR_end;
+    run_mm(&m);
+    cg_barrier(cg);
+  }
+  /* The gradient before the chunk. */
+  for (int q = 0; q < g->n_lin; q++) {
+    mm m = new_mm(k, p->Mp, p->Np, p->L);
+    m.lin = q, m.first = q == 0, m.a = a_G_t, m.b = b_W_decayed, m.epi = epi_dS;
+    run_mm(&m);
+    cg_barrier(cg);
+  }
+  if (g->n_lin == 0) {
+    sloop r = state_open(k);
+    LLVMValueRef at = at2(k, r.i, p->ss, r.n);
+    sh_st(k, k->lay->dS, at, cg_fmul(cg, sh_ld(k, k->lay->dS, at), fexp(k, bx(k, lastrow(k), r.n))));
+    loop_close(k, &r.l);
+  }
+  /* The log decay: a running sum from the chunk's end of w * dw over the
+   * outputs reading S_s minus r_s * dr_s (this block's parts). */
+  {
+    cloop l = loop_open(k, k->tid, i32c(k, p->Np), i32c(k, CK_THREADS));
+    LLVMValueRef nn = loop_var(k, &l), n64 = sext(k, nn);
+    LLVMBasicBlockRef no = if_open(k, slt(k, n64, i64c(k, p->N)));
+    LLVMValueRef run = slot_of(k, cg->t_f32);
+    cg_store(cg, sh_ld(k, k->lay->RUN, nn), run);
+    cloop ls = loop_open(k, i32c(k, 0), i32c(k, p->L), i32c(k, 1));
+    LLVMValueRef sx = sub(k, i32c(k, p->L - 1), loop_var(k, &ls));
+    LLVMBasicBlockRef in_seq = if_open(k, step_ok(k, sx));
+    LLVMValueRef acc = cg_load(cg, cg->t_f32, run);
+    for (int q = 0; q < g->n_lin; q++) {
+      LLVMValueRef u = add(k, sx, i32c(k, shift_of(k, q)));
+      LLVMValueRef uok = and1(k, slt(k, u, i32c(k, p->L)), step_ok(k, u));
+      LLVMValueRef uc = cg_select(cg, uok, u, sx); /* a safe index where not used */
+      LLVMValueRef dw = cg_load(cg, cg->t_f32,
+                                cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_w[q]],
+                                       seed_index(k, k->mb, add(k, k->t0, sext(k, uc)), n64, p->N)));
+      LLVMValueRef w = sh_ld(k, k->lay->W[q], at2(k, uc, p->Np, nn));
+      acc = cg_fadd(cg, acc, cg_select(cg, uok, cg_fmul(cg, w, dw), fzero(k)));
+    }
+    LLVMValueRef tnow = add(k, k->t0, sext(k, sx));
+    for (int a = 0; a < g->cf.n_updates; a++) {
+      LLVMValueRef dr = cg_load(cg, cg->t_f32,
+                                cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_r[a]], seed_index(k, k->mb, tnow, n64, p->N)));
+      acc = cg_fsub(cg, acc, cg_fmul(cg, sh_ld(k, k->lay->R[a], at2(k, sx, p->Np, nn)), dr));
+    }
+    cg_store(cg, acc, run);
+    cg_store(cg, acc, cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_ld], seed_index(k, k->mb, tnow, n64, p->N)));
+    if_close(k, in_seq);
+    loop_close(k, &ls);
+    if_close(k, no);
+    loop_close(k, &l);
+  }
+  /* The outside factors' gradients: dy * (X w). */
+  for (int q = 0; q < g->n_lin; q++) {
+    if (g->seed_o[q] < 0) continue;
+    const gtensor *dy = &gout[g->lin_out[q]];
+    elems r = elems_open(k, p->L * p->Mp, p->Mp);
+    LLVMValueRef ok = and1(k, and1(k, step_ok(k, r.u), row_ok(k, r.x)), LLVMBuildNot(cg->b, is_null(k, dy->ptr), ""));
+    LLVMBasicBlockRef no = if_open(k, ok);
+    LLVMValueRef t = add(k, k->t0, sext(k, r.u)), i = grow(k, r.x);
+    LLVMValueRef pidx = cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_o[q]], seed_index(k, i64c(k, 0), t, i, p->M));
+    LLVMValueRef y = cg_load_elem(cg, dy->ptr, toff(k, dy->st, t, i, NULL), dy->dt);
+    cg_store(cg, cg_fmul(cg, cg_load(cg, cg->t_f32, pidx), y), pidx);
+    if_close(k, no);
+    elems_close(k, &r);
+  }
+  cg_barrier(cg);
+  loop_close(k, &lc);
+  state_to_tensor(k, k->lay->dS, &gst);
+  cg_ret(cg);
+}
+
+/* The chain to the inputs: the term prologue's adjoint, per step. */
+static void lower_ck_chain(ck *k) {
+  codegen *cg = k->cg;
+  const frnn_step *s = k->s;
+  const ck_plan *p = k->p;
+  const chunk_gpu *g = k->g;
+  const frnn_step *adj = g->terms_adj;
+  int n_in = s->n_ports[FRNN_PORT_INPUT], n_out = s->n_ports[FRNN_PORT_OUTPUT];
+  LLVMTypeRef types[PARAMS_PER_TENSOR * (3 * FRNN_MAX_PORTS) + CK_MAX_SEEDS + 4];
+  int n = 0;
+  for (int i = 0; i < n_in + n_out; i++) tensor_params(cg, types, &n);
+  int at_seed = n;
+  for (int q = 0; q < g->n_seeds; q++) types[n++] = cg->t_gptr;
+  int at_gin = n;
+  for (int i = 0; i < n_in; i++) tensor_params(cg, types, &n);
+  int at_T = n;
+  types[n++] = cg->t_i64;
+  types[n++] = cg->t_i64;
+  types[n++] = cg->t_i64;
+  k->lay = NULL;
+  setup(k, "frnn_ck_chain", types, n, 0);
+  k->mb = i64c(k, 0);
+  k->T = cg_param(cg, at_T), k->H = cg_param(cg, at_T + 1), k->B = cg_param(cg, at_T + 2);
+  k->c = cg_zext64(cg, cg_ctaid_x(cg));
+  k->t0 = mul(k, k->c, i64c(k, p->L));
+  ev *e = k->e;
+  input_leaves(k, e, 0);
+  for (int q = 0; q < g->n_seeds; q++) {
+    leaf *lf = &e->leaves[n_in + q];
+    int kind = g->seed_kind[q];
+    if (kind == CK_SEED_IND) {
+      int o = g->seed_index[q];
+      gtensor t = tensor_at(k, PARAMS_PER_TENSOR * (n_in + o), k->spec->dt_gout[o]);
+      *lf = (leaf){.kind = LEAF_TENSOR, .nullable = true, .ptr = t.ptr, .dt = t.dt, .parts = 1};
+      memcpy(lf->st, t.st, sizeof t.st);
+      continue;
+    }
+    bool col = g->seed_cls[q] == FRNN_COL;
+    int64_t E = col ? p->M : p->N;
+    *lf = (leaf){.kind = LEAF_TENSOR, .ptr = cg_param(cg, at_seed + q), .dt = TD_F32,
+                 .parts = col ? 1 : p->MB, .reduce_n = kind == CK_SEED_LD && g->seed_cls[q] == FRNN_SCALAR};
+    lf->st[4] = col ? i64c(k, 0) : i64c(k, 1);
+    lf->st[3] = col ? i64c(k, 1) : i64c(k, 0);
+    lf->st[2] = i64c(k, E);
+    lf->st[1] = mul(k, k->H, i64c(k, E));
+    lf->st[0] = mul(k, lf->st[1], k->T);
+    lf->part_stride = mul(k, lf->st[0], k->B);
+  }
+  int n_pin = n_in + g->n_seeds;
+  e->leaves[n_pin] = (leaf){.kind = LEAF_CONST, .value = 0};     /* the dummy state */
+  e->leaves[n_pin + 1] = (leaf){.kind = LEAF_CONST, .value = 1}; /* dz */
+  e->leaves[n_pin + 2] = (leaf){.kind = LEAF_CONST, .value = 0}; /* its next value's gradient */
+  scalar_pass(e);
+  cg_barrier(cg);
+  for (int i = 0; i < n_in; i++) {
+    uint32_t gv = adj->ports[FRNN_PORT_OUTPUT][i].value;
+    int cls = s->ports[FRNN_PORT_INPUT][i].cls;
+    int64_t E = cls == FRNN_COL ? p->M : cls == FRNN_ROW ? p->N : 1;
+    gtensor gin = tensor_at(k, at_gin + PARAMS_PER_TENSOR * i, k->spec->dt_gin[i]);
+    LLVMBasicBlockRef no = if_open(k, LLVMBuildNot(cg->b, is_null(k, gin.ptr), ""));
+    if (k->spec->in_bcast[i] & 2) {
+      /* Broadcast over T: this chunk's sum, float32 at [(c B + b) H + h][E]. */
+      cloop l = loop_open(k, k->tid, i32c(k, (int)E), i32c(k, CK_THREADS));
+      LLVMValueRef x = sext(k, loop_var(k, &l));
+      LLVMValueRef acc = slot_of(k, cg->t_f32);
+      cg_store(cg, fzero(k), acc);
+      cloop lu = loop_open(k, i32c(k, 0), i32c(k, p->L), i32c(k, 1));
+      LLVMValueRef u = loop_var(k, &lu);
+      memo_clear(e);
+      LLVMValueRef v = gv == NODE_NONE ? fzero(k)
+                                       : ev_at(e, gv, u, clamp_t(k, u), cls == FRNN_COL ? x : NULL,
+                                               cls == FRNN_ROW ? x : NULL);
+      memo_clear(e);
+      cg_store(cg, cg_fadd(cg, cg_load(cg, cg->t_f32, acc), cg_select(cg, step_ok(k, u), v, fzero(k))), acc);
+      loop_close(k, &lu);
+      LLVMValueRef idx = add(k, mul(k, add(k, mul(k, add(k, mul(k, k->c, k->B), k->b), k->H), k->h), i64c(k, E)), x);
+      cg_store(cg, cg_load(cg, cg->t_f32, acc), cg_gep(cg, cg->t_f32, gin.ptr, idx));
+      loop_close(k, &l);
+    } else {
+      elems r = elems_open(k, p->L * (int)E, (int)E);
+      LLVMBasicBlockRef in_seq = if_open(k, step_ok(k, r.u));
+      LLVMValueRef x = sext(k, r.x), t = add(k, k->t0, sext(k, r.u));
+      LLVMValueRef i_ = cls == FRNN_COL ? x : NULL, j_ = cls == FRNN_ROW ? x : NULL;
+      LLVMValueRef v = gv == NODE_NONE ? fzero(k) : ev_at(e, gv, r.u, t, i_, j_);
+      cg_store_elem(cg, gin.ptr, toff(k, gin.st, t, i_, j_), gin.dt, v);
+      if_close(k, in_seq);
+      elems_close(k, &r);
+    }
+    if_close(k, no);
+  }
+  cg_ret(cg);
+}
+
+frnn_status lower_chunked_module(codegen *cg, const ck_plan *p, const chunk_gpu *g, const lower_spec *spec,
+                                 const frnn_step *s, unsigned kernels) {
+  ck k = {.cg = cg, .p = p, .g = g, .spec = spec, .s = s};
+  ev e;
+  bool ok = true;
+  if (kernels & CK_KERNEL_FWD) {
+    k.e = &e;
+    ok = ev_init(&e, &k, s, g->need, p->fw.SC);
+    if (ok) lower_ck_fwd(&k);
+    ev_free(&e);
+  }
+  if (ok && (kernels & CK_KERNEL_BWD)) {
+    k.e = &e;
+    ok = ev_init(&e, &k, s, g->need, p->bw.SC);
+    if (ok) lower_ck_bwd(&k);
+    ev_free(&e);
+    ok = ok && ev_init(&e, &k, g->terms_adj, g->need_adj, 0);
+    if (ok) lower_ck_chain(&k);
+    ev_free(&e);
+  }
+  if (!ok) return diag_fail(cg->ctx, FRNN_E_NOMEM, "out of memory lowering the chunked kernels of '%s'", s->name);
+  return FRNN_OK;
+}
