@@ -746,16 +746,20 @@ void lower_reduce_kernels(codegen *cg, unsigned kernels);
  * the rows of S evolve independently, so only sums over M cross blocks, and
  * those go to per-block partial gradients); every thread tile 4 x 4 of a
  * product from shared memory.  Shared floats: offsets of each array. */
-enum { CK_THREADS = 256 };
+enum { CK_THREADS = 512 };
 typedef struct ck_layout {
   int S, dS, Bx, R[CHUNK_MAX_TERMS], C[CHUNK_MAX_TERMS], W[FRNN_MAX_PORTS * CHUNK_MAX_TERMS],
-      G[FRNN_MAX_PORTS * CHUNK_MAX_TERMS], A, Ag, Y[FRNN_MAX_PORTS], RUN, SC;
+      G[FRNN_MAX_PORTS * CHUNK_MAX_TERMS], A, Ag, Y[FRNN_MAX_PORTS], RUN, SC,
+      Wd[FRNN_MAX_PORTS * CHUNK_MAX_TERMS], Re[CHUNK_MAX_TERMS]; /* -1: none */
   int floats;
 } ck_layout;
 typedef struct ck_plan {
   int64_t M, N;
   int L, BM, MB, Mp, Np, nd; /* Mp, Np: BM, N rounded up to 4; nd: the decay's columns (1 or N) */
-  int ss;                    /* row stride of S and dS in shared memory (Np + 1) */
+  int ss, sn, sm, sl, sd;    /* row strides in shared memory (odd): S and dS, rows [N],
+                                columns [BM], [L] rows (A), the log decay */
+  int threads;               /* per block (CK_THREADS unless FRNN_CK_THREADS) */
+  int min_blocks;            /* resident blocks per SM the kernels are built for */
   int n_sc, n_sc_adj;        /* scalar nodes materialised per step (step, adjoint) */
   ck_layout fw, bw;
   unsigned fwd_smem, bwd_smem, chain_smem; /* bytes */

@@ -40,21 +40,26 @@ static void layout(ck_plan *p, const chunk_gpu *g, int n_out, bool backward, ck_
   memset(l, -1, sizeof *l);
   l->S = at, at += p->Mp * p->ss;
   if (backward) l->dS = at, at += p->Mp * p->ss;
-  l->Bx = at, at += (L + 1) * (p->nd == 1 ? 1 : p->Np);
+  l->Bx = at, at += (L + 1) * p->sd;
   for (int a = 0; a < g->cf.n_updates; a++) {
-    l->R[a] = at, at += L * p->Np;
-    l->C[a] = at, at += L * p->Mp;
+    l->R[a] = at, at += L * p->sn;
+    l->C[a] = at, at += L * p->sm;
   }
   for (int k = 0; k < g->n_lin; k++) {
-    l->W[k] = at, at += L * p->Np;
-    if (backward) l->G[k] = at, at += L * p->Mp;
+    l->W[k] = at, at += L * p->sn;
+    if (backward) l->G[k] = at, at += L * p->sm;
   }
-  l->A = at, at += L * L;
+  if (!backward) {
+    /* the decayed weights and rows, once per chunk (not per tile's load) */
+    for (int k = 0; k < g->n_lin; k++) l->Wd[k] = at, at += L * p->sn;
+    for (int a = 0; a < g->cf.n_updates; a++) l->Re[a] = at, at += L * p->sn;
+  }
+  l->A = at, at += L * p->sl;
   if (backward) {
-    l->Ag = at, at += L * L;
+    l->Ag = at, at += L * p->sl;
     l->RUN = at, at += p->Np;
   } else {
-    for (int k = 0; k < n_out; k++) l->Y[k] = at, at += L * p->Mp;
+    for (int k = 0; k < n_out; k++) l->Y[k] = at, at += L * p->sm;
   }
   l->SC = at, at += (backward ? p->n_sc : p->n_sc) * L;
   l->floats = at;
@@ -67,29 +72,54 @@ static int count_scalars(const frnn_step *s, const uint8_t *need) {
   return n;
 }
 
+static bool fits(ck_plan *p, const chunk_gpu *g, int n_out, int L, int max_shared) {
+  p->L = L;
+  p->sl = L + 1;
+  layout(p, g, n_out, false, &p->fw);
+  layout(p, g, n_out, true, &p->bw);
+  p->fwd_smem = (unsigned)p->fw.floats * 4;
+  p->bwd_smem = (unsigned)p->bw.floats * 4;
+  p->chain_smem = (unsigned)(p->n_sc_adj * L + 1) * 4;
+  return p->fwd_smem <= (unsigned)max_shared && p->bwd_smem <= (unsigned)max_shared &&
+         p->chain_smem <= (unsigned)max_shared;
+}
+
 frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, int64_t M, int64_t N,
                          int max_shared, ck_plan *out) {
   memset(out, 0, sizeof *out);
   out->M = M, out->N = N;
-  out->BM = (int)(M < 64 ? M : 64);
-  out->MB = (int)((M + out->BM - 1) / out->BM);
-  out->Mp = round4(out->BM), out->Np = round4(N);
-  out->ss = out->Np + 1; /* odd: a column's elements fall in distinct banks */
   out->nd = g->cf.decay_cls == FRNN_ROW ? (int)N : 1;
   out->n_sc = count_scalars(s, g->need);
   out->n_sc_adj = count_scalars(g->terms_adj, g->need_adj);
   int n_out = s->n_ports[FRNN_PORT_OUTPUT];
-  /* The longest chunk that fits: fewer chunks, fewer stored states. */
-  for (int L = 64; L >= 16; L /= 2) {
-    out->L = L;
-    layout(out, g, n_out, false, &out->fw);
-    layout(out, g, n_out, true, &out->bw);
-    out->fwd_smem = (unsigned)out->fw.floats * 4;
-    out->bwd_smem = (unsigned)out->bw.floats * 4;
-    out->chain_smem = (unsigned)(out->n_sc_adj * L + 1) * 4;
-    if (out->fwd_smem <= (unsigned)max_shared && out->bwd_smem <= (unsigned)max_shared &&
-        out->chain_smem <= (unsigned)max_shared)
-      return FRNN_OK;
+  /* Tuning knobs (measured: docs/BENCHMARKS.md): rows per block, the
+   * longest chunk, threads per block, resident blocks per SM. */
+  const char *env = getenv("FRNN_CK_BM");
+  int bm_env = env && atoi(env) >= 4 ? atoi(env) / 4 * 4 : 0;
+  env = getenv("FRNN_CK_L");
+  int lmax = env && atoi(env) >= 16 ? atoi(env) : 32; /* 64: the decay gradient's sums cancel more (Mamba-2 grad A 4.8e-6 vs 6e-7 at 16, 64 x 64 float32) */
+  env = getenv("FRNN_CK_THREADS");
+  out->threads = env && (atoi(env) == 128 || atoi(env) == 256 || atoi(env) == 1024) ? atoi(env) : CK_THREADS;
+  env = getenv("FRNN_CK_MINB");
+  out->min_blocks = env && atoi(env) >= 1 && atoi(env) <= 4 ? atoi(env) : 1;
+  /* Every row of a head in one block where it fits, else 64: the work
+   * that does not depend on the rows (the terms, the [L,L] products) is
+   * then done once per head, not once per block of rows (H100, GLA fw+bw
+   * 14.5 -> 9.9 ms).  Then the longest chunk that fits: fewer chunks, fewer
+   * stored states. */
+  int bms[2] = {bm_env ? bm_env : (int)M, 64};
+  for (int c = 0; c < 2; c++) {
+    out->BM = (int)(M < bms[c] ? M : bms[c]);
+    out->MB = (int)((M + out->BM - 1) / out->BM);
+    out->Mp = round4(out->BM), out->Np = round4(N);
+    /* Row strides of the shared arrays, odd: the rows a warp's lanes read
+     * side by side fall in distinct banks. */
+    out->ss = out->sn = out->Np + 1;
+    out->sm = out->Mp + 1;
+    out->sd = out->nd == 1 ? 1 : out->sn;
+    for (int L = lmax >= 64 ? 64 : lmax >= 32 ? 32 : 16; L >= 16; L /= 2)
+      if (fits(out, g, n_out, L, max_shared)) return FRNN_OK;
+    if (bm_env) break;
   }
   return diag_fail(ctx, FRNN_E_UNSUPPORTED,
                    "step '%s': no chunked kernels: M = %lld, N = %lld need %u bytes of shared memory "
@@ -155,6 +185,7 @@ static LLVMValueRef sle(ck *k, LLVMValueRef a, LLVMValueRef b) {
 }
 static LLVMValueRef and1(ck *k, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildAnd(k->cg->b, a, b, ""); }
 static LLVMValueRef fzero(ck *k) { return cg_f32(k->cg, 0.0); }
+static LLVMValueRef f64(ck *k, LLVMValueRef x) { return LLVMBuildFPExt(k->cg->b, x, k->cg->t_f64, ""); }
 
 /* A stack slot in the entry block (mem2reg makes it a register). */
 static LLVMValueRef slot_of(ck *k, LLVMTypeRef ty) {
@@ -349,7 +380,7 @@ static void scalar_pass(ev *e) {
     cg_error(cg, "out of memory");
     return;
   }
-  cloop l = loop_open(k, k->warp, i32c(k, L), i32c(k, CK_THREADS / 32));
+  cloop l = loop_open(k, k->warp, i32c(k, L), i32c(k, k->p->threads / 32));
   LLVMValueRef u = loop_var(k, &l), t = clamp_t(k, u);
   e->sreg = sreg;
   e->in_scalar_pass = true;
@@ -437,7 +468,7 @@ typedef struct elems {
 } elems;
 static elems elems_open(ck *k, int count, int E) {
   elems r;
-  r.l = loop_open(k, k->tid, i32c(k, count), i32c(k, CK_THREADS));
+  r.l = loop_open(k, k->tid, i32c(k, count), i32c(k, k->p->threads));
   LLVMValueRef idx = loop_var(k, &r.l);
   r.u = LLVMBuildUDiv(k->cg->b, idx, i32c(k, E), "");
   r.x = LLVMBuildURem(k->cg->b, idx, i32c(k, E), "");
@@ -458,13 +489,13 @@ static void term_arrays(ck *k, const gtensor *gout) {
   const chunk_gpu *g = k->g;
   const ck_layout *ly = k->lay;
   ev *e = k->e;
-  int L = p->L, ndp = p->nd == 1 ? 1 : p->Np;
+  int L = p->L, ndp = p->nd == 1 ? 1 : p->Np, sd = p->sd;
   /* rows: R, W, log decay */
   {
     elems r = elems_open(k, L * p->Np, p->Np);
     LLVMValueRef t = clamp_t(k, r.u), j = sext(k, r.x);
     LLVMValueRef ok = and1(k, step_ok(k, r.u), slt(k, j, i64c(k, p->N)));
-    LLVMValueRef at = add(k, mul(k, r.u, i32c(k, p->Np)), r.x);
+    LLVMValueRef at = add(k, mul(k, r.u, i32c(k, p->sn)), r.x);
     for (int a = 0; a < g->cf.n_updates; a++)
       sh_st(k, ly->R[a], at, cg_select(cg, ok, product(e, &g->upd_row[a], 1, r.u, t, NULL, j), fzero(k)));
     for (int q = 0; q < g->n_lin; q++)
@@ -476,7 +507,7 @@ static void term_arrays(ck *k, const gtensor *gout) {
       LLVMValueRef x = ev_at(e, g->ld_node[d], r.u, t, NULL, j);
       ld = g->ld_neg[d] ? cg_fsub(cg, ld, x) : cg_fadd(cg, ld, x);
     }
-    sh_st(k, ly->Bx, add(k, mul(k, add(k, r.u, i32c(k, 1)), i32c(k, ndp)), r.x), cg_select(cg, ok, ld, fzero(k)));
+    sh_st(k, ly->Bx, add(k, mul(k, add(k, r.u, i32c(k, 1)), i32c(k, sd)), r.x), cg_select(cg, ok, ld, fzero(k)));
     if_close(k, no);
     elems_close(k, &r);
   }
@@ -485,7 +516,7 @@ static void term_arrays(ck *k, const gtensor *gout) {
     elems r = elems_open(k, L * p->Mp, p->Mp);
     LLVMValueRef t = clamp_t(k, r.u), i = grow(k, r.x);
     LLVMValueRef ok = and1(k, step_ok(k, r.u), row_ok(k, r.x));
-    LLVMValueRef at = add(k, mul(k, r.u, i32c(k, p->Mp)), r.x);
+    LLVMValueRef at = add(k, mul(k, r.u, i32c(k, p->sm)), r.x);
     for (int a = 0; a < g->cf.n_updates; a++)
       sh_st(k, ly->C[a], at,
             cg_select(cg, ok, product(e, &g->upd_col[a], g->cf.update_sign[a], r.u, t, i, NULL), fzero(k)));
@@ -514,12 +545,12 @@ static void term_arrays(ck *k, const gtensor *gout) {
   cg_barrier(cg);
   /* running sum over the chunk, a thread per column */
   {
-    cloop l = loop_open(k, k->tid, i32c(k, ndp), i32c(k, CK_THREADS));
+    cloop l = loop_open(k, k->tid, i32c(k, ndp), i32c(k, k->p->threads));
     LLVMValueRef j = loop_var(k, &l);
     LLVMValueRef acc = slot_of(k, cg->t_f32);
     cg_store(cg, fzero(k), acc);
     cloop lu = loop_open(k, i32c(k, 1), i32c(k, L + 1), i32c(k, 1));
-    LLVMValueRef at = add(k, mul(k, loop_var(k, &lu), i32c(k, ndp)), j);
+    LLVMValueRef at = add(k, mul(k, loop_var(k, &lu), i32c(k, sd)), j);
     LLVMValueRef s = cg_fadd(cg, cg_load(cg, cg->t_f32, acc), sh_ld(k, ly->Bx, at));
     cg_store(cg, s, acc);
     sh_st(k, ly->Bx, at, s);
@@ -551,14 +582,17 @@ static void run_mm(mm *m) {
   LLVMValueRef acc[TILE][TILE];
   for (int r = 0; r < TILE; r++)
     for (int c = 0; c < TILE; c++) acc[r][c] = slot_of(k, cg->t_f32);
-  cloop lt = loop_open(k, k->tid, i32c(k, tiles), i32c(k, CK_THREADS));
+  cloop lt = loop_open(k, k->tid, i32c(k, tiles), i32c(k, k->p->threads));
   LLVMValueRef idx = loop_var(k, &lt);
-  LLVMValueRef p0 = mul(k, LLVMBuildUDiv(cg->b, idx, i32c(k, tq), ""), i32c(k, TILE));
-  LLVMValueRef q0 = mul(k, LLVMBuildURem(cg->b, idx, i32c(k, tq), ""), i32c(k, TILE));
+  /* A thread's tile is strided (p0 + r P/TILE, q0 + c Q/TILE): neighbouring
+   * lanes read neighbouring rows, which odd strides put in distinct banks. */
+  LLVMValueRef p0 = LLVMBuildUDiv(cg->b, idx, i32c(k, tq), "");
+  LLVMValueRef q0 = LLVMBuildURem(cg->b, idx, i32c(k, tq), "");
   for (int r = 0; r < TILE; r++)
     for (int c = 0; c < TILE; c++) cg_store(cg, fzero(k), acc[r][c]);
   LLVMValueRef av[TILE], a2[TILE], bv[TILE], b2[TILE], pi[TILE], qi[TILE];
-  for (int r = 0; r < TILE; r++) pi[r] = add(k, p0, i32c(k, r)), qi[r] = add(k, q0, i32c(k, r));
+  for (int r = 0; r < TILE; r++)
+    pi[r] = add(k, p0, i32c(k, r * (m->P / TILE))), qi[r] = add(k, q0, i32c(k, r * (m->Q / TILE)));
   cloop lk = loop_open(k, i32c(k, 0), i32c(k, m->K), i32c(k, 1));
   LLVMValueRef kk = loop_var(k, &lk);
   for (int r = 0; r < TILE; r++) {
@@ -586,7 +620,7 @@ static LLVMValueRef at2(ck *k, LLVMValueRef r, int stride, LLVMValueRef c) {
 /* Bx[row][n]: the running log decay (row u+1 after step u of the chunk). */
 static LLVMValueRef bx(ck *k, LLVMValueRef row, LLVMValueRef n) {
   if (k->p->nd == 1) return sh_ld(k, k->lay->Bx, row);
-  return sh_ld(k, k->lay->Bx, at2(k, row, k->p->Np, n));
+  return sh_ld(k, k->lay->Bx, at2(k, row, k->p->sd, n));
 }
 static int shift_of(ck *k, int lin) { return k->g->lin_base[lin] == CHUNK_BASE_STATE ? 1 : 0; }
 /* Row of Bx for the state output term `lin` of step u reads: l(u) + 1. */
@@ -599,16 +633,18 @@ static LLVMValueRef causal(ck *k, int lin, LLVMValueRef u, LLVMValueRef v) {
 }
 
 /* Common operand loads. */
-static LLVMValueRef ld_W(mm *m, LLVMValueRef u, LLVMValueRef n) { return sh_ld(m->k, m->k->lay->W[m->lin], at2(m->k, u, m->k->p->Np, n)); }
-static LLVMValueRef ld_R(mm *m, LLVMValueRef v, LLVMValueRef n) { return sh_ld(m->k, m->k->lay->R[m->upd], at2(m->k, v, m->k->p->Np, n)); }
-static LLVMValueRef ld_C(mm *m, LLVMValueRef v, LLVMValueRef i) { return sh_ld(m->k, m->k->lay->C[m->upd], at2(m->k, v, m->k->p->Mp, i)); }
-static LLVMValueRef ld_G(mm *m, LLVMValueRef u, LLVMValueRef i) { return sh_ld(m->k, m->k->lay->G[m->lin], at2(m->k, u, m->k->p->Mp, i)); }
+static LLVMValueRef ld_W(mm *m, LLVMValueRef u, LLVMValueRef n) { return sh_ld(m->k, m->k->lay->W[m->lin], at2(m->k, u, m->k->p->sn, n)); }
+static LLVMValueRef ld_R(mm *m, LLVMValueRef v, LLVMValueRef n) { return sh_ld(m->k, m->k->lay->R[m->upd], at2(m->k, v, m->k->p->sn, n)); }
+static LLVMValueRef ld_C(mm *m, LLVMValueRef v, LLVMValueRef i) { return sh_ld(m->k, m->k->lay->C[m->upd], at2(m->k, v, m->k->p->sm, i)); }
+static LLVMValueRef ld_G(mm *m, LLVMValueRef u, LLVMValueRef i) { return sh_ld(m->k, m->k->lay->G[m->lin], at2(m->k, u, m->k->p->sm, i)); }
 static LLVMValueRef ld_S(mm *m, int arr, LLVMValueRef i, LLVMValueRef n) { return sh_ld(m->k, arr, at2(m->k, i, m->k->p->ss, n)); }
 
 /* W[u][n] * P_l(u)[n] (the weights carried to the chunk's start). */
 static LLVMValueRef a_W_decayed(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef *a2) {
   (void)a2;
-  return cg_fmul(m->k->cg, ld_W(m, u, n), fexp(m->k, bx(m->k, lrow(m->k, m->lin, u), n)));
+  ck *k = m->k;
+  if (k->lay->Wd[m->lin] >= 0) return sh_ld(k, k->lay->Wd[m->lin], at2(k, u, k->p->sn, n));
+  return cg_fmul(k->cg, ld_W(m, u, n), fexp(k, bx(k, lrow(k, m->lin, u), n)));
 }
 static LLVMValueRef b_S_t(mm *m, LLVMValueRef n, LLVMValueRef i, LLVMValueRef *b2) {
   (void)b2;
@@ -626,6 +662,8 @@ static LLVMValueRef b_dS(mm *m, LLVMValueRef i, LLVMValueRef n, LLVMValueRef *b2
   (void)b2;
   return ld_S(m, m->k->lay->dS, i, n);
 }
+
+static LLVMValueRef ratio(ck *k, int lin, LLVMValueRef u, LLVMValueRef v, LLVMValueRef n);
 
 /* The attention matrix A[u][v] = [v <= l(u)] sum_n W[u][n] R[v][n] P_l(u)[n] / P_v[n]. */
 static LLVMValueRef a_W_att(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef *a2) {
@@ -647,7 +685,11 @@ static LLVMValueRef comb_att(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef
   return cg_select(cg, ok, cg_fmul(cg, cg_fmul(cg, a, b), fexp(k, d)), fzero(k));
 }
 static void epi_A(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef acc) {
-  sh_st(m->k, m->k->lay->A, at2(m->k, u, m->k->p->L, v), acc);
+  ck *k = m->k;
+  /* a scalar decay: the ratio is the same for every column, so it scales
+   * the plain product here instead of every term of it */
+  if (k->p->nd == 1) acc = cg_fmul(k->cg, acc, ratio(k, m->lin, u, v, NULL));
+  sh_st(k, k->lay->A, at2(k, u, k->p->sl, v), acc);
 }
 
 /* Y[u][m] += o(u, m) * acc (the forward's outputs). */
@@ -659,12 +701,12 @@ static void epi_Y(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
   LLVMValueRef o = product(k->e, &ot->outer, ot->sign, u, clamp_t(k, u), grow(k, i), NULL);
   memo_clear(k->e);
   int y = k->lay->Y[k->g->lin_out[m->lin]];
-  LLVMValueRef at = at2(k, u, k->p->Mp, i);
+  LLVMValueRef at = at2(k, u, k->p->sm, i);
   sh_st(k, y, at, cg_fma(cg, o, acc, sh_ld(k, y, at)));
 }
 static LLVMValueRef a_A(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef *a2) {
   (void)a2;
-  return sh_ld(m->k, m->k->lay->A, at2(m->k, u, m->k->p->L, v));
+  return sh_ld(m->k, m->k->lay->A, at2(m->k, u, m->k->p->sl, v));
 }
 static LLVMValueRef b_C(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef *b2) {
   (void)b2;
@@ -679,6 +721,7 @@ static LLVMValueRef a_C_t(mm *m, LLVMValueRef i, LLVMValueRef v, LLVMValueRef *a
 static LLVMValueRef b_R_to_end(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef *b2) {
   (void)b2;
   ck *k = m->k;
+  if (k->lay->Re[m->upd] >= 0) return sh_ld(k, k->lay->Re[m->upd], at2(k, v, k->p->sn, n));
   LLVMValueRef d = cg_fsub(k->cg, bx(k, lastrow(k), n), bx(k, add(k, v, i32c(k, 1)), n));
   return cg_fmul(k->cg, ld_R(m, v, n), fexp(k, d));
 }
@@ -731,12 +774,14 @@ static LLVMValueRef b_C_t(mm *m, LLVMValueRef i, LLVMValueRef v, LLVMValueRef *b
 }
 static void epi_Ag(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef acc) {
   ck *k = m->k;
-  sh_st(k, k->lay->Ag, at2(k, u, k->p->L, v), cg_select(k->cg, causal(k, m->lin, u, v), acc, fzero(k)));
+  /* a scalar decay's ratio goes in here (the products below are then plain) */
+  if (k->p->nd == 1) acc = cg_fmul(k->cg, acc, ratio(k, m->lin, u, v, NULL));
+  sh_st(k, k->lay->Ag, at2(k, u, k->p->sl, v), cg_select(k->cg, causal(k, m->lin, u, v), acc, fzero(k)));
 }
 /* dC[v][i] += sum_u A[u][v] G[u][i] */
 static LLVMValueRef a_A_t(mm *m, LLVMValueRef v, LLVMValueRef u, LLVMValueRef *a2) {
   (void)a2;
-  return sh_ld(m->k, m->k->lay->A, at2(m->k, u, m->k->p->L, v));
+  return sh_ld(m->k, m->k->lay->A, at2(m->k, u, m->k->p->sl, v));
 }
 static LLVMValueRef b_G(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef *b2) {
   (void)b2;
@@ -748,7 +793,7 @@ static void epi_dC(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef acc) {
 /* dW[u][n] += sum_v Ag[u][v] R[v][n] P_l(u)[n] / P_v[n] (causal) */
 static LLVMValueRef a_Ag(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef *a2) {
   (void)a2;
-  return sh_ld(m->k, m->k->lay->Ag, at2(m->k, u, m->k->p->L, v));
+  return sh_ld(m->k, m->k->lay->Ag, at2(m->k, u, m->k->p->sl, v));
 }
 static LLVMValueRef b_R(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef *b2) {
   (void)b2;
@@ -771,7 +816,7 @@ static void epi_dW(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef acc) {
 /* dR[v][n] += sum_u Ag[u][v] W[u][n] P_l(u)[n] / P_v[n] (causal) */
 static LLVMValueRef a_Ag_t(mm *m, LLVMValueRef v, LLVMValueRef u, LLVMValueRef *a2) {
   (void)a2;
-  return sh_ld(m->k, m->k->lay->Ag, at2(m->k, u, m->k->p->L, v));
+  return sh_ld(m->k, m->k->lay->Ag, at2(m->k, u, m->k->p->sl, v));
 }
 static LLVMValueRef b_W(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef *b2) {
   (void)b2;
@@ -821,7 +866,7 @@ static LLVMValueRef b_W_decayed(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValue
 static void setup(ck *k, const char *name, LLVMTypeRef *types, int n, unsigned smem_floats) {
   codegen *cg = k->cg;
   (void)smem_floats;
-  cg_kernel(cg, name, types, n, CK_THREADS, 1);
+  cg_kernel(cg, name, types, n, k->p->threads, k->p->min_blocks);
   k->entry = LLVMGetEntryBasicBlock(cg->fn);
   k->smem = cg_dynamic_shared(cg, "frnn_ck_smem");
   k->tid = cg_tid_x(cg);
@@ -838,7 +883,7 @@ typedef struct sloop {
 } sloop;
 static sloop state_open(ck *k) {
   sloop r;
-  r.l = loop_open(k, k->tid, i32c(k, k->p->Mp * k->p->Np), i32c(k, CK_THREADS));
+  r.l = loop_open(k, k->tid, i32c(k, k->p->Mp * k->p->Np), i32c(k, k->p->threads));
   LLVMValueRef idx = loop_var(k, &r.l);
   r.i = LLVMBuildUDiv(k->cg->b, idx, i32c(k, k->p->Np), "");
   r.n = LLVMBuildURem(k->cg->b, idx, i32c(k, k->p->Np), "");
@@ -931,11 +976,23 @@ static void lower_ck_fwd(ck *k) {
   scalar_pass(k->e);
   cg_barrier(cg);
   for (int q = 0; q < n_out; q++) {
-    cloop l = loop_open(k, k->tid, i32c(k, p->L * p->Mp), i32c(k, CK_THREADS));
+    cloop l = loop_open(k, k->tid, i32c(k, p->L * p->sm), i32c(k, k->p->threads));
     sh_st(k, k->lay->Y[q], loop_var(k, &l), fzero(k));
     loop_close(k, &l);
   }
   term_arrays(k, NULL);
+  {
+    elems r = elems_open(k, p->L * p->Np, p->Np);
+    LLVMValueRef at = at2(k, r.u, p->sn, r.x);
+    for (int q = 0; q < g->n_lin; q++)
+      sh_st(k, k->lay->Wd[q], at,
+            cg_fmul(cg, sh_ld(k, k->lay->W[q], at), fexp(k, bx(k, lrow(k, q, r.u), r.x))));
+    LLVMValueRef to_end = fexp(k, cg_fsub(cg, bx(k, lastrow(k), r.x), bx(k, add(k, r.u, i32c(k, 1)), r.x)));
+    for (int a = 0; a < g->cf.n_updates; a++)
+      sh_st(k, k->lay->Re[a], at, cg_fmul(cg, sh_ld(k, k->lay->R[a], at), to_end));
+    elems_close(k, &r);
+  }
+  cg_barrier(cg);
   {
     LLVMBasicBlockRef no = if_open(k, have_ckpt);
     state_ckpt(k, k->lay->S, ckpt, k->c, nch, true);
@@ -951,7 +1008,8 @@ static void lower_ck_fwd(ck *k) {
   for (int q = 0; q < g->n_lin; q++)
     for (int a = 0; a < g->cf.n_updates; a++) {
       mm m = new_mm(k, p->L, p->L, p->Np);
-      m.lin = q, m.upd = a, m.a = a_W_att, m.b = b_R_att, m.combine = comb_att, m.epi = epi_A;
+      m.lin = q, m.upd = a, m.a = a_W_att, m.b = b_R_att, m.epi = epi_A;
+      m.combine = p->nd == 1 ? NULL : comb_att;
       run_mm(&m);
       cg_barrier(cg);
       m = new_mm(k, p->L, p->Mp, p->L);
@@ -965,7 +1023,7 @@ static void lower_ck_fwd(ck *k) {
     LLVMBasicBlockRef no = if_open(k, and1(k, step_ok(k, r.u), row_ok(k, r.x)));
     LLVMValueRef t = clamp_t(k, r.u), i = grow(k, r.x);
     for (int q = 0; q < n_out; q++) {
-      LLVMValueRef y = sh_ld(k, k->lay->Y[q], at2(k, r.u, p->Mp, r.x));
+      LLVMValueRef y = sh_ld(k, k->lay->Y[q], at2(k, r.u, p->sm, r.x));
       for (int tt = 0; tt < g->cf.output[q].n_terms; tt++) {
         const chunk_out_term *ot = &g->cf.output[q].term[tt];
         if (ot->base == CHUNK_BASE_ONE) y = cg_fadd(cg, y, product(k->e, &ot->outer, ot->sign, r.u, t, i, NULL));
@@ -1032,7 +1090,7 @@ static void lower_ck_bwd(ck *k) {
   /* sum over this block's rows of dS_end * S_end: the decay's gradient
    * starts from it (design-chunked.md) */
   {
-    cloop l = loop_open(k, k->tid, i32c(k, p->Np), i32c(k, CK_THREADS));
+    cloop l = loop_open(k, k->tid, i32c(k, p->Np), i32c(k, k->p->threads));
     LLVMValueRef nn = loop_var(k, &l);
     LLVMValueRef acc = fzero(k);
     for (int i = 0; i < p->Mp; i++) {
@@ -1050,7 +1108,8 @@ static void lower_ck_bwd(ck *k) {
   for (int q = 0; q < g->n_lin; q++)
     for (int a = 0; a < g->cf.n_updates; a++) {
       mm m = new_mm(k, p->L, p->L, p->Np);
-      m.lin = q, m.upd = a, m.a = a_W_att, m.b = b_R_att, m.combine = comb_att, m.epi = epi_A;
+      m.lin = q, m.upd = a, m.a = a_W_att, m.b = b_R_att, m.epi = epi_A;
+      m.combine = p->nd == 1 ? NULL : comb_att;
       run_mm(&m);
       m = new_mm(k, p->L, p->L, p->Mp);
       m.lin = q, m.upd = a, m.a = a_G, m.b = b_C_t, m.epi = epi_Ag;
@@ -1061,11 +1120,13 @@ static void lower_ck_bwd(ck *k) {
       run_mm(&m);
       cg_barrier(cg); /* dC is added to by other tiles below */
       m = new_mm(k, p->L, p->Np, p->L);
-      m.lin = q, m.upd = a, m.a = a_Ag, m.b = b_R, m.combine = comb_dW, m.epi = epi_dW;
+      m.lin = q, m.upd = a, m.a = a_Ag, m.b = b_R, m.epi = epi_dW;
+      m.combine = p->nd == 1 ? NULL : comb_dW;
       run_mm(&m);
       cg_barrier(cg);
       m = new_mm(k, p->L, p->Np, p->L);
-      m.lin = q, m.upd = a, m.a = a_Ag_t, m.b = b_W, m.combine = comb_dR, m.epi = epi_dR;
+      m.lin = q, m.upd = a, m.a = a_Ag_t, m.b = b_W, m.epi = epi_dR;
+      m.combine = p->nd == 1 ? NULL : comb_dR;
       run_mm(&m);
       if (g->seed_o[q] >= 0) {
         m = new_mm(k, p->L, p->Mp, p->L);
@@ -1113,15 +1174,16 @@ static void lower_ck_bwd(ck *k) {
   /* The log decay: a running sum from the chunk's end of w * dw over the
    * outputs reading S_s minus r_s * dr_s (this block's parts). */
   {
-    cloop l = loop_open(k, k->tid, i32c(k, p->Np), i32c(k, CK_THREADS));
+    cloop l = loop_open(k, k->tid, i32c(k, p->Np), i32c(k, k->p->threads));
     LLVMValueRef nn = loop_var(k, &l), n64 = sext(k, nn);
     LLVMBasicBlockRef no = if_open(k, slt(k, n64, i64c(k, p->N)));
-    LLVMValueRef run = slot_of(k, cg->t_f32);
-    cg_store(cg, sh_ld(k, k->lay->RUN, nn), run);
+    /* In float64: the sum's terms nearly cancel (w dw against r dr). */
+    LLVMValueRef run = slot_of(k, cg->t_f64);
+    cg_store(cg, f64(k, sh_ld(k, k->lay->RUN, nn)), run);
     cloop ls = loop_open(k, i32c(k, 0), i32c(k, p->L), i32c(k, 1));
     LLVMValueRef sx = sub(k, i32c(k, p->L - 1), loop_var(k, &ls));
     LLVMBasicBlockRef in_seq = if_open(k, step_ok(k, sx));
-    LLVMValueRef acc = cg_load(cg, cg->t_f32, run);
+    LLVMValueRef acc = cg_load(cg, cg->t_f64, run);
     for (int q = 0; q < g->n_lin; q++) {
       LLVMValueRef u = add(k, sx, i32c(k, shift_of(k, q)));
       LLVMValueRef uok = and1(k, slt(k, u, i32c(k, p->L)), step_ok(k, u));
@@ -1129,17 +1191,19 @@ static void lower_ck_bwd(ck *k) {
       LLVMValueRef dw = cg_load(cg, cg->t_f32,
                                 cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_w[q]],
                                        seed_index(k, k->mb, add(k, k->t0, sext(k, uc)), n64, p->N)));
-      LLVMValueRef w = sh_ld(k, k->lay->W[q], at2(k, uc, p->Np, nn));
-      acc = cg_fadd(cg, acc, cg_select(cg, uok, cg_fmul(cg, w, dw), fzero(k)));
+      LLVMValueRef w = sh_ld(k, k->lay->W[q], at2(k, uc, p->sn, nn));
+      acc = LLVMBuildFAdd(cg->b, acc, cg_select(cg, uok, LLVMBuildFMul(cg->b, f64(k, w), f64(k, dw), ""),
+                                                LLVMConstReal(cg->t_f64, 0)), "");
     }
     LLVMValueRef tnow = add(k, k->t0, sext(k, sx));
     for (int a = 0; a < g->cf.n_updates; a++) {
       LLVMValueRef dr = cg_load(cg, cg->t_f32,
                                 cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_r[a]], seed_index(k, k->mb, tnow, n64, p->N)));
-      acc = cg_fsub(cg, acc, cg_fmul(cg, sh_ld(k, k->lay->R[a], at2(k, sx, p->Np, nn)), dr));
+      acc = LLVMBuildFSub(cg->b, acc, LLVMBuildFMul(cg->b, f64(k, sh_ld(k, k->lay->R[a], at2(k, sx, p->sn, nn))), f64(k, dr), ""), "");
     }
     cg_store(cg, acc, run);
-    cg_store(cg, acc, cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_ld], seed_index(k, k->mb, tnow, n64, p->N)));
+    cg_store(cg, LLVMBuildFPTrunc(cg->b, acc, cg->t_f32, ""),
+             cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_ld], seed_index(k, k->mb, tnow, n64, p->N)));
     if_close(k, in_seq);
     loop_close(k, &ls);
     if_close(k, no);
@@ -1227,10 +1291,10 @@ static void lower_ck_chain(ck *k) {
     LLVMBasicBlockRef no = if_open(k, LLVMBuildNot(cg->b, is_null(k, gin.ptr), ""));
     if (k->spec->in_bcast[i] & 2) {
       /* Broadcast over T: this chunk's sum, float32 at [(c B + b) H + h][E]. */
-      cloop l = loop_open(k, k->tid, i32c(k, (int)E), i32c(k, CK_THREADS));
+      cloop l = loop_open(k, k->tid, i32c(k, (int)E), i32c(k, k->p->threads));
       LLVMValueRef x = sext(k, loop_var(k, &l));
-      LLVMValueRef acc = slot_of(k, cg->t_f32);
-      cg_store(cg, fzero(k), acc);
+      LLVMValueRef acc = slot_of(k, cg->t_f64); /* float64: a sum over many steps */
+      cg_store(cg, LLVMConstReal(cg->t_f64, 0), acc);
       cloop lu = loop_open(k, i32c(k, 0), i32c(k, p->L), i32c(k, 1));
       LLVMValueRef u = loop_var(k, &lu);
       memo_clear(e);
@@ -1238,10 +1302,11 @@ static void lower_ck_chain(ck *k) {
                                        : ev_at(e, gv, u, clamp_t(k, u), cls == FRNN_COL ? x : NULL,
                                                cls == FRNN_ROW ? x : NULL);
       memo_clear(e);
-      cg_store(cg, cg_fadd(cg, cg_load(cg, cg->t_f32, acc), cg_select(cg, step_ok(k, u), v, fzero(k))), acc);
+      cg_store(cg, LLVMBuildFAdd(cg->b, cg_load(cg, cg->t_f64, acc), f64(k, cg_select(cg, step_ok(k, u), v, fzero(k))), ""),
+               acc);
       loop_close(k, &lu);
       LLVMValueRef idx = add(k, mul(k, add(k, mul(k, add(k, mul(k, k->c, k->B), k->b), k->H), k->h), i64c(k, E)), x);
-      cg_store(cg, cg_load(cg, cg->t_f32, acc), cg_gep(cg, cg->t_f32, gin.ptr, idx));
+      cg_store(cg, LLVMBuildFPTrunc(cg->b, cg_load(cg, cg->t_f64, acc), cg->t_f32, ""), cg_gep(cg, cg->t_f32, gin.ptr, idx));
       loop_close(k, &l);
     } else {
       elems r = elems_open(k, p->L * (int)E, (int)E);

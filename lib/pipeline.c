@@ -95,7 +95,7 @@ static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
   static const char *const knobs[] = {"FRNN_LPR", "FRNN_BWD_BUDGET", "FRNN_BWD_WARPS",
                                       "FRNN_BWD_CLUSTER", "FRNN_BWD_XCHG_STEPS", "FRNN_PREFETCH",
                                       "FRNN_BWD_C2", "FRNN_BWD_C", "FRNN_BWD_SMEM", "FRNN_BWD_PICK",
-                                      "FRNN_CHUNKED"};
+                                      "FRNN_CHUNKED", "FRNN_CK_L", "FRNN_CK_BM", "FRNN_CK_THREADS", "FRNN_CK_MINB"};
   for (size_t i = 0; i < sizeof knobs / sizeof *knobs; i++) {
     const char *v = getenv(knobs[i]);
     if (v && *v && k >= 0 && (size_t)k < cap) k += snprintf(key + k, cap - (size_t)k, " %s=%.16s", knobs[i] + 5, v);
@@ -366,7 +366,8 @@ static frnn_status load_plan(frnn_ctx *ctx, const frnn_step *s, int device, cons
   char disk_key[1280];
   const kernel_shape *f = &p->fwd, *b = &p->bwd;
   if (ce)
-    snprintf(disk_key, sizeof disk_key, "%s chunked L=%d BM=%d build %s", key, ce->p.L, ce->p.BM, FRNN_BUILD_STAMP);
+    snprintf(disk_key, sizeof disk_key, "%s chunked L=%d BM=%d threads=%d build %s", key, ce->p.L, ce->p.BM,
+             ce->p.threads, FRNN_BUILD_STAMP);
   else
     snprintf(disk_key, sizeof disk_key, "%s fwd %d,%d,%d,%d,%d bwd %d,%d,%d,%d,%d build %s", key,
              f->lpr, f->cn, f->rpt, f->warps, f->row_blocks, b->lpr, b->cn, b->rpt, b->warps,
@@ -442,8 +443,8 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
     if ((kernels & KERNEL_BWD) && (st = cuda_function(ctx, m->mod, names[5], &m->fn[5]))) goto fail;
     ctx->stats.modules++;
     if (kernels & KERNEL_BWD)
-      snprintf(ctx->backward_plan, sizeof ctx->backward_plan, "chunked L=%d BM=%d blocks/head=%d smem=%u/%u/%u",
-               ce->p.L, ce->p.BM, ce->p.MB, ce->p.fwd_smem, ce->p.bwd_smem, ce->p.chain_smem);
+      snprintf(ctx->backward_plan, sizeof ctx->backward_plan, "chunked L=%d BM=%d blocks/head=%d threads=%d smem=%u/%u/%u",
+               ce->p.L, ce->p.BM, ce->p.MB, ce->p.threads, ce->p.fwd_smem, ce->p.bwd_smem, ce->p.chain_smem);
     goto keep;
   }
   if ((st = make_plan(ctx, s, sz.M, sz.N, arch, &m->p)) ||
@@ -668,7 +669,7 @@ frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
       arg_i64(&a, sz.T);
       arg_i64(&a, sz.H);
       unsigned grid[3] = {(unsigned)ce->p.MB, (unsigned)sz.H, (unsigned)sz.B};
-      unsigned block[3] = {CK_THREADS, 1, 1};
+      unsigned block[3] = {(unsigned)ce->p.threads, 1, 1};
       st = cuda_launch(ctx, m->fn[0], "frnn_ck_fwd", grid, block, 1, ce->p.fwd_smem, (CUstream)stream, a.params);
     }
   } else if (!ce && !(st = get_module(ctx, s, sz, dev, key, &spec, KERNEL_FWD, NULL, &m))) {
@@ -735,7 +736,7 @@ static frnn_status chunked_backward(frnn_ctx *ctx, const ck_entry *ce, const gpu
   arg_i64(&a, sz.T);
   arg_i64(&a, sz.H);
   arg_i64(&a, sz.B);
-  unsigned grid[3] = {(unsigned)ce->p.MB, (unsigned)sz.H, (unsigned)sz.B}, block[3] = {CK_THREADS, 1, 1};
+  unsigned grid[3] = {(unsigned)ce->p.MB, (unsigned)sz.H, (unsigned)sz.B}, block[3] = {(unsigned)ce->p.threads, 1, 1};
   if ((st = cuda_launch(ctx, m->fn[1], "frnn_ck_bwd", grid, block, 1, ce->p.bwd_smem, cs, a.params))) return st;
   memset(&a, 0, sizeof a);
   for (int i = 0; i < n_in; i++) arg_tensor(&a, &pin->v[i], true);
