@@ -749,7 +749,7 @@ void lower_reduce_kernels(codegen *cg, unsigned kernels);
 enum { CK_THREADS = 512 };
 typedef struct ck_layout {
   int S, dS, Bx, R[CHUNK_MAX_TERMS], C[CHUNK_MAX_TERMS], W[FRNN_MAX_PORTS * CHUNK_MAX_TERMS],
-      G[FRNN_MAX_PORTS * CHUNK_MAX_TERMS], A, Ag, Y[FRNN_MAX_PORTS], RUN, SC,
+      G[FRNN_MAX_PORTS * CHUNK_MAX_TERMS], A, Ag, Y[FRNN_MAX_PORTS], RUN, SC, EL, FLAG,
       Wd[FRNN_MAX_PORTS * CHUNK_MAX_TERMS], Re[CHUNK_MAX_TERMS]; /* -1: none */
   int floats;
 } ck_layout;
@@ -760,6 +760,8 @@ typedef struct ck_plan {
                                 columns [BM], [L] rows (A), the log decay */
   int threads;               /* per block (CK_THREADS unless FRNN_CK_THREADS) */
   int min_blocks;            /* resident blocks per SM the kernels are built for */
+  double split_max;          /* lower_chunked.c's decay_split bound on running log decays */
+  bool split;                /* decay_split compiled in (row decays) */
   int n_sc, n_sc_adj;        /* scalar nodes materialised per step (step, adjoint) */
   ck_layout fw, bw;
   unsigned fwd_smem, bwd_smem, chain_smem; /* bytes */

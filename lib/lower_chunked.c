@@ -32,6 +32,16 @@
 
 enum { TILE = 4, PARAMS_PER_TENSOR = 6 };
 
+/* decay_split: where every running log decay of a chunk lies within
+ * +-DECAY_SPLIT_MAX, the ratio P_u / P_v of two steps' decay products is
+ * split as P_u * (1 / P_v), so W P_l(u) and R / P_v are formed once per
+ * element (in place in W and R) and the [L,L] products and the state's
+ * products are plain sums of products.  Both factors then stay within
+ * e^60 of 1, far inside float32's range.  Otherwise (strong decays) the
+ * ratio is formed per term, as exp of a difference, which never overflows
+ * for decays at most 1.  The flag is per chunk and block-uniform. */
+#define DECAY_SPLIT_MAX 60.0
+
 static int round4(int64_t x) { return (int)((x + 3) / 4 * 4); }
 
 /* ------------------------------------------------------------- the plan */
@@ -50,10 +60,12 @@ static void layout(ck_plan *p, const chunk_gpu *g, int n_out, bool backward, ck_
     if (backward) l->G[k] = at, at += L * p->sm;
   }
   if (!backward) {
-    /* the decayed weights and rows, once per chunk (not per tile's load) */
+    /* without the split, W P_l and R P_last / P_v once per chunk */
     for (int k = 0; k < g->n_lin; k++) l->Wd[k] = at, at += L * p->sn;
     for (int a = 0; a < g->cf.n_updates; a++) l->Re[a] = at, at += L * p->sn;
   }
+  l->EL = at, at += p->Np; /* the chunk's whole decay, P_last */
+  l->FLAG = at, at += 1;   /* the chunk's log decay is moderate: the factored products */
   l->A = at, at += L * p->sl;
   if (backward) {
     l->Ag = at, at += L * p->sl;
@@ -100,6 +112,13 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
   int lmax = env && atoi(env) >= 16 ? atoi(env) : 32; /* 64: the decay gradient's sums cancel more (Mamba-2 grad A 4.8e-6 vs 6e-7 at 16, 64 x 64 float32) */
   env = getenv("FRNN_CK_THREADS");
   out->threads = env && (atoi(env) == 128 || atoi(env) == 256 || atoi(env) == 1024) ? atoi(env) : CK_THREADS;
+  env = getenv("FRNN_CK_SPLIT_MAX"); /* tests: -1 never splits, a large value always */
+  out->split_max = env && *env ? atof(env) : DECAY_SPLIT_MAX;
+  /* A scalar decay's ratios are already outside the [L,L] products (one per
+   * pair of steps): the split would only save the exps of the forms once
+   * per chunk, and its second code path cost the forward registers (H100,
+   * Mamba-2 fw 1.63 -> 2.11 ms with it). */
+  out->split = out->nd > 1 && out->split_max >= 0;
   env = getenv("FRNN_CK_MINB");
   out->min_blocks = env && atoi(env) >= 1 && atoi(env) <= 4 ? atoi(env) : 1;
   /* Every row of a head in one block where it fits, else 64: the work
@@ -169,6 +188,7 @@ struct ck {
   const ck_layout *lay;
   ev *e;                             /* the evaluator of the kernel's graph */
   LLVMValueRef seed_ptr[CK_MAX_SEEDS]; /* each seed's array in the workspace */
+  LLVMValueRef fast;                 /* i1, per chunk: decay_split applied */
 };
 
 static LLVMValueRef i32c(ck *k, int64_t v) { return cg_i32(k->cg, v); }
@@ -434,6 +454,25 @@ static void input_leaves(ck *k, ev *e, int first) {
   }
 }
 
+/* Shared arrays by (row, column). */
+static LLVMValueRef at2(ck *k, LLVMValueRef r, int stride, LLVMValueRef c) {
+  return add(k, mul(k, r, i32c(k, stride)), c);
+}
+/* Bx[row][n]: the running log decay (row u+1 after step u of the chunk). */
+static LLVMValueRef bx(ck *k, LLVMValueRef row, LLVMValueRef n) {
+  if (k->p->nd == 1) return sh_ld(k, k->lay->Bx, row);
+  return sh_ld(k, k->lay->Bx, at2(k, row, k->p->sd, n));
+}
+static int shift_of(ck *k, int lin) { return k->g->lin_base[lin] == CHUNK_BASE_STATE ? 1 : 0; }
+/* Row of Bx for the state output term `lin` of step u reads: l(u) + 1. */
+static LLVMValueRef lrow(ck *k, int lin, LLVMValueRef u) { return sub(k, add(k, u, i32c(k, 1)), i32c(k, shift_of(k, lin))); }
+static LLVMValueRef fexp(ck *k, LLVMValueRef x) { return cg_exp(k->cg, x); }
+static LLVMValueRef lastrow(ck *k) { return i32c(k, k->p->L); }
+/* Is column v inside the causal window of step u for term lin: v <= l(u)? */
+static LLVMValueRef causal(ck *k, int lin, LLVMValueRef u, LLVMValueRef v) {
+  return sle(k, add(k, v, i32c(k, shift_of(k, lin))), u);
+}
+
 /* --------------------------------------------------------------- terms */
 /* sign * the product's value at (u, t, i, j). */
 static LLVMValueRef product(ev *e, const chunk_product *f, double sign, LLVMValueRef u, LLVMValueRef t,
@@ -536,26 +575,69 @@ static void term_arrays(ck *k, const gtensor *gout) {
       }
     elems_close(k, &r);
   }
-  /* Bx[0] = 0 */
+  /* Bx[0] = 0; the flag set */
   {
     LLVMBasicBlockRef no = if_open(k, slt(k, k->tid, i32c(k, ndp)));
     sh_st(k, ly->Bx, k->tid, fzero(k));
     if_close(k, no);
+    no = if_open(k, LLVMBuildICmp(cg->b, LLVMIntEQ, k->tid, i32c(k, 0), ""));
+    sh_st(k, ly->FLAG, i32c(k, 0), cg_f32(cg, 1.0));
+    if_close(k, no);
   }
   cg_barrier(cg);
-  /* running sum over the chunk, a thread per column */
+  /* running sum over the chunk, a thread per column; a column whose log
+   * decay leaves [-DECAY_SPLIT_MAX, DECAY_SPLIT_MAX] clears the flag */
   {
     cloop l = loop_open(k, k->tid, i32c(k, ndp), i32c(k, k->p->threads));
     LLVMValueRef j = loop_var(k, &l);
-    LLVMValueRef acc = slot_of(k, cg->t_f32);
+    LLVMValueRef acc = slot_of(k, cg->t_f32), big = slot_of(k, cg->t_f32);
     cg_store(cg, fzero(k), acc);
+    cg_store(cg, fzero(k), big);
     cloop lu = loop_open(k, i32c(k, 1), i32c(k, L + 1), i32c(k, 1));
     LLVMValueRef at = add(k, mul(k, loop_var(k, &lu), i32c(k, sd)), j);
     LLVMValueRef s = cg_fadd(cg, cg_load(cg, cg->t_f32, acc), sh_ld(k, ly->Bx, at));
     cg_store(cg, s, acc);
+    cg_store(cg, cg_fmax(cg, cg_load(cg, cg->t_f32, big), cg_fabs(cg, s)), big);
     sh_st(k, ly->Bx, at, s);
     loop_close(k, &lu);
+    /* NaN too: the factored form is then not taken */
+    LLVMValueRef ok = LLVMBuildFCmp(cg->b, LLVMRealOLE, cg_load(cg, cg->t_f32, big), cg_f32(cg, p->split_max), "");
+    LLVMBasicBlockRef no = if_open(k, LLVMBuildNot(cg->b, ok, ""));
+    sh_st(k, ly->FLAG, i32c(k, 0), fzero(k));
+    if_close(k, no);
     loop_close(k, &l);
+  }
+  cg_barrier(cg);
+  k->fast = p->split ? LLVMBuildFCmp(cg->b, LLVMRealONE, sh_ld(k, ly->FLAG, i32c(k, 0)), fzero(k), "")
+                     : LLVMConstInt(cg->t_i1, 0, 0);
+  /* P_last per column, and the factored arrays where the flag allows */
+  {
+    cloop l = loop_open(k, k->tid, i32c(k, p->Np), i32c(k, k->p->threads));
+    LLVMValueRef j = loop_var(k, &l);
+    sh_st(k, ly->EL, j, fexp(k, bx(k, lastrow(k), j)));
+    loop_close(k, &l);
+  }
+  {
+    elems r = elems_open(k, L * p->Np, p->Np);
+    LLVMValueRef at = at2(k, r.u, p->sn, r.x);
+    LLVMBasicBlockRef yes = cg_block(cg, "split"), no = cg_block(cg, "ratios"), end = cg_block(cg, "joined");
+    cg_cond_br(cg, k->fast, yes, no);
+    cg_at(cg, yes);
+    for (int q = 0; q < g->n_lin; q++)
+      sh_st(k, ly->W[q], at, cg_fmul(cg, sh_ld(k, ly->W[q], at), fexp(k, bx(k, lrow(k, q, r.u), r.x))));
+    LLVMValueRef inv = fexp(k, cg_fneg(cg, bx(k, add(k, r.u, i32c(k, 1)), r.x)));
+    for (int a = 0; a < g->cf.n_updates; a++) sh_st(k, ly->R[a], at, cg_fmul(cg, sh_ld(k, ly->R[a], at), inv));
+    cg_br(cg, end);
+    cg_at(cg, no);
+    for (int q = 0; q < g->n_lin; q++)
+      if (ly->Wd[q] >= 0)
+        sh_st(k, ly->Wd[q], at, cg_fmul(cg, sh_ld(k, ly->W[q], at), fexp(k, bx(k, lrow(k, q, r.u), r.x))));
+    LLVMValueRef to_end = fexp(k, cg_fsub(cg, bx(k, lastrow(k), r.x), bx(k, add(k, r.u, i32c(k, 1)), r.x)));
+    for (int a = 0; a < g->cf.n_updates; a++)
+      if (ly->Re[a] >= 0) sh_st(k, ly->Re[a], at, cg_fmul(cg, sh_ld(k, ly->R[a], at), to_end));
+    cg_br(cg, end);
+    cg_at(cg, end);
+    elems_close(k, &r);
   }
   cg_barrier(cg);
 }
@@ -568,6 +650,7 @@ struct mm {
   ck *k;
   int P, Q, K;
   int lin, upd, first; /* which arrays the callbacks use; first: the first of a sum */
+  bool fast;           /* the factored form (decay_split: W, R hold W P_l and R / P) */
   LLVMValueRef (*a)(mm *, LLVMValueRef p, LLVMValueRef kk, LLVMValueRef *a2);
   LLVMValueRef (*b)(mm *, LLVMValueRef kk, LLVMValueRef q, LLVMValueRef *b2);
   LLVMValueRef (*combine)(mm *, LLVMValueRef p, LLVMValueRef q, LLVMValueRef kk, LLVMValueRef a,
@@ -621,23 +704,29 @@ static void run_mm_probe(mm *m, int site) {
   run_mm(m);
 }
 
-/* Shared arrays by (row, column). */
-static LLVMValueRef at2(ck *k, LLVMValueRef r, int stride, LLVMValueRef c) {
-  return add(k, mul(k, r, i32c(k, stride)), c);
-}
-/* Bx[row][n]: the running log decay (row u+1 after step u of the chunk). */
-static LLVMValueRef bx(ck *k, LLVMValueRef row, LLVMValueRef n) {
-  if (k->p->nd == 1) return sh_ld(k, k->lay->Bx, row);
-  return sh_ld(k, k->lay->Bx, at2(k, row, k->p->sd, n));
-}
-static int shift_of(ck *k, int lin) { return k->g->lin_base[lin] == CHUNK_BASE_STATE ? 1 : 0; }
-/* Row of Bx for the state output term `lin` of step u reads: l(u) + 1. */
-static LLVMValueRef lrow(ck *k, int lin, LLVMValueRef u) { return sub(k, add(k, u, i32c(k, 1)), i32c(k, shift_of(k, lin))); }
-static LLVMValueRef fexp(ck *k, LLVMValueRef x) { return cg_exp(k->cg, x); }
-static LLVMValueRef lastrow(ck *k) { return i32c(k, k->p->L); }
-/* Is column v inside the causal window of step u for term lin: v <= l(u)? */
-static LLVMValueRef causal(ck *k, int lin, LLVMValueRef u, LLVMValueRef v) {
-  return sle(k, add(k, v, i32c(k, shift_of(k, lin))), u);
+/* The product in both forms, chosen per chunk by the flag (decay_split). */
+static void run_both(mm *m, int site) {
+  ck *k = m->k;
+  codegen *cg = k->cg;
+  if (!k->p->split) {
+    m->fast = false;
+    run_mm_probe(m, site);
+    return;
+  }
+  LLVMBasicBlockRef yes = cg_block(cg, "split"), no = cg_block(cg, "ratios"), end = cg_block(cg, "joined");
+  cg_cond_br(cg, k->fast, yes, no);
+  cg_at(cg, yes);
+  mm f = *m;
+  f.fast = true;
+  f.combine = NULL;
+  run_mm_probe(&f, site);
+  cg_br(cg, end);
+  cg_at(cg, no);
+  mm r = *m;
+  r.fast = false;
+  run_mm_probe(&r, site);
+  cg_br(cg, end);
+  cg_at(cg, end);
 }
 
 /* Common operand loads. */
@@ -651,6 +740,7 @@ static LLVMValueRef ld_S(mm *m, int arr, LLVMValueRef i, LLVMValueRef n) { retur
 static LLVMValueRef a_W_decayed(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef *a2) {
   (void)a2;
   ck *k = m->k;
+  if (m->fast) return ld_W(m, u, n);
   if (k->lay->Wd[m->lin] >= 0) return sh_ld(k, k->lay->Wd[m->lin], at2(k, u, k->p->sn, n));
   return cg_fmul(k->cg, ld_W(m, u, n), fexp(k, bx(k, lrow(k, m->lin, u), n)));
 }
@@ -696,7 +786,8 @@ static void epi_A(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef acc) {
   ck *k = m->k;
   /* a scalar decay: the ratio is the same for every column, so it scales
    * the plain product here instead of every term of it */
-  if (k->p->nd == 1) acc = cg_fmul(k->cg, acc, ratio(k, m->lin, u, v, NULL));
+  if (m->fast) acc = cg_select(k->cg, causal(k, m->lin, u, v), acc, fzero(k));
+  else if (k->p->nd == 1) acc = cg_fmul(k->cg, acc, ratio(k, m->lin, u, v, NULL));
   sh_st(k, k->lay->A, at2(k, u, k->p->sl, v), acc);
 }
 
@@ -729,6 +820,7 @@ static LLVMValueRef a_C_t(mm *m, LLVMValueRef i, LLVMValueRef v, LLVMValueRef *a
 static LLVMValueRef b_R_to_end(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef *b2) {
   (void)b2;
   ck *k = m->k;
+  if (m->fast) return ld_R(m, v, n); /* R / P_v: P_last goes in the epilogue */
   if (k->lay->Re[m->upd] >= 0) return sh_ld(k, k->lay->Re[m->upd], at2(k, v, k->p->sn, n));
   LLVMValueRef d = cg_fsub(k->cg, bx(k, lastrow(k), n), bx(k, add(k, v, i32c(k, 1)), n));
   return cg_fmul(k->cg, ld_R(m, v, n), fexp(k, d));
@@ -737,8 +829,9 @@ static void epi_state(mm *m, LLVMValueRef i, LLVMValueRef n, LLVMValueRef acc, i
   ck *k = m->k;
   codegen *cg = k->cg;
   LLVMValueRef at = at2(k, i, k->p->ss, n);
-  LLVMValueRef old = sh_ld(k, arr, at);
-  if (m->first) old = cg_fmul(cg, old, fexp(k, bx(k, lastrow(k), n)));
+  LLVMValueRef old = sh_ld(k, arr, at), last = sh_ld(k, k->lay->EL, n);
+  if (m->first) old = cg_fmul(cg, old, last);
+  if (m->fast && arr == k->lay->S) acc = cg_fmul(cg, acc, last); /* sum C (R / P_v), times P_last */
   sh_st(k, arr, at, cg_fadd(cg, old, acc));
 }
 static void epi_S(mm *m, LLVMValueRef i, LLVMValueRef n, LLVMValueRef acc) { epi_state(m, i, n, acc, m->k->lay->S); }
@@ -783,7 +876,7 @@ static LLVMValueRef b_C_t(mm *m, LLVMValueRef i, LLVMValueRef v, LLVMValueRef *b
 static void epi_Ag(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef acc) {
   ck *k = m->k;
   /* a scalar decay's ratio goes in here (the products below are then plain) */
-  if (k->p->nd == 1) acc = cg_fmul(k->cg, acc, ratio(k, m->lin, u, v, NULL));
+  if (!m->fast && k->p->nd == 1) acc = cg_fmul(k->cg, acc, ratio(k, m->lin, u, v, NULL));
   sh_st(k, k->lay->Ag, at2(k, u, k->p->sl, v), cg_select(k->cg, causal(k, m->lin, u, v), acc, fzero(k)));
 }
 /* dC[v][i] += sum_u A[u][v] G[u][i] */
@@ -819,7 +912,9 @@ static LLVMValueRef comb_dW(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef 
   return cg_fmul(m->k->cg, cg_fmul(m->k->cg, a, b), ratio(m->k, m->lin, u, v, n));
 }
 static void epi_dW(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef acc) {
-  seed_add(m->k, m->k->g->seed_w[m->lin], u, n, acc);
+  ck *k = m->k;
+  if (m->fast) acc = cg_fmul(k->cg, acc, fexp(k, bx(k, lrow(k, m->lin, u), n))); /* sum Ag (R / P_v), times P_l */
+  seed_add(k, k->g->seed_w[m->lin], u, n, acc);
 }
 /* dR[v][n] += sum_u Ag[u][v] W[u][n] P_l(u)[n] / P_v[n] (causal) */
 static LLVMValueRef a_Ag_t(mm *m, LLVMValueRef v, LLVMValueRef u, LLVMValueRef *a2) {
@@ -836,7 +931,10 @@ static LLVMValueRef comb_dR(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef 
   return cg_fmul(m->k->cg, cg_fmul(m->k->cg, a, b), ratio(m->k, m->lin, u, v, n));
 }
 static void epi_dR(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef acc) {
-  seed_add(m->k, m->k->g->seed_r[m->upd], v, n, acc);
+  ck *k = m->k;
+  if (m->fast) /* sum Ag (W P_l), over P_v */
+    acc = cg_fmul(k->cg, acc, fexp(k, cg_fneg(k->cg, bx(k, add(k, v, i32c(k, 1)), n))));
+  seed_add(k, k->g->seed_r[m->upd], v, n, acc);
 }
 /* X w (before dy): into dO's array, multiplied by dy at the chunk's end. */
 static void epi_Xw(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
@@ -849,6 +947,7 @@ static void epi_dW_state(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef acc
 }
 /* dC[v][i] += sum_n dS[i][n] R[v][n] P_last[n] / P_v[n] */
 static LLVMValueRef a_R_to_end(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef *a2) {
+  if (m->fast) return cg_fmul(m->k->cg, ld_R(m, v, n), sh_ld(m->k, m->k->lay->EL, n));
   return b_R_to_end(m, v, n, a2);
 }
 /* dR[v][n] += P_last[n] / P_v[n] sum_i C[v][i] dS[i][n] */
@@ -990,18 +1089,6 @@ static void lower_ck_fwd(ck *k) {
   }
   term_arrays(k, NULL);
   {
-    elems r = elems_open(k, p->L * p->Np, p->Np);
-    LLVMValueRef at = at2(k, r.u, p->sn, r.x);
-    for (int q = 0; q < g->n_lin; q++)
-      sh_st(k, k->lay->Wd[q], at,
-            cg_fmul(cg, sh_ld(k, k->lay->W[q], at), fexp(k, bx(k, lrow(k, q, r.u), r.x))));
-    LLVMValueRef to_end = fexp(k, cg_fsub(cg, bx(k, lastrow(k), r.x), bx(k, add(k, r.u, i32c(k, 1)), r.x)));
-    for (int a = 0; a < g->cf.n_updates; a++)
-      sh_st(k, k->lay->Re[a], at, cg_fmul(cg, sh_ld(k, k->lay->R[a], at), to_end));
-    elems_close(k, &r);
-  }
-  cg_barrier(cg);
-  {
     LLVMBasicBlockRef no = if_open(k, have_ckpt);
     state_ckpt(k, k->lay->S, ckpt, k->c, nch, true);
     if_close(k, no);
@@ -1010,7 +1097,7 @@ static void lower_ck_fwd(ck *k) {
   for (int q = 0; q < g->n_lin; q++) {
     mm m = new_mm(k, p->L, p->Mp, p->Np);
     m.lin = q, m.a = a_W_decayed, m.b = b_S_t, m.epi = epi_Y;
-    run_mm_probe(&m, 0);
+    run_both(&m, 0);
   }
   cg_barrier(cg);
   for (int q = 0; q < g->n_lin; q++)
@@ -1018,7 +1105,7 @@ static void lower_ck_fwd(ck *k) {
       mm m = new_mm(k, p->L, p->L, p->Np);
       m.lin = q, m.upd = a, m.a = a_W_att, m.b = b_R_att, m.epi = epi_A;
       m.combine = p->nd == 1 ? NULL : comb_att;
-      run_mm_probe(&m, 1);
+      run_both(&m, 1);
       cg_barrier(cg);
       m = new_mm(k, p->L, p->Mp, p->L);
       m.lin = q, m.upd = a, m.a = a_A, m.b = b_C, m.epi = epi_Y;
@@ -1045,7 +1132,7 @@ static void lower_ck_fwd(ck *k) {
   for (int a = 0; a < g->cf.n_updates; a++) {
     mm m = new_mm(k, p->Mp, p->Np, p->L);
     m.upd = a, m.first = a == 0, m.a = a_C_t, m.b = b_R_to_end, m.epi = epi_S;
-    run_mm_probe(&m, 3);
+    run_both(&m, 3);
     cg_barrier(cg);
   }
   loop_close(k, &lc);
@@ -1118,10 +1205,10 @@ static void lower_ck_bwd(ck *k) {
       mm m = new_mm(k, p->L, p->L, p->Np);
       m.lin = q, m.upd = a, m.a = a_W_att, m.b = b_R_att, m.epi = epi_A;
       m.combine = p->nd == 1 ? NULL : comb_att;
-      run_mm_probe(&m, 4);
+      run_both(&m, 4);
       m = new_mm(k, p->L, p->L, p->Mp);
       m.lin = q, m.upd = a, m.a = a_G, m.b = b_C_t, m.epi = epi_Ag;
-      run_mm_probe(&m, 5);
+      run_both(&m, 5);
       cg_barrier(cg);
       m = new_mm(k, p->L, p->Mp, p->L);
       m.lin = q, m.upd = a, m.a = a_A_t, m.b = b_G, m.epi = epi_dC;
@@ -1130,12 +1217,12 @@ static void lower_ck_bwd(ck *k) {
       m = new_mm(k, p->L, p->Np, p->L);
       m.lin = q, m.upd = a, m.a = a_Ag, m.b = b_R, m.epi = epi_dW;
       m.combine = p->nd == 1 ? NULL : comb_dW;
-      run_mm_probe(&m, 7);
+      run_both(&m, 7);
       cg_barrier(cg);
       m = new_mm(k, p->L, p->Np, p->L);
       m.lin = q, m.upd = a, m.a = a_Ag_t, m.b = b_W, m.epi = epi_dR;
       m.combine = p->nd == 1 ? NULL : comb_dR;
-      run_mm_probe(&m, 8);
+      run_both(&m, 8);
       if (g->seed_o[q] >= 0) {
         m = new_mm(k, p->L, p->Mp, p->L);
         m.lin = q, m.upd = a, m.a = a_A, m.b = b_C, m.epi = epi_Xw;
@@ -1152,14 +1239,14 @@ static void lower_ck_bwd(ck *k) {
     if (g->seed_o[q] >= 0) {
       m = new_mm(k, p->L, p->Mp, p->Np);
       m.lin = q, m.a = a_W_decayed, m.b = b_S_t, m.epi = epi_Xw;
-      run_mm_probe(&m, 11);
+      run_both(&m, 11);
       cg_barrier(cg);
     }
   }
   for (int a = 0; a < g->cf.n_updates; a++) {
     mm m = new_mm(k, p->L, p->Mp, p->Np);
     m.upd = a, m.a = a_R_to_end, m.b = b_dS_t, m.epi = epi_dC;
-    run_mm_probe(&m, 12);
+    run_both(&m, 12);
     cg_barrier(cg);
     m = new_mm(k, p->L, p->Np, p->Mp);
     m.upd = a, m.a = a_C, m.b = b_dS, m.epi = epi_dR_end;
@@ -1170,7 +1257,7 @@ static void lower_ck_bwd(ck *k) {
   for (int q = 0; q < g->n_lin; q++) {
     mm m = new_mm(k, p->Mp, p->Np, p->L);
     m.lin = q, m.first = q == 0, m.a = a_G_t, m.b = b_W_decayed, m.epi = epi_dS;
-    run_mm_probe(&m, 14);
+    run_both(&m, 14);
     cg_barrier(cg);
   }
   if (g->n_lin == 0) {
@@ -1200,6 +1287,8 @@ static void lower_ck_bwd(ck *k) {
                                 cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_w[q]],
                                        seed_index(k, k->mb, add(k, k->t0, sext(k, uc)), n64, p->N)));
       LLVMValueRef w = sh_ld(k, k->lay->W[q], at2(k, uc, p->sn, nn));
+      /* W itself: undo the split where it was made */
+      w = cg_select(cg, k->fast, cg_fmul(cg, w, fexp(k, cg_fneg(cg, bx(k, lrow(k, q, uc), nn)))), w);
       acc = LLVMBuildFAdd(cg->b, acc, cg_select(cg, uok, LLVMBuildFMul(cg->b, f64(k, w), f64(k, dw), ""),
                                                 LLVMConstReal(cg->t_f64, 0)), "");
     }
@@ -1207,7 +1296,9 @@ static void lower_ck_bwd(ck *k) {
     for (int a = 0; a < g->cf.n_updates; a++) {
       LLVMValueRef dr = cg_load(cg, cg->t_f32,
                                 cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_r[a]], seed_index(k, k->mb, tnow, n64, p->N)));
-      acc = LLVMBuildFSub(cg->b, acc, LLVMBuildFMul(cg->b, f64(k, sh_ld(k, k->lay->R[a], at2(k, sx, p->sn, nn))), f64(k, dr), ""), "");
+      LLVMValueRef r = sh_ld(k, k->lay->R[a], at2(k, sx, p->sn, nn));
+      r = cg_select(cg, k->fast, cg_fmul(cg, r, fexp(k, bx(k, add(k, sx, i32c(k, 1)), nn))), r);
+      acc = LLVMBuildFSub(cg->b, acc, LLVMBuildFMul(cg->b, f64(k, r), f64(k, dr), ""), "");
     }
     cg_store(cg, acc, run);
     cg_store(cg, LLVMBuildFPTrunc(cg->b, acc, cg->t_f32, ""),

@@ -95,7 +95,8 @@ static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
   static const char *const knobs[] = {"FRNN_LPR", "FRNN_BWD_BUDGET", "FRNN_BWD_WARPS",
                                       "FRNN_BWD_CLUSTER", "FRNN_BWD_XCHG_STEPS", "FRNN_PREFETCH",
                                       "FRNN_BWD_C2", "FRNN_BWD_C", "FRNN_BWD_SMEM", "FRNN_BWD_PICK",
-                                      "FRNN_CHUNKED", "FRNN_CK_L", "FRNN_CK_BM", "FRNN_CK_THREADS", "FRNN_CK_MINB", "FRNN_CK_SKIP"};
+                                      "FRNN_CHUNKED", "FRNN_CK_L", "FRNN_CK_BM", "FRNN_CK_THREADS", "FRNN_CK_MINB", "FRNN_CK_SKIP",
+                                      "FRNN_CK_SPLIT_MAX"};
   for (size_t i = 0; i < sizeof knobs / sizeof *knobs; i++) {
     const char *v = getenv(knobs[i]);
     if (v && *v && k >= 0 && (size_t)k < cap) k += snprintf(key + k, cap - (size_t)k, " %s=%.16s", knobs[i] + 5, v);
