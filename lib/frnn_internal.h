@@ -750,7 +750,7 @@ enum { CK_THREADS = 512 };
 typedef struct ck_layout {
   int S, dS, Bx, R[CHUNK_MAX_TERMS], C[CHUNK_MAX_TERMS], W[FRNN_MAX_PORTS * CHUNK_MAX_TERMS],
       G[FRNN_MAX_PORTS * CHUNK_MAX_TERMS], A, Ag, Y[FRNN_MAX_PORTS], RUN, SC, EL, FLAG,
-      Wd[FRNN_MAX_PORTS * CHUNK_MAX_TERMS], Re[CHUNK_MAX_TERMS]; /* -1: none */
+      Wd[FRNN_MAX_PORTS * CHUNK_MAX_TERMS], Re[CHUNK_MAX_TERMS], SCA; /* -1: none */
   int floats;
 } ck_layout;
 typedef struct ck_plan {
@@ -762,6 +762,7 @@ typedef struct ck_plan {
   int min_blocks;            /* resident blocks per SM the kernels are built for */
   double split_max;          /* lower_chunked.c's decay_split bound on running log decays */
   bool split;                /* decay_split compiled in (row decays) */
+  bool fused;                /* one block a head: frnn_ck_bwd runs the chain too */
   int n_sc, n_sc_adj;        /* scalar nodes materialised per step (step, adjoint) */
   ck_layout fw, bw;
   unsigned fwd_smem, bwd_smem, chain_smem; /* bytes */

@@ -73,7 +73,8 @@ static void layout(ck_plan *p, const chunk_gpu *g, int n_out, bool backward, ck_
   } else {
     for (int k = 0; k < n_out; k++) l->Y[k] = at, at += L * p->sm;
   }
-  l->SC = at, at += (backward ? p->n_sc : p->n_sc) * L;
+  l->SC = at, at += p->n_sc * L;
+  if (backward && p->fused) l->SCA = at, at += p->n_sc_adj * L;
   l->floats = at;
 }
 
@@ -136,6 +137,14 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
     out->ss = out->sn = out->Np + 1;
     out->sm = out->Mp + 1;
     out->sd = out->nd == 1 ? 1 : out->sn;
+    /* One block a head: the chain to the inputs runs in the backward, from
+     * a chunk-sized scratch that stays in L2 (no terms' gradients in DRAM). */
+    /* Measured slower (H100, GLA fw+bw 6.6 -> 9.0 ms: the chain then sits on
+     * the sequential path of 256 blocks) but 0.5 GB leaner: the lean
+     * backward mode's choice (FRNN_CK_FUSE=1/0 forces it). */
+    const char *fz = getenv("FRNN_CK_FUSE");
+    bool want = fz && *fz ? strcmp(fz, "0") != 0 : ctx->backward_mode == FRNN_BACKWARD_LEAN;
+    out->fused = out->MB == 1 && want;
     for (int L = lmax >= 64 ? 64 : lmax >= 32 ? 32 : 16; L >= 16; L /= 2)
       if (fits(out, g, n_out, L, max_shared)) return FRNN_OK;
     if (bm_env) break;
@@ -187,6 +196,7 @@ struct ck {
   LLVMBasicBlockRef entry;
   const ck_layout *lay;
   ev *e;                             /* the evaluator of the kernel's graph */
+  ev *ea;                            /* fused backward: the term prologue's adjoint's */
   LLVMValueRef seed_ptr[CK_MAX_SEEDS]; /* each seed's array in the workspace */
   LLVMValueRef fast;                 /* i1, per chunk: decay_split applied */
 };
@@ -840,6 +850,9 @@ static void epi_dS(mm *m, LLVMValueRef i, LLVMValueRef n, LLVMValueRef acc) { ep
 /* -------------------------------------------------------- global arrays */
 /* The seeds' arrays in the workspace: float32 [parts][B][T][H][E]. */
 static LLVMValueRef seed_index(ck *k, LLVMValueRef part, LLVMValueRef t, LLVMValueRef e, int64_t E) {
+  if (k->p->fused) /* this chunk's scratch, [B][H][L][E] */
+    return add(k, mul(k, add(k, mul(k, add(k, mul(k, k->b, k->H), k->h), i64c(k, k->p->L)), sub(k, t, k->t0)),
+                      i64c(k, E)), e);
   LLVMValueRef x = add(k, mul(k, part, k->B), k->b);
   x = add(k, mul(k, x, k->T), t);
   x = add(k, mul(k, x, k->H), k->h);
@@ -1145,6 +1158,104 @@ static void lower_ck_fwd(ck *k) {
   cg_ret(cg);
 }
 
+/* The chain's leaves: the step's inputs (parameters from 0), the output
+ * gradients (from at_gout) for the independent terms' seeds, the terms'
+ * gradients in the workspace: [parts][B][T][H][E], or, fused into the
+ * backward, this chunk's scratch [B][H][L][E] (indexed by the global step:
+ * the pointer is moved back by t0 rows). */
+static void chain_leaves(ck *k, ev *e, int at_gout) {
+  codegen *cg = k->cg;
+  const ck_plan *p = k->p;
+  const chunk_gpu *g = k->g;
+  int n_in = k->s->n_ports[FRNN_PORT_INPUT];
+  input_leaves(k, e, 0);
+  for (int q = 0; q < g->n_seeds; q++) {
+    leaf *lf = &e->leaves[n_in + q];
+    int kind = g->seed_kind[q];
+    if (kind == CK_SEED_IND) {
+      int o = g->seed_index[q];
+      gtensor t = tensor_at(k, at_gout + PARAMS_PER_TENSOR * o, k->spec->dt_gout[o]);
+      *lf = (leaf){.kind = LEAF_TENSOR, .nullable = true, .ptr = t.ptr, .dt = t.dt, .parts = 1};
+      memcpy(lf->st, t.st, sizeof t.st);
+      continue;
+    }
+    bool col = g->seed_cls[q] == FRNN_COL;
+    int64_t E = col ? p->M : p->N;
+    *lf = (leaf){.kind = LEAF_TENSOR, .ptr = k->seed_ptr[q], .dt = TD_F32,
+                 .parts = col || p->fused ? 1 : p->MB,
+                 .reduce_n = kind == CK_SEED_LD && g->seed_cls[q] == FRNN_SCALAR};
+    lf->st[4] = col ? i64c(k, 0) : i64c(k, 1);
+    lf->st[3] = col ? i64c(k, 1) : i64c(k, 0);
+    if (p->fused) {
+      lf->st[1] = i64c(k, E);
+      lf->st[2] = i64c(k, p->L * E);
+      lf->st[0] = mul(k, k->H, lf->st[2]);
+      lf->ptr = cg_gep(cg, cg->t_f32, lf->ptr, LLVMBuildNeg(cg->b, mul(k, k->t0, i64c(k, E)), ""));
+    } else {
+      lf->st[2] = i64c(k, E);
+      lf->st[1] = mul(k, k->H, i64c(k, E));
+      lf->st[0] = mul(k, lf->st[1], k->T);
+      lf->part_stride = mul(k, lf->st[0], k->B);
+    }
+  }
+  int n_pin = n_in + g->n_seeds;
+  e->leaves[n_pin] = (leaf){.kind = LEAF_CONST, .value = 0};     /* the dummy state */
+  e->leaves[n_pin + 1] = (leaf){.kind = LEAF_CONST, .value = 1}; /* dz */
+  e->leaves[n_pin + 2] = (leaf){.kind = LEAF_CONST, .value = 0}; /* its next value's gradient */
+}
+
+/* The inputs' gradients at the chunk's steps from the term prologue's
+ * adjoint (its leaves set), into the tensors from at_gin. */
+static void chain_chunk(ck *k, ev *e, int at_gin) {
+  codegen *cg = k->cg;
+  const frnn_step *s = k->s;
+  const ck_plan *p = k->p;
+  const frnn_step *adj = k->g->terms_adj;
+  int n_in = s->n_ports[FRNN_PORT_INPUT];
+  ev *saved = k->e;
+  k->e = e;
+  scalar_pass(e);
+  cg_barrier(cg);
+  for (int i = 0; i < n_in; i++) {
+    uint32_t gv = adj->ports[FRNN_PORT_OUTPUT][i].value;
+    int cls = s->ports[FRNN_PORT_INPUT][i].cls;
+    int64_t E = cls == FRNN_COL ? p->M : cls == FRNN_ROW ? p->N : 1;
+    gtensor gin = tensor_at(k, at_gin + PARAMS_PER_TENSOR * i, k->spec->dt_gin[i]);
+    LLVMBasicBlockRef no = if_open(k, LLVMBuildNot(cg->b, is_null(k, gin.ptr), ""));
+    if (k->spec->in_bcast[i] & 2) {
+      /* Broadcast over T: this chunk's sum, float32 at [(c B + b) H + h][E]. */
+      cloop l = loop_open(k, k->tid, i32c(k, (int)E), i32c(k, k->p->threads));
+      LLVMValueRef x = sext(k, loop_var(k, &l));
+      LLVMValueRef acc = slot_of(k, cg->t_f64); /* float64: a sum over many steps */
+      cg_store(cg, LLVMConstReal(cg->t_f64, 0), acc);
+      cloop lu = loop_open(k, i32c(k, 0), i32c(k, p->L), i32c(k, 1));
+      LLVMValueRef u = loop_var(k, &lu);
+      memo_clear(e);
+      LLVMValueRef v = gv == NODE_NONE ? fzero(k)
+                                       : ev_at(e, gv, u, clamp_t(k, u), cls == FRNN_COL ? x : NULL,
+                                               cls == FRNN_ROW ? x : NULL);
+      memo_clear(e);
+      cg_store(cg, LLVMBuildFAdd(cg->b, cg_load(cg, cg->t_f64, acc), f64(k, cg_select(cg, step_ok(k, u), v, fzero(k))), ""),
+               acc);
+      loop_close(k, &lu);
+      LLVMValueRef idx = add(k, mul(k, add(k, mul(k, add(k, mul(k, k->c, k->B), k->b), k->H), k->h), i64c(k, E)), x);
+      cg_store(cg, LLVMBuildFPTrunc(cg->b, cg_load(cg, cg->t_f64, acc), cg->t_f32, ""), cg_gep(cg, cg->t_f32, gin.ptr, idx));
+      loop_close(k, &l);
+    } else {
+      elems r = elems_open(k, p->L * (int)E, (int)E);
+      LLVMBasicBlockRef in_seq = if_open(k, step_ok(k, r.u));
+      LLVMValueRef x = sext(k, r.x), t = add(k, k->t0, sext(k, r.u));
+      LLVMValueRef i_ = cls == FRNN_COL ? x : NULL, j_ = cls == FRNN_ROW ? x : NULL;
+      LLVMValueRef v = gv == NODE_NONE ? fzero(k) : ev_at(e, gv, r.u, t, i_, j_);
+      cg_store_elem(cg, gin.ptr, toff(k, gin.st, t, i_, j_), gin.dt, v);
+      if_close(k, in_seq);
+      elems_close(k, &r);
+    }
+    if_close(k, no);
+  }
+  k->e = saved;
+}
+
 static void lower_ck_bwd(ck *k) {
   codegen *cg = k->cg;
   const frnn_step *s = k->s;
@@ -1157,14 +1268,17 @@ static void lower_ck_bwd(ck *k) {
   int at_ckpt = n;
   types[n++] = cg->t_gptr;
   for (int q = 0; q < g->n_seeds; q++) types[n++] = cg->t_gptr;
+  int at_gin = n; /* fused: the inputs' gradients (or partials) */
+  if (p->fused)
+    for (int i = 0; i < n_in; i++) tensor_params(cg, types, &n);
+  int at_T = n;
   types[n++] = cg->t_i64; /* T */
   types[n++] = cg->t_i64; /* H */
   types[n++] = cg->t_i64; /* B */
   k->lay = &p->bw;
   setup(k, "frnn_ck_bwd", types, n, (unsigned)p->bw.floats);
   k->mb = cg_zext64(cg, cg_ctaid_x(cg));
-  k->T = cg_param(cg, at_ckpt + 1 + g->n_seeds), k->H = cg_param(cg, at_ckpt + 2 + g->n_seeds);
-  k->B = cg_param(cg, at_ckpt + 3 + g->n_seeds);
+  k->T = cg_param(cg, at_T), k->H = cg_param(cg, at_T + 1), k->B = cg_param(cg, at_T + 2);
   for (int q = 0; q < g->n_seeds; q++) k->seed_ptr[q] = cg_param(cg, at_ckpt + 1 + q);
   input_leaves(k, k->e, 0);
   gtensor gout[FRNN_MAX_PORTS];
@@ -1181,6 +1295,18 @@ static void lower_ck_bwd(ck *k) {
   k->t0 = mul(k, k->c, i64c(k, p->L));
   scalar_pass(k->e);
   cg_barrier(cg);
+  if (p->fused) {
+    /* this chunk's scratch for the terms' gradients, zeroed (the products
+     * add into it; the previous chunk's chain has read it) */
+    for (int q = 0; q < g->n_seeds; q++) {
+      if (g->seed_kind[q] == CK_SEED_IND) continue;
+      int64_t E = g->seed_cls[q] == FRNN_COL ? p->M : p->N;
+      LLVMValueRef base = cg_gep(cg, cg->t_f32, k->seed_ptr[q], mul(k, add(k, mul(k, k->b, k->H), k->h), i64c(k, p->L * E)));
+      cloop l = loop_open(k, k->tid, i32c(k, (int)(p->L * E)), i32c(k, p->threads));
+      cg_store(cg, fzero(k), cg_gep(cg, cg->t_f32, base, loop_var(k, &l)));
+      loop_close(k, &l);
+    }
+  }
   term_arrays(k, gout);
   /* sum over this block's rows of dS_end * S_end: the decay's gradient
    * starts from it (design-chunked.md) */
@@ -1323,18 +1449,23 @@ static void lower_ck_bwd(ck *k) {
     elems_close(k, &r);
   }
   cg_barrier(cg);
+  if (p->fused) {
+    /* The chain to the inputs for this chunk, from its scratch (in L2). */
+    chain_leaves(k, k->ea, PARAMS_PER_TENSOR * n_in);
+    chain_chunk(k, k->ea, at_gin);
+    cg_barrier(cg);
+  }
   loop_close(k, &lc);
   state_to_tensor(k, k->lay->dS, &gst);
   cg_ret(cg);
 }
 
-/* The chain to the inputs: the term prologue's adjoint, per step. */
+/* The chain as a kernel of its own (blocks of rows summed their partial
+ * gradients into the workspace). */
 static void lower_ck_chain(ck *k) {
   codegen *cg = k->cg;
   const frnn_step *s = k->s;
-  const ck_plan *p = k->p;
   const chunk_gpu *g = k->g;
-  const frnn_step *adj = g->terms_adj;
   int n_in = s->n_ports[FRNN_PORT_INPUT], n_out = s->n_ports[FRNN_PORT_OUTPUT];
   LLVMTypeRef types[PARAMS_PER_TENSOR * (3 * FRNN_MAX_PORTS) + CK_MAX_SEEDS + 4];
   int n = 0;
@@ -1352,73 +1483,10 @@ static void lower_ck_chain(ck *k) {
   k->mb = i64c(k, 0);
   k->T = cg_param(cg, at_T), k->H = cg_param(cg, at_T + 1), k->B = cg_param(cg, at_T + 2);
   k->c = cg_zext64(cg, cg_ctaid_x(cg));
-  k->t0 = mul(k, k->c, i64c(k, p->L));
-  ev *e = k->e;
-  input_leaves(k, e, 0);
-  for (int q = 0; q < g->n_seeds; q++) {
-    leaf *lf = &e->leaves[n_in + q];
-    int kind = g->seed_kind[q];
-    if (kind == CK_SEED_IND) {
-      int o = g->seed_index[q];
-      gtensor t = tensor_at(k, PARAMS_PER_TENSOR * (n_in + o), k->spec->dt_gout[o]);
-      *lf = (leaf){.kind = LEAF_TENSOR, .nullable = true, .ptr = t.ptr, .dt = t.dt, .parts = 1};
-      memcpy(lf->st, t.st, sizeof t.st);
-      continue;
-    }
-    bool col = g->seed_cls[q] == FRNN_COL;
-    int64_t E = col ? p->M : p->N;
-    *lf = (leaf){.kind = LEAF_TENSOR, .ptr = cg_param(cg, at_seed + q), .dt = TD_F32,
-                 .parts = col ? 1 : p->MB, .reduce_n = kind == CK_SEED_LD && g->seed_cls[q] == FRNN_SCALAR};
-    lf->st[4] = col ? i64c(k, 0) : i64c(k, 1);
-    lf->st[3] = col ? i64c(k, 1) : i64c(k, 0);
-    lf->st[2] = i64c(k, E);
-    lf->st[1] = mul(k, k->H, i64c(k, E));
-    lf->st[0] = mul(k, lf->st[1], k->T);
-    lf->part_stride = mul(k, lf->st[0], k->B);
-  }
-  int n_pin = n_in + g->n_seeds;
-  e->leaves[n_pin] = (leaf){.kind = LEAF_CONST, .value = 0};     /* the dummy state */
-  e->leaves[n_pin + 1] = (leaf){.kind = LEAF_CONST, .value = 1}; /* dz */
-  e->leaves[n_pin + 2] = (leaf){.kind = LEAF_CONST, .value = 0}; /* its next value's gradient */
-  scalar_pass(e);
-  cg_barrier(cg);
-  for (int i = 0; i < n_in; i++) {
-    uint32_t gv = adj->ports[FRNN_PORT_OUTPUT][i].value;
-    int cls = s->ports[FRNN_PORT_INPUT][i].cls;
-    int64_t E = cls == FRNN_COL ? p->M : cls == FRNN_ROW ? p->N : 1;
-    gtensor gin = tensor_at(k, at_gin + PARAMS_PER_TENSOR * i, k->spec->dt_gin[i]);
-    LLVMBasicBlockRef no = if_open(k, LLVMBuildNot(cg->b, is_null(k, gin.ptr), ""));
-    if (k->spec->in_bcast[i] & 2) {
-      /* Broadcast over T: this chunk's sum, float32 at [(c B + b) H + h][E]. */
-      cloop l = loop_open(k, k->tid, i32c(k, (int)E), i32c(k, k->p->threads));
-      LLVMValueRef x = sext(k, loop_var(k, &l));
-      LLVMValueRef acc = slot_of(k, cg->t_f64); /* float64: a sum over many steps */
-      cg_store(cg, LLVMConstReal(cg->t_f64, 0), acc);
-      cloop lu = loop_open(k, i32c(k, 0), i32c(k, p->L), i32c(k, 1));
-      LLVMValueRef u = loop_var(k, &lu);
-      memo_clear(e);
-      LLVMValueRef v = gv == NODE_NONE ? fzero(k)
-                                       : ev_at(e, gv, u, clamp_t(k, u), cls == FRNN_COL ? x : NULL,
-                                               cls == FRNN_ROW ? x : NULL);
-      memo_clear(e);
-      cg_store(cg, LLVMBuildFAdd(cg->b, cg_load(cg, cg->t_f64, acc), f64(k, cg_select(cg, step_ok(k, u), v, fzero(k))), ""),
-               acc);
-      loop_close(k, &lu);
-      LLVMValueRef idx = add(k, mul(k, add(k, mul(k, add(k, mul(k, k->c, k->B), k->b), k->H), k->h), i64c(k, E)), x);
-      cg_store(cg, LLVMBuildFPTrunc(cg->b, cg_load(cg, cg->t_f64, acc), cg->t_f32, ""), cg_gep(cg, cg->t_f32, gin.ptr, idx));
-      loop_close(k, &l);
-    } else {
-      elems r = elems_open(k, p->L * (int)E, (int)E);
-      LLVMBasicBlockRef in_seq = if_open(k, step_ok(k, r.u));
-      LLVMValueRef x = sext(k, r.x), t = add(k, k->t0, sext(k, r.u));
-      LLVMValueRef i_ = cls == FRNN_COL ? x : NULL, j_ = cls == FRNN_ROW ? x : NULL;
-      LLVMValueRef v = gv == NODE_NONE ? fzero(k) : ev_at(e, gv, r.u, t, i_, j_);
-      cg_store_elem(cg, gin.ptr, toff(k, gin.st, t, i_, j_), gin.dt, v);
-      if_close(k, in_seq);
-      elems_close(k, &r);
-    }
-    if_close(k, no);
-  }
+  k->t0 = mul(k, k->c, i64c(k, k->p->L));
+  for (int q = 0; q < g->n_seeds; q++) k->seed_ptr[q] = cg_param(cg, at_seed + q);
+  chain_leaves(k, k->e, PARAMS_PER_TENSOR * n_in);
+  chain_chunk(k, k->e, at_gin);
   cg_ret(cg);
 }
 
@@ -1434,13 +1502,18 @@ frnn_status lower_chunked_module(codegen *cg, const ck_plan *p, const chunk_gpu 
     ev_free(&e);
   }
   if (ok && (kernels & CK_KERNEL_BWD)) {
-    k.e = &e;
+    ev ea;
+    k.e = &e, k.ea = &ea;
     ok = ev_init(&e, &k, s, g->need, p->bw.SC);
+    if (ok) ok = ev_init(&ea, &k, g->terms_adj, g->need_adj, p->fused ? p->bw.SCA : 0);
     if (ok) lower_ck_bwd(&k);
     ev_free(&e);
-    ok = ok && ev_init(&e, &k, g->terms_adj, g->need_adj, 0);
-    if (ok) lower_ck_chain(&k);
-    ev_free(&e);
+    ev_free(&ea);
+    if (ok && !p->fused) {
+      ok = ev_init(&e, &k, g->terms_adj, g->need_adj, 0);
+      if (ok) lower_ck_chain(&k);
+      ev_free(&e);
+    }
   }
   if (!ok) return diag_fail(cg->ctx, FRNN_E_NOMEM, "out of memory lowering the chunked kernels of '%s'", s->name);
   return FRNN_OK;

@@ -58,6 +58,7 @@ typedef struct gpu_module {
 typedef struct ck_entry {
   uint64_t graph_hash;
   int64_t M, N;
+  int mode; /* the context's backward mode (lean: fused) */
   bool ok;
   chunk_gpu g;
   ck_plan p;
@@ -96,7 +97,7 @@ static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
                                       "FRNN_BWD_CLUSTER", "FRNN_BWD_XCHG_STEPS", "FRNN_PREFETCH",
                                       "FRNN_BWD_C2", "FRNN_BWD_C", "FRNN_BWD_SMEM", "FRNN_BWD_PICK",
                                       "FRNN_CHUNKED", "FRNN_CK_L", "FRNN_CK_BM", "FRNN_CK_THREADS", "FRNN_CK_MINB", "FRNN_CK_SKIP",
-                                      "FRNN_CK_SPLIT_MAX"};
+                                      "FRNN_CK_SPLIT_MAX", "FRNN_CK_FUSE"};
   for (size_t i = 0; i < sizeof knobs / sizeof *knobs; i++) {
     const char *v = getenv(knobs[i]);
     if (v && *v && k >= 0 && (size_t)k < cap) k += snprintf(key + k, cap - (size_t)k, " %s=%.16s", knobs[i] + 5, v);
@@ -143,10 +144,10 @@ static const ck_entry *chunked_for(frnn_ctx *ctx, const frnn_step *s, int64_t M,
   const char *env = getenv("FRNN_CHUNKED");
   if (env && strcmp(env, "0") == 0) return NULL;
   for (ck_entry *c = ctx->chunked; c; c = c->next)
-    if (c->graph_hash == s->hash && c->M == M && c->N == N) return c->ok ? c : NULL;
+    if (c->graph_hash == s->hash && c->M == M && c->N == N && c->mode == ctx->backward_mode) return c->ok ? c : NULL;
   ck_entry *c = calloc(1, sizeof *c);
   if (!c) return NULL;
-  c->graph_hash = s->hash, c->M = M, c->N = N;
+  c->graph_hash = s->hash, c->M = M, c->N = N, c->mode = ctx->backward_mode;
   target t;
   /* A refusal is no failure: the recurrent kernels run it.  The context's
    * last failure stays as it was; the reason is kept here. */
@@ -441,11 +442,14 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
     if ((st = load_plan(ctx, s, device, key, spec, kernels, arch, &m->p, ce, &m->mod))) goto fail;
     for (int k = 0; k < 5; k++)
       if ((kernels & (1u << k)) && (st = cuda_function(ctx, m->mod, names[k], &m->fn[k]))) goto fail;
-    if ((kernels & KERNEL_BWD) && (st = cuda_function(ctx, m->mod, names[5], &m->fn[5]))) goto fail;
+    if ((kernels & KERNEL_BWD) && !ce->p.fused && (st = cuda_function(ctx, m->mod, names[5], &m->fn[5])))
+      goto fail;
     ctx->stats.modules++;
     if (kernels & KERNEL_BWD)
-      snprintf(ctx->backward_plan, sizeof ctx->backward_plan, "chunked L=%d BM=%d blocks/head=%d threads=%d smem=%u/%u/%u",
-               ce->p.L, ce->p.BM, ce->p.MB, ce->p.threads, ce->p.fwd_smem, ce->p.bwd_smem, ce->p.chain_smem);
+      snprintf(ctx->backward_plan, sizeof ctx->backward_plan,
+               "chunked L=%d BM=%d blocks/head=%d threads=%d%s%s smem=%u/%u/%u", ce->p.L, ce->p.BM, ce->p.MB,
+               ce->p.threads, ce->p.split ? " split" : "", ce->p.fused ? " fused" : "", ce->p.fwd_smem,
+               ce->p.bwd_smem, ce->p.chain_smem);
     goto keep;
   }
   if ((st = make_plan(ctx, s, sz.M, sz.N, arch, &m->p)) ||
@@ -533,7 +537,9 @@ static void ck_workspace(const ck_entry *ce, const frnn_step *s, frnn_sizes sz, 
     if (g->seed_kind[q] == CK_SEED_IND) continue;
     bool col = g->seed_cls[q] == FRNN_COL;
     w->seed[q] = at;
-    at = align256(at + (size_t)(col ? 1 : p->MB) * BTH * (size_t)(col ? sz.M : sz.N) * 4);
+    /* fused: one chunk's scratch per head */
+    size_t steps = p->fused ? (size_t)(sz.B * sz.H * p->L) : (size_t)(col ? 1 : p->MB) * BTH;
+    at = align256(at + steps * (size_t)(col ? sz.M : sz.N) * 4);
   }
   w->seeds_end = at;
   for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) {
@@ -723,25 +729,34 @@ static frnn_status chunked_backward(frnn_ctx *ctx, const ck_entry *ce, const gpu
                      workspace_bytes, w.total);
   char *ws = workspace;
   CUstream cs = (CUstream)stream;
-  /* The kernels add the terms' gradients into their arrays: zero them. */
-  frnn_status st = cuda_memset_d8(ctx, (CUdeviceptr)(ws + w.seeds_start), 0, w.seeds_end - w.seeds_start, cs, 1);
-  if (st) return st;
+  frnn_status st;
+  /* Unfused, the kernels add the terms' gradients into arrays over the
+   * whole sequence: zero them (fused, the kernel zeroes its scratch). */
+  if (!ce->p.fused &&
+      (st = cuda_memset_d8(ctx, (CUdeviceptr)(ws + w.seeds_start), 0, w.seeds_end - w.seeds_start, cs, 1)))
+    return st;
   args a;
   memset(&a, 0, sizeof a);
   for (int i = 0; i < n_in; i++) arg_tensor(&a, &pin->v[i], true);
   for (int i = 0; i < n_out; i++) arg_tensor(&a, &pgo->v[i], pgo->present[i]);
-  arg_tensor(&a, &pgf->v[0], pgf->present[0]);
-  arg_tensor(&a, &pgs->v[0], pgs->present[0]);
-  arg_ptr(&a, ws + w.ckpt);
-  for (int q = 0; q < g->n_seeds; q++) arg_ptr(&a, w.seed[q] == SIZE_MAX ? NULL : ws + w.seed[q]);
-  arg_i64(&a, sz.T);
-  arg_i64(&a, sz.H);
-  arg_i64(&a, sz.B);
-  unsigned grid[3] = {(unsigned)ce->p.MB, (unsigned)sz.H, (unsigned)sz.B}, block[3] = {(unsigned)ce->p.threads, 1, 1};
-  if ((st = cuda_launch(ctx, m->fn[1], "frnn_ck_bwd", grid, block, 1, ce->p.bwd_smem, cs, a.params))) return st;
-  memset(&a, 0, sizeof a);
-  for (int i = 0; i < n_in; i++) arg_tensor(&a, &pin->v[i], true);
-  for (int i = 0; i < n_out; i++) arg_tensor(&a, &pgo->v[i], pgo->present[i]);
+  if (!ce->p.fused) {
+    arg_tensor(&a, &pgf->v[0], pgf->present[0]);
+    arg_tensor(&a, &pgs->v[0], pgs->present[0]);
+    arg_ptr(&a, ws + w.ckpt);
+    for (int q = 0; q < g->n_seeds; q++) arg_ptr(&a, w.seed[q] == SIZE_MAX ? NULL : ws + w.seed[q]);
+    arg_i64(&a, sz.T);
+    arg_i64(&a, sz.H);
+    arg_i64(&a, sz.B);
+    unsigned grid[3] = {(unsigned)ce->p.MB, (unsigned)sz.H, (unsigned)sz.B}, block[3] = {(unsigned)ce->p.threads, 1, 1};
+    if ((st = cuda_launch(ctx, m->fn[1], "frnn_ck_bwd", grid, block, 1, ce->p.bwd_smem, cs, a.params))) return st;
+    memset(&a, 0, sizeof a);
+    for (int i = 0; i < n_in; i++) arg_tensor(&a, &pin->v[i], true);
+    for (int i = 0; i < n_out; i++) arg_tensor(&a, &pgo->v[i], pgo->present[i]);
+  } else {
+    arg_tensor(&a, &pgf->v[0], pgf->present[0]);
+    arg_tensor(&a, &pgs->v[0], pgs->present[0]);
+    arg_ptr(&a, ws + w.ckpt);
+  }
   for (int q = 0; q < g->n_seeds; q++) arg_ptr(&a, w.seed[q] == SIZE_MAX ? NULL : ws + w.seed[q]);
   for (int i = 0; i < n_in; i++) {
     if (!pgi->present[i] || !bc[i]) {
@@ -763,9 +778,15 @@ static frnn_status chunked_backward(frnn_ctx *ctx, const ck_entry *ce, const gpu
   arg_i64(&a, sz.T);
   arg_i64(&a, sz.H);
   arg_i64(&a, sz.B);
-  unsigned grid_c[3] = {(unsigned)w.n_chunks, (unsigned)sz.H, (unsigned)sz.B};
-  if ((st = cuda_launch(ctx, m->fn[5], "frnn_ck_chain", grid_c, block, 1, ce->p.chain_smem, cs, a.params)))
-    return st;
+  unsigned block[3] = {(unsigned)ce->p.threads, 1, 1};
+  if (ce->p.fused) {
+    unsigned grid[3] = {1, (unsigned)sz.H, (unsigned)sz.B};
+    st = cuda_launch(ctx, m->fn[1], "frnn_ck_bwd", grid, block, 1, ce->p.bwd_smem, cs, a.params);
+  } else {
+    unsigned grid_c[3] = {(unsigned)w.n_chunks, (unsigned)sz.H, (unsigned)sz.B};
+    st = cuda_launch(ctx, m->fn[5], "frnn_ck_chain", grid_c, block, 1, ce->p.chain_smem, cs, a.params);
+  }
+  if (st) return st;
   for (int i = 0; i < n_in && !st; i++) {
     if (!bc[i] || !pgi->present[i]) continue;
     int cls = s->ports[FRNN_PORT_INPUT][i].cls;
