@@ -295,6 +295,67 @@ START_TEST(backward_matches_finite_differences) {
 }
 END_TEST
 
+/* Which steps the chunked GPU kernels take (chunk_gpu_make), with the
+ * reason for the others, and the plan they get (ck_plan_make): the sizes
+ * the benchmarks run fit an H100's shared memory; a limit nothing fits is
+ * refused with a message, never planned past. */
+static const struct {
+  const char *source, *why; /* why: "" for taken */
+} gpu_verdicts[] = {
+    {"examples/gla.frnn", ""},
+    {"examples/mamba2.frnn", ""},
+    {"examples/rwkv6.frnn", ""},
+    {"examples/gsa_values.frnn", ""},
+    {"examples/retention.frnn", "not a product of exponentials"},
+    {"examples/delta_rule.frnn", "sums the state over N"},
+    {"examples/mamba.frnn", "no chunked form"},
+    {"step t(k[1,N], v[M,1], g[1,N]; S[M,N]) -> y[M,1]\n  S = -exp(g) * S + v * k\n  y = sum(S * k)\n",
+     "not a product of exponentials"},
+    /* a quotient of exponentials: its log decay is g - h */
+    {"step t(k[1,N], v[M,1], g[1,N], h[1,1]; S[M,N]) -> y[M,1]\n  S = S * exp(g) / exp(h) + v * k\n"
+     "  y = sum(S * k)\n",
+     ""},
+};
+
+START_TEST(gpu_form_verdicts) {
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  frnn_step *s;
+  if (!strncmp(gpu_verdicts[_i].source, "examples/", 9))
+    ck_assert(frnn_step_load(ctx, test_source_path(gpu_verdicts[_i].source), &s) == FRNN_OK);
+  else
+    s = parse(ctx, gpu_verdicts[_i].source);
+  chunk_gpu g;
+  frnn_status st = chunk_gpu_make(ctx, s, &g);
+  const char *why = gpu_verdicts[_i].why;
+  if (!*why) {
+    ck_assert_msg(st == FRNN_OK, "%s: %s", gpu_verdicts[_i].source, frnn_ctx_error(ctx));
+    ck_assert_int_ge(g.n_seeds, 3);
+    if (_i == 8) ck_assert(g.n_ld == 2 && !g.ld_neg[0] && g.ld_neg[1]);
+    ck_assert_ptr_nonnull(g.terms_adj);
+    ck_plan p;
+    ck_assert_msg(ck_plan_make(ctx, s, &g, 128, 128, 232448, &p) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+    ck_assert_int_eq(p.BM, 128);
+    ck_assert_int_eq(p.MB, 1);
+    ck_assert_int_eq(p.L, 32);
+    ck_assert(p.fwd_smem <= 232448 && p.bwd_smem <= 232448 && p.chain_smem <= 232448);
+    ck_assert_int_eq(p.fwd_smem % 4, 0);
+    /* odd strides (no bank conflicts), padded extents */
+    ck_assert(p.sn % 2 == 1 && p.sm % 2 == 1 && p.sl % 2 == 1 && p.Np % 4 == 0 && p.Mp % 4 == 0);
+    ck_assert_msg(ck_plan_make(ctx, s, &g, 128, 128, 16384, &p) == FRNN_E_UNSUPPORTED, "planned past the limit");
+    ck_assert_ptr_nonnull(strstr(frnn_ctx_error(ctx), "shared memory"));
+    ck_assert_msg(ck_plan_make(ctx, s, &g, 3, 5, 232448, &p) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+    ck_assert(p.Mp == 4 && p.Np == 8 && p.BM == 3);
+    chunk_gpu_free(&g);
+  } else {
+    ck_assert_int_eq(st, FRNN_E_UNSUPPORTED);
+    ck_assert_msg(strstr(frnn_ctx_error(ctx), why), "expected '%s' in: %s", why, frnn_ctx_error(ctx));
+  }
+  frnn_step_destroy(s);
+  frnn_ctx_destroy(ctx);
+}
+END_TEST
+
 int main(void) {
   Suite *suite = suite_create("chunked");
   TCase *tc = tcase_create("chunked");
@@ -304,6 +365,7 @@ int main(void) {
   tcase_add_loop_test(tc, refusals_say_why, 0, (int)(sizeof refused / sizeof *refused));
   tcase_add_test(tc, dump_names_the_terms);
   tcase_add_test(tc, backward_matches_finite_differences);
+  tcase_add_loop_test(tc, gpu_form_verdicts, 0, (int)(sizeof gpu_verdicts / sizeof *gpu_verdicts));
   suite_add_tcase(suite, tc);
   SRunner *sr = srunner_create(suite);
   srunner_run_all(sr, CK_NORMAL);

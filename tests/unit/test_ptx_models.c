@@ -49,6 +49,13 @@ static void print_report(const char *file, const size_case *sc, const char *repo
   }
 }
 
+static bool chunked_model(const char *file) {
+  static const char *const names[] = {"/gla.frnn", "/mamba2.frnn", "/rwkv6.frnn", "/gsa_values.frnn"};
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+    if (strstr(file, names[i])) return true;
+  return false;
+}
+
 START_TEST(every_model_every_size) {
   frnn_ctx *ctx;
   ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
@@ -60,7 +67,15 @@ START_TEST(every_model_every_size) {
     char *ptx = NULL, *report = NULL;
     ck_assert_msg(frnn_compile_ptx(ctx, s, &o, &ptx) == FRNN_OK, "%s M=%lld N=%lld: %s", file,
                   (long long)o.M, (long long)o.N, frnn_ctx_error(ctx));
-    ck_assert(strstr(ptx, ".entry frnn_fwd") && strstr(ptx, ".entry frnn_bwd"));
+    /* The diagonal class with exponential decays runs on the chunked
+     * kernels (lower_chunked.c); every other step on the recurrent ones. */
+    if (chunked_model(file))
+      ck_assert_msg(strstr(ptx, ".entry frnn_ck_fwd") && strstr(ptx, ".entry frnn_ck_bwd") &&
+                        strstr(ptx, ".entry frnn_ck_chain") && !strstr(ptx, ".entry frnn_fwd"),
+                    "%s M=%lld N=%lld: not the chunked kernels", file, (long long)o.M, (long long)o.N);
+    else
+      ck_assert_msg(strstr(ptx, ".entry frnn_fwd") && strstr(ptx, ".entry frnn_bwd") && !strstr(ptx, "frnn_ck_"),
+                    "%s M=%lld N=%lld: not the recurrent kernels", file, (long long)o.M, (long long)o.N);
     frnn_status st = cg_ptxas_check(ctx, ptx, "sm_90", &report);
     if (st == FRNN_E_UNSUPPORTED) {
       printf("ptxas not found: PTX of %s not assembled\n", file);
@@ -145,6 +160,43 @@ static int count(const char *text, const char *what) {
   return n;
 }
 
+/* The chunked kernels' variants: two blocks a head (partials summed by the
+ * chain kernel), the chain fused into the backward, no decay split, short
+ * chunks, 256 threads; and the diagonal-class steps on the recurrent
+ * kernels (FRNN_CHUNKED=0).  Each must build and assemble. */
+static const char *const CK_KNOBS[][2] = {
+    {"FRNN_CK_BM", "64"},         {"FRNN_CK_FUSE", "1"},  {"FRNN_CK_SPLIT_MAX", "-1"},
+    {"FRNN_CK_L", "16"},          {"FRNN_CK_THREADS", "256"}, {"FRNN_CHUNKED", "0"}};
+
+START_TEST(chunked_variants_assemble) {
+  setenv(CK_KNOBS[_i][0], CK_KNOBS[_i][1], 1);
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  for (int f = 0; f < n_files; f++) {
+    if (!chunked_model(files[f])) continue;
+    frnn_step *s;
+    ck_assert(frnn_step_load(ctx, test_source_path(files[f]), &s) == FRNN_OK);
+    for (int k = 0; k < 5; k += 2) { /* 128 x 128 bf16, 48 x 96 f16, 3 x 5 bf16 */
+      frnn_codegen_options o = {.M = SIZES[k].M, .N = SIZES[k].N, .dtype = SIZES[k].dt};
+      char *ptx = NULL, *report = NULL;
+      ck_assert_msg(frnn_compile_ptx(ctx, s, &o, &ptx) == FRNN_OK, "%s %s=%s: %s", files[f], CK_KNOBS[_i][0],
+                    CK_KNOBS[_i][1], frnn_ctx_error(ctx));
+      bool recurrent = _i == 5, fused = _i == 1;
+      ck_assert_msg(recurrent ? strstr(ptx, ".entry frnn_fwd") != NULL
+                              : strstr(ptx, ".entry frnn_ck_bwd") && !strstr(ptx, ".entry frnn_ck_chain") == fused,
+                    "%s %s=%s: other kernels than asked for", files[f], CK_KNOBS[_i][0], CK_KNOBS[_i][1]);
+      frnn_status st = cg_ptxas_check(ctx, ptx, "sm_90", &report);
+      ck_assert_msg(st == FRNN_OK || st == FRNN_E_UNSUPPORTED, "ptxas rejected %s %s=%s: %s\n%s", files[f],
+                    CK_KNOBS[_i][0], CK_KNOBS[_i][1], frnn_ctx_error(ctx), report ? report : "");
+      free(report);
+      frnn_free(ptx);
+    }
+    frnn_step_destroy(s);
+  }
+  frnn_ctx_destroy(ctx);
+}
+END_TEST
+
 START_TEST(tuning_knobs_assemble) {
   /* each test runs in its own process; "V,NAME=W" sets a second knob */
   char value[64];
@@ -158,6 +210,7 @@ START_TEST(tuning_knobs_assemble) {
     setenv(more, eq + 1, 1);
   }
   setenv(KNOBS[_i][0], value, 1);
+  setenv("FRNN_CHUNKED", "0", 1); /* these knobs are the recurrent kernels' */
   frnn_ctx *ctx;
   ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
   for (int f = 0; f < n_files; f++) {
@@ -385,6 +438,7 @@ int main(void) {
   TCase *tc = tcase_create("ptx");
   tcase_set_timeout(tc, 900);
   tcase_add_loop_test(tc, every_model_every_size, 0, n_files);
+  tcase_add_loop_test(tc, chunked_variants_assemble, 0, (int)(sizeof CK_KNOBS / sizeof *CK_KNOBS));
   tcase_add_test(tc, unknown_kernel_and_arch_are_errors);
   tcase_add_test(tc, deferred_sums_over_m);
   tcase_add_loop_test(tc, tuning_knobs_assemble, 0, (int)(sizeof KNOBS / sizeof *KNOBS));
