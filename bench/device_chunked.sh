@@ -2,10 +2,13 @@
 # One device call for the chunked kernels (it builds nothing), from the
 # repository root, carrying devbin (bash bench/device_pack.sh test_gpu_models
 # frnn-bench libfrnn.so):
-#   1. frnn-bench (with its reference check) on the diagonal-class examples,
-#      chunked (default) and recurrent (FRNN_CHUNKED=0), same machine;
-#   2. the GPU tests (bench/gpu_tests.sh) unless FRNN_SKIP_GPU_TESTS=1.
-# CK_MODELS: the examples (default GLA, Mamba-2, RWKV-6, GSA values).
+#   1. frnn-bench on every example (chunked kernels where a step has them)
+#      -> bench_chunked.json/.txt, then the diagonal-class examples on the
+#      recurrent kernels (FRNN_CHUNKED=0), same machine -> bench_recurrent.*;
+#   2. the GPU tests (bench/gpu_tests.sh) under the default plan and the
+#      chunked kernels' other paths: no decay split, two blocks a head (the
+#      chain kernel, partials), the fused chain (FRNN_SKIP_GPU_TESTS=1: none).
+# CK_MODELS: the diagonal-class examples (default GLA, Mamba-2, RWKV-6, GSA values).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/bench/out}
@@ -13,10 +16,15 @@ export OUT FRNN_SOURCE_DIR=$PWD
 mkdir -p "$OUT" /tmp/frnn-bin
 tar -xJf devbin/bins.tar.xz -C /tmp/frnn-bin
 MODELS=${CK_MODELS:-examples/gla.frnn examples/mamba2.frnn examples/rwkv6.frnn examples/gsa_values.frnn}
-for mode in chunked recurrent; do
-  envs=""; [ $mode = recurrent ] && envs="FRNN_CHUNKED=0"
-  env $envs FRNN_CACHE_DIR=/tmp/fc-$mode timeout -k 5 200 /tmp/frnn-bin/frnn-bench $MODELS \
-    --reps ${CK_REPS:-10} --warmup 3 ${CK_BENCH_ARGS:-} --json "$OUT/bench_$mode.json" > "$OUT/bench_$mode.txt" 2>&1
-  echo "== $mode (rc $?)"; grep -vE "^$" "$OUT/bench_$mode.txt" | cut -c1-160 | head -30
-done
-[ "${FRNN_SKIP_GPU_TESTS:-0}" = 1 ] || bash bench/gpu_tests.sh /tmp/frnn-bin default
+FRNN_CACHE_DIR=/tmp/fc-chunked timeout -k 5 240 /tmp/frnn-bin/frnn-bench --reps ${CK_REPS:-20} --warmup 3 \
+  --json "$OUT/bench_chunked.json" > "$OUT/bench_chunked.txt" 2>&1
+echo "== every example (rc $?)"; grep -vE "^$" "$OUT/bench_chunked.txt" | cut -c1-170
+FRNN_CHUNKED=0 FRNN_CACHE_DIR=/tmp/fc-recurrent timeout -k 5 150 /tmp/frnn-bin/frnn-bench $MODELS \
+  --reps ${CK_REPS:-20} --warmup 3 --json "$OUT/bench_recurrent.json" > "$OUT/bench_recurrent.txt" 2>&1
+echo "== recurrent kernels (rc $?)"; grep -E "^[a-z_0-9]+ +[0-9]" "$OUT/bench_recurrent.txt" | cut -c1-170
+if [ "${FRNN_SKIP_GPU_TESTS:-0}" != 1 ]; then
+  bash bench/gpu_tests.sh /tmp/frnn-bin default
+  bash bench/gpu_tests.sh /tmp/frnn-bin nosplit FRNN_CK_SPLIT_MAX=-1
+  bash bench/gpu_tests.sh /tmp/frnn-bin bm64 FRNN_CK_BM=64
+  bash bench/gpu_tests.sh /tmp/frnn-bin fused FRNN_CK_FUSE=1
+fi
