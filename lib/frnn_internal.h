@@ -763,6 +763,7 @@ typedef struct ck_plan {
   double split_max;          /* lower_chunked.c's decay_split bound on running log decays */
   bool split;                /* decay_split compiled in (row decays) */
   bool fused;                /* one block a head: frnn_ck_bwd runs the chain too */
+  bool split_k;              /* products with fewer tiles than threads split their sums */
   int n_sc, n_sc_adj;        /* scalar nodes materialised per step (step, adjoint) */
   ck_layout fw, bw;
   unsigned fwd_smem, bwd_smem, chain_smem; /* bytes */

@@ -120,6 +120,10 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * per chunk, and its second code path cost the forward registers (H100,
    * Mamba-2 fw 1.63 -> 2.11 ms with it). */
   out->split = out->nd > 1 && out->split_max >= 0;
+  /* Measured slower (H100 call 16: GLA fw+bw 6.63 -> 8.17 ms; spills and
+   * shuffles), except RWKV-6 (9.40 -> 9.22): a knob, off by default. */
+  env = getenv("FRNN_CK_SPLITK");
+  out->split_k = env && strcmp(env, "1") == 0;
   env = getenv("FRNN_CK_MINB");
   out->min_blocks = env && atoi(env) >= 1 && atoi(env) <= 4 ? atoi(env) : 1;
   /* Every row of a head in one block where it fits, else 64: the work
@@ -671,12 +675,24 @@ struct mm {
 static void run_mm(mm *m) {
   ck *k = m->k;
   codegen *cg = k->cg;
-  int tq = m->Q / TILE, tiles = (m->P / TILE) * tq;
+  int tq = m->Q / TILE, tiles = (m->P / TILE) * tq, threads = k->p->threads;
+  /* Fewer tiles than threads (the [L,N] and [L,L] products): the sum over
+   * k is split over `split` neighbouring lanes, which add their parts by
+   * shuffles (a fixed order: reproducible); whole warps, or none. */
+  int split = 1;
+  if (k->p->split_k && tiles < threads && threads % tiles == 0) {
+    split = threads / tiles;
+    while (split > 1 && (split > 32 || m->K % split || m->K / split < 4 || (tiles * split) % 32)) split /= 2;
+  }
   LLVMValueRef acc[TILE][TILE];
   for (int r = 0; r < TILE; r++)
     for (int c = 0; c < TILE; c++) acc[r][c] = slot_of(k, cg->t_f32);
-  cloop lt = loop_open(k, k->tid, i32c(k, tiles), i32c(k, k->p->threads));
-  LLVMValueRef idx = loop_var(k, &lt);
+  cloop lt = loop_open(k, k->tid, i32c(k, tiles * split), i32c(k, threads));
+  LLVMValueRef idx = loop_var(k, &lt), part = NULL;
+  if (split > 1) {
+    part = LLVMBuildURem(cg->b, idx, i32c(k, split), "");
+    idx = LLVMBuildUDiv(cg->b, idx, i32c(k, split), "");
+  }
   /* A thread's tile is strided (p0 + r P/TILE, q0 + c Q/TILE): neighbouring
    * lanes read neighbouring rows, which odd strides put in distinct banks. */
   LLVMValueRef p0 = LLVMBuildUDiv(cg->b, idx, i32c(k, tq), "");
@@ -686,7 +702,9 @@ static void run_mm(mm *m) {
   LLVMValueRef av[TILE], a2[TILE], bv[TILE], b2[TILE], pi[TILE], qi[TILE];
   for (int r = 0; r < TILE; r++)
     pi[r] = add(k, p0, i32c(k, r * (m->P / TILE))), qi[r] = add(k, q0, i32c(k, r * (m->Q / TILE)));
-  cloop lk = loop_open(k, i32c(k, 0), i32c(k, m->K), i32c(k, 1));
+  int span = m->K / split;
+  LLVMValueRef k0 = split > 1 ? mul(k, part, i32c(k, span)) : i32c(k, 0);
+  cloop lk = loop_open(k, k0, add(k, k0, i32c(k, span)), i32c(k, 1));
   LLVMValueRef kk = loop_var(k, &lk);
   for (int r = 0; r < TILE; r++) {
     a2[r] = b2[r] = NULL;
@@ -701,8 +719,16 @@ static void run_mm(mm *m) {
       cg_store(cg, nv, acc[r][c]);
     }
   loop_close(k, &lk);
+  LLVMValueRef sum[TILE][TILE];
   for (int r = 0; r < TILE; r++)
-    for (int c = 0; c < TILE; c++) m->epi(m, pi[r], qi[c], cg_load(cg, cg->t_f32, acc[r][c]));
+    for (int c = 0; c < TILE; c++) {
+      sum[r][c] = cg_load(cg, cg->t_f32, acc[r][c]);
+      for (int w = split / 2; w >= 1; w /= 2) sum[r][c] = cg_fadd(cg, sum[r][c], cg_shfl_bfly_f32(cg, sum[r][c], w, 32));
+    }
+  LLVMBasicBlockRef skip = split > 1 ? if_open(k, LLVMBuildICmp(cg->b, LLVMIntEQ, part, i32c(k, 0), "")) : NULL;
+  for (int r = 0; r < TILE; r++)
+    for (int c = 0; c < TILE; c++) m->epi(m, pi[r], qi[c], sum[r][c]);
+  if (skip) if_close(k, skip);
   loop_close(k, &lt);
 }
 
