@@ -10,11 +10,13 @@
  *   reference.c  float64 executor over whole sequences, forward and backward
  *   affine.c chunked.c  analyses for a chunked formulation: which states are
  *                affine, and the diagonal class's terms (with the chunked
- *                algorithm in float64, forward and backward, that checks them)
+ *                algorithm in float64, forward and backward, that checks them,
+ *                and the form the GPU kernels take)
  *   plan.c       thread mapping of the kernels, workspace layout
  *   target.c codegen.c  GPU targets; the LLVM toolkit kernels are built with
  *   cuda.c cache.c  the driver (dlopen); the on-disk compilation cache
- *   lower_llvm.c plan + graphs -> forward, backward and reduce kernels (LLVM IR)
+ *   lower_llvm.c plan + graphs -> recurrent forward, backward and reduce kernels (LLVM IR)
+ *   lower_chunked.c  chunked form -> its plan and chunked kernels (LLVM IR)
  *   pipeline.c   the stages in order, and the public GPU entry points
  */
 #ifndef FRNN_INTERNAL_H

@@ -1,8 +1,9 @@
 /* lower_chunked.c - the chunked kernels of a diagonal-class step (chunked.c
  * finds its terms; docs/design-chunked.md derives the algebra), LLVM IR.
  *
- *   frnn_ck_fwd    grid (MB, H, B): BM rows of one head's state per block,
- *                  in shared memory; chunks of L steps in order.  Per chunk:
+ *   frnn_ck_fwd    grid (MB, H, B): BM rows of one head's state per block
+ *                  (all M where it fits), in shared memory; chunks of L steps
+ *                  in order.  Per chunk:
  *                  the terms of its steps (evaluated from the inputs by the
  *                  step's own nodes), the cumulative log decay, the outputs
  *                  (state part S (w * P) plus the masked [L,L] attention
@@ -17,6 +18,8 @@
  *                  (chunked.c), fed the terms' gradients, gives every input's
  *                  gradient (per step, or summed over the chunk's steps for
  *                  an input broadcast over T, then reduced by frnn_reduce_*).
+ *                  Fused (ck_plan.fused, the lean backward mode), frnn_ck_bwd
+ *                  runs it at the end of each chunk from a chunk-sized scratch.
  *
  * Values of the step's nodes: scalars are computed once per step and kept
  * in shared memory (a warp per step; a sum over N or M is a warp reduction);
@@ -1009,9 +1012,8 @@ static LLVMValueRef b_W_decayed(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValue
 }
 
 /* --------------------------------------------------------------- kernels */
-static void setup(ck *k, const char *name, LLVMTypeRef *types, int n, unsigned smem_floats) {
+static void setup(ck *k, const char *name, LLVMTypeRef *types, int n) {
   codegen *cg = k->cg;
-  (void)smem_floats;
   cg_kernel(cg, name, types, n, k->p->threads, k->p->min_blocks);
   k->entry = LLVMGetEntryBasicBlock(cg->fn);
   k->smem = cg_dynamic_shared(cg, "frnn_ck_smem");
@@ -1104,7 +1106,7 @@ static void lower_ck_fwd(ck *k) {
   types[n++] = cg->t_i64;  /* T */
   types[n++] = cg->t_i64;  /* H */
   k->lay = &p->fw;
-  setup(k, "frnn_ck_fwd", types, n, (unsigned)p->fw.floats);
+  setup(k, "frnn_ck_fwd", types, n);
   k->mb = cg_zext64(cg, cg_ctaid_x(cg));
   k->T = cg_param(cg, at_ckpt + 1), k->H = cg_param(cg, at_ckpt + 2);
   input_leaves(k, k->e, 0);
@@ -1302,7 +1304,7 @@ static void lower_ck_bwd(ck *k) {
   types[n++] = cg->t_i64; /* H */
   types[n++] = cg->t_i64; /* B */
   k->lay = &p->bw;
-  setup(k, "frnn_ck_bwd", types, n, (unsigned)p->bw.floats);
+  setup(k, "frnn_ck_bwd", types, n);
   k->mb = cg_zext64(cg, cg_ctaid_x(cg));
   k->T = cg_param(cg, at_T), k->H = cg_param(cg, at_T + 1), k->B = cg_param(cg, at_T + 2);
   for (int q = 0; q < g->n_seeds; q++) k->seed_ptr[q] = cg_param(cg, at_ckpt + 1 + q);
@@ -1505,7 +1507,7 @@ static void lower_ck_chain(ck *k) {
   types[n++] = cg->t_i64;
   types[n++] = cg->t_i64;
   k->lay = NULL;
-  setup(k, "frnn_ck_chain", types, n, 0);
+  setup(k, "frnn_ck_chain", types, n);
   k->mb = i64c(k, 0);
   k->T = cg_param(cg, at_T), k->H = cg_param(cg, at_T + 1), k->B = cg_param(cg, at_T + 2);
   k->c = cg_zext64(cg, cg_ctaid_x(cg));
