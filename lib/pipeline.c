@@ -58,7 +58,8 @@ typedef struct gpu_module {
 typedef struct ck_entry {
   uint64_t graph_hash;
   int64_t M, N;
-  int mode; /* the context's backward mode (lean: fused) */
+  int mode;      /* the context's backward mode (lean: fused) */
+  char arch[16]; /* the target (its shared memory sizes the plan) */
   bool ok;
   chunk_gpu g;
   ck_plan p;
@@ -144,10 +145,13 @@ static const ck_entry *chunked_for(frnn_ctx *ctx, const frnn_step *s, int64_t M,
   const char *env = getenv("FRNN_CHUNKED");
   if (env && strcmp(env, "0") == 0) return NULL;
   for (ck_entry *c = ctx->chunked; c; c = c->next)
-    if (c->graph_hash == s->hash && c->M == M && c->N == N && c->mode == ctx->backward_mode) return c->ok ? c : NULL;
+    if (c->graph_hash == s->hash && c->M == M && c->N == N && c->mode == ctx->backward_mode &&
+        strcmp(c->arch, arch) == 0)
+      return c->ok ? c : NULL;
   ck_entry *c = calloc(1, sizeof *c);
   if (!c) return NULL;
   c->graph_hash = s->hash, c->M = M, c->N = N, c->mode = ctx->backward_mode;
+  snprintf(c->arch, sizeof c->arch, "%s", arch);
   target t;
   /* A refusal is no failure: the recurrent kernels run it.  The context's
    * last failure stays as it was; the reason is kept here. */
