@@ -1421,46 +1421,69 @@ static void lower_ck_bwd(ck *k) {
     loop_close(k, &r.l);
   }
   /* The log decay: a running sum from the chunk's end of w * dw over the
-   * outputs reading S_s minus r_s * dr_s (this block's parts). */
+   * outputs reading S_s minus r_s * dr_s (this block's parts), in float64
+   * (its terms nearly cancel).  The chunk's steps are cut into `segs`
+   * segments summed side by side (each a short chain of loads), whose sums
+   * the later ones' offsets take from shared memory (the [L,L] array, free
+   * by now). */
   {
-    cloop l = loop_open(k, k->tid, i32c(k, p->Np), i32c(k, k->p->threads));
-    LLVMValueRef nn = loop_var(k, &l), n64 = sext(k, nn);
-    LLVMBasicBlockRef no = if_open(k, slt(k, n64, i64c(k, p->N)));
-    /* In float64: the sum's terms nearly cancel (w dw against r dr). */
-    LLVMValueRef run = slot_of(k, cg->t_f64);
-    cg_store(cg, f64(k, sh_ld(k, k->lay->RUN, nn)), run);
-    cloop ls = loop_open(k, i32c(k, 0), i32c(k, p->L), i32c(k, 1));
-    LLVMValueRef sx = sub(k, i32c(k, p->L - 1), loop_var(k, &ls));
-    LLVMBasicBlockRef in_seq = if_open(k, step_ok(k, sx));
-    LLVMValueRef acc = cg_load(cg, cg->t_f64, run);
-    for (int q = 0; q < g->n_lin; q++) {
-      LLVMValueRef u = add(k, sx, i32c(k, shift_of(k, q)));
-      LLVMValueRef uok = and1(k, slt(k, u, i32c(k, p->L)), step_ok(k, u));
-      LLVMValueRef uc = cg_select(cg, uok, u, sx); /* a safe index where not used */
-      LLVMValueRef dw = cg_load(cg, cg->t_f32,
-                                cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_w[q]],
-                                       seed_index(k, k->mb, add(k, k->t0, sext(k, uc)), n64, p->N)));
-      LLVMValueRef w = sh_ld(k, k->lay->W[q], at2(k, uc, p->sn, nn));
-      /* W itself: undo the split where it was made */
-      w = cg_select(cg, k->fast, cg_fmul(cg, w, fexp(k, cg_fneg(cg, bx(k, lrow(k, q, uc), nn)))), w);
-      acc = LLVMBuildFAdd(cg->b, acc, cg_select(cg, uok, LLVMBuildFMul(cg->b, f64(k, w), f64(k, dw), ""),
-                                                LLVMConstReal(cg->t_f64, 0)), "");
+    int segs = 4;
+    while (segs > 1 && (p->L % segs || segs * p->Np > p->L * p->sl)) segs /= 2;
+    int seg = p->L / segs;
+    for (int pass = 0; pass < 2; pass++) {
+      cloop l = loop_open(k, k->tid, i32c(k, segs * p->Np), i32c(k, k->p->threads));
+      LLVMValueRef idx = loop_var(k, &l);
+      LLVMValueRef gi = LLVMBuildUDiv(cg->b, idx, i32c(k, p->Np), ""), nn = LLVMBuildURem(cg->b, idx, i32c(k, p->Np), "");
+      LLVMValueRef n64 = sext(k, nn);
+      LLVMBasicBlockRef no = if_open(k, slt(k, n64, i64c(k, p->N)));
+      LLVMValueRef run = slot_of(k, cg->t_f64);
+      if (pass == 0) {
+        cg_store(cg, LLVMConstReal(cg->t_f64, 0), run);
+      } else { /* this column's sum from the chunk's end down to this segment */
+        LLVMValueRef off = f64(k, sh_ld(k, k->lay->RUN, nn));
+        for (int h = 1; h < segs; h++)
+          off = LLVMBuildFAdd(cg->b, off,
+                              cg_select(cg, slt(k, gi, i32c(k, h)), f64(k, sh_ld(k, k->lay->A, at2(k, i32c(k, h), p->Np, nn))),
+                                        LLVMConstReal(cg->t_f64, 0)), "");
+        cg_store(cg, off, run);
+      }
+      cloop ls = loop_open(k, i32c(k, 0), i32c(k, seg), i32c(k, 1));
+      LLVMValueRef sx = sub(k, add(k, mul(k, gi, i32c(k, seg)), i32c(k, seg - 1)), loop_var(k, &ls));
+      LLVMBasicBlockRef in_seq = if_open(k, step_ok(k, sx));
+      LLVMValueRef acc = cg_load(cg, cg->t_f64, run);
+      for (int q = 0; q < g->n_lin; q++) {
+        LLVMValueRef u = add(k, sx, i32c(k, shift_of(k, q)));
+        LLVMValueRef uok = and1(k, slt(k, u, i32c(k, p->L)), step_ok(k, u));
+        LLVMValueRef uc = cg_select(cg, uok, u, sx); /* a safe index where not used */
+        LLVMValueRef dw = cg_load(cg, cg->t_f32,
+                                  cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_w[q]],
+                                         seed_index(k, k->mb, add(k, k->t0, sext(k, uc)), n64, p->N)));
+        LLVMValueRef w = sh_ld(k, k->lay->W[q], at2(k, uc, p->sn, nn));
+        /* W itself: undo the split where it was made */
+        w = cg_select(cg, k->fast, cg_fmul(cg, w, fexp(k, cg_fneg(cg, bx(k, lrow(k, q, uc), nn)))), w);
+        acc = LLVMBuildFAdd(cg->b, acc, cg_select(cg, uok, LLVMBuildFMul(cg->b, f64(k, w), f64(k, dw), ""),
+                                                  LLVMConstReal(cg->t_f64, 0)), "");
+      }
+      LLVMValueRef tnow = add(k, k->t0, sext(k, sx));
+      for (int a = 0; a < g->cf.n_updates; a++) {
+        LLVMValueRef dr = cg_load(cg, cg->t_f32,
+                                  cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_r[a]], seed_index(k, k->mb, tnow, n64, p->N)));
+        LLVMValueRef r = sh_ld(k, k->lay->R[a], at2(k, sx, p->sn, nn));
+        r = cg_select(cg, k->fast, cg_fmul(cg, r, fexp(k, bx(k, add(k, sx, i32c(k, 1)), nn))), r);
+        acc = LLVMBuildFSub(cg->b, acc, LLVMBuildFMul(cg->b, f64(k, r), f64(k, dr), ""), "");
+      }
+      cg_store(cg, acc, run);
+      if (pass == 1)
+        cg_store(cg, LLVMBuildFPTrunc(cg->b, acc, cg->t_f32, ""),
+                 cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_ld], seed_index(k, k->mb, tnow, n64, p->N)));
+      if_close(k, in_seq);
+      loop_close(k, &ls);
+      if (pass == 0) /* the segment's sum, for the segments before it */
+        sh_st(k, k->lay->A, at2(k, gi, p->Np, nn), LLVMBuildFPTrunc(cg->b, cg_load(cg, cg->t_f64, run), cg->t_f32, ""));
+      if_close(k, no);
+      loop_close(k, &l);
+      cg_barrier(cg);
     }
-    LLVMValueRef tnow = add(k, k->t0, sext(k, sx));
-    for (int a = 0; a < g->cf.n_updates; a++) {
-      LLVMValueRef dr = cg_load(cg, cg->t_f32,
-                                cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_r[a]], seed_index(k, k->mb, tnow, n64, p->N)));
-      LLVMValueRef r = sh_ld(k, k->lay->R[a], at2(k, sx, p->sn, nn));
-      r = cg_select(cg, k->fast, cg_fmul(cg, r, fexp(k, bx(k, add(k, sx, i32c(k, 1)), nn))), r);
-      acc = LLVMBuildFSub(cg->b, acc, LLVMBuildFMul(cg->b, f64(k, r), f64(k, dr), ""), "");
-    }
-    cg_store(cg, acc, run);
-    cg_store(cg, LLVMBuildFPTrunc(cg->b, acc, cg->t_f32, ""),
-             cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_ld], seed_index(k, k->mb, tnow, n64, p->N)));
-    if_close(k, in_seq);
-    loop_close(k, &ls);
-    if_close(k, no);
-    loop_close(k, &l);
   }
   /* The outside factors' gradients: dy * (X w). */
   for (int q = 0; q < g->n_lin; q++) {
