@@ -867,16 +867,18 @@ static int add_seed(chunk_gpu *g, int kind, int index, int cls) {
   return g->n_seeds++;
 }
 
-/* Mark v and every node it is computed from. */
-static void mark(const frnn_step *s, uint32_t v, uint8_t *need) {
-  if (need[v]) return;
-  need[v] = 1;
-  const op_info *oi = op_get((frnn_op)s->nodes[v].op);
-  for (int a = 0; a < oi->arity; a++) mark(s, s->nodes[v].arg[a], need);
+/* need[v] for every node a marked node is computed from (operands precede
+ * their users: one sweep down, no recursion however deep the graph). */
+static void close_over_operands(const frnn_step *s, uint8_t *need) {
+  for (uint32_t v = s->n_nodes; v-- > 0;)
+    if (need[v]) {
+      const op_info *oi = op_get((frnn_op)s->nodes[v].op);
+      for (int a = 0; a < oi->arity; a++) need[s->nodes[v].arg[a]] = 1;
+    }
 }
 
-static void mark_product(const frnn_step *s, const chunk_product *f, uint8_t *need) {
-  for (int k = 0; k < f->n; k++) mark(s, f->node[k], need);
+static void mark_product(const chunk_product *f, uint8_t *need) {
+  for (int k = 0; k < f->n; k++) need[f->node[k]] = 1;
 }
 
 void chunk_gpu_free(chunk_gpu *g) {
@@ -995,18 +997,20 @@ frnn_status chunk_gpu_make(frnn_ctx *ctx, const frnn_step *s, chunk_gpu *g) {
     chunk_gpu_free(g);
     return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_gpu_make");
   }
-  for (int d = 0; d < g->n_ld; d++) mark(s, g->ld_node[d], g->need);
-  for (int a = 0; a < cf->n_updates; a++) mark_product(s, &cf->update[a], g->need);
+  for (int d = 0; d < g->n_ld; d++) g->need[g->ld_node[d]] = 1;
+  for (int a = 0; a < cf->n_updates; a++) mark_product(&cf->update[a], g->need);
   for (int k = 0; k < s->n_ports[FRNN_PORT_OUTPUT]; k++)
     for (int t = 0; t < cf->output[k].n_terms; t++) {
-      mark_product(s, &cf->output[k].term[t].inner, g->need);
-      mark_product(s, &cf->output[k].term[t].outer, g->need);
+      mark_product(&cf->output[k].term[t].inner, g->need);
+      mark_product(&cf->output[k].term[t].outer, g->need);
     }
+  close_over_operands(s, g->need);
   const frnn_step *adj = g->terms_adj;
   for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) {
     uint32_t v = adj->ports[FRNN_PORT_OUTPUT][i].value;
-    if (v != NODE_NONE) mark(adj, v, g->need_adj);
+    if (v != NODE_NONE) g->need_adj[v] = 1;
   }
+  close_over_operands(adj, g->need_adj);
   for (uint32_t v = 0; v < s->n_nodes && !why; v++)
     if (g->need[v] && s->nodes[v].cls == FRNN_MAT) why = "a value its terms are made of is a [M,N] matrix";
   for (uint32_t v = 0; v < adj->n_nodes && !why; v++)
