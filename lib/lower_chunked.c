@@ -516,6 +516,13 @@ static LLVMValueRef grow(ck *k, LLVMValueRef m) {
 static LLVMValueRef row_ok(ck *k, LLVMValueRef m) {
   return and1(k, slt(k, m, i32c(k, k->p->BM)), slt(k, grow(k, m), i64c(k, k->p->M)));
 }
+/* An element index (i64) past the state's extent read as its last: the
+ * padding of the shared arrays is then computed from real elements (and
+ * discarded), never loaded from past a tensor's end. */
+static LLVMValueRef in_extent(ck *k, LLVMValueRef x, int64_t extent) {
+  LLVMValueRef last = i64c(k, extent - 1);
+  return cg_select(k->cg, slt(k, x, last), x, last);
+}
 
 /* For idx over [0, count) in steps of the block: u = idx / E, x = idx % E. */
 typedef struct elems {
@@ -551,6 +558,7 @@ static void term_arrays(ck *k, const gtensor *gout) {
     elems r = elems_open(k, L * p->Np, p->Np);
     LLVMValueRef t = clamp_t(k, r.u), j = sext(k, r.x);
     LLVMValueRef ok = and1(k, step_ok(k, r.u), slt(k, j, i64c(k, p->N)));
+    j = in_extent(k, j, p->N);
     LLVMValueRef at = add(k, mul(k, r.u, i32c(k, p->sn)), r.x);
     for (int a = 0; a < g->cf.n_updates; a++)
       sh_st(k, ly->R[a], at, cg_select(cg, ok, product(e, &g->upd_row[a], 1, r.u, t, NULL, j), fzero(k)));
@@ -570,7 +578,7 @@ static void term_arrays(ck *k, const gtensor *gout) {
   /* columns: C, G */
   {
     elems r = elems_open(k, L * p->Mp, p->Mp);
-    LLVMValueRef t = clamp_t(k, r.u), i = grow(k, r.x);
+    LLVMValueRef t = clamp_t(k, r.u), i = in_extent(k, grow(k, r.x), p->M);
     LLVMValueRef ok = and1(k, step_ok(k, r.u), row_ok(k, r.x));
     LLVMValueRef at = add(k, mul(k, r.u, i32c(k, p->sm)), r.x);
     for (int a = 0; a < g->cf.n_updates; a++)
@@ -836,7 +844,7 @@ static void epi_Y(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
   codegen *cg = k->cg;
   const chunk_out_term *ot = lin_term(k->g, m->lin);
   memo_clear(k->e);
-  LLVMValueRef o = product(k->e, &ot->outer, ot->sign, u, clamp_t(k, u), grow(k, i), NULL);
+  LLVMValueRef o = product(k->e, &ot->outer, ot->sign, u, clamp_t(k, u), in_extent(k, grow(k, i), k->p->M), NULL);
   memo_clear(k->e);
   int y = k->lay->Y[k->g->lin_out[m->lin]];
   LLVMValueRef at = at2(k, u, k->p->sm, i);
