@@ -776,7 +776,8 @@ static void run_both(mm *m, int site) {
   cg_at(cg, end);
 }
 
-/* Common operand loads. */
+/* Common operand loads.  The a(p,k) and b(k,q) callbacks share one
+ * signature: an op_* load serves as either operand (its `extra` unused). */
 static LLVMValueRef ld_W(mm *m, LLVMValueRef u, LLVMValueRef n) { return sh_ld(m->k, m->k->lay->W[m->lin], at2(m->k, u, m->k->p->sn, n)); }
 static LLVMValueRef ld_R(mm *m, LLVMValueRef v, LLVMValueRef n) { return sh_ld(m->k, m->k->lay->R[m->upd], at2(m->k, v, m->k->p->sn, n)); }
 static LLVMValueRef ld_C(mm *m, LLVMValueRef v, LLVMValueRef i) { return sh_ld(m->k, m->k->lay->C[m->upd], at2(m->k, v, m->k->p->sm, i)); }
@@ -784,8 +785,8 @@ static LLVMValueRef ld_G(mm *m, LLVMValueRef u, LLVMValueRef i) { return sh_ld(m
 static LLVMValueRef ld_S(mm *m, int arr, LLVMValueRef i, LLVMValueRef n) { return sh_ld(m->k, arr, at2(m->k, i, m->k->p->ss, n)); }
 
 /* W[u][n] * P_l(u)[n] (the weights carried to the chunk's start). */
-static LLVMValueRef a_W_decayed(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef *a2) {
-  (void)a2;
+static LLVMValueRef op_W_decayed(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef *extra) {
+  (void)extra;
   ck *k = m->k;
   if (m->fast) return ld_W(m, u, n);
   if (k->lay->Wd[m->lin] >= 0) return sh_ld(k, k->lay->Wd[m->lin], at2(k, u, k->p->sn, n));
@@ -854,14 +855,14 @@ static LLVMValueRef a_A(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef *a2)
   (void)a2;
   return sh_ld(m->k, m->k->lay->A, at2(m->k, u, m->k->p->sl, v));
 }
-static LLVMValueRef b_C(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef *b2) {
-  (void)b2;
+static LLVMValueRef op_C(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef *extra) {
+  (void)extra;
   return ld_C(m, v, i);
 }
 
 /* The state at the chunk's end: S * P_last + sum_v C[v] (R[v] * P_last / P_v). */
-static LLVMValueRef a_C_t(mm *m, LLVMValueRef i, LLVMValueRef v, LLVMValueRef *a2) {
-  (void)a2;
+static LLVMValueRef op_C_t(mm *m, LLVMValueRef i, LLVMValueRef v, LLVMValueRef *extra) {
+  (void)extra;
   return ld_C(m, v, i);
 }
 static LLVMValueRef b_R_to_end(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef *b2) {
@@ -915,13 +916,9 @@ static void seed_add(ck *k, int s, LLVMValueRef u, LLVMValueRef x, LLVMValueRef 
 }
 
 /* ------------------------------------------------- backward's products */
-static LLVMValueRef a_G(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef *a2) {
-  (void)a2;
+static LLVMValueRef op_G(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef *extra) {
+  (void)extra;
   return ld_G(m, u, i);
-}
-static LLVMValueRef b_C_t(mm *m, LLVMValueRef i, LLVMValueRef v, LLVMValueRef *b2) {
-  (void)b2;
-  return ld_C(m, v, i);
 }
 static void epi_Ag(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef acc) {
   ck *k = m->k;
@@ -933,10 +930,6 @@ static void epi_Ag(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef acc) {
 static LLVMValueRef a_A_t(mm *m, LLVMValueRef v, LLVMValueRef u, LLVMValueRef *a2) {
   (void)a2;
   return sh_ld(m->k, m->k->lay->A, at2(m->k, u, m->k->p->sl, v));
-}
-static LLVMValueRef b_G(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef *b2) {
-  (void)b2;
-  return ld_G(m, u, i);
 }
 static void epi_dC(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef acc) {
   seed_add(m->k, m->k->g->seed_c[m->upd], v, i, acc);
@@ -1001,10 +994,6 @@ static LLVMValueRef a_R_to_end(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueR
   return b_R_to_end(m, v, n, a2);
 }
 /* dR[v][n] += P_last[n] / P_v[n] sum_i C[v][i] dS[i][n] */
-static LLVMValueRef a_C(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef *a2) {
-  (void)a2;
-  return ld_C(m, v, i);
-}
 static void epi_dR_end(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef acc) {
   ck *k = m->k;
   LLVMValueRef d = cg_fsub(k->cg, bx(k, lastrow(k), n), bx(k, add(k, v, i32c(k, 1)), n));
@@ -1014,9 +1003,6 @@ static void epi_dR_end(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef acc) 
 static LLVMValueRef a_G_t(mm *m, LLVMValueRef i, LLVMValueRef u, LLVMValueRef *a2) {
   (void)a2;
   return ld_G(m, u, i);
-}
-static LLVMValueRef b_W_decayed(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef *b2) {
-  return a_W_decayed(m, u, n, b2);
 }
 
 /* --------------------------------------------------------------- kernels */
@@ -1145,7 +1131,7 @@ static void lower_ck_fwd(ck *k) {
   /* The outputs: the carried state's part, then the chunk's own. */
   for (int q = 0; q < g->n_lin; q++) {
     mm m = new_mm(k, p->L, p->Mp, p->Np);
-    m.lin = q, m.a = a_W_decayed, m.b = b_S_t, m.epi = epi_Y;
+    m.lin = q, m.a = op_W_decayed, m.b = b_S_t, m.epi = epi_Y;
     run_both(&m, 0);
   }
   cg_barrier(cg);
@@ -1157,7 +1143,7 @@ static void lower_ck_fwd(ck *k) {
       run_both(&m, 1);
       cg_barrier(cg);
       m = new_mm(k, p->L, p->Mp, p->L);
-      m.lin = q, m.upd = a, m.a = a_A, m.b = b_C, m.epi = epi_Y;
+      m.lin = q, m.upd = a, m.a = a_A, m.b = op_C, m.epi = epi_Y;
       run_mm_probe(&m, 2);
       cg_barrier(cg);
     }
@@ -1180,7 +1166,7 @@ static void lower_ck_fwd(ck *k) {
   /* The state at the chunk's end. */
   for (int a = 0; a < g->cf.n_updates; a++) {
     mm m = new_mm(k, p->Mp, p->Np, p->L);
-    m.upd = a, m.first = a == 0, m.a = a_C_t, m.b = b_R_to_end, m.epi = epi_S;
+    m.upd = a, m.first = a == 0, m.a = op_C_t, m.b = b_R_to_end, m.epi = epi_S;
     run_both(&m, 3);
     cg_barrier(cg);
   }
@@ -1369,11 +1355,11 @@ static void lower_ck_bwd(ck *k) {
       m.combine = p->nd == 1 ? NULL : comb_att;
       run_both(&m, 4);
       m = new_mm(k, p->L, p->L, p->Mp);
-      m.lin = q, m.upd = a, m.a = a_G, m.b = b_C_t, m.epi = epi_Ag;
+      m.lin = q, m.upd = a, m.a = op_G, m.b = op_C_t, m.epi = epi_Ag;
       run_both(&m, 5);
       cg_barrier(cg);
       m = new_mm(k, p->L, p->Mp, p->L);
-      m.lin = q, m.upd = a, m.a = a_A_t, m.b = b_G, m.epi = epi_dC;
+      m.lin = q, m.upd = a, m.a = a_A_t, m.b = op_G, m.epi = epi_dC;
       run_mm_probe(&m, 6);
       cg_barrier(cg); /* dC is added to by other tiles below */
       m = new_mm(k, p->L, p->Np, p->L);
@@ -1387,7 +1373,7 @@ static void lower_ck_bwd(ck *k) {
       run_both(&m, 8);
       if (g->seed_o[q] >= 0) {
         m = new_mm(k, p->L, p->Mp, p->L);
-        m.lin = q, m.upd = a, m.a = a_A, m.b = b_C, m.epi = epi_Xw;
+        m.lin = q, m.upd = a, m.a = a_A, m.b = op_C, m.epi = epi_Xw;
         run_mm_probe(&m, 9);
       }
       cg_barrier(cg);
@@ -1395,12 +1381,12 @@ static void lower_ck_bwd(ck *k) {
   /* Through the carried state S_0 and the gradient after the chunk. */
   for (int q = 0; q < g->n_lin; q++) {
     mm m = new_mm(k, p->L, p->Np, p->Mp);
-    m.lin = q, m.a = a_G, m.b = b_S, m.epi = epi_dW_state;
+    m.lin = q, m.a = op_G, m.b = b_S, m.epi = epi_dW_state;
     run_mm_probe(&m, 10);
     cg_barrier(cg);
     if (g->seed_o[q] >= 0) {
       m = new_mm(k, p->L, p->Mp, p->Np);
-      m.lin = q, m.a = a_W_decayed, m.b = b_S_t, m.epi = epi_Xw;
+      m.lin = q, m.a = op_W_decayed, m.b = b_S_t, m.epi = epi_Xw;
       run_both(&m, 11);
       cg_barrier(cg);
     }
@@ -1411,14 +1397,14 @@ static void lower_ck_bwd(ck *k) {
     run_both(&m, 12);
     cg_barrier(cg);
     m = new_mm(k, p->L, p->Np, p->Mp);
-    m.upd = a, m.a = a_C, m.b = b_dS, m.epi = epi_dR_end;
+    m.upd = a, m.a = op_C, m.b = b_dS, m.epi = epi_dR_end;
     run_mm_probe(&m, 13);
     cg_barrier(cg);
   }
   /* The gradient before the chunk. */
   for (int q = 0; q < g->n_lin; q++) {
     mm m = new_mm(k, p->Mp, p->Np, p->L);
-    m.lin = q, m.first = q == 0, m.a = a_G_t, m.b = b_W_decayed, m.epi = epi_dS;
+    m.lin = q, m.first = q == 0, m.a = a_G_t, m.b = op_W_decayed, m.epi = epi_dS;
     run_both(&m, 14);
     cg_barrier(cg);
   }
