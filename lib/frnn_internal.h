@@ -734,6 +734,10 @@ extern const char *const reduce_kernel_names[3]; /* by tdtype F32, BF16, F16 */
 frnn_status lower_module(codegen *cg, const plan *p, const lower_spec *spec, const frnn_step *s,
                          const frnn_step *adj, unsigned kernels);
 
+/* A tensor argument of a kernel: TENSOR_PARAMS parameters (a global
+ * pointer, then the strides B T H M N as i64), appended to types at *n. */
+enum { TENSOR_PARAMS = 6 };
+void tensor_param_types(codegen *cg, LLVMTypeRef *types, int *n);
 /* One elementwise op on f32 values (b, c unused by unary ops; exponent:
  * pow's constant).  lower_chunked.c evaluates step nodes with it too. */
 LLVMValueRef lower_elementwise(codegen *cg, frnn_op op, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c,

@@ -33,7 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { TILE = 4, PARAMS_PER_TENSOR = 6 };
+enum { TILE = 4 };
 
 /* decay_split: where every running log decay of a chunk lies within
  * +-DECAY_SPLIT_MAX, the ratio P_u / P_v of two steps' decay products is
@@ -285,10 +285,6 @@ typedef struct gtensor {
   enum tdtype dt;
 } gtensor;
 
-static void tensor_params(codegen *cg, LLVMTypeRef *types, int *n) {
-  types[(*n)++] = cg->t_gptr;
-  for (int d = 0; d < 5; d++) types[(*n)++] = cg->t_i64;
-}
 static gtensor tensor_at(ck *k, int first, enum tdtype dt) {
   gtensor t = {.ptr = cg_param(k->cg, first), .dt = dt};
   for (int d = 0; d < 5; d++) t.st[d] = cg_param(k->cg, first + 1 + d);
@@ -464,7 +460,7 @@ static void ev_free(ev *e) {
 /* The step's inputs as leaves (port i: parameters from `first`). */
 static void input_leaves(ck *k, ev *e, int first) {
   for (int i = 0; i < k->s->n_ports[FRNN_PORT_INPUT]; i++) {
-    gtensor t = tensor_at(k, first + PARAMS_PER_TENSOR * i, k->spec->dt_in[i]);
+    gtensor t = tensor_at(k, first + TENSOR_PARAMS * i, k->spec->dt_in[i]);
     leaf *lf = &e->leaves[i];
     *lf = (leaf){.kind = LEAF_TENSOR, .ptr = t.ptr, .dt = t.dt, .parts = 1};
     memcpy(lf->st, t.st, sizeof t.st);
@@ -1092,9 +1088,9 @@ static void lower_ck_fwd(ck *k) {
   const ck_plan *p = k->p;
   const chunk_gpu *g = k->g;
   int n_in = s->n_ports[FRNN_PORT_INPUT], n_out = s->n_ports[FRNN_PORT_OUTPUT];
-  LLVMTypeRef types[PARAMS_PER_TENSOR * (2 * FRNN_MAX_PORTS + 2) + 4];
+  LLVMTypeRef types[TENSOR_PARAMS * (2 * FRNN_MAX_PORTS + 2) + 4];
   int n = 0;
-  for (int i = 0; i < n_in + 2 + n_out; i++) tensor_params(cg, types, &n);
+  for (int i = 0; i < n_in + 2 + n_out; i++) tensor_param_types(cg, types, &n);
   int at_ckpt = n;
   types[n++] = cg->t_gptr; /* checkpoints, or null */
   types[n++] = cg->t_i64;  /* T */
@@ -1104,10 +1100,10 @@ static void lower_ck_fwd(ck *k) {
   k->mb = cg_zext64(cg, cg_ctaid_x(cg));
   k->T = cg_param(cg, at_ckpt + 1), k->H = cg_param(cg, at_ckpt + 2);
   input_leaves(k, k->e, 0);
-  gtensor st0 = tensor_at(k, PARAMS_PER_TENSOR * n_in, k->spec->dt_state[0]);
-  gtensor fin = tensor_at(k, PARAMS_PER_TENSOR * (n_in + 1), k->spec->dt_final[0]);
+  gtensor st0 = tensor_at(k, TENSOR_PARAMS * n_in, k->spec->dt_state[0]);
+  gtensor fin = tensor_at(k, TENSOR_PARAMS * (n_in + 1), k->spec->dt_final[0]);
   gtensor out[FRNN_MAX_PORTS];
-  for (int q = 0; q < n_out; q++) out[q] = tensor_at(k, PARAMS_PER_TENSOR * (n_in + 2 + q), k->spec->dt_out[q]);
+  for (int q = 0; q < n_out; q++) out[q] = tensor_at(k, TENSOR_PARAMS * (n_in + 2 + q), k->spec->dt_out[q]);
   LLVMValueRef ckpt = cg_param(cg, at_ckpt), have_ckpt = LLVMBuildNot(cg->b, is_null(k, ckpt), "");
   LLVMValueRef nch = chunks_of(k);
   state_from_tensor(k, k->lay->S, &st0, false);
@@ -1196,7 +1192,7 @@ static void chain_leaves(ck *k, ev *e, int at_gout) {
     int kind = g->seed_kind[q];
     if (kind == CK_SEED_IND) {
       int o = g->seed_index[q];
-      gtensor t = tensor_at(k, at_gout + PARAMS_PER_TENSOR * o, k->spec->dt_gout[o]);
+      gtensor t = tensor_at(k, at_gout + TENSOR_PARAMS * o, k->spec->dt_gout[o]);
       *lf = (leaf){.kind = LEAF_TENSOR, .nullable = true, .ptr = t.ptr, .dt = t.dt, .parts = 1};
       memcpy(lf->st, t.st, sizeof t.st);
       continue;
@@ -1242,7 +1238,7 @@ static void chain_chunk(ck *k, ev *e, int at_gin) {
     uint32_t gv = adj->ports[FRNN_PORT_OUTPUT][i].value;
     int cls = s->ports[FRNN_PORT_INPUT][i].cls;
     int64_t E = cls == FRNN_COL ? p->M : cls == FRNN_ROW ? p->N : 1;
-    gtensor gin = tensor_at(k, at_gin + PARAMS_PER_TENSOR * i, k->spec->dt_gin[i]);
+    gtensor gin = tensor_at(k, at_gin + TENSOR_PARAMS * i, k->spec->dt_gin[i]);
     LLVMBasicBlockRef no = if_open(k, LLVMBuildNot(cg->b, is_null(k, gin.ptr), ""));
     if (k->spec->in_bcast[i] & 2) {
       /* Broadcast over T: this chunk's sum, float32 at [(c B + b) H + h][E]. */
@@ -1284,15 +1280,15 @@ static void lower_ck_bwd(ck *k) {
   const ck_plan *p = k->p;
   const chunk_gpu *g = k->g;
   int n_in = s->n_ports[FRNN_PORT_INPUT], n_out = s->n_ports[FRNN_PORT_OUTPUT];
-  LLVMTypeRef types[PARAMS_PER_TENSOR * (2 * FRNN_MAX_PORTS + 2) + CK_MAX_SEEDS + 4];
+  LLVMTypeRef types[TENSOR_PARAMS * (2 * FRNN_MAX_PORTS + 2) + CK_MAX_SEEDS + 4];
   int n = 0;
-  for (int i = 0; i < n_in + n_out + 2; i++) tensor_params(cg, types, &n);
+  for (int i = 0; i < n_in + n_out + 2; i++) tensor_param_types(cg, types, &n);
   int at_ckpt = n;
   types[n++] = cg->t_gptr;
   for (int q = 0; q < g->n_seeds; q++) types[n++] = cg->t_gptr;
   int at_gin = n; /* fused: the inputs' gradients (or partials) */
   if (p->fused)
-    for (int i = 0; i < n_in; i++) tensor_params(cg, types, &n);
+    for (int i = 0; i < n_in; i++) tensor_param_types(cg, types, &n);
   int at_T = n;
   types[n++] = cg->t_i64; /* T */
   types[n++] = cg->t_i64; /* H */
@@ -1304,9 +1300,9 @@ static void lower_ck_bwd(ck *k) {
   for (int q = 0; q < g->n_seeds; q++) k->seed_ptr[q] = cg_param(cg, at_ckpt + 1 + q);
   input_leaves(k, k->e, 0);
   gtensor gout[FRNN_MAX_PORTS];
-  for (int q = 0; q < n_out; q++) gout[q] = tensor_at(k, PARAMS_PER_TENSOR * (n_in + q), k->spec->dt_gout[q]);
-  gtensor gfin = tensor_at(k, PARAMS_PER_TENSOR * (n_in + n_out), k->spec->dt_gfinal[0]);
-  gtensor gst = tensor_at(k, PARAMS_PER_TENSOR * (n_in + n_out + 1), k->spec->dt_gstate[0]);
+  for (int q = 0; q < n_out; q++) gout[q] = tensor_at(k, TENSOR_PARAMS * (n_in + q), k->spec->dt_gout[q]);
+  gtensor gfin = tensor_at(k, TENSOR_PARAMS * (n_in + n_out), k->spec->dt_gfinal[0]);
+  gtensor gst = tensor_at(k, TENSOR_PARAMS * (n_in + n_out + 1), k->spec->dt_gstate[0]);
   LLVMValueRef ckpt = cg_param(cg, at_ckpt);
   LLVMValueRef nch = chunks_of(k);
   state_ckpt(k, k->lay->S, ckpt, nch, nch, false);
@@ -1496,7 +1492,7 @@ static void lower_ck_bwd(ck *k) {
   cg_barrier(cg);
   if (p->fused) {
     /* The chain to the inputs for this chunk, from its scratch (in L2). */
-    chain_leaves(k, k->ea, PARAMS_PER_TENSOR * n_in);
+    chain_leaves(k, k->ea, TENSOR_PARAMS * n_in);
     chain_chunk(k, k->ea, at_gin);
     cg_barrier(cg);
   }
@@ -1512,13 +1508,13 @@ static void lower_ck_chain(ck *k) {
   const frnn_step *s = k->s;
   const chunk_gpu *g = k->g;
   int n_in = s->n_ports[FRNN_PORT_INPUT], n_out = s->n_ports[FRNN_PORT_OUTPUT];
-  LLVMTypeRef types[PARAMS_PER_TENSOR * (3 * FRNN_MAX_PORTS) + CK_MAX_SEEDS + 4];
+  LLVMTypeRef types[TENSOR_PARAMS * (3 * FRNN_MAX_PORTS) + CK_MAX_SEEDS + 4];
   int n = 0;
-  for (int i = 0; i < n_in + n_out; i++) tensor_params(cg, types, &n);
+  for (int i = 0; i < n_in + n_out; i++) tensor_param_types(cg, types, &n);
   int at_seed = n;
   for (int q = 0; q < g->n_seeds; q++) types[n++] = cg->t_gptr;
   int at_gin = n;
-  for (int i = 0; i < n_in; i++) tensor_params(cg, types, &n);
+  for (int i = 0; i < n_in; i++) tensor_param_types(cg, types, &n);
   int at_T = n;
   types[n++] = cg->t_i64;
   types[n++] = cg->t_i64;
@@ -1530,7 +1526,7 @@ static void lower_ck_chain(ck *k) {
   k->c = cg_zext64(cg, cg_ctaid_x(cg));
   k->t0 = mul(k, k->c, i64c(k, k->p->L));
   for (int q = 0; q < g->n_seeds; q++) k->seed_ptr[q] = cg_param(cg, at_seed + q);
-  chain_leaves(k, k->e, PARAMS_PER_TENSOR * n_in);
+  chain_leaves(k, k->e, TENSOR_PARAMS * n_in);
   chain_chunk(k, k->e, at_gin);
   cg_ret(cg);
 }

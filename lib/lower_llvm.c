@@ -26,9 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A tensor argument: six kernel parameters (pointer, strides B T H M N). */
-enum { TENSOR_PARAMS = 6 };
-
 typedef struct targ {
   LLVMValueRef ptr;     /* global pointer as passed */
   LLVMValueRef is_null; /* i1 */
@@ -116,7 +113,7 @@ static LLVMValueRef owner(lower *lw, int cls, int r, int c) {
 }
 
 /* ------------------------------------------------------------- tensors */
-static void tensor_param_types(codegen *cg, LLVMTypeRef *types, int *n) {
+void tensor_param_types(codegen *cg, LLVMTypeRef *types, int *n) {
   types[(*n)++] = cg->t_gptr;
   for (int k = 0; k < 5; k++) types[(*n)++] = cg->t_i64;
 }
