@@ -697,27 +697,53 @@ static const char *const class_text[4] = {"[1,1]", "[M,1]", "[1,N]", "[M,N]"};
  * seeds) to the inputs.  Step text through print_expr, so that parse and
  * adjoint.c build it as they build any step.  (A dummy state, as every step
  * needs one.) */
-static frnn_status prologue_step(frnn_ctx *ctx, const frnn_step *s, const seeds *sd, frnn_step **out) {
+/* A seeded prologue, as step text parsed like any step: step `name` of the
+ * inputs of s and n seeds (frnn_seedK of class cls[K]), with
+ *   frnn_z = 0 + sum over K of sum(sum_m((expression K) * frnn_seedK)),
+ * the expression written by put(b, arg, K).  Its gradient with respect to the
+ * inputs, seeded, is the chain from values' gradients to the inputs'.  (A
+ * dummy state, as every step needs one.) */
+typedef void (*seed_expr_fn)(strbuf *b, const void *arg, int k);
+static frnn_status seeded_step(frnn_ctx *ctx, const frnn_step *s, const char *name, const char *what, int n,
+                               const int *cls, seed_expr_fn put, const void *arg, frnn_step **out) {
   strbuf b = {.ok = true};
-  sb_printf(&b, "step frnn_prologue(");
+  sb_printf(&b, "step %s(", name);
   for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++)
     sb_printf(&b, "%s%s%s", i ? ", " : "", s->ports[FRNN_PORT_INPUT][i].name,
               class_text[s->ports[FRNN_PORT_INPUT][i].cls]);
-  for (int k = 0; k < sd->n; k++) sb_printf(&b, ", frnn_seed%d%s", k, class_text[s->nodes[sd->node[k]].cls]);
+  for (int k = 0; k < n; k++) sb_printf(&b, ", frnn_seed%d%s", k, class_text[cls[k]]);
   sb_printf(&b, "; frnn_state[1,1]) -> frnn_z[1,1]\n  frnn_z = 0");
-  for (int k = 0; k < sd->n; k++) {
+  for (int k = 0; k < n; k++) {
     sb_printf(&b, " + sum(sum_m((");
-    print_expr(&b, s, sd->node[k]);
+    put(&b, arg, k);
     sb_printf(&b, ") * frnn_seed%d))", k);
   }
   sb_printf(&b, "\n  frnn_state = frnn_z\n");
   if (!b.ok) {
     free(b.data);
-    return diag_fail(ctx, FRNN_E_NOMEM, "out of memory building the prologue of step '%s'", s->name);
+    return diag_fail(ctx, FRNN_E_NOMEM, "out of memory building the %s of step '%s'", what, s->name);
   }
-  frnn_status st = frnn_step_parse(ctx, "prologue.frnn", b.data, out);
+  frnn_status st = frnn_step_parse(ctx, name, b.data, out);
   free(b.data);
   return st;
+}
+
+typedef struct node_seeds {
+  const frnn_step *s;
+  const seeds *sd;
+} node_seeds;
+
+static void put_seed_node(strbuf *b, const void *arg, int k) {
+  const node_seeds *ns = arg;
+  print_expr(b, ns->s, ns->sd->node[k]);
+}
+
+/* The prologue of the float64 backward: one seed per factor node. */
+static frnn_status prologue_step(frnn_ctx *ctx, const frnn_step *s, const seeds *sd, frnn_step **out) {
+  int cls[sizeof sd->node / sizeof *sd->node];
+  for (int k = 0; k < sd->n; k++) cls[k] = s->nodes[sd->node[k]].cls;
+  node_seeds ns = {s, sd};
+  return seeded_step(ctx, s, "frnn_prologue", "prologue", sd->n, cls, put_seed_node, &ns, out);
 }
 
 static void wrap(DLTensor *t, int64_t *shape, int ndim, const double *data) {
@@ -890,6 +916,48 @@ void chunk_gpu_free(chunk_gpu *g) {
   memset(g, 0, sizeof *g);
 }
 
+typedef struct term_seeds {
+  const frnn_step *s;
+  const chunk_gpu *g;
+} term_seeds;
+
+/* Seed k's term value: the log decay (the sum of the exponents), an update's
+ * column (with its sign and scalars) or row, an output term's weights or
+ * outside factor, or an output's terms independent of S. */
+static void put_term(strbuf *b, const void *arg, int k) {
+  const term_seeds *ts = arg;
+  const frnn_step *s = ts->s;
+  const chunk_gpu *g = ts->g;
+  const chunk_form *cf = &g->cf;
+  int ix = g->seed_index[k];
+  switch (g->seed_kind[k]) {
+  case CK_SEED_LD:
+    sb_printf(b, "0");
+    for (int d = 0; d < g->n_ld; d++) {
+      sb_printf(b, " %c (", g->ld_neg[d] ? '-' : '+');
+      print_expr(b, s, g->ld_node[d]);
+      sb_printf(b, ")");
+    }
+    break;
+  case CK_SEED_C: put_product(b, s, &g->upd_col[ix], cf->update_sign[ix]); break;
+  case CK_SEED_R: put_product(b, s, &g->upd_row[ix], 1); break;
+  case CK_SEED_W: put_product(b, s, &cf->output[g->lin_out[ix]].term[g->lin_term[ix]].inner, 1); break;
+  case CK_SEED_O: {
+    const chunk_out_term *ot = &cf->output[g->lin_out[ix]].term[g->lin_term[ix]];
+    put_product(b, s, &ot->outer, ot->sign);
+    break;
+  }
+  case CK_SEED_IND:
+    sb_printf(b, "0");
+    for (int t = 0; t < cf->output[ix].n_terms; t++)
+      if (cf->output[ix].term[t].base == CHUNK_BASE_ONE) {
+        sb_printf(b, " + ");
+        put_product(b, s, &cf->output[ix].term[t].outer, cf->output[ix].term[t].sign);
+      }
+    break;
+  }
+}
+
 frnn_status chunk_gpu_make(frnn_ctx *ctx, const frnn_step *s, chunk_gpu *g) {
   memset(g, 0, sizeof *g);
   frnn_status st = chunk_form_of(ctx, s, &g->cf);
@@ -923,11 +991,6 @@ frnn_status chunk_gpu_make(frnn_ctx *ctx, const frnn_step *s, chunk_gpu *g) {
   /* The term prologue: z = sum over the term values of sum(sum_m(value *
    * seed)); its adjoint takes the terms' gradients (the seeds) to the inputs.
    * The decay's term is its logarithm, the sum of the exponents. */
-  strbuf b = {.ok = true};
-  sb_printf(&b, "step frnn_terms(");
-  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++)
-    sb_printf(&b, "%s%s%s", i ? ", " : "", s->ports[FRNN_PORT_INPUT][i].name,
-              class_text[s->ports[FRNN_PORT_INPUT][i].cls]);
   g->seed_ld = add_seed(g, CK_SEED_LD, 0, cf->decay_cls);
   for (int a = 0; a < cf->n_updates; a++) {
     g->seed_c[a] = add_seed(g, CK_SEED_C, a, FRNN_COL);
@@ -944,46 +1007,8 @@ frnn_status chunk_gpu_make(frnn_ctx *ctx, const frnn_step *s, chunk_gpu *g) {
       if (cf->output[k].term[t].base == CHUNK_BASE_ONE && cf->output[k].term[t].outer.n && g->seed_ind[k] < 0)
         g->seed_ind[k] = add_seed(g, CK_SEED_IND, k, FRNN_COL);
   }
-  for (int k = 0; k < g->n_seeds; k++) sb_printf(&b, ", frnn_seed%d%s", k, class_text[g->seed_cls[k]]);
-  sb_printf(&b, "; frnn_state[1,1]) -> frnn_z[1,1]\n  frnn_z = 0");
-  for (int k = 0; k < g->n_seeds; k++) {
-    int ix = g->seed_index[k];
-    sb_printf(&b, " + sum(sum_m((");
-    switch (g->seed_kind[k]) {
-    case CK_SEED_LD:
-      sb_printf(&b, "0");
-      for (int d = 0; d < g->n_ld; d++) {
-        sb_printf(&b, " %c (", g->ld_neg[d] ? '-' : '+');
-        print_expr(&b, s, g->ld_node[d]);
-        sb_printf(&b, ")");
-      }
-      break;
-    case CK_SEED_C: put_product(&b, s, &g->upd_col[ix], cf->update_sign[ix]); break;
-    case CK_SEED_R: put_product(&b, s, &g->upd_row[ix], 1); break;
-    case CK_SEED_W: put_product(&b, s, &cf->output[g->lin_out[ix]].term[g->lin_term[ix]].inner, 1); break;
-    case CK_SEED_O: {
-      const chunk_out_term *ot = &cf->output[g->lin_out[ix]].term[g->lin_term[ix]];
-      put_product(&b, s, &ot->outer, ot->sign);
-      break;
-    }
-    case CK_SEED_IND:
-      sb_printf(&b, "0");
-      for (int t = 0; t < cf->output[ix].n_terms; t++)
-        if (cf->output[ix].term[t].base == CHUNK_BASE_ONE) {
-          sb_printf(&b, " + ");
-          put_product(&b, s, &cf->output[ix].term[t].outer, cf->output[ix].term[t].sign);
-        }
-      break;
-    }
-    sb_printf(&b, ") * frnn_seed%d))", k);
-  }
-  sb_printf(&b, "\n  frnn_state = frnn_z\n");
-  if (!b.ok) {
-    free(b.data);
-    return diag_fail(ctx, FRNN_E_NOMEM, "out of memory building the term prologue of step '%s'", s->name);
-  }
-  st = frnn_step_parse(ctx, "terms.frnn", b.data, &g->terms);
-  free(b.data);
+  term_seeds ts = {s, g};
+  st = seeded_step(ctx, s, "frnn_terms", "term prologue", g->n_seeds, g->seed_cls, put_term, &ts, &g->terms);
   if (!st) st = frnn_step_adjoint(g->terms, &g->terms_adj);
   if (st) {
     chunk_gpu_free(g);
