@@ -658,57 +658,53 @@ frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
   cuda_scope scope;
   if ((st = cuda_enter(ctx, dev, &scope))) goto done;
   gpu_module *m;
-  if (ce && !(st = get_module(ctx, s, sz, dev, key, &spec, KERNEL_FWD, ce, &m))) {
-    ck_ws cw;
+  if (!(st = get_module(ctx, s, sz, dev, key, &spec, KERNEL_FWD, ce, &m))) {
+    /* The workspace the backward needs, and where the forward's states go. */
     uint8_t bc[FRNN_MAX_PORTS] = {0};
     inputs_bcast(s, sz, pin, bc);
-    ck_workspace(ce, s, sz, bc, 1, &cw);
-    bool ckpt = workspace && workspace_bytes > 0;
-    if (ckpt && workspace_bytes < cw.total) {
-      st = diag_fail(ctx, FRNN_E_ARG,
-                     "frnn_gpu_forward: the workspace has %zu bytes; a forward that a backward "
-                     "follows needs %zu (frnn_gpu_workspace_size), one without none (pass NULL)",
-                     workspace_bytes, cw.total);
-    } else {
-      args a;
-      memset(&a, 0, sizeof a);
-      for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) arg_tensor(&a, &pin->v[i], true);
-      arg_tensor(&a, &pinit->v[0], true);
-      arg_tensor(&a, &pfin->v[0], pfin->present[0]);
-      for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) arg_tensor(&a, &pout->v[i], true);
-      arg_ptr(&a, ckpt ? (char *)workspace + cw.ckpt : NULL);
-      arg_i64(&a, sz.T);
-      arg_i64(&a, sz.H);
-      unsigned grid[3] = {(unsigned)ce->p.MB, (unsigned)sz.H, (unsigned)sz.B};
-      unsigned block[3] = {(unsigned)ce->p.threads, 1, 1};
-      st = cuda_launch(ctx, m->fn[0], "frnn_ck_fwd", grid, block, 1, ce->p.fwd_smem, (CUstream)stream, a.params);
-    }
-  } else if (!ce && !(st = get_module(ctx, s, sz, dev, key, &spec, KERNEL_FWD, NULL, &m))) {
     ws_layout w;
-    uint8_t bc[FRNN_MAX_PORTS];
-    inputs_bcast(s, sz, pin, bc);
-    plan_workspace(&m->p, sz, bc, 1, &w);
+    ck_ws cw;
+    size_t need, ckpt_at;
+    if (ce) {
+      ck_workspace(ce, s, sz, bc, 1, &cw);
+      need = cw.total, ckpt_at = cw.ckpt;
+    } else {
+      plan_workspace(&m->p, sz, bc, 1, &w);
+      need = w.total, ckpt_at = w.ckpt;
+    }
     bool ckpt = workspace && workspace_bytes > 0;
-    if (ckpt && workspace_bytes < w.total) {
+    if (ckpt && workspace_bytes < need) {
       st = diag_fail(ctx, FRNN_E_ARG,
                      "frnn_gpu_forward: the workspace has %zu bytes; a forward that a backward "
                      "follows needs %zu (frnn_gpu_workspace_size), one without none (pass NULL)",
-                     workspace_bytes, w.total);
+                     workspace_bytes, need);
     } else {
       args a;
       memset(&a, 0, sizeof a);
       for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) arg_tensor(&a, &pin->v[i], true);
-      for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) arg_tensor(&a, &pinit->v[i], true);
-      for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) arg_tensor(&a, &pout->v[i], true);
-      for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) arg_tensor(&a, &pfin->v[i], pfin->present[i]);
-      arg_ptr(&a, ckpt ? (char *)workspace + w.ckpt : NULL);
+      if (ce) { /* its one state, initial and final, then the outputs */
+        arg_tensor(&a, &pinit->v[0], true);
+        arg_tensor(&a, &pfin->v[0], pfin->present[0]);
+        for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) arg_tensor(&a, &pout->v[i], true);
+      } else {
+        for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) arg_tensor(&a, &pinit->v[i], true);
+        for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) arg_tensor(&a, &pout->v[i], true);
+        for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) arg_tensor(&a, &pfin->v[i], pfin->present[i]);
+      }
+      arg_ptr(&a, ckpt ? (char *)workspace + ckpt_at : NULL);
       arg_i64(&a, sz.T);
       arg_i64(&a, sz.H);
-      arg_i64(&a, w.C);
-      arg_i64(&a, w.n_ckpt);
-      unsigned grid[3] = {(unsigned)m->p.fwd.row_blocks, (unsigned)sz.H, (unsigned)sz.B};
-      unsigned block[3] = {(unsigned)m->p.fwd.warps * 32, 1, 1};
-      st = cuda_launch(ctx, m->fn[0], "frnn_fwd", grid, block, 1, 0, (CUstream)stream, a.params);
+      if (ce) {
+        unsigned grid[3] = {(unsigned)ce->p.MB, (unsigned)sz.H, (unsigned)sz.B};
+        unsigned block[3] = {(unsigned)ce->p.threads, 1, 1};
+        st = cuda_launch(ctx, m->fn[0], "frnn_ck_fwd", grid, block, 1, ce->p.fwd_smem, (CUstream)stream, a.params);
+      } else {
+        arg_i64(&a, w.C);
+        arg_i64(&a, w.n_ckpt);
+        unsigned grid[3] = {(unsigned)m->p.fwd.row_blocks, (unsigned)sz.H, (unsigned)sz.B};
+        unsigned block[3] = {(unsigned)m->p.fwd.warps * 32, 1, 1};
+        st = cuda_launch(ctx, m->fn[0], "frnn_fwd", grid, block, 1, 0, (CUstream)stream, a.params);
+      }
     }
   }
   cuda_leave(&scope);
