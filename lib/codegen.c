@@ -20,6 +20,7 @@
 #include <llvm-c/BitReader.h>
 #include <llvm-c/BitWriter.h>
 #include <llvm-c/Core.h>
+#include <llvm-c/DebugInfo.h>
 #include <llvm-c/Error.h>
 #include <llvm-c/Linker.h>
 #include <llvm-c/Target.h>
@@ -203,8 +204,8 @@ LLVMValueRef cg_intrinsic(codegen *cg, const char *name, LLVMTypeRef *overloads,
   LLVMTypeRef ret = LLVMGetReturnType(fty);
   int bad = LLVMCountParamTypes(fty) != (unsigned)n_args || LLVMIsFunctionVarArg(fty);
   if (!bad && n_args > 0) {
-    LLVMTypeRef pt[8];
-    if (n_args > 8) {
+    LLVMTypeRef pt[16];
+    if (n_args > 16) {
       bad = 1;
     } else {
       LLVMGetParamTypes(fty, pt);
@@ -386,6 +387,42 @@ LLVMValueRef cg_fma(codegen *cg, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c)
   return f32_overloaded(cg, "llvm.fma", args, 3);
 }
 
+/* x as the sum of two TF32 values, hi + lo (bit patterns, i32): the
+ * operands of a 3xTF32 product, whose three partial products (lo*hi,
+ * hi*lo, hi*hi) keep close to float32's precision (lo*lo, under 2^-21 of
+ * the product, is dropped).  hi is x rounded to TF32 in integer
+ * arithmetic (half away from zero; cvt.rna.tf32.f32 costs about four
+ * instructions on sm_90, this two); lo = x - hi is exact in float32 and
+ * goes in as it is: the tensor cores read a TF32 operand's top 19 bits. */
+void cg_split_tf32(codegen *cg, LLVMValueRef x, LLVMValueRef *hi, LLVMValueRef *lo) {
+  LLVMValueRef bits = LLVMBuildBitCast(cg->b, x, cg->t_i32, "");
+  bits = LLVMBuildAdd(cg->b, bits, LLVMConstInt(cg->t_i32, 0x1000, 0), "");
+  *hi = LLVMBuildAnd(cg->b, bits, LLVMConstInt(cg->t_i32, 0xffffe000u, 0), "");
+  LLVMValueRef rest = cg_fsub(cg, x, LLVMBuildBitCast(cg->b, *hi, cg->t_f32, ""));
+  *lo = LLVMBuildBitCast(cg->b, rest, cg->t_i32, "");
+}
+
+/* c += a b on a warp's tensor cores: mma.sync m16n8k8, A row-major TF32
+ * (4 i32 a lane), B column-major (2 i32), C float32 (4 a lane); every lane
+ * of the warp must take part. */
+void cg_mma_tf32(codegen *cg, LLVMValueRef const a[4], LLVMValueRef const b[2], LLVMValueRef c[4]) {
+  LLVMValueRef args[10] = {a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], c[2], c[3]};
+  LLVMValueRef d = cg_intrinsic(cg, "llvm.nvvm.mma.m16n8k8.row.col.tf32", NULL, 0, args, 10);
+  for (unsigned i = 0; i < 4; i++) c[i] = LLVMBuildExtractValue(cg->b, d, i, "");
+}
+
+/* Ask LLVM not to unroll the loop whose back edge is `br` (the branch to
+ * its header): a self-referential !llvm.loop node. */
+void cg_no_unroll(codegen *cg, LLVMValueRef br) {
+  LLVMMetadataRef tmp = LLVMTemporaryMDNode(cg->llc, NULL, 0);
+  const char *key = "llvm.loop.unroll.disable";
+  LLVMMetadataRef opts = LLVMMDNodeInContext2(cg->llc, (LLVMMetadataRef[]){LLVMMDStringInContext2(cg->llc, key, strlen(key))}, 1);
+  LLVMMetadataRef loop = LLVMMDNodeInContext2(cg->llc, (LLVMMetadataRef[]){tmp, opts}, 2);
+  LLVMMetadataReplaceAllUsesWith(tmp, loop);
+  unsigned kind = LLVMGetMDKindIDInContext(cg->llc, "llvm.loop", 9);
+  LLVMSetMetadata(br, kind, LLVMMetadataAsValue(cg->llc, loop));
+}
+
 LLVMValueRef cg_pow(codegen *cg, LLVMValueRef x, LLVMValueRef y) {
   LLVMValueRef args[2] = {x, y};
   return libdevice(cg, "__nv_powf", args, 2);
@@ -486,6 +523,21 @@ void cg_prefetch_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum t
   LLVMValueRef addr = LLVMBuildPtrToInt(cg->b, cg_gep(cg, ty, base, idx64), cg->t_i64, "");
   inline_ptx(cg, cg->t_void, &cg->t_i64, 1, "prefetch.global.L1 [$0];", "l", true, &addr);
 }
+void cg_prefetch_elem_l2(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt) {
+  unsigned size;
+  LLVMTypeRef ty = dtype_type(cg, dt, &size);
+  LLVMValueRef addr = LLVMBuildPtrToInt(cg->b, cg_gep(cg, ty, base, idx64), cg->t_i64, "");
+  inline_ptx(cg, cg->t_void, &cg->t_i64, 1, "prefetch.global.L2 [$0];", "l", true, &addr);
+}
+
+/* Copy 4 bytes from global src to shared dst without waiting (cp.async),
+ * or write 0 where `ok` is false (src-size 0: src is not read). */
+void cg_copy_async4(codegen *cg, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef ok) {
+  LLVMValueRef args[3] = {dst, src, LLVMBuildSelect(cg->b, ok, LLVMConstInt(cg->t_i32, 4, 0), LLVMConstInt(cg->t_i32, 0, 0), "")};
+  cg_intrinsic(cg, "llvm.nvvm.cp.async.ca.shared.global.4.s", NULL, 0, args, 3);
+}
+/* Wait for every cp.async of this thread (a barrier then shows them to the block). */
+void cg_copy_async_wait(codegen *cg) { cg_intrinsic(cg, "llvm.nvvm.cp.async.wait.all", NULL, 0, NULL, 0); }
 
 void cg_store_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt,
                    LLVMValueRef f32) {

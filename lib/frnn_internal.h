@@ -534,6 +534,9 @@ LLVMValueRef cg_fmax(codegen *cg, LLVMValueRef a, LLVMValueRef b);
 LLVMValueRef cg_fmin(codegen *cg, LLVMValueRef a, LLVMValueRef b);
 LLVMValueRef cg_pow(codegen *cg, LLVMValueRef x, LLVMValueRef y);
 LLVMValueRef cg_fma(codegen *cg, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c);
+void cg_no_unroll(codegen *cg, LLVMValueRef br);
+void cg_split_tf32(codegen *cg, LLVMValueRef x, LLVMValueRef *hi, LLVMValueRef *lo);
+void cg_mma_tf32(codegen *cg, LLVMValueRef const a[4], LLVMValueRef const b[2], LLVMValueRef c[4]);
 /* f32 arithmetic with the `contract` flag (fmul+fadd may fuse to fma.rn;
  * same code, same bits).  fdiv is IEEE div.rn. */
 LLVMValueRef cg_fadd(codegen *cg, LLVMValueRef a, LLVMValueRef b);
@@ -571,6 +574,9 @@ LLVMValueRef cg_load_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, en
 /* A hint: bring the line holding element idx64 of a global array into L1
  * (prefetch.global.L1; no register, no fault). */
 void cg_prefetch_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt);
+void cg_prefetch_elem_l2(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt);
+void cg_copy_async4(codegen *cg, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef ok);
+void cg_copy_async_wait(codegen *cg);
 void cg_store_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt,
                    LLVMValueRef f32);
 
@@ -752,7 +758,7 @@ void lower_reduce_kernels(codegen *cg, unsigned kernels);
  * the rows of S evolve independently, so only sums over M cross blocks, and
  * those go to per-block partial gradients); every thread tile 4 x 4 of a
  * product from shared memory.  Shared floats: offsets of each array. */
-enum { CK_THREADS = 512 };
+enum { CK_THREADS = 256 };
 typedef struct ck_layout {
   int S, dS, Bx, R[CHUNK_MAX_TERMS], C[CHUNK_MAX_TERMS], W[FRNN_MAX_PORTS * CHUNK_MAX_TERMS],
       G[FRNN_MAX_PORTS * CHUNK_MAX_TERMS], A, Ag, Y[FRNN_MAX_PORTS], RUN, SC, EL, FLAG,
@@ -762,7 +768,7 @@ typedef struct ck_layout {
 typedef struct ck_plan {
   int64_t M, N;
   int L, BM, MB, Mp, Np, nd; /* Mp, Np: BM, N rounded up to 4; nd: the decay's columns (1 or N) */
-  int ss, sn, sm, sl, sd;    /* row strides in shared memory (odd): S and dS, rows [N],
+  int ss, sn, sm, sl, sd;    /* row strides in shared memory (odd, or 4 mod 32 for mma): S and dS, rows [N],
                                 columns [BM], [L] rows (A), the log decay */
   int threads;               /* per block (CK_THREADS unless FRNN_CK_THREADS) */
   int min_blocks;            /* resident blocks per SM the kernels are built for */
@@ -770,6 +776,8 @@ typedef struct ck_plan {
   bool split;                /* decay_split compiled in (row decays) */
   bool fused;                /* one block a head: frnn_ck_bwd runs the chain too */
   bool split_k;              /* products with fewer tiles than threads split their sums */
+  bool mma;                  /* products on tensor cores (3xTF32) where their sizes allow */
+  int mma_tiles;             /* their 16 x 8 tiles per warp, at most */
   int n_sc, n_sc_adj;        /* scalar nodes materialised per step (step, adjoint) */
   ck_layout fw, bw;
   unsigned fwd_smem, bwd_smem, chain_smem; /* bytes */

@@ -88,9 +88,11 @@ static int count_scalars(const frnn_step *s, const uint8_t *need) {
   return n;
 }
 
+static int stride_mma(int x) { return (x + 27) / 32 * 32 + 4; }
+
 static bool fits(ck_plan *p, const chunk_gpu *g, int n_out, int L, int max_shared) {
   p->L = L;
-  p->sl = L + 1;
+  p->sl = p->mma ? stride_mma(L) : L + 1;
   layout(p, g, n_out, false, &p->fw);
   layout(p, g, n_out, true, &p->bw);
   p->fwd_smem = (unsigned)p->fw.floats * 4;
@@ -115,7 +117,7 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
   env = getenv("FRNN_CK_L");
   int lmax = env && atoi(env) >= 16 ? atoi(env) : 32; /* 64: the decay gradient's sums cancel more (Mamba-2 grad A 4.8e-6 vs 6e-7 at 16, 64 x 64 float32) */
   env = getenv("FRNN_CK_THREADS");
-  out->threads = env && (atoi(env) == 128 || atoi(env) == 256 || atoi(env) == 1024) ? atoi(env) : CK_THREADS;
+  out->threads = env && (atoi(env) == 128 || atoi(env) == 256 || atoi(env) == 512 || atoi(env) == 1024) ? atoi(env) : CK_THREADS;
   env = getenv("FRNN_CK_SPLIT_MAX"); /* tests: -1 never splits, a large value always */
   out->split_max = env && *env ? atof(env) : DECAY_SPLIT_MAX;
   /* A scalar decay's ratios are already outside the [L,L] products (one per
@@ -127,6 +129,12 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * shuffles), except RWKV-6 (9.40 -> 9.22): a knob, off by default. */
   env = getenv("FRNN_CK_SPLITK");
   out->split_k = env && strcmp(env, "1") == 0;
+  env = getenv("FRNN_CK_MMA"); /* 0: every product on CUDA cores */
+  bool mma_on = !(env && strcmp(env, "0") == 0);
+  /* 16 x 8 tiles a warp at most (H100, 256 threads: GLA fw+bw 5.16 ms at
+   * 4, 5.10 at 8; at 512 threads 8 spilled) */
+  env = getenv("FRNN_CK_MMA_TILES");
+  out->mma_tiles = env && atoi(env) >= 1 && atoi(env) <= 8 ? atoi(env) : 8;
   env = getenv("FRNN_CK_MINB");
   out->min_blocks = env && atoi(env) >= 1 && atoi(env) <= 4 ? atoi(env) : 1;
   /* Every row of a head in one block where it fits, else 64: the work
@@ -139,10 +147,15 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
     out->BM = (int)(M < bms[c] ? M : bms[c]);
     out->MB = (int)((M + out->BM - 1) / out->BM);
     out->Mp = round4(out->BM), out->Np = round4(N);
-    /* Row strides of the shared arrays, odd: the rows a warp's lanes read
-     * side by side fall in distinct banks. */
-    out->ss = out->sn = out->Np + 1;
-    out->sm = out->Mp + 1;
+    /* Tensor cores where every product's sizes are multiples of the mma
+     * tile's (16 x 8 x 8; chunks of 16 or 32 steps). */
+    out->mma = mma_on && out->Mp % 16 == 0 && out->Np % 8 == 0;
+    /* Row strides of the shared arrays.  The 4 x 4 thread tiles: odd, so
+     * the rows a warp's lanes read side by side fall in distinct banks.
+     * mma: 4 mod 32, so a fragment's 8 rows x 4 columns do (row-major
+     * operands; the transposed ones then meet 2-way conflicts). */
+    out->ss = out->sn = out->mma ? stride_mma(out->Np) : out->Np + 1;
+    out->sm = out->mma ? stride_mma(out->Mp) : out->Mp + 1;
     out->sd = out->nd == 1 ? 1 : out->sn;
     /* One block a head: the chain to the inputs runs in the backward, from
      * a chunk-sized scratch that stays in L2 (no terms' gradients in DRAM). */
@@ -238,6 +251,7 @@ static LLVMValueRef slot_of(ck *k, LLVMTypeRef ty) {
 /* for (var = from; var < to; var += step), i32 or i64 as `from` is. */
 typedef struct cloop {
   LLVMValueRef var, step;
+  bool no_unroll; /* kept rolled: unrolled, its loads all go first (registers) */
   LLVMBasicBlockRef cond, body, after;
 } cloop;
 static cloop loop_open(ck *k, LLVMValueRef from, LLVMValueRef to, LLVMValueRef step) {
@@ -257,6 +271,7 @@ static LLVMValueRef loop_var(ck *k, const cloop *l) {
 static void loop_close(ck *k, cloop *l) {
   cg_store(k->cg, add(k, loop_var(k, l), l->step), l->var);
   cg_br(k->cg, l->cond);
+  if (l->no_unroll) cg_no_unroll(k->cg, LLVMGetLastInstruction(LLVMGetInsertBlock(k->cg->b)));
   cg_at(k->cg, l->after);
 }
 
@@ -663,6 +678,41 @@ static void term_arrays(ck *k, const gtensor *gout) {
   cg_barrier(cg);
 }
 
+/* Ask L2 for the elements of the chunk starting at step t0n (i64) of every
+ * input tensor and of the extra tensors given (the output gradients, class
+ * [M,1]): one prefetch per 32 elements along a row, so a contiguous bf16
+ * row costs one per 64 bytes.  Issued once this chunk's own loads are
+ * done, they land while its products run: the next chunk's term arrays
+ * then wait on L2, not DRAM. */
+static void prefetch_chunk(ck *k, LLVMValueRef t0n, const gtensor *extra, int n_extra) {
+  codegen *cg = k->cg;
+  const ck_plan *p = k->p;
+  int n_in = k->s->n_ports[FRNN_PORT_INPUT];
+  for (int q = 0; q < n_in + n_extra; q++) {
+    const leaf *lf = q < n_in ? &k->e->leaves[q] : NULL;
+    if (lf && lf->kind != LEAF_TENSOR) continue;
+    int cls = q < n_in ? k->s->ports[FRNN_PORT_INPUT][q].cls : FRNN_COL;
+    LLVMValueRef ptr = lf ? lf->ptr : extra[q - n_in].ptr;
+    LLVMValueRef const *st = lf ? lf->st : extra[q - n_in].st;
+    enum tdtype dt = lf ? lf->dt : extra[q - n_in].dt;
+    /* runs of 32 along the last dimension the class has (N, else M) */
+    bool has_n = CLASS_HAS_N(cls), has_m = CLASS_HAS_M(cls);
+    int rows = has_m ? (has_n ? p->BM : (p->BM + 31) / 32) : 1, runs = has_n ? (int)((p->N + 31) / 32) : 1;
+    LLVMValueRef live = LLVMBuildNot(cg->b, is_null(k, ptr), "");
+    elems r = elems_open(k, p->L * rows * runs, rows * runs);
+    LLVMValueRef t = add(k, t0n, sext(k, r.u));
+    LLVMValueRef row = LLVMBuildUDiv(cg->b, r.x, i32c(k, runs), "");
+    LLVMValueRef i = has_m ? grow(k, has_n ? row : mul(k, row, i32c(k, 32))) : NULL;
+    LLVMValueRef j = has_n ? sext(k, mul(k, LLVMBuildURem(cg->b, r.x, i32c(k, runs), ""), i32c(k, 32))) : NULL;
+    LLVMValueRef ok = and1(k, live, and1(k, LLVMBuildICmp(cg->b, LLVMIntSGE, t, i64c(k, 0), ""), slt(k, t, k->T)));
+    if (i) ok = and1(k, ok, slt(k, i, i64c(k, p->M)));
+    LLVMBasicBlockRef no = if_open(k, ok);
+    cg_prefetch_elem_l2(cg, ptr, toff(k, st, t, i, j), dt);
+    if_close(k, no);
+    elems_close(k, &r);
+  }
+}
+
 /* ------------------------------------------------------------ products */
 /* out[p][q] = sum over kk < K of combine(a(p,kk), b(kk,q)) (a * b by
  * default), each thread a TILE x TILE tile; epi gets every element. */
@@ -671,6 +721,7 @@ struct mm {
   ck *k;
   int P, Q, K;
   int lin, upd, first; /* which arrays the callbacks use; first: the first of a sum */
+  bool store;          /* the chunk's first product into its seed: stores, not adds */
   bool fast;           /* the factored form (decay_split: W, R hold W P_l and R / P) */
   LLVMValueRef (*a)(mm *, LLVMValueRef p, LLVMValueRef kk, LLVMValueRef *a2);
   LLVMValueRef (*b)(mm *, LLVMValueRef kk, LLVMValueRef q, LLVMValueRef *b2);
@@ -739,12 +790,87 @@ static void run_mm(mm *m) {
   loop_close(k, &lt);
 }
 
+/* The same product on tensor cores: each warp a block of rp x rq tiles of
+ * 16 x 8 (mma.sync m16n8k8), operands split into high and low TF32 parts
+ * and multiplied three times (cg_split_tf32): float32's precision at
+ * tensor-core rate.  The operands come through the same a/b callbacks,
+ * element by element in the fragments' layout (PTX ISA, "mma.m16n8k8"
+ * for .tf32): lane = 4 g + t holds A's (g | g+8, t | t+4), B's (t | t+4, g)
+ * and C's (g | g+8, 2t | 2t+1). */
+static bool mma_fits(const mm *m) {
+  return m->k->p->mma && !m->combine && m->P % 16 == 0 && m->Q % 8 == 0 && m->K % 8 == 0;
+}
+
+static void run_mma(mm *m) {
+  ck *k = m->k;
+  codegen *cg = k->cg;
+  int tp = m->P / 16, tq = m->Q / 8, warps = k->p->threads / 32;
+  /* The largest block of tiles per warp (fragments reused across it) that
+   * still gives every warp a block, at most 8 tiles (32 accumulators). */
+  int rp = 1, rq = 1;
+  for (;;) {
+    if (rp * rq * 2 > k->p->mma_tiles) break;
+    if (tq % (2 * rq) == 0 && (tp / rp) * (tq / (2 * rq)) >= warps) rq *= 2;
+    else if (tp % (2 * rp) == 0 && (tp / (2 * rp)) * (tq / rq) >= warps) rp *= 2;
+    else break;
+  }
+  enum { RMAX = 8 };
+  int blocks_q = tq / rq, blocks = (tp / rp) * blocks_q;
+  LLVMValueRef acc[RMAX][4];
+  for (int i = 0; i < rp * rq; i++)
+    for (int e = 0; e < 4; e++) acc[i][e] = slot_of(k, cg->t_f32);
+  LLVMValueRef g = LLVMBuildLShr(cg->b, k->lane, i32c(k, 2), ""), t = LLVMBuildAnd(cg->b, k->lane, i32c(k, 3), "");
+  cloop lw = loop_open(k, k->warp, i32c(k, blocks), i32c(k, warps));
+  LLVMValueRef blk = loop_var(k, &lw);
+  LLVMValueRef p0 = mul(k, LLVMBuildUDiv(cg->b, blk, i32c(k, blocks_q), ""), i32c(k, rp * 16));
+  LLVMValueRef q0 = mul(k, LLVMBuildURem(cg->b, blk, i32c(k, blocks_q), ""), i32c(k, rq * 8));
+  for (int i = 0; i < rp * rq; i++)
+    for (int e = 0; e < 4; e++) cg_store(cg, fzero(k), acc[i][e]);
+  cloop lk = loop_open(k, i32c(k, 0), i32c(k, m->K), i32c(k, 8));
+  lk.no_unroll = true; /* unrolled: spills, and 7% slower (GLA fw+bw, H100) */
+  LLVMValueRef kk = loop_var(k, &lk), kt = add(k, kk, t), kt4 = add(k, kt, i32c(k, 4)), unused;
+  LLVMValueRef ahi[RMAX][4], alo[RMAX][4], bhi[RMAX][2], blo[RMAX][2];
+  for (int i = 0; i < rp; i++) {
+    LLVMValueRef r = add(k, add(k, p0, i32c(k, 16 * i)), g), r8 = add(k, r, i32c(k, 8));
+    LLVMValueRef rows[4] = {r, r8, r, r8}, cols[4] = {kt, kt, kt4, kt4};
+    for (int e = 0; e < 4; e++) cg_split_tf32(cg, m->a(m, rows[e], cols[e], &unused), &ahi[i][e], &alo[i][e]);
+  }
+  for (int j = 0; j < rq; j++) {
+    LLVMValueRef c = add(k, add(k, q0, i32c(k, 8 * j)), g);
+    cg_split_tf32(cg, m->b(m, kt, c, &unused), &bhi[j][0], &blo[j][0]);
+    cg_split_tf32(cg, m->b(m, kt4, c, &unused), &bhi[j][1], &blo[j][1]);
+  }
+  /* Each step of 8 into a fresh accumulator, then added in float32: the
+   * tensor cores' own additions truncate, and their bias over a long sum
+   * would exceed float32 rounding (Mamba-2's grad A, 1.5e-5 at 128 x 128). */
+  for (int i = 0; i < rp; i++)
+    for (int j = 0; j < rq; j++) {
+      LLVMValueRef c[4], old[4];
+      for (int e = 0; e < 4; e++) old[e] = cg_load(cg, cg->t_f32, acc[i * rq + j][e]), c[e] = fzero(k);
+      cg_mma_tf32(cg, alo[i], bhi[j], c); /* the small parts first */
+      cg_mma_tf32(cg, ahi[i], blo[j], c);
+      cg_mma_tf32(cg, ahi[i], bhi[j], c);
+      for (int e = 0; e < 4; e++) cg_store(cg, cg_fadd(cg, old[e], c[e]), acc[i * rq + j][e]);
+    }
+  loop_close(k, &lk);
+  LLVMValueRef t2 = mul(k, t, i32c(k, 2));
+  for (int i = 0; i < rp; i++)
+    for (int j = 0; j < rq; j++)
+      for (int e = 0; e < 4; e++) {
+        LLVMValueRef r = add(k, add(k, p0, i32c(k, 16 * i + (e >= 2 ? 8 : 0))), g);
+        LLVMValueRef c = add(k, add(k, q0, i32c(k, 8 * j + (e & 1))), t2);
+        m->epi(m, r, c, cg_load(cg, cg->t_f32, acc[i * rq + j][e]));
+      }
+  loop_close(k, &lw);
+}
+
 /* A timing probe (FRNN_CK_SKIP: a bit mask of product sites to leave out;
  * results are then wrong): where the kernels' time goes, measured. */
 static void run_mm_probe(mm *m, int site) {
   const char *env = getenv("FRNN_CK_SKIP");
   if (env && (strtoul(env, NULL, 0) >> site & 1)) return;
-  run_mm(m);
+  if (mma_fits(m)) run_mma(m);
+  else run_mm(m);
 }
 
 /* The product in both forms, chosen per chunk by the flag (decay_split). */
@@ -893,21 +1019,28 @@ static LLVMValueRef seed_index(ck *k, LLVMValueRef part, LLVMValueRef t, LLVMVal
   return add(k, mul(k, x, i64c(k, E)), e);
 }
 
+/* *p += v as a reduction the thread does not wait for (red.global.add):
+ * a load, add and store would stall on the load, and a tile's elements
+ * went one after another.  Still deterministic: each element has one
+ * writer per product, and the products adding to one array are ordered
+ * by the barriers between them. */
 static void global_add(ck *k, LLVMValueRef ptr, LLVMValueRef idx, LLVMValueRef v) {
   codegen *cg = k->cg;
   LLVMValueRef p = cg_gep(cg, cg->t_f32, ptr, idx);
-  cg_store(cg, cg_fadd(cg, cg_load(cg, cg->t_f32, p), v), p);
+  LLVMBuildAtomicRMW(cg->b, LLVMAtomicRMWBinOpFAdd, p, v, LLVMAtomicOrderingMonotonic, 0);
 }
 /* Add v to seed s at step u (i32) of the chunk, element x (i32), this
  * block's part (rows and log decay) or the whole (columns). */
-static void seed_add(ck *k, int s, LLVMValueRef u, LLVMValueRef x, LLVMValueRef v) {
+static void seed_add(ck *k, int s, LLVMValueRef u, LLVMValueRef x, LLVMValueRef v, bool store) {
   bool col = k->g->seed_cls[s] == FRNN_COL;
   int64_t E = col ? k->p->M : k->p->N;
   LLVMValueRef e = col ? grow(k, x) : sext(k, x);
   LLVMValueRef ok = and1(k, step_ok(k, u), col ? row_ok(k, x) : slt(k, e, i64c(k, E)));
   LLVMBasicBlockRef no = if_open(k, ok);
   LLVMValueRef part = col ? i64c(k, 0) : k->mb;
-  global_add(k, k->seed_ptr[s], seed_index(k, part, add(k, k->t0, sext(k, u)), e, E), v);
+  LLVMValueRef idx = seed_index(k, part, add(k, k->t0, sext(k, u)), e, E);
+  if (store) cg_store(k->cg, v, cg_gep(k->cg, k->cg->t_f32, k->seed_ptr[s], idx));
+  else global_add(k, k->seed_ptr[s], idx, v);
   if_close(k, no);
 }
 
@@ -928,7 +1061,7 @@ static LLVMValueRef a_A_t(mm *m, LLVMValueRef v, LLVMValueRef u, LLVMValueRef *a
   return sh_ld(m->k, m->k->lay->A, at2(m->k, u, m->k->p->sl, v));
 }
 static void epi_dC(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef acc) {
-  seed_add(m->k, m->k->g->seed_c[m->upd], v, i, acc);
+  seed_add(m->k, m->k->g->seed_c[m->upd], v, i, acc, m->store);
 }
 /* dW[u][n] += sum_v Ag[u][v] R[v][n] P_l(u)[n] / P_v[n] (causal) */
 static LLVMValueRef a_Ag(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef *a2) {
@@ -953,7 +1086,7 @@ static LLVMValueRef comb_dW(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef 
 static void epi_dW(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef acc) {
   ck *k = m->k;
   if (m->fast) acc = cg_fmul(k->cg, acc, fexp(k, bx(k, lrow(k, m->lin, u), n))); /* sum Ag (R / P_v), times P_l */
-  seed_add(k, k->g->seed_w[m->lin], u, n, acc);
+  seed_add(k, k->g->seed_w[m->lin], u, n, acc, m->store);
 }
 /* dR[v][n] += sum_u Ag[u][v] W[u][n] P_l(u)[n] / P_v[n] (causal) */
 static LLVMValueRef a_Ag_t(mm *m, LLVMValueRef v, LLVMValueRef u, LLVMValueRef *a2) {
@@ -973,16 +1106,16 @@ static void epi_dR(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef acc) {
   ck *k = m->k;
   if (m->fast) /* sum Ag (W P_l), over P_v */
     acc = cg_fmul(k->cg, acc, fexp(k, cg_fneg(k->cg, bx(k, add(k, v, i32c(k, 1)), n))));
-  seed_add(k, k->g->seed_r[m->upd], v, n, acc);
+  seed_add(k, k->g->seed_r[m->upd], v, n, acc, m->store);
 }
 /* X w (before dy): into dO's array, multiplied by dy at the chunk's end. */
 static void epi_Xw(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
-  seed_add(m->k, m->k->g->seed_o[m->lin], u, i, acc);
+  seed_add(m->k, m->k->g->seed_o[m->lin], u, i, acc, m->store);
 }
 /* dW[u][n] += P_l(u)[n] sum_i G[u][i] S[i][n] */
 static void epi_dW_state(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef acc) {
   ck *k = m->k;
-  seed_add(k, k->g->seed_w[m->lin], u, n, cg_fmul(k->cg, acc, fexp(k, bx(k, lrow(k, m->lin, u), n))));
+  seed_add(k, k->g->seed_w[m->lin], u, n, cg_fmul(k->cg, acc, fexp(k, bx(k, lrow(k, m->lin, u), n))), false);
 }
 /* dC[v][i] += sum_n dS[i][n] R[v][n] P_last[n] / P_v[n] */
 static LLVMValueRef a_R_to_end(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef *a2) {
@@ -993,7 +1126,7 @@ static LLVMValueRef a_R_to_end(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueR
 static void epi_dR_end(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef acc) {
   ck *k = m->k;
   LLVMValueRef d = cg_fsub(k->cg, bx(k, lastrow(k), n), bx(k, add(k, v, i32c(k, 1)), n));
-  seed_add(k, k->g->seed_r[m->upd], v, n, cg_fmul(k->cg, acc, fexp(k, d)));
+  seed_add(k, k->g->seed_r[m->upd], v, n, cg_fmul(k->cg, acc, fexp(k, d)), false);
 }
 /* dS_before[i][n] = dS[i][n] P_last[n] + sum_u G[u][i] W[u][n] P_l(u)[n] */
 static LLVMValueRef a_G_t(mm *m, LLVMValueRef i, LLVMValueRef u, LLVMValueRef *a2) {
@@ -1066,14 +1199,14 @@ static void state_ckpt(ck *k, int arr, LLVMValueRef ckpt, LLVMValueRef c, LLVMVa
     cg_store(cg, sh_ld(k, arr, at), cg_gep(cg, cg->t_f32, ckpt, ckpt_index(k, c, nch, r.i, r.n)));
     if_close(k, no);
   } else {
-    LLVMValueRef v = slot_of(k, cg->t_f32);
-    cg_store(cg, fzero(k), v);
-    LLVMBasicBlockRef no = if_open(k, r.ok);
-    cg_store(cg, cg_load(cg, cg->t_f32, cg_gep(cg, cg->t_f32, ckpt, ckpt_index(k, c, nch, r.i, r.n))), v);
-    if_close(k, no);
-    sh_st(k, arr, at, cg_load(cg, cg->t_f32, v));
+    /* cp.async: every element's load in flight at once (a load and a
+     * store per element waited for each load in turn); padding gets 0
+     * from a copy of size 0, its address kept inside the checkpoint. */
+    LLVMValueRef i = cg_select(cg, r.ok, r.i, i32c(k, 0)), n = cg_select(cg, r.ok, r.n, i32c(k, 0));
+    cg_copy_async4(cg, sh(k, arr, at), cg_gep(cg, cg->t_f32, ckpt, ckpt_index(k, c, nch, i, n)), r.ok);
   }
   loop_close(k, &r.l);
+  if (!store) cg_copy_async_wait(cg);
 }
 
 static LLVMValueRef chunks_of(ck *k) {
@@ -1119,6 +1252,7 @@ static void lower_ck_fwd(ck *k) {
     loop_close(k, &l);
   }
   term_arrays(k, NULL);
+  prefetch_chunk(k, add(k, k->t0, i64c(k, p->L)), NULL, 0);
   {
     LLVMBasicBlockRef no = if_open(k, have_ckpt);
     state_ckpt(k, k->lay->S, ckpt, k->c, nch, true);
@@ -1326,6 +1460,7 @@ static void lower_ck_bwd(ck *k) {
     }
   }
   term_arrays(k, gout);
+  prefetch_chunk(k, sub(k, k->t0, i64c(k, p->L)), gout, n_out);
   /* sum over this block's rows of dS_end * S_end: the decay's gradient
    * starts from it (design-chunked.md) */
   {
@@ -1354,22 +1489,24 @@ static void lower_ck_bwd(ck *k) {
       m.lin = q, m.upd = a, m.a = op_G, m.b = op_C_t, m.epi = epi_Ag;
       run_both(&m, 5);
       cg_barrier(cg);
+      /* The first product into each of the chunk's seeds stores (every
+       * element of it: the arrays need no zeroing), the later ones add. */
       m = new_mm(k, p->L, p->Mp, p->L);
-      m.lin = q, m.upd = a, m.a = a_A_t, m.b = op_G, m.epi = epi_dC;
+      m.lin = q, m.upd = a, m.a = a_A_t, m.b = op_G, m.epi = epi_dC, m.store = q == 0;
       run_mm_probe(&m, 6);
       cg_barrier(cg); /* dC is added to by other tiles below */
       m = new_mm(k, p->L, p->Np, p->L);
-      m.lin = q, m.upd = a, m.a = a_Ag, m.b = b_R, m.epi = epi_dW;
+      m.lin = q, m.upd = a, m.a = a_Ag, m.b = b_R, m.epi = epi_dW, m.store = a == 0;
       m.combine = p->nd == 1 ? NULL : comb_dW;
       run_both(&m, 7);
       cg_barrier(cg);
       m = new_mm(k, p->L, p->Np, p->L);
-      m.lin = q, m.upd = a, m.a = a_Ag_t, m.b = b_W, m.epi = epi_dR;
+      m.lin = q, m.upd = a, m.a = a_Ag_t, m.b = b_W, m.epi = epi_dR, m.store = q == 0;
       m.combine = p->nd == 1 ? NULL : comb_dR;
       run_both(&m, 8);
       if (g->seed_o[q] >= 0) {
         m = new_mm(k, p->L, p->Mp, p->L);
-        m.lin = q, m.upd = a, m.a = a_A, m.b = op_C, m.epi = epi_Xw;
+        m.lin = q, m.upd = a, m.a = a_A, m.b = op_C, m.epi = epi_Xw, m.store = a == 0;
         run_mm_probe(&m, 9);
       }
       cg_barrier(cg);
@@ -1437,37 +1574,44 @@ static void lower_ck_bwd(ck *k) {
                                         LLVMConstReal(cg->t_f64, 0)), "");
         cg_store(cg, off, run);
       }
-      cloop ls = loop_open(k, i32c(k, 0), i32c(k, seg), i32c(k, 1));
-      LLVMValueRef sx = sub(k, add(k, mul(k, gi, i32c(k, seg)), i32c(k, seg - 1)), loop_var(k, &ls));
-      LLVMBasicBlockRef in_seq = if_open(k, step_ok(k, sx));
-      LLVMValueRef acc = cg_load(cg, cg->t_f64, run);
-      for (int q = 0; q < g->n_lin; q++) {
-        LLVMValueRef u = add(k, sx, i32c(k, shift_of(k, q)));
-        LLVMValueRef uok = and1(k, slt(k, u, i32c(k, p->L)), step_ok(k, u));
-        LLVMValueRef uc = cg_select(cg, uok, u, sx); /* a safe index where not used */
-        LLVMValueRef dw = cg_load(cg, cg->t_f32,
-                                  cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_w[q]],
-                                         seed_index(k, k->mb, add(k, k->t0, sext(k, uc)), n64, p->N)));
-        LLVMValueRef w = sh_ld(k, k->lay->W[q], at2(k, uc, p->sn, nn));
-        /* W itself: undo the split where it was made */
-        w = cg_select(cg, k->fast, cg_fmul(cg, w, fexp(k, cg_fneg(cg, bx(k, lrow(k, q, uc), nn)))), w);
-        acc = LLVMBuildFAdd(cg->b, acc, cg_select(cg, uok, LLVMBuildFMul(cg->b, f64(k, w), f64(k, dw), ""),
-                                                  LLVMConstReal(cg->t_f64, 0)), "");
-      }
-      LLVMValueRef tnow = add(k, k->t0, sext(k, sx));
-      for (int a = 0; a < g->cf.n_updates; a++) {
-        LLVMValueRef dr = cg_load(cg, cg->t_f32,
-                                  cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_r[a]], seed_index(k, k->mb, tnow, n64, p->N)));
-        LLVMValueRef r = sh_ld(k, k->lay->R[a], at2(k, sx, p->sn, nn));
-        r = cg_select(cg, k->fast, cg_fmul(cg, r, fexp(k, bx(k, add(k, sx, i32c(k, 1)), nn))), r);
-        acc = LLVMBuildFSub(cg->b, acc, LLVMBuildFMul(cg->b, f64(k, r), f64(k, dr), ""), "");
+      /* The segment's steps unrolled here, with no branch between them:
+       * the loads of the terms' gradients (global, just added to by the
+       * products) all go out before the first is used.  Steps past T
+       * read step T-1 and add 0; their results are not stored. */
+      LLVMValueRef acc = cg_load(cg, cg->t_f64, run), zero64 = LLVMConstReal(cg->t_f64, 0);
+      LLVMValueRef res[64], okv[64], tv[64];
+      for (int e = 0; e < seg; e++) {
+        LLVMValueRef sx = sub(k, add(k, mul(k, gi, i32c(k, seg)), i32c(k, seg - 1)), i32c(k, e));
+        LLVMValueRef ok = step_ok(k, sx), tnow = clamp_t(k, sx);
+        for (int q = 0; q < g->n_lin; q++) {
+          LLVMValueRef u = add(k, sx, i32c(k, shift_of(k, q)));
+          LLVMValueRef uok = and1(k, slt(k, u, i32c(k, p->L)), step_ok(k, u));
+          LLVMValueRef uc = cg_select(cg, uok, u, sx); /* a safe index where not used */
+          LLVMValueRef dw = cg_load(cg, cg->t_f32, cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_w[q]],
+                                                          seed_index(k, k->mb, clamp_t(k, uc), n64, p->N)));
+          LLVMValueRef w = sh_ld(k, k->lay->W[q], at2(k, uc, p->sn, nn));
+          /* W itself: undo the split where it was made */
+          w = cg_select(cg, k->fast, cg_fmul(cg, w, fexp(k, cg_fneg(cg, bx(k, lrow(k, q, uc), nn)))), w);
+          acc = LLVMBuildFAdd(cg->b, acc, cg_select(cg, and1(k, ok, uok), LLVMBuildFMul(cg->b, f64(k, w), f64(k, dw), ""),
+                                                    zero64), "");
+        }
+        for (int a = 0; a < g->cf.n_updates; a++) {
+          LLVMValueRef dr = cg_load(cg, cg->t_f32,
+                                    cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_r[a]], seed_index(k, k->mb, tnow, n64, p->N)));
+          LLVMValueRef r = sh_ld(k, k->lay->R[a], at2(k, sx, p->sn, nn));
+          r = cg_select(cg, k->fast, cg_fmul(cg, r, fexp(k, bx(k, add(k, sx, i32c(k, 1)), nn))), r);
+          acc = LLVMBuildFSub(cg->b, acc, cg_select(cg, ok, LLVMBuildFMul(cg->b, f64(k, r), f64(k, dr), ""), zero64), "");
+        }
+        res[e] = acc, okv[e] = ok, tv[e] = tnow;
       }
       cg_store(cg, acc, run);
       if (pass == 1)
-        cg_store(cg, LLVMBuildFPTrunc(cg->b, acc, cg->t_f32, ""),
-                 cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_ld], seed_index(k, k->mb, tnow, n64, p->N)));
-      if_close(k, in_seq);
-      loop_close(k, &ls);
+        for (int e = 0; e < seg; e++) {
+          LLVMBasicBlockRef skip = if_open(k, okv[e]);
+          cg_store(cg, LLVMBuildFPTrunc(cg->b, res[e], cg->t_f32, ""),
+                   cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_ld], seed_index(k, k->mb, tv[e], n64, p->N)));
+          if_close(k, skip);
+        }
       if (pass == 0) /* the segment's sum, for the segments before it */
         sh_st(k, k->lay->A, at2(k, gi, p->Np, nn), LLVMBuildFPTrunc(cg->b, cg_load(cg, cg->t_f64, run), cg->t_f32, ""));
       if_close(k, no);

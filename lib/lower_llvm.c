@@ -1069,7 +1069,12 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
 
 /* -------------------------------------------------------- reduce kernel */
 /* out[ob,t,oh,i,j] = sum over b (if broadcast over B) and h (if over H) of
- * partial[b,t,h,i,j]; partial is float32 [B,Tp,H,m,n], contiguous. */
+ * partial[b,t,h,i,j]; partial is float32 [B,Tp,H,m,n], contiguous.  Each
+ * output is summed by `lanes` neighbouring threads (1, or 32: a warp, for
+ * few outputs of long sums such as a per-head parameter's hundreds of
+ * per-chunk partials, which one thread each summed in 50 us): lane l adds
+ * the terms k = l, l + lanes, ... (k = b H + h) in order, then the warp adds the lanes' sums in
+ * a fixed butterfly.  Deterministic either way. */
 static void lower_reduce(lower *lw, enum tdtype dt, const char *name) {
   codegen *cg = lw->cg;
   LLVMTypeRef types[16];
@@ -1079,15 +1084,20 @@ static void lower_reduce(lower *lw, enum tdtype dt, const char *name) {
   for (int i = 0; i < 5; i++) types[n++] = cg->t_i64; /* B Tp H m n: 7..11 */
   types[n++] = cg->t_i32;                            /* over B: 12 */
   types[n++] = cg->t_i32;                            /* over H: 13 */
+  types[n++] = cg->t_i32;                            /* lanes per output: 14 */
   cg_kernel(cg, name, types, n, 256, 0);
   LLVMValueRef part = cg_param(cg, 0), out = cg_param(cg, 1);
   LLVMValueRef B = cg_param(cg, 7), Tp = cg_param(cg, 8), H = cg_param(cg, 9), m = cg_param(cg, 10),
                nn = cg_param(cg, 11);
   LLVMValueRef overB = icmp(lw, LLVMIntNE, cg_param(cg, 12), cg_i32(cg, 0));
   LLVMValueRef overH = icmp(lw, LLVMIntNE, cg_param(cg, 13), cg_i32(cg, 0));
+  LLVMValueRef lanes = cg_zext64(cg, cg_param(cg, 14));
+  LLVMValueRef wide = icmp(lw, LLVMIntNE, lanes, cg_i64(cg, 1));
   LLVMValueRef oB = cg_select(cg, overB, cg_i64(cg, 1), B), oH = cg_select(cg, overH, cg_i64(cg, 1), H);
-  LLVMValueRef idx = cg_add(cg, cg_mul(cg, cg_zext64(cg, cg_ctaid_x(cg)), cg_i64(cg, 256)), cg_zext64(cg, cg_tid_x(cg)));
+  LLVMValueRef gidx = cg_add(cg, cg_mul(cg, cg_zext64(cg, cg_ctaid_x(cg)), cg_i64(cg, 256)), cg_zext64(cg, cg_tid_x(cg)));
+  LLVMValueRef idx = LLVMBuildUDiv(cg->b, gidx, lanes, ""), lane = LLVMBuildURem(cg->b, gidx, lanes, "");
   LLVMValueRef total = cg_mul(cg, cg_mul(cg, cg_mul(cg, oB, Tp), cg_mul(cg, oH, m)), nn);
+  /* whole warps stay or leave together (lanes is 1 or 32) */
   LLVMBasicBlockRef work = cg_block(cg, "work"), end = cg_block(cg, "end");
   cg_cond_br(cg, cg_ult(cg, idx, total), work, end);
   cg_at(cg, work);
@@ -1105,21 +1115,46 @@ static void lower_reduce(lower *lw, enum tdtype dt, const char *name) {
   LLVMValueRef acc = LLVMBuildAlloca(cg->b, cg->t_f32, "acc");
   LLVMPositionBuilderAtEnd(cg->b, here);
   cg_store(cg, cg_f32(cg, 0.0), acc);
+  /* term k = b nh + h is this lane's where k mod lanes (a power of two) is lane */
   LLVMValueRef bvar = new_counter(lw, entry), hvar = new_counter(lw, entry);
   loop lb = loop_begin(lw, bvar, cg_i64(cg, 0), nb, 1, "over_b");
   loop lh = loop_begin(lw, hvar, cg_i64(cg, 0), nh, 1, "over_h");
   {
-    LLVMValueRef bb = cg_select(cg, overB, cg_load(cg, cg->t_i64, bvar), ob);
-    LLVMValueRef hh = cg_select(cg, overH, cg_load(cg, cg->t_i64, hvar), oh);
+    LLVMValueRef b_ = cg_load(cg, cg->t_i64, bvar), h_ = cg_load(cg, cg->t_i64, hvar);
+    LLVMValueRef mine = LLVMBuildAnd(cg->b, cg_add(cg, cg_mul(cg, b_, nh), h_), cg_add(cg, lanes, cg_i64(cg, -1)), "");
+    LLVMBasicBlockRef take = cg_block(cg, "take"), next = cg_block(cg, "next");
+    cg_cond_br(cg, icmp(lw, LLVMIntEQ, mine, lane), take, next);
+    cg_at(cg, take);
+    LLVMValueRef bb = cg_select(cg, overB, b_, ob);
+    LLVMValueRef hh = cg_select(cg, overH, h_, oh);
     LLVMValueRef pi = cg_add(cg, cg_mul(cg, cg_add(cg, cg_mul(cg, cg_add(cg, cg_mul(cg, cg_add(cg, cg_mul(cg, bb, Tp), t), H), hh), m), i), nn), j);
     cg_store(cg, cg_fadd(cg, cg_load(cg, cg->t_f32, acc), cg_load_elem(cg, part, pi, TD_F32)), acc);
+    cg_br(cg, next);
+    cg_at(cg, next);
   }
   loop_end(lw, &lh, 1);
   loop_end(lw, &lb, 1);
+  LLVMValueRef sum = cg_load(cg, cg->t_f32, acc);
+  LLVMBasicBlockRef warp = cg_block(cg, "warp"), store = cg_block(cg, "store");
+  LLVMBasicBlockRef from = LLVMGetInsertBlock(cg->b);
+  cg_cond_br(cg, wide, warp, store);
+  cg_at(cg, warp);
+  LLVMValueRef wsum = sum;
+  for (int w = 16; w >= 1; w /= 2) wsum = cg_fadd(cg, wsum, cg_shfl_bfly_f32(cg, wsum, w, 32));
+  LLVMBasicBlockRef warp_end = LLVMGetInsertBlock(cg->b);
+  cg_br(cg, store);
+  cg_at(cg, store);
+  LLVMValueRef total_sum = LLVMBuildPhi(cg->b, cg->t_f32, "");
+  LLVMValueRef vals[2] = {sum, wsum};
+  LLVMBasicBlockRef blocks[2] = {from, warp_end};
+  LLVMAddIncoming(total_sum, vals, blocks, 2);
+  LLVMBasicBlockRef write = cg_block(cg, "write");
+  cg_cond_br(cg, icmp(lw, LLVMIntEQ, lane, cg_i64(cg, 0)), write, end);
+  cg_at(cg, write);
   LLVMValueRef oi = cg_add(cg, cg_add(cg, cg_add(cg, cg_mul(cg, ob, cg_param(cg, 2)), cg_mul(cg, t, cg_param(cg, 3))),
                                       cg_add(cg, cg_mul(cg, oh, cg_param(cg, 4)), cg_mul(cg, i, cg_param(cg, 5)))),
                            cg_mul(cg, j, cg_param(cg, 6)));
-  cg_store_elem(cg, out, oi, dt, cg_load(cg, cg->t_f32, acc));
+  cg_store_elem(cg, out, oi, dt, total_sum);
   cg_br(cg, end);
   cg_at(cg, end);
   cg_ret(cg);

@@ -98,7 +98,8 @@ static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
                                       "FRNN_BWD_CLUSTER", "FRNN_BWD_XCHG_STEPS", "FRNN_PREFETCH",
                                       "FRNN_BWD_C2", "FRNN_BWD_C", "FRNN_BWD_SMEM", "FRNN_BWD_PICK",
                                       "FRNN_CHUNKED", "FRNN_CK_L", "FRNN_CK_BM", "FRNN_CK_THREADS", "FRNN_CK_MINB", "FRNN_CK_SKIP",
-                                      "FRNN_CK_SPLIT_MAX", "FRNN_CK_FUSE", "FRNN_CK_SPLITK"};
+                                      "FRNN_CK_SPLIT_MAX", "FRNN_CK_FUSE", "FRNN_CK_SPLITK",
+                                      "FRNN_CK_MMA", "FRNN_CK_MMA_TILES"};
   for (size_t i = 0; i < sizeof knobs / sizeof *knobs; i++) {
     const char *v = getenv(knobs[i]);
     if (v && *v && k >= 0 && (size_t)k < cap) k += snprintf(key + k, cap - (size_t)k, " %s=%.16s", knobs[i] + 5, v);
@@ -361,6 +362,31 @@ static void arg_tensor(args *a, const tview *v, bool present) {
   for (int d = 0; d < 5; d++) arg_i64(a, present ? v->stride[d] : 0);
 }
 
+/* frnn_reduce_*: out = the float32 partial [Bp][Tp][H][m][n] summed over Bp
+ * (overB) and H (overH).  A warp per output where outputs are few and sums
+ * long (a per-head parameter's partial per chunk and batch: 32 outputs of
+ * 256 terms at the benchmark sizes), else a thread per output. */
+static frnn_status launch_reduce(frnn_ctx *ctx, CUfunction fn, const char *name, void *partial, const tview *out,
+                                 int64_t Bp, int64_t Tp, int64_t H, int64_t m, int64_t n, int overB, int overH,
+                                 CUstream cs) {
+  args a;
+  memset(&a, 0, sizeof a);
+  arg_ptr(&a, partial);
+  arg_tensor(&a, out, true);
+  arg_i64(&a, Bp);
+  arg_i64(&a, Tp);
+  arg_i64(&a, H);
+  arg_i64(&a, m);
+  arg_i64(&a, n);
+  arg_i32(&a, overB);
+  arg_i32(&a, overH);
+  int64_t total = (overB ? 1 : Bp) * Tp * (overH ? 1 : H) * m * n, terms = (overB ? Bp : 1) * (overH ? H : 1);
+  int lanes = terms >= 64 && total <= (1 << 16) ? 32 : 1;
+  arg_i32(&a, lanes);
+  unsigned g3[3] = {(unsigned)((total * lanes + 255) / 256), 1, 1}, b3[3] = {256, 1, 1};
+  return cuda_launch(ctx, fn, name, g3, b3, 1, 0, cs, a.params);
+}
+
 /* The module of plan p's kernels: from the on-disk cache (cubin, else PTX
  * linked here) or compiled, linked and cached. */
 static frnn_status load_plan(frnn_ctx *ctx, const frnn_step *s, int device, const char *key,
@@ -515,7 +541,7 @@ fail:
  * and the partial gradients of broadcast inputs. */
 typedef struct ck_ws {
   int64_t n_chunks;
-  size_t ckpt, seed[CK_MAX_SEEDS], seeds_start, seeds_end, partial[FRNN_MAX_PORTS], total;
+  size_t ckpt, seed[CK_MAX_SEEDS], partial[FRNN_MAX_PORTS], total;
 } ck_ws;
 
 static size_t align256(size_t x) { return (x + 255) / 256 * 256; }
@@ -535,7 +561,6 @@ static void ck_workspace(const ck_entry *ce, const frnn_step *s, frnn_sizes sz, 
   if (!for_backward) return;
   w->ckpt = at;
   at = align256(at + (size_t)(sz.B * sz.H * (w->n_chunks + 1) * sz.M * sz.N) * 4);
-  w->seeds_start = at;
   for (int q = 0; q < g->n_seeds; q++) {
     w->seed[q] = SIZE_MAX;
     if (g->seed_kind[q] == CK_SEED_IND) continue;
@@ -545,7 +570,6 @@ static void ck_workspace(const ck_entry *ce, const frnn_step *s, frnn_sizes sz, 
     size_t steps = p->fused ? (size_t)(sz.B * sz.H * p->L) : (size_t)(col ? 1 : p->MB) * BTH;
     at = align256(at + steps * (size_t)(col ? sz.M : sz.N) * 4);
   }
-  w->seeds_end = at;
   for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) {
     w->partial[i] = SIZE_MAX;
     uint8_t bc = in_bcast ? in_bcast[i] : 5;
@@ -730,11 +754,8 @@ static frnn_status chunked_backward(frnn_ctx *ctx, const ck_entry *ce, const gpu
   char *ws = workspace;
   CUstream cs = (CUstream)stream;
   frnn_status st;
-  /* Unfused, the kernels add the terms' gradients into arrays over the
-   * whole sequence: zero them (fused, the kernel zeroes its scratch). */
-  if (!ce->p.fused &&
-      (st = cuda_memset_d8(ctx, (CUdeviceptr)(ws + w.seeds_start), 0, w.seeds_end - w.seeds_start, cs, 1)))
-    return st;
+  /* The terms' gradients need no zeroing: each chunk's first product into
+   * an array stores every element of it (lower_chunked.c). */
   args a;
   memset(&a, 0, sizeof a);
   for (int i = 0; i < n_in; i++) arg_tensor(&a, &pin->v[i], true);
@@ -808,20 +829,9 @@ static frnn_status chunked_backward(frnn_ctx *ctx, const ck_entry *ce, const gpu
         out.stride[0] = 0;
       }
     }
-    memset(&a, 0, sizeof a);
-    arg_ptr(&a, ws + w.partial[i]);
-    arg_tensor(&a, &out, true);
-    arg_i64(&a, Bp);
-    arg_i64(&a, Tp);
-    arg_i64(&a, sz.H);
-    arg_i64(&a, m_);
-    arg_i64(&a, n_);
-    arg_i32(&a, overB);
-    arg_i32(&a, (bc[i] >> 2) & 1);
-    int64_t total = (overB ? 1 : Bp) * Tp * ((bc[i] & 4) ? 1 : sz.H) * m_ * n_;
-    unsigned g3[3] = {(unsigned)((total + 255) / 256), 1, 1}, b3[3] = {256, 1, 1};
     int d = pgi->v[i].dtype;
-    st = cuda_launch(ctx, m->fn[2 + d], reduce_kernel_names[d], g3, b3, 1, 0, cs, a.params);
+    st = launch_reduce(ctx, m->fn[2 + d], reduce_kernel_names[d], ws + w.partial[i], &out, Bp, Tp, sz.H, m_, n_,
+                       overB, (bc[i] >> 2) & 1, cs);
   }
   return st;
 }
@@ -952,20 +962,9 @@ frnn_status frnn_gpu_backward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
       if (!(bc[i] & 5) || !pgi->present[i]) continue;
       int cls = s->ports[FRNN_PORT_INPUT][i].cls;
       int64_t m_ = CLASS_HAS_M(cls) ? sz.M : 1, n_ = CLASS_HAS_N(cls) ? sz.N : 1, tp = (bc[i] & 2) ? 1 : sz.T;
-      memset(&a, 0, sizeof a);
-      arg_ptr(&a, wsb + w.partial[i]);
-      arg_tensor(&a, &pgi->v[i], true);
-      arg_i64(&a, sz.B);
-      arg_i64(&a, tp);
-      arg_i64(&a, sz.H);
-      arg_i64(&a, m_);
-      arg_i64(&a, n_);
-      arg_i32(&a, bc[i] & 1);
-      arg_i32(&a, (bc[i] >> 2) & 1);
-      int64_t total = ((bc[i] & 1) ? 1 : sz.B) * tp * ((bc[i] & 4) ? 1 : sz.H) * m_ * n_;
-      unsigned g3[3] = {(unsigned)((total + 255) / 256), 1, 1}, b3[3] = {256, 1, 1};
       int d = pgi->v[i].dtype;
-      st = cuda_launch(ctx, m->fn[2 + d], kernel_names[2 + d], g3, b3, 1, 0, (CUstream)stream, a.params);
+      st = launch_reduce(ctx, m->fn[2 + d], kernel_names[2 + d], wsb + w.partial[i], &pgi->v[i], sz.B, tp, sz.H, m_,
+                         n_, bc[i] & 1, (bc[i] >> 2) & 1, (CUstream)stream);
     }
   }
 leave:

@@ -340,12 +340,22 @@ START_TEST(gpu_form_verdicts) {
     ck_assert_int_eq(p.L, 32);
     ck_assert(p.fwd_smem <= 232448 && p.bwd_smem <= 232448 && p.chain_smem <= 232448);
     ck_assert_int_eq(p.fwd_smem % 4, 0);
-    /* odd strides (no bank conflicts), padded extents */
-    ck_assert(p.sn % 2 == 1 && p.sm % 2 == 1 && p.sl % 2 == 1 && p.Np % 4 == 0 && p.Mp % 4 == 0);
+    /* tensor cores at these sizes: strides 4 mod 32 (a fragment's 8 rows
+     * x 4 columns in distinct banks), padded extents */
+    ck_assert(p.mma && p.mma_tiles >= 1);
+    ck_assert(p.sn % 32 == 4 && p.sm % 32 == 4 && p.sl % 32 == 4 && p.Np % 4 == 0 && p.Mp % 4 == 0);
+    ck_assert(p.sn >= p.Np && p.sm >= p.Mp && p.sl >= p.L);
     ck_assert_msg(ck_plan_make(ctx, s, &g, 128, 128, 16384, &p) == FRNN_E_UNSUPPORTED, "planned past the limit");
     ck_assert_ptr_nonnull(strstr(frnn_ctx_error(ctx), "shared memory"));
     ck_assert_msg(ck_plan_make(ctx, s, &g, 3, 5, 232448, &p) == FRNN_OK, "%s", frnn_ctx_error(ctx));
     ck_assert(p.Mp == 4 && p.Np == 8 && p.BM == 3);
+    /* sizes that are no multiple of the mma tile: CUDA cores, odd strides
+     * (no bank conflicts between the rows a warp reads side by side) */
+    ck_assert(!p.mma && p.sn % 2 == 1 && p.sm % 2 == 1 && p.sl % 2 == 1);
+    setenv("FRNN_CK_MMA", "0", 1);
+    ck_assert(ck_plan_make(ctx, s, &g, 128, 128, 232448, &p) == FRNN_OK);
+    unsetenv("FRNN_CK_MMA");
+    ck_assert(!p.mma && p.sn == 129 && p.sm == 129 && p.sl == 33);
     chunk_gpu_free(&g);
   } else {
     ck_assert_int_eq(st, FRNN_E_UNSUPPORTED);

@@ -162,11 +162,12 @@ static int count(const char *text, const char *what) {
 
 /* The chunked kernels' variants: two blocks a head (partials summed by the
  * chain kernel), the chain fused into the backward, no decay split, short
- * chunks, 256 threads; and the diagonal-class steps on the recurrent
- * kernels (FRNN_CHUNKED=0).  Each must build and assemble. */
+ * chunks, 512 threads, products on CUDA cores; and the diagonal-class
+ * steps on the recurrent kernels (FRNN_CHUNKED=0).  Each must build and
+ * assemble. */
 static const char *const CK_KNOBS[][2] = {
-    {"FRNN_CK_BM", "64"},         {"FRNN_CK_FUSE", "1"},  {"FRNN_CK_SPLIT_MAX", "-1"},
-    {"FRNN_CK_L", "16"},          {"FRNN_CK_THREADS", "256"}, {"FRNN_CHUNKED", "0"}};
+    {"FRNN_CK_BM", "64"}, {"FRNN_CK_FUSE", "1"},      {"FRNN_CK_SPLIT_MAX", "-1"}, {"FRNN_CK_L", "16"},
+    {"FRNN_CK_THREADS", "512"}, {"FRNN_CK_MMA", "0"}, {"FRNN_CHUNKED", "0"}};
 
 START_TEST(chunked_variants_assemble) {
   setenv(CK_KNOBS[_i][0], CK_KNOBS[_i][1], 1);
@@ -181,7 +182,7 @@ START_TEST(chunked_variants_assemble) {
       char *ptx = NULL, *report = NULL;
       ck_assert_msg(frnn_compile_ptx(ctx, s, &o, &ptx) == FRNN_OK, "%s %s=%s: %s", files[f], CK_KNOBS[_i][0],
                     CK_KNOBS[_i][1], frnn_ctx_error(ctx));
-      bool recurrent = _i == 5, fused = _i == 1;
+      bool recurrent = _i == 6, fused = _i == 1;
       ck_assert_msg(recurrent ? strstr(ptx, ".entry frnn_fwd") != NULL
                               : strstr(ptx, ".entry frnn_ck_bwd") && !strstr(ptx, ".entry frnn_ck_chain") == fused,
                     "%s %s=%s: other kernels than asked for", files[f], CK_KNOBS[_i][0], CK_KNOBS[_i][1]);
