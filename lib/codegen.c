@@ -411,12 +411,19 @@ void cg_mma_tf32(codegen *cg, LLVMValueRef const a[4], LLVMValueRef const b[2], 
   for (unsigned i = 0; i < 4; i++) c[i] = LLVMBuildExtractValue(cg->b, d, i, "");
 }
 
-/* Ask LLVM not to unroll the loop whose back edge is `br` (the branch to
- * its header): a self-referential !llvm.loop node. */
-void cg_no_unroll(codegen *cg, LLVMValueRef br) {
+/* Loop metadata on the back edge `br` (the branch to the loop's header):
+ * unroll `count` times, or not at (count 1): a self-referential !llvm.loop. */
+void cg_unroll(codegen *cg, LLVMValueRef br, int count) {
   LLVMMetadataRef tmp = LLVMTemporaryMDNode(cg->llc, NULL, 0);
-  const char *key = "llvm.loop.unroll.disable";
-  LLVMMetadataRef opts = LLVMMDNodeInContext2(cg->llc, (LLVMMetadataRef[]){LLVMMDStringInContext2(cg->llc, key, strlen(key))}, 1);
+  LLVMMetadataRef opts;
+  if (count <= 1) {
+    const char *key = "llvm.loop.unroll.disable";
+    opts = LLVMMDNodeInContext2(cg->llc, (LLVMMetadataRef[]){LLVMMDStringInContext2(cg->llc, key, strlen(key))}, 1);
+  } else {
+    const char *key = "llvm.loop.unroll.count";
+    LLVMMetadataRef n = LLVMValueAsMetadata(LLVMConstInt(cg->t_i32, (unsigned)count, 0));
+    opts = LLVMMDNodeInContext2(cg->llc, (LLVMMetadataRef[]){LLVMMDStringInContext2(cg->llc, key, strlen(key)), n}, 2);
+  }
   LLVMMetadataRef loop = LLVMMDNodeInContext2(cg->llc, (LLVMMetadataRef[]){tmp, opts}, 2);
   LLVMMetadataReplaceAllUsesWith(tmp, loop);
   unsigned kind = LLVMGetMDKindIDInContext(cg->llc, "llvm.loop", 9);

@@ -534,7 +534,7 @@ LLVMValueRef cg_fmax(codegen *cg, LLVMValueRef a, LLVMValueRef b);
 LLVMValueRef cg_fmin(codegen *cg, LLVMValueRef a, LLVMValueRef b);
 LLVMValueRef cg_pow(codegen *cg, LLVMValueRef x, LLVMValueRef y);
 LLVMValueRef cg_fma(codegen *cg, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c);
-void cg_no_unroll(codegen *cg, LLVMValueRef br);
+void cg_unroll(codegen *cg, LLVMValueRef br, int count);
 void cg_split_tf32(codegen *cg, LLVMValueRef x, LLVMValueRef *hi, LLVMValueRef *lo);
 void cg_mma_tf32(codegen *cg, LLVMValueRef const a[4], LLVMValueRef const b[2], LLVMValueRef c[4]);
 /* f32 arithmetic with the `contract` flag (fmul+fadd may fuse to fma.rn;

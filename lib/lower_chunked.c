@@ -271,7 +271,7 @@ static LLVMValueRef loop_var(ck *k, const cloop *l) {
 static void loop_close(ck *k, cloop *l) {
   cg_store(k->cg, add(k, loop_var(k, l), l->step), l->var);
   cg_br(k->cg, l->cond);
-  if (l->no_unroll) cg_no_unroll(k->cg, LLVMGetLastInstruction(LLVMGetInsertBlock(k->cg->b)));
+  if (l->no_unroll) cg_unroll(k->cg, LLVMGetLastInstruction(LLVMGetInsertBlock(k->cg->b)), 1);
   cg_at(k->cg, l->after);
 }
 

@@ -455,13 +455,16 @@ static loop loop_begin(lower *lw, LLVMValueRef var, LLVMValueRef from, LLVMValue
   return l;
 }
 
-static void loop_end(lower *lw, loop *l, int step) {
+/* The loop's end; count > 0 asks LLVM to unroll it count times (1: never). */
+static void loop_end_unrolled(lower *lw, loop *l, int step, int count) {
   codegen *cg = lw->cg;
   LLVMValueRef i = cg_load(cg, cg->t_i64, l->var);
   cg_store(cg, cg_add(cg, i, cg_i64(cg, step)), l->var);
   cg_br(cg, l->cond);
+  if (count > 0) cg_unroll(cg, LLVMGetLastInstruction(LLVMGetInsertBlock(cg->b)), count);
   cg_at(cg, l->after);
 }
+static void loop_end(lower *lw, loop *l, int step) { loop_end_unrolled(lw, l, step, 0); }
 
 static LLVMValueRef new_counter(lower *lw, LLVMBasicBlockRef entry) {
   codegen *cg = lw->cg;
@@ -1073,8 +1076,8 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
  * output is summed by `lanes` neighbouring threads (1, or 32: a warp, for
  * few outputs of long sums such as a per-head parameter's hundreds of
  * per-chunk partials, which one thread each summed in 50 us): lane l adds
- * the terms k = l, l + lanes, ... (k = b H + h) in order, then the warp adds the lanes' sums in
- * a fixed butterfly.  Deterministic either way. */
+ * the terms k = l, l + 32, ... (k = b H + h) in order, then the warp adds
+ * the lanes' sums in a fixed butterfly.  Deterministic either way. */
 static void lower_reduce(lower *lw, enum tdtype dt, const char *name) {
   codegen *cg = lw->cg;
   LLVMTypeRef types[16];
@@ -1115,25 +1118,39 @@ static void lower_reduce(lower *lw, enum tdtype dt, const char *name) {
   LLVMValueRef acc = LLVMBuildAlloca(cg->b, cg->t_f32, "acc");
   LLVMPositionBuilderAtEnd(cg->b, here);
   cg_store(cg, cg_f32(cg, 0.0), acc);
-  /* term k = b nh + h is this lane's where k mod lanes (a power of two) is lane */
-  LLVMValueRef bvar = new_counter(lw, entry), hvar = new_counter(lw, entry);
-  loop lb = loop_begin(lw, bvar, cg_i64(cg, 0), nb, 1, "over_b");
-  loop lh = loop_begin(lw, hvar, cg_i64(cg, 0), nh, 1, "over_h");
+  /* A thread per output (narrow): every term, b and h nested; the body has
+   * no branch and is unrolled 8 times, so 8 loads are in flight a thread
+   * (one at a time left the sums over heads at a third of the bandwidth).
+   * A warp per output (wide): lane l takes the terms k = l, l + 32, ...
+   * with k = b nh + h. */
+  LLVMBasicBlockRef narrow_bb = cg_block(cg, "narrow"), wide_bb = cg_block(cg, "wide"), summed = cg_block(cg, "summed");
+  cg_cond_br(cg, wide, wide_bb, narrow_bb);
+  cg_at(cg, narrow_bb);
   {
-    LLVMValueRef b_ = cg_load(cg, cg->t_i64, bvar), h_ = cg_load(cg, cg->t_i64, hvar);
-    LLVMValueRef mine = LLVMBuildAnd(cg->b, cg_add(cg, cg_mul(cg, b_, nh), h_), cg_add(cg, lanes, cg_i64(cg, -1)), "");
-    LLVMBasicBlockRef take = cg_block(cg, "take"), next = cg_block(cg, "next");
-    cg_cond_br(cg, icmp(lw, LLVMIntEQ, mine, lane), take, next);
-    cg_at(cg, take);
-    LLVMValueRef bb = cg_select(cg, overB, b_, ob);
-    LLVMValueRef hh = cg_select(cg, overH, h_, oh);
+    LLVMValueRef bvar = new_counter(lw, entry), hvar = new_counter(lw, entry);
+    loop lb = loop_begin(lw, bvar, cg_i64(cg, 0), nb, 1, "over_b");
+    loop lh = loop_begin(lw, hvar, cg_i64(cg, 0), nh, 1, "over_h");
+    LLVMValueRef bb = cg_select(cg, overB, cg_load(cg, cg->t_i64, bvar), ob);
+    LLVMValueRef hh = cg_select(cg, overH, cg_load(cg, cg->t_i64, hvar), oh);
     LLVMValueRef pi = cg_add(cg, cg_mul(cg, cg_add(cg, cg_mul(cg, cg_add(cg, cg_mul(cg, cg_add(cg, cg_mul(cg, bb, Tp), t), H), hh), m), i), nn), j);
     cg_store(cg, cg_fadd(cg, cg_load(cg, cg->t_f32, acc), cg_load_elem(cg, part, pi, TD_F32)), acc);
-    cg_br(cg, next);
-    cg_at(cg, next);
+    loop_end_unrolled(lw, &lh, 1, 8);
+    loop_end(lw, &lb, 1);
+    cg_br(cg, summed);
   }
-  loop_end(lw, &lh, 1);
-  loop_end(lw, &lb, 1);
+  cg_at(cg, wide_bb);
+  {
+    LLVMValueRef kvar = new_counter(lw, entry);
+    loop lk = loop_begin(lw, kvar, lane, cg_mul(cg, nb, nh), 1, "terms");
+    LLVMValueRef kk = cg_load(cg, cg->t_i64, kvar);
+    LLVMValueRef bb = cg_select(cg, overB, LLVMBuildUDiv(cg->b, kk, nh, ""), ob);
+    LLVMValueRef hh = cg_select(cg, overH, LLVMBuildURem(cg->b, kk, nh, ""), oh);
+    LLVMValueRef pi = cg_add(cg, cg_mul(cg, cg_add(cg, cg_mul(cg, cg_add(cg, cg_mul(cg, cg_add(cg, cg_mul(cg, bb, Tp), t), H), hh), m), i), nn), j);
+    cg_store(cg, cg_fadd(cg, cg_load(cg, cg->t_f32, acc), cg_load_elem(cg, part, pi, TD_F32)), acc);
+    loop_end(lw, &lk, 32);
+    cg_br(cg, summed);
+  }
+  cg_at(cg, summed);
   LLVMValueRef sum = cg_load(cg, cg->t_f32, acc);
   LLVMBasicBlockRef warp = cg_block(cg, "warp"), store = cg_block(cg, "store");
   LLVMBasicBlockRef from = LLVMGetInsertBlock(cg->b);
