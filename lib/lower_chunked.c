@@ -1138,6 +1138,12 @@ static LLVMValueRef a_G_t(mm *m, LLVMValueRef i, LLVMValueRef u, LLVMValueRef *a
 static void setup(ck *k, const char *name, LLVMTypeRef *types, int n) {
   codegen *cg = k->cg;
   cg_kernel(cg, name, types, n, k->p->threads, k->p->min_blocks);
+  /* No two pointers reach the same memory (pipeline.c refuses states
+   * updated in place; the workspace's arrays are disjoint): loads may then
+   * pass stores through other pointers, and read-only ones go through the
+   * non-coherent path. */
+  for (int i = 0; i < n; i++)
+    if (LLVMGetTypeKind(types[i]) == LLVMPointerTypeKind) cg_param_noalias(cg, cg->fn, i);
   k->entry = LLVMGetEntryBasicBlock(cg->fn);
   k->smem = cg_dynamic_shared(cg, "frnn_ck_smem");
   k->tid = cg_tid_x(cg);
