@@ -7,7 +7,9 @@
 #      recurrent kernels (FRNN_CHUNKED=0), same machine -> bench_recurrent.*;
 #   2. the GPU tests (bench/gpu_tests.sh) under the default plan and the
 #      chunked kernels' other paths: no decay split, two blocks a head (the
-#      chain kernel, partials), the fused chain (FRNN_SKIP_GPU_TESTS=1: none).
+#      chain kernel, partials), the fused chain, products on CUDA cores
+#      (FRNN_SKIP_GPU_TESTS=1: none); then compute-sanitizer memcheck on the
+#      48 x 96 strided configuration (tensor cores, cp.async), where it is installed.
 # CK_MODELS: the diagonal-class examples (default GLA, Mamba-2, RWKV-6, GSA values).
 set -u
 cd "$(dirname "$0")/.."
@@ -27,4 +29,11 @@ if [ "${FRNN_SKIP_GPU_TESTS:-0}" != 1 ]; then
   bash bench/gpu_tests.sh /tmp/frnn-bin nosplit FRNN_CK_SPLIT_MAX=-1
   bash bench/gpu_tests.sh /tmp/frnn-bin bm64 FRNN_CK_BM=64
   bash bench/gpu_tests.sh /tmp/frnn-bin fused FRNN_CK_FUSE=1
+  bash bench/gpu_tests.sh /tmp/frnn-bin cudacores FRNN_CK_MMA=0
+  CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+  if [ -n "$CS" ]; then
+    FRNN_GPU_CONFIG=models_f32_48x96_strided FRNN_CACHE_DIR=/tmp/fc-memcheck timeout -k 5 150 "$CS" --tool memcheck \
+      /tmp/frnn-bin/test_gpu_models > "$OUT/memcheck.log" 2>&1
+    echo "== memcheck (rc $?): $(grep -E "ERROR SUMMARY|^[0-9]+%" "$OUT/memcheck.log" | tr '\n' ' ')"
+  fi
 fi
