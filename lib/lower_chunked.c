@@ -24,8 +24,10 @@
  * Values of the step's nodes: scalars are computed once per step and kept
  * in shared memory (a warp per step; a sum over N or M is a warp reduction);
  * rows and columns are evaluated where an element is needed, from the
- * inputs' loads and the scalars.  Products are thread tiles of 4 x 4 from
- * shared memory in float32 (CUDA cores: the SPEC's float32 accuracy). */
+ * inputs' loads and the scalars.  Products run on tensor cores where their
+ * sizes are multiples of the mma tile (run_mma: TF32 in two parts, three
+ * products, float32 additions: about float32's accuracy), else as 4 x 4
+ * thread tiles from shared memory in float32 on CUDA cores (run_mm). */
 #include "frnn_internal.h"
 
 #include <llvm-c/Core.h>
