@@ -183,14 +183,34 @@ static double loss(frnn_ctx *ctx, sc_problem *p) {
   return l;
 }
 
-/* Central finite difference of the loss in every element of x, into fd. */
-static void finite_diff(frnn_ctx *ctx, sc_problem *p, ttensor *x, ttensor *fd) {
+/* Central differences of the loss in every element of x.  Where one
+ * disagrees with the adjoint's gradient g, it is taken again with h / 8: a
+ * kink or a jump within h of x (mLSTM's max and abs) gives a difference
+ * that does not converge as h shrinks, or one-sided differences far apart.
+ * Such an element takes the adjoint's value (it has no derivative to check
+ * there); the count is returned, so a test can refuse too many.  A
+ * difference that converges to another value stays: the test then fails. */
+static int finite_diff(frnn_ctx *ctx, sc_problem *p, double l0, ttensor *x, ttensor *g, ttensor *fd) {
   int64_t n = tt_numel(x);
   double *d = sc_data(x);
+  int kinks = 0;
   for (int64_t i = 0; i < n; i++) {
-    sc_data(fd)[i] = sc_central(ctx, p, &d[i], FD_EPS * fmax(1.0, fabs(d[i])), 0, NULL);
+    double h = FD_EPS * fmax(1.0, fabs(d[i])), a = sc_data(g)[i], asym, asym8;
+    double f = sc_central(ctx, p, &d[i], h, l0, &asym);
     ck_assert_msg(!p->forward_failed, "frnn_reference_forward: %s", p->forward_msg);
+    if (fabs(a - f) > 1e-5 * fmax(fabs(a), fabs(f)) + 1e-9) {
+      double f8 = sc_central(ctx, p, &d[i], h / 8, l0, &asym8);
+      bool converges = fabs(f - f8) <= 1e-5 * fmax(fabs(f), fabs(f8)) + 1e-9;
+      if (fabs(a - f8) <= 1e-5 * fmax(fabs(a), fabs(f8)) + 1e-9) {
+        f = f8;
+      } else if (!converges || asym > 0.1 * (1 + fabs(f)) || asym8 > 0.1 * (1 + fabs(f8))) {
+        f = a;
+        kinks++;
+      }
+    }
+    sc_data(fd)[i] = f;
   }
+  return kinks;
 }
 
 static double rel_err(ttensor *g, ttensor *fd) {
@@ -241,7 +261,9 @@ START_TEST(test_model_gradients) {
         ttensor *x = k ? &p.st[i] : &p.in[i], *g = k ? &p.gst[i] : &p.gin[i];
         ttensor fd;
         tt_zeros(&fd, DT_F64, x->t.ndim, x->t.shape);
-        finite_diff(ctx, &p, x, &fd);
+        int kinks = finite_diff(ctx, &p, l0, x, g, &fd);
+        ck_assert_msg(kinks <= 1 + tt_numel(x) / 20, "%s: %d of %lld elements of '%s' sit on kinks", m->file, kinks,
+                      (long long)tt_numel(x), frnn_step_port_name(step, k ? FRNN_PORT_STATE : FRNN_PORT_INPUT, i));
         double e = rel_err(g, &fd);
         const char *name = frnn_step_port_name(step, k ? FRNN_PORT_STATE : FRNN_PORT_INPUT, i);
         if (!(e <= worst)) {

@@ -198,6 +198,34 @@ START_TEST(chunked_variants_assemble) {
 }
 END_TEST
 
+/* Which products go to tensor cores is the plan's decision: at 128 x 128
+ * every plain product of GLA's kernels (mma.sync in TF32), at 3 x 5 none
+ * (CUDA cores), and none with FRNN_CK_MMA=0; the backward loads its chunk
+ * states by cp.async and adds the terms' gradients by atomics. */
+START_TEST(chunked_products_on_tensor_cores) {
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  frnn_step *s;
+  ck_assert(frnn_step_load(ctx, test_source_path("examples/gla.frnn"), &s) == FRNN_OK);
+  const char *mma = "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32";
+  struct { int M, N; const char *knob; bool want; } cases[] = {
+      {128, 128, NULL, true}, {64, 96, NULL, true}, {3, 5, NULL, false}, {128, 128, "0", false}};
+  for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+    if (cases[c].knob) setenv("FRNN_CK_MMA", cases[c].knob, 1);
+    frnn_codegen_options o = {.M = cases[c].M, .N = cases[c].N, .dtype = {kDLBfloat, 16, 1}};
+    char *ptx = NULL;
+    ck_assert_msg(frnn_compile_ptx(ctx, s, &o, &ptx) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+    ck_assert_msg((strstr(ptx, mma) != NULL) == cases[c].want, "%d x %d FRNN_CK_MMA=%s: mma.sync %s", cases[c].M,
+                  cases[c].N, cases[c].knob ? cases[c].knob : "(unset)", cases[c].want ? "missing" : "present");
+    ck_assert(strstr(ptx, "cp.async.ca.shared.global") && strstr(ptx, "atom.global.add.f32"));
+    frnn_free(ptx);
+    unsetenv("FRNN_CK_MMA");
+  }
+  frnn_step_destroy(s);
+  frnn_ctx_destroy(ctx);
+}
+END_TEST
+
 START_TEST(tuning_knobs_assemble) {
   /* each test runs in its own process; "V,NAME=W" sets a second knob */
   char value[64];
@@ -441,6 +469,7 @@ int main(void) {
   tcase_add_loop_test(tc, every_model_every_size, 0, n_files);
   tcase_add_loop_test(tc, chunked_variants_assemble, 0, (int)(sizeof CK_KNOBS / sizeof *CK_KNOBS));
   tcase_add_test(tc, unknown_kernel_and_arch_are_errors);
+  tcase_add_test(tc, chunked_products_on_tensor_cores);
   tcase_add_test(tc, deferred_sums_over_m);
   tcase_add_loop_test(tc, tuning_knobs_assemble, 0, (int)(sizeof KNOBS / sizeof *KNOBS));
   tcase_add_test(tc, workspace_levels);
