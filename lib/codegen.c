@@ -412,7 +412,7 @@ void cg_mma_tf32(codegen *cg, LLVMValueRef const a[4], LLVMValueRef const b[2], 
 }
 
 /* Loop metadata on the back edge `br` (the branch to the loop's header):
- * unroll `count` times, or not at (count 1): a self-referential !llvm.loop. */
+ * unroll `count` times, or not at all (count 1): a self-referential !llvm.loop. */
 void cg_unroll(codegen *cg, LLVMValueRef br, int count) {
   LLVMMetadataRef tmp = LLVMTemporaryMDNode(cg->llc, NULL, 0);
   LLVMMetadataRef opts;

@@ -534,7 +534,10 @@ LLVMValueRef cg_fmax(codegen *cg, LLVMValueRef a, LLVMValueRef b);
 LLVMValueRef cg_fmin(codegen *cg, LLVMValueRef a, LLVMValueRef b);
 LLVMValueRef cg_pow(codegen *cg, LLVMValueRef x, LLVMValueRef y);
 LLVMValueRef cg_fma(codegen *cg, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c);
+/* Loop metadata on a loop's back edge: unroll count times (1: never). */
 void cg_unroll(codegen *cg, LLVMValueRef br, int count);
+/* Tensor cores: x as hi + lo TF32 bit patterns (i32), and c += a b by one
+ * warp-wide mma.sync m16n8k8 (A row-major, B column-major, C float32). */
 void cg_split_tf32(codegen *cg, LLVMValueRef x, LLVMValueRef *hi, LLVMValueRef *lo);
 void cg_mma_tf32(codegen *cg, LLVMValueRef const a[4], LLVMValueRef const b[2], LLVMValueRef c[4]);
 /* f32 arithmetic with the `contract` flag (fmul+fadd may fuse to fma.rn;
@@ -574,7 +577,10 @@ LLVMValueRef cg_load_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, en
 /* A hint: bring the line holding element idx64 of a global array into L1
  * (prefetch.global.L1; no register, no fault). */
 void cg_prefetch_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt);
+/* The same into L2 (prefetch.global.L2). */
 void cg_prefetch_elem_l2(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt);
+/* 4 bytes global -> shared by cp.async (0 where ok is false), and the wait
+ * for all of this thread's (a barrier then publishes them to the block). */
 void cg_copy_async4(codegen *cg, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef ok);
 void cg_copy_async_wait(codegen *cg);
 void cg_store_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt,
@@ -756,8 +762,9 @@ void lower_reduce_kernels(codegen *cg, unsigned kernels);
 /* The chunked kernels' shape for one step and M x N (docs/design-chunked.md):
  * chunks of L steps; a block holds BM rows of the state (MB blocks a head:
  * the rows of S evolve independently, so only sums over M cross blocks, and
- * those go to per-block partial gradients); every thread tile 4 x 4 of a
- * product from shared memory.  Shared floats: offsets of each array. */
+ * those go to per-block partial gradients); products from shared memory on
+ * tensor cores (mma) where their sizes allow, else in 4 x 4 thread tiles.
+ * Shared floats: offsets of each array. */
 enum { CK_THREADS = 256 };
 typedef struct ck_layout {
   int S, dS, Bx, R[CHUNK_MAX_TERMS], C[CHUNK_MAX_TERMS], W[FRNN_MAX_PORTS * CHUNK_MAX_TERMS],
