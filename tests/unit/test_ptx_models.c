@@ -203,15 +203,16 @@ END_TEST
  * (CUDA cores), and none with FRNN_CK_MMA=0; the backward loads its chunk
  * states by cp.async and adds the terms' gradients by atomics. */
 START_TEST(chunked_products_on_tensor_cores) {
-  frnn_ctx *ctx;
-  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
-  frnn_step *s;
-  ck_assert(frnn_step_load(ctx, test_source_path("examples/gla.frnn"), &s) == FRNN_OK);
   const char *mma = "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32";
   struct { int M, N; const char *knob; bool want; } cases[] = {
       {128, 128, NULL, true}, {64, 96, NULL, true}, {3, 5, NULL, false}, {128, 128, "0", false}};
   for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+    /* a context per case: a context keeps its chunked plans, knobs included */
     if (cases[c].knob) setenv("FRNN_CK_MMA", cases[c].knob, 1);
+    frnn_ctx *ctx;
+    ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+    frnn_step *s;
+    ck_assert(frnn_step_load(ctx, test_source_path("examples/gla.frnn"), &s) == FRNN_OK);
     frnn_codegen_options o = {.M = cases[c].M, .N = cases[c].N, .dtype = {kDLBfloat, 16, 1}};
     char *ptx = NULL;
     ck_assert_msg(frnn_compile_ptx(ctx, s, &o, &ptx) == FRNN_OK, "%s", frnn_ctx_error(ctx));
@@ -219,10 +220,10 @@ START_TEST(chunked_products_on_tensor_cores) {
                   cases[c].N, cases[c].knob ? cases[c].knob : "(unset)", cases[c].want ? "missing" : "present");
     ck_assert(strstr(ptx, "cp.async.ca.shared.global") && strstr(ptx, "atom.global.add.f32"));
     frnn_free(ptx);
+    frnn_step_destroy(s);
+    frnn_ctx_destroy(ctx);
     unsetenv("FRNN_CK_MMA");
   }
-  frnn_step_destroy(s);
-  frnn_ctx_destroy(ctx);
 }
 END_TEST
 
