@@ -5,7 +5,9 @@
  * on either), all independent of the states; every output a sum of
  *     o * sum(X * q)        (X = S or S', q a row, o a scalar or column)
  * and of terms independent of S.  GLA, retention, Mamba-2 and RWKV-6 are of
- * this form; the delta rule (a sum over N of S in its update) is not.
+ * this form.  The delta rules and RWKV-7 add rank-one terms sum(S * a) * b
+ * to the update: chunk_form_of finds them (the low-rank class), the algebra
+ * and the kernels do not take them yet.
  *
  * chunk_form_of finds those terms as products of the step's own nodes, so a
  * kernel evaluates them per step with the step graph and multiplies.
@@ -199,10 +201,28 @@ frnn_status chunk_form_of(frnn_ctx *ctx, const frnn_step *s, chunk_form *out) {
   bool have_decay = false;
   for (int i = 0; i < u.n && !why; i++) {
     term *t = &u.t[i];
+    if (t->base == CHUNK_BASE_STATE && t->summed) {
+      /* sum(S * a) * b: a rank-one term, a (under the sum) and b rows or
+       * scalars (the delta rules, RWKV-7) */
+      chunk_product a = {.n = 0}, b = {.n = 0};
+      for (int f = 0; f < t->f.n; f++) {
+        chunk_product *dst = f < t->inner ? &a : &b;
+        dst->node[dst->n] = t->f.node[f];
+        dst->divide[dst->n++] = t->f.divide[f];
+      }
+      if (CLASS_HAS_M(product_class(s, &a)) || CLASS_HAS_M(product_class(s, &b)))
+        why = "a term of the update that sums the state over N has a factor varying along M";
+      else if (out->n_rank == CHUNK_MAX_TERMS)
+        why = "too many terms summing the state over N";
+      if (why) continue;
+      out->rank_a[out->n_rank] = a;
+      out->rank_b[out->n_rank] = b;
+      out->rank_sign[out->n_rank++] = t->sign;
+      continue;
+    }
     if (t->base == CHUNK_BASE_STATE) {
       int c = product_class(s, &t->f);
-      if (t->summed) why = "the update sums the state over N (a low-rank transition, not a decay)";
-      else if (have_decay) why = "the state appears in two terms of its update";
+      if (have_decay) why = "the state appears in two terms of its update";
       else if (CLASS_HAS_M(c)) why = "the decay varies along M (a column or matrix decay)";
       out->decay = t->f;
       out->decay_sign = t->sign;
@@ -273,7 +293,8 @@ frnn_status chunk_form_describe(frnn_ctx *ctx, const frnn_step *s, char **out) {
   strbuf b = {.ok = true};
   chunk_form cf;
   frnn_status st = chunk_form_of(ctx, s, &cf);
-  sb_printf(&b, "# step %s: chunked form (docs/design-chunked.md, diagonal class)\n", s->name);
+  sb_printf(&b, "# step %s: chunked form (docs/design-chunked.md%s)\n", s->name,
+            st ? "" : cf.n_rank ? ", low-rank class" : ", diagonal class");
   if (st == FRNN_E_UNSUPPORTED) {
     sb_printf(&b, "none: %s\n", frnn_ctx_error(ctx));
   } else if (st) {
@@ -288,6 +309,13 @@ frnn_status chunk_form_describe(frnn_ctx *ctx, const frnn_step *s, char **out) {
     for (int i = 0; i < cf.n_updates; i++) {
       sb_printf(&b, "update %d (column x row): ", i + 1);
       put_product(&b, s, &cf.update[i], cf.update_sign[i]);
+      sb_printf(&b, "\n");
+    }
+    for (int i = 0; i < cf.n_rank; i++) {
+      sb_printf(&b, "rank one %d (not built: design-chunked.md): %ssum(%s * ", i + 1, cf.rank_sign[i] < 0 ? "-" : "", S);
+      put_product(&b, s, &cf.rank_a[i], 1);
+      sb_printf(&b, ") * ");
+      put_product(&b, s, &cf.rank_b[i], 1);
       sb_printf(&b, "\n");
     }
     for (int k = 0; k < s->n_ports[FRNN_PORT_OUTPUT]; k++) {
@@ -602,10 +630,16 @@ static double *seq_alloc(chunk_seq *q, int64_t T, int64_t M, int64_t N, int n_up
   return buf;
 }
 
+/* The low-rank class has a form (chunk_form_of) but no algebra here yet. */
+#define LOW_RANK_NOT_BUILT                                                                                   \
+  "the update sums the state over N (a rank-one term): its chunked algorithm is derived "                   \
+  "(docs/design-chunked.md, docs/lowrank_chunk_check.py) but not built"
+
 frnn_status chunk_forward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_form *cf, frnn_sizes sz,
                               int64_t L, const double *const *in, const double *state0,
                               double *const *out, double *state1) {
   if (L < 1) return diag_fail(ctx, FRNN_E_ARG, "chunk_forward_f64: chunk length %lld", (long long)L);
+  if (cf->n_rank) return diag_fail(ctx, FRNN_E_UNSUPPORTED, "step '%s': %s", s->name, LOW_RANK_NOT_BUILT);
   const int64_t M = sz.M, N = sz.N, T = sz.T;
   int n_out = s->n_ports[FRNN_PORT_OUTPUT];
   lin_terms lt;
@@ -756,6 +790,7 @@ frnn_status chunk_backward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_fo
                                const double *const *dy, const double *dS_T, double *const *gin,
                                double *gS0) {
   if (L < 1) return diag_fail(ctx, FRNN_E_ARG, "chunk_backward_f64: chunk length %lld", (long long)L);
+  if (cf->n_rank) return diag_fail(ctx, FRNN_E_UNSUPPORTED, "step '%s': %s", s->name, LOW_RANK_NOT_BUILT);
   const int64_t M = sz.M, N = sz.N, T = sz.T;
   int n_in = s->n_ports[FRNN_PORT_INPUT], n_out = s->n_ports[FRNN_PORT_OUTPUT];
   lin_terms lt;
@@ -965,7 +1000,8 @@ frnn_status chunk_gpu_make(frnn_ctx *ctx, const frnn_step *s, chunk_gpu *g) {
   const chunk_form *cf = &g->cf;
   const char *why = NULL;
   if (s->n_ports[FRNN_PORT_STATE] != 1) why = "it has more than the one [M,N] state";
-  if (cf->decay_sign < 0) why = "its decay is negated (the kernels work with its logarithm)";
+  if (cf->n_rank) why = LOW_RANK_NOT_BUILT;
+  if (!why && cf->decay_sign < 0) why = "its decay is negated (the kernels work with its logarithm)";
   for (int k = 0; k < cf->decay.n && !why; k++) {
     const node *d = &s->nodes[cf->decay.node[k]];
     if (d->op != FRNN_OP_EXP)

@@ -266,6 +266,10 @@ typedef struct chunk_form {
   int n_updates;             /* ... + sum of update_sign[a] * update[a] (column x row) */
   chunk_product update[CHUNK_MAX_TERMS];
   double update_sign[CHUNK_MAX_TERMS];
+  int n_rank;                /* ... + sum of rank_sign[a] * sum(S * rank_a[a]) * rank_b[a] (rows: the
+                                low-rank class, design-chunked.md; no kernel or f64 algebra yet) */
+  chunk_product rank_a[CHUNK_MAX_TERMS], rank_b[CHUNK_MAX_TERMS];
+  double rank_sign[CHUNK_MAX_TERMS];
   chunk_output output[FRNN_MAX_PORTS];
 } chunk_form;
 /* The terms of s's chunked form; FRNN_E_UNSUPPORTED, saying why, if none. */

@@ -164,8 +164,6 @@ END_TEST
 static const struct {
   const char *source, *why;
 } refused[] = {
-    {"examples/delta_rule.frnn", "sums the state over N"},
-    {"examples/rwkv7.frnn", "sums the state over N"},
     {"examples/gsa_keys.frnn", "varies along M"},
     {"examples/mamba.frnn", "varies along M"},
     {"examples/hgrn.frnn", "exactly one state, of class [M,N]"},
@@ -207,6 +205,53 @@ START_TEST(refusals_say_why) {
   ck_assert_msg(frnn_compile_ptx(ctx, s, &opt, &text) == FRNN_OK, "%s", frnn_ctx_error(ctx));
   ck_assert_ptr_nonnull(strstr(text, *refused[_i].why ? refused[_i].why : "decay of S (scalar)"));
   frnn_free(text);
+  frnn_step_destroy(s);
+  frnn_ctx_destroy(ctx);
+}
+END_TEST
+
+/* The low-rank class: the delta rules' and RWKV-7's updates hold one
+ * rank-one term sum(S * a) * b beside the decay and a column x row update;
+ * the form names a and b, and every consumer not built for it refuses with
+ * the reason. */
+static const struct {
+  const char *file, *a, *b;
+  int decay_cls;
+  double sign;
+} low_rank[] = {
+    {"examples/delta_rule.frnn", "(k)", "(beta) * (k)", FRNN_SCALAR, -1},
+    {"examples/gated_delta_rule.frnn", "(exp(g)) * (k)", "(beta) * (k)", FRNN_SCALAR, -1},
+    {"examples/rwkv7.frnn", "(a)", "(b)", FRNN_ROW, 1},
+};
+
+START_TEST(low_rank_forms) {
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  frnn_step *s;
+  ck_assert(frnn_step_load(ctx, test_source_path(low_rank[_i].file), &s) == FRNN_OK);
+  chunk_form cf;
+  ck_assert_msg(chunk_form_of(ctx, s, &cf) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  ck_assert_int_eq(cf.n_rank, 1);
+  ck_assert_int_eq(cf.n_updates, 1);
+  ck_assert_int_eq(cf.decay_cls, low_rank[_i].decay_cls);
+  ck_assert(cf.rank_sign[0] == low_rank[_i].sign);
+  frnn_codegen_options opt = {.M = 8, .N = 8, .dtype = {kDLFloat, 32, 1}, .after_pass = "chunk"};
+  char *text = NULL, want[256];
+  ck_assert(frnn_compile_ptx(ctx, s, &opt, &text) == FRNN_OK);
+  snprintf(want, sizeof want, "%ssum(S * %s) * %s\n", low_rank[_i].sign < 0 ? "-" : "", low_rank[_i].a, low_rank[_i].b);
+  ck_assert_msg(strstr(text, "low-rank class") && strstr(text, want), "want '%s' in:\n%s", want, text);
+  frnn_free(text);
+  /* not built: the float64 algebra and the GPU form say so */
+  chunk_gpu g;
+  ck_assert_int_eq(chunk_gpu_make(ctx, s, &g), FRNN_E_UNSUPPORTED);
+  ck_assert_ptr_nonnull(strstr(frnn_ctx_error(ctx), "sums the state over N"));
+  frnn_sizes sz = {1, 3, 1, 2, 2};
+  double zeros[64] = {0}, outs[64];
+  const double *in[FRNN_MAX_PORTS];
+  double *out[FRNN_MAX_PORTS];
+  for (int i = 0; i < FRNN_MAX_PORTS; i++) in[i] = zeros, out[i] = outs;
+  ck_assert_int_eq(chunk_forward_f64(ctx, s, &cf, sz, 2, in, zeros, out, outs), FRNN_E_UNSUPPORTED);
+  ck_assert_ptr_nonnull(strstr(frnn_ctx_error(ctx), "not built"));
   frnn_step_destroy(s);
   frnn_ctx_destroy(ctx);
 }
@@ -374,6 +419,7 @@ int main(void) {
   tcase_add_loop_test(tc, built_forms_match_reference, 0, (int)(sizeof built / sizeof *built));
   tcase_add_loop_test(tc, refusals_say_why, 0, (int)(sizeof refused / sizeof *refused));
   tcase_add_test(tc, dump_names_the_terms);
+  tcase_add_loop_test(tc, low_rank_forms, 0, (int)(sizeof low_rank / sizeof *low_rank));
   tcase_add_test(tc, backward_matches_finite_differences);
   tcase_add_loop_test(tc, gpu_form_verdicts, 0, (int)(sizeof gpu_verdicts / sizeof *gpu_verdicts));
   suite_add_tcase(suite, tc);
