@@ -6,7 +6,9 @@
  *     o * sum(X * q)        (X = S or S', q a row, o a scalar or column)
  * and of terms independent of S.  GLA, retention, Mamba-2 and RWKV-6 are of
  * this form.  The delta rules and RWKV-7 add rank-one terms sum(S * a) * b
- * to the update: chunk_form_of finds them (the low-rank class), the algebra
+ * to the update (the low-rank class): chunk_form_of finds them and the
+ * float64 forward takes them (each x_t = S_{t-1} a_t solved step by step
+ * within the chunk, then written like an update: x_t b_t^T); the backward
  * and the kernels do not take them yet.
  *
  * chunk_form_of finds those terms as products of the step's own nodes, so a
@@ -31,6 +33,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The low-rank class: its form and float64 forward are here, its backward
+ * and kernels not yet. */
+#define LOW_RANK_NOT_BUILT                                                                                   \
+  "the update sums the state over N (a rank-one term): its chunked backward is derived "                   \
+  "(docs/design-chunked.md, docs/lowrank_chunk_check.py) but not built"
 
 /* A term while decomposing: sign * (the state, or S', or 1) times factors,
  * the first `inner` of them under a sum over N (summed: true). */
@@ -354,6 +362,8 @@ frnn_status chunk_form_describe(frnn_ctx *ctx, const frnn_step *s, char **out) {
 #define SEQ_R(q, t, a) ((q)->r + ((size_t)(t) * (q)->n_upd + (size_t)(a)) * (q)->N)
 #define SEQ_W(q, t, k) ((q)->w + ((size_t)(t) * (q)->n_lin + (size_t)(k)) * (q)->N)
 #define SEQ_O(q, t, k) ((q)->o + ((size_t)(t) * (q)->n_lin + (size_t)(k)) * (q)->M)
+#define SEQ_A(q, t, k) ((q)->a + ((size_t)(t) * (q)->n_rank + (size_t)(k)) * (q)->N)
+#define SEQ_B(q, t, k) ((q)->b + ((size_t)(t) * (q)->n_rank + (size_t)(k)) * (q)->N)
 
 /* R(u, v)[j] = d_{v+1}[j] ... d_u[j] within the chunk starting at t0, for
  * -1 <= v <= u < len (P_u = R(u, -1)); a table [(u+1)(len+1) + (v+1)][j],
@@ -379,9 +389,15 @@ frnn_status chunk_seq_forward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, cons
                               double *S_T, double *starts) {
   if (L < 1) return diag_fail(ctx, FRNN_E_ARG, "chunk_seq_forward: chunk length %lld", (long long)L);
   const int64_t M = q->M, N = q->N, T = q->T;
-  double *S = malloc((size_t)(2 * M * N) * sizeof *S);
+  const int n_writes = q->n_upd + q->n_rank;
+  double *S = malloc((size_t)(2 * M * N + L * q->n_rank * M + 1) * sizeof *S);
   if (!S) return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_seq_forward");
-  double *S_end = S + M * N;
+  double *S_end = S + M * N, *X = S_end + M * N; /* the chunk's x_t [L][n_rank][M] */
+/* Write wr at step v of the chunk: an update's column and row, or a
+ * rank-one term's x and b. */
+#define WCOL(v, wr)                                                                                          \
+  ((wr) < q->n_upd ? SEQ_C(q, t0 + (v), (wr)) : X + ((size_t)(v) * q->n_rank + (size_t)((wr) - q->n_upd)) * M)
+#define WROW(v, wr) ((wr) < q->n_upd ? SEQ_R(q, t0 + (v), (wr)) : SEQ_B(q, t0 + (v), (wr) - q->n_upd))
   memcpy(S, S0, (size_t)(M * N) * sizeof *S);
   for (int64_t t0 = 0, k = 0; t0 < T; t0 += L, k++) {
     int64_t len = T - t0 < L ? T - t0 : L;
@@ -391,6 +407,25 @@ frnn_status chunk_seq_forward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, cons
       return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_seq_forward");
     }
     if (starts) memcpy(starts + (size_t)k * M * N, S, (size_t)(M * N) * sizeof *S);
+    /* The rank-one terms' columns x_t = S_{t-1} a_t, step by step (the
+     * triangular solve of design-chunked.md): each is one more write
+     * x_t b_t^T, beside the updates c_t r_t^T. */
+    for (int64_t t = 0; t < len; t++)
+      for (int kr = 0; kr < q->n_rank; kr++) {
+        const double *av = SEQ_A(q, t0 + t, kr);
+        double *x = X + ((size_t)t * q->n_rank + (size_t)kr) * M;
+        for (int64_t i = 0; i < M; i++) {
+          double acc = 0;
+          for (int64_t j = 0; j < N; j++) acc += S[i * N + j] * RAT(R, len, t - 1, -1, j) * av[j];
+          for (int64_t v = 0; v < t; v++)
+            for (int wr = 0; wr < n_writes; wr++) {
+              double dot = 0;
+              for (int64_t j = 0; j < N; j++) dot += av[j] * WROW(v, wr)[j] * RAT(R, len, t - 1, v, j);
+              acc += WCOL(v, wr)[i] * dot;
+            }
+          x[i] = acc;
+        }
+      }
     /* y_u = o * ((S_0 (w * P_l)) + sum_{v<=l} c_v (w . (r_v * R(l, v)))) */
     for (int64_t u = 0; u < len; u++)
       for (int kk = 0; kk < q->n_lin; kk++) {
@@ -401,10 +436,10 @@ frnn_status chunk_seq_forward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, cons
           double acc = 0;
           for (int64_t j = 0; j < N; j++) acc += S[i * N + j] * RAT(R, len, l, -1, j) * w[j];
           for (int64_t v = 0; v <= l; v++)
-            for (int a = 0; a < q->n_upd; a++) {
+            for (int wr = 0; wr < n_writes; wr++) {
               double dot = 0;
-              for (int64_t j = 0; j < N; j++) dot += w[j] * SEQ_R(q, t0 + v, a)[j] * RAT(R, len, l, v, j);
-              acc += SEQ_C(q, t0 + v, a)[i] * dot;
+              for (int64_t j = 0; j < N; j++) dot += w[j] * WROW(v, wr)[j] * RAT(R, len, l, v, j);
+              acc += WCOL(v, wr)[i] * dot;
             }
           yy[i] = o[i] * acc;
         }
@@ -414,8 +449,7 @@ frnn_status chunk_seq_forward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, cons
       for (int64_t j = 0; j < N; j++) {
         double x = S[i * N + j] * RAT(R, len, len - 1, -1, j);
         for (int64_t v = 0; v < len; v++)
-          for (int a = 0; a < q->n_upd; a++)
-            x += SEQ_C(q, t0 + v, a)[i] * SEQ_R(q, t0 + v, a)[j] * RAT(R, len, len - 1, v, j);
+          for (int wr = 0; wr < n_writes; wr++) x += WCOL(v, wr)[i] * WROW(v, wr)[j] * RAT(R, len, len - 1, v, j);
         S_end[i * N + j] = x;
       }
     memcpy(S, S_end, (size_t)(M * N) * sizeof *S);
@@ -424,12 +458,15 @@ frnn_status chunk_seq_forward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, cons
   memcpy(S_T, S, (size_t)(M * N) * sizeof *S);
   free(S);
   return FRNN_OK;
+#undef WCOL
+#undef WROW
 }
 
 frnn_status chunk_seq_backward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, const double *starts,
                                const double *S_T, const double *dy, const double *dS_T, chunk_seq *g,
                                double *dS0) {
   if (L < 1) return diag_fail(ctx, FRNN_E_ARG, "chunk_seq_backward: chunk length %lld", (long long)L);
+  if (q->n_rank) return diag_fail(ctx, FRNN_E_UNSUPPORTED, "chunk_seq_backward: %s", LOW_RANK_NOT_BUILT);
   const int64_t M = q->M, N = q->N, T = q->T;
   double *dS = malloc((size_t)(2 * M * N + M + 2 * N) * sizeof *dS);
   if (!dS) return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_seq_backward");
@@ -599,6 +636,11 @@ static void eval_terms(const step_eval *e, const chunk_form *cf, const lin_terms
     for (int64_t i = 0; i < M; i++) SEQ_C(q, t, a)[i] = cf->update_sign[a] * product_at(e, &colp, i, 0);
     for (int64_t j = 0; j < N; j++) SEQ_R(q, t, a)[j] = product_at(e, &rowp, 0, j);
   }
+  for (int a = 0; a < q->n_rank; a++)
+    for (int64_t j = 0; j < N; j++) {
+      SEQ_A(q, t, a)[j] = product_at(e, &cf->rank_a[a], 0, j);
+      SEQ_B(q, t, a)[j] = cf->rank_sign[a] * product_at(e, &cf->rank_b[a], 0, j);
+    }
   for (int kk = 0; kk < lt->n; kk++) {
     const chunk_out_term *ot = &cf->output[lt->out[kk]].term[lt->term[kk]];
     for (int64_t j = 0; j < N; j++) SEQ_W(q, t, kk)[j] = product_at(e, &ot->inner, 0, j);
@@ -616,30 +658,28 @@ static void eval_terms(const step_eval *e, const chunk_form *cf, const lin_terms
 }
 
 /* Term arrays for one head over T steps: q's pointers into one allocation. */
-static double *seq_alloc(chunk_seq *q, int64_t T, int64_t M, int64_t N, int n_upd, const lin_terms *lt,
-                         size_t extra) {
-  *q = (chunk_seq){.T = T, .M = M, .N = N, .n_upd = n_upd, .n_lin = lt->n, .lin_base = lt->base};
-  size_t per_t = (size_t)N + (size_t)n_upd * (size_t)(M + N) + (size_t)lt->n * (size_t)(N + M);
+static double *seq_alloc(chunk_seq *q, int64_t T, int64_t M, int64_t N, int n_upd, int n_rank,
+                         const lin_terms *lt, size_t extra) {
+  *q = (chunk_seq){.T = T, .M = M, .N = N, .n_upd = n_upd, .n_lin = lt->n, .lin_base = lt->base, .n_rank = n_rank};
+  size_t per_t = (size_t)N + (size_t)n_upd * (size_t)(M + N) + (size_t)lt->n * (size_t)(N + M) +
+                 (size_t)n_rank * (size_t)(2 * N);
   double *buf = calloc((size_t)T * per_t + extra + 1, sizeof(double));
   if (!buf) return NULL;
   q->d = buf;
   q->c = q->d + (size_t)T * N;
   q->r = q->c + (size_t)T * n_upd * M;
   q->w = q->r + (size_t)T * n_upd * N;
-  q->o = q->w + (size_t)T * lt->n * N;
+  q->a = q->w + (size_t)T * lt->n * N;
+  q->b = q->a + (size_t)T * n_rank * N;
+  q->o = q->b + (size_t)T * n_rank * N;
   return buf;
 }
 
-/* The low-rank class has a form (chunk_form_of) but no algebra here yet. */
-#define LOW_RANK_NOT_BUILT                                                                                   \
-  "the update sums the state over N (a rank-one term): its chunked algorithm is derived "                   \
-  "(docs/design-chunked.md, docs/lowrank_chunk_check.py) but not built"
 
 frnn_status chunk_forward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_form *cf, frnn_sizes sz,
                               int64_t L, const double *const *in, const double *state0,
                               double *const *out, double *state1) {
   if (L < 1) return diag_fail(ctx, FRNN_E_ARG, "chunk_forward_f64: chunk length %lld", (long long)L);
-  if (cf->n_rank) return diag_fail(ctx, FRNN_E_UNSUPPORTED, "step '%s': %s", s->name, LOW_RANK_NOT_BUILT);
   const int64_t M = sz.M, N = sz.N, T = sz.T;
   int n_out = s->n_ports[FRNN_PORT_OUTPUT];
   lin_terms lt;
@@ -649,7 +689,7 @@ frnn_status chunk_forward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_for
   step_eval e;
   frnn_status st = eval_init(ctx, &e, s, M, N);
   if (st) return st;
-  double *buf = seq_alloc(&q, T, M, N, cf->n_updates, &lt, n_y + n_rest);
+  double *buf = seq_alloc(&q, T, M, N, cf->n_updates, cf->n_rank, &lt, n_y + n_rest);
   if (!buf) {
     eval_free(&e);
     return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_forward_f64");
@@ -811,8 +851,8 @@ frnn_status chunk_backward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_fo
   double *gbuf = NULL;
   frnn_status st = eval_init(ctx, &e, s, M, N);
   if (st) return st;
-  double *buf = seq_alloc(&q, T, M, N, cf->n_updates, &lt, 2 * n_y + n_starts + n_ms + M);
-  if (!buf || !(gbuf = seq_alloc(&g, T, M, N, cf->n_updates, &lt, 0))) {
+  double *buf = seq_alloc(&q, T, M, N, cf->n_updates, 0, &lt, 2 * n_y + n_starts + n_ms + M);
+  if (!buf || !(gbuf = seq_alloc(&g, T, M, N, cf->n_updates, 0, &lt, 0))) {
     st = diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_backward_f64");
     goto out;
   }

@@ -285,6 +285,8 @@ typedef struct chunk_seq {
   int n_upd, n_lin;
   const int *lin_base;
   double *d, *c, *r, *w, *o;
+  int n_rank;    /* rank-one terms sum(S * a) * b (the forward only): */
+  double *a, *b; /* a [T][n_rank][N], b [T][n_rank][N] (sign in b) */
 } chunk_seq;
 /* The chunked algebra on term values, chunks of L steps: each linear term's
  * output y [T][n_lin][M] (before summing into outputs), the final state, and
