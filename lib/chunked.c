@@ -320,7 +320,7 @@ frnn_status chunk_form_describe(frnn_ctx *ctx, const frnn_step *s, char **out) {
       sb_printf(&b, "\n");
     }
     for (int i = 0; i < cf.n_rank; i++) {
-      sb_printf(&b, "rank one %d (not built: design-chunked.md): %ssum(%s * ", i + 1, cf.rank_sign[i] < 0 ? "-" : "", S);
+      sb_printf(&b, "rank one %d (float64 forward only, design-chunked.md): %ssum(%s * ", i + 1, cf.rank_sign[i] < 0 ? "-" : "", S);
       put_product(&b, s, &cf.rank_a[i], 1);
       sb_printf(&b, ") * ");
       put_product(&b, s, &cf.rank_b[i], 1);

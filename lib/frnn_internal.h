@@ -267,7 +267,7 @@ typedef struct chunk_form {
   chunk_product update[CHUNK_MAX_TERMS];
   double update_sign[CHUNK_MAX_TERMS];
   int n_rank;                /* ... + sum of rank_sign[a] * sum(S * rank_a[a]) * rank_b[a] (rows: the
-                                low-rank class, design-chunked.md; no kernel or f64 algebra yet) */
+                                low-rank class, design-chunked.md; float64 forward only, no kernels) */
   chunk_product rank_a[CHUNK_MAX_TERMS], rank_b[CHUNK_MAX_TERMS];
   double rank_sign[CHUNK_MAX_TERMS];
   chunk_output output[FRNN_MAX_PORTS];
