@@ -385,19 +385,54 @@ static double *ratio_table(const chunk_seq *q, int64_t t0, int64_t len) {
 }
 #define RAT(R, len, u, v, j) (R)[(((u) + 1) * ((len) + 1) + ((v) + 1)) * q->N + (j)]
 
+/* One chunk of the forward as it is being computed: its start t0 and
+ * length, the decay ratios R, the state before it, and the rank-one
+ * columns x_t solved so far [len][n_rank][M]. */
+typedef struct chunk_at {
+  const chunk_seq *q;
+  const double *R, *S0, *X;
+  int64_t t0, len;
+} chunk_at;
+
+/* Write wr at step v of the chunk: an update's column and row, or a
+ * rank-one term's x and b. */
+static const double *write_col(const chunk_at *c, int64_t v, int wr) {
+  const chunk_seq *q = c->q;
+  return wr < q->n_upd ? SEQ_C(q, c->t0 + v, wr) : c->X + ((size_t)v * q->n_rank + (size_t)(wr - q->n_upd)) * q->M;
+}
+static const double *write_row(const chunk_at *c, int64_t v, int wr) {
+  const chunk_seq *q = c->q;
+  return wr < q->n_upd ? SEQ_R(q, c->t0 + v, wr) : SEQ_B(q, c->t0 + v, wr - q->n_upd);
+}
+
+/* Row i of S_l w, the state after step l of the chunk (S_0 at l = -1)
+ * times a row w, from the chunk form:
+ *     S_0 (w * P_l) + sum_{v<=l} col_v (w . (row_v * R(l, v))).
+ * The outputs read the state so, and so does each rank-one column
+ * x_t = S_{t-1} a_t. */
+static double read_state(const chunk_at *c, const double *w, int64_t l, int64_t i) {
+  const chunk_seq *q = c->q;
+  const double *R = c->R;
+  const int64_t N = q->N, len = c->len;
+  double acc = 0;
+  for (int64_t j = 0; j < N; j++) acc += c->S0[i * N + j] * RAT(R, len, l, -1, j) * w[j];
+  for (int64_t v = 0; v <= l; v++)
+    for (int wr = 0; wr < q->n_upd + q->n_rank; wr++) {
+      const double *row = write_row(c, v, wr);
+      double dot = 0;
+      for (int64_t j = 0; j < N; j++) dot += w[j] * row[j] * RAT(R, len, l, v, j);
+      acc += write_col(c, v, wr)[i] * dot;
+    }
+  return acc;
+}
+
 frnn_status chunk_seq_forward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, const double *S0, double *y,
                               double *S_T, double *starts) {
   if (L < 1) return diag_fail(ctx, FRNN_E_ARG, "chunk_seq_forward: chunk length %lld", (long long)L);
   const int64_t M = q->M, N = q->N, T = q->T;
-  const int n_writes = q->n_upd + q->n_rank;
   double *S = malloc((size_t)(2 * M * N + L * q->n_rank * M + 1) * sizeof *S);
   if (!S) return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_seq_forward");
-  double *S_end = S + M * N, *X = S_end + M * N; /* the chunk's x_t [L][n_rank][M] */
-/* Write wr at step v of the chunk: an update's column and row, or a
- * rank-one term's x and b. */
-#define WCOL(v, wr)                                                                                          \
-  ((wr) < q->n_upd ? SEQ_C(q, t0 + (v), (wr)) : X + ((size_t)(v) * q->n_rank + (size_t)((wr) - q->n_upd)) * M)
-#define WROW(v, wr) ((wr) < q->n_upd ? SEQ_R(q, t0 + (v), (wr)) : SEQ_B(q, t0 + (v), (wr) - q->n_upd))
+  double *S_end = S + M * N, *X = S_end + M * N;
   memcpy(S, S0, (size_t)(M * N) * sizeof *S);
   for (int64_t t0 = 0, k = 0; t0 < T; t0 += L, k++) {
     int64_t len = T - t0 < L ? T - t0 : L;
@@ -407,49 +442,30 @@ frnn_status chunk_seq_forward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, cons
       return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_seq_forward");
     }
     if (starts) memcpy(starts + (size_t)k * M * N, S, (size_t)(M * N) * sizeof *S);
+    chunk_at c = {.q = q, .R = R, .S0 = S, .X = X, .t0 = t0, .len = len};
     /* The rank-one terms' columns x_t = S_{t-1} a_t, step by step (the
      * triangular solve of design-chunked.md): each is one more write
      * x_t b_t^T, beside the updates c_t r_t^T. */
     for (int64_t t = 0; t < len; t++)
       for (int kr = 0; kr < q->n_rank; kr++) {
-        const double *av = SEQ_A(q, t0 + t, kr);
         double *x = X + ((size_t)t * q->n_rank + (size_t)kr) * M;
-        for (int64_t i = 0; i < M; i++) {
-          double acc = 0;
-          for (int64_t j = 0; j < N; j++) acc += S[i * N + j] * RAT(R, len, t - 1, -1, j) * av[j];
-          for (int64_t v = 0; v < t; v++)
-            for (int wr = 0; wr < n_writes; wr++) {
-              double dot = 0;
-              for (int64_t j = 0; j < N; j++) dot += av[j] * WROW(v, wr)[j] * RAT(R, len, t - 1, v, j);
-              acc += WCOL(v, wr)[i] * dot;
-            }
-          x[i] = acc;
-        }
+        for (int64_t i = 0; i < M; i++) x[i] = read_state(&c, SEQ_A(q, t0 + t, kr), t - 1, i);
       }
-    /* y_u = o * ((S_0 (w * P_l)) + sum_{v<=l} c_v (w . (r_v * R(l, v)))) */
+    /* y_u = o * (X w), X the state before or after step u */
     for (int64_t u = 0; u < len; u++)
       for (int kk = 0; kk < q->n_lin; kk++) {
         int64_t l = q->lin_base[kk] == CHUNK_BASE_NEXT ? u : u - 1;
         const double *w = SEQ_W(q, t0 + u, kk), *o = SEQ_O(q, t0 + u, kk);
         double *yy = y + ((size_t)(t0 + u) * q->n_lin + (size_t)kk) * M;
-        for (int64_t i = 0; i < M; i++) {
-          double acc = 0;
-          for (int64_t j = 0; j < N; j++) acc += S[i * N + j] * RAT(R, len, l, -1, j) * w[j];
-          for (int64_t v = 0; v <= l; v++)
-            for (int wr = 0; wr < n_writes; wr++) {
-              double dot = 0;
-              for (int64_t j = 0; j < N; j++) dot += w[j] * WROW(v, wr)[j] * RAT(R, len, l, v, j);
-              acc += WCOL(v, wr)[i] * dot;
-            }
-          yy[i] = o[i] * acc;
-        }
+        for (int64_t i = 0; i < M; i++) yy[i] = o[i] * read_state(&c, w, l, i);
       }
-    /* S_end = S_0 * P_{len-1} + sum_v c_v (r_v * R(len-1, v))^T */
+    /* S_end = S_0 * P_{len-1} + sum_v col_v (row_v * R(len-1, v))^T */
     for (int64_t i = 0; i < M; i++)
       for (int64_t j = 0; j < N; j++) {
         double x = S[i * N + j] * RAT(R, len, len - 1, -1, j);
         for (int64_t v = 0; v < len; v++)
-          for (int wr = 0; wr < n_writes; wr++) x += WCOL(v, wr)[i] * WROW(v, wr)[j] * RAT(R, len, len - 1, v, j);
+          for (int wr = 0; wr < q->n_upd + q->n_rank; wr++)
+            x += write_col(&c, v, wr)[i] * write_row(&c, v, wr)[j] * RAT(R, len, len - 1, v, j);
         S_end[i * N + j] = x;
       }
     memcpy(S, S_end, (size_t)(M * N) * sizeof *S);
@@ -458,8 +474,6 @@ frnn_status chunk_seq_forward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, cons
   memcpy(S_T, S, (size_t)(M * N) * sizeof *S);
   free(S);
   return FRNN_OK;
-#undef WCOL
-#undef WROW
 }
 
 frnn_status chunk_seq_backward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, const double *starts,
