@@ -723,6 +723,7 @@ struct mm {
   ck *k;
   int P, Q, K;
   int lin, upd, first; /* which arrays the callbacks use; first: the first of a sum */
+  int state;           /* b_state's array: the state S or its gradient dS */
   bool store;          /* the chunk's first product into its seed: stores, not adds */
   bool fast;           /* the factored form (decay_split: W, R hold W P_l and R / P) */
   LLVMValueRef (*a)(mm *, LLVMValueRef p, LLVMValueRef kk, LLVMValueRef *a2);
@@ -916,21 +917,14 @@ static LLVMValueRef op_W_decayed(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValu
   if (k->lay->Wd[m->lin] >= 0) return sh_ld(k, k->lay->Wd[m->lin], at2(k, u, k->p->sn, n));
   return cg_fmul(k->cg, ld_W(m, u, n), fexp(k, bx(k, lrow(k, m->lin, u), n)));
 }
-static LLVMValueRef b_S_t(mm *m, LLVMValueRef n, LLVMValueRef i, LLVMValueRef *b2) {
+/* The state or its gradient (m->state), S[i][n], as b(i, n) or b(n, i). */
+static LLVMValueRef b_state(mm *m, LLVMValueRef i, LLVMValueRef n, LLVMValueRef *b2) {
   (void)b2;
-  return ld_S(m, m->k->lay->S, i, n);
+  return ld_S(m, m->state, i, n);
 }
-static LLVMValueRef b_dS_t(mm *m, LLVMValueRef n, LLVMValueRef i, LLVMValueRef *b2) {
+static LLVMValueRef b_state_t(mm *m, LLVMValueRef n, LLVMValueRef i, LLVMValueRef *b2) {
   (void)b2;
-  return ld_S(m, m->k->lay->dS, i, n);
-}
-static LLVMValueRef b_S(mm *m, LLVMValueRef i, LLVMValueRef n, LLVMValueRef *b2) {
-  (void)b2;
-  return ld_S(m, m->k->lay->S, i, n);
-}
-static LLVMValueRef b_dS(mm *m, LLVMValueRef i, LLVMValueRef n, LLVMValueRef *b2) {
-  (void)b2;
-  return ld_S(m, m->k->lay->dS, i, n);
+  return ld_S(m, m->state, i, n);
 }
 
 static LLVMValueRef ratio(ck *k, int lin, LLVMValueRef u, LLVMValueRef v, LLVMValueRef n);
@@ -1269,7 +1263,7 @@ static void lower_ck_fwd(ck *k) {
   /* The outputs: the carried state's part, then the chunk's own. */
   for (int q = 0; q < g->n_lin; q++) {
     mm m = new_mm(k, p->L, p->Mp, p->Np);
-    m.lin = q, m.a = op_W_decayed, m.b = b_S_t, m.epi = epi_Y;
+    m.lin = q, m.a = op_W_decayed, m.b = b_state_t, m.state = k->lay->S, m.epi = epi_Y;
     run_both(&m, 0);
   }
   cg_barrier(cg);
@@ -1522,23 +1516,23 @@ static void lower_ck_bwd(ck *k) {
   /* Through the carried state S_0 and the gradient after the chunk. */
   for (int q = 0; q < g->n_lin; q++) {
     mm m = new_mm(k, p->L, p->Np, p->Mp);
-    m.lin = q, m.a = op_G, m.b = b_S, m.epi = epi_dW_state;
+    m.lin = q, m.a = op_G, m.b = b_state, m.state = k->lay->S, m.epi = epi_dW_state;
     run_mm_probe(&m, 10);
     cg_barrier(cg);
     if (g->seed_o[q] >= 0) {
       m = new_mm(k, p->L, p->Mp, p->Np);
-      m.lin = q, m.a = op_W_decayed, m.b = b_S_t, m.epi = epi_Xw;
+      m.lin = q, m.a = op_W_decayed, m.b = b_state_t, m.state = k->lay->S, m.epi = epi_Xw;
       run_both(&m, 11);
       cg_barrier(cg);
     }
   }
   for (int a = 0; a < g->cf.n_updates; a++) {
     mm m = new_mm(k, p->L, p->Mp, p->Np);
-    m.upd = a, m.a = a_R_to_end, m.b = b_dS_t, m.epi = epi_dC;
+    m.upd = a, m.a = a_R_to_end, m.b = b_state_t, m.state = k->lay->dS, m.epi = epi_dC;
     run_both(&m, 12);
     cg_barrier(cg);
     m = new_mm(k, p->L, p->Np, p->Mp);
-    m.upd = a, m.a = op_C, m.b = b_dS, m.epi = epi_dR_end;
+    m.upd = a, m.a = op_C, m.b = b_state, m.state = k->lay->dS, m.epi = epi_dR_end;
     run_mm_probe(&m, 13);
     cg_barrier(cg);
   }
