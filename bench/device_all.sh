@@ -9,11 +9,7 @@
 #      within what is left of FRNN_DEVICE_TOTAL s (default 560)
 # Carry: devbin (bash bench/device_pack.sh test_gpu_models frnn-bench libfrnn.so) and refs.
 set -u
-cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/bench/out}
-export OUT FRNN_SOURCE_DIR=$PWD
-mkdir -p "$OUT" /tmp/frnn-bin
-tar -xJf devbin/bins.tar.xz -C /tmp/frnn-bin
+. "$(dirname "$0")/device_setup.sh"
 T0=$(date +%s)
 tenv=${FRNN_TEST_ENV:-}
 bash bench/gpu_tests.sh /tmp/frnn-bin "${tenv:-default}" $(echo "$tenv" | tr ',' ' ')

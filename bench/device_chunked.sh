@@ -12,11 +12,7 @@
 #      48 x 96 strided configuration (tensor cores, cp.async), where it is installed.
 # CK_MODELS: the diagonal-class examples (default GLA, Mamba-2, RWKV-6, GSA values).
 set -u
-cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/bench/out}
-export OUT FRNN_SOURCE_DIR=$PWD
-mkdir -p "$OUT" /tmp/frnn-bin
-tar -xJf devbin/bins.tar.xz -C /tmp/frnn-bin
+. "$(dirname "$0")/device_setup.sh"
 MODELS=${CK_MODELS:-examples/gla.frnn examples/mamba2.frnn examples/rwkv6.frnn examples/gsa_values.frnn}
 FRNN_CACHE_DIR=/tmp/fc-chunked timeout -k 5 240 /tmp/frnn-bin/frnn-bench --reps ${CK_REPS:-20} --warmup 3 \
   --json "$OUT/bench_chunked.json" > "$OUT/bench_chunked.txt" 2>&1
