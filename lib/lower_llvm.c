@@ -1078,6 +1078,19 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
  * per-chunk partials, which one thread each summed in 50 us): lane l adds
  * the terms k = l, l + 32, ... (k = b H + h) in order, then the warp adds
  * the lanes' sums in a fixed butterfly.  Deterministic either way. */
+/* An output element of frnn_reduce: where its partials lie, and its sum. */
+typedef struct reduce_at {
+  LLVMValueRef part, Tp, t, H, m, i, nn, j; /* partial [B][Tp][H][m][nn], element (t, i, j) */
+  LLVMValueRef acc;                         /* float alloca */
+} reduce_at;
+
+/* acc += the partial of batch bb, head hh. */
+static void reduce_term(codegen *cg, const reduce_at *r, LLVMValueRef bb, LLVMValueRef hh) {
+  LLVMValueRef bt = cg_add(cg, cg_mul(cg, bb, r->Tp), r->t);
+  LLVMValueRef pi = cg_add(cg, cg_mul(cg, cg_add(cg, cg_mul(cg, cg_add(cg, cg_mul(cg, bt, r->H), hh), r->m), r->i), r->nn), r->j);
+  cg_store(cg, cg_fadd(cg, cg_load(cg, cg->t_f32, r->acc), cg_load_elem(cg, r->part, pi, TD_F32)), r->acc);
+}
+
 static void lower_reduce(lower *lw, enum tdtype dt, const char *name) {
   codegen *cg = lw->cg;
   LLVMTypeRef types[16];
@@ -1123,6 +1136,7 @@ static void lower_reduce(lower *lw, enum tdtype dt, const char *name) {
    * (one at a time left the sums over heads at a third of the bandwidth).
    * A warp per output (wide): lane l takes the terms k = l, l + 32, ...
    * with k = b nh + h. */
+  reduce_at at = {.part = part, .Tp = Tp, .t = t, .H = H, .m = m, .i = i, .nn = nn, .j = j, .acc = acc};
   LLVMBasicBlockRef narrow_bb = cg_block(cg, "narrow"), wide_bb = cg_block(cg, "wide"), summed = cg_block(cg, "summed");
   cg_cond_br(cg, wide, wide_bb, narrow_bb);
   cg_at(cg, narrow_bb);
@@ -1132,8 +1146,7 @@ static void lower_reduce(lower *lw, enum tdtype dt, const char *name) {
     loop lh = loop_begin(lw, hvar, cg_i64(cg, 0), nh, 1, "over_h");
     LLVMValueRef bb = cg_select(cg, overB, cg_load(cg, cg->t_i64, bvar), ob);
     LLVMValueRef hh = cg_select(cg, overH, cg_load(cg, cg->t_i64, hvar), oh);
-    LLVMValueRef pi = cg_add(cg, cg_mul(cg, cg_add(cg, cg_mul(cg, cg_add(cg, cg_mul(cg, cg_add(cg, cg_mul(cg, bb, Tp), t), H), hh), m), i), nn), j);
-    cg_store(cg, cg_fadd(cg, cg_load(cg, cg->t_f32, acc), cg_load_elem(cg, part, pi, TD_F32)), acc);
+    reduce_term(cg, &at, bb, hh);
     loop_end_unrolled(lw, &lh, 1, 8);
     loop_end(lw, &lb, 1);
     cg_br(cg, summed);
@@ -1145,8 +1158,7 @@ static void lower_reduce(lower *lw, enum tdtype dt, const char *name) {
     LLVMValueRef kk = cg_load(cg, cg->t_i64, kvar);
     LLVMValueRef bb = cg_select(cg, overB, LLVMBuildUDiv(cg->b, kk, nh, ""), ob);
     LLVMValueRef hh = cg_select(cg, overH, LLVMBuildURem(cg->b, kk, nh, ""), oh);
-    LLVMValueRef pi = cg_add(cg, cg_mul(cg, cg_add(cg, cg_mul(cg, cg_add(cg, cg_mul(cg, cg_add(cg, cg_mul(cg, bb, Tp), t), H), hh), m), i), nn), j);
-    cg_store(cg, cg_fadd(cg, cg_load(cg, cg->t_f32, acc), cg_load_elem(cg, part, pi, TD_F32)), acc);
+    reduce_term(cg, &at, bb, hh);
     loop_end(lw, &lk, 32);
     cg_br(cg, summed);
   }
