@@ -34,11 +34,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The low-rank class: its form and float64 forward are here, its backward
- * and kernels not yet. */
+/* The low-rank class: its form, float64 forward and GPU form are here, its
+ * float64 backward not yet (the GPU kernels' is checked against the
+ * reference executor). */
 #define LOW_RANK_NOT_BUILT                                                                                   \
-  "the update sums the state over N (a rank-one term): its chunked backward is derived "                   \
-  "(docs/design-chunked.md, docs/lowrank_chunk_check.py) but not built"
+  "the update sums the state over N (a rank-one term): its float64 chunked backward is derived "           \
+  "(docs/design-chunked.md, docs/lowrank_chunk_check.py) but not built here (the GPU kernels have it)"
 
 /* A term while decomposing: sign * (the state, or S', or 1) times factors,
  * the first `inner` of them under a sum over N (summed: true). */
@@ -1030,7 +1031,9 @@ static void put_term(strbuf *b, const void *arg, int k) {
     break;
   case CK_SEED_C: put_product(b, s, &g->upd_col[ix], cf->update_sign[ix]); break;
   case CK_SEED_R: put_product(b, s, &g->upd_row[ix], 1); break;
-  case CK_SEED_W: put_product(b, s, &cf->output[g->lin_out[ix]].term[g->lin_term[ix]].inner, 1); break;
+  case CK_SEED_W: put_product(b, s, &g->lin_w[ix], 1); break;
+  case CK_SEED_RA: put_product(b, s, &cf->rank_a[ix], 1); break;
+  case CK_SEED_RB: put_product(b, s, &cf->rank_b[ix], cf->rank_sign[ix]); break;
   case CK_SEED_O: {
     const chunk_out_term *ot = &cf->output[g->lin_out[ix]].term[g->lin_term[ix]];
     put_product(b, s, &ot->outer, ot->sign);
@@ -1054,7 +1057,9 @@ frnn_status chunk_gpu_make(frnn_ctx *ctx, const frnn_step *s, chunk_gpu *g) {
   const chunk_form *cf = &g->cf;
   const char *why = NULL;
   if (s->n_ports[FRNN_PORT_STATE] != 1) why = "it has more than the one [M,N] state";
-  if (cf->n_rank) why = LOW_RANK_NOT_BUILT;
+  /* Two rank-one terms would couple their columns (x_1 reads b_2's writes):
+   * one block-triangular solve over both; no example has them. */
+  if (cf->n_rank > 1) why = "its update has more than one rank-one term sum(S * a) * b (not built)";
   if (!why && cf->decay_sign < 0) why = "its decay is negated (the kernels work with its logarithm)";
   for (int k = 0; k < cf->decay.n && !why; k++) {
     const node *d = &s->nodes[cf->decay.node[k]];
@@ -1074,19 +1079,41 @@ frnn_status chunk_gpu_make(frnn_ctx *ctx, const frnn_step *s, chunk_gpu *g) {
   for (int k = 0; k < s->n_ports[FRNN_PORT_OUTPUT]; k++)
     for (int t = 0; t < cf->output[k].n_terms; t++)
       if (cf->output[k].term[t].base != CHUNK_BASE_ONE) {
-        g->lin_out[g->n_lin] = k, g->lin_term[g->n_lin] = t;
+        g->lin_out[g->n_lin] = k, g->lin_term[g->n_lin] = t, g->lin_rank[g->n_lin] = -1;
+        g->lin_w[g->n_lin] = cf->output[k].term[t].inner;
         g->lin_base[g->n_lin++] = cf->output[k].term[t].base;
       }
-  for (int a = 0; a < cf->n_updates; a++) split_update(s, &cf->update[a], &g->upd_col[a], &g->upd_row[a]);
+  for (int a = 0; a < cf->n_updates; a++) {
+    split_update(s, &cf->update[a], &g->upd_col[a], &g->upd_row[a]);
+    g->upd_row_sign[a] = 1, g->upd_rank[a] = -1;
+  }
+  g->n_upd = cf->n_updates;
+  g->rank_lin = g->rank_upd = -1;
+  /* The rank-one term: its a reads the old state (x_t = S_{t-1} a_t, as an
+   * output would), and x_t (sign b_t)^T is an update. */
+  for (int a = 0; a < cf->n_rank; a++) {
+    g->rank_lin = g->n_lin, g->rank_upd = g->n_upd;
+    g->lin_out[g->n_lin] = g->lin_term[g->n_lin] = -1, g->lin_rank[g->n_lin] = a;
+    g->lin_w[g->n_lin] = cf->rank_a[a];
+    g->lin_base[g->n_lin++] = CHUNK_BASE_STATE;
+    g->upd_col[g->n_upd].n = 0, g->upd_row[g->n_upd] = cf->rank_b[a];
+    g->upd_row_sign[g->n_upd] = cf->rank_sign[a], g->upd_rank[g->n_upd++] = a;
+  }
   /* The term prologue: z = sum over the term values of sum(sum_m(value *
    * seed)); its adjoint takes the terms' gradients (the seeds) to the inputs.
    * The decay's term is its logarithm, the sum of the exponents. */
   g->seed_ld = add_seed(g, CK_SEED_LD, 0, cf->decay_cls);
-  for (int a = 0; a < cf->n_updates; a++) {
-    g->seed_c[a] = add_seed(g, CK_SEED_C, a, FRNN_COL);
-    g->seed_r[a] = add_seed(g, CK_SEED_R, a, FRNN_ROW);
+  for (int a = 0; a < g->n_upd; a++) {
+    bool rank = g->upd_rank[a] >= 0; /* its column is solved for, not a term */
+    g->seed_c[a] = rank ? -1 : add_seed(g, CK_SEED_C, a, FRNN_COL);
+    g->seed_r[a] = add_seed(g, rank ? CK_SEED_RB : CK_SEED_R, rank ? g->upd_rank[a] : a, FRNN_ROW);
   }
   for (int k = 0; k < g->n_lin; k++) {
+    if (g->lin_rank[k] >= 0) {
+      g->seed_w[k] = add_seed(g, CK_SEED_RA, g->lin_rank[k], FRNN_ROW);
+      g->seed_o[k] = -1;
+      continue;
+    }
     g->seed_w[k] = add_seed(g, CK_SEED_W, k, FRNN_ROW);
     const chunk_out_term *ot = &cf->output[g->lin_out[k]].term[g->lin_term[k]];
     g->seed_o[k] = ot->outer.n ? add_seed(g, CK_SEED_O, k, FRNN_COL) : -1;
@@ -1114,6 +1141,10 @@ frnn_status chunk_gpu_make(frnn_ctx *ctx, const frnn_step *s, chunk_gpu *g) {
   }
   for (int d = 0; d < g->n_ld; d++) g->need[g->ld_node[d]] = 1;
   for (int a = 0; a < cf->n_updates; a++) mark_product(&cf->update[a], g->need);
+  for (int a = 0; a < cf->n_rank; a++) {
+    mark_product(&cf->rank_a[a], g->need);
+    mark_product(&cf->rank_b[a], g->need);
+  }
   for (int k = 0; k < s->n_ports[FRNN_PORT_OUTPUT]; k++)
     for (int t = 0; t < cf->output[k].n_terms; t++) {
       mark_product(&cf->output[k].term[t].inner, g->need);

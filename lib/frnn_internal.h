@@ -326,19 +326,30 @@ frnn_status chunk_backward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_fo
  * (with its sign and scalars) and row, per output term linear in S its
  * weights w and (if it has factors) its outside factor o, per output its
  * terms independent of S (seeded with that output's gradient). */
-enum { CK_SEED_LD, CK_SEED_C, CK_SEED_R, CK_SEED_W, CK_SEED_O, CK_SEED_IND };
-enum { CK_MAX_SEEDS = 1 + 2 * CHUNK_MAX_TERMS + 2 * FRNN_MAX_PORTS * CHUNK_MAX_TERMS + FRNN_MAX_PORTS };
+enum { CK_SEED_LD, CK_SEED_C, CK_SEED_R, CK_SEED_W, CK_SEED_O, CK_SEED_IND, CK_SEED_RA, CK_SEED_RB };
+enum { CK_MAX_LIN = FRNN_MAX_PORTS * CHUNK_MAX_TERMS + 1, CK_MAX_UPD = CHUNK_MAX_TERMS + 1 };
+enum { CK_MAX_SEEDS = 1 + 2 * CK_MAX_UPD + 2 * CK_MAX_LIN + FRNN_MAX_PORTS };
+/* The low-rank class (one rank-one term sum(S * a) * b) in the same arrays
+ * (docs/design-chunked.md, "The low-rank class"): a~ = P_{t-1} a is one more
+ * linear term reading the old state (lin_rank >= 0; its "output" the
+ * columns x_t = S_{t-1} a_t, its gradient dH from the transposed solve), and
+ * x_t b_t^T one more update (upd_rank >= 0; its column X solved per chunk). */
 typedef struct chunk_gpu {
   chunk_form cf;
   int n_ld;                                  /* log decay = sum of +-ld_node */
   uint32_t ld_node[CHUNK_MAX_FACTORS];
   bool ld_neg[CHUNK_MAX_FACTORS];
-  chunk_product upd_col[CHUNK_MAX_TERMS], upd_row[CHUNK_MAX_TERMS];
-  int n_lin, lin_out[FRNN_MAX_PORTS * CHUNK_MAX_TERMS], lin_term[FRNN_MAX_PORTS * CHUNK_MAX_TERMS],
-      lin_base[FRNN_MAX_PORTS * CHUNK_MAX_TERMS];
+  int n_upd;                                 /* cf.n_updates, then the rank-one term's */
+  chunk_product upd_col[CK_MAX_UPD], upd_row[CK_MAX_UPD];
+  double upd_row_sign[CK_MAX_UPD];
+  int upd_rank[CK_MAX_UPD];                  /* -1: a column x row update */
+  int n_lin, lin_out[CK_MAX_LIN], lin_term[CK_MAX_LIN], lin_base[CK_MAX_LIN];
+  chunk_product lin_w[CK_MAX_LIN];           /* the weights under the sum */
+  int lin_rank[CK_MAX_LIN];                  /* -1: an output's term */
+  int rank_lin, rank_upd;                    /* the rank-one term's lin and update, or -1 */
   int n_seeds, seed_kind[CK_MAX_SEEDS], seed_index[CK_MAX_SEEDS], seed_cls[CK_MAX_SEEDS];
-  int seed_ld, seed_c[CHUNK_MAX_TERMS], seed_r[CHUNK_MAX_TERMS];
-  int seed_w[FRNN_MAX_PORTS * CHUNK_MAX_TERMS], seed_o[FRNN_MAX_PORTS * CHUNK_MAX_TERMS];
+  int seed_ld, seed_c[CK_MAX_UPD], seed_r[CK_MAX_UPD]; /* seed_c -1 for the rank-one update */
+  int seed_w[CK_MAX_LIN], seed_o[CK_MAX_LIN];
   int seed_ind[FRNN_MAX_PORTS]; /* -1: none */
   frnn_step *terms, *terms_adj;
   uint8_t *need;     /* per node of the step: the kernels evaluate it */
@@ -773,9 +784,9 @@ void lower_reduce_kernels(codegen *cg, unsigned kernels);
  * Shared floats: offsets of each array. */
 enum { CK_THREADS = 256 };
 typedef struct ck_layout {
-  int S, dS, Bx, R[CHUNK_MAX_TERMS], C[CHUNK_MAX_TERMS], W[FRNN_MAX_PORTS * CHUNK_MAX_TERMS],
-      G[FRNN_MAX_PORTS * CHUNK_MAX_TERMS], A, Ag, Y[FRNN_MAX_PORTS], RUN, SC, EL, FLAG,
-      Wd[FRNN_MAX_PORTS * CHUNK_MAX_TERMS], Re[CHUNK_MAX_TERMS], SCA; /* -1: none */
+  int S, dS, Bx, R[CK_MAX_UPD], C[CK_MAX_UPD], W[CK_MAX_LIN], G[CK_MAX_LIN], A, Ag, Y[FRNN_MAX_PORTS], RUN, SC,
+      EL, FLAG, Wd[CK_MAX_LIN], Re[CK_MAX_UPD], SCA,
+      TI, XT; /* the low-rank class: (I - G_ab)^-1 [L][sl], the solve's right side [L][sm]; -1: none */
   int floats;
 } ck_layout;
 typedef struct ck_plan {

@@ -56,7 +56,7 @@ static void layout(ck_plan *p, const chunk_gpu *g, int n_out, bool backward, ck_
   l->S = at, at += p->Mp * p->ss;
   if (backward) l->dS = at, at += p->Mp * p->ss;
   l->Bx = at, at += (L + 1) * p->sd;
-  for (int a = 0; a < g->cf.n_updates; a++) {
+  for (int a = 0; a < g->n_upd; a++) {
     l->R[a] = at, at += L * p->sn;
     l->C[a] = at, at += L * p->sm;
   }
@@ -67,11 +67,15 @@ static void layout(ck_plan *p, const chunk_gpu *g, int n_out, bool backward, ck_
   if (!backward) {
     /* without the split, W P_l and R P_last / P_v once per chunk */
     for (int k = 0; k < g->n_lin; k++) l->Wd[k] = at, at += L * p->sn;
-    for (int a = 0; a < g->cf.n_updates; a++) l->Re[a] = at, at += L * p->sn;
+    for (int a = 0; a < g->n_upd; a++) l->Re[a] = at, at += L * p->sn;
   }
   l->EL = at, at += p->Np; /* the chunk's whole decay, P_last */
   l->FLAG = at, at += 1;   /* the chunk's log decay is moderate: the factored products */
   l->A = at, at += L * p->sl;
+  if (g->rank_lin >= 0) {
+    l->TI = at, at += L * p->sl;
+    l->XT = at, at += L * p->sm;
+  }
   if (backward) {
     l->Ag = at, at += L * p->sl;
     l->RUN = at, at += p->Np;
@@ -573,10 +577,11 @@ static void term_arrays(ck *k, const gtensor *gout) {
     LLVMValueRef ok = and1(k, step_ok(k, r.u), slt(k, j, i64c(k, p->N)));
     j = in_extent(k, j, p->N);
     LLVMValueRef at = add(k, mul(k, r.u, i32c(k, p->sn)), r.x);
-    for (int a = 0; a < g->cf.n_updates; a++)
-      sh_st(k, ly->R[a], at, cg_select(cg, ok, product(e, &g->upd_row[a], 1, r.u, t, NULL, j), fzero(k)));
+    for (int a = 0; a < g->n_upd; a++)
+      sh_st(k, ly->R[a], at,
+            cg_select(cg, ok, product(e, &g->upd_row[a], g->upd_row_sign[a], r.u, t, NULL, j), fzero(k)));
     for (int q = 0; q < g->n_lin; q++)
-      sh_st(k, ly->W[q], at, cg_select(cg, ok, product(e, &lin_term(g, q)->inner, 1, r.u, t, NULL, j), fzero(k)));
+      sh_st(k, ly->W[q], at, cg_select(cg, ok, product(e, &g->lin_w[q], 1, r.u, t, NULL, j), fzero(k)));
     LLVMValueRef in_nd = p->nd == 1 ? LLVMBuildICmp(cg->b, LLVMIntEQ, r.x, i32c(k, 0), "") : LLVMConstInt(cg->t_i1, 1, 0);
     LLVMBasicBlockRef no = if_open(k, in_nd);
     LLVMValueRef ld = fzero(k);
@@ -594,11 +599,13 @@ static void term_arrays(ck *k, const gtensor *gout) {
     LLVMValueRef t = clamp_t(k, r.u), i = in_extent(k, grow(k, r.x), p->M);
     LLVMValueRef ok = and1(k, step_ok(k, r.u), row_ok(k, r.x));
     LLVMValueRef at = add(k, mul(k, r.u, i32c(k, p->sm)), r.x);
-    for (int a = 0; a < g->cf.n_updates; a++)
-      sh_st(k, ly->C[a], at,
-            cg_select(cg, ok, product(e, &g->upd_col[a], g->cf.update_sign[a], r.u, t, i, NULL), fzero(k)));
+    for (int a = 0; a < g->n_upd; a++) /* the rank-one update's column is solved for (rank_columns) */
+      if (g->upd_rank[a] < 0)
+        sh_st(k, ly->C[a], at,
+              cg_select(cg, ok, product(e, &g->upd_col[a], g->cf.update_sign[a], r.u, t, i, NULL), fzero(k)));
     if (gout)
       for (int q = 0; q < g->n_lin; q++) {
+        if (g->lin_rank[q] >= 0) continue; /* its gradient dH is solved for (rank_gradient) */
         const chunk_out_term *ot = lin_term(g, q);
         const gtensor *dy = &gout[g->lin_out[q]];
         LLVMValueRef ok2 = and1(k, ok, LLVMBuildNot(cg->b, is_null(k, dy->ptr), ""));
@@ -664,14 +671,14 @@ static void term_arrays(ck *k, const gtensor *gout) {
     for (int q = 0; q < g->n_lin; q++)
       sh_st(k, ly->W[q], at, cg_fmul(cg, sh_ld(k, ly->W[q], at), fexp(k, bx(k, lrow(k, q, r.u), r.x))));
     LLVMValueRef inv = fexp(k, cg_fneg(cg, bx(k, add(k, r.u, i32c(k, 1)), r.x)));
-    for (int a = 0; a < g->cf.n_updates; a++) sh_st(k, ly->R[a], at, cg_fmul(cg, sh_ld(k, ly->R[a], at), inv));
+    for (int a = 0; a < g->n_upd; a++) sh_st(k, ly->R[a], at, cg_fmul(cg, sh_ld(k, ly->R[a], at), inv));
     cg_br(cg, end);
     cg_at(cg, no);
     for (int q = 0; q < g->n_lin; q++)
       if (ly->Wd[q] >= 0)
         sh_st(k, ly->Wd[q], at, cg_fmul(cg, sh_ld(k, ly->W[q], at), fexp(k, bx(k, lrow(k, q, r.u), r.x))));
     LLVMValueRef to_end = fexp(k, cg_fsub(cg, bx(k, lastrow(k), r.x), bx(k, add(k, r.u, i32c(k, 1)), r.x)));
-    for (int a = 0; a < g->cf.n_updates; a++)
+    for (int a = 0; a < g->n_upd; a++)
       if (ly->Re[a] >= 0) sh_st(k, ly->Re[a], at, cg_fmul(cg, sh_ld(k, ly->R[a], at), to_end));
     cg_br(cg, end);
     cg_at(cg, end);
@@ -732,6 +739,7 @@ struct mm {
                           LLVMValueRef a2, LLVMValueRef b, LLVMValueRef b2);
   void (*epi)(mm *, LLVMValueRef p, LLVMValueRef q, LLVMValueRef acc);
 };
+static mm new_mm(ck *k, int P, int Q, int K) { return (mm){.k = k, .P = P, .Q = Q, .K = K}; }
 
 static void run_mm(mm *m) {
   ck *k = m->k;
@@ -961,6 +969,11 @@ static void epi_A(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef acc) {
 static void epi_Y(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
   ck *k = m->k;
   codegen *cg = k->cg;
+  if (k->g->lin_rank[m->lin] >= 0) { /* the rank-one columns' right side */
+    LLVMValueRef at = at2(k, u, k->p->sm, i);
+    sh_st(k, k->lay->XT, at, cg_fadd(cg, sh_ld(k, k->lay->XT, at), acc));
+    return;
+  }
   const chunk_out_term *ot = lin_term(k->g, m->lin);
   memo_clear(k->e);
   LLVMValueRef o = product(k->e, &ot->outer, ot->sign, u, clamp_t(k, u), in_extent(k, grow(k, i), k->p->M), NULL);
@@ -1130,6 +1143,133 @@ static LLVMValueRef a_G_t(mm *m, LLVMValueRef i, LLVMValueRef u, LLVMValueRef *a
   return ld_G(m, u, i);
 }
 
+/* ------------------------------------------------- the low-rank class */
+/* The rank-one term's columns x_t = S_{t-1} a_t solve one unit lower
+ * triangular system per chunk, (I - G_ab) X = A~ S_0^T + G_ar C, and the
+ * backward's dH its transpose (docs/design-chunked.md, "The low-rank
+ * class").  Both go through TI = (I - G_ab)^-1, formed once per chunk by
+ * L threads: each solve is then one more [L,L] x [L,M] product. */
+static void zero_xt(ck *k) {
+  cloop l = loop_open(k, k->tid, i32c(k, k->p->L * k->p->sm), i32c(k, k->p->threads));
+  sh_st(k, k->lay->XT, loop_var(k, &l), fzero(k));
+  loop_close(k, &l);
+}
+
+/* TI = (I - A)^-1 for the strictly lower triangular A in the [L,L] array:
+ * thread j forms column j top down, TI[t][j] = [t = j] + sum_{s<t} A[t][s]
+ * TI[s][j], reading only what it wrote (no barrier inside; the entries
+ * above the diagonal come out 0). */
+static void invert_unit_lower(ck *k) {
+  codegen *cg = k->cg;
+  int L = k->p->L, sl = k->p->sl;
+  LLVMBasicBlockRef no = if_open(k, slt(k, k->tid, i32c(k, L)));
+  LLVMValueRef j = k->tid, acc = slot_of(k, cg->t_f32);
+  cloop lt = loop_open(k, i32c(k, 0), i32c(k, L), i32c(k, 1));
+  LLVMValueRef t = loop_var(k, &lt);
+  cg_store(cg, cg_select(cg, LLVMBuildICmp(cg->b, LLVMIntEQ, t, j, ""), cg_f32(cg, 1.0), fzero(k)), acc);
+  cloop ls = loop_open(k, i32c(k, 0), t, i32c(k, 1));
+  LLVMValueRef sx = loop_var(k, &ls);
+  cg_store(cg, cg_fma(cg, sh_ld(k, k->lay->A, at2(k, t, sl, sx)), sh_ld(k, k->lay->TI, at2(k, sx, sl, j)),
+                      cg_load(cg, cg->t_f32, acc)), acc);
+  loop_close(k, &ls);
+  sh_st(k, k->lay->TI, at2(k, t, sl, j), cg_load(cg, cg->t_f32, acc));
+  loop_close(k, &lt);
+  if_close(k, no);
+}
+
+static LLVMValueRef a_TI(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef *a2) {
+  (void)a2;
+  return sh_ld(m->k, m->k->lay->TI, at2(m->k, u, m->k->p->sl, v));
+}
+static LLVMValueRef a_TI_t(mm *m, LLVMValueRef v, LLVMValueRef u, LLVMValueRef *a2) {
+  (void)a2;
+  return sh_ld(m->k, m->k->lay->TI, at2(m->k, u, m->k->p->sl, v));
+}
+static LLVMValueRef op_XT(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef *extra) {
+  (void)extra;
+  return sh_ld(m->k, m->k->lay->XT, at2(m->k, v, m->k->p->sm, i));
+}
+/* X = TI XT into the rank-one update's column array */
+static void epi_X(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
+  sh_st(m->k, m->k->lay->C[m->k->g->rank_upd], at2(m->k, u, m->k->p->sm, i), acc);
+}
+/* XT[v][i] += acc (the backward's dX before the solve) */
+static void epi_XT(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef acc) {
+  LLVMValueRef at = at2(m->k, v, m->k->p->sm, i);
+  sh_st(m->k, m->k->lay->XT, at, cg_fadd(m->k->cg, sh_ld(m->k, m->k->lay->XT, at), acc));
+}
+/* dH = TI^T dX into the rank-one lin's gradient array */
+static void epi_dH(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef acc) {
+  sh_st(m->k, m->k->lay->G[m->k->g->rank_lin], at2(m->k, v, m->k->p->sm, i), acc);
+}
+
+/* The attention matrix of lin q against update a into A (causal, decays in). */
+static void attention(ck *k, int q, int a, int site) {
+  mm m = new_mm(k, k->p->L, k->p->L, k->p->Np);
+  m.lin = q, m.upd = a, m.a = a_W_att, m.b = b_R_att, m.epi = epi_A;
+  m.combine = k->p->nd == 1 ? NULL : comb_att;
+  run_both(&m, site);
+  cg_barrier(k->cg);
+}
+
+/* X into the rank-one update's column array (S holds the chunk's S_0; TI
+ * stays for rank_gradient): its right side, A~ S_0^T plus G_ar C, then the
+ * solve. */
+static void rank_columns(ck *k) {
+  const chunk_gpu *g = k->g;
+  const ck_plan *p = k->p;
+  int q = g->rank_lin;
+  zero_xt(k);
+  cg_barrier(k->cg);
+  mm m = new_mm(k, p->L, p->Mp, p->Np);
+  m.lin = q, m.a = op_W_decayed, m.b = b_state_t, m.state = k->lay->S, m.epi = epi_Y;
+  run_both(&m, 15);
+  cg_barrier(k->cg);
+  for (int a = 0; a < g->n_upd; a++) {
+    if (g->upd_rank[a] >= 0) continue;
+    attention(k, q, a, 16);
+    m = new_mm(k, p->L, p->Mp, p->L);
+    m.lin = q, m.upd = a, m.a = a_A, m.b = op_C, m.epi = epi_Y;
+    run_mm_probe(&m, 17);
+    cg_barrier(k->cg);
+  }
+  attention(k, q, g->rank_upd, 16); /* G_ab */
+  invert_unit_lower(k);
+  cg_barrier(k->cg);
+  m = new_mm(k, p->L, p->Mp, p->L);
+  m.a = a_TI, m.b = op_XT, m.epi = epi_X;
+  run_mm_probe(&m, 18);
+  cg_barrier(k->cg);
+}
+
+/* dH into the rank-one lin's gradient array: what reaches X from the
+ * outputs (through the attention matrices, transposed) and from the
+ * gradient after the chunk (dS, through b~ carried to the end), then the
+ * transposed solve. */
+static void rank_gradient(ck *k) {
+  const chunk_gpu *g = k->g;
+  const ck_plan *p = k->p;
+  int x = g->rank_upd;
+  zero_xt(k);
+  cg_barrier(k->cg);
+  for (int q = 0; q < g->n_lin; q++) {
+    if (g->lin_rank[q] >= 0) continue;
+    attention(k, q, x, 16);
+    mm m = new_mm(k, p->L, p->Mp, p->L);
+    m.lin = q, m.upd = x, m.a = a_A_t, m.b = op_G, m.epi = epi_XT;
+    run_mm_probe(&m, 19);
+    cg_barrier(k->cg);
+  }
+  mm m = new_mm(k, p->L, p->Mp, p->Np);
+  m.upd = x, m.a = a_R_to_end, m.b = b_state_t, m.state = k->lay->dS, m.epi = epi_XT;
+  run_both(&m, 19);
+  cg_barrier(k->cg);
+  m = new_mm(k, p->L, p->Mp, p->L);
+  m.a = a_TI_t, m.b = op_XT, m.epi = epi_dH;
+  run_mm_probe(&m, 18);
+  cg_barrier(k->cg);
+}
+
 /* --------------------------------------------------------------- kernels */
 static void setup(ck *k, const char *name, LLVMTypeRef *types, int n) {
   codegen *cg = k->cg;
@@ -1215,7 +1355,6 @@ static LLVMValueRef chunks_of(ck *k) {
   return LLVMBuildSDiv(k->cg->b, add(k, k->T, i64c(k, k->p->L - 1)), i64c(k, k->p->L), "");
 }
 
-static mm new_mm(ck *k, int P, int Q, int K) { return (mm){.k = k, .P = P, .Q = Q, .K = K}; }
 
 static void lower_ck_fwd(ck *k) {
   codegen *cg = k->cg;
@@ -1260,21 +1399,20 @@ static void lower_ck_fwd(ck *k) {
     state_ckpt(k, k->lay->S, ckpt, k->c, nch, true);
     if_close(k, no);
   }
+  /* The rank-one columns first: the outputs and the end state read them. */
+  if (g->rank_lin >= 0) rank_columns(k);
   /* The outputs: the carried state's part, then the chunk's own. */
   for (int q = 0; q < g->n_lin; q++) {
+    if (g->lin_rank[q] >= 0) continue;
     mm m = new_mm(k, p->L, p->Mp, p->Np);
     m.lin = q, m.a = op_W_decayed, m.b = b_state_t, m.state = k->lay->S, m.epi = epi_Y;
     run_both(&m, 0);
   }
   cg_barrier(cg);
   for (int q = 0; q < g->n_lin; q++)
-    for (int a = 0; a < g->cf.n_updates; a++) {
-      mm m = new_mm(k, p->L, p->L, p->Np);
-      m.lin = q, m.upd = a, m.a = a_W_att, m.b = b_R_att, m.epi = epi_A;
-      m.combine = p->nd == 1 ? NULL : comb_att;
-      run_both(&m, 1);
-      cg_barrier(cg);
-      m = new_mm(k, p->L, p->Mp, p->L);
+    for (int a = 0; a < g->n_upd && g->lin_rank[q] < 0; a++) {
+      attention(k, q, a, 1);
+      mm m = new_mm(k, p->L, p->Mp, p->L);
       m.lin = q, m.upd = a, m.a = a_A, m.b = op_C, m.epi = epi_Y;
       run_mm_probe(&m, 2);
       cg_barrier(cg);
@@ -1296,7 +1434,7 @@ static void lower_ck_fwd(ck *k) {
     elems_close(k, &r);
   }
   /* The state at the chunk's end. */
-  for (int a = 0; a < g->cf.n_updates; a++) {
+  for (int a = 0; a < g->n_upd; a++) {
     mm m = new_mm(k, p->Mp, p->Np, p->L);
     m.upd = a, m.first = a == 0, m.a = op_C_t, m.b = b_R_to_end, m.epi = epi_S;
     run_both(&m, 3);
@@ -1479,10 +1617,16 @@ static void lower_ck_bwd(ck *k) {
   cg_barrier(cg);
   state_ckpt(k, k->lay->S, ckpt, k->c, nch, false);
   cg_barrier(cg);
+  /* The rank-one term's columns X again, and its gradient dH: then it is
+   * one more lin and update for the products below. */
+  if (g->rank_lin >= 0) {
+    rank_columns(k);
+    rank_gradient(k);
+  }
   /* The chunk's own products: through the attention matrix A and its
    * gradient Ag = [causal] G C^T. */
   for (int q = 0; q < g->n_lin; q++)
-    for (int a = 0; a < g->cf.n_updates; a++) {
+    for (int a = 0; a < g->n_upd; a++) {
       mm m = new_mm(k, p->L, p->L, p->Np);
       m.lin = q, m.upd = a, m.a = a_W_att, m.b = b_R_att, m.epi = epi_A;
       m.combine = p->nd == 1 ? NULL : comb_att;
@@ -1493,10 +1637,12 @@ static void lower_ck_bwd(ck *k) {
       cg_barrier(cg);
       /* The first product into each of the chunk's seeds stores (every
        * element of it: the arrays need no zeroing), the later ones add. */
-      m = new_mm(k, p->L, p->Mp, p->L);
-      m.lin = q, m.upd = a, m.a = a_A_t, m.b = op_G, m.epi = epi_dC, m.store = q == 0;
-      run_mm_probe(&m, 6);
-      cg_barrier(cg); /* dC is added to by other tiles below */
+      if (g->seed_c[a] >= 0) { /* the rank-one column's gradient went into dH */
+        m = new_mm(k, p->L, p->Mp, p->L);
+        m.lin = q, m.upd = a, m.a = a_A_t, m.b = op_G, m.epi = epi_dC, m.store = q == 0;
+        run_mm_probe(&m, 6);
+        cg_barrier(cg); /* dC is added to by other tiles below */
+      }
       m = new_mm(k, p->L, p->Np, p->L);
       m.lin = q, m.upd = a, m.a = a_Ag, m.b = b_R, m.epi = epi_dW, m.store = a == 0;
       m.combine = p->nd == 1 ? NULL : comb_dW;
@@ -1526,11 +1672,13 @@ static void lower_ck_bwd(ck *k) {
       cg_barrier(cg);
     }
   }
-  for (int a = 0; a < g->cf.n_updates; a++) {
+  for (int a = 0; a < g->n_upd; a++) {
     mm m = new_mm(k, p->L, p->Mp, p->Np);
-    m.upd = a, m.a = a_R_to_end, m.b = b_state_t, m.state = k->lay->dS, m.epi = epi_dC;
-    run_both(&m, 12);
-    cg_barrier(cg);
+    if (g->seed_c[a] >= 0) {
+      m.upd = a, m.a = a_R_to_end, m.b = b_state_t, m.state = k->lay->dS, m.epi = epi_dC;
+      run_both(&m, 12);
+      cg_barrier(cg);
+    }
     m = new_mm(k, p->L, p->Np, p->Mp);
     m.upd = a, m.a = op_C, m.b = b_state, m.state = k->lay->dS, m.epi = epi_dR_end;
     run_mm_probe(&m, 13);
@@ -1597,7 +1745,7 @@ static void lower_ck_bwd(ck *k) {
           acc = LLVMBuildFAdd(cg->b, acc, cg_select(cg, and1(k, ok, uok), LLVMBuildFMul(cg->b, f64(k, w), f64(k, dw), ""),
                                                     zero64), "");
         }
-        for (int a = 0; a < g->cf.n_updates; a++) {
+        for (int a = 0; a < g->n_upd; a++) {
           LLVMValueRef dr = cg_load(cg, cg->t_f32,
                                     cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_r[a]], seed_index(k, k->mb, tnow, n64, p->N)));
           LLVMValueRef r = sh_ld(k, k->lay->R[a], at2(k, sx, p->sn, nn));

@@ -224,8 +224,9 @@ END_TEST
 /* The low-rank class: the delta rules' and RWKV-7's updates hold one
  * rank-one term sum(S * a) * b beside the decay and a column x row update;
  * the form names a and b, the float64 forward by chunks matches the
- * reference, and what is not built for it (the backward, the GPU form)
- * refuses with the reason. */
+ * reference, its float64 backward (not built) refuses with the reason, and
+ * the GPU form takes a as one more term reading the old state and b as one
+ * more update's row, with their seeds, in a plan that fits an H100. */
 static const struct {
   const char *file, *a, *b;
   int decay_cls;
@@ -253,10 +254,20 @@ START_TEST(low_rank_forms) {
   snprintf(want, sizeof want, "%ssum(S * %s) * %s\n", low_rank[_i].sign < 0 ? "-" : "", low_rank[_i].a, low_rank[_i].b);
   ck_assert_msg(strstr(text, "low-rank class") && strstr(text, want), "want '%s' in:\n%s", want, text);
   frnn_free(text);
-  /* not built: the float64 algebra and the GPU form say so */
   chunk_gpu g;
-  ck_assert_int_eq(chunk_gpu_make(ctx, s, &g), FRNN_E_UNSUPPORTED);
-  ck_assert_ptr_nonnull(strstr(frnn_ctx_error(ctx), "sums the state over N"));
+  ck_assert_msg(chunk_gpu_make(ctx, s, &g) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  ck_assert_int_eq(g.n_lin, 2);
+  ck_assert_int_eq(g.n_upd, 2);
+  ck_assert(g.rank_lin == 1 && g.lin_rank[1] == 0 && g.lin_rank[0] == -1 && g.lin_base[1] == CHUNK_BASE_STATE);
+  ck_assert(g.rank_upd == 1 && g.upd_rank[1] == 0 && g.upd_rank[0] == -1 && g.upd_row_sign[1] == low_rank[_i].sign);
+  ck_assert(g.seed_c[1] == -1 && g.seed_c[0] >= 0 && g.seed_o[1] == -1);
+  ck_assert(g.seed_kind[g.seed_w[1]] == CK_SEED_RA && g.seed_kind[g.seed_r[1]] == CK_SEED_RB);
+  ck_plan p;
+  ck_assert_msg(ck_plan_make(ctx, s, &g, 128, 128, 232448, &p) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  ck_assert(p.fwd_smem <= 232448 && p.bwd_smem <= 232448 && p.mma);
+  ck_assert(p.fw.TI >= 0 && p.fw.XT >= 0 && p.bw.TI >= 0 && p.bw.XT >= 0);
+  fprintf(stderr, "%s: BM %d L %d, %u / %u bytes\n", low_rank[_i].file, p.BM, p.L, p.fwd_smem, p.bwd_smem);
+  chunk_gpu_free(&g);
   /* the float64 forward by chunks (the rank-one columns solved step by
    * step) equals the reference; its backward is refused */
   check_against_reference(ctx, s);
@@ -360,7 +371,6 @@ static const struct {
     {"examples/rwkv6.frnn", ""},
     {"examples/gsa_values.frnn", ""},
     {"examples/retention.frnn", "not a product of exponentials"},
-    {"examples/delta_rule.frnn", "sums the state over N"},
     {"examples/mamba.frnn", "no chunked form"},
     {"step t(k[1,N], v[M,1], g[1,N]; S[M,N]) -> y[M,1]\n  S = -exp(g) * S + v * k\n  y = sum(S * k)\n",
      "not a product of exponentials"},
