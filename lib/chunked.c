@@ -1102,7 +1102,7 @@ frnn_status chunk_gpu_make(frnn_ctx *ctx, const frnn_step *s, chunk_gpu *g) {
   /* The term prologue: z = sum over the term values of sum(sum_m(value *
    * seed)); its adjoint takes the terms' gradients (the seeds) to the inputs.
    * The decay's term is its logarithm, the sum of the exponents. */
-  g->seed_ld = add_seed(g, CK_SEED_LD, 0, cf->decay_cls);
+  g->seed_ld = g->n_ld ? add_seed(g, CK_SEED_LD, 0, cf->decay_cls) : -1; /* a decay of 1: none */
   for (int a = 0; a < g->n_upd; a++) {
     bool rank = g->upd_rank[a] >= 0; /* its column is solved for, not a term */
     g->seed_c[a] = rank ? -1 : add_seed(g, CK_SEED_C, a, FRNN_COL);

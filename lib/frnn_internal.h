@@ -348,7 +348,7 @@ typedef struct chunk_gpu {
   int lin_rank[CK_MAX_LIN];                  /* -1: an output's term */
   int rank_lin, rank_upd;                    /* the rank-one term's lin and update, or -1 */
   int n_seeds, seed_kind[CK_MAX_SEEDS], seed_index[CK_MAX_SEEDS], seed_cls[CK_MAX_SEEDS];
-  int seed_ld, seed_c[CK_MAX_UPD], seed_r[CK_MAX_UPD]; /* seed_c -1 for the rank-one update */
+  int seed_ld, seed_c[CK_MAX_UPD], seed_r[CK_MAX_UPD]; /* -1: no decay (ld), the rank-one update (c) */
   int seed_w[CK_MAX_LIN], seed_o[CK_MAX_LIN];
   int seed_ind[FRNN_MAX_PORTS]; /* -1: none */
   frnn_step *terms, *terms_adj;
@@ -802,6 +802,8 @@ typedef struct ck_plan {
   bool split_k;              /* products with fewer tiles than threads split their sums */
   bool mma;                  /* products on tensor cores (3xTF32) where their sizes allow */
   int mma_tiles;             /* their 16 x 8 tiles per warp, at most */
+  int unroll_fwd, unroll_bwd; /* their k-loops unrolled this many times where a warp has 1 or 2 tiles */
+  bool spread;               /* the backward's independent small products start on different warps */
   int n_sc, n_sc_adj;        /* scalar nodes materialised per step (step, adjoint) */
   ck_layout fw, bw;
   unsigned fwd_smem, bwd_smem, chain_smem; /* bytes */

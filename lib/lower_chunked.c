@@ -141,6 +141,19 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * 4, 5.10 at 8; at 512 threads 8 spilled) */
   env = getenv("FRNN_CK_MMA_TILES");
   out->mma_tiles = env && atoi(env) >= 1 && atoi(env) <= 8 ? atoi(env) : 8;
+  /* The backward's products spread over the warps, their k-loops unrolled
+   * (H100, fw+bw: delta rule 11.27 -> 9.26 ms, GLA 4.18 -> 4.05), except
+   * in a backward with more than four (term, update) pairs' worth of
+   * product code (pairs, twice with the decay split's second path): at
+   * 255 registers already, it spilled (RWKV-7: 12.70 -> 14.55 ms). */
+  int paths = out->split ? 2 : 1, pairs = g->n_lin * g->n_upd;
+  bool heavy = paths * pairs > 4;
+  env = getenv("FRNN_CK_MMA_UNROLL");
+  int unroll = env && atoi(env) >= 1 && atoi(env) <= 16 ? atoi(env) : 4;
+  out->unroll_fwd = unroll;
+  out->unroll_bwd = heavy && !(env && *env) ? 1 : unroll;
+  env = getenv("FRNN_CK_SPREAD");
+  out->spread = env && *env ? strcmp(env, "0") != 0 : !heavy;
   env = getenv("FRNN_CK_MINB");
   out->min_blocks = env && atoi(env) >= 1 && atoi(env) <= 4 ? atoi(env) : 1;
   /* Every row of a head in one block where it fits, else 64: the work
@@ -225,6 +238,7 @@ struct ck {
   ev *ea;                            /* fused backward: the term prologue's adjoint's */
   LLVMValueRef seed_ptr[CK_MAX_SEEDS]; /* each seed's array in the workspace */
   LLVMValueRef fast;                 /* i1, per chunk: decay_split applied */
+  int rot;                           /* the warp the next spread product starts on (run_mma) */
 };
 
 static LLVMValueRef i32c(ck *k, int64_t v) { return cg_i32(k->cg, v); }
@@ -257,7 +271,7 @@ static LLVMValueRef slot_of(ck *k, LLVMTypeRef ty) {
 /* for (var = from; var < to; var += step), i32 or i64 as `from` is. */
 typedef struct cloop {
   LLVMValueRef var, step;
-  bool no_unroll; /* kept rolled: unrolled, its loads all go first (registers) */
+  int unroll; /* 0: LLVM's choice; 1: kept rolled (unrolled, its loads all go first: registers); n: n times */
   LLVMBasicBlockRef cond, body, after;
 } cloop;
 static cloop loop_open(ck *k, LLVMValueRef from, LLVMValueRef to, LLVMValueRef step) {
@@ -277,7 +291,7 @@ static LLVMValueRef loop_var(ck *k, const cloop *l) {
 static void loop_close(ck *k, cloop *l) {
   cg_store(k->cg, add(k, loop_var(k, l), l->step), l->var);
   cg_br(k->cg, l->cond);
-  if (l->no_unroll) cg_unroll(k->cg, LLVMGetLastInstruction(LLVMGetInsertBlock(k->cg->b)), 1);
+  if (l->unroll) cg_unroll(k->cg, LLVMGetLastInstruction(LLVMGetInsertBlock(k->cg->b)), l->unroll);
   cg_at(k->cg, l->after);
 }
 
@@ -733,6 +747,8 @@ struct mm {
   int state;           /* b_state's array: the state S or its gradient dS */
   bool store;          /* the chunk's first product into its seed: stores, not adds */
   bool fast;           /* the factored form (decay_split: W, R hold W P_l and R / P) */
+  bool spread;         /* independent of the products beside it (no shared element written by both
+                          without a barrier between): its tiles may go to other warps (run_mma) */
   LLVMValueRef (*a)(mm *, LLVMValueRef p, LLVMValueRef kk, LLVMValueRef *a2);
   LLVMValueRef (*b)(mm *, LLVMValueRef kk, LLVMValueRef q, LLVMValueRef *b2);
   LLVMValueRef (*combine)(mm *, LLVMValueRef p, LLVMValueRef q, LLVMValueRef kk, LLVMValueRef a,
@@ -831,14 +847,26 @@ static void run_mma(mm *m) {
   for (int i = 0; i < rp * rq; i++)
     for (int e = 0; e < 4; e++) acc[i][e] = slot_of(k, cg->t_f32);
   LLVMValueRef g = LLVMBuildLShr(cg->b, k->lane, i32c(k, 2), ""), t = LLVMBuildAnd(cg->b, k->lane, i32c(k, 3), "");
-  cloop lw = loop_open(k, k->warp, i32c(k, blocks), i32c(k, warps));
+  /* Block 0 goes to warp k->rot (spread products): products with fewer
+   * blocks than warps that follow each other without a barrier then run
+   * on different warps side by side. */
+  /* (Only products of fewer blocks than warps: rotating the others too
+   * spilled in RWKV-7's backward.) */
+  bool spread = m->spread && k->p->spread && blocks < warps;
+  int rot = spread ? k->rot % warps : 0;
+  if (spread) k->rot = (k->rot + blocks) % warps;
+  LLVMValueRef first = rot ? LLVMBuildURem(cg->b, add(k, k->warp, i32c(k, warps - rot)), i32c(k, warps), "") : k->warp;
+  cloop lw = loop_open(k, first, i32c(k, blocks), i32c(k, warps));
   LLVMValueRef blk = loop_var(k, &lw);
   LLVMValueRef p0 = mul(k, LLVMBuildUDiv(cg->b, blk, i32c(k, blocks_q), ""), i32c(k, rp * 16));
   LLVMValueRef q0 = mul(k, LLVMBuildURem(cg->b, blk, i32c(k, blocks_q), ""), i32c(k, rq * 8));
   for (int i = 0; i < rp * rq; i++)
     for (int e = 0; e < 4; e++) cg_store(cg, fzero(k), acc[i][e]);
   cloop lk = loop_open(k, i32c(k, 0), i32c(k, m->K), i32c(k, 8));
-  lk.no_unroll = true; /* unrolled: spills, and 7% slower (GLA fw+bw, H100) */
+  /* Unrolled in full: spills, and 7% slower (GLA fw+bw, H100).  A warp
+   * with one or two tiles waits on each step's three dependent mma: a few
+   * steps unrolled overlap them (FRNN_CK_MMA_UNROLL). */
+  lk.unroll = rp * rq > 2 ? 1 : k->lay == &k->p->bw ? k->p->unroll_bwd : k->p->unroll_fwd;
   LLVMValueRef kk = loop_var(k, &lk), kt = add(k, kk, t), kt4 = add(k, kt, i32c(k, 4)), unused;
   LLVMValueRef ahi[RMAX][4], alo[RMAX][4], bhi[RMAX][2], blo[RMAX][2];
   for (int i = 0; i < rp; i++) {
@@ -877,9 +905,12 @@ static void run_mma(mm *m) {
 
 /* A timing probe (FRNN_CK_SKIP: a bit mask of product sites to leave out;
  * results are then wrong): where the kernels' time goes, measured. */
-static void run_mm_probe(mm *m, int site) {
+static bool probe_skips(int site) {
   const char *env = getenv("FRNN_CK_SKIP");
-  if (env && (strtoul(env, NULL, 0) >> site & 1)) return;
+  return env && (strtoul(env, NULL, 0) >> site & 1);
+}
+static void run_mm_probe(mm *m, int site) {
+  if (probe_skips(site)) return;
   if (mma_fits(m)) run_mma(m);
   else run_mm(m);
 }
@@ -899,7 +930,9 @@ static void run_both(mm *m, int site) {
   mm f = *m;
   f.fast = true;
   f.combine = NULL;
+  int rot = k->rot; /* one of the two runs: the same warps */
   run_mm_probe(&f, site);
+  k->rot = rot;
   cg_br(cg, end);
   cg_at(cg, no);
   mm r = *m;
@@ -1162,6 +1195,7 @@ static void zero_xt(ck *k) {
 static void invert_unit_lower(ck *k) {
   codegen *cg = k->cg;
   int L = k->p->L, sl = k->p->sl;
+  if (probe_skips(20)) return;
   LLVMBasicBlockRef no = if_open(k, slt(k, k->tid, i32c(k, L)));
   LLVMValueRef j = k->tid, acc = slot_of(k, cg->t_f32);
   cloop lt = loop_open(k, i32c(k, 0), i32c(k, L), i32c(k, 1));
@@ -1602,8 +1636,9 @@ static void lower_ck_bwd(ck *k) {
   term_arrays(k, gout);
   prefetch_chunk(k, sub(k, k->t0, i64c(k, p->L)), gout, n_out);
   /* sum over this block's rows of dS_end * S_end: the decay's gradient
-   * starts from it (design-chunked.md) */
-  {
+   * starts from it (design-chunked.md); no decay (the delta rule), no
+   * gradient */
+  if (g->n_ld > 0) {
     cloop l = loop_open(k, k->tid, i32c(k, p->Np), i32c(k, k->p->threads));
     LLVMValueRef nn = loop_var(k, &l);
     LLVMValueRef acc = fzero(k);
@@ -1624,66 +1659,64 @@ static void lower_ck_bwd(ck *k) {
     rank_gradient(k);
   }
   /* The chunk's own products: through the attention matrix A and its
-   * gradient Ag = [causal] G C^T. */
+   * gradient Ag = [causal] G C^T.  Between barriers the products read
+   * A, Ag and write each their own seed: spread over the warps. */
   for (int q = 0; q < g->n_lin; q++)
     for (int a = 0; a < g->n_upd; a++) {
       mm m = new_mm(k, p->L, p->L, p->Np);
-      m.lin = q, m.upd = a, m.a = a_W_att, m.b = b_R_att, m.epi = epi_A;
+      m.lin = q, m.upd = a, m.a = a_W_att, m.b = b_R_att, m.epi = epi_A, m.spread = true;
       m.combine = p->nd == 1 ? NULL : comb_att;
       run_both(&m, 4);
       m = new_mm(k, p->L, p->L, p->Mp);
-      m.lin = q, m.upd = a, m.a = op_G, m.b = op_C_t, m.epi = epi_Ag;
+      m.lin = q, m.upd = a, m.a = op_G, m.b = op_C_t, m.epi = epi_Ag, m.spread = true;
       run_both(&m, 5);
       cg_barrier(cg);
       /* The first product into each of the chunk's seeds stores (every
-       * element of it: the arrays need no zeroing), the later ones add. */
+       * element of it: the arrays need no zeroing), the later ones add
+       * (after a barrier: the next pair's). */
       if (g->seed_c[a] >= 0) { /* the rank-one column's gradient went into dH */
         m = new_mm(k, p->L, p->Mp, p->L);
-        m.lin = q, m.upd = a, m.a = a_A_t, m.b = op_G, m.epi = epi_dC, m.store = q == 0;
+        m.lin = q, m.upd = a, m.a = a_A_t, m.b = op_G, m.epi = epi_dC, m.store = q == 0, m.spread = true;
         run_mm_probe(&m, 6);
-        cg_barrier(cg); /* dC is added to by other tiles below */
       }
       m = new_mm(k, p->L, p->Np, p->L);
-      m.lin = q, m.upd = a, m.a = a_Ag, m.b = b_R, m.epi = epi_dW, m.store = a == 0;
+      m.lin = q, m.upd = a, m.a = a_Ag, m.b = b_R, m.epi = epi_dW, m.store = a == 0, m.spread = true;
       m.combine = p->nd == 1 ? NULL : comb_dW;
       run_both(&m, 7);
-      cg_barrier(cg);
       m = new_mm(k, p->L, p->Np, p->L);
-      m.lin = q, m.upd = a, m.a = a_Ag_t, m.b = b_W, m.epi = epi_dR, m.store = q == 0;
+      m.lin = q, m.upd = a, m.a = a_Ag_t, m.b = b_W, m.epi = epi_dR, m.store = q == 0, m.spread = true;
       m.combine = p->nd == 1 ? NULL : comb_dR;
       run_both(&m, 8);
       if (g->seed_o[q] >= 0) {
         m = new_mm(k, p->L, p->Mp, p->L);
-        m.lin = q, m.upd = a, m.a = a_A, m.b = op_C, m.epi = epi_Xw, m.store = a == 0;
+        m.lin = q, m.upd = a, m.a = a_A, m.b = op_C, m.epi = epi_Xw, m.store = a == 0, m.spread = true;
         run_mm_probe(&m, 9);
       }
       cg_barrier(cg);
     }
-  /* Through the carried state S_0 and the gradient after the chunk. */
+  /* Through the carried state S_0 and the gradient after the chunk: each
+   * product adds to its own seed, reading S, dS and the term arrays. */
   for (int q = 0; q < g->n_lin; q++) {
     mm m = new_mm(k, p->L, p->Np, p->Mp);
-    m.lin = q, m.a = op_G, m.b = b_state, m.state = k->lay->S, m.epi = epi_dW_state;
+    m.lin = q, m.a = op_G, m.b = b_state, m.state = k->lay->S, m.epi = epi_dW_state, m.spread = true;
     run_mm_probe(&m, 10);
-    cg_barrier(cg);
     if (g->seed_o[q] >= 0) {
       m = new_mm(k, p->L, p->Mp, p->Np);
-      m.lin = q, m.a = op_W_decayed, m.b = b_state_t, m.state = k->lay->S, m.epi = epi_Xw;
+      m.lin = q, m.a = op_W_decayed, m.b = b_state_t, m.state = k->lay->S, m.epi = epi_Xw, m.spread = true;
       run_both(&m, 11);
-      cg_barrier(cg);
     }
   }
   for (int a = 0; a < g->n_upd; a++) {
     mm m = new_mm(k, p->L, p->Mp, p->Np);
     if (g->seed_c[a] >= 0) {
-      m.upd = a, m.a = a_R_to_end, m.b = b_state_t, m.state = k->lay->dS, m.epi = epi_dC;
+      m.upd = a, m.a = a_R_to_end, m.b = b_state_t, m.state = k->lay->dS, m.epi = epi_dC, m.spread = true;
       run_both(&m, 12);
-      cg_barrier(cg);
     }
     m = new_mm(k, p->L, p->Np, p->Mp);
-    m.upd = a, m.a = op_C, m.b = b_state, m.state = k->lay->dS, m.epi = epi_dR_end;
+    m.upd = a, m.a = op_C, m.b = b_state, m.state = k->lay->dS, m.epi = epi_dR_end, m.spread = true;
     run_mm_probe(&m, 13);
-    cg_barrier(cg);
   }
+  cg_barrier(cg); /* dS is overwritten below */
   /* The gradient before the chunk. */
   for (int q = 0; q < g->n_lin; q++) {
     mm m = new_mm(k, p->Mp, p->Np, p->L);
@@ -1703,7 +1736,7 @@ static void lower_ck_bwd(ck *k) {
    * segments summed side by side (each a short chain of loads), whose sums
    * the later ones' offsets take from shared memory (the [L,L] array, free
    * by now). */
-  {
+  if (g->n_ld > 0) {
     int segs = 4;
     while (segs > 1 && (p->L % segs || segs * p->Np > p->L * p->sl)) segs /= 2;
     int seg = p->L / segs;
