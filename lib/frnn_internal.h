@@ -804,6 +804,7 @@ typedef struct ck_plan {
   int mma_tiles;             /* their 16 x 8 tiles per warp, at most */
   int unroll_fwd, unroll_bwd; /* their k-loops unrolled this many times where a warp has 1 or 2 tiles */
   bool spread;               /* the backward's independent small products start on different warps */
+  bool bwd_tight;            /* the backward's product code is at the register limit: kept compact */
   int n_sc, n_sc_adj;        /* scalar nodes materialised per step (step, adjoint) */
   ck_layout fw, bw;
   unsigned fwd_smem, bwd_smem, chain_smem; /* bytes */
