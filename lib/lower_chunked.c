@@ -94,12 +94,11 @@ static int count_scalars(const frnn_step *s, const uint8_t *need) {
   return n;
 }
 
-/* The least stride >= x that is pad mod 32. */
-static int stride_mma(int x, int pad) { return (x - pad + 31) / 32 * 32 + pad; }
+static int stride_mma(int x) { return (x + 27) / 32 * 32 + 4; }
 
 static bool fits(ck_plan *p, const chunk_gpu *g, int n_out, int L, int max_shared) {
   p->L = L;
-  p->sl = p->mma ? stride_mma(L, 4) : L + 1;
+  p->sl = p->mma ? stride_mma(L) : L + 1;
   layout(p, g, n_out, false, &p->fw);
   layout(p, g, n_out, true, &p->bw);
   p->fwd_smem = (unsigned)p->fw.floats * 4;
@@ -174,13 +173,8 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
      * the rows a warp's lanes read side by side fall in distinct banks.
      * mma: 4 mod 32, so a fragment's 8 rows x 4 columns do (row-major
      * operands; the transposed ones then meet 2-way conflicts). */
-    /* FRNN_CK_PAD (an experiment): the term arrays' strides 8 mod 32,
-     * for the operands read as [K][Q] (a fragment's 4 rows x 8 columns) */
-    const char *pad_env = getenv("FRNN_CK_PAD");
-    int pad = pad_env && atoi(pad_env) == 8 ? 8 : 4;
-    out->ss = out->mma ? stride_mma(out->Np, 4) : out->Np + 1;
-    out->sn = out->mma ? stride_mma(out->Np, pad) : out->Np + 1;
-    out->sm = out->mma ? stride_mma(out->Mp, pad) : out->Mp + 1;
+    out->ss = out->sn = out->mma ? stride_mma(out->Np) : out->Np + 1;
+    out->sm = out->mma ? stride_mma(out->Mp) : out->Mp + 1;
     out->sd = out->nd == 1 ? 1 : out->sn;
     /* One block a head: the chain to the inputs runs in the backward, from
      * a chunk-sized scratch that stays in L2 (no terms' gradients in DRAM). */

@@ -99,8 +99,7 @@ static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
                                       "FRNN_BWD_C2", "FRNN_BWD_C", "FRNN_BWD_SMEM", "FRNN_BWD_PICK",
                                       "FRNN_CHUNKED", "FRNN_CK_L", "FRNN_CK_BM", "FRNN_CK_THREADS", "FRNN_CK_MINB", "FRNN_CK_SKIP",
                                       "FRNN_CK_SPLIT_MAX", "FRNN_CK_FUSE", "FRNN_CK_SPLITK",
-                                      "FRNN_CK_MMA", "FRNN_CK_MMA_TILES", "FRNN_CK_MMA_UNROLL", "FRNN_CK_SPREAD",
-                                      "FRNN_CK_PAD"};
+                                      "FRNN_CK_MMA", "FRNN_CK_MMA_TILES", "FRNN_CK_MMA_UNROLL", "FRNN_CK_SPREAD"};
   for (size_t i = 0; i < sizeof knobs / sizeof *knobs; i++) {
     const char *v = getenv(knobs[i]);
     if (v && *v && k >= 0 && (size_t)k < cap) k += snprintf(key + k, cap - (size_t)k, " %s=%.16s", knobs[i] + 5, v);
