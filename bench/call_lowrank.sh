@@ -1,25 +1,24 @@
-# One device call for the low-rank chunked kernels (builds nothing; carry devbin):
-# the GPU tests under the default plan, then frnn-bench on the chunked examples
-# under each configuration in $CONFIGS (ENV=VALUE,... or "default"), then Nsight
-# Compute's summary of the delta rule's chunked kernels.
+# One device call for the chunked kernels' tuning (builds nothing; carry devbin):
+#   the GPU tests under each plan in $PLANS (LABEL:ENV=VALUE,...; default "default"),
+#   then frnn-bench on $MODELS (default: every example) under each configuration in
+#   $CONFIGS (ENV=VALUE,... or "default"; runs 2.. take $MODELS2 if set),
+#   then (SWEEP_MODEL) the time of each product site (FRNN_CK_SKIP one at a time).
 set -u
 . bench/device_setup.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-[ "${SKIP_TESTS:-0}" = 1 ] || bash bench/gpu_tests.sh /tmp/frnn-bin default
-MODELS=${MODELS:-examples/delta_rule.frnn examples/gated_delta_rule.frnn examples/rwkv7.frnn examples/gla.frnn examples/mamba2.frnn examples/rwkv6.frnn}
+for plan in ${PLANS:-default}; do
+  label=${plan%%:*}; envs=""; [ "$plan" = "$label" ] || envs=$(echo "${plan#*:}" | tr ',' ' ')
+  bash bench/gpu_tests.sh /tmp/frnn-bin $label $envs
+done
 n=0
 for cfg in ${CONFIGS:-default}; do
   n=$((n+1))
   envs=$(echo "$cfg" | tr ',' ' '); [ "$cfg" = default ] && envs=""
-  env $envs FRNN_CACHE_DIR=/tmp/fc-$n timeout -k 5 250 /tmp/frnn-bin/frnn-bench $MODELS --reps ${REPS:-10} --warmup 2 > $OUT/bench_$n.txt 2>&1
-  echo "== $cfg (rc $?)"; grep -E "^[a-z_0-9]+ +[0-9]|rror" $OUT/bench_$n.txt | cut -c1-120
+  models=${MODELS:-}; [ $n -gt 1 ] && models=${MODELS2:-$models}
+  env $envs FRNN_CACHE_DIR=/tmp/fc-$n timeout -k 5 250 /tmp/frnn-bin/frnn-bench $models --reps ${REPS:-10} --warmup 2 \
+    --json $OUT/bench_$n.json > $OUT/bench_$n.txt 2>&1
+  echo "== $cfg (rc $?)"; grep -E "^[a-z_0-9]+ +[0-9]|rror" $OUT/bench_$n.txt | cut -c1-150
 done
-if [ -n "${NCU_MODEL:-}" ] && command -v ncu > /dev/null; then
-  FRNN_CACHE_DIR=/tmp/fc-1 timeout -k 5 200 ncu --clock-control none --kernel-name regex:frnn_ck --launch-skip ${NCU_SKIP:-6} --launch-count 3 \
-    --section SpeedOfLight --section WarpStateStats --section LaunchStats --section Occupancy \
-    /tmp/frnn-bin/frnn-bench $NCU_MODEL --reps 1 --warmup 1 > $OUT/ncu.txt 2>&1
-  echo "== ncu (rc $?)"; grep -E "frnn_ck_|Duration|Grid Size|Warp Cycles Per Issued|Registers Per|Issue Slots Busy|Memory Throughput" $OUT/ncu.txt | head -60
-fi
 # Where the time goes: FRNN_CK_SKIP leaves out one product site at a time
 # (results wrong), fw and fw+bw ms of $SWEEP_MODEL against the full kernels.
 if [ -n "${SWEEP_MODEL:-}" ]; then

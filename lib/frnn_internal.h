@@ -801,10 +801,10 @@ typedef struct ck_plan {
   bool fused;                /* one block a head: frnn_ck_bwd runs the chain too */
   bool split_k;              /* products with fewer tiles than threads split their sums */
   bool mma;                  /* products on tensor cores (3xTF32) where their sizes allow */
+  bool tf32;                 /* FRNN_CK_TF32=1: one TF32 product (not float32's precision; opt-in) */
   int mma_tiles;             /* their 16 x 8 tiles per warp, at most */
   int unroll_fwd, unroll_bwd; /* their k-loops unrolled this many times where a warp has 1 or 2 tiles */
   bool spread;               /* the backward's independent small products start on different warps */
-  bool bwd_tight;            /* the backward's product code is at the register limit: kept compact */
   int n_sc, n_sc_adj;        /* scalar nodes materialised per step (step, adjoint) */
   ck_layout fw, bw;
   unsigned fwd_smem, bwd_smem, chain_smem; /* bytes */
@@ -813,6 +813,9 @@ typedef struct ck_plan {
 frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, int64_t M, int64_t N,
                          int max_shared, ck_plan *out);
 enum { CK_KERNEL_FWD = 1, CK_KERNEL_BWD = 2 }; /* BWD: frnn_ck_bwd and frnn_ck_chain */
+/* Floats the checkpoints hold per chunk beside its state: the low-rank
+ * class's columns X [L][M] and inverse [L][L] (the backward loads them). */
+int64_t ck_rank_floats(const ck_plan *p, const chunk_gpu *g);
 /* Add the chunked kernels (frnn_ck_fwd; frnn_ck_bwd, frnn_ck_chain) to cg's module. */
 frnn_status lower_chunked_module(codegen *cg, const ck_plan *p, const chunk_gpu *g, const lower_spec *spec,
                                  const frnn_step *s, unsigned kernels);

@@ -139,6 +139,12 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
   bool mma_on = !(env && strcmp(env, "0") == 0);
   /* 16 x 8 tiles a warp at most (H100, 256 threads: GLA fw+bw 5.16 ms at
    * 4, 5.10 at 8; at 512 threads 8 spilled) */
+  /* FRNN_CK_TF32=1: one TF32 product instead of three (operands rounded
+   * to 10 bits of mantissa, as PyTorch's allow_tf32): faster, and no longer
+   * float32's precision (SPEC: all arithmetic in float32), so never the
+   * default; bfloat16 tensors' 1e-2 bound is what it can be held to. */
+  env = getenv("FRNN_CK_TF32");
+  out->tf32 = mma_on && env && strcmp(env, "1") == 0;
   env = getenv("FRNN_CK_MMA_TILES");
   out->mma_tiles = env && atoi(env) >= 1 && atoi(env) <= 8 ? atoi(env) : 8;
   /* The backward's products spread over the warps, their k-loops unrolled
@@ -147,13 +153,13 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * product code (pairs, twice with the decay split's second path): at
    * 255 registers already, it spilled (RWKV-7: 12.70 -> 14.55 ms). */
   int paths = out->split ? 2 : 1, pairs = g->n_lin * g->n_upd;
-  out->bwd_tight = paths * pairs > 4;
+  bool tight = paths * pairs > 4;
   env = getenv("FRNN_CK_MMA_UNROLL");
   int unroll = env && atoi(env) >= 1 && atoi(env) <= 16 ? atoi(env) : 4;
   out->unroll_fwd = unroll;
-  out->unroll_bwd = out->bwd_tight && !(env && *env) ? 1 : unroll;
+  out->unroll_bwd = tight && !(env && *env) ? 1 : unroll;
   env = getenv("FRNN_CK_SPREAD");
-  out->spread = env && *env ? strcmp(env, "0") != 0 : !out->bwd_tight;
+  out->spread = env && *env ? strcmp(env, "0") != 0 : !tight;
   env = getenv("FRNN_CK_MINB");
   out->min_blocks = env && atoi(env) >= 1 && atoi(env) <= 4 ? atoi(env) : 1;
   /* Every row of a head in one block where it fits, else 64: the work
@@ -192,6 +198,10 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
                    "step '%s': no chunked kernels: M = %lld, N = %lld need %u bytes of shared memory "
                    "per block even in chunks of 16 steps (at most %d)",
                    s->name, (long long)M, (long long)N, out->bwd_smem, max_shared);
+}
+
+int64_t ck_rank_floats(const ck_plan *p, const chunk_gpu *g) {
+  return g->rank_lin >= 0 ? (int64_t)p->L * (p->M + p->L) : 0;
 }
 
 /* ------------------------------------------------------ kernel building */
@@ -886,6 +896,11 @@ static void run_mma(mm *m) {
     for (int j = 0; j < rq; j++) {
       LLVMValueRef c[4], old[4];
       for (int e = 0; e < 4; e++) old[e] = cg_load(cg, cg->t_f32, acc[i * rq + j][e]), c[e] = fzero(k);
+      if (k->p->tf32) { /* opted out of float32's precision: one product, accumulated in the mma */
+        cg_mma_tf32(cg, ahi[i], bhi[j], old);
+        for (int e = 0; e < 4; e++) cg_store(cg, old[e], acc[i * rq + j][e]);
+        continue;
+      }
       cg_mma_tf32(cg, alo[i], bhi[j], c); /* the small parts first */
       cg_mma_tf32(cg, ahi[i], blo[j], c);
       cg_mma_tf32(cg, ahi[i], bhi[j], c);
@@ -1190,40 +1205,24 @@ static void zero_xt(ck *k) {
 
 /* TI = (I - A)^-1 for the strictly lower triangular A in the [L,L] array:
  * thread j forms column j top down, TI[t][j] = [t = j] + sum_{s<t} A[t][s]
- * TI[s][j].  Unrolled, with the column in registers: every load of A (the
- * same address across the threads) goes out ahead of the sums; as a loop
- * over shared memory it cost 0.34 ms of the delta rule's 2.6 ms forward.
- * The loop stays where registers are short (the heavy backward: unrolled,
- * RWKV-7's spilled 60 bytes). */
+ * TI[s][j], the column in registers.  Unrolled: every load of A (the same
+ * address across the threads) goes out ahead of the sums; as a loop over
+ * shared memory it cost 0.34 ms of the delta rule's 2.6 ms forward.  (The
+ * forward's only: the backward loads TI from the checkpoints.) */
 static void invert_unit_lower(ck *k) {
   codegen *cg = k->cg;
   int L = k->p->L, sl = k->p->sl;
   if (probe_skips(20)) return;
   LLVMBasicBlockRef no = if_open(k, slt(k, k->tid, i32c(k, L)));
-  LLVMValueRef j = k->tid;
-  if (k->lay == &k->p->bw && k->p->bwd_tight) {
-    LLVMValueRef acc = slot_of(k, cg->t_f32);
-    cloop lt = loop_open(k, i32c(k, 0), i32c(k, L), i32c(k, 1));
-    LLVMValueRef t = loop_var(k, &lt);
-    cg_store(cg, cg_select(cg, LLVMBuildICmp(cg->b, LLVMIntEQ, t, j, ""), cg_f32(cg, 1.0), fzero(k)), acc);
-    cloop ls = loop_open(k, i32c(k, 0), t, i32c(k, 1));
-    LLVMValueRef sx = loop_var(k, &ls);
-    cg_store(cg, cg_fma(cg, sh_ld(k, k->lay->A, at2(k, t, sl, sx)), sh_ld(k, k->lay->TI, at2(k, sx, sl, j)),
-                        cg_load(cg, cg->t_f32, acc)), acc);
-    loop_close(k, &ls);
-    sh_st(k, k->lay->TI, at2(k, t, sl, j), cg_load(cg, cg->t_f32, acc));
-    loop_close(k, &lt);
-  } else {
-    LLVMValueRef col[64];
-    for (int t = 0; t < L; t++) {
-      /* two partial sums: half the dependent chain */
-      LLVMValueRef acc[2] = {cg_select(cg, LLVMBuildICmp(cg->b, LLVMIntEQ, j, i32c(k, t), ""), cg_f32(cg, 1.0), fzero(k)),
-                             fzero(k)};
-      for (int sx = 0; sx < t; sx++)
-        acc[sx & 1] = cg_fma(cg, sh_ld(k, k->lay->A, i32c(k, t * sl + sx)), col[sx], acc[sx & 1]);
-      col[t] = cg_fadd(cg, acc[0], acc[1]);
-      sh_st(k, k->lay->TI, at2(k, i32c(k, t), sl, j), col[t]);
-    }
+  LLVMValueRef j = k->tid, col[64];
+  for (int t = 0; t < L; t++) {
+    /* two partial sums: half the dependent chain */
+    LLVMValueRef acc[2] = {cg_select(cg, LLVMBuildICmp(cg->b, LLVMIntEQ, j, i32c(k, t), ""), cg_f32(cg, 1.0), fzero(k)),
+                           fzero(k)};
+    for (int sx = 0; sx < t; sx++)
+      acc[sx & 1] = cg_fma(cg, sh_ld(k, k->lay->A, i32c(k, t * sl + sx)), col[sx], acc[sx & 1]);
+    col[t] = cg_fadd(cg, acc[0], acc[1]);
+    sh_st(k, k->lay->TI, at2(k, i32c(k, t), sl, j), col[t]);
   }
   if_close(k, no);
 }
@@ -1263,9 +1262,9 @@ static void attention(ck *k, int q, int a, int site) {
   cg_barrier(k->cg);
 }
 
-/* X into the rank-one update's column array (S holds the chunk's S_0; TI
- * stays for rank_gradient): its right side, A~ S_0^T plus G_ar C, then the
- * solve. */
+/* X into the rank-one update's column array (S holds the chunk's S_0; the
+ * forward's, which stores X and TI for the backward): its right side,
+ * A~ S_0^T plus G_ar C, then the solve. */
 static void rank_columns(ck *k) {
   const chunk_gpu *g = k->g;
   const ck_plan *p = k->p;
@@ -1354,11 +1353,64 @@ static sloop state_open(ck *k) {
   r.ok = and1(k, row_ok(k, r.i), slt(k, r.n, i32c(k, (int)k->p->N)));
   return r;
 }
-/* A checkpoint: float32 [B][H][chunks + 1][M][N]. */
+/* The checkpoints, float32, per head: [chunks + 1][M][N] states, then
+ * (the low-rank class) per chunk its columns X [L][M] and TI [L][L], so the
+ * backward need not solve again (ck_ckpt_floats). */
+static LLVMValueRef head_base(ck *k, LLVMValueRef nch) {
+  const ck_plan *p = k->p;
+  LLVMValueRef per = add(k, mul(k, add(k, nch, i64c(k, 1)), i64c(k, p->M * p->N)),
+                         mul(k, nch, i64c(k, ck_rank_floats(p, k->g))));
+  return mul(k, add(k, mul(k, k->b, k->H), k->h), per);
+}
 static LLVMValueRef ckpt_index(ck *k, LLVMValueRef c, LLVMValueRef nch, LLVMValueRef i, LLVMValueRef n) {
-  LLVMValueRef x = add(k, mul(k, add(k, mul(k, k->b, k->H), k->h), add(k, nch, i64c(k, 1))), c);
-  x = add(k, mul(k, x, i64c(k, k->p->M)), grow(k, i));
-  return add(k, mul(k, x, i64c(k, k->p->N)), sext(k, n));
+  LLVMValueRef x = add(k, mul(k, c, i64c(k, k->p->M)), grow(k, i));
+  return add(k, head_base(k, nch), add(k, mul(k, x, i64c(k, k->p->N)), sext(k, n)));
+}
+/* Chunk c's rank-one columns (off < L M: X[u][i] at u M + i) and inverse
+ * (TI[u][v] at L M + u L + v). */
+static LLVMValueRef rank_index(ck *k, LLVMValueRef c, LLVMValueRef nch, LLVMValueRef off) {
+  LLVMValueRef x = add(k, mul(k, add(k, nch, i64c(k, 1)), i64c(k, k->p->M * k->p->N)),
+                       mul(k, c, i64c(k, ck_rank_floats(k->p, k->g))));
+  return add(k, head_base(k, nch), add(k, x, off));
+}
+
+/* The rank-one columns and inverse between shared memory and the
+ * checkpoints: stored by the forward (X: this block's rows; TI: the first
+ * block's), loaded by cp.async in the backward. */
+static void rank_ckpt(ck *k, LLVMValueRef ckpt, LLVMValueRef nch, bool store) {
+  codegen *cg = k->cg;
+  const ck_plan *p = k->p;
+  int L = p->L;
+  {
+    elems r = elems_open(k, L * p->Mp, p->Mp);
+    LLVMValueRef ok = row_ok(k, r.x), at = at2(k, r.u, p->sm, r.x);
+    LLVMValueRef i = cg_select(cg, ok, grow(k, r.x), i64c(k, 0));
+    LLVMValueRef g = cg_gep(cg, cg->t_f32, ckpt, rank_index(k, k->c, nch, add(k, mul(k, sext(k, r.u), i64c(k, p->M)), i)));
+    LLVMValueRef dst = sh(k, k->lay->C[k->g->rank_upd], at);
+    if (store) {
+      LLVMBasicBlockRef no = if_open(k, ok);
+      cg_store(cg, cg_load(cg, cg->t_f32, dst), g);
+      if_close(k, no);
+    } else {
+      cg_copy_async4(cg, dst, g, ok);
+    }
+    elems_close(k, &r);
+  }
+  {
+    elems r = elems_open(k, L * L, L);
+    LLVMValueRef off = add(k, i64c(k, (int64_t)L * p->M), sext(k, add(k, mul(k, r.u, i32c(k, L)), r.x)));
+    LLVMValueRef g = cg_gep(cg, cg->t_f32, ckpt, rank_index(k, k->c, nch, off));
+    LLVMValueRef dst = sh(k, k->lay->TI, at2(k, r.u, p->sl, r.x));
+    if (store) {
+      LLVMBasicBlockRef no = if_open(k, LLVMBuildICmp(cg->b, LLVMIntEQ, k->mb, i64c(k, 0), ""));
+      cg_store(cg, cg_load(cg, cg->t_f32, dst), g);
+      if_close(k, no);
+    } else {
+      cg_copy_async4(cg, dst, g, LLVMConstInt(cg->t_i1, 1, 0));
+    }
+    elems_close(k, &r);
+  }
+  if (!store) cg_copy_async_wait(cg);
 }
 /* Rows of a state between shared array arr and a tensor or the checkpoints. */
 static void state_from_tensor(ck *k, int arr, const gtensor *t, bool nullable) {
@@ -1451,7 +1503,12 @@ static void lower_ck_fwd(ck *k) {
     if_close(k, no);
   }
   /* The rank-one columns first: the outputs and the end state read them. */
-  if (g->rank_lin >= 0) rank_columns(k);
+  if (g->rank_lin >= 0) {
+    rank_columns(k);
+    LLVMBasicBlockRef no = if_open(k, have_ckpt);
+    rank_ckpt(k, ckpt, nch, true);
+    if_close(k, no);
+  }
   /* The outputs: the carried state's part, then the chunk's own. */
   for (int q = 0; q < g->n_lin; q++) {
     if (g->lin_rank[q] >= 0) continue;
@@ -1669,10 +1726,12 @@ static void lower_ck_bwd(ck *k) {
   cg_barrier(cg);
   state_ckpt(k, k->lay->S, ckpt, k->c, nch, false);
   cg_barrier(cg);
-  /* The rank-one term's columns X again, and its gradient dH: then it is
-   * one more lin and update for the products below. */
+  /* The rank-one term's columns X (as the forward solved them) and its
+   * gradient dH: then it is one more lin and update for the products
+   * below. */
   if (g->rank_lin >= 0) {
-    rank_columns(k);
+    rank_ckpt(k, ckpt, nch, false);
+    cg_barrier(cg);
     rank_gradient(k);
   }
   /* The chunk's own products: through the attention matrix A and its

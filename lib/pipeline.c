@@ -99,7 +99,8 @@ static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
                                       "FRNN_BWD_C2", "FRNN_BWD_C", "FRNN_BWD_SMEM", "FRNN_BWD_PICK",
                                       "FRNN_CHUNKED", "FRNN_CK_L", "FRNN_CK_BM", "FRNN_CK_THREADS", "FRNN_CK_MINB", "FRNN_CK_SKIP",
                                       "FRNN_CK_SPLIT_MAX", "FRNN_CK_FUSE", "FRNN_CK_SPLITK",
-                                      "FRNN_CK_MMA", "FRNN_CK_MMA_TILES", "FRNN_CK_MMA_UNROLL", "FRNN_CK_SPREAD"};
+                                      "FRNN_CK_MMA", "FRNN_CK_MMA_TILES", "FRNN_CK_MMA_UNROLL", "FRNN_CK_SPREAD",
+                                      "FRNN_CK_TF32"};
   for (size_t i = 0; i < sizeof knobs / sizeof *knobs; i++) {
     const char *v = getenv(knobs[i]);
     if (v && *v && k >= 0 && (size_t)k < cap) k += snprintf(key + k, cap - (size_t)k, " %s=%.16s", knobs[i] + 5, v);
@@ -560,7 +561,7 @@ static void ck_workspace(const ck_entry *ce, const frnn_step *s, frnn_sizes sz, 
   w->n_chunks = (sz.T + p->L - 1) / p->L;
   if (!for_backward) return;
   w->ckpt = at;
-  at = align256(at + (size_t)(sz.B * sz.H * (w->n_chunks + 1) * sz.M * sz.N) * 4);
+  at = align256(at + (size_t)(sz.B * sz.H * ((w->n_chunks + 1) * sz.M * sz.N + w->n_chunks * ck_rank_floats(p, g))) * 4);
   for (int q = 0; q < g->n_seeds; q++) {
     w->seed[q] = SIZE_MAX;
     if (g->seed_kind[q] == CK_SEED_IND) continue;

@@ -224,6 +224,28 @@ START_TEST(chunked_products_on_tensor_cores) {
     frnn_ctx_destroy(ctx);
     unsetenv("FRNN_CK_MMA");
   }
+  /* FRNN_CK_TF32=1: one product per k-step where the default has three;
+   * the low-rank class (the delta rule) on tensor cores too */
+  int n_mma[3];
+  for (int c = 0; c < 3; c++) {
+    if (c == 1) setenv("FRNN_CK_TF32", "1", 1);
+    frnn_ctx *ctx;
+    ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+    frnn_step *s;
+    ck_assert(frnn_step_load(ctx, test_source_path(c == 2 ? "examples/delta_rule.frnn" : "examples/gla.frnn"), &s) ==
+              FRNN_OK);
+    frnn_codegen_options o = {.M = 128, .N = 128, .dtype = {kDLBfloat, 16, 1}};
+    char *ptx = NULL;
+    ck_assert_msg(frnn_compile_ptx(ctx, s, &o, &ptx) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+    n_mma[c] = count(ptx, mma);
+    frnn_free(ptx);
+    frnn_step_destroy(s);
+    frnn_ctx_destroy(ctx);
+    unsetenv("FRNN_CK_TF32");
+  }
+  ck_assert_msg(n_mma[1] > 0 && n_mma[0] == 3 * n_mma[1], "mma.sync: %d by default, %d with FRNN_CK_TF32=1", n_mma[0],
+                n_mma[1]);
+  ck_assert_int_gt(n_mma[2], 0);
 }
 END_TEST
 
