@@ -50,7 +50,8 @@ static void print_report(const char *file, const size_case *sc, const char *repo
 }
 
 static bool chunked_model(const char *file) {
-  static const char *const names[] = {"/gla.frnn", "/mamba2.frnn", "/rwkv6.frnn", "/gsa_values.frnn"};
+  static const char *const names[] = {"/gla.frnn",        "/mamba2.frnn",           "/rwkv6.frnn", "/gsa_values.frnn",
+                                      "/delta_rule.frnn", "/gated_delta_rule.frnn", "/rwkv7.frnn"};
   for (size_t i = 0; i < sizeof names / sizeof *names; i++)
     if (strstr(file, names[i])) return true;
   return false;
@@ -304,6 +305,7 @@ END_TEST
  * ceil(sqrt(T)); two levels ceil(T/C) + C2 + ceil(C/C2) - 1 with C =
  * ceil(sqrt(T C2) / C2) C2. */
 START_TEST(workspace_levels) {
+  setenv("FRNN_CHUNKED", "0", 1); /* the recurrent kernels' workspace (the delta rule has chunked ones) */
   frnn_ctx *ctx;
   ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
   frnn_step *s;
