@@ -6,10 +6,12 @@
  *     o * sum(X * q)        (X = S or S', q a row, o a scalar or column)
  * and of terms independent of S.  GLA, retention, Mamba-2 and RWKV-6 are of
  * this form.  The delta rules and RWKV-7 add rank-one terms sum(S * a) * b
- * to the update (the low-rank class): chunk_form_of finds them and the
- * float64 forward takes them (each x_t = S_{t-1} a_t solved step by step
- * within the chunk, then written like an update: x_t b_t^T); the backward
- * and the kernels do not take them yet.
+ * to the update (the low-rank class): chunk_form_of finds them; the float64
+ * forward solves each x_t = S_{t-1} a_t step by step within the chunk and
+ * writes it like an update (x_t b_t^T); the backward takes the columns'
+ * gradients by back substitution (the transposed solve), then treats each
+ * a as one more read of the old state and x b^T as one more write; the
+ * GPU form (chunk_gpu_make) does the same with an [L,L] inverse.
  *
  * chunk_form_of finds those terms as products of the step's own nodes, so a
  * kernel evaluates them per step with the step graph and multiplies.
@@ -34,12 +36,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The low-rank class: its form, float64 forward and GPU form are here, its
- * float64 backward not yet (the GPU kernels' is checked against the
- * reference executor). */
-#define LOW_RANK_NOT_BUILT                                                                                   \
-  "the update sums the state over N (a rank-one term): its float64 chunked backward is derived "           \
-  "(docs/design-chunked.md, docs/lowrank_chunk_check.py) but not built here (the GPU kernels have it)"
 
 /* A term while decomposing: sign * (the state, or S', or 1) times factors,
  * the first `inner` of them under a sum over N (summed: true). */
@@ -321,7 +317,7 @@ frnn_status chunk_form_describe(frnn_ctx *ctx, const frnn_step *s, char **out) {
       sb_printf(&b, "\n");
     }
     for (int i = 0; i < cf.n_rank; i++) {
-      sb_printf(&b, "rank one %d (float64 forward only, design-chunked.md): %ssum(%s * ", i + 1, cf.rank_sign[i] < 0 ? "-" : "", S);
+      sb_printf(&b, "rank one %d (low-rank class): %ssum(%s * ", i + 1, cf.rank_sign[i] < 0 ? "-" : "", S);
       put_product(&b, s, &cf.rank_a[i], 1);
       sb_printf(&b, ") * ");
       put_product(&b, s, &cf.rank_b[i], 1);
@@ -477,15 +473,31 @@ frnn_status chunk_seq_forward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, cons
   return FRNN_OK;
 }
 
+/* A chunk's reads of its state: the outputs' linear terms (k < n_lin: their
+ * weights w and old or new state) and the rank-one terms' a (x_t = S_{t-1}
+ * a_t); l is the step whose state read k at step u sees (-1: S_0).  Its
+ * writes are write_col / write_row's. */
+static int64_t read_l(const chunk_seq *q, int k, int64_t u) {
+  return k < q->n_lin && q->lin_base[k] == CHUNK_BASE_NEXT ? u : u - 1;
+}
+static double *read_w(const chunk_seq *q, int64_t t, int k) {
+  return k < q->n_lin ? SEQ_W(q, t, k) : SEQ_A(q, t, k - q->n_lin);
+}
+static double *write_drow(const chunk_seq *g, int64_t t, int wr) {
+  return wr < g->n_upd ? SEQ_R(g, t, wr) : SEQ_B(g, t, wr - g->n_upd);
+}
+
 frnn_status chunk_seq_backward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, const double *starts,
                                const double *S_T, const double *dy, const double *dS_T, chunk_seq *g,
                                double *dS0) {
   if (L < 1) return diag_fail(ctx, FRNN_E_ARG, "chunk_seq_backward: chunk length %lld", (long long)L);
-  if (q->n_rank) return diag_fail(ctx, FRNN_E_UNSUPPORTED, "chunk_seq_backward: %s", LOW_RANK_NOT_BUILT);
   const int64_t M = q->M, N = q->N, T = q->T;
-  double *dS = malloc((size_t)(2 * M * N + M + 2 * N) * sizeof *dS);
+  const int n_reads = q->n_lin + q->n_rank, n_writes = q->n_upd + q->n_rank;
+  size_t n_X = (size_t)(L * q->n_rank * M), n_G = (size_t)(L * n_reads * M);
+  double *dS = malloc((size_t)(2 * M * N + 2 * N) * sizeof *dS + (n_X + n_G + 1) * sizeof(double));
   if (!dS) return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_seq_backward");
-  double *dS_prev = dS + M * N, *gu = dS_prev + M * N, *lam = gu + M, *run = lam + N;
+  double *dS_prev = dS + M * N, *lam = dS_prev + M * N, *run = lam + N, *X = run + N, *Gr = X + n_X;
+#define GR(u, k) (Gr + ((size_t)(u) * n_reads + (size_t)(k)) * M)
   memcpy(dS, dS_T, (size_t)(M * N) * sizeof *dS);
   int64_t n_chunks = (T + L - 1) / L;
   for (int64_t k = n_chunks - 1; k >= 0; k--) {
@@ -497,62 +509,110 @@ frnn_status chunk_seq_backward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, con
       free(dS);
       return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_seq_backward");
     }
+    chunk_at c = {.q = q, .R = R, .S0 = S0, .X = X, .t0 = t0, .len = len};
+    /* The rank-one columns again, as the forward solved them. */
+    for (int64_t t = 0; t < len; t++)
+      for (int kr = 0; kr < q->n_rank; kr++)
+        for (int64_t i = 0; i < M; i++)
+          X[((size_t)t * q->n_rank + (size_t)kr) * M + i] = read_state(&c, SEQ_A(q, t0 + t, kr), t - 1, i);
     for (int64_t t = t0; t < t0 + len; t++) {
       memset(SEQ_D(g, t), 0, (size_t)N * sizeof(double));
       for (int a = 0; a < q->n_upd; a++) {
         memset(SEQ_C(g, t, a), 0, (size_t)M * sizeof(double));
         memset(SEQ_R(g, t, a), 0, (size_t)N * sizeof(double));
       }
+      for (int a = 0; a < q->n_rank; a++) memset(SEQ_B(g, t, a), 0, (size_t)N * sizeof(double));
     }
+    /* Each read's gradient: an output term's dy * o; a rank-one column's
+     * from the writes after it (design-chunked.md: dH = (I - G_ab)^-T dX,
+     * here back substitution, last step first): what reaches x_t through
+     * b_t, from the outputs, the later columns and the chunk's end state. */
+    for (int64_t u = 0; u < len; u++)
+      for (int kk = 0; kk < q->n_lin; kk++) {
+        const double *yy = dy + ((size_t)(t0 + u) * q->n_lin + (size_t)kk) * M, *o = SEQ_O(q, t0 + u, kk);
+        for (int64_t i = 0; i < M; i++) GR(u, kk)[i] = yy[i] * o[i];
+      }
+    for (int64_t t = len - 1; t >= 0; t--)
+      for (int kr = 0; kr < q->n_rank; kr++) {
+        double *gx = GR(t, q->n_lin + kr);
+        const double *row = SEQ_B(q, t0 + t, kr);
+        for (int64_t i = 0; i < M; i++) {
+          double acc = 0;
+          for (int64_t j = 0; j < N; j++) acc += dS[i * N + j] * RAT(R, len, len - 1, t, j) * row[j];
+          gx[i] = acc;
+        }
+        for (int64_t u = t; u < len; u++)
+          for (int kk = 0; kk < n_reads; kk++) {
+            int64_t l = read_l(q, kk, u);
+            if (l < t) continue;
+            const double *w = read_w(q, t0 + u, kk);
+            double dot = 0;
+            for (int64_t j = 0; j < N; j++) dot += w[j] * row[j] * RAT(R, len, l, t, j);
+            for (int64_t i = 0; i < M; i++) gx[i] += GR(u, kk)[i] * dot;
+          }
+      }
     /* The gradient of the state before the chunk: through P and the end. */
     for (int64_t i = 0; i < M; i++)
       for (int64_t j = 0; j < N; j++) dS_prev[i * N + j] = dS[i * N + j] * RAT(R, len, len - 1, -1, j);
-    /* Updates from the chunk's end state: dc_v += (dS_end * R(len-1, v)) r_v,
-     * dr_v += R(len-1, v) * (dS_end^T c_v). */
+    /* Writes from the chunk's end state: dc_v += (dS_end * R(len-1, v)) r_v
+     * (updates; a rank-one column's is in its read's gradient already),
+     * drow_v += R(len-1, v) * (dS_end^T col_v). */
     for (int64_t v = 0; v < len; v++)
-      for (int a = 0; a < q->n_upd; a++)
+      for (int wr = 0; wr < n_writes; wr++) {
+        const double *col = write_col(&c, v, wr), *row = write_row(&c, v, wr);
+        double *drow = write_drow(g, t0 + v, wr);
         for (int64_t i = 0; i < M; i++)
           for (int64_t j = 0; j < N; j++) {
             double f = dS[i * N + j] * RAT(R, len, len - 1, v, j);
-            SEQ_C(g, t0 + v, a)[i] += f * SEQ_R(q, t0 + v, a)[j];
-            SEQ_R(g, t0 + v, a)[j] += f * SEQ_C(q, t0 + v, a)[i];
+            if (wr < q->n_upd) SEQ_C(g, t0 + v, wr)[i] += f * row[j];
+            drow[j] += f * col[i];
           }
-    /* Outputs: g_u = dy * o; do, dw, and their share of dc, dr, dS_0. */
+      }
+    /* Reads: dw, (outputs) do, and their share of the writes' gradients
+     * and of dS_0. */
     for (int64_t u = 0; u < len; u++)
-      for (int kk = 0; kk < q->n_lin; kk++) {
-        int64_t l = q->lin_base[kk] == CHUNK_BASE_NEXT ? u : u - 1;
-        const double *w = SEQ_W(q, t0 + u, kk), *o = SEQ_O(q, t0 + u, kk);
-        const double *yy = dy + ((size_t)(t0 + u) * q->n_lin + (size_t)kk) * M;
-        double *dw = SEQ_W(g, t0 + u, kk), *dO = SEQ_O(g, t0 + u, kk);
-        for (int64_t i = 0; i < M; i++) gu[i] = yy[i] * o[i];
+      for (int kk = 0; kk < n_reads; kk++) {
+        bool out = kk < q->n_lin;
+        int64_t l = read_l(q, kk, u);
+        const double *w = read_w(q, t0 + u, kk), *gu = GR(u, kk);
+        double *dw = read_w(g, t0 + u, kk), *dO = out ? SEQ_O(g, t0 + u, kk) : NULL;
         for (int64_t j = 0; j < N; j++) {
           double acc = 0;
           for (int64_t i = 0; i < M; i++) acc += S0[i * N + j] * gu[i];
           dw[j] = RAT(R, len, l, -1, j) * acc;
         }
         for (int64_t i = 0; i < M; i++) {
-          double acc = 0;
-          for (int64_t j = 0; j < N; j++) acc += S0[i * N + j] * RAT(R, len, l, -1, j) * w[j];
-          dO[i] = acc; /* X w so far: the chunk's part below */
+          if (dO) { /* X w so far: the chunk's part below */
+            double acc = 0;
+            for (int64_t j = 0; j < N; j++) acc += S0[i * N + j] * RAT(R, len, l, -1, j) * w[j];
+            dO[i] = acc;
+          }
           for (int64_t j = 0; j < N; j++) dS_prev[i * N + j] += gu[i] * w[j] * RAT(R, len, l, -1, j);
         }
         for (int64_t v = 0; v <= l; v++)
-          for (int a = 0; a < q->n_upd; a++) {
-            const double *c = SEQ_C(q, t0 + v, a), *r = SEQ_R(q, t0 + v, a);
-            double A = 0, dot = 0; /* g . c_v and w . (r_v * R(l, v)) */
-            for (int64_t i = 0; i < M; i++) A += gu[i] * c[i];
-            for (int64_t j = 0; j < N; j++) dot += w[j] * r[j] * RAT(R, len, l, v, j);
-            for (int64_t i = 0; i < M; i++) dO[i] += c[i] * dot, SEQ_C(g, t0 + v, a)[i] += gu[i] * dot;
+          for (int wr = 0; wr < n_writes; wr++) {
+            const double *col = write_col(&c, v, wr), *row = write_row(&c, v, wr);
+            double A = 0, dot = 0; /* g . col_v and w . (row_v * R(l, v)) */
+            for (int64_t i = 0; i < M; i++) A += gu[i] * col[i];
+            for (int64_t j = 0; j < N; j++) dot += w[j] * row[j] * RAT(R, len, l, v, j);
+            for (int64_t i = 0; i < M; i++) {
+              if (dO) dO[i] += col[i] * dot;
+              if (wr < q->n_upd) SEQ_C(g, t0 + v, wr)[i] += gu[i] * dot;
+            }
+            double *drow = write_drow(g, t0 + v, wr);
             for (int64_t j = 0; j < N; j++) {
-              dw[j] += A * r[j] * RAT(R, len, l, v, j);
-              SEQ_R(g, t0 + v, a)[j] += A * w[j] * RAT(R, len, l, v, j);
+              dw[j] += A * row[j] * RAT(R, len, l, v, j);
+              drow[j] += A * w[j] * RAT(R, len, l, v, j);
             }
           }
-        for (int64_t i = 0; i < M; i++) dO[i] *= yy[i];
+        if (dO) {
+          const double *yy = dy + ((size_t)(t0 + u) * q->n_lin + (size_t)kk) * M;
+          for (int64_t i = 0; i < M; i++) dO[i] *= yy[i];
+        }
       }
     /* The decay, without S_s or D_s: d_w dd_w = sum_{s>=w} (a_s - b_s) +
-     * sum_i dS_end * S_end, with a_s = w * dw over outputs reading S_s and
-     * b_s = r_s * dr_s (docs/design-chunked.md derives it). */
+     * sum_i dS_end * S_end, with a_s = w * dw over the reads of S_s and
+     * b_s = row_s * drow_s over the writes at s (docs/design-chunked.md). */
     for (int64_t j = 0; j < N; j++) {
       double e = 0;
       for (int64_t i = 0; i < M; i++) e += dS[i * N + j] * S_end[i * N + j];
@@ -561,13 +621,12 @@ frnn_status chunk_seq_backward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, con
     for (int64_t s = len - 1; s >= 0; s--) {
       for (int64_t j = 0; j < N; j++) lam[j] = 0;
       for (int64_t u = 0; u < len; u++)
-        for (int kk = 0; kk < q->n_lin; kk++) {
-          int64_t l = q->lin_base[kk] == CHUNK_BASE_NEXT ? u : u - 1;
-          if (l != s) continue;
-          for (int64_t j = 0; j < N; j++) lam[j] += SEQ_W(q, t0 + u, kk)[j] * SEQ_W(g, t0 + u, kk)[j];
+        for (int kk = 0; kk < n_reads; kk++) {
+          if (read_l(q, kk, u) != s) continue;
+          for (int64_t j = 0; j < N; j++) lam[j] += read_w(q, t0 + u, kk)[j] * read_w(g, t0 + u, kk)[j];
         }
-      for (int a = 0; a < q->n_upd; a++)
-        for (int64_t j = 0; j < N; j++) lam[j] -= SEQ_R(q, t0 + s, a)[j] * SEQ_R(g, t0 + s, a)[j];
+      for (int wr = 0; wr < n_writes; wr++)
+        for (int64_t j = 0; j < N; j++) lam[j] -= write_row(&c, s, wr)[j] * write_drow(g, t0 + s, wr)[j];
       for (int64_t j = 0; j < N; j++) {
         run[j] += lam[j];
         SEQ_D(g, t0 + s)[j] = run[j] / SEQ_D(q, t0 + s)[j]; /* the gradient of log d, over d */
@@ -576,6 +635,7 @@ frnn_status chunk_seq_backward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, con
     memcpy(dS, dS_prev, (size_t)(M * N) * sizeof *dS);
     free(R);
   }
+#undef GR
   memcpy(dS0, dS, (size_t)(M * N) * sizeof *dS);
   free(dS);
   return FRNN_OK;
@@ -845,7 +905,6 @@ frnn_status chunk_backward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_fo
                                const double *const *dy, const double *dS_T, double *const *gin,
                                double *gS0) {
   if (L < 1) return diag_fail(ctx, FRNN_E_ARG, "chunk_backward_f64: chunk length %lld", (long long)L);
-  if (cf->n_rank) return diag_fail(ctx, FRNN_E_UNSUPPORTED, "step '%s': %s", s->name, LOW_RANK_NOT_BUILT);
   const int64_t M = sz.M, N = sz.N, T = sz.T;
   int n_in = s->n_ports[FRNN_PORT_INPUT], n_out = s->n_ports[FRNN_PORT_OUTPUT];
   lin_terms lt;
@@ -853,6 +912,10 @@ frnn_status chunk_backward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_fo
   seeds sd = {0};
   add_product(&sd, &cf->decay);
   for (int a = 0; a < cf->n_updates; a++) add_product(&sd, &cf->update[a]);
+  for (int a = 0; a < cf->n_rank; a++) {
+    add_product(&sd, &cf->rank_a[a]);
+    add_product(&sd, &cf->rank_b[a]);
+  }
   for (int k = 0; k < n_out; k++)
     for (int t = 0; t < cf->output[k].n_terms; t++) {
       add_product(&sd, &cf->output[k].term[t].inner);
@@ -866,8 +929,8 @@ frnn_status chunk_backward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_fo
   double *gbuf = NULL;
   frnn_status st = eval_init(ctx, &e, s, M, N);
   if (st) return st;
-  double *buf = seq_alloc(&q, T, M, N, cf->n_updates, 0, &lt, 2 * n_y + n_starts + n_ms + M);
-  if (!buf || !(gbuf = seq_alloc(&g, T, M, N, cf->n_updates, 0, &lt, 0))) {
+  double *buf = seq_alloc(&q, T, M, N, cf->n_updates, cf->n_rank, &lt, 2 * n_y + n_starts + n_ms + M);
+  if (!buf || !(gbuf = seq_alloc(&g, T, M, N, cf->n_updates, cf->n_rank, &lt, 0))) {
     st = diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_backward_f64");
     goto out;
   }
@@ -907,6 +970,10 @@ frnn_status chunk_backward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_fo
           split_update(s, &cf->update[a], &colp, &rowp);
           seed_product(&e, &sd, &colp, cf->update_sign[a], SEQ_C(&g, t, a), true, sz, b, t, h);
           seed_product(&e, &sd, &rowp, 1, SEQ_R(&g, t, a), false, sz, b, t, h);
+        }
+        for (int a = 0; a < cf->n_rank; a++) {
+          seed_product(&e, &sd, &cf->rank_a[a], 1, SEQ_A(&g, t, a), false, sz, b, t, h);
+          seed_product(&e, &sd, &cf->rank_b[a], cf->rank_sign[a], SEQ_B(&g, t, a), false, sz, b, t, h);
         }
         for (int kk = 0; kk < lt.n; kk++) {
           const chunk_out_term *ot = &cf->output[lt.out[kk]].term[lt.term[kk]];

@@ -267,7 +267,7 @@ typedef struct chunk_form {
   chunk_product update[CHUNK_MAX_TERMS];
   double update_sign[CHUNK_MAX_TERMS];
   int n_rank;                /* ... + sum of rank_sign[a] * sum(S * rank_a[a]) * rank_b[a] (rows: the
-                                low-rank class, design-chunked.md; float64 forward only, no kernels) */
+                                low-rank class, design-chunked.md) */
   chunk_product rank_a[CHUNK_MAX_TERMS], rank_b[CHUNK_MAX_TERMS];
   double rank_sign[CHUNK_MAX_TERMS];
   chunk_output output[FRNN_MAX_PORTS];
@@ -285,7 +285,7 @@ typedef struct chunk_seq {
   int n_upd, n_lin;
   const int *lin_base;
   double *d, *c, *r, *w, *o;
-  int n_rank;    /* rank-one terms sum(S * a) * b (the forward only): */
+  int n_rank;    /* rank-one terms sum(S * a) * b: */
   double *a, *b; /* a [T][n_rank][N], b [T][n_rank][N] (sign in b) */
 } chunk_seq;
 /* The chunked algebra on term values, chunks of L steps: each linear term's
@@ -322,9 +322,11 @@ frnn_status chunk_backward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_fo
  * nodes.  `terms` is the term prologue: the step's inputs plus one seed per
  * term value, z = sum over the terms of sum(sum_m(value * seed)); the
  * adjoint of it maps the terms' gradients to the inputs' (the chain kernel
- * evaluates it).  Seeds, in order: the log decay, per update its column
- * (with its sign and scalars) and row, per output term linear in S its
- * weights w and (if it has factors) its outside factor o, per output its
+ * evaluates it).  Seeds, in order: the log decay (none without a decay),
+ * per update its column (with its sign and scalars) and row (the rank-one
+ * term's update: its b with the term's sign, CK_SEED_RB, and no column),
+ * per output term linear in S its weights w and (if it has factors) its
+ * outside factor o (the rank-one term's: its a, CK_SEED_RA), per output its
  * terms independent of S (seeded with that output's gradient). */
 enum { CK_SEED_LD, CK_SEED_C, CK_SEED_R, CK_SEED_W, CK_SEED_O, CK_SEED_IND, CK_SEED_RA, CK_SEED_RB };
 enum { CK_MAX_LIN = FRNN_MAX_PORTS * CHUNK_MAX_TERMS + 1, CK_MAX_UPD = CHUNK_MAX_TERMS + 1 };

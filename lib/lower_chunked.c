@@ -137,14 +137,14 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
   out->split_k = env && strcmp(env, "1") == 0;
   env = getenv("FRNN_CK_MMA"); /* 0: every product on CUDA cores */
   bool mma_on = !(env && strcmp(env, "0") == 0);
-  /* 16 x 8 tiles a warp at most (H100, 256 threads: GLA fw+bw 5.16 ms at
-   * 4, 5.10 at 8; at 512 threads 8 spilled) */
   /* FRNN_CK_TF32=1: one TF32 product instead of three (operands rounded
    * to 10 bits of mantissa, as PyTorch's allow_tf32): faster, and no longer
    * float32's precision (SPEC: all arithmetic in float32), so never the
    * default; bfloat16 tensors' 1e-2 bound is what it can be held to. */
   env = getenv("FRNN_CK_TF32");
   out->tf32 = mma_on && env && strcmp(env, "1") == 0;
+  /* 16 x 8 tiles a warp at most (H100, 256 threads: GLA fw+bw 5.16 ms at
+   * 4, 5.10 at 8; at 512 threads 8 spilled) */
   env = getenv("FRNN_CK_MMA_TILES");
   out->mma_tiles = env && atoi(env) >= 1 && atoi(env) <= 8 ? atoi(env) : 8;
   /* The backward's products spread over the warps, their k-loops unrolled
@@ -859,9 +859,8 @@ static void run_mma(mm *m) {
   LLVMValueRef g = LLVMBuildLShr(cg->b, k->lane, i32c(k, 2), ""), t = LLVMBuildAnd(cg->b, k->lane, i32c(k, 3), "");
   /* Block 0 goes to warp k->rot (spread products): products with fewer
    * blocks than warps that follow each other without a barrier then run
-   * on different warps side by side. */
-  /* (Only products of fewer blocks than warps: rotating the others too
-   * spilled in RWKV-7's backward.) */
+   * on different warps side by side.  (Only those: rotating the others
+   * too spilled in RWKV-7's backward.) */
   bool spread = m->spread && k->p->spread && blocks < warps;
   int rot = spread ? k->rot % warps : 0;
   if (spread) k->rot = (k->rot + blocks) % warps;
@@ -1354,8 +1353,8 @@ static sloop state_open(ck *k) {
   return r;
 }
 /* The checkpoints, float32, per head: [chunks + 1][M][N] states, then
- * (the low-rank class) per chunk its columns X [L][M] and TI [L][L], so the
- * backward need not solve again (ck_ckpt_floats). */
+ * (the low-rank class) per chunk its columns X [L][M] and TI [L][L]
+ * (ck_rank_floats), so the backward need not solve again. */
 static LLVMValueRef head_base(ck *k, LLVMValueRef nch) {
   const ck_plan *p = k->p;
   LLVMValueRef per = add(k, mul(k, add(k, nch, i64c(k, 1)), i64c(k, p->M * p->N)),
