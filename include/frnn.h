@@ -198,14 +198,22 @@ typedef struct frnn_compile_stats {
 } frnn_compile_stats;
 frnn_status frnn_ctx_compile_stats(const frnn_ctx *ctx, frnn_compile_stats *out);
 
-/* What the backward keeps between the forward and itself.  FRNN_BACKWARD_FAST
- * (the default): state checkpoints every sqrt(T) steps, each chunk recomputed
- * once.  FRNN_BACKWARD_LEAN: a second level of checkpoints every 8 steps
- * inside each chunk: a smaller workspace for one more recompute pass
- * (measured on an H100, delta rule, B=8 T=1024 H=32 128x128 bf16: peak 1.68
- * -> 1.13 GB, fw+bw about 40% slower).  Applies to this context's later GPU
- * calls and workspace queries; the environment variable FRNN_BWD_C2 (steps
- * between second-level checkpoints) overrides it. */
+/* What the backward keeps between the forward and itself.  The recurrent
+ * kernels: FRNN_BACKWARD_FAST (the default) keeps state checkpoints every
+ * sqrt(T) steps, each chunk recomputed once; FRNN_BACKWARD_LEAN adds a
+ * second level every 8 steps inside each chunk: a smaller workspace for one
+ * more recompute pass (H100, the delta rule on the recurrent kernels, B=8
+ * T=1024 H=32 128x128 bf16: peak 1.68 -> 1.13 GB, fw+bw about 40% slower).
+ * The chunked kernels keep every chunk's first state either way; LEAN runs
+ * the chain to the inputs inside their backward, so the terms' per-step
+ * gradients are not stored (GLA: 0.5 GB less, about 35% slower).  For the
+ * least memory with the delta rules and RWKV-7, whose chunks are 16 steps,
+ * FRNN_CHUNKED=0 with LEAN needs the smaller workspace (the delta rule at
+ * those sizes, inputs not given: 0.91 against 1.66 GB), at more than twice
+ * the chunked kernels' time.  Applies to
+ * this context's later GPU calls and workspace queries; the environment
+ * variables FRNN_BWD_C2 (steps between second-level checkpoints) and
+ * FRNN_CK_FUSE override it. */
 typedef enum frnn_backward_mode { FRNN_BACKWARD_FAST = 0, FRNN_BACKWARD_LEAN = 1 } frnn_backward_mode;
 frnn_status frnn_ctx_set_backward_mode(frnn_ctx *ctx, frnn_backward_mode mode);
 
