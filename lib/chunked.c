@@ -36,7 +36,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 /* A term while decomposing: sign * (the state, or S', or 1) times factors,
  * the first `inner` of them under a sum over N (summed: true). */
 typedef struct term {

@@ -273,6 +273,27 @@ START_TEST(low_rank_forms) {
 }
 END_TEST
 
+/* Two rank-one terms: the float64 algebra takes them (their columns solved
+ * together step by step, their gradients by one back substitution), the GPU
+ * form refuses them with the reason. */
+START_TEST(two_rank_terms) {
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  frnn_step *s = parse(ctx, "step t(k[1,N], v[M,1], a[1,N], b[1,N]; S[M,N]) -> y[M,1]\n"
+                            "  S = S * exp(-0.1) + sum(S * a) * b + sum(S * b) * (0.5 * a) + v * k\n"
+                            "  y = sum(S * k)\n");
+  chunk_form cf;
+  ck_assert_msg(chunk_form_of(ctx, s, &cf) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  ck_assert_int_eq(cf.n_rank, 2);
+  check_against_reference(ctx, s);
+  chunk_gpu g;
+  ck_assert_int_eq(chunk_gpu_make(ctx, s, &g), FRNN_E_UNSUPPORTED);
+  ck_assert_ptr_nonnull(strstr(frnn_ctx_error(ctx), "more than one rank-one term"));
+  frnn_step_destroy(s);
+  frnn_ctx_destroy(ctx);
+}
+END_TEST
+
 START_TEST(dump_names_the_terms) {
   frnn_ctx *ctx;
   ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
@@ -435,6 +456,7 @@ int main(void) {
   tcase_add_loop_test(tc, refusals_say_why, 0, (int)(sizeof refused / sizeof *refused));
   tcase_add_test(tc, dump_names_the_terms);
   tcase_add_loop_test(tc, low_rank_forms, 0, (int)(sizeof low_rank / sizeof *low_rank));
+  tcase_add_test(tc, two_rank_terms);
   tcase_add_test(tc, backward_matches_finite_differences);
   tcase_add_loop_test(tc, gpu_form_verdicts, 0, (int)(sizeof gpu_verdicts / sizeof *gpu_verdicts));
   suite_add_tcase(suite, tc);
