@@ -273,6 +273,54 @@ START_TEST(low_rank_forms) {
 }
 END_TEST
 
+/* The workspace of the low-rank class's chunked backward, in closed form:
+ * per head (chunks + 1) states and, per chunk, the rank-one columns X [L][M]
+ * and the inverse [L][L] the forward stores for the backward; then each
+ * term's per-step gradient (columns whole, rows per block of rows).  Too
+ * small a workspace would have the kernels write past it. */
+START_TEST(low_rank_workspace) {
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  frnn_step *s;
+  ck_assert(frnn_step_load(ctx, test_source_path(low_rank[_i].file), &s) == FRNN_OK);
+  chunk_gpu g;
+  ck_assert_msg(chunk_gpu_make(ctx, s, &g) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  target t;
+  ck_assert(target_parse(ctx, "sm_90", &t) == FRNN_OK);
+  frnn_sizes sz = {.B = 2, .T = 100, .H = 3, .M = 128, .N = 128};
+  ck_plan p;
+  ck_assert(ck_plan_make(ctx, s, &g, sz.M, sz.N, t.max_shared_bytes_optin, &p) == FRNN_OK);
+  /* inputs given in full: nothing broadcast, no partial gradients */
+  int n_in = frnn_step_port_count(s, FRNN_PORT_INPUT);
+  int64_t shapes[FRNN_MAX_PORTS][5];
+  DLTensor ins[FRNN_MAX_PORTS];
+  const DLTensor *pin[FRNN_MAX_PORTS];
+  for (int i = 0; i < n_in; i++) {
+    int c = frnn_step_port_class(s, FRNN_PORT_INPUT, i);
+    int64_t sh[5] = {sz.B, sz.T, sz.H, c & FRNN_COL ? sz.M : 1, c & FRNN_ROW ? sz.N : 1};
+    memcpy(shapes[i], sh, sizeof sh);
+    ins[i] = (DLTensor){.ndim = 5, .shape = shapes[i], .dtype = {kDLFloat, 32, 1}};
+    pin[i] = &ins[i];
+  }
+  size_t got = 0;
+  ck_assert(frnn_gpu_workspace_size(ctx, s, sz, pin, 1, &got) == FRNN_OK);
+  int64_t nch = (sz.T + p.L - 1) / p.L, heads = sz.B * sz.H;
+  size_t want = (size_t)(heads * ((nch + 1) * sz.M * sz.N + nch * p.L * (sz.M + p.L))) * 4;
+  want = (want + 255) / 256 * 256;
+  for (int q = 0; q < g.n_seeds; q++) {
+    if (g.seed_kind[q] == CK_SEED_IND) continue;
+    bool col = g.seed_cls[q] == FRNN_COL;
+    size_t steps = (size_t)(col ? 1 : p.MB) * (size_t)(sz.B * sz.T * sz.H);
+    want += (steps * (size_t)(col ? sz.M : sz.N) * 4 + 255) / 256 * 256;
+  }
+  ck_assert_uint_eq(got, want);
+  ck_assert_int_eq(ck_rank_floats(&p, &g), p.L * (sz.M + p.L));
+  chunk_gpu_free(&g);
+  frnn_step_destroy(s);
+  frnn_ctx_destroy(ctx);
+}
+END_TEST
+
 /* Two rank-one terms: the float64 algebra takes them (their columns solved
  * together step by step, their gradients by one back substitution), the GPU
  * form refuses them with the reason. */
@@ -457,6 +505,7 @@ int main(void) {
   tcase_add_test(tc, dump_names_the_terms);
   tcase_add_loop_test(tc, low_rank_forms, 0, (int)(sizeof low_rank / sizeof *low_rank));
   tcase_add_test(tc, two_rank_terms);
+  tcase_add_loop_test(tc, low_rank_workspace, 0, (int)(sizeof low_rank / sizeof *low_rank));
   tcase_add_test(tc, backward_matches_finite_differences);
   tcase_add_loop_test(tc, gpu_form_verdicts, 0, (int)(sizeof gpu_verdicts / sizeof *gpu_verdicts));
   suite_add_tcase(suite, tc);
