@@ -262,7 +262,8 @@ START_TEST(low_rank_forms) {
   ck_assert_msg(ck_plan_make(ctx, s, &g, 128, 128, 232448, &p) == FRNN_OK, "%s", frnn_ctx_error(ctx));
   ck_assert(p.fwd_smem <= 232448 && p.bwd_smem <= 232448 && p.mma);
   ck_assert(p.fw.TI >= 0 && p.fw.XT >= 0 && p.bw.TI >= 0 && p.bw.XT >= 0);
-  fprintf(stderr, "%s: BM %d L %d, %u / %u bytes\n", low_rank[_i].file, p.BM, p.L, p.fwd_smem, p.bwd_smem);
+  ck_assert_int_eq(p.BM, 128); /* a block a head, chunks of 16 (32 does not fit) */
+  ck_assert_int_eq(p.L, 16);
   chunk_gpu_free(&g);
   /* the float64 forward by chunks (the rank-one columns solved step by
    * step) and its backward (their gradients by back substitution) equal
