@@ -422,6 +422,18 @@ static double read_state(const chunk_at *c, const double *w, int64_t l, int64_t 
   return acc;
 }
 
+/* The rank-one terms' columns x_t = S_{t-1} a_t of c's chunk, step by step
+ * (the triangular solve of design-chunked.md), into X [len][n_rank][M] (the
+ * array c->X reads: each column is one more write x_t b_t^T for the next). */
+static void solve_rank_columns(const chunk_at *c, double *X) {
+  const chunk_seq *q = c->q;
+  for (int64_t t = 0; t < c->len; t++)
+    for (int kr = 0; kr < q->n_rank; kr++) {
+      double *x = X + ((size_t)t * q->n_rank + (size_t)kr) * q->M;
+      for (int64_t i = 0; i < q->M; i++) x[i] = read_state(c, SEQ_A(q, c->t0 + t, kr), t - 1, i);
+    }
+}
+
 frnn_status chunk_seq_forward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, const double *S0, double *y,
                               double *S_T, double *starts) {
   if (L < 1) return diag_fail(ctx, FRNN_E_ARG, "chunk_seq_forward: chunk length %lld", (long long)L);
@@ -439,14 +451,7 @@ frnn_status chunk_seq_forward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, cons
     }
     if (starts) memcpy(starts + (size_t)k * M * N, S, (size_t)(M * N) * sizeof *S);
     chunk_at c = {.q = q, .R = R, .S0 = S, .X = X, .t0 = t0, .len = len};
-    /* The rank-one terms' columns x_t = S_{t-1} a_t, step by step (the
-     * triangular solve of design-chunked.md): each is one more write
-     * x_t b_t^T, beside the updates c_t r_t^T. */
-    for (int64_t t = 0; t < len; t++)
-      for (int kr = 0; kr < q->n_rank; kr++) {
-        double *x = X + ((size_t)t * q->n_rank + (size_t)kr) * M;
-        for (int64_t i = 0; i < M; i++) x[i] = read_state(&c, SEQ_A(q, t0 + t, kr), t - 1, i);
-      }
+    solve_rank_columns(&c, X);
     /* y_u = o * (X w), X the state before or after step u */
     for (int64_t u = 0; u < len; u++)
       for (int kk = 0; kk < q->n_lin; kk++) {
@@ -509,11 +514,7 @@ frnn_status chunk_seq_backward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, con
       return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_seq_backward");
     }
     chunk_at c = {.q = q, .R = R, .S0 = S0, .X = X, .t0 = t0, .len = len};
-    /* The rank-one columns again, as the forward solved them. */
-    for (int64_t t = 0; t < len; t++)
-      for (int kr = 0; kr < q->n_rank; kr++)
-        for (int64_t i = 0; i < M; i++)
-          X[((size_t)t * q->n_rank + (size_t)kr) * M + i] = read_state(&c, SEQ_A(q, t0 + t, kr), t - 1, i);
+    solve_rank_columns(&c, X); /* again, as the forward solved them */
     for (int64_t t = t0; t < t0 + len; t++) {
       memset(SEQ_D(g, t), 0, (size_t)N * sizeof(double));
       for (int a = 0; a < q->n_upd; a++) {
