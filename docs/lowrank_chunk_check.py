@@ -140,6 +140,28 @@ def chunk_backward(S0, a, b, c, r, q, d, dY, dSL):
     return dict(S0=dS0, a=da, b=db, c=dC, r=dr, q=dq, d=dd)
 
 
+def rel(A, B):
+    """||A - B|| / ||B|| over matrices."""
+    return math.sqrt(sum((x - y) ** 2 for ra, rb in zip(A, B) for x, y in zip(ra, rb)) /
+                     max(1e-300, sum(y * y for rb in B for y in rb)))
+
+
+def finite_differences(X, f, h=1e-6):
+    """The gradient of f() with respect to the matrix X, by central differences
+    (each element of X moved in place and restored)."""
+    fd = mat(len(X), len(X[0]))
+    for i in range(len(X)):
+        for j in range(len(X[0])):
+            x0 = X[i][j]
+            X[i][j] = x0 + h
+            lp = f()
+            X[i][j] = x0 - h
+            lm = f()
+            X[i][j] = x0
+            fd[i][j] = (lp - lm) / (2 * h)
+    return fd
+
+
 def main():
     seed = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     rnd = random.Random(seed)
@@ -157,24 +179,11 @@ def main():
 
     Yr, Sr = recurrence(S0, args["a"], args["b"], args["c"], args["r"], args["q"], args["d"])
     Yc, Sc, _ = chunk_forward(S0, args["a"], args["b"], args["c"], args["r"], args["q"], args["d"])
-    rel = lambda A, B: math.sqrt(sum((x - y) ** 2 for ra, rb in zip(A, B) for x, y in zip(ra, rb)) /
-                                 max(1e-300, sum(y * y for rb in B for y in rb)))
     errs = {"forward Y": rel(Yc, Yr), "forward S_L": rel(Sc, Sr)}
     g = chunk_backward(S0, args["a"], args["b"], args["c"], args["r"], args["q"], args["d"], WY, WS)
-    h = 1e-6
     for name in ["S0", "a", "b", "c", "r", "q", "d"]:
         X = S0 if name == "S0" else args[name]
-        fd = mat(len(X), len(X[0]))
-        for i in range(len(X)):
-            for j in range(len(X[0])):
-                x0 = X[i][j]
-                X[i][j] = x0 + h
-                lp = loss(S0, **args)
-                X[i][j] = x0 - h
-                lm = loss(S0, **args)
-                X[i][j] = x0
-                fd[i][j] = (lp - lm) / (2 * h)
-        errs["grad " + name] = rel(g[name], fd)
+        errs["grad " + name] = rel(g[name], finite_differences(X, lambda: loss(S0, **args)))
     for k, v in errs.items():
         print("%-12s %.2e" % (k, v))
     sys.exit(0 if max(errs.values()) < 1e-6 else 1)

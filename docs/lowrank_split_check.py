@@ -22,14 +22,13 @@ chunks; the sequential pass's dS_0 against the one-chunk backward's; every
 gradient of sum(Y * WY) + sum(S_T * WS) against central finite differences.
 Exits 1 if any relative error is above 1e-6.  Run: python3 docs/lowrank_split_check.py [seed]
 """
-import math
 import os
 import random
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lowrank_chunk_check import add, mask, mat, mm, recurrence, solve_lower, solve_upper_T, tilde, tr  # noqa: E402
-from lowrank_chunk_check import chunk_backward  # noqa: E402
+from lowrank_chunk_check import chunk_backward, finite_differences, rel  # noqa: E402
 
 
 def identity(L):
@@ -108,8 +107,6 @@ def main():
         return sum(x * w for ry, rw in zip(Y, WY) for x, w in zip(ry, rw)) + \
             sum(x * w for rs, rw in zip(ST, WS) for x, w in zip(rs, rw))
 
-    rel = lambda A, B: math.sqrt(sum((x - y) ** 2 for ra, rb in zip(A, B) for x, y in zip(ra, rb)) /
-                                 max(1e-300, sum(y * y for rb in B for y in rb)))
     Yr, Sr = recurrence(S0, *(seq[n] for n in names))
     chunks = chunked(seq)
     Yc, Sc, starts = split_forward(S0, chunks)
@@ -118,20 +115,9 @@ def main():
     errs["dS_0 sequential"] = max(rel(g["dS0_split"], g["S0"]) for g in grads)
     g_all = {n: sum((g[n] for g in grads), []) for n in names}
     g_all["S0"] = dS0
-    h = 1e-6
     for name in ["S0"] + names:
         X = S0 if name == "S0" else seq[name]
-        fd = mat(len(X), len(X[0]))
-        for i in range(len(X)):
-            for j in range(len(X[0])):
-                x0 = X[i][j]
-                X[i][j] = x0 + h
-                lp = loss(S0, seq)
-                X[i][j] = x0 - h
-                lm = loss(S0, seq)
-                X[i][j] = x0
-                fd[i][j] = (lp - lm) / (2 * h)
-        errs["grad " + name] = rel(g_all[name], fd)
+        errs["grad " + name] = rel(g_all[name], finite_differences(X, lambda: loss(S0, seq)))
     for k, v in errs.items():
         print("%-16s %.2e" % (k, v))
     sys.exit(0 if max(errs.values()) < 1e-6 else 1)
