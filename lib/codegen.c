@@ -411,6 +411,28 @@ void cg_mma_tf32(codegen *cg, LLVMValueRef const a[4], LLVMValueRef const b[2], 
   for (unsigned i = 0; i < 4; i++) c[i] = LLVMBuildExtractValue(cg->b, d, i, "");
 }
 
+/* c += a b in float64 on a warp's tensor cores (sm_90: mma.sync m16n8k8
+ * .f64, the same fragment layout as the TF32 m16n8k8: A row-major, 4
+ * doubles a lane; B column-major, 2; C, 4).  float32 operands are exact in
+ * float64, so one product keeps every bit that the three of a 3xTF32
+ * product approximate, and the sum is a float64 one.  Inline PTX: LLVM 19
+ * has no intrinsic for the sm_90 float64 shapes. */
+void cg_mma_f64(codegen *cg, LLVMValueRef const a[4], LLVMValueRef const b[2], LLVMValueRef c[4]) {
+  if (cg->tgt.sm < 90) {
+    cg_error(cg, "mma m16n8k8 .f64 needs sm_90, target is %s", cg->tgt.arch);
+    return;
+  }
+  LLVMTypeRef f64 = cg->t_f64, args[10], ret4[4] = {f64, f64, f64, f64};
+  for (int i = 0; i < 10; i++) args[i] = f64;
+  LLVMTypeRef ret = LLVMStructTypeInContext(cg->llc, ret4, 4, 0);
+  LLVMValueRef vals[10] = {a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], c[2], c[3]};
+  LLVMValueRef d = inline_ptx(cg, ret, args, 10,
+                              "mma.sync.aligned.m16n8k8.row.col.f64.f64.f64.f64 {$0,$1,$2,$3}, "
+                              "{$4,$5,$6,$7}, {$8,$9}, {$10,$11,$12,$13};",
+                              "=d,=d,=d,=d,d,d,d,d,d,d,0,1,2,3", false, vals);
+  for (unsigned i = 0; i < 4; i++) c[i] = LLVMBuildExtractValue(cg->b, d, i, "");
+}
+
 /* Loop metadata on the back edge `br` (the branch to the loop's header):
  * unroll `count` times, or not at all (count 1): a self-referential !llvm.loop. */
 void cg_unroll(codegen *cg, LLVMValueRef br, int count) {

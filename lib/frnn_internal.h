@@ -559,6 +559,7 @@ void cg_unroll(codegen *cg, LLVMValueRef br, int count);
  * warp-wide mma.sync m16n8k8 (A row-major, B column-major, C float32). */
 void cg_split_tf32(codegen *cg, LLVMValueRef x, LLVMValueRef *hi, LLVMValueRef *lo);
 void cg_mma_tf32(codegen *cg, LLVMValueRef const a[4], LLVMValueRef const b[2], LLVMValueRef c[4]);
+void cg_mma_f64(codegen *cg, LLVMValueRef const a[4], LLVMValueRef const b[2], LLVMValueRef c[4]);
 /* f32 arithmetic with the `contract` flag (fmul+fadd may fuse to fma.rn;
  * same code, same bits).  fdiv is IEEE div.rn. */
 LLVMValueRef cg_fadd(codegen *cg, LLVMValueRef a, LLVMValueRef b);
@@ -804,6 +805,7 @@ typedef struct ck_plan {
   bool split_k;              /* products with fewer tiles than threads split their sums */
   bool mma;                  /* products on tensor cores (3xTF32) where their sizes allow */
   bool tf32;                 /* FRNN_CK_TF32=1: one TF32 product (not float32's precision; opt-in) */
+  bool f64;                  /* products in float64 on the tensor cores (sm_90: mma .f64), not 3xTF32 */
   int mma_tiles;             /* their 16 x 8 tiles per warp, at most */
   int unroll_fwd, unroll_bwd; /* their k-loops unrolled this many times where a warp has 1 or 2 tiles */
   bool spread;               /* the backward's independent small products start on different warps */
@@ -811,9 +813,10 @@ typedef struct ck_plan {
   ck_layout fw, bw;
   unsigned fwd_smem, bwd_smem, chain_smem; /* bytes */
 } ck_plan;
-/* Fit a plan into max_shared bytes per block; FRNN_E_UNSUPPORTED if none. */
+/* Fit a plan into max_shared bytes per block for compute capability sm
+ * (90: float64 products on the tensor cores); FRNN_E_UNSUPPORTED if none. */
 frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, int64_t M, int64_t N,
-                         int max_shared, ck_plan *out);
+                         int sm, int max_shared, ck_plan *out);
 enum { CK_KERNEL_FWD = 1, CK_KERNEL_BWD = 2 }; /* BWD: frnn_ck_bwd and frnn_ck_chain */
 /* Floats the checkpoints hold per chunk beside its state: the low-rank
  * class's columns X [L][M] and inverse [L][L] (the backward loads them). */

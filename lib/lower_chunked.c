@@ -109,7 +109,7 @@ static bool fits(ck_plan *p, const chunk_gpu *g, int n_out, int L, int max_share
 }
 
 frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, int64_t M, int64_t N,
-                         int max_shared, ck_plan *out) {
+                         int sm, int max_shared, ck_plan *out) {
   memset(out, 0, sizeof *out);
   out->M = M, out->N = N;
   out->nd = g->cf.decay_cls == FRNN_ROW ? (int)N : 1;
@@ -143,10 +143,20 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * default; bfloat16 tensors' 1e-2 bound is what it can be held to. */
   env = getenv("FRNN_CK_TF32");
   out->tf32 = mma_on && env && strcmp(env, "1") == 0;
-  /* 16 x 8 tiles a warp at most (H100, 256 threads: GLA fw+bw 5.16 ms at
-   * 4, 5.10 at 8; at 512 threads 8 spilled) */
+  /* sm_90: each product once in float64 on the tensor cores (mma .f64)
+   * instead of three TF32 products: exact operands and a float64 sum, and
+   * faster (H100, fw+bw: delta rule 8.19 -> 7.88 ms, Mamba-2 4.49 -> 4.23;
+   * Mamba-2's grad A at 64 x 64 float32, T = 1000: 1.9e-5 at worst in 3xTF32,
+   * 1.5e-6 in two runs).  FRNN_CK_F64=0 keeps 3xTF32 (the only form before
+   * sm_90). */
+  env = getenv("FRNN_CK_F64");
+  out->f64 = mma_on && !out->tf32 && sm >= 90 && !(env && strcmp(env, "0") == 0);
+  /* 16 x 8 tiles a warp at most: 3xTF32 8 (H100, 256 threads: GLA fw+bw
+   * 5.16 ms at 4, 5.10 at 8; at 512 threads 8 spilled); float64 4, its
+   * accumulators being twice the registers (delta rule 7.88 -> 7.78 ms,
+   * RWKV-7 10.46 -> 10.16) */
   env = getenv("FRNN_CK_MMA_TILES");
-  out->mma_tiles = env && atoi(env) >= 1 && atoi(env) <= 8 ? atoi(env) : 8;
+  out->mma_tiles = env && atoi(env) >= 1 && atoi(env) <= 8 ? atoi(env) : out->f64 ? 4 : 8;
   /* The backward's products spread over the warps, their k-loops unrolled
    * (H100, fw+bw: delta rule 11.27 -> 9.26 ms, GLA 4.18 -> 4.05), except
    * in a backward with more than four (term, update) pairs' worth of
@@ -853,9 +863,11 @@ static void run_mma(mm *m) {
   }
   enum { RMAX = 8 };
   int blocks_q = tq / rq, blocks = (tp / rp) * blocks_q;
-  LLVMValueRef acc[RMAX][4];
+  bool dp = k->p->f64;
+  LLVMTypeRef acc_t = dp ? cg->t_f64 : cg->t_f32;
+  LLVMValueRef acc[RMAX][4], zero = dp ? LLVMConstReal(cg->t_f64, 0.0) : fzero(k);
   for (int i = 0; i < rp * rq; i++)
-    for (int e = 0; e < 4; e++) acc[i][e] = slot_of(k, cg->t_f32);
+    for (int e = 0; e < 4; e++) acc[i][e] = slot_of(k, acc_t);
   LLVMValueRef g = LLVMBuildLShr(cg->b, k->lane, i32c(k, 2), ""), t = LLVMBuildAnd(cg->b, k->lane, i32c(k, 3), "");
   /* Block 0 goes to warp k->rot (spread products): products with fewer
    * blocks than warps that follow each other without a barrier then run
@@ -870,7 +882,7 @@ static void run_mma(mm *m) {
   LLVMValueRef p0 = mul(k, LLVMBuildUDiv(cg->b, blk, i32c(k, blocks_q), ""), i32c(k, rp * 16));
   LLVMValueRef q0 = mul(k, LLVMBuildURem(cg->b, blk, i32c(k, blocks_q), ""), i32c(k, rq * 8));
   for (int i = 0; i < rp * rq; i++)
-    for (int e = 0; e < 4; e++) cg_store(cg, fzero(k), acc[i][e]);
+    for (int e = 0; e < 4; e++) cg_store(cg, zero, acc[i][e]);
   cloop lk = loop_open(k, i32c(k, 0), i32c(k, m->K), i32c(k, 8));
   /* Unrolled in full: spills, and 7% slower (GLA fw+bw, H100).  A warp
    * with one or two tiles waits on each step's three dependent mma: a few
@@ -878,33 +890,53 @@ static void run_mma(mm *m) {
   lk.unroll = rp * rq > 2 ? 1 : k->lay == &k->p->bw ? k->p->unroll_bwd : k->p->unroll_fwd;
   LLVMValueRef kk = loop_var(k, &lk), kt = add(k, kk, t), kt4 = add(k, kt, i32c(k, 4)), unused;
   LLVMValueRef ahi[RMAX][4], alo[RMAX][4], bhi[RMAX][2], blo[RMAX][2];
-  for (int i = 0; i < rp; i++) {
-    LLVMValueRef r = add(k, add(k, p0, i32c(k, 16 * i)), g), r8 = add(k, r, i32c(k, 8));
-    LLVMValueRef rows[4] = {r, r8, r, r8}, cols[4] = {kt, kt, kt4, kt4};
-    for (int e = 0; e < 4; e++) cg_split_tf32(cg, m->a(m, rows[e], cols[e], &unused), &ahi[i][e], &alo[i][e]);
-  }
-  for (int j = 0; j < rq; j++) {
-    LLVMValueRef c = add(k, add(k, q0, i32c(k, 8 * j)), g);
-    cg_split_tf32(cg, m->b(m, kt, c, &unused), &bhi[j][0], &blo[j][0]);
-    cg_split_tf32(cg, m->b(m, kt4, c, &unused), &bhi[j][1], &blo[j][1]);
-  }
-  /* Each step of 8 into a fresh accumulator, then added in float32: the
-   * tensor cores' own additions truncate, and their bias over a long sum
-   * would exceed float32 rounding (Mamba-2's grad A, 1.5e-5 at 128 x 128). */
-  for (int i = 0; i < rp; i++)
-    for (int j = 0; j < rq; j++) {
-      LLVMValueRef c[4], old[4];
-      for (int e = 0; e < 4; e++) old[e] = cg_load(cg, cg->t_f32, acc[i * rq + j][e]), c[e] = fzero(k);
-      if (k->p->tf32) { /* opted out of float32's precision: one product, accumulated in the mma */
-        cg_mma_tf32(cg, ahi[i], bhi[j], old);
-        for (int e = 0; e < 4; e++) cg_store(cg, old[e], acc[i * rq + j][e]);
-        continue;
-      }
-      cg_mma_tf32(cg, alo[i], bhi[j], c); /* the small parts first */
-      cg_mma_tf32(cg, ahi[i], blo[j], c);
-      cg_mma_tf32(cg, ahi[i], bhi[j], c);
-      for (int e = 0; e < 4; e++) cg_store(cg, cg_fadd(cg, old[e], c[e]), acc[i * rq + j][e]);
+  if (dp) { /* one float64 product, summed in the mma: exact operands, a float64 sum */
+    for (int i = 0; i < rp; i++) {
+      LLVMValueRef r = add(k, add(k, p0, i32c(k, 16 * i)), g), r8 = add(k, r, i32c(k, 8));
+      LLVMValueRef rows[4] = {r, r8, r, r8}, cols[4] = {kt, kt, kt4, kt4};
+      for (int e = 0; e < 4; e++) ahi[i][e] = f64(k, m->a(m, rows[e], cols[e], &unused));
     }
+    for (int j = 0; j < rq; j++) {
+      LLVMValueRef c = add(k, add(k, q0, i32c(k, 8 * j)), g);
+      bhi[j][0] = f64(k, m->b(m, kt, c, &unused));
+      bhi[j][1] = f64(k, m->b(m, kt4, c, &unused));
+    }
+    for (int i = 0; i < rp; i++)
+      for (int j = 0; j < rq; j++) {
+        LLVMValueRef c[4];
+        for (int e = 0; e < 4; e++) c[e] = cg_load(cg, acc_t, acc[i * rq + j][e]);
+        cg_mma_f64(cg, ahi[i], bhi[j], c);
+        for (int e = 0; e < 4; e++) cg_store(cg, c[e], acc[i * rq + j][e]);
+      }
+  } else {
+    for (int i = 0; i < rp; i++) {
+      LLVMValueRef r = add(k, add(k, p0, i32c(k, 16 * i)), g), r8 = add(k, r, i32c(k, 8));
+      LLVMValueRef rows[4] = {r, r8, r, r8}, cols[4] = {kt, kt, kt4, kt4};
+      for (int e = 0; e < 4; e++) cg_split_tf32(cg, m->a(m, rows[e], cols[e], &unused), &ahi[i][e], &alo[i][e]);
+    }
+    for (int j = 0; j < rq; j++) {
+      LLVMValueRef c = add(k, add(k, q0, i32c(k, 8 * j)), g);
+      cg_split_tf32(cg, m->b(m, kt, c, &unused), &bhi[j][0], &blo[j][0]);
+      cg_split_tf32(cg, m->b(m, kt4, c, &unused), &bhi[j][1], &blo[j][1]);
+    }
+    /* Each step of 8 into a fresh accumulator, then added in float32: the
+     * tensor cores' own additions truncate, and their bias over a long sum
+     * would exceed float32 rounding (Mamba-2's grad A, 1.5e-5 at 128 x 128). */
+    for (int i = 0; i < rp; i++)
+      for (int j = 0; j < rq; j++) {
+        LLVMValueRef c[4], old[4];
+        for (int e = 0; e < 4; e++) old[e] = cg_load(cg, cg->t_f32, acc[i * rq + j][e]), c[e] = fzero(k);
+        if (k->p->tf32) { /* opted out of float32's precision: one product, accumulated in the mma */
+          cg_mma_tf32(cg, ahi[i], bhi[j], old);
+          for (int e = 0; e < 4; e++) cg_store(cg, old[e], acc[i * rq + j][e]);
+          continue;
+        }
+        cg_mma_tf32(cg, alo[i], bhi[j], c); /* the small parts first */
+        cg_mma_tf32(cg, ahi[i], blo[j], c);
+        cg_mma_tf32(cg, ahi[i], bhi[j], c);
+        for (int e = 0; e < 4; e++) cg_store(cg, cg_fadd(cg, old[e], c[e]), acc[i * rq + j][e]);
+      }
+  }
   loop_close(k, &lk);
   LLVMValueRef t2 = mul(k, t, i32c(k, 2));
   for (int i = 0; i < rp; i++)
@@ -912,7 +944,8 @@ static void run_mma(mm *m) {
       for (int e = 0; e < 4; e++) {
         LLVMValueRef r = add(k, add(k, p0, i32c(k, 16 * i + (e >= 2 ? 8 : 0))), g);
         LLVMValueRef c = add(k, add(k, q0, i32c(k, 8 * j + (e & 1))), t2);
-        m->epi(m, r, c, cg_load(cg, cg->t_f32, acc[i * rq + j][e]));
+        LLVMValueRef sum = cg_load(cg, acc_t, acc[i * rq + j][e]);
+        m->epi(m, r, c, dp ? LLVMBuildFPTrunc(cg->b, sum, cg->t_f32, "") : sum);
       }
   loop_close(k, &lw);
 }

@@ -259,7 +259,7 @@ START_TEST(low_rank_forms) {
   ck_assert(g.seed_c[1] == -1 && g.seed_c[0] >= 0 && g.seed_o[1] == -1);
   ck_assert(g.seed_kind[g.seed_w[1]] == CK_SEED_RA && g.seed_kind[g.seed_r[1]] == CK_SEED_RB);
   ck_plan p;
-  ck_assert_msg(ck_plan_make(ctx, s, &g, 128, 128, 232448, &p) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  ck_assert_msg(ck_plan_make(ctx, s, &g, 128, 128, 90, 232448, &p) == FRNN_OK, "%s", frnn_ctx_error(ctx));
   ck_assert(p.fwd_smem <= 232448 && p.bwd_smem <= 232448 && p.mma);
   ck_assert(p.fw.TI >= 0 && p.fw.XT >= 0 && p.bw.TI >= 0 && p.bw.XT >= 0);
   ck_assert_int_eq(p.BM, 128); /* a block a head, chunks of 16 (32 does not fit) */
@@ -290,7 +290,7 @@ START_TEST(low_rank_workspace) {
   ck_assert(target_parse(ctx, "sm_90", &t) == FRNN_OK);
   frnn_sizes sz = {.B = 2, .T = 100, .H = 3, .M = 128, .N = 128};
   ck_plan p;
-  ck_assert(ck_plan_make(ctx, s, &g, sz.M, sz.N, t.max_shared_bytes_optin, &p) == FRNN_OK);
+  ck_assert(ck_plan_make(ctx, s, &g, sz.M, sz.N, t.sm, t.max_shared_bytes_optin, &p) == FRNN_OK);
   /* inputs given in full: nothing broadcast, no partial gradients */
   int n_in = frnn_step_port_count(s, FRNN_PORT_INPUT);
   int64_t shapes[FRNN_MAX_PORTS][5];
@@ -464,7 +464,7 @@ START_TEST(gpu_form_verdicts) {
     if (_i == 8) ck_assert(g.n_ld == 2 && !g.ld_neg[0] && g.ld_neg[1]);
     ck_assert_ptr_nonnull(g.terms_adj);
     ck_plan p;
-    ck_assert_msg(ck_plan_make(ctx, s, &g, 128, 128, 232448, &p) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+    ck_assert_msg(ck_plan_make(ctx, s, &g, 128, 128, 90, 232448, &p) == FRNN_OK, "%s", frnn_ctx_error(ctx));
     ck_assert_int_eq(p.BM, 128);
     ck_assert_int_eq(p.MB, 1);
     ck_assert_int_eq(p.L, 32);
@@ -475,15 +475,15 @@ START_TEST(gpu_form_verdicts) {
     ck_assert(p.mma && p.mma_tiles >= 1);
     ck_assert(p.sn % 32 == 4 && p.sm % 32 == 4 && p.sl % 32 == 4 && p.Np % 4 == 0 && p.Mp % 4 == 0);
     ck_assert(p.sn >= p.Np && p.sm >= p.Mp && p.sl >= p.L);
-    ck_assert_msg(ck_plan_make(ctx, s, &g, 128, 128, 16384, &p) == FRNN_E_UNSUPPORTED, "planned past the limit");
+    ck_assert_msg(ck_plan_make(ctx, s, &g, 128, 128, 90, 16384, &p) == FRNN_E_UNSUPPORTED, "planned past the limit");
     ck_assert_ptr_nonnull(strstr(frnn_ctx_error(ctx), "shared memory"));
-    ck_assert_msg(ck_plan_make(ctx, s, &g, 3, 5, 232448, &p) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+    ck_assert_msg(ck_plan_make(ctx, s, &g, 3, 5, 90, 232448, &p) == FRNN_OK, "%s", frnn_ctx_error(ctx));
     ck_assert(p.Mp == 4 && p.Np == 8 && p.BM == 3);
     /* sizes that are no multiple of the mma tile: CUDA cores, odd strides
      * (no bank conflicts between the rows a warp reads side by side) */
     ck_assert(!p.mma && p.sn % 2 == 1 && p.sm % 2 == 1 && p.sl % 2 == 1);
     setenv("FRNN_CK_MMA", "0", 1);
-    ck_assert(ck_plan_make(ctx, s, &g, 128, 128, 232448, &p) == FRNN_OK);
+    ck_assert(ck_plan_make(ctx, s, &g, 128, 128, 90, 232448, &p) == FRNN_OK);
     unsetenv("FRNN_CK_MMA");
     ck_assert(!p.mma && p.sn == 129 && p.sm == 129 && p.sl == 33);
     chunk_gpu_free(&g);

@@ -200,15 +200,32 @@ START_TEST(chunked_variants_assemble) {
 END_TEST
 
 /* Which products go to tensor cores is the plan's decision: at 128 x 128
- * every plain product of GLA's kernels (mma.sync in TF32), at 3 x 5 none
- * (CUDA cores), and none with FRNN_CK_MMA=0; the backward loads its chunk
- * states by cp.async and adds the terms' gradients by atomics. */
+ * every plain product of GLA's kernels (mma.sync, in float64 on sm_90), at
+ * 3 x 5 none (CUDA cores), and none with FRNN_CK_MMA=0; the backward loads
+ * its chunk states by cp.async and adds the terms' gradients by atomics. */
+static const char MMA_TF32[] = "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32";
+static const char MMA_F64[] = "mma.sync.aligned.m16n8k8.row.col.f64.f64.f64.f64";
+
+/* The step's PTX for 128 x 128 bf16 on arch, with knob=value set (NULL: none). */
+static char *chunked_ptx(const char *file, const char *arch, const char *knob, const char *value) {
+  if (knob) setenv(knob, value, 1);
+  frnn_ctx *ctx; /* a context per call: a context keeps its chunked plans, knobs included */
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  frnn_step *s;
+  ck_assert(frnn_step_load(ctx, test_source_path(file), &s) == FRNN_OK);
+  frnn_codegen_options o = {.M = 128, .N = 128, .dtype = {kDLBfloat, 16, 1}, .arch = arch};
+  char *ptx = NULL;
+  ck_assert_msg(frnn_compile_ptx(ctx, s, &o, &ptx) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  frnn_step_destroy(s);
+  frnn_ctx_destroy(ctx);
+  if (knob) unsetenv(knob);
+  return ptx;
+}
+
 START_TEST(chunked_products_on_tensor_cores) {
-  const char *mma = "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32";
   struct { int M, N; const char *knob; bool want; } cases[] = {
       {128, 128, NULL, true}, {64, 96, NULL, true}, {3, 5, NULL, false}, {128, 128, "0", false}};
   for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
-    /* a context per case: a context keeps its chunked plans, knobs included */
     if (cases[c].knob) setenv("FRNN_CK_MMA", cases[c].knob, 1);
     frnn_ctx *ctx;
     ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
@@ -217,36 +234,30 @@ START_TEST(chunked_products_on_tensor_cores) {
     frnn_codegen_options o = {.M = cases[c].M, .N = cases[c].N, .dtype = {kDLBfloat, 16, 1}};
     char *ptx = NULL;
     ck_assert_msg(frnn_compile_ptx(ctx, s, &o, &ptx) == FRNN_OK, "%s", frnn_ctx_error(ctx));
-    ck_assert_msg((strstr(ptx, mma) != NULL) == cases[c].want, "%d x %d FRNN_CK_MMA=%s: mma.sync %s", cases[c].M,
-                  cases[c].N, cases[c].knob ? cases[c].knob : "(unset)", cases[c].want ? "missing" : "present");
+    ck_assert_msg((strstr(ptx, MMA_F64) != NULL) == cases[c].want, "%d x %d FRNN_CK_MMA=%s: mma.sync %s",
+                  cases[c].M, cases[c].N, cases[c].knob ? cases[c].knob : "(unset)",
+                  cases[c].want ? "missing" : "present");
+    ck_assert(!strstr(ptx, MMA_TF32));
     ck_assert(strstr(ptx, "cp.async.ca.shared.global") && strstr(ptx, "atom.global.add.f32"));
     frnn_free(ptx);
     frnn_step_destroy(s);
     frnn_ctx_destroy(ctx);
     unsetenv("FRNN_CK_MMA");
   }
-  /* FRNN_CK_TF32=1: one product per k-step where the default has three;
-   * the low-rank class (the delta rule) on tensor cores too */
-  int n_mma[3];
-  for (int c = 0; c < 3; c++) {
-    if (c == 1) setenv("FRNN_CK_TF32", "1", 1);
-    frnn_ctx *ctx;
-    ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
-    frnn_step *s;
-    ck_assert(frnn_step_load(ctx, test_source_path(c == 2 ? "examples/delta_rule.frnn" : "examples/gla.frnn"), &s) ==
-              FRNN_OK);
-    frnn_codegen_options o = {.M = 128, .N = 128, .dtype = {kDLBfloat, 16, 1}};
-    char *ptx = NULL;
-    ck_assert_msg(frnn_compile_ptx(ctx, s, &o, &ptx) == FRNN_OK, "%s", frnn_ctx_error(ctx));
-    n_mma[c] = count(ptx, mma);
-    frnn_free(ptx);
-    frnn_step_destroy(s);
-    frnn_ctx_destroy(ctx);
-    unsetenv("FRNN_CK_TF32");
-  }
-  ck_assert_msg(n_mma[1] > 0 && n_mma[0] == 3 * n_mma[1], "mma.sync: %d by default, %d with FRNN_CK_TF32=1", n_mma[0],
-                n_mma[1]);
-  ck_assert_int_gt(n_mma[2], 0);
+  /* 3xTF32 (FRNN_CK_F64=0, and sm_80's only form): three products per
+   * k-step where FRNN_CK_TF32=1 has one and float64 one (tiles of the same
+   * count a warp); the low-rank class (the delta rule) on tensor cores too */
+  char *three = chunked_ptx("examples/gla.frnn", NULL, "FRNN_CK_F64", "0");
+  char *ampere = chunked_ptx("examples/gla.frnn", "sm_80", NULL, NULL);
+  char *one = chunked_ptx("examples/gla.frnn", NULL, "FRNN_CK_TF32", "1");
+  char *dp = chunked_ptx("examples/gla.frnn", NULL, "FRNN_CK_MMA_TILES", "8");
+  char *delta = chunked_ptx("examples/delta_rule.frnn", NULL, NULL, NULL);
+  int n3 = count(three, MMA_TF32), n1 = count(one, MMA_TF32), n64 = count(dp, MMA_F64);
+  ck_assert_msg(n1 > 0 && n3 == 3 * n1 && n64 == n1 && !strstr(three, MMA_F64) && !strstr(one, MMA_F64),
+                "mma.sync: 3xTF32 %d, FRNN_CK_TF32=1 %d, float64 %d", n3, n1, n64);
+  ck_assert_msg(strstr(ampere, MMA_TF32) && !strstr(ampere, MMA_F64), "sm_80: not 3xTF32");
+  ck_assert_int_gt(count(delta, MMA_F64), 0);
+  frnn_free(three), frnn_free(ampere), frnn_free(one), frnn_free(dp), frnn_free(delta);
 }
 END_TEST
 
