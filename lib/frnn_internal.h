@@ -807,6 +807,7 @@ typedef struct ck_plan {
   bool tf32;                 /* FRNN_CK_TF32=1: one TF32 product (not float32's precision; opt-in) */
   bool f64;                  /* products in float64 on the tensor cores (sm_90: mma .f64), not 3xTF32 */
   int mma_tiles;             /* their 16 x 8 tiles per warp, at most */
+  int threads_fwd, mma_tiles_fwd; /* the forward kernel's own (threads: the others') */
   int unroll_fwd, unroll_bwd; /* their k-loops unrolled this many times where a warp has 1 or 2 tiles */
   bool spread;               /* the backward's independent small products start on different warps */
   int n_sc, n_sc_adj;        /* scalar nodes materialised per step (step, adjoint) */

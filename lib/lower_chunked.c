@@ -157,6 +157,13 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * RWKV-7 10.46 -> 10.16) */
   env = getenv("FRNN_CK_MMA_TILES");
   out->mma_tiles = env && atoi(env) >= 1 && atoi(env) <= 8 ? atoi(env) : out->f64 ? 4 : 8;
+  /* The forward's own shape: in float64, 2 tiles a warp (more warps on the
+   * [L,N] products); and 512 threads where no rank-one term's solve adds
+   * to the registers (H100 fw ms at 512 threads: Mamba-2 1.09 -> 1.01,
+   * GLA 1.01 -> 0.95; delta rule 2.21 -> 2.43).  The backward stays at 256:
+   * at 512 its registers spill. */
+  out->mma_tiles_fwd = env && *env ? out->mma_tiles : out->f64 ? 2 : out->mma_tiles;
+  out->threads_fwd = getenv("FRNN_CK_THREADS") || !out->f64 || g->rank_lin >= 0 ? out->threads : 512;
   /* The backward's products spread over the warps, their k-loops unrolled
    * (H100, fw+bw: delta rule 11.27 -> 9.26 ms, GLA 4.18 -> 4.05), except
    * in a backward with more than four (term, update) pairs' worth of
@@ -164,10 +171,15 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * 255 registers already, it spilled (RWKV-7: 12.70 -> 14.55 ms). */
   int paths = out->split ? 2 : 1, pairs = g->n_lin * g->n_upd;
   bool tight = paths * pairs > 4;
+  /* float64 products: 8 (H100, fw ms, 4 -> 8: delta rule 2.29 -> 2.22,
+   * RWKV-7 2.27 -> 2.20; fw+bw, the backward's at 8 too: Mamba-2 4.10 ->
+   * 4.08), except in the backward of a rank-one term's solve (gated 8.89 ->
+   * 9.33, RWKV-7 10.13 -> 10.92) */
   env = getenv("FRNN_CK_MMA_UNROLL");
-  int unroll = env && atoi(env) >= 1 && atoi(env) <= 16 ? atoi(env) : 4;
-  out->unroll_fwd = unroll;
-  out->unroll_bwd = tight && !(env && *env) ? 1 : unroll;
+  bool set = env && *env;
+  int unroll = set && atoi(env) >= 1 && atoi(env) <= 16 ? atoi(env) : 4;
+  out->unroll_fwd = set ? unroll : out->f64 ? 8 : 4;
+  out->unroll_bwd = set ? unroll : tight ? 1 : out->f64 && g->rank_lin < 0 ? 8 : 4;
   env = getenv("FRNN_CK_SPREAD");
   out->spread = env && *env ? strcmp(env, "0") != 0 : !tight;
   env = getenv("FRNN_CK_MINB");
@@ -254,6 +266,7 @@ struct ck {
   LLVMValueRef t0, c;                /* i64: the chunk's first step, its index */
   LLVMBasicBlockRef entry;
   const ck_layout *lay;
+  int threads, tiles;                /* this kernel's threads a block, mma tiles a warp at most */
   ev *e;                             /* the evaluator of the kernel's graph */
   ev *ea;                            /* fused backward: the term prologue's adjoint's */
   LLVMValueRef seed_ptr[CK_MAX_SEEDS]; /* each seed's array in the workspace */
@@ -468,7 +481,7 @@ static void scalar_pass(ev *e) {
     cg_error(cg, "out of memory");
     return;
   }
-  cloop l = loop_open(k, k->warp, i32c(k, L), i32c(k, k->p->threads / 32));
+  cloop l = loop_open(k, k->warp, i32c(k, L), i32c(k, k->threads / 32));
   LLVMValueRef u = loop_var(k, &l), t = clamp_t(k, u);
   e->sreg = sreg;
   e->in_scalar_pass = true;
@@ -582,7 +595,7 @@ typedef struct elems {
 } elems;
 static elems elems_open(ck *k, int count, int E) {
   elems r;
-  r.l = loop_open(k, k->tid, i32c(k, count), i32c(k, k->p->threads));
+  r.l = loop_open(k, k->tid, i32c(k, count), i32c(k, k->threads));
   LLVMValueRef idx = loop_var(k, &r.l);
   r.u = LLVMBuildUDiv(k->cg->b, idx, i32c(k, E), "");
   r.x = LLVMBuildURem(k->cg->b, idx, i32c(k, E), "");
@@ -667,7 +680,7 @@ static void term_arrays(ck *k, const gtensor *gout) {
   /* running sum over the chunk, a thread per column; a column whose log
    * decay leaves [-DECAY_SPLIT_MAX, DECAY_SPLIT_MAX] clears the flag */
   {
-    cloop l = loop_open(k, k->tid, i32c(k, ndp), i32c(k, k->p->threads));
+    cloop l = loop_open(k, k->tid, i32c(k, ndp), i32c(k, k->threads));
     LLVMValueRef j = loop_var(k, &l);
     LLVMValueRef acc = slot_of(k, cg->t_f32), big = slot_of(k, cg->t_f32);
     cg_store(cg, fzero(k), acc);
@@ -691,7 +704,7 @@ static void term_arrays(ck *k, const gtensor *gout) {
                      : LLVMConstInt(cg->t_i1, 0, 0);
   /* P_last per column, and the factored arrays where the flag allows */
   {
-    cloop l = loop_open(k, k->tid, i32c(k, p->Np), i32c(k, k->p->threads));
+    cloop l = loop_open(k, k->tid, i32c(k, p->Np), i32c(k, k->threads));
     LLVMValueRef j = loop_var(k, &l);
     sh_st(k, ly->EL, j, fexp(k, bx(k, lastrow(k), j)));
     loop_close(k, &l);
@@ -780,7 +793,7 @@ static mm new_mm(ck *k, int P, int Q, int K) { return (mm){.k = k, .P = P, .Q = 
 static void run_mm(mm *m) {
   ck *k = m->k;
   codegen *cg = k->cg;
-  int tq = m->Q / TILE, tiles = (m->P / TILE) * tq, threads = k->p->threads;
+  int tq = m->Q / TILE, tiles = (m->P / TILE) * tq, threads = k->threads;
   /* Fewer tiles than threads (the [L,N] and [L,L] products): the sum over
    * k is split over `split` neighbouring lanes, which add their parts by
    * shuffles (a fixed order: reproducible); whole warps, or none. */
@@ -851,12 +864,12 @@ static bool mma_fits(const mm *m) {
 static void run_mma(mm *m) {
   ck *k = m->k;
   codegen *cg = k->cg;
-  int tp = m->P / 16, tq = m->Q / 8, warps = k->p->threads / 32;
+  int tp = m->P / 16, tq = m->Q / 8, warps = k->threads / 32;
   /* The largest block of tiles per warp (fragments reused across it) that
    * still gives every warp a block, at most 8 tiles (32 accumulators). */
   int rp = 1, rq = 1;
   for (;;) {
-    if (rp * rq * 2 > k->p->mma_tiles) break;
+    if (rp * rq * 2 > k->tiles) break;
     if (tq % (2 * rq) == 0 && (tp / rp) * (tq / (2 * rq)) >= warps) rq *= 2;
     else if (tp % (2 * rp) == 0 && (tp / (2 * rp)) * (tq / rq) >= warps) rp *= 2;
     else break;
@@ -1230,7 +1243,7 @@ static LLVMValueRef a_G_t(mm *m, LLVMValueRef i, LLVMValueRef u, LLVMValueRef *a
  * class").  Both go through TI = (I - G_ab)^-1, formed once per chunk by
  * L threads: each solve is then one more [L,L] x [L,M] product. */
 static void zero_xt(ck *k) {
-  cloop l = loop_open(k, k->tid, i32c(k, k->p->L * k->p->sm), i32c(k, k->p->threads));
+  cloop l = loop_open(k, k->tid, i32c(k, k->p->L * k->p->sm), i32c(k, k->threads));
   sh_st(k, k->lay->XT, loop_var(k, &l), fzero(k));
   loop_close(k, &l);
 }
@@ -1355,7 +1368,10 @@ static void rank_gradient(ck *k) {
 /* --------------------------------------------------------------- kernels */
 static void setup(ck *k, const char *name, LLVMTypeRef *types, int n) {
   codegen *cg = k->cg;
-  cg_kernel(cg, name, types, n, k->p->threads, k->p->min_blocks);
+  bool fwd = k->lay == &k->p->fw;
+  k->threads = fwd ? k->p->threads_fwd : k->p->threads;
+  k->tiles = fwd ? k->p->mma_tiles_fwd : k->p->mma_tiles;
+  cg_kernel(cg, name, types, n, k->threads, k->p->min_blocks);
   /* No two pointers reach the same memory (pipeline.c refuses states
    * updated in place; the workspace's arrays are disjoint): loads may then
    * pass stores through other pointers, and read-only ones go through the
@@ -1378,7 +1394,7 @@ typedef struct sloop {
 } sloop;
 static sloop state_open(ck *k) {
   sloop r;
-  r.l = loop_open(k, k->tid, i32c(k, k->p->Mp * k->p->Np), i32c(k, k->p->threads));
+  r.l = loop_open(k, k->tid, i32c(k, k->p->Mp * k->p->Np), i32c(k, k->threads));
   LLVMValueRef idx = loop_var(k, &r.l);
   r.i = LLVMBuildUDiv(k->cg->b, idx, i32c(k, k->p->Np), "");
   r.n = LLVMBuildURem(k->cg->b, idx, i32c(k, k->p->Np), "");
@@ -1523,7 +1539,7 @@ static void lower_ck_fwd(ck *k) {
   scalar_pass(k->e);
   cg_barrier(cg);
   for (int q = 0; q < n_out; q++) {
-    cloop l = loop_open(k, k->tid, i32c(k, p->L * p->sm), i32c(k, k->p->threads));
+    cloop l = loop_open(k, k->tid, i32c(k, p->L * p->sm), i32c(k, k->threads));
     sh_st(k, k->lay->Y[q], loop_var(k, &l), fzero(k));
     loop_close(k, &l);
   }
@@ -1656,7 +1672,7 @@ static void chain_chunk(ck *k, ev *e, int at_gin) {
     LLVMBasicBlockRef no = if_open(k, LLVMBuildNot(cg->b, is_null(k, gin.ptr), ""));
     if (k->spec->in_bcast[i] & 2) {
       /* Broadcast over T: this chunk's sum, float32 at [(c B + b) H + h][E]. */
-      cloop l = loop_open(k, k->tid, i32c(k, (int)E), i32c(k, k->p->threads));
+      cloop l = loop_open(k, k->tid, i32c(k, (int)E), i32c(k, k->threads));
       LLVMValueRef x = sext(k, loop_var(k, &l));
       LLVMValueRef acc = slot_of(k, cg->t_f64); /* float64: a sum over many steps */
       cg_store(cg, LLVMConstReal(cg->t_f64, 0), acc);
@@ -1679,7 +1695,12 @@ static void chain_chunk(ck *k, ev *e, int at_gin) {
       LLVMValueRef x = sext(k, r.x), t = add(k, k->t0, sext(k, r.u));
       LLVMValueRef i_ = cls == FRNN_COL ? x : NULL, j_ = cls == FRNN_ROW ? x : NULL;
       LLVMValueRef v = gv == NODE_NONE ? fzero(k) : ev_at(e, gv, r.u, t, i_, j_);
-      cg_store_elem(cg, gin.ptr, toff(k, gin.st, t, i_, j_), gin.dt, v);
+      /* Shared by the heads (and not over T): every head adds into one float32
+       * partial, zeroed before (its head stride is 0), instead of a partial
+       * per head that a reduction would read again (H100, Mamba-2's b and c:
+       * 2 x 134 MB written, 2 x 56 us of reduction). */
+      if (k->spec->in_bcast[i] & 4) global_add(k, gin.ptr, toff(k, gin.st, t, i_, j_), v);
+      else cg_store_elem(cg, gin.ptr, toff(k, gin.st, t, i_, j_), gin.dt, v);
       if_close(k, in_seq);
       elems_close(k, &r);
     }
@@ -1734,7 +1755,7 @@ static void lower_ck_bwd(ck *k) {
       if (g->seed_kind[q] == CK_SEED_IND) continue;
       int64_t E = g->seed_cls[q] == FRNN_COL ? p->M : p->N;
       LLVMValueRef base = cg_gep(cg, cg->t_f32, k->seed_ptr[q], mul(k, add(k, mul(k, k->b, k->H), k->h), i64c(k, p->L * E)));
-      cloop l = loop_open(k, k->tid, i32c(k, (int)(p->L * E)), i32c(k, p->threads));
+      cloop l = loop_open(k, k->tid, i32c(k, (int)(p->L * E)), i32c(k, k->threads));
       cg_store(cg, fzero(k), cg_gep(cg, cg->t_f32, base, loop_var(k, &l)));
       loop_close(k, &l);
     }
@@ -1745,7 +1766,7 @@ static void lower_ck_bwd(ck *k) {
    * starts from it (design-chunked.md); no decay (the delta rule), no
    * gradient */
   if (g->n_ld > 0) {
-    cloop l = loop_open(k, k->tid, i32c(k, p->Np), i32c(k, k->p->threads));
+    cloop l = loop_open(k, k->tid, i32c(k, p->Np), i32c(k, k->threads));
     LLVMValueRef nn = loop_var(k, &l);
     LLVMValueRef acc = fzero(k);
     for (int i = 0; i < p->Mp; i++) {
@@ -1849,7 +1870,7 @@ static void lower_ck_bwd(ck *k) {
     while (segs > 1 && (p->L % segs || segs * p->Np > p->L * p->sl)) segs /= 2;
     int seg = p->L / segs;
     for (int pass = 0; pass < 2; pass++) {
-      cloop l = loop_open(k, k->tid, i32c(k, segs * p->Np), i32c(k, k->p->threads));
+      cloop l = loop_open(k, k->tid, i32c(k, segs * p->Np), i32c(k, k->threads));
       LLVMValueRef idx = loop_var(k, &l);
       LLVMValueRef gi = LLVMBuildUDiv(cg->b, idx, i32c(k, p->Np), ""), nn = LLVMBuildURem(cg->b, idx, i32c(k, p->Np), "");
       LLVMValueRef n64 = sext(k, nn);

@@ -399,8 +399,8 @@ static frnn_status load_plan(frnn_ctx *ctx, const frnn_step *s, int device, cons
   char disk_key[1280];
   const kernel_shape *f = &p->fwd, *b = &p->bwd;
   if (ce)
-    snprintf(disk_key, sizeof disk_key, "%s chunked L=%d BM=%d threads=%d build %s", key, ce->p.L, ce->p.BM,
-             ce->p.threads, FRNN_BUILD_STAMP);
+    snprintf(disk_key, sizeof disk_key, "%s chunked L=%d BM=%d threads=%d/%d build %s", key, ce->p.L, ce->p.BM,
+             ce->p.threads_fwd, ce->p.threads, FRNN_BUILD_STAMP);
   else
     snprintf(disk_key, sizeof disk_key, "%s fwd %d,%d,%d,%d,%d bwd %d,%d,%d,%d,%d build %s", key,
              f->lpr, f->cn, f->rpt, f->warps, f->row_blocks, b->lpr, b->cn, b->rpt, b->warps,
@@ -478,8 +478,8 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
     ctx->stats.modules++;
     if (kernels & KERNEL_BWD)
       snprintf(ctx->backward_plan, sizeof ctx->backward_plan,
-               "chunked L=%d BM=%d blocks/head=%d threads=%d%s%s smem=%u/%u/%u", ce->p.L, ce->p.BM, ce->p.MB,
-               ce->p.threads, ce->p.split ? " split" : "", ce->p.fused ? " fused" : "", ce->p.fwd_smem,
+               "chunked L=%d BM=%d blocks/head=%d threads=%d/%d%s%s smem=%u/%u/%u", ce->p.L, ce->p.BM,
+               ce->p.MB, ce->p.threads_fwd, ce->p.threads, ce->p.split ? " split" : "", ce->p.fused ? " fused" : "", ce->p.fwd_smem,
                ce->p.bwd_smem, ce->p.chain_smem);
     goto keep;
   }
@@ -539,10 +539,11 @@ fail:
  * the last (float32 [B][H][chunks+1][M][N], written by the forward), then,
  * for the backward, the terms' gradients (float32 [parts][B][T][H][E]: rows
  * and the log decay one part per block of rows, summed by the chain kernel)
- * and the partial gradients of broadcast inputs. */
+ * and the partial gradients of broadcast inputs (float32: per head, or
+ * one for all heads where only H is broadcast; per chunk where T is). */
 typedef struct ck_ws {
   int64_t n_chunks;
-  size_t ckpt, seed[CK_MAX_SEEDS], partial[FRNN_MAX_PORTS], total;
+  size_t ckpt, seed[CK_MAX_SEEDS], partial[FRNN_MAX_PORTS], partial_bytes[FRNN_MAX_PORTS], total;
 } ck_ws;
 
 static size_t align256(size_t x) { return (x + 255) / 256 * 256; }
@@ -577,7 +578,11 @@ static void ck_workspace(const ck_entry *ce, const frnn_step *s, frnn_sizes sz, 
     if (!bc) continue;
     size_t E = (size_t)class_elems(s->ports[FRNN_PORT_INPUT][i].cls, sz);
     w->partial[i] = at;
-    at = align256(at + ((bc & 2) ? (size_t)(w->n_chunks * sz.B * sz.H) : BTH) * E * 4);
+    /* over T: a partial per chunk and head; over H (known): one for every
+     * head (the chain adds into it); else one per head */
+    size_t rows = (bc & 2) ? (size_t)(w->n_chunks * sz.B * sz.H) : in_bcast && (bc & 4) ? BTH / (size_t)sz.H : BTH;
+    w->partial_bytes[i] = rows * E * 4;
+    at = align256(at + w->partial_bytes[i]);
   }
   w->total = at;
 }
@@ -721,7 +726,7 @@ frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
       arg_i64(&a, sz.H);
       if (ce) {
         unsigned grid[3] = {(unsigned)ce->p.MB, (unsigned)sz.H, (unsigned)sz.B};
-        unsigned block[3] = {(unsigned)ce->p.threads, 1, 1};
+        unsigned block[3] = {(unsigned)ce->p.threads_fwd, 1, 1};
         st = cuda_launch(ctx, m->fn[0], "frnn_ck_fwd", grid, block, 1, ce->p.fwd_smem, (CUstream)stream, a.params);
       } else {
         arg_i64(&a, w.C);
@@ -790,12 +795,15 @@ static frnn_status chunked_backward(frnn_ctx *ctx, const ck_entry *ce, const gpu
     int cls = s->ports[FRNN_PORT_INPUT][i].cls;
     int64_t m_ = CLASS_HAS_M(cls) ? sz.M : 1, n_ = CLASS_HAS_N(cls) ? sz.N : 1;
     tview pv = {.data = ws + w.partial[i], .dtype = TD_F32};
+    int64_t heads = (bc[i] & 6) == 4 ? 1 : sz.H; /* over H alone: the heads add into one */
     pv.stride[4] = CLASS_HAS_N(cls) ? 1 : 0;
     pv.stride[3] = CLASS_HAS_M(cls) ? n_ : 0;
-    pv.stride[2] = m_ * n_;
-    pv.stride[1] = sz.H * m_ * n_;
-    pv.stride[0] = sz.T * sz.H * m_ * n_;
+    pv.stride[2] = heads == 1 ? 0 : m_ * n_;
+    pv.stride[1] = heads * m_ * n_;
+    pv.stride[0] = sz.T * heads * m_ * n_;
     arg_tensor(&a, &pv, true);
+    if (heads == 1 && (st = cuda_memset_d8(ctx, (CUdeviceptr)(ws + w.partial[i]), 0, w.partial_bytes[i], cs, true)))
+      return st;
   }
   arg_i64(&a, sz.T);
   arg_i64(&a, sz.H);
@@ -831,8 +839,9 @@ static frnn_status chunked_backward(frnn_ctx *ctx, const ck_entry *ce, const gpu
       }
     }
     int d = pgi->v[i].dtype;
-    st = launch_reduce(ctx, m->fn[2 + d], reduce_kernel_names[d], ws + w.partial[i], &out, Bp, Tp, sz.H, m_, n_,
-                       overB, (bc[i] >> 2) & 1, cs);
+    bool one = (bc[i] & 6) == 4; /* the heads' sum is made: the partial has one */
+    st = launch_reduce(ctx, m->fn[2 + d], reduce_kernel_names[d], ws + w.partial[i], &out, Bp, Tp, one ? 1 : sz.H, m_,
+                       n_, overB, one ? 0 : (bc[i] >> 2) & 1, cs);
   }
   return st;
 }
