@@ -274,6 +274,42 @@ START_TEST(low_rank_forms) {
 }
 END_TEST
 
+/* An input shared by the heads ([B,T,1,...]: Mamba-2's B and C) has one
+ * float32 partial gradient that every head adds into, [B][T][E], not one per
+ * head; an input given per head has none (its gradient is written in place).
+ * So the workspace with B and C shared is that with them per head plus
+ * B T N floats each, not B T H N. */
+START_TEST(shared_by_heads_workspace) {
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  frnn_step *s;
+  ck_assert(frnn_step_load(ctx, test_source_path("examples/mamba2.frnn"), &s) == FRNN_OK);
+  frnn_sizes sz = {.B = 2, .T = 100, .H = 3, .M = 128, .N = 128};
+  int n_in = frnn_step_port_count(s, FRNN_PORT_INPUT);
+  int64_t shapes[FRNN_MAX_PORTS][5];
+  DLTensor ins[FRNN_MAX_PORTS];
+  const DLTensor *pin[FRNN_MAX_PORTS];
+  size_t got[2];
+  for (int shared = 0; shared < 2; shared++) {
+    for (int i = 0; i < n_in; i++) {
+      int c = frnn_step_port_class(s, FRNN_PORT_INPUT, i);
+      const char *name = frnn_step_port_name(s, FRNN_PORT_INPUT, i);
+      bool by_heads = shared && (strcmp(name, "B") == 0 || strcmp(name, "C") == 0);
+      int64_t sh[5] = {sz.B, sz.T, by_heads ? 1 : sz.H, c & FRNN_COL ? sz.M : 1, c & FRNN_ROW ? sz.N : 1};
+      memcpy(shapes[i], sh, sizeof sh);
+      ins[i] = (DLTensor){.ndim = 5, .shape = shapes[i], .dtype = {kDLFloat, 32, 1}};
+      pin[i] = &ins[i];
+    }
+    ck_assert(frnn_gpu_workspace_size(ctx, s, sz, pin, 1, &got[shared]) == FRNN_OK);
+  }
+  size_t partial = ((size_t)(sz.B * sz.T * sz.N) * 4 + 255) / 256 * 256;
+  ck_assert_msg(got[1] - got[0] == 2 * partial, "shared B and C add %zu bytes, want %zu", got[1] - got[0],
+                2 * partial);
+  frnn_step_destroy(s);
+  frnn_ctx_destroy(ctx);
+}
+END_TEST
+
 /* The workspace of the low-rank class's chunked backward, in closed form:
  * per head (chunks + 1) states and, per chunk, the rank-one columns X [L][M]
  * and the inverse [L][L] the forward stores for the backward; then each
@@ -507,6 +543,7 @@ int main(void) {
   tcase_add_loop_test(tc, low_rank_forms, 0, (int)(sizeof low_rank / sizeof *low_rank));
   tcase_add_test(tc, two_rank_terms);
   tcase_add_loop_test(tc, low_rank_workspace, 0, (int)(sizeof low_rank / sizeof *low_rank));
+  tcase_add_test(tc, shared_by_heads_workspace);
   tcase_add_test(tc, backward_matches_finite_differences);
   tcase_add_loop_test(tc, gpu_form_verdicts, 0, (int)(sizeof gpu_verdicts / sizeof *gpu_verdicts));
   suite_add_tcase(suite, tc);
