@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device call: Nsight Compute on the chunked kernels of $MODEL (default the
-# delta rule) at the benchmark sizes, builds nothing (carry devbin).  Writes
+# delta rule; $KERNELS: a regex of kernel names, default frnn_ck_(fwd|bwd)) at the
+# benchmark sizes, builds nothing (carry devbin).  Writes
 # $OUT/prof.ncu-rep, the details page, and the SASS source page with its
 # per-instruction stall samples; bench/profile_summary.py prints where the
 # samples fall (by opcode, and the hottest instructions with their neighbours).
@@ -10,7 +11,7 @@ MODEL=${MODEL:-examples/delta_rule.frnn}
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 echo "ncu: $NCU"
 FRNN_CACHE_DIR=/tmp/fc-prof /tmp/frnn-bin/frnn-bench $MODEL --reps 1 --warmup 0 --check none > /dev/null 2>&1
-FRNN_CACHE_DIR=/tmp/fc-prof timeout -k 5 400 $NCU --set full --import-source no -k regex:'frnn_ck_(fwd|bwd)' \
+FRNN_CACHE_DIR=/tmp/fc-prof timeout -k 5 400 $NCU --set full --import-source no -k regex:"${KERNELS:-frnn_ck_(fwd|bwd)}" \
   --launch-count ${LAUNCHES:-2} -f -o $OUT/prof /tmp/frnn-bin/frnn-bench $MODEL --reps 1 --warmup 0 --check none \
   > $OUT/ncu_run.txt 2>&1
 echo "ncu rc $?"; tail -3 $OUT/ncu_run.txt

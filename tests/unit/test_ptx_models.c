@@ -206,9 +206,19 @@ END_TEST
 static const char MMA_TF32[] = "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32";
 static const char MMA_F64[] = "mma.sync.aligned.m16n8k8.row.col.f64.f64.f64.f64";
 
-/* The step's PTX for 128 x 128 bf16 on arch, with knob=value set (NULL: none). */
-static char *chunked_ptx(const char *file, const char *arch, const char *knob, const char *value) {
-  if (knob) setenv(knob, value, 1);
+/* The step's PTX for 128 x 128 bf16 on arch, with the knobs of `knobs` set
+ * ("NAME=VALUE,NAME=VALUE"; NULL: none) while it compiles. */
+static char *chunked_ptx(const char *file, const char *arch, const char *knobs) {
+  char buf[256], *names[8];
+  int n = 0;
+  snprintf(buf, sizeof buf, "%s", knobs ? knobs : "");
+  for (char *kv = strtok(buf, ","); kv && n < 8; kv = strtok(NULL, ",")) {
+    char *eq = strchr(kv, '=');
+    ck_assert_ptr_nonnull(eq);
+    *eq = 0;
+    setenv(kv, eq + 1, 1);
+    names[n++] = kv;
+  }
   frnn_ctx *ctx; /* a context per call: a context keeps its chunked plans, knobs included */
   ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
   frnn_step *s;
@@ -218,7 +228,7 @@ static char *chunked_ptx(const char *file, const char *arch, const char *knob, c
   ck_assert_msg(frnn_compile_ptx(ctx, s, &o, &ptx) == FRNN_OK, "%s", frnn_ctx_error(ctx));
   frnn_step_destroy(s);
   frnn_ctx_destroy(ctx);
-  if (knob) unsetenv(knob);
+  for (int i = 0; i < n; i++) unsetenv(names[i]);
   return ptx;
 }
 
@@ -245,13 +255,18 @@ START_TEST(chunked_products_on_tensor_cores) {
     unsetenv("FRNN_CK_MMA");
   }
   /* 3xTF32 (FRNN_CK_F64=0, and sm_80's only form): three products per
-   * k-step where FRNN_CK_TF32=1 has one and float64 one (tiles of the same
-   * count a warp); the low-rank class (the delta rule) on tensor cores too */
-  char *three = chunked_ptx("examples/gla.frnn", NULL, "FRNN_CK_F64", "0");
-  char *ampere = chunked_ptx("examples/gla.frnn", "sm_80", NULL, NULL);
-  char *one = chunked_ptx("examples/gla.frnn", NULL, "FRNN_CK_TF32", "1");
-  char *dp = chunked_ptx("examples/gla.frnn", NULL, "FRNN_CK_MMA_TILES", "8");
-  char *delta = chunked_ptx("examples/delta_rule.frnn", NULL, NULL, NULL);
+   * k-step where FRNN_CK_TF32=1 has one and float64 one (with the kernels'
+   * shapes the same: threads, tiles and unrolling); the low-rank class (the
+   * delta rule) on tensor cores too */
+  const char *same = "FRNN_CK_THREADS=256,FRNN_CK_MMA_TILES=8,FRNN_CK_MMA_UNROLL=4";
+  char knobs[2][160];
+  snprintf(knobs[0], sizeof knobs[0], "%s,FRNN_CK_F64=0", same);
+  snprintf(knobs[1], sizeof knobs[1], "%s,FRNN_CK_TF32=1", same);
+  char *three = chunked_ptx("examples/gla.frnn", NULL, knobs[0]);
+  char *ampere = chunked_ptx("examples/gla.frnn", "sm_80", NULL);
+  char *one = chunked_ptx("examples/gla.frnn", NULL, knobs[1]);
+  char *dp = chunked_ptx("examples/gla.frnn", NULL, same);
+  char *delta = chunked_ptx("examples/delta_rule.frnn", NULL, NULL);
   int n3 = count(three, MMA_TF32), n1 = count(one, MMA_TF32), n64 = count(dp, MMA_F64);
   ck_assert_msg(n1 > 0 && n3 == 3 * n1 && n64 == n1 && !strstr(three, MMA_F64) && !strstr(one, MMA_F64),
                 "mma.sync: 3xTF32 %d, FRNN_CK_TF32=1 %d, float64 %d", n3, n1, n64);
