@@ -761,6 +761,10 @@ enum { CONTIG_IN, CONTIG_STATE, CONTIG_OUT, CONTIG_FINAL, CONTIG_GOUT, CONTIG_GF
 enum { KERNEL_FWD = 1, KERNEL_BWD = 2, KERNEL_REDUCE_F32 = 4, KERNEL_REDUCE_BF16 = 8,
        KERNEL_REDUCE_F16 = 16 };
 extern const char *const reduce_kernel_names[3]; /* by tdtype F32, BF16, F16 */
+/* Outputs along n that a thread of frnn_reduce_* takes where a thread sums
+ * an output (H100, Mamba-2's B and C, 1 M outputs of one term each: 22 us a
+ * reduction at one output a thread, most of it index arithmetic). */
+enum { REDUCE_ROW = 4 };
 /* Add the kernels selected by `kernels` for step s (adjoint adj) to cg's
  * module.  Kernel parameters: see lower_forward / lower_backward. */
 frnn_status lower_module(codegen *cg, const plan *p, const lower_spec *spec, const frnn_step *s,
@@ -808,6 +812,7 @@ typedef struct ck_plan {
   bool f64;                  /* products in float64 on the tensor cores (sm_90: mma .f64), not 3xTF32 */
   int mma_tiles;             /* their 16 x 8 tiles per warp, at most */
   int threads_fwd, mma_tiles_fwd; /* the forward kernel's own (threads: the others') */
+  int chain_min_blocks;      /* the chain kernel's resident blocks an SM (its launch bounds) */
   int unroll_fwd, unroll_bwd; /* their k-loops unrolled this many times where a warp has 1 or 2 tiles */
   bool spread;               /* the backward's independent small products start on different warps */
   int n_sc, n_sc_adj;        /* scalar nodes materialised per step (step, adjoint) */

@@ -184,6 +184,11 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
   out->spread = env && *env ? strcmp(env, "0") != 0 : !tight;
   env = getenv("FRNN_CK_MINB");
   out->min_blocks = env && atoi(env) >= 1 && atoi(env) <= 4 ? atoi(env) : 1;
+  /* The chain kernel waits on global loads (Mamba-2: long scoreboard 15.8
+   * cycles an instruction, 47% occupancy at 62 registers, 1.0 TB/s): more
+   * resident blocks, fewer registers each (ptxas: 40 at 6, no spills). */
+  env = getenv("FRNN_CK_CHAIN_MINB");
+  out->chain_min_blocks = env && atoi(env) >= 1 && atoi(env) <= 8 ? atoi(env) : 6;
   /* Every row of a head in one block where it fits, else 64: the work
    * that does not depend on the rows (the terms, the [L,L] products) is
    * then done once per head, not once per block of rows (H100, GLA fw+bw
@@ -1371,7 +1376,7 @@ static void setup(ck *k, const char *name, LLVMTypeRef *types, int n) {
   bool fwd = k->lay == &k->p->fw;
   k->threads = fwd ? k->p->threads_fwd : k->p->threads;
   k->tiles = fwd ? k->p->mma_tiles_fwd : k->p->mma_tiles;
-  cg_kernel(cg, name, types, n, k->threads, k->p->min_blocks);
+  cg_kernel(cg, name, types, n, k->threads, k->lay ? k->p->min_blocks : k->p->chain_min_blocks);
   /* No two pointers reach the same memory (pipeline.c refuses states
    * updated in place; the workspace's arrays are disjoint): loads may then
    * pass stores through other pointers, and read-only ones go through the

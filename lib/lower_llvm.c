@@ -1112,12 +1112,17 @@ static void lower_reduce(lower *lw, enum tdtype dt, const char *name) {
   LLVMValueRef oB = cg_select(cg, overB, cg_i64(cg, 1), B), oH = cg_select(cg, overH, cg_i64(cg, 1), H);
   LLVMValueRef gidx = cg_add(cg, cg_mul(cg, cg_zext64(cg, cg_ctaid_x(cg)), cg_i64(cg, 256)), cg_zext64(cg, cg_tid_x(cg)));
   LLVMValueRef idx = LLVMBuildUDiv(cg->b, gidx, lanes, ""), lane = LLVMBuildURem(cg->b, gidx, lanes, "");
-  LLVMValueRef total = cg_mul(cg, cg_mul(cg, cg_mul(cg, oB, Tp), cg_mul(cg, oH, m)), nn);
+  /* a work item: REDUCE_ROW outputs along n (narrow: the index arithmetic,
+   * about 300 instructions of divisions by sizes known at launch, once for
+   * them all), one (wide) */
+  LLVMValueRef per = cg_select(cg, wide, cg_i64(cg, 1), cg_i64(cg, REDUCE_ROW));
+  LLVMValueRef njs = LLVMBuildUDiv(cg->b, cg_add(cg, nn, cg_add(cg, per, cg_i64(cg, -1))), per, "");
+  LLVMValueRef total = cg_mul(cg, cg_mul(cg, cg_mul(cg, oB, Tp), cg_mul(cg, oH, m)), njs);
   /* whole warps stay or leave together (lanes is 1 or 32) */
   LLVMBasicBlockRef work = cg_block(cg, "work"), end = cg_block(cg, "end");
   cg_cond_br(cg, cg_ult(cg, idx, total), work, end);
   cg_at(cg, work);
-  LLVMValueRef j = LLVMBuildURem(cg->b, idx, nn, ""), rest = LLVMBuildUDiv(cg->b, idx, nn, "");
+  LLVMValueRef j0 = cg_mul(cg, LLVMBuildURem(cg->b, idx, njs, ""), per), rest = LLVMBuildUDiv(cg->b, idx, njs, "");
   LLVMValueRef i = LLVMBuildURem(cg->b, rest, m, "");
   rest = LLVMBuildUDiv(cg->b, rest, m, "");
   LLVMValueRef oh = LLVMBuildURem(cg->b, rest, oH, "");
@@ -1130,18 +1135,24 @@ static void lower_reduce(lower *lw, enum tdtype dt, const char *name) {
   LLVMPositionBuilderBefore(cg->b, LLVMGetFirstInstruction(entry));
   LLVMValueRef acc = LLVMBuildAlloca(cg->b, cg->t_f32, "acc");
   LLVMPositionBuilderAtEnd(cg->b, here);
-  cg_store(cg, cg_f32(cg, 0.0), acc);
+  LLVMValueRef row = cg_add(cg, cg_add(cg, cg_mul(cg, ob, cg_param(cg, 2)), cg_mul(cg, t, cg_param(cg, 3))),
+                            cg_add(cg, cg_mul(cg, oh, cg_param(cg, 4)), cg_mul(cg, i, cg_param(cg, 5))));
   /* A thread per output (narrow): every term, b and h nested; the body has
    * no branch and is unrolled 8 times, so 8 loads are in flight a thread
    * (one at a time left the sums over heads at a third of the bandwidth).
    * A warp per output (wide): lane l takes the terms k = l, l + 32, ...
    * with k = b nh + h. */
-  reduce_at at = {.part = part, .Tp = Tp, .t = t, .H = H, .m = m, .i = i, .nn = nn, .j = j, .acc = acc};
-  LLVMBasicBlockRef narrow_bb = cg_block(cg, "narrow"), wide_bb = cg_block(cg, "wide"), summed = cg_block(cg, "summed");
+  reduce_at at = {.part = part, .Tp = Tp, .t = t, .H = H, .m = m, .i = i, .nn = nn, .acc = acc};
+  LLVMBasicBlockRef narrow_bb = cg_block(cg, "narrow"), wide_bb = cg_block(cg, "wide");
   cg_cond_br(cg, wide, wide_bb, narrow_bb);
   cg_at(cg, narrow_bb);
-  {
-    LLVMValueRef bvar = new_counter(lw, entry), hvar = new_counter(lw, entry);
+  LLVMValueRef bvar = new_counter(lw, entry), hvar = new_counter(lw, entry);
+  for (int r = 0; r < REDUCE_ROW; r++) {
+    at.j = cg_add(cg, j0, cg_i64(cg, r));
+    LLVMBasicBlockRef in_row = cg_block(cg, "in_row"), next = cg_block(cg, "next");
+    cg_cond_br(cg, cg_ult(cg, at.j, nn), in_row, next);
+    cg_at(cg, in_row);
+    cg_store(cg, cg_f32(cg, 0.0), acc);
     loop lb = loop_begin(lw, bvar, cg_i64(cg, 0), nb, 1, "over_b");
     loop lh = loop_begin(lw, hvar, cg_i64(cg, 0), nh, 1, "over_h");
     LLVMValueRef bb = cg_select(cg, overB, cg_load(cg, cg->t_i64, bvar), ob);
@@ -1149,10 +1160,15 @@ static void lower_reduce(lower *lw, enum tdtype dt, const char *name) {
     reduce_term(cg, &at, bb, hh);
     loop_end_unrolled(lw, &lh, 1, 8);
     loop_end(lw, &lb, 1);
-    cg_br(cg, summed);
+    cg_store_elem(cg, out, cg_add(cg, row, cg_mul(cg, at.j, cg_param(cg, 6))), dt, cg_load(cg, cg->t_f32, acc));
+    cg_br(cg, next);
+    cg_at(cg, next);
   }
+  cg_br(cg, end);
   cg_at(cg, wide_bb);
   {
+    at.j = j0;
+    cg_store(cg, cg_f32(cg, 0.0), acc);
     LLVMValueRef kvar = new_counter(lw, entry);
     loop lk = loop_begin(lw, kvar, lane, cg_mul(cg, nb, nh), 1, "terms");
     LLVMValueRef kk = cg_load(cg, cg->t_i64, kvar);
@@ -1160,31 +1176,14 @@ static void lower_reduce(lower *lw, enum tdtype dt, const char *name) {
     LLVMValueRef hh = cg_select(cg, overH, LLVMBuildURem(cg->b, kk, nh, ""), oh);
     reduce_term(cg, &at, bb, hh);
     loop_end(lw, &lk, 32);
-    cg_br(cg, summed);
+    LLVMValueRef wsum = cg_load(cg, cg->t_f32, acc);
+    for (int w = 16; w >= 1; w /= 2) wsum = cg_fadd(cg, wsum, cg_shfl_bfly_f32(cg, wsum, w, 32));
+    LLVMBasicBlockRef write = cg_block(cg, "write");
+    cg_cond_br(cg, icmp(lw, LLVMIntEQ, lane, cg_i64(cg, 0)), write, end);
+    cg_at(cg, write);
+    cg_store_elem(cg, out, cg_add(cg, row, cg_mul(cg, j0, cg_param(cg, 6))), dt, wsum);
+    cg_br(cg, end);
   }
-  cg_at(cg, summed);
-  LLVMValueRef sum = cg_load(cg, cg->t_f32, acc);
-  LLVMBasicBlockRef warp = cg_block(cg, "warp"), store = cg_block(cg, "store");
-  LLVMBasicBlockRef from = LLVMGetInsertBlock(cg->b);
-  cg_cond_br(cg, wide, warp, store);
-  cg_at(cg, warp);
-  LLVMValueRef wsum = sum;
-  for (int w = 16; w >= 1; w /= 2) wsum = cg_fadd(cg, wsum, cg_shfl_bfly_f32(cg, wsum, w, 32));
-  LLVMBasicBlockRef warp_end = LLVMGetInsertBlock(cg->b);
-  cg_br(cg, store);
-  cg_at(cg, store);
-  LLVMValueRef total_sum = LLVMBuildPhi(cg->b, cg->t_f32, "");
-  LLVMValueRef vals[2] = {sum, wsum};
-  LLVMBasicBlockRef blocks[2] = {from, warp_end};
-  LLVMAddIncoming(total_sum, vals, blocks, 2);
-  LLVMBasicBlockRef write = cg_block(cg, "write");
-  cg_cond_br(cg, icmp(lw, LLVMIntEQ, lane, cg_i64(cg, 0)), write, end);
-  cg_at(cg, write);
-  LLVMValueRef oi = cg_add(cg, cg_add(cg, cg_add(cg, cg_mul(cg, ob, cg_param(cg, 2)), cg_mul(cg, t, cg_param(cg, 3))),
-                                      cg_add(cg, cg_mul(cg, oh, cg_param(cg, 4)), cg_mul(cg, i, cg_param(cg, 5)))),
-                           cg_mul(cg, j, cg_param(cg, 6)));
-  cg_store_elem(cg, out, oi, dt, total_sum);
-  cg_br(cg, end);
   cg_at(cg, end);
   cg_ret(cg);
 }

@@ -100,7 +100,7 @@ static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
                                       "FRNN_CHUNKED", "FRNN_CK_L", "FRNN_CK_BM", "FRNN_CK_THREADS", "FRNN_CK_MINB", "FRNN_CK_SKIP",
                                       "FRNN_CK_SPLIT_MAX", "FRNN_CK_FUSE", "FRNN_CK_SPLITK",
                                       "FRNN_CK_MMA", "FRNN_CK_MMA_TILES", "FRNN_CK_MMA_UNROLL", "FRNN_CK_SPREAD",
-                                      "FRNN_CK_TF32", "FRNN_CK_F64"};
+                                      "FRNN_CK_TF32", "FRNN_CK_F64", "FRNN_CK_CHAIN_MINB"};
   for (size_t i = 0; i < sizeof knobs / sizeof *knobs; i++) {
     const char *v = getenv(knobs[i]);
     if (v && *v && k >= 0 && (size_t)k < cap) k += snprintf(key + k, cap - (size_t)k, " %s=%.16s", knobs[i] + 5, v);
@@ -384,7 +384,9 @@ static frnn_status launch_reduce(frnn_ctx *ctx, CUfunction fn, const char *name,
   int64_t total = (overB ? 1 : Bp) * Tp * (overH ? 1 : H) * m * n, terms = (overB ? Bp : 1) * (overH ? H : 1);
   int lanes = terms >= 64 && total <= (1 << 16) ? 32 : 1;
   arg_i32(&a, lanes);
-  unsigned g3[3] = {(unsigned)((total * lanes + 255) / 256), 1, 1}, b3[3] = {256, 1, 1};
+  /* work items: a warp an output (wide), else REDUCE_ROW outputs along n */
+  int64_t items = lanes > 1 ? total * lanes : total / n * ((n + REDUCE_ROW - 1) / REDUCE_ROW);
+  unsigned g3[3] = {(unsigned)((items + 255) / 256), 1, 1}, b3[3] = {256, 1, 1};
   return cuda_launch(ctx, fn, name, g3, b3, 1, 0, cs, a.params);
 }
 
