@@ -151,12 +151,18 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * sm_90). */
   env = getenv("FRNN_CK_F64");
   out->f64 = mma_on && !out->tf32 && sm >= 90 && !(env && strcmp(env, "0") == 0);
+  /* A backward with more than four (term, update) pairs' worth of product
+   * code (pairs, twice with the decay split's second path) is tight on
+   * registers: at 255 already, more unrolling or spreading spilled. */
+  int paths = out->split ? 2 : 1, pairs = g->n_lin * g->n_upd;
+  bool tight = paths * pairs > 4;
   /* 16 x 8 tiles a warp at most: 3xTF32 8 (H100, 256 threads: GLA fw+bw
    * 5.16 ms at 4, 5.10 at 8; at 512 threads 8 spilled); float64 4, its
    * accumulators being twice the registers (delta rule 7.88 -> 7.78 ms,
-   * RWKV-7 10.46 -> 10.16) */
+   * RWKV-7 10.46 -> 10.16), and 2 in a tight backward (RWKV-7's then
+   * spills nothing, 12 bytes at 4) */
   env = getenv("FRNN_CK_MMA_TILES");
-  out->mma_tiles = env && atoi(env) >= 1 && atoi(env) <= 8 ? atoi(env) : out->f64 ? 4 : 8;
+  out->mma_tiles = env && atoi(env) >= 1 && atoi(env) <= 8 ? atoi(env) : !out->f64 ? 8 : tight ? 2 : 4;
   /* The forward's own shape: in float64, 2 tiles a warp (more warps on the
    * [L,N] products); and 512 threads where no rank-one term's solve adds
    * to the registers (H100 fw ms at 512 threads: Mamba-2 1.09 -> 1.01,
@@ -166,12 +172,8 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
   out->threads_fwd = getenv("FRNN_CK_THREADS") || !out->f64 || g->rank_lin >= 0 ? out->threads : 512;
   /* The backward's products spread over the warps, their k-loops unrolled
    * (H100, fw+bw: delta rule 11.27 -> 9.26 ms, GLA 4.18 -> 4.05), except
-   * in a backward with more than four (term, update) pairs' worth of
-   * product code (pairs, twice with the decay split's second path): at
-   * 255 registers already, it spilled (RWKV-7: 12.70 -> 14.55 ms). */
-  int paths = out->split ? 2 : 1, pairs = g->n_lin * g->n_upd;
-  bool tight = paths * pairs > 4;
-  /* float64 products: 8 (H100, fw ms, 4 -> 8: delta rule 2.29 -> 2.22,
+   * in a tight backward, where it spilled (RWKV-7: 12.70 -> 14.55 ms).
+   * Unrolled in float64: 8 (H100, fw ms, 4 -> 8: delta rule 2.29 -> 2.22,
    * RWKV-7 2.27 -> 2.20; fw+bw, the backward's at 8 too: Mamba-2 4.10 ->
    * 4.08), except in the backward of a rank-one term's solve (gated 8.89 ->
    * 9.33, RWKV-7 10.13 -> 10.92) */
