@@ -909,18 +909,22 @@ static void run_mma(mm *m) {
    * steps unrolled overlap them (FRNN_CK_MMA_UNROLL). */
   lk.unroll = rp * rq > 2 ? 1 : k->lay == &k->p->bw ? k->p->unroll_bwd : k->p->unroll_fwd;
   LLVMValueRef kk = loop_var(k, &lk), kt = add(k, kk, t), kt4 = add(k, kt, i32c(k, 4)), unused;
+  LLVMValueRef av[RMAX][4], bv[RMAX][2];
+  for (int i = 0; i < rp; i++) {
+    LLVMValueRef r = add(k, add(k, p0, i32c(k, 16 * i)), g), r8 = add(k, r, i32c(k, 8));
+    LLVMValueRef rows[4] = {r, r8, r, r8}, cols[4] = {kt, kt, kt4, kt4};
+    for (int e = 0; e < 4; e++) av[i][e] = m->a(m, rows[e], cols[e], &unused);
+  }
+  for (int j = 0; j < rq; j++) {
+    LLVMValueRef c = add(k, add(k, q0, i32c(k, 8 * j)), g);
+    bv[j][0] = m->b(m, kt, c, &unused);
+    bv[j][1] = m->b(m, kt4, c, &unused);
+  }
   LLVMValueRef ahi[RMAX][4], alo[RMAX][4], bhi[RMAX][2], blo[RMAX][2];
   if (dp) { /* one float64 product, summed in the mma: exact operands, a float64 sum */
-    for (int i = 0; i < rp; i++) {
-      LLVMValueRef r = add(k, add(k, p0, i32c(k, 16 * i)), g), r8 = add(k, r, i32c(k, 8));
-      LLVMValueRef rows[4] = {r, r8, r, r8}, cols[4] = {kt, kt, kt4, kt4};
-      for (int e = 0; e < 4; e++) ahi[i][e] = f64(k, m->a(m, rows[e], cols[e], &unused));
-    }
-    for (int j = 0; j < rq; j++) {
-      LLVMValueRef c = add(k, add(k, q0, i32c(k, 8 * j)), g);
-      bhi[j][0] = f64(k, m->b(m, kt, c, &unused));
-      bhi[j][1] = f64(k, m->b(m, kt4, c, &unused));
-    }
+    for (int i = 0; i < rp; i++)
+      for (int e = 0; e < 4; e++) ahi[i][e] = f64(k, av[i][e]);
+    for (int j = 0; j < rq; j++) bhi[j][0] = f64(k, bv[j][0]), bhi[j][1] = f64(k, bv[j][1]);
     for (int i = 0; i < rp; i++)
       for (int j = 0; j < rq; j++) {
         LLVMValueRef c[4];
@@ -929,16 +933,10 @@ static void run_mma(mm *m) {
         for (int e = 0; e < 4; e++) cg_store(cg, c[e], acc[i * rq + j][e]);
       }
   } else {
-    for (int i = 0; i < rp; i++) {
-      LLVMValueRef r = add(k, add(k, p0, i32c(k, 16 * i)), g), r8 = add(k, r, i32c(k, 8));
-      LLVMValueRef rows[4] = {r, r8, r, r8}, cols[4] = {kt, kt, kt4, kt4};
-      for (int e = 0; e < 4; e++) cg_split_tf32(cg, m->a(m, rows[e], cols[e], &unused), &ahi[i][e], &alo[i][e]);
-    }
-    for (int j = 0; j < rq; j++) {
-      LLVMValueRef c = add(k, add(k, q0, i32c(k, 8 * j)), g);
-      cg_split_tf32(cg, m->b(m, kt, c, &unused), &bhi[j][0], &blo[j][0]);
-      cg_split_tf32(cg, m->b(m, kt4, c, &unused), &bhi[j][1], &blo[j][1]);
-    }
+    for (int i = 0; i < rp; i++)
+      for (int e = 0; e < 4; e++) cg_split_tf32(cg, av[i][e], &ahi[i][e], &alo[i][e]);
+    for (int j = 0; j < rq; j++)
+      for (int e = 0; e < 2; e++) cg_split_tf32(cg, bv[j][e], &bhi[j][e], &blo[j][e]);
     /* Each step of 8 into a fresh accumulator, then added in float32: the
      * tensor cores' own additions truncate, and their bias over a long sum
      * would exceed float32 rounding (Mamba-2's grad A, 1.5e-5 at 128 x 128). */

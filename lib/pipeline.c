@@ -481,8 +481,8 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
     if (kernels & KERNEL_BWD)
       snprintf(ctx->backward_plan, sizeof ctx->backward_plan,
                "chunked L=%d BM=%d blocks/head=%d threads=%d/%d%s%s smem=%u/%u/%u", ce->p.L, ce->p.BM,
-               ce->p.MB, ce->p.threads_fwd, ce->p.threads, ce->p.split ? " split" : "", ce->p.fused ? " fused" : "", ce->p.fwd_smem,
-               ce->p.bwd_smem, ce->p.chain_smem);
+               ce->p.MB, ce->p.threads_fwd, ce->p.threads, ce->p.split ? " split" : "",
+               ce->p.fused ? " fused" : "", ce->p.fwd_smem, ce->p.bwd_smem, ce->p.chain_smem);
     goto keep;
   }
   if ((st = make_plan(ctx, s, sz.M, sz.N, arch, &m->p)) ||
