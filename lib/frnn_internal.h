@@ -813,6 +813,7 @@ typedef struct ck_plan {
   int mma_tiles;             /* their 16 x 8 tiles per warp, at most */
   int threads_fwd, mma_tiles_fwd; /* the forward kernel's own (threads: the others') */
   int chain_min_blocks;      /* the chain kernel's resident blocks an SM (its launch bounds) */
+  bool sum_parts;            /* the end state's and the gradient-before-the-chunk's products each in one accumulator */
   int unroll_fwd, unroll_bwd; /* their k-loops unrolled this many times where a warp has 1 or 2 tiles */
   bool spread;               /* the backward's independent small products start on different warps */
   int n_sc, n_sc_adj;        /* scalar nodes materialised per step (step, adjoint) */

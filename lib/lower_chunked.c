@@ -189,6 +189,11 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
   /* The chain kernel waits on global loads (Mamba-2: long scoreboard 15.8
    * cycles an instruction, 47% occupancy at 62 registers, 1.0 TB/s): more
    * resident blocks, fewer registers each (ptxas: 40 at 6, no spills). */
+  /* The end state's products (one per update) and the gradient before the
+   * chunk's (one per term) each summed in one accumulator, the state read
+   * and written once; FRNN_CK_SUM_PARTS=0: a product and an epilogue each. */
+  env = getenv("FRNN_CK_SUM_PARTS");
+  out->sum_parts = !(env && strcmp(env, "0") == 0);
   env = getenv("FRNN_CK_CHAIN_MINB");
   out->chain_min_blocks = env && atoi(env) >= 1 && atoi(env) <= 8 ? atoi(env) : 6;
   /* Every row of a head in one block where it fits, else 64: the work
@@ -784,6 +789,9 @@ struct mm {
   ck *k;
   int P, Q, K;
   int lin, upd, first; /* which arrays the callbacks use; first: the first of a sum */
+  int parts;           /* > 1: the sum of this many products, lin (by_lin) or upd 0, 1, ..., into one
+                          accumulator before one epilogue (run_mma; else run_mm per part) */
+  bool by_lin;
   int state;           /* b_state's array: the state S or its gradient dS */
   bool store;          /* the chunk's first product into its seed: stores, not adds */
   bool fast;           /* the factored form (decay_split: W, R hold W P_l and R / P) */
@@ -903,6 +911,8 @@ static void run_mma(mm *m) {
   LLVMValueRef q0 = mul(k, LLVMBuildURem(cg->b, blk, i32c(k, blocks_q), ""), i32c(k, rq * 8));
   for (int i = 0; i < rp * rq; i++)
     for (int e = 0; e < 4; e++) cg_store(cg, zero, acc[i][e]);
+  for (int part = 0; part < (m->parts > 1 ? m->parts : 1); part++) {
+  if (m->parts > 1) *(m->by_lin ? &m->lin : &m->upd) = part;
   cloop lk = loop_open(k, i32c(k, 0), i32c(k, m->K), i32c(k, 8));
   /* Unrolled in full: spills, and 7% slower (GLA fw+bw, H100).  A warp
    * with one or two tiles waits on each step's three dependent mma: a few
@@ -956,6 +966,7 @@ static void run_mma(mm *m) {
       }
   }
   loop_close(k, &lk);
+  }
   LLVMValueRef t2 = mul(k, t, i32c(k, 2));
   for (int i = 0; i < rp; i++)
     for (int j = 0; j < rq; j++)
@@ -976,8 +987,22 @@ static bool probe_skips(int site) {
 }
 static void run_mm_probe(mm *m, int site) {
   if (probe_skips(site)) return;
-  if (mma_fits(m)) run_mma(m);
-  else run_mm(m);
+  if (mma_fits(m)) {
+    run_mma(m);
+    return;
+  }
+  if (m->parts <= 1) {
+    run_mm(m);
+    return;
+  }
+  mm one = *m;
+  one.parts = 1;
+  for (int part = 0; part < m->parts; part++) {
+    *(one.by_lin ? &one.lin : &one.upd) = part;
+    one.first = m->first && part == 0;
+    if (part) cg_barrier(m->k->cg);
+    run_mm(&one);
+  }
 }
 
 /* The product in both forms, chosen per chunk by the flag (decay_split). */
@@ -1594,10 +1619,12 @@ static void lower_ck_fwd(ck *k) {
     if_close(k, no);
     elems_close(k, &r);
   }
-  /* The state at the chunk's end. */
-  for (int a = 0; a < g->n_upd; a++) {
+  /* The state at the chunk's end: every update's product summed in one
+   * accumulator, one epilogue (the state read and written once). */
+  for (int a = 0; a < (p->sum_parts ? 1 : g->n_upd); a++) {
     mm m = new_mm(k, p->Mp, p->Np, p->L);
-    m.upd = a, m.first = a == 0, m.a = op_C_t, m.b = b_R_to_end, m.epi = epi_S;
+    m.parts = p->sum_parts ? g->n_upd : 1, m.upd = a, m.first = a == 0;
+    m.a = op_C_t, m.b = b_R_to_end, m.epi = epi_S;
     run_both(&m, 3);
     cg_barrier(cg);
   }
@@ -1851,10 +1878,12 @@ static void lower_ck_bwd(ck *k) {
     run_mm_probe(&m, 13);
   }
   cg_barrier(cg); /* dS is overwritten below */
-  /* The gradient before the chunk. */
-  for (int q = 0; q < g->n_lin; q++) {
+  /* The gradient before the chunk: every term's product summed in one
+   * accumulator, one epilogue. */
+  for (int q = 0; q < (p->sum_parts ? (g->n_lin > 0) : g->n_lin); q++) {
     mm m = new_mm(k, p->Mp, p->Np, p->L);
-    m.lin = q, m.first = q == 0, m.a = a_G_t, m.b = op_W_decayed, m.epi = epi_dS;
+    m.parts = p->sum_parts ? g->n_lin : 1, m.by_lin = true, m.lin = q, m.first = q == 0;
+    m.a = a_G_t, m.b = op_W_decayed, m.epi = epi_dS;
     run_both(&m, 14);
     cg_barrier(cg);
   }
