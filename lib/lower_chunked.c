@@ -911,61 +911,62 @@ static void run_mma(mm *m) {
   LLVMValueRef q0 = mul(k, LLVMBuildURem(cg->b, blk, i32c(k, blocks_q), ""), i32c(k, rq * 8));
   for (int i = 0; i < rp * rq; i++)
     for (int e = 0; e < 4; e++) cg_store(cg, zero, acc[i][e]);
+  /* Several products summed (parts): each one's k-loop into the same accumulators. */
   for (int part = 0; part < (m->parts > 1 ? m->parts : 1); part++) {
-  if (m->parts > 1) *(m->by_lin ? &m->lin : &m->upd) = part;
-  cloop lk = loop_open(k, i32c(k, 0), i32c(k, m->K), i32c(k, 8));
-  /* Unrolled in full: spills, and 7% slower (GLA fw+bw, H100).  A warp
-   * with one or two tiles waits on each step's three dependent mma: a few
-   * steps unrolled overlap them (FRNN_CK_MMA_UNROLL). */
-  lk.unroll = rp * rq > 2 ? 1 : k->lay == &k->p->bw ? k->p->unroll_bwd : k->p->unroll_fwd;
-  LLVMValueRef kk = loop_var(k, &lk), kt = add(k, kk, t), kt4 = add(k, kt, i32c(k, 4)), unused;
-  LLVMValueRef av[RMAX][4], bv[RMAX][2];
-  for (int i = 0; i < rp; i++) {
-    LLVMValueRef r = add(k, add(k, p0, i32c(k, 16 * i)), g), r8 = add(k, r, i32c(k, 8));
-    LLVMValueRef rows[4] = {r, r8, r, r8}, cols[4] = {kt, kt, kt4, kt4};
-    for (int e = 0; e < 4; e++) av[i][e] = m->a(m, rows[e], cols[e], &unused);
-  }
-  for (int j = 0; j < rq; j++) {
-    LLVMValueRef c = add(k, add(k, q0, i32c(k, 8 * j)), g);
-    bv[j][0] = m->b(m, kt, c, &unused);
-    bv[j][1] = m->b(m, kt4, c, &unused);
-  }
-  LLVMValueRef ahi[RMAX][4], alo[RMAX][4], bhi[RMAX][2], blo[RMAX][2];
-  if (dp) { /* one float64 product, summed in the mma: exact operands, a float64 sum */
-    for (int i = 0; i < rp; i++)
-      for (int e = 0; e < 4; e++) ahi[i][e] = f64(k, av[i][e]);
-    for (int j = 0; j < rq; j++) bhi[j][0] = f64(k, bv[j][0]), bhi[j][1] = f64(k, bv[j][1]);
-    for (int i = 0; i < rp; i++)
-      for (int j = 0; j < rq; j++) {
-        LLVMValueRef c[4];
-        for (int e = 0; e < 4; e++) c[e] = cg_load(cg, acc_t, acc[i * rq + j][e]);
-        cg_mma_f64(cg, ahi[i], bhi[j], c);
-        for (int e = 0; e < 4; e++) cg_store(cg, c[e], acc[i * rq + j][e]);
-      }
-  } else {
-    for (int i = 0; i < rp; i++)
-      for (int e = 0; e < 4; e++) cg_split_tf32(cg, av[i][e], &ahi[i][e], &alo[i][e]);
-    for (int j = 0; j < rq; j++)
-      for (int e = 0; e < 2; e++) cg_split_tf32(cg, bv[j][e], &bhi[j][e], &blo[j][e]);
-    /* Each step of 8 into a fresh accumulator, then added in float32: the
-     * tensor cores' own additions truncate, and their bias over a long sum
-     * would exceed float32 rounding (Mamba-2's grad A, 1.5e-5 at 128 x 128). */
-    for (int i = 0; i < rp; i++)
-      for (int j = 0; j < rq; j++) {
-        LLVMValueRef c[4], old[4];
-        for (int e = 0; e < 4; e++) old[e] = cg_load(cg, cg->t_f32, acc[i * rq + j][e]), c[e] = fzero(k);
-        if (k->p->tf32) { /* opted out of float32's precision: one product, accumulated in the mma */
-          cg_mma_tf32(cg, ahi[i], bhi[j], old);
-          for (int e = 0; e < 4; e++) cg_store(cg, old[e], acc[i * rq + j][e]);
-          continue;
+    if (m->parts > 1) *(m->by_lin ? &m->lin : &m->upd) = part;
+    cloop lk = loop_open(k, i32c(k, 0), i32c(k, m->K), i32c(k, 8));
+    /* Unrolled in full: spills, and 7% slower (GLA fw+bw, H100).  A warp
+     * with one or two tiles waits on each step's three dependent mma: a few
+     * steps unrolled overlap them (FRNN_CK_MMA_UNROLL). */
+    lk.unroll = rp * rq > 2 ? 1 : k->lay == &k->p->bw ? k->p->unroll_bwd : k->p->unroll_fwd;
+    LLVMValueRef kk = loop_var(k, &lk), kt = add(k, kk, t), kt4 = add(k, kt, i32c(k, 4)), unused;
+    LLVMValueRef av[RMAX][4], bv[RMAX][2];
+    for (int i = 0; i < rp; i++) {
+      LLVMValueRef r = add(k, add(k, p0, i32c(k, 16 * i)), g), r8 = add(k, r, i32c(k, 8));
+      LLVMValueRef rows[4] = {r, r8, r, r8}, cols[4] = {kt, kt, kt4, kt4};
+      for (int e = 0; e < 4; e++) av[i][e] = m->a(m, rows[e], cols[e], &unused);
+    }
+    for (int j = 0; j < rq; j++) {
+      LLVMValueRef c = add(k, add(k, q0, i32c(k, 8 * j)), g);
+      bv[j][0] = m->b(m, kt, c, &unused);
+      bv[j][1] = m->b(m, kt4, c, &unused);
+    }
+    LLVMValueRef ahi[RMAX][4], alo[RMAX][4], bhi[RMAX][2], blo[RMAX][2];
+    if (dp) { /* one float64 product, summed in the mma: exact operands, a float64 sum */
+      for (int i = 0; i < rp; i++)
+        for (int e = 0; e < 4; e++) ahi[i][e] = f64(k, av[i][e]);
+      for (int j = 0; j < rq; j++) bhi[j][0] = f64(k, bv[j][0]), bhi[j][1] = f64(k, bv[j][1]);
+      for (int i = 0; i < rp; i++)
+        for (int j = 0; j < rq; j++) {
+          LLVMValueRef c[4];
+          for (int e = 0; e < 4; e++) c[e] = cg_load(cg, acc_t, acc[i * rq + j][e]);
+          cg_mma_f64(cg, ahi[i], bhi[j], c);
+          for (int e = 0; e < 4; e++) cg_store(cg, c[e], acc[i * rq + j][e]);
         }
-        cg_mma_tf32(cg, alo[i], bhi[j], c); /* the small parts first */
-        cg_mma_tf32(cg, ahi[i], blo[j], c);
-        cg_mma_tf32(cg, ahi[i], bhi[j], c);
-        for (int e = 0; e < 4; e++) cg_store(cg, cg_fadd(cg, old[e], c[e]), acc[i * rq + j][e]);
-      }
-  }
-  loop_close(k, &lk);
+    } else {
+      for (int i = 0; i < rp; i++)
+        for (int e = 0; e < 4; e++) cg_split_tf32(cg, av[i][e], &ahi[i][e], &alo[i][e]);
+      for (int j = 0; j < rq; j++)
+        for (int e = 0; e < 2; e++) cg_split_tf32(cg, bv[j][e], &bhi[j][e], &blo[j][e]);
+      /* Each step of 8 into a fresh accumulator, then added in float32: the
+       * tensor cores' own additions truncate, and their bias over a long sum
+       * would exceed float32 rounding (Mamba-2's grad A, 1.5e-5 at 128 x 128). */
+      for (int i = 0; i < rp; i++)
+        for (int j = 0; j < rq; j++) {
+          LLVMValueRef c[4], old[4];
+          for (int e = 0; e < 4; e++) old[e] = cg_load(cg, cg->t_f32, acc[i * rq + j][e]), c[e] = fzero(k);
+          if (k->p->tf32) { /* opted out of float32's precision: one product, accumulated in the mma */
+            cg_mma_tf32(cg, ahi[i], bhi[j], old);
+            for (int e = 0; e < 4; e++) cg_store(cg, old[e], acc[i * rq + j][e]);
+            continue;
+          }
+          cg_mma_tf32(cg, alo[i], bhi[j], c); /* the small parts first */
+          cg_mma_tf32(cg, ahi[i], blo[j], c);
+          cg_mma_tf32(cg, ahi[i], bhi[j], c);
+          for (int e = 0; e < 4; e++) cg_store(cg, cg_fadd(cg, old[e], c[e]), acc[i * rq + j][e]);
+        }
+    }
+    loop_close(k, &lk);
   }
   LLVMValueRef t2 = mul(k, t, i32c(k, 2));
   for (int i = 0; i < rp; i++)
