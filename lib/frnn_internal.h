@@ -430,6 +430,10 @@ typedef struct ws_layout {
   size_t total;
 } ws_layout;
 /* in_bcast[i]: bit 0 B, bit 1 T, bit 2 H broadcast (size 1) for input i. */
+/* Broadcast over H but not over T: in the chunked backward every head adds its
+ * gradient into one float32 partial (frnn_ck_chain), which the workspace sizes
+ * and the reduction read as a single head. */
+static inline bool bcast_over_heads_only(uint8_t bc) { return (bc & 6) == 4; }
 void plan_workspace(const plan *p, frnn_sizes sz, const uint8_t *in_bcast, int for_backward,
                     ws_layout *out);
 

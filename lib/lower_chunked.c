@@ -1732,7 +1732,7 @@ static void chain_chunk(ck *k, ev *e, int at_gin) {
        * partial, zeroed before (its head stride is 0), instead of a partial
        * per head that a reduction would read again (H100, Mamba-2's b and c:
        * 2 x 134 MB written, 2 x 56 us of reduction). */
-      if (k->spec->in_bcast[i] & 4) global_add(k, gin.ptr, toff(k, gin.st, t, i_, j_), v);
+      if (bcast_over_heads_only(k->spec->in_bcast[i])) global_add(k, gin.ptr, toff(k, gin.st, t, i_, j_), v);
       else cg_store_elem(cg, gin.ptr, toff(k, gin.st, t, i_, j_), gin.dt, v);
       if_close(k, in_seq);
       elems_close(k, &r);

@@ -583,7 +583,9 @@ static void ck_workspace(const ck_entry *ce, const frnn_step *s, frnn_sizes sz, 
     w->partial[i] = at;
     /* over T: a partial per chunk and head; over H (known): one for every
      * head (the chain adds into it); else one per head */
-    size_t rows = (bc & 2) ? (size_t)(w->n_chunks * sz.B * sz.H) : in_bcast && (bc & 4) ? BTH / (size_t)sz.H : BTH;
+    size_t rows = BTH;
+    if (bc & 2) rows = (size_t)(w->n_chunks * sz.B * sz.H);
+    else if (in_bcast && bcast_over_heads_only(bc)) rows = BTH / (size_t)sz.H;
     w->partial_bytes[i] = rows * E * 4;
     at = align256(at + w->partial_bytes[i]);
   }
@@ -798,7 +800,7 @@ static frnn_status chunked_backward(frnn_ctx *ctx, const ck_entry *ce, const gpu
     int cls = s->ports[FRNN_PORT_INPUT][i].cls;
     int64_t m_ = CLASS_HAS_M(cls) ? sz.M : 1, n_ = CLASS_HAS_N(cls) ? sz.N : 1;
     tview pv = {.data = ws + w.partial[i], .dtype = TD_F32};
-    int64_t heads = (bc[i] & 6) == 4 ? 1 : sz.H; /* over H alone: the heads add into one */
+    int64_t heads = bcast_over_heads_only(bc[i]) ? 1 : sz.H; /* the heads add into one */
     pv.stride[4] = CLASS_HAS_N(cls) ? 1 : 0;
     pv.stride[3] = CLASS_HAS_M(cls) ? n_ : 0;
     pv.stride[2] = heads == 1 ? 0 : m_ * n_;
@@ -842,7 +844,7 @@ static frnn_status chunked_backward(frnn_ctx *ctx, const ck_entry *ce, const gpu
       }
     }
     int d = pgi->v[i].dtype;
-    bool one = (bc[i] & 6) == 4; /* the heads' sum is made: the partial has one */
+    bool one = bcast_over_heads_only(bc[i]); /* the heads' sum is made: the partial has one */
     st = launch_reduce(ctx, m->fn[2 + d], reduce_kernel_names[d], ws + w.partial[i], &out, Bp, Tp, one ? 1 : sz.H, m_,
                        n_, overB, one ? 0 : (bc[i] >> 2) & 1, cs);
   }
