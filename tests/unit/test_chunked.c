@@ -274,6 +274,29 @@ START_TEST(low_rank_forms) {
 }
 END_TEST
 
+/* The backward's workspace for inputs of every port's full shape at sz,
+ * those named in `by_heads` (NULL-terminated, or NULL) shared by the heads
+ * ([B,T,1,...]). */
+static size_t backward_workspace(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, const char *const *by_heads) {
+  int n_in = frnn_step_port_count(s, FRNN_PORT_INPUT);
+  int64_t shapes[FRNN_MAX_PORTS][5];
+  DLTensor ins[FRNN_MAX_PORTS];
+  const DLTensor *pin[FRNN_MAX_PORTS];
+  for (int i = 0; i < n_in; i++) {
+    int c = frnn_step_port_class(s, FRNN_PORT_INPUT, i);
+    bool shared = false;
+    for (const char *const *name = by_heads; name && *name; name++)
+      shared = shared || strcmp(*name, frnn_step_port_name(s, FRNN_PORT_INPUT, i)) == 0;
+    int64_t sh[5] = {sz.B, sz.T, shared ? 1 : sz.H, c & FRNN_COL ? sz.M : 1, c & FRNN_ROW ? sz.N : 1};
+    memcpy(shapes[i], sh, sizeof sh);
+    ins[i] = (DLTensor){.ndim = 5, .shape = shapes[i], .dtype = {kDLFloat, 32, 1}};
+    pin[i] = &ins[i];
+  }
+  size_t got = 0;
+  ck_assert_msg(frnn_gpu_workspace_size(ctx, s, sz, pin, 1, &got) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  return got;
+}
+
 /* An input shared by the heads ([B,T,1,...]: Mamba-2's B and C) has one
  * float32 partial gradient that every head adds into, [B][T][E], not one per
  * head; an input given per head has none (its gradient is written in place).
@@ -285,23 +308,8 @@ START_TEST(shared_by_heads_workspace) {
   frnn_step *s;
   ck_assert(frnn_step_load(ctx, test_source_path("examples/mamba2.frnn"), &s) == FRNN_OK);
   frnn_sizes sz = {.B = 2, .T = 100, .H = 3, .M = 128, .N = 128};
-  int n_in = frnn_step_port_count(s, FRNN_PORT_INPUT);
-  int64_t shapes[FRNN_MAX_PORTS][5];
-  DLTensor ins[FRNN_MAX_PORTS];
-  const DLTensor *pin[FRNN_MAX_PORTS];
-  size_t got[2];
-  for (int shared = 0; shared < 2; shared++) {
-    for (int i = 0; i < n_in; i++) {
-      int c = frnn_step_port_class(s, FRNN_PORT_INPUT, i);
-      const char *name = frnn_step_port_name(s, FRNN_PORT_INPUT, i);
-      bool by_heads = shared && (strcmp(name, "B") == 0 || strcmp(name, "C") == 0);
-      int64_t sh[5] = {sz.B, sz.T, by_heads ? 1 : sz.H, c & FRNN_COL ? sz.M : 1, c & FRNN_ROW ? sz.N : 1};
-      memcpy(shapes[i], sh, sizeof sh);
-      ins[i] = (DLTensor){.ndim = 5, .shape = shapes[i], .dtype = {kDLFloat, 32, 1}};
-      pin[i] = &ins[i];
-    }
-    ck_assert(frnn_gpu_workspace_size(ctx, s, sz, pin, 1, &got[shared]) == FRNN_OK);
-  }
+  const char *const b_and_c[] = {"B", "C", NULL};
+  size_t got[2] = {backward_workspace(ctx, s, sz, NULL), backward_workspace(ctx, s, sz, b_and_c)};
   size_t partial = ((size_t)(sz.B * sz.T * sz.N) * 4 + 255) / 256 * 256;
   ck_assert_msg(got[1] - got[0] == 2 * partial, "shared B and C add %zu bytes, want %zu", got[1] - got[0],
                 2 * partial);
@@ -328,19 +336,7 @@ START_TEST(low_rank_workspace) {
   ck_plan p;
   ck_assert(ck_plan_make(ctx, s, &g, sz.M, sz.N, t.sm, t.max_shared_bytes_optin, &p) == FRNN_OK);
   /* inputs given in full: nothing broadcast, no partial gradients */
-  int n_in = frnn_step_port_count(s, FRNN_PORT_INPUT);
-  int64_t shapes[FRNN_MAX_PORTS][5];
-  DLTensor ins[FRNN_MAX_PORTS];
-  const DLTensor *pin[FRNN_MAX_PORTS];
-  for (int i = 0; i < n_in; i++) {
-    int c = frnn_step_port_class(s, FRNN_PORT_INPUT, i);
-    int64_t sh[5] = {sz.B, sz.T, sz.H, c & FRNN_COL ? sz.M : 1, c & FRNN_ROW ? sz.N : 1};
-    memcpy(shapes[i], sh, sizeof sh);
-    ins[i] = (DLTensor){.ndim = 5, .shape = shapes[i], .dtype = {kDLFloat, 32, 1}};
-    pin[i] = &ins[i];
-  }
-  size_t got = 0;
-  ck_assert(frnn_gpu_workspace_size(ctx, s, sz, pin, 1, &got) == FRNN_OK);
+  size_t got = backward_workspace(ctx, s, sz, NULL);
   int64_t nch = (sz.T + p.L - 1) / p.L, heads = sz.B * sz.H;
   size_t want = (size_t)(heads * ((nch + 1) * sz.M * sz.N + nch * p.L * (sz.M + p.L))) * 4;
   want = (want + 255) / 256 * 256;
