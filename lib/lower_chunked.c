@@ -123,6 +123,7 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
   env = getenv("FRNN_CK_L");
   int lmax = env && atoi(env) >= 16 ? atoi(env) : 32; /* 64: the decay gradient's sums cancel more (Mamba-2 grad A 4.8e-6 vs 6e-7 at 16, 64 x 64 float32) */
   env = getenv("FRNN_CK_THREADS");
+  bool threads_set = env != NULL; /* then every kernel's, the forward's too */
   out->threads = env && (atoi(env) == 128 || atoi(env) == 256 || atoi(env) == 512 || atoi(env) == 1024) ? atoi(env) : CK_THREADS;
   env = getenv("FRNN_CK_SPLIT_MAX"); /* tests: -1 never splits, a large value always */
   out->split_max = env && *env ? atof(env) : DECAY_SPLIT_MAX;
@@ -169,7 +170,7 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * GLA 1.01 -> 0.95; delta rule 2.21 -> 2.43).  The backward stays at 256:
    * at 512 its registers spill. */
   out->mma_tiles_fwd = env && *env ? out->mma_tiles : out->f64 ? 2 : out->mma_tiles;
-  out->threads_fwd = getenv("FRNN_CK_THREADS") || !out->f64 || g->rank_lin >= 0 ? out->threads : 512;
+  out->threads_fwd = threads_set || !out->f64 || g->rank_lin >= 0 ? out->threads : 512;
   /* The backward's products spread over the warps, their k-loops unrolled
    * (H100, fw+bw: delta rule 11.27 -> 9.26 ms, GLA 4.18 -> 4.05), except
    * in a tight backward, where it spilled (RWKV-7: 12.70 -> 14.55 ms).
