@@ -1,5 +1,6 @@
 # One device call for the chunked kernels' tuning (builds nothing; carry devbin):
-#   the GPU tests under each plan in $PLANS (LABEL:ENV=VALUE,...; default "default"),
+#   the GPU tests under each plan in $PLANS (LABEL:ENV=VALUE,...; default "default";
+#   "none": no tests),
 #   then frnn-bench on $MODELS (default: every example) under each configuration in
 #   $CONFIGS (ENV=VALUE,... or "default"; runs 2.. take $MODELS2 if set),
 #   then (SWEEP_MODEL) the time of each product site (FRNN_CK_SKIP one at a time).
@@ -7,6 +8,7 @@ set -u
 . bench/device_setup.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 for plan in ${PLANS:-default}; do
+  [ "$plan" = none ] && continue
   label=${plan%%:*}; envs=""; [ "$plan" = "$label" ] || envs=$(echo "${plan#*:}" | tr ',' ' ')
   bash bench/gpu_tests.sh /tmp/frnn-bin $label $envs
 done

@@ -388,7 +388,8 @@ typedef struct plan {
    * input i's slots start and their stride per warp (0: not exchanged), and
    * how many steps one exchange batches (plan_exchange). */
   int xchg_floats, xchg_off[FRNN_MAX_PORTS], xchg_stride[FRNN_MAX_PORTS], xchg_steps;
-  int prefetch; /* PREFETCH_*: how time loops fetch the next step's inputs (lower_llvm.c) */
+  int prefetch; /* PREFETCH_*: how time loops fetch later steps' inputs (lower_llvm.c) */
+  int pf_depth_fwd, pf_depth_bwd; /* PREFETCH_REGS: steps ahead held in registers per kernel */
   int64_t bwd_c2; /* backward: steps between second-level checkpoints; 0: one level
                      (FRNN_BWD_C2; plan_workspace) */
   int64_t bwd_c;  /* steps between the forward's checkpoints; 0: about sqrt(T)

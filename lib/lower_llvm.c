@@ -480,31 +480,50 @@ static LLVMValueRef new_counter(lower *lw, LLVMBasicBlockRef entry) {
 /* ------------------------------------------------------------- prefetch */
 /* A time loop's loads ahead of time.  The addresses of a step's inputs (and
  * gradients of outputs) do not depend on the state, so while a step computes
- * the next step's can be fetched (plan.prefetch):
+ * later steps' can be fetched (plan.prefetch):
  *   PREFETCH_HINT  prefetch.global.L1 of the lines the next step will load
  *                  (no registers held; the loads then hit L1);
- *   PREFETCH_REGS  the next step's values loaded into registers, taken by the
- *                  next iteration (software pipelining; costs registers);
- *   PREFETCH_NONE  each step loads its own values. */
+ *   PREFETCH_REGS  the values of the next `depth` steps held in registers, a
+ *                  queue: each step takes the front and loads the step
+ *                  `depth` ahead into the back (software pipelining; costs
+ *                  depth x the step's elements in registers).  Small states
+ *                  (HGRN, RWKV-4) wait on nothing else: one warp's step
+ *                  costs a load's latency unless many are in flight;
+ *   PREFETCH_NONE  each step loads its own values.
+ * An input broadcast over T (lower_spec.in_bcast) is the same at every step:
+ * loaded once, before the loop, in every mode. */
+enum { PF_MAX_DEPTH = 16 };
 typedef struct prefetch {
   bool on; /* PREFETCH_REGS */
   bool hint;
+  int depth; /* steps ahead (PREFETCH_REGS) */
   int n;
   const targ *t[2 * FRNN_MAX_PORTS];
   int cls[2 * FRNN_MAX_PORTS];
   bool optional[2 * FRNN_MAX_PORTS];
-  LLVMValueRef *slots[2 * FRNN_MAX_PORTS], *dst[2 * FRNN_MAX_PORTS];
+  bool fixed[2 * FRNN_MAX_PORTS]; /* broadcast over T: loaded once */
+  LLVMValueRef *queue[2 * FRNN_MAX_PORTS][PF_MAX_DEPTH], *dst[2 * FRNN_MAX_PORTS];
 } prefetch;
 
-static bool pf_add(lower *lw, prefetch *pf, const targ *t, int cls, bool optional, LLVMValueRef *dst,
+static prefetch pf_new(const plan *p, int depth) {
+  prefetch pf = {.on = p->prefetch == PREFETCH_REGS, .hint = p->prefetch == PREFETCH_HINT};
+  pf.depth = depth < 1 ? 1 : depth > PF_MAX_DEPTH ? PF_MAX_DEPTH : depth;
+  return pf;
+}
+
+static bool pf_add(lower *lw, prefetch *pf, const targ *t, int cls, bool optional, bool fixed, LLVMValueRef *dst,
                    LLVMBasicBlockRef entry) {
   int k = pf->n++;
   pf->t[k] = t;
   pf->cls[k] = cls;
   pf->optional[k] = optional;
+  pf->fixed[k] = fixed;
   pf->dst[k] = dst;
-  pf->slots[k] = pf->on ? new_slots(lw, cls, entry) : NULL;
-  return !pf->on || pf->slots[k];
+  for (int d = 0; d < pf->depth; d++) {
+    pf->queue[k][d] = pf->on && !fixed ? new_slots(lw, cls, entry) : NULL;
+    if (pf->on && !fixed && !pf->queue[k][d]) return false;
+  }
+  return true;
 }
 
 static void pf_hint(lower *lw, const targ *t, int cls, bool optional, LLVMValueRef time) {
@@ -527,41 +546,60 @@ static void pf_hint(lower *lw, const targ *t, int cls, bool optional, LLVMValueR
   }
 }
 
-static void pf_load(lower *lw, prefetch *pf, LLVMValueRef time) {
-  for (int k = 0; pf->hint && k < pf->n; k++) pf_hint(lw, pf->t[k], pf->cls[k], pf->optional[k], time);
-  for (int k = 0; pf->on && k < pf->n; k++) {
-    LLVMValueRef *v = new_vals(lw, pf->cls[k]);
-    if (!v) return;
-    load_tensor(lw, pf->t[k], time, pf->cls[k], pf->optional[k], v);
-    slots_set(lw, pf->slots[k], pf->cls[k], v, pf->cls[k]);
-    free(v);
+/* Entry k's values at `time` into queue place d. */
+static void pf_fill(lower *lw, prefetch *pf, int k, int d, LLVMValueRef time) {
+  LLVMValueRef *v = new_vals(lw, pf->cls[k]);
+  if (!v) return;
+  load_tensor(lw, pf->t[k], time, pf->cls[k], pf->optional[k], v);
+  slots_set(lw, pf->queue[k][d], pf->cls[k], v, pf->cls[k]);
+  free(v);
+}
+
+/* Step t + s * dir, s steps on, not past `last` (clamped to it: the loads
+ * beyond the loop's end stay in range and are never used). */
+static LLVMValueRef steps_on(lower *lw, LLVMValueRef t, int s, int dir, LLVMValueRef last) {
+  codegen *cg = lw->cg;
+  LLVMValueRef n = cg_add(cg, t, cg_i64(cg, (int64_t)s * dir));
+  LLVMValueRef past = dir > 0 ? icmp(lw, LLVMIntSGT, n, last) : icmp(lw, LLVMIntSLT, n, last);
+  return cg_select(cg, past, last, n);
+}
+
+/* Before a loop from step `first` towards `last` (inclusive) in direction
+ * dir: the fixed inputs, and the queue's first `depth` steps. */
+static void pf_begin(lower *lw, prefetch *pf, LLVMValueRef first, int dir, LLVMValueRef last) {
+  for (int k = 0; k < pf->n; k++) {
+    if (pf->fixed[k]) load_tensor(lw, pf->t[k], first, pf->cls[k], pf->optional[k], pf->dst[k]);
+    else if (pf->hint) pf_hint(lw, pf->t[k], pf->cls[k], pf->optional[k], first);
+    else if (pf->on)
+      for (int d = 0; d < pf->depth; d++) pf_fill(lw, pf, k, d, steps_on(lw, first, d, dir, last));
   }
 }
 
-/* Before the loop: the first step's loads. */
-static void pf_begin(lower *lw, prefetch *pf, LLVMValueRef first) { pf_load(lw, pf, first); }
-
-/* In the loop body: step `time`'s values into dst, then the loads of `next`. */
-static void pf_step(lower *lw, prefetch *pf, LLVMValueRef time, LLVMValueRef next) {
+/* In the loop body: step `time`'s values into dst, then the loads ahead. */
+static void pf_step(lower *lw, prefetch *pf, LLVMValueRef time, int dir, LLVMValueRef last) {
   for (int k = 0; k < pf->n; k++) {
-    if (pf->on) slots_get(lw, pf->slots[k], pf->cls[k], pf->dst[k]);
-    else load_tensor(lw, pf->t[k], time, pf->cls[k], pf->optional[k], pf->dst[k]);
+    if (pf->fixed[k]) continue;
+    if (!pf->on) {
+      load_tensor(lw, pf->t[k], time, pf->cls[k], pf->optional[k], pf->dst[k]);
+      if (pf->hint) pf_hint(lw, pf->t[k], pf->cls[k], pf->optional[k], steps_on(lw, time, 1, dir, last));
+      continue;
+    }
+    slots_get(lw, pf->queue[k][0], pf->cls[k], pf->dst[k]);
+    LLVMValueRef *v = new_vals(lw, pf->cls[k]);
+    if (!v) return;
+    for (int d = 1; d < pf->depth; d++) {
+      slots_get(lw, pf->queue[k][d], pf->cls[k], v);
+      slots_set(lw, pf->queue[k][d - 1], pf->cls[k], v, pf->cls[k]);
+    }
+    free(v);
+    pf_fill(lw, pf, k, pf->depth - 1, steps_on(lw, time, pf->depth, dir, last));
   }
-  pf_load(lw, pf, next);
 }
 
 static void pf_free(prefetch *pf) {
-  for (int k = 0; k < pf->n; k++) free(pf->slots[k]);
+  for (int k = 0; k < pf->n; k++)
+    for (int d = 0; d < pf->depth; d++) free(pf->queue[k][d]);
   pf->n = 0;
-}
-
-/* The next step of a loop counting towards `end` (inclusive bound `last`),
- * clamped to it: the extra load of the last iteration stays in range. */
-static LLVMValueRef next_clamped(lower *lw, LLVMValueRef t, int dir, LLVMValueRef last) {
-  codegen *cg = lw->cg;
-  LLVMValueRef n = cg_add(cg, t, cg_i64(cg, dir));
-  LLVMValueRef past = dir > 0 ? icmp(lw, LLVMIntSGT, n, last) : icmp(lw, LLVMIntSLT, n, last);
-  return cg_select(cg, past, t, n);
 }
 
 /* ------------------------------------------------------- forward kernel */
@@ -613,13 +651,15 @@ static bool lower_forward(lower *lw, const frnn_step *s) {
   /* No checkpoints at all: the first is due at step T. */
   cg_store(cg, cg_select(cg, LLVMBuildIsNull(cg->b, ckpt, ""), T, cg_i64(cg, 0)), next_ck);
   cg_store(cg, ck_base, ck_slot);
-  prefetch pf = {.on = p->prefetch == PREFETCH_REGS, .hint = p->prefetch == PREFETCH_HINT};
+  prefetch pf = pf_new(p, p->pf_depth_fwd);
   for (int i = 0; i < p->n_in; i++)
-    if (!pf_add(lw, &pf, &in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, X[i], entry)) return false;
-  pf_begin(lw, &pf, cg_i64(cg, 0));
+    if (!pf_add(lw, &pf, &in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, lw->spec->in_bcast[i] & 2, X[i], entry))
+      return false;
+  LLVMValueRef t_last = LLVMBuildSub(cg->b, T, cg_i64(cg, 1), "");
+  pf_begin(lw, &pf, cg_i64(cg, 0), 1, t_last);
   loop lt = loop_begin(lw, tvar, cg_i64(cg, 0), T, 1, "time");
   LLVMValueRef t = cg_load(cg, cg->t_i64, tvar);
-  pf_step(lw, &pf, t, next_clamped(lw, t, 1, LLVMBuildSub(cg->b, T, cg_i64(cg, 1), "")));
+  pf_step(lw, &pf, t, 1, t_last);
   for (int i = 0; i < p->n_st; i++) slots_get(lw, S[i], s->ports[FRNN_PORT_STATE][i].cls, Sv[i]);
   /* Checkpoint: the states before step t, every C steps (a countdown rather
    * than t % C: a 64-bit remainder per step costs dozens of instructions). */
@@ -895,13 +935,15 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
         Sv[i][e] = cg_load_elem(cg, scratch, SCRATCH_INDEX(slot, q_), TD_F32);                 \
     }                                                                                          \
   } while (0)
-  prefetch pfx = {.on = p->prefetch == PREFETCH_REGS, .hint = p->prefetch == PREFETCH_HINT}, pfr = pfx;
-  for (int i = 0; i < p->n_in; i++)
-    if (!pf_add(lw, &pfx, &in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, X[i], entry) ||
-        !pf_add(lw, &pfr, &in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, X[i], entry))
+  prefetch pfx = pf_new(p, p->pf_depth_bwd), pfr = pfx;
+  for (int i = 0; i < p->n_in; i++) {
+    bool fixed = lw->spec->in_bcast[i] & 2;
+    if (!pf_add(lw, &pfx, &in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, fixed, X[i], entry) ||
+        !pf_add(lw, &pfr, &in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, fixed, X[i], entry))
       return false;
+  }
   for (int i = 0; i < p->n_out; i++)
-    if (!pf_add(lw, &pfr, &gout[i], s->ports[FRNN_PORT_OUTPUT][i].cls, true, GY[i], entry)) return false;
+    if (!pf_add(lw, &pfr, &gout[i], s->ports[FRNN_PORT_OUTPUT][i].cls, true, false, GY[i], entry)) return false;
   /* Two levels: the chunk's pieces u0 = t0 + j*C2, j = 0..last.  First
    * pass: from the checkpoint to the last piece's start, saving the state at
    * the start of every other piece (slot C2 + j); the last one's stays in S.
@@ -914,11 +956,12 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
     LLVMValueRef jvar = new_counter(lw, entry), next2 = new_counter(lw, entry);
     cg_store(cg, t0, next2);
     cg_store(cg, cg_i64(cg, 0), jvar);
-    pf_begin(lw, &pfx, t0);
+    LLVMValueRef la_last = LLVMBuildSub(cg->b, s_last, cg_i64(cg, 1), "");
+    pf_begin(lw, &pfx, t0, 1, la_last);
     loop la = loop_begin(lw, tvar, t0, s_last, 1, "level2");
     {
       LLVMValueRef t = cg_load(cg, cg->t_i64, tvar);
-      pf_step(lw, &pfx, t, next_clamped(lw, t, 1, LLVMBuildSub(cg->b, s_last, cg_i64(cg, 1), "")));
+      pf_step(lw, &pfx, t, 1, la_last);
       LLVMValueRef due = icmp(lw, LLVMIntEQ, t, cg_load(cg, cg->t_i64, next2));
       LLVMBasicBlockRef yes = cg_block(cg, "l2_save"), no = cg_block(cg, "l2_saved");
       cg_cond_br(cg, due, yes, no);
@@ -956,22 +999,25 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
     }
   }
   /* Recompute the piece's states into scratch slots 0, 1, ... */
-  pf_begin(lw, &pfx, u0);
+  LLVMValueRef u_last = LLVMBuildSub(cg->b, u1, cg_i64(cg, 1), "");
+  pf_begin(lw, &pfx, u0, 1, u_last);
   loop lf = loop_begin(lw, tvar, u0, u1, 1, "recompute");
   {
     LLVMValueRef t = cg_load(cg, cg->t_i64, tvar);
-    pf_step(lw, &pfx, t, next_clamped(lw, t, 1, LLVMBuildSub(cg->b, u1, cg_i64(cg, 1), "")));
+    pf_step(lw, &pfx, t, 1, u_last);
     STEP_STATES(true, LLVMBuildSub(cg->b, t, u0, ""));
   }
   loop_end(lw, &lf, 1);
   /* Walk the piece backwards. */
-  pf_begin(lw, &pfr, LLVMBuildSub(cg->b, u1, cg_i64(cg, 1), ""));
-  loop lb = loop_begin(lw, tvar, LLVMBuildSub(cg->b, u1, cg_i64(cg, 1), ""), u0, -1, "reverse");
+  pf_begin(lw, &pfr, u_last, -1, u0);
+  loop lb = loop_begin(lw, tvar, u_last, u0, -1, "reverse");
   {
     LLVMValueRef t = cg_load(cg, cg->t_i64, tvar);
-    LLVMValueRef t_next = next_clamped(lw, t, -1, u0);
-    pf_step(lw, &pfr, t, t_next);
-    if (pfr.hint && !p->bwd_shared_slots) { /* the next step's states: lane q of each warp fetches float q's line */
+    pf_step(lw, &pfr, t, -1, u0);
+    /* The states of the step the inputs' queue loads (the next with hints):
+     * lane q of each warp fetches float q's line into L1. */
+    LLVMValueRef t_next = steps_on(lw, t, pfr.on ? pfr.depth : 1, -1, u0);
+    if ((pfr.hint || pfr.on) && !p->bwd_shared_slots) {
       LLVMValueRef lane = LLVMBuildAnd(cg->b, lw->tid, cg_i32(cg, 31), "");
       LLVMValueRef q = cg_select(cg, cg_ult(cg, lane, cg_i32(cg, p->bwd_regs)), lane, cg_i32(cg, 0));
       LLVMValueRef idx = cg_add(cg, cg_add(cg, sc_block, cg_mul(cg, LLVMBuildSub(cg->b, t_next, u0, ""), cg_i64(cg, per_state))),

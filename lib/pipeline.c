@@ -95,7 +95,7 @@ static const char *gpu_arch(void) {
  * context's backward mode change the kernels: each is part of the module key. */
 static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
   static const char *const knobs[] = {"FRNN_LPR", "FRNN_BWD_BUDGET", "FRNN_BWD_WARPS",
-                                      "FRNN_BWD_CLUSTER", "FRNN_BWD_XCHG_STEPS", "FRNN_PREFETCH",
+                                      "FRNN_BWD_CLUSTER", "FRNN_BWD_XCHG_STEPS", "FRNN_PREFETCH", "FRNN_PREFETCH_DEPTH",
                                       "FRNN_BWD_C2", "FRNN_BWD_C", "FRNN_BWD_SMEM", "FRNN_BWD_PICK",
                                       "FRNN_CHUNKED", "FRNN_CK_L", "FRNN_CK_BM", "FRNN_CK_THREADS", "FRNN_CK_MINB", "FRNN_CK_SKIP",
                                       "FRNN_CK_SPLIT_MAX", "FRNN_CK_FUSE", "FRNN_CK_SPLITK",
@@ -672,7 +672,13 @@ frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
   memset(&spec, 0, sizeof spec);
   char key[1024];
   int k = snprintf(key, sizeof key, "fwd M=%lld N=%lld ", (long long)sz.M, (long long)sz.N);
-  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) spec.dt_in[i] = pin->v[i].dtype, key[k++] = dt_char(spec.dt_in[i]);
+  uint8_t bc[FRNN_MAX_PORTS] = {0};
+  inputs_bcast(s, sz, pin, bc);
+  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) {
+    spec.dt_in[i] = pin->v[i].dtype, key[k++] = dt_char(spec.dt_in[i]);
+    spec.in_bcast[i] = bc[i]; /* an input broadcast over T is loaded once (lower_llvm.c) */
+    key[k++] = (char)('0' + bc[i]);
+  }
   key[k++] = '/';
   for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) {
     spec.dt_state[i] = pinit->v[i].dtype;
@@ -695,8 +701,6 @@ frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
   gpu_module *m;
   if (!(st = get_module(ctx, s, sz, dev, key, &spec, KERNEL_FWD, ce, &m))) {
     /* The workspace the backward needs, and where the forward's states go. */
-    uint8_t bc[FRNN_MAX_PORTS] = {0};
-    inputs_bcast(s, sz, pin, bc);
     ws_layout w;
     ck_ws cw;
     size_t need, ckpt_at;

@@ -49,6 +49,16 @@ int class_floats(int cls, int64_t M, int64_t N) {
   return (int)((CLASS_HAS_M(cls) ? M : 1) * (CLASS_HAS_N(cls) ? N : 1));
 }
 
+/* Does any port have an N dimension?  A step without one (HGRN, RWKV-4:
+ * every value a column or a scalar) is planned as N = 1 whatever N the
+ * call gives: lanes of a row would hold copies of the same values. */
+static bool uses_n(const frnn_step *s) {
+  for (int k = 0; k < 3; k++)
+    for (int i = 0; i < s->n_ports[k]; i++)
+      if (CLASS_HAS_N(s->ports[k][i].cls)) return true;
+  return false;
+}
+
 static bool sums_over_m(const frnn_step *s) {
   for (uint32_t v = 0; v < s->n_nodes; v++)
     if (s->nodes[v].op == FRNN_OP_SUM_M) return true;
@@ -140,6 +150,11 @@ static frnn_status choose_shape(frnn_ctx *ctx, const frnn_step *s, int64_t M, in
   int64_t rows_per_warp_pass = groups;
   int rpt = per_row ? (budget - fixed) / per_row : PLAN_MAX_RPT;
   if (rpt < 1) rpt = 1;
+  /* A few floats of state a row, no N (HGRN: one, RWKV-4: three): a thread
+   * a row, and more warps.  Such a step waits on its loads, not on
+   * arithmetic: more threads, each with its own queue of loads in flight
+   * (plan.prefetch), hide more of their latency than rows a thread do. */
+  if (N == 1 && per_row <= 4 * copies) rpt = 1;
   /* Each row a thread holds also costs addresses and temporaries: beyond 8
    * rows ptxas spilled (N = 16, 32 rows: 255 registers), so use more warps. */
   if (rpt > MAX_RPT_BY_CHOICE) rpt = MAX_RPT_BY_CHOICE;
@@ -261,6 +276,43 @@ static bool shared_scratch_pays(const plan *p) {
   return in_shared.total <= in_workspace.total;
 }
 
+/* Elements a thread of a kernel of shape ks loads per step: the inputs and
+ * (with_out) the outputs' gradients. */
+static int step_loads(const frnn_step *s, const kernel_shape *ks, bool with_out) {
+  int n = 0;
+  for (int k = 0; k < (with_out ? 3 : 1); k += 2)
+    for (int i = 0; i < s->n_ports[k]; i++) {
+      int c = s->ports[k][i].cls;
+      n += (CLASS_HAS_M(c) ? ks->rpt : 1) * (CLASS_HAS_N(c) ? ks->cn : 1);
+    }
+  return n;
+}
+
+/* How the time loops fetch ahead (lower_llvm.c, "prefetch").  A step
+ * without N whose rows hold a few floats (HGRN, RWKV-4) waits on nothing
+ * but its loads: the next steps' values are queued in registers, as many
+ * steps as PF_REGS floats allow (up to 16).  Others: measured on the H100
+ * (docs/BENCHMARKS.md, first sessions), values in registers spilled the
+ * backward and slowed most forwards, and L1 hints slowed Mamba-2's and
+ * retention's forwards 5-6x: each step loads its own.  FRNN_PREFETCH (mode)
+ * and FRNN_PREFETCH_DEPTH (steps, both kernels) override. */
+static void plan_prefetch(const frnn_step *s, int64_t Ns, plan *p) {
+  enum { PF_REGS = 48, PF_DEPTH_MAX = 16 };
+  int col_states = 0;
+  for (int i = 0; i < p->n_st; i++) col_states += CLASS_HAS_M(s->ports[FRNN_PORT_STATE][i].cls);
+  bool stream = Ns == 1 && col_states <= 4;
+  p->prefetch = env_int("FRNN_PREFETCH", stream ? PREFETCH_REGS : PREFETCH_NONE, PREFETCH_NONE, PREFETCH_HINT);
+  int f = step_loads(s, &p->fwd, false), b = step_loads(s, &p->bwd, true);
+  p->pf_depth_fwd = stream ? PF_REGS / (f > 0 ? f : 1) : 1;
+  p->pf_depth_bwd = stream ? PF_REGS / (b > 0 ? b : 1) : 1;
+  int depth = env_int("FRNN_PREFETCH_DEPTH", 0, 0, PF_DEPTH_MAX);
+  if (depth) p->pf_depth_fwd = p->pf_depth_bwd = depth;
+  if (p->pf_depth_fwd > PF_DEPTH_MAX) p->pf_depth_fwd = PF_DEPTH_MAX;
+  if (p->pf_depth_bwd > PF_DEPTH_MAX) p->pf_depth_bwd = PF_DEPTH_MAX;
+  if (p->pf_depth_fwd < 1) p->pf_depth_fwd = 1;
+  if (p->pf_depth_bwd < 1) p->pf_depth_bwd = 1;
+}
+
 /* The plan; bwd_lpr > 0 forces the backward's lanes per row. */
 static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adjoint, int64_t M,
                               int64_t N, const target *t, int bwd_lpr, plan *p) {
@@ -278,15 +330,12 @@ static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_s
     p->state_offset[i] = p->state_floats;
     p->state_floats += class_floats(step->ports[FRNN_PORT_STATE][i].cls, M, N);
   }
+  int64_t Ns = uses_n(step) ? N : 1; /* the shapes' N */
   frnn_status st =
-      choose_shape(ctx, step, M, N, FWD_STATE_BUDGET, 1, sums_over_m(step), FWD_COLS_PER_LANE, 0, &p->fwd);
+      choose_shape(ctx, step, M, Ns, FWD_STATE_BUDGET, 1, sums_over_m(step), FWD_COLS_PER_LANE, 0, &p->fwd);
   if (st) return st;
   p->xchg_floats = 0;
   p->xchg_steps = 1;
-  /* Measured on the H100 (docs/BENCHMARKS.md): values in registers spilled
-   * the backward and slowed most forwards; L1 hints slowed Mamba-2's and
-   * retention's forwards 5-6x.  Neither is on by default. */
-  p->prefetch = env_int("FRNN_PREFETCH", PREFETCH_NONE, PREFETCH_NONE, PREFETCH_HINT);
   /* Second-level checkpoints: FRNN_BWD_C2 steps apart, else the context's
    * mode (LEAN: 8, the best memory for the time measured; BENCHMARKS.md). */
   p->bwd_c2 = env_int("FRNN_BWD_C2", ctx && ctx->backward_mode == FRNN_BACKWARD_LEAN ? LEAN_C2 : 0, 0,
@@ -307,8 +356,8 @@ static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_s
   }
   p->bwd_deferred = !sums_over_m(step) && split_kinds(adjoint, p->n_in, kind);
   int max_cluster = t->sm >= 90 ? env_int("FRNN_BWD_CLUSTER", 1, 1, MAX_CLUSTER) : 1;
-  if (p->bwd_deferred && max_cluster > 1) st = choose_split_shape(ctx, step, M, N, max_cluster, &p->bwd);
-  else st = choose_shape(ctx, step, M, N, BWD_STATE_BUDGET, 2, true, 1, bwd_lpr, &p->bwd);
+  if (p->bwd_deferred && max_cluster > 1) st = choose_split_shape(ctx, step, M, Ns, max_cluster, &p->bwd);
+  else st = choose_shape(ctx, step, M, Ns, BWD_STATE_BUDGET, 2, true, 1, bwd_lpr, &p->bwd);
   /* Recomputed states in shared memory: FRNN_BWD_SMEM = 1 forces them
    * there, 0 into the workspace; unset, the plan decides (shared_scratch_pays).
    * The exchange then gets less of the shared memory. */
@@ -317,7 +366,7 @@ static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_s
       !plan_exchange(adjoint, kind, t->max_shared_bytes_optin, smem ? SMEM_XCHG_BYTES : XCHG_BYTES, p)) {
     /* Too many partial sums to exchange: reduce each sum over M in one block. */
     p->bwd_deferred = false;
-    st = choose_shape(ctx, step, M, N, BWD_STATE_BUDGET, 2, true, 1, bwd_lpr, &p->bwd);
+    st = choose_shape(ctx, step, M, Ns, BWD_STATE_BUDGET, 2, true, 1, bwd_lpr, &p->bwd);
   }
   if (!st) {
     /* Registers of state per backward thread (scratch holds one copy). */
@@ -338,6 +387,7 @@ static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_s
   }
   free(kind);
   frnn_step_destroy(own);
+  if (!st) plan_prefetch(step, Ns, p);
   return st;
 }
 
@@ -377,6 +427,10 @@ void plan_describe(const plan *p, char *buf, size_t size) {
                                : "one level",
            spacing,
            p->prefetch == PREFETCH_REGS ? "registers" : p->prefetch == PREFETCH_HINT ? "L1 hints" : "none");
+  if (p->prefetch == PREFETCH_REGS) {
+    size_t n = strlen(buf);
+    snprintf(buf + n, size - n, ", %d/%d steps ahead", p->pf_depth_fwd, p->pf_depth_bwd);
+  }
 }
 
 static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
