@@ -406,13 +406,16 @@ typedef struct target target;
  * for M x N on target t (sm_90: clusters; its shared memory). */
 frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adjoint, int64_t M,
                       int64_t N, const target *t, plan *out);
-/* The same plan with the backward's rows spread over half as many lanes
- * (more columns per lane): fewer rows per thread, so fewer row temporaries,
- * but more columns each.  pipeline.c compiles both and keeps the backward
- * that spills less.  False where no such alternative applies (already 8
- * lanes or fewer, a cluster, shared-memory scratch, FRNN_LPR set,
- * FRNN_BWD_PICK=0). */
-bool plan_narrow_backward(frnn_ctx *ctx, const frnn_step *step, const target *t, const plan *p, plan *alt);
+/* Other backwards for the same forward (its checkpoints, at most its
+ * workspace at sz), in the order pipeline.c tries them where the plan's
+ * backward spills: the rows over half as many lanes (more columns a lane,
+ * fewer row temporaries); split over a cluster of 2, 4, 8 blocks (sm_90,
+ * steps whose sums over M may be deferred: each thread holds fewer rows);
+ * one block of 16 or 8 warps (more registers a thread).  Each shape once;
+ * none with FRNN_LPR set, FRNN_BWD_PICK=0 or shared-memory scratch.
+ * Returns how many were written to alt (at most cap). */
+int plan_backward_alternatives(frnn_ctx *ctx, const frnn_step *step, const target *t, const plan *p,
+                               frnn_sizes sz, plan *alt, int cap);
 /* One line saying what the plan chose (frnn-bench records it per model). */
 void plan_describe(const plan *p, char *buf, size_t size);
 /* Kinds of adjoint values when rows are split (plan.c explains). */

@@ -16,9 +16,10 @@
 #include <string.h>
 #include <time.h>
 
-/* The backward is also built with half the lanes per row when the plan's
- * kernel needs this much local memory (spills) per thread (get_module). */
-enum { PICK_MIN_LOCAL_BYTES = 128 };
+/* Other backwards are tried where the plan's kernel needs this much local
+ * memory (spills) a thread, until one needs less than the second
+ * (get_module). */
+enum { PICK_MIN_LOCAL_BYTES = 128, PICK_GOOD_LOCAL_BYTES = 64 };
 
 /* Distinguishes builds of frnn in the on-disk cache (see get_module). */
 #define FRNN_BUILD_STAMP FRNN_VERSION_STRING " " __DATE__ " " __TIME__
@@ -95,7 +96,7 @@ static const char *gpu_arch(void) {
  * context's backward mode change the kernels: each is part of the module key. */
 static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
   static const char *const knobs[] = {"FRNN_LPR", "FRNN_BWD_BUDGET", "FRNN_BWD_WARPS",
-                                      "FRNN_BWD_CLUSTER", "FRNN_BWD_XCHG_STEPS", "FRNN_PREFETCH", "FRNN_PREFETCH_DEPTH",
+                                      "FRNN_BWD_CLUSTER", "FRNN_BWD_XCHG_STEPS", "FRNN_PREFETCH", "FRNN_PREFETCH_DEPTH", "FRNN_BWD_MAXWARPS",
                                       "FRNN_BWD_C2", "FRNN_BWD_C", "FRNN_BWD_SMEM", "FRNN_BWD_PICK",
                                       "FRNN_CHUNKED", "FRNN_CK_L", "FRNN_CK_BM", "FRNN_CK_THREADS", "FRNN_CK_MINB", "FRNN_CK_SKIP",
                                       "FRNN_CK_SPLIT_MAX", "FRNN_CK_FUSE", "FRNN_CK_SPLITK",
@@ -489,35 +490,44 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
   if ((st = make_plan(ctx, s, sz.M, sz.N, arch, &m->p)) ||
       (st = load_plan(ctx, s, device, key, spec, kernels, arch, &m->p, NULL, &m->mod)))
     goto fail;
-  /* The backward also with half as many lanes per row, keeping the kernel
-   * that needs less local memory per thread (its spills, as the driver
-   * compiled it; a tie keeps the default).  Spills decide which is faster
-   * and differ from step to step: on the H100 (docs/BENCHMARKS.md, fourth
-   * session) this chose 16 lanes for Mamba-2 (fw+bw -19%), Mamba and
-   * Longhorn (-24%) and S4D (-3%) and kept 32 for the rest (RWKV-7 ran 8%
-   * slower at 16 on the H200, where it spills more).  The other module is
-   * dropped; a failure on the alternative is no failure.  Tried only where
-   * the plan's kernel spills PICK_MIN_LOCAL_BYTES or more (the winners spilled
-   * 344 bytes and up; the delta rule, GLA, RWKV-6/7 spill 8-64 and kept their
-   * kernels): a second compile on a cold cache costs up to a second. */
+  /* Where the plan's backward spills, other backwards for the same forward
+   * (plan_backward_alternatives: half the lanes a row, clusters of 2, 4, 8
+   * blocks, blocks of 16 or 8 warps), in that order: the first that needs
+   * less than PICK_GOOD_LOCAL_BYTES of local memory a thread (its spills, as
+   * the driver compiled it) is kept, else the one that needs least (a tie
+   * keeps the earlier).  Measured on the H100 (docs/BENCHMARKS.md, ninth
+   * session), fw+bw ms: Mamba 91.5 -> 38.6 (a cluster of 4), Longhorn 79.5
+   * -> 41.4 (4), S4D 146 -> 31.3 (4), mLSTM 130 -> 29.3 (8 warps);
+   * retention and GSA's keys (8 bytes, none) ran slower in clusters and
+   * keep theirs.  Earlier (fourth session) half the lanes chose Mamba-2,
+   * Mamba and Longhorn.  Each try compiles once on a cold cache (up to a
+   * second); the modules not kept are dropped, and a failure on one is no
+   * failure. */
   target t;
-  plan alt;
-  CUfunction f_def, f_alt;
-  int local_def = 0, local_alt;
-  if ((kernels & KERNEL_BWD) && !cuda_function(ctx, m->mod, "frnn_bwd", &f_def) &&
-      !cuda_function_attribute(ctx, f_def, CUDA_FUNC_LOCAL_BYTES, &local_def) &&
-      local_def >= PICK_MIN_LOCAL_BYTES && !target_parse(ctx, arch, &t) &&
-      plan_narrow_backward(ctx, s, &t, &m->p, &alt)) {
-    CUmodule alt_mod = NULL;
-    if (!load_plan(ctx, s, device, key, spec, kernels, arch, &alt, NULL, &alt_mod) &&
-        !cuda_function(ctx, alt_mod, "frnn_bwd", &f_alt) &&
-        !cuda_function_attribute(ctx, f_alt, CUDA_FUNC_LOCAL_BYTES, &local_alt) && local_alt < local_def) {
-      CUmodule keep = alt_mod;
-      alt_mod = m->mod;
-      m->mod = keep;
-      m->p = alt;
+  CUfunction f_best;
+  int local_best = 0;
+  if ((kernels & KERNEL_BWD) && !cuda_function(ctx, m->mod, "frnn_bwd", &f_best) &&
+      !cuda_function_attribute(ctx, f_best, CUDA_FUNC_LOCAL_BYTES, &local_best) &&
+      local_best >= PICK_MIN_LOCAL_BYTES && !target_parse(ctx, arch, &t)) {
+    enum { MAX_ALTS = 8 };
+    plan *alts = malloc(MAX_ALTS * sizeof *alts);
+    int n = alts ? plan_backward_alternatives(ctx, s, &t, &m->p, sz, alts, MAX_ALTS) : 0;
+    for (int i = 0; i < n && local_best >= PICK_GOOD_LOCAL_BYTES; i++) {
+      CUmodule alt_mod = NULL;
+      CUfunction f_alt;
+      int local_alt;
+      if (!load_plan(ctx, s, device, key, spec, kernels, arch, &alts[i], NULL, &alt_mod) &&
+          !cuda_function(ctx, alt_mod, "frnn_bwd", &f_alt) &&
+          !cuda_function_attribute(ctx, f_alt, CUDA_FUNC_LOCAL_BYTES, &local_alt) && local_alt < local_best) {
+        CUmodule keep = alt_mod;
+        alt_mod = m->mod;
+        m->mod = keep;
+        m->p = alts[i];
+        local_best = local_alt;
+      }
+      cuda_module_unload(alt_mod);
     }
-    cuda_module_unload(alt_mod);
+    free(alts);
   }
   ctx->stats.modules++;
   for (int k = 0; k < 5; k++)

@@ -123,15 +123,16 @@ bool split_kinds(const frnn_step *adj, int n_in, uint8_t *kind) {
  * measured on the H100 (delta rule, GLA, Mamba-2 at 128 x 128), the forward
  * ran 1.6x faster with 8 columns per lane than with 4 (32 lanes).  The
  * backward, register-bound, starts at 32 lanes; pipeline.c also builds it at
- * 16 (plan_narrow_backward) and keeps the kernel that spills less. */
+ * 16 (plan_backward_alternatives) where it spills.  max_warps caps a
+ * one-block kernel's warps (0: MAX_WARPS). */
 static frnn_status choose_shape(frnn_ctx *ctx, const frnn_step *s, int64_t M, int64_t N,
                                 int budget, int copies, bool one_block, int cols_per_lane,
-                                int force_lpr, kernel_shape *k) {
+                                int force_lpr, int max_warps, kernel_shape *k) {
   int lpr = 1;
   while (lpr < 32 && (int64_t)lpr * cols_per_lane < N) lpr *= 2;
   /* Tuning knob for benchmarks: FRNN_LPR forces the lanes per row (a power
    * of two up to 32; part of the module key, see pipeline.c); so does the
-   * caller (force_lpr > 0, plan_narrow_backward). */
+   * caller (force_lpr > 0, plan_backward_alternatives). */
   const char *force = getenv("FRNN_LPR");
   int want = force_lpr > 0 ? force_lpr : force && *force ? atoi(force) : 0;
   if (want > 0)
@@ -162,9 +163,11 @@ static frnn_status choose_shape(frnn_ctx *ctx, const frnn_step *s, int64_t M, in
   if (rpt > need) rpt = (int)need;
   int warps;
   if (one_block) {
+    /* max_warps < MAX_WARPS: fewer warps, more rows (and registers) a thread */
+    if (max_warps < 1 || max_warps > MAX_WARPS) max_warps = MAX_WARPS;
     warps = (int)((need + rpt - 1) / rpt);
-    if (warps > MAX_WARPS) {
-      rpt = (int)((need + MAX_WARPS - 1) / MAX_WARPS);
+    if (warps > max_warps) {
+      rpt = (int)((need + max_warps - 1) / max_warps);
       warps = (int)((need + rpt - 1) / rpt);
     }
     if (rpt > PLAN_MAX_RPT)
@@ -194,7 +197,7 @@ static frnn_status choose_split_shape(frnn_ctx *ctx, const frnn_step *s, int64_t
   /* Rows per thread from the budget alone (not raised to fit one block's
    * warps): the cluster's blocks share the rows. */
   frnn_status st = choose_shape(ctx, s, M, N, env_int("FRNN_BWD_BUDGET", BWD_SPLIT_BUDGET, 2, 128),
-                                2, false, 1, 0, k);
+                                2, false, 1, 0, 0, k);
   if (st) return st;
   int64_t groups = 32 / k->lpr;
   int64_t warps_total = (M + groups * k->rpt - 1) / (groups * k->rpt);
@@ -206,7 +209,7 @@ static frnn_status choose_split_shape(frnn_ctx *ctx, const frnn_step *s, int64_t
   }
   if (w > warps_total) w = warps_total;
   if (w > MAX_WARPS) /* too many rows for a cluster: one block */
-    return choose_shape(ctx, s, M, N, BWD_STATE_BUDGET, 2, true, 1, 0, k);
+    return choose_shape(ctx, s, M, N, BWD_STATE_BUDGET, 2, true, 1, 0, 0, k);
   int64_t rows_per_block = w * groups * k->rpt;
   k->warps = (int)w;
   k->row_blocks = (int)((M + rows_per_block - 1) / rows_per_block);
@@ -313,9 +316,20 @@ static void plan_prefetch(const frnn_step *s, int64_t Ns, plan *p) {
   if (p->pf_depth_bwd < 1) p->pf_depth_bwd = 1;
 }
 
-/* The plan; bwd_lpr > 0 forces the backward's lanes per row. */
+/* What an alternative backward changes (0: the plan's own choice). */
+typedef struct bwd_choice {
+  int lpr;       /* lanes per row */
+  int cluster;   /* the largest cluster of blocks a head's rows may be split over */
+  int max_warps; /* warps of a one-block backward */
+} bwd_choice;
+
+/* The plan; `bc` (may be NULL) overrides the backward's choices. */
 static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adjoint, int64_t M,
-                              int64_t N, const target *t, int bwd_lpr, plan *p) {
+                              int64_t N, const target *t, const bwd_choice *bc, plan *p) {
+  bwd_choice none = {0};
+  if (!bc) bc = &none;
+  int bwd_lpr = bc->lpr,
+      max_warps = bc->max_warps ? bc->max_warps : env_int("FRNN_BWD_MAXWARPS", MAX_WARPS, 1, MAX_WARPS);
   if (M < 1 || N < 1)
     return diag_fail(ctx, FRNN_E_ARG, "state size M = %lld, N = %lld: both must be at least 1",
                      (long long)M, (long long)N);
@@ -332,7 +346,7 @@ static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_s
   }
   int64_t Ns = uses_n(step) ? N : 1; /* the shapes' N */
   frnn_status st =
-      choose_shape(ctx, step, M, Ns, FWD_STATE_BUDGET, 1, sums_over_m(step), FWD_COLS_PER_LANE, 0, &p->fwd);
+      choose_shape(ctx, step, M, Ns, FWD_STATE_BUDGET, 1, sums_over_m(step), FWD_COLS_PER_LANE, 0, 0, &p->fwd);
   if (st) return st;
   p->xchg_floats = 0;
   p->xchg_steps = 1;
@@ -355,9 +369,9 @@ static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_s
     return diag_fail(ctx, FRNN_E_NOMEM, "out of memory planning step '%s'", step->name);
   }
   p->bwd_deferred = !sums_over_m(step) && split_kinds(adjoint, p->n_in, kind);
-  int max_cluster = t->sm >= 90 ? env_int("FRNN_BWD_CLUSTER", 1, 1, MAX_CLUSTER) : 1;
+  int max_cluster = t->sm < 90 ? 1 : bc->cluster ? bc->cluster : env_int("FRNN_BWD_CLUSTER", 1, 1, MAX_CLUSTER);
   if (p->bwd_deferred && max_cluster > 1) st = choose_split_shape(ctx, step, M, Ns, max_cluster, &p->bwd);
-  else st = choose_shape(ctx, step, M, Ns, BWD_STATE_BUDGET, 2, true, 1, bwd_lpr, &p->bwd);
+  else st = choose_shape(ctx, step, M, Ns, BWD_STATE_BUDGET, 2, true, 1, bwd_lpr, max_warps, &p->bwd);
   /* Recomputed states in shared memory: FRNN_BWD_SMEM = 1 forces them
    * there, 0 into the workspace; unset, the plan decides (shared_scratch_pays).
    * The exchange then gets less of the shared memory. */
@@ -366,7 +380,7 @@ static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_s
       !plan_exchange(adjoint, kind, t->max_shared_bytes_optin, smem ? SMEM_XCHG_BYTES : XCHG_BYTES, p)) {
     /* Too many partial sums to exchange: reduce each sum over M in one block. */
     p->bwd_deferred = false;
-    st = choose_shape(ctx, step, M, Ns, BWD_STATE_BUDGET, 2, true, 1, bwd_lpr, &p->bwd);
+    st = choose_shape(ctx, step, M, Ns, BWD_STATE_BUDGET, 2, true, 1, bwd_lpr, max_warps, &p->bwd);
   }
   if (!st) {
     /* Registers of state per backward thread (scratch holds one copy). */
@@ -393,19 +407,41 @@ static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_s
 
 frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adjoint, int64_t M,
                       int64_t N, const target *t, plan *p) {
-  return plan_build(ctx, step, adjoint, M, N, t, 0, p);
+  return plan_build(ctx, step, adjoint, M, N, t, NULL, p);
 }
 
-bool plan_narrow_backward(frnn_ctx *ctx, const frnn_step *step, const target *t, const plan *p, plan *alt) {
-  /* FRNN_BWD_PICK=0: plan_make's backward only (benchmarks' baseline). */
-  if (p->bwd.lpr < 16 || p->bwd.row_blocks > 1 || p->bwd_shared_slots || getenv("FRNN_LPR") ||
-      !env_int("FRNN_BWD_PICK", 1, 0, 1))
-    return false;
-  if (plan_build(ctx, step, NULL, p->M, p->N, t, p->bwd.lpr / 2, alt)) return false;
-  /* The forward and the workspace size are the default plan's: the
-   * alternative must not change the checkpoints nor need more scratch. */
-  return alt->bwd.lpr < p->bwd.lpr && !alt->bwd_shared_slots && alt->bwd.row_blocks == 1 &&
-         (int64_t)alt->bwd.warps * alt->bwd_regs <= (int64_t)p->bwd.warps * p->bwd_regs;
+static bool same_shape(const kernel_shape *a, const kernel_shape *b) {
+  return a->lpr == b->lpr && a->cn == b->cn && a->rpt == b->rpt && a->warps == b->warps &&
+         a->row_blocks == b->row_blocks;
+}
+
+int plan_backward_alternatives(frnn_ctx *ctx, const frnn_step *step, const target *t, const plan *p,
+                               frnn_sizes sz, plan *alt, int cap) {
+  /* FRNN_BWD_PICK=0: plan_make's backward only (benchmarks' baseline); a
+   * forced lanes per row, or scratch in shared memory (its chunks differ),
+   * keep it too. */
+  if (p->bwd_shared_slots || getenv("FRNN_LPR") || !env_int("FRNN_BWD_PICK", 1, 0, 1)) return 0;
+  bwd_choice tries[8];
+  int n_tries = 0;
+  if (p->bwd.lpr >= 16 && p->bwd.row_blocks == 1) tries[n_tries++] = (bwd_choice){.lpr = p->bwd.lpr / 2};
+  if (p->bwd_deferred && t->sm >= 90)
+    for (int c = 2; c <= 8; c *= 2) tries[n_tries++] = (bwd_choice){.cluster = c};
+  for (int w = 16; w >= 8; w /= 2) tries[n_tries++] = (bwd_choice){.cluster = 1, .max_warps = w};
+  ws_layout own, other;
+  plan_workspace(p, sz, NULL, 1, &own);
+  int n = 0;
+  for (int i = 0; i < n_tries && n < cap; i++) {
+    plan *a = &alt[n];
+    if (plan_build(ctx, step, NULL, p->M, p->N, t, &tries[i], a)) continue;
+    /* The forward (built by the plan) saved the checkpoints and sized the
+     * workspace: the alternative must keep the chunks and need no more. */
+    plan_workspace(a, sz, NULL, 1, &other);
+    if (a->bwd_shared_slots || other.C != own.C || other.C2 != own.C2 || other.total > own.total) continue;
+    bool seen = same_shape(&a->bwd, &p->bwd);
+    for (int k = 0; k < n && !seen; k++) seen = same_shape(&a->bwd, &alt[k].bwd);
+    if (!seen) n++;
+  }
+  return n;
 }
 
 void plan_describe(const plan *p, char *buf, size_t size) {
