@@ -19,7 +19,7 @@
 /* Other backwards are tried where the plan's kernel needs this much local
  * memory (spills) a thread, until one needs less than the second
  * (get_module). */
-enum { PICK_MIN_LOCAL_BYTES = 128, PICK_GOOD_LOCAL_BYTES = 64 };
+enum { PICK_MIN_LOCAL_BYTES = 128, PICK_GOOD_LOCAL_BYTES = 160 };
 
 /* Distinguishes builds of frnn in the on-disk cache (see get_module). */
 #define FRNN_BUILD_STAMP FRNN_VERSION_STRING " " __DATE__ " " __TIME__
@@ -496,29 +496,38 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
    * less than PICK_GOOD_LOCAL_BYTES of local memory a thread (its spills, as
    * the driver compiled it) is kept, else the one that needs least (a tie
    * keeps the earlier).  Measured on the H100 (docs/BENCHMARKS.md, ninth
-   * session), fw+bw ms: Mamba 91.5 -> 38.6 (a cluster of 4), Longhorn 79.5
-   * -> 41.4 (4), S4D 146 -> 31.3 (4), mLSTM 130 -> 29.3 (8 warps);
-   * retention and GSA's keys (8 bytes, none) ran slower in clusters and
-   * keep theirs.  Earlier (fourth session) half the lanes chose Mamba-2,
+   * session), fw+bw ms: Mamba 91.5 -> 38.6 (a cluster of 4: 0 bytes),
+   * Longhorn 79.5 -> 41.4 (4: 56 bytes; 39.3 at 2, 640 bytes), S4D 146 ->
+   * 31.3 (4: 128 bytes; 34.8 at 8, 0 bytes: hence 160, not 64), mLSTM 130
+   * -> 29.0 (8 warps, 648 bytes, the least); retention and GSA's keys (8
+   * bytes, none) ran slower in clusters and keep theirs.  Earlier (fourth session) half the lanes chose Mamba-2,
    * Mamba and Longhorn.  Each try compiles once on a cold cache (up to a
    * second); the modules not kept are dropped, and a failure on one is no
    * failure. */
   target t;
   CUfunction f_best;
   int local_best = 0;
+  char tried[160] = ""; /* each shape tried and its local bytes, for the plan's description */
+  size_t nt = 0;
   if ((kernels & KERNEL_BWD) && !cuda_function(ctx, m->mod, "frnn_bwd", &f_best) &&
       !cuda_function_attribute(ctx, f_best, CUDA_FUNC_LOCAL_BYTES, &local_best) &&
       local_best >= PICK_MIN_LOCAL_BYTES && !target_parse(ctx, arch, &t)) {
+    nt += (size_t)snprintf(tried, sizeof tried, "; backward local bytes a thread %d, tried lanes/warps/blocks", local_best);
     enum { MAX_ALTS = 8 };
     plan *alts = malloc(MAX_ALTS * sizeof *alts);
     int n = alts ? plan_backward_alternatives(ctx, s, &t, &m->p, sz, alts, MAX_ALTS) : 0;
     for (int i = 0; i < n && local_best >= PICK_GOOD_LOCAL_BYTES; i++) {
       CUmodule alt_mod = NULL;
       CUfunction f_alt;
-      int local_alt;
-      if (!load_plan(ctx, s, device, key, spec, kernels, arch, &alts[i], NULL, &alt_mod) &&
-          !cuda_function(ctx, alt_mod, "frnn_bwd", &f_alt) &&
-          !cuda_function_attribute(ctx, f_alt, CUDA_FUNC_LOCAL_BYTES, &local_alt) && local_alt < local_best) {
+      int local_alt = 0;
+      bool built = !load_plan(ctx, s, device, key, spec, kernels, arch, &alts[i], NULL, &alt_mod) &&
+                   !cuda_function(ctx, alt_mod, "frnn_bwd", &f_alt) &&
+                   !cuda_function_attribute(ctx, f_alt, CUDA_FUNC_LOCAL_BYTES, &local_alt);
+      const kernel_shape *b = &alts[i].bwd;
+      if (built && nt < sizeof tried)
+        nt += (size_t)snprintf(tried + nt, sizeof tried - nt, ", %d/%d/%d: %d", b->lpr, b->warps, b->row_blocks,
+                               local_alt);
+      if (built && local_alt < local_best) {
         CUmodule keep = alt_mod;
         alt_mod = m->mod;
         m->mod = keep;
@@ -532,7 +541,11 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
   ctx->stats.modules++;
   for (int k = 0; k < 5; k++)
     if ((kernels & (1u << k)) && (st = cuda_function(ctx, m->mod, kernel_names[k], &m->fn[k]))) goto fail;
-  if (kernels & KERNEL_BWD) plan_describe(&m->p, ctx->backward_plan, sizeof ctx->backward_plan);
+  if (kernels & KERNEL_BWD) {
+    plan_describe(&m->p, ctx->backward_plan, sizeof ctx->backward_plan);
+    size_t used = strlen(ctx->backward_plan);
+    snprintf(ctx->backward_plan + used, sizeof ctx->backward_plan - used, "%s", tried);
+  }
 keep:
   snprintf(m->key, sizeof m->key, "%s", key);
   m->graph_hash = s->hash;

@@ -401,6 +401,57 @@ END_TEST
  * the plan picks it only for blocks of 16 warps or more, where the
  * workspace at 4096 steps is no larger (RWKV-4 at 128 x 128: yes; at
  * M = 128, N = 1, one-warp blocks: no). */
+/* The backwards pipeline.c tries where the plan's spills: each a shape of
+ * its own, within the plan's workspace and chunks; clusters only for steps
+ * whose sums over M may be deferred, and only on sm_90. */
+static int alternatives(frnn_ctx *ctx, const char *file, const char *arch, plan *p, plan *alts) {
+  frnn_step *s;
+  ck_assert(frnn_step_load(ctx, test_source_path(file), &s) == FRNN_OK);
+  target t;
+  ck_assert(target_parse(ctx, arch, &t) == FRNN_OK);
+  frnn_sizes sz = {.B = 8, .T = 1024, .H = 32, .M = 128, .N = 128};
+  ck_assert(plan_make(ctx, s, NULL, sz.M, sz.N, &t, p) == FRNN_OK);
+  int n = plan_backward_alternatives(ctx, s, &t, p, sz, alts, 8);
+  ws_layout own, other;
+  plan_workspace(p, sz, NULL, 1, &own);
+  for (int i = 0; i < n; i++) {
+    plan_workspace(&alts[i], sz, NULL, 1, &other);
+    ck_assert_int_eq(other.C, own.C);
+    ck_assert_int_le(other.total, own.total);
+    ck_assert(memcmp(&alts[i].fwd, &p->fwd, sizeof p->fwd) == 0); /* the forward is the plan's */
+    for (int k = 0; k <= i; k++) {
+      const kernel_shape *a = &alts[i].bwd, *b = k < i ? &alts[k].bwd : &p->bwd;
+      ck_assert_msg(a->lpr != b->lpr || a->rpt != b->rpt || a->warps != b->warps || a->row_blocks != b->row_blocks,
+                    "%s: alternative %d repeats a shape", file, i);
+    }
+  }
+  frnn_step_destroy(s);
+  return n;
+}
+
+START_TEST(backward_alternatives) {
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  plan p, alts[8];
+  int n = alternatives(ctx, "examples/mamba.frnn", "sm_90", &p, alts);
+  bool cluster4 = false, fewer_warps = false;
+  for (int i = 0; i < n; i++) {
+    cluster4 |= alts[i].bwd.row_blocks == 4;
+    fewer_warps |= alts[i].bwd.row_blocks == 1 && alts[i].bwd.warps <= 8;
+  }
+  ck_assert_msg(cluster4 && fewer_warps, "mamba: %d alternatives, no cluster of 4 or no 8-warp block", n);
+  n = alternatives(ctx, "examples/mamba.frnn", "sm_80", &p, alts);
+  for (int i = 0; i < n; i++) ck_assert_int_eq(alts[i].bwd.row_blocks, 1);
+  n = alternatives(ctx, "examples/mlstm.frnn", "sm_90", &p, alts); /* sums over M every step */
+  ck_assert_int_ge(n, 1);
+  for (int i = 0; i < n; i++) ck_assert_int_eq(alts[i].bwd.row_blocks, 1);
+  setenv("FRNN_BWD_PICK", "0", 1);
+  ck_assert_int_eq(alternatives(ctx, "examples/mamba.frnn", "sm_90", &p, alts), 0);
+  unsetenv("FRNN_BWD_PICK");
+  frnn_ctx_destroy(ctx);
+}
+END_TEST
+
 START_TEST(workspace_shared_scratch) {
   frnn_ctx *ctx;
   ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
@@ -458,10 +509,21 @@ START_TEST(workspace_shared_scratch) {
   frnn_step_destroy(gla);
   frnn_step *rwkv4;
   ck_assert(frnn_step_load(ctx, test_source_path("examples/rwkv4.frnn"), &rwkv4) == FRNN_OK);
+  /* A step without N (RWKV-4) is planned as N = 1 whatever N the call
+   * gives (lanes of a row would hold copies): a thread a row, the next
+   * steps' loads queued in registers, and no shared scratch (its blocks
+   * have 4 warps, where shared memory would cost resident blocks). */
   plan wide, narrow;
   ck_assert(plan_make(ctx, rwkv4, NULL, 128, 128, &t, &wide) == FRNN_OK);
   ck_assert(plan_make(ctx, rwkv4, NULL, 128, 1, &t, &narrow) == FRNN_OK);
-  ck_assert_int_gt(wide.bwd_shared_slots, 0);
+  ck_assert_int_eq(wide.bwd.lpr, 1);
+  ck_assert_int_eq(wide.bwd.rpt, 1);
+  ck_assert_int_eq(wide.fwd.rpt, 1);
+  ck_assert_int_eq(wide.fwd.warps, narrow.fwd.warps);
+  ck_assert_int_eq(wide.bwd.warps, narrow.bwd.warps);
+  ck_assert_int_eq(wide.prefetch, PREFETCH_REGS);
+  ck_assert_int_gt(wide.pf_depth_fwd, 1);
+  ck_assert_int_eq(wide.bwd_shared_slots, 0);
   ck_assert_int_eq(narrow.bwd_shared_slots, 0);
   frnn_step_destroy(rwkv4);
   /* Forced on where 3 states fit: 4-step chunks of 2. */
@@ -525,6 +587,7 @@ int main(void) {
   tcase_add_loop_test(tc, tuning_knobs_assemble, 0, (int)(sizeof KNOBS / sizeof *KNOBS));
   tcase_add_test(tc, workspace_levels);
   tcase_add_test(tc, workspace_shared_scratch);
+  tcase_add_test(tc, backward_alternatives);
   suite_add_tcase(su, tc);
   SRunner *sr = srunner_create(su);
   srunner_run_all(sr, CK_NORMAL);
