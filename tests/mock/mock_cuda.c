@@ -5,7 +5,9 @@
  * tools) and their error handling.  CMake builds it as libmockcuda.so and
  * tests find it through $FRNN_MOCK_LIBCUDA.  MOCK_CUDA env:
  * "nodevice" -> cuInit fails; "zero" -> 0 devices; "missing" -> no cuLinkCreate;
- * "versioned" -> refuses lookups with a version other than 13000. */
+ * "versioned" -> refuses lookups with a version other than 13000;
+ * "later_spills_less", "clusters_spill_less": local memory of functions
+ * (m_cuModuleGetFunction). */
 #include <cuda.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -129,9 +131,13 @@ static CUresult m_cuModuleGetFunction(CUfunction *f, CUmodule m, const char *nam
   (*f)->n_params = n_params;
   (*f)->shared_kernel = strstr(name, "shared") != NULL;
   /* MOCK_CUDA=later_spills_less: each function looked up reports less local
-   * memory than the one before (frnn keeps the backward that spills less). */
+   * memory than the one before (frnn keeps the backward that spills less).
+   * MOCK_CUDA=clusters_spill_less: 1000 bytes, but 100 in a module that uses
+   * distributed shared memory (mapa: a backward split over a cluster). */
   static int looked_up;
-  (*f)->local_bytes = !strcmp(mode(), "later_spills_less") ? 1000 - looked_up++ : 8;
+  (*f)->local_bytes = !strcmp(mode(), "later_spills_less")     ? 1000 - looked_up++
+                      : !strcmp(mode(), "clusters_spill_less") ? (strstr(m->image, "mapa") ? 100 : 1000)
+                                                               : 8;
   return 0;
 }
 static CUresult m_cuLinkCreate(unsigned n, CUjit_option *o, void **v, CUlinkState *st) {

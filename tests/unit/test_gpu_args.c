@@ -12,7 +12,7 @@
 
 static frnn_ctx *ctx;
 static frnn_step *step;
-static float backing[4096];
+static float backing[16384];
 
 typedef struct dev_tensor {
   DLTensor t;
@@ -138,30 +138,36 @@ START_TEST(steps_of_one_signature_get_their_own_module) {
 }
 END_TEST
 
-/* The backward compiled with half the lanes per row too, the one that spills
- * less kept (pipeline.c get_module).  Through the fake driver: by default
- * both report the same local memory and the default stays; with
- * MOCK_CUDA=later_spills_less the alternative (looked up second) reports
- * less and is launched, its parameters checked against its PTX. */
+/* Other backwards where the plan's spills, the first under 160 bytes kept,
+ * else the one that spills least (pipeline.c get_module).  Through the fake
+ * driver: by default every kernel reports 8 bytes and the plan's stays
+ * (32 lanes); with MOCK_CUDA=later_spills_less each one looked up reports
+ * less than the one before (all over 160): the last tried is kept; with
+ * clusters_spill_less only cluster kernels report under 160: the first
+ * cluster is kept.  Each is launched, its parameters checked against its
+ * PTX. */
 START_TEST(backward_keeps_the_kernel_that_spills_less) {
   if (!getenv("FRNN_MOCK_LIBCUDA")) {
     puts("FRNN_MOCK_LIBCUDA is unset: backward_keeps_the_kernel_that_spills_less left out");
     return;
   }
   setenv("FRNN_BWD_SMEM", "0", 1); /* shared-memory scratch has no alternative */
-  if (_i) setenv("MOCK_CUDA", "later_spills_less", 1);
+  if (_i) setenv("MOCK_CUDA", _i == 1 ? "later_spills_less" : "clusters_spill_less", 1);
   frnn_step *ret;
   ck_assert(frnn_step_load(ctx, test_source_path("examples/retention.frnn"), &ret) == FRNN_OK);
-  frnn_sizes rs = {1, 2, 1, 4, 32};
-  int64_t row[5] = {1, 2, 1, 1, 32}, col[5] = {1, 2, 1, 4, 1}, one[5] = {1, 2, 1, 1, 1},
-          state[4] = {1, 1, 4, 32}, ys[4] = {1, 2, 1, 4};
+  /* M = 64: the plan's backward is 8 warps of 32 lanes; tried: 16 lanes
+   * (4 warps), then 2 blocks of 4 warps in a cluster */
+  frnn_sizes rs = {1, 2, 1, 64, 32};
+  int64_t row[5] = {1, 2, 1, 1, 32}, col[5] = {1, 2, 1, 64, 1}, one[5] = {1, 2, 1, 1, 1},
+          state[4] = {1, 1, 64, 32}, ys[4] = {1, 2, 1, 64};
   dev_tensor q, k, v, gm, S0, S1, Y, dq, dk, dv, dgm, dS0;
   make(&q, 5, row, kDLCUDA), make(&k, 5, row, kDLCUDA), make(&v, 5, col, kDLCUDA);
   make(&gm, 5, one, kDLCUDA), make(&S0, 4, state, kDLCUDA), make(&Y, 4, ys, kDLCUDA);
   make(&dq, 5, row, kDLCUDA), make(&dk, 5, row, kDLCUDA), make(&dv, 5, col, kDLCUDA);
   make(&dgm, 5, one, kDLCUDA), make(&S1, 4, state, kDLCUDA), make(&dS0, 4, state, kDLCUDA);
-  S1.t.data = backing + 1024, Y.t.data = backing + 2048, dS0.t.data = backing + 3072;
-  dq.t.data = backing + 512, dk.t.data = backing + 1536, dv.t.data = backing + 2560, dgm.t.data = backing + 3584;
+  /* inputs at 0 (the fake driver computes nothing: only the outputs must not alias them) */
+  S1.t.data = backing + 4096, Y.t.data = backing + 6144, dS0.t.data = backing + 8192;
+  dq.t.data = backing + 10240, dk.t.data = backing + 10496, dv.t.data = backing + 10752, dgm.t.data = backing + 11008;
   const DLTensor *rin[4] = {&q.t, &k.t, &v.t, &gm.t}, *rst[1] = {&S0.t}, *gy[1] = {&Y.t}, *gfin[1] = {&S1.t};
   DLTensor *rout[1] = {&Y.t}, *rfin[1] = {&S1.t}, *gin[4] = {&dq.t, &dk.t, &dv.t, &dgm.t}, *gst[1] = {&dS0.t};
   size_t need = 0;
@@ -171,8 +177,15 @@ START_TEST(backward_keeps_the_kernel_that_spills_less) {
                 frnn_ctx_error(ctx));
   ck_assert_msg(frnn_gpu_backward(ctx, ret, rs, rin, rst, gy, gfin, gin, gst, ws, need, NULL) == FRNN_OK, "%s",
                 frnn_ctx_error(ctx));
-  const char *want = _i ? "bwd 16 lanes/row" : "bwd 32 lanes/row";
+  const char *want = _i == 0 ? "bwd 32 lanes/row x 1 cols, 8 rows/thread, 8 warps, 1 blocks/head"
+                              : "bwd 32 lanes/row x 1 cols, 8 rows/thread, 4 warps, 2 blocks/head (a cluster)";
   ck_assert_msg(strstr(ctx->backward_plan, want), "expected '%s' in: %s", want, ctx->backward_plan);
+  if (_i == 0) ck_assert_msg(!strstr(ctx->backward_plan, "tried"), "%s", ctx->backward_plan);
+  if (_i == 1) /* none under 160: every alternative tried, the least kept (the last) */
+    ck_assert_msg(strstr(ctx->backward_plan, "16/4/1: 998, 32/4/2: 997"), "%s", ctx->backward_plan);
+  if (_i == 2) /* 16 lanes (1000 bytes) tried, then the cluster (100) kept */
+    ck_assert_msg(strstr(ctx->backward_plan, "local bytes a thread 1000, tried lanes/warps/blocks, 16/4/1: 1000, 32/4/2: 100"),
+                  "%s", ctx->backward_plan);
   free(ws);
   frnn_step_destroy(ret);
 }
@@ -190,7 +203,7 @@ int main(void) {
   tcase_add_test(tc, bad_sizes_and_devices);
   tcase_add_test(tc, in_place_states_are_refused);
   tcase_add_test(tc, steps_of_one_signature_get_their_own_module);
-  tcase_add_loop_test(tc, backward_keeps_the_kernel_that_spills_less, 0, 2);
+  tcase_add_loop_test(tc, backward_keeps_the_kernel_that_spills_less, 0, 3);
   suite_add_tcase(su, tc);
   SRunner *sr = srunner_create(su);
   srunner_run_all(sr, CK_NORMAL);
