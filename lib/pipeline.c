@@ -496,8 +496,8 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
    * less than PICK_GOOD_LOCAL_BYTES of local memory a thread (its spills, as
    * the driver compiled it) is kept, else the one that needs least (a tie
    * keeps the earlier).  Measured on the H100 (docs/BENCHMARKS.md, ninth
-   * session), fw+bw ms: Mamba 91.5 -> 38.6 (a cluster of 4: 0 bytes),
-   * Longhorn 79.5 -> 41.4 (4: 56 bytes; 39.3 at 2, 640 bytes), S4D 146 ->
+   * session), fw+bw ms: Mamba 91.5 -> 38.6 (a cluster of 4: 56 bytes),
+   * Longhorn 79.5 -> 41.4 (4: 0 bytes; 39.3 at 2, 640 bytes), S4D 146 ->
    * 31.3 (4: 128 bytes; 34.8 at 8, 0 bytes: hence 160, not 64), mLSTM 130
    * -> 29.0 (8 warps, 648 bytes, the least); retention and GSA's keys (8
    * bytes, none) ran slower in clusters and keep theirs.  Earlier (fourth session) half the lanes chose Mamba-2,
