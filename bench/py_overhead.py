@@ -70,3 +70,17 @@ for name in ("hgrn", "rwkv4"):
     print("%-6s per fw+bw: events %.3f ms, host (no sync) %.3f ms, GPU kernels %.3f ms" % (name, event, host, gpu))
     for k, v in sorted(kern.items(), key=lambda kv: -kv[1])[:8]:
         print("    %-40s %.3f ms" % (k[:40], v))
+
+if os.environ.get("PY_OVERHEAD_PROFILE") == "1":
+    import cProfile
+    import pstats
+    s, sz, ins, sts = case("rwkv4")
+    outs = s.apply(sz, ins, sts, torch.bfloat16)
+    gys = [torch.randn_like(o) for o in outs]
+    pr = cProfile.Profile()
+    pr.enable()
+    for _ in range(50):
+        fwbw(s, sz, ins, sts, gys)
+    pr.disable()
+    torch.cuda.synchronize()
+    pstats.Stats(pr).sort_stats("tottime").print_stats(18)

@@ -500,10 +500,10 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
    * Longhorn 79.5 -> 41.4 (4: 0 bytes; 39.3 at 2, 640 bytes), S4D 146 ->
    * 31.3 (4: 128 bytes; 34.8 at 8, 0 bytes: hence 160, not 64), mLSTM 130
    * -> 29.0 (8 warps, 648 bytes, the least); retention and GSA's keys (8
-   * bytes, none) ran slower in clusters and keep theirs.  Earlier (fourth session) half the lanes chose Mamba-2,
-   * Mamba and Longhorn.  Each try compiles once on a cold cache (up to a
-   * second); the modules not kept are dropped, and a failure on one is no
-   * failure. */
+   * bytes, none) ran slower in clusters and keep theirs.  (The fourth
+   * session's half the lanes chose Mamba-2, Mamba and Longhorn.)  Each try
+   * compiles once on a cold cache (up to a second); the modules not kept
+   * are dropped, and a failure on one is no failure. */
   target t;
   CUfunction f_best;
   int local_best = 0;
@@ -512,7 +512,8 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
   if ((kernels & KERNEL_BWD) && !cuda_function(ctx, m->mod, "frnn_bwd", &f_best) &&
       !cuda_function_attribute(ctx, f_best, CUDA_FUNC_LOCAL_BYTES, &local_best) &&
       local_best >= PICK_MIN_LOCAL_BYTES && !target_parse(ctx, arch, &t)) {
-    nt += (size_t)snprintf(tried, sizeof tried, "; backward local bytes a thread %d, tried lanes/warps/blocks", local_best);
+    nt += (size_t)snprintf(tried, sizeof tried, "; backward local bytes a thread %d, tried lanes/warps/blocks",
+                           local_best);
     enum { MAX_ALTS = 8 };
     plan *alts = malloc(MAX_ALTS * sizeof *alts);
     int n = alts ? plan_backward_alternatives(ctx, s, &t, &m->p, sz, alts, MAX_ALTS) : 0;
