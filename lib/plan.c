@@ -261,7 +261,9 @@ static int shared_slots(const plan *p, const target *t) {
  * shared memory for blocks of SMEM_MIN_WARPS warps or more, when the
  * workspace at T_REF steps is no larger with it.  The
  * kernels cannot depend on T (one module serves every length); above T_REF
- * the checkpoints grow as T / C against the scratch's 2 sqrt(T). */
+ * the checkpoints grow as T / C against the scratch's 2 sqrt(T).  (Since
+ * RWKV-4 and HGRN are planned as N = 1, with no lanes holding copies, no
+ * example qualifies; FRNN_BWD_SMEM=1 forces it.) */
 static bool shared_scratch_pays(const plan *p) {
   enum { T_REF = 4096 };
   /* Blocks of fewer warps share an SM with others: their shared memory
