@@ -370,6 +370,7 @@ void chunk_gpu_free(chunk_gpu *g);
  * (only when the kernel needs no sum over M). */
 #define PLAN_MAX_RPT 32
 #define PLAN_MAX_CN 32
+#define PLAN_MAX_PF_DEPTH 16 /* steps a time loop's queue of loads holds at most (plan.prefetch) */
 typedef struct kernel_shape {
   int lpr, cn, rpt, warps, row_blocks;
 } kernel_shape;
@@ -389,7 +390,8 @@ typedef struct plan {
    * how many steps one exchange batches (plan_exchange). */
   int xchg_floats, xchg_off[FRNN_MAX_PORTS], xchg_stride[FRNN_MAX_PORTS], xchg_steps;
   int prefetch; /* PREFETCH_*: how time loops fetch later steps' inputs (lower_llvm.c) */
-  int pf_depth_fwd, pf_depth_bwd; /* PREFETCH_REGS: steps ahead held in registers per kernel */
+  int pf_depth_fwd, pf_depth_bwd; /* PREFETCH_REGS: steps ahead held in registers per kernel
+                                     (1 to PLAN_MAX_PF_DEPTH) */
   int64_t bwd_c2; /* backward: steps between second-level checkpoints; 0: one level
                      (FRNN_BWD_C2; plan_workspace) */
   int64_t bwd_c;  /* steps between the forward's checkpoints; 0: about sqrt(T)

@@ -492,7 +492,6 @@ static LLVMValueRef new_counter(lower *lw, LLVMBasicBlockRef entry) {
  *   PREFETCH_NONE  each step loads its own values.
  * An input broadcast over T (lower_spec.in_bcast) is the same at every step:
  * loaded once, before the loop, in every mode. */
-enum { PF_MAX_DEPTH = 16 };
 typedef struct prefetch {
   bool on; /* PREFETCH_REGS */
   bool hint;
@@ -502,12 +501,12 @@ typedef struct prefetch {
   int cls[2 * FRNN_MAX_PORTS];
   bool optional[2 * FRNN_MAX_PORTS];
   bool fixed[2 * FRNN_MAX_PORTS]; /* broadcast over T: loaded once */
-  LLVMValueRef *queue[2 * FRNN_MAX_PORTS][PF_MAX_DEPTH], *dst[2 * FRNN_MAX_PORTS];
+  LLVMValueRef *queue[2 * FRNN_MAX_PORTS][PLAN_MAX_PF_DEPTH], *dst[2 * FRNN_MAX_PORTS];
 } prefetch;
 
 static prefetch pf_new(const plan *p, int depth) {
   prefetch pf = {.on = p->prefetch == PREFETCH_REGS, .hint = p->prefetch == PREFETCH_HINT};
-  pf.depth = depth < 1 ? 1 : depth > PF_MAX_DEPTH ? PF_MAX_DEPTH : depth;
+  pf.depth = depth < 1 ? 1 : depth > PLAN_MAX_PF_DEPTH ? PLAN_MAX_PF_DEPTH : depth;
   return pf;
 }
 
@@ -1016,8 +1015,8 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
     pf_step(lw, &pfr, t, -1, u0);
     /* The states of the step the inputs' queue loads (the next with hints):
      * lane q of each warp fetches float q's line into L1. */
-    LLVMValueRef t_next = steps_on(lw, t, pfr.on ? pfr.depth : 1, -1, u0);
     if ((pfr.hint || pfr.on) && !p->bwd_shared_slots) {
+      LLVMValueRef t_next = steps_on(lw, t, pfr.on ? pfr.depth : 1, -1, u0);
       LLVMValueRef lane = LLVMBuildAnd(cg->b, lw->tid, cg_i32(cg, 31), "");
       LLVMValueRef q = cg_select(cg, cg_ult(cg, lane, cg_i32(cg, p->bwd_regs)), lane, cg_i32(cg, 0));
       LLVMValueRef idx = cg_add(cg, cg_add(cg, sc_block, cg_mul(cg, LLVMBuildSub(cg->b, t_next, u0, ""), cg_i64(cg, per_state))),

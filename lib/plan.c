@@ -59,6 +59,14 @@ static bool uses_n(const frnn_step *s) {
   return false;
 }
 
+/* Rows that hold a few floats of state and no N (HGRN: one, RWKV-4: three;
+ * N the shapes' N).  Such a step waits on its loads, not on arithmetic. */
+static bool small_rows(const frnn_step *s, int64_t N) {
+  int col_states = 0;
+  for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) col_states += CLASS_HAS_M(s->ports[FRNN_PORT_STATE][i].cls);
+  return N == 1 && col_states <= 4;
+}
+
 static bool sums_over_m(const frnn_step *s) {
   for (uint32_t v = 0; v < s->n_nodes; v++)
     if (s->nodes[v].op == FRNN_OP_SUM_M) return true;
@@ -151,11 +159,10 @@ static frnn_status choose_shape(frnn_ctx *ctx, const frnn_step *s, int64_t M, in
   int64_t rows_per_warp_pass = groups;
   int rpt = per_row ? (budget - fixed) / per_row : PLAN_MAX_RPT;
   if (rpt < 1) rpt = 1;
-  /* A few floats of state a row, no N (HGRN: one, RWKV-4: three): a thread
-   * a row, and more warps.  Such a step waits on its loads, not on
-   * arithmetic: more threads, each with its own queue of loads in flight
-   * (plan.prefetch), hide more of their latency than rows a thread do. */
-  if (N == 1 && per_row <= 4 * copies) rpt = 1;
+  /* Small rows: a thread a row, and more warps.  More threads, each with
+   * its own queue of loads in flight (plan.prefetch), hide more of the
+   * loads' latency than rows a thread do. */
+  if (small_rows(s, N)) rpt = 1;
   /* Each row a thread holds also costs addresses and temporaries: beyond 8
    * rows ptxas spilled (N = 16, 32 rows: 255 registers), so use more warps. */
   if (rpt > MAX_RPT_BY_CHOICE) rpt = MAX_RPT_BY_CHOICE;
@@ -293,29 +300,26 @@ static int step_loads(const frnn_step *s, const kernel_shape *ks, bool with_out)
   return n;
 }
 
-/* How the time loops fetch ahead (lower_llvm.c, "prefetch").  A step
- * without N whose rows hold a few floats (HGRN, RWKV-4) waits on nothing
- * but its loads: the next steps' values are queued in registers, as many
- * steps as PF_REGS floats allow (up to 16).  Others: measured on the H100
+/* How the time loops fetch ahead (lower_llvm.c, "prefetch").  A step of
+ * small rows (HGRN, RWKV-4) waits on nothing but its loads: the next
+ * steps' values are queued in registers, as many steps as PF_REGS floats
+ * allow (up to PLAN_MAX_PF_DEPTH).  Others: measured on the H100
  * (docs/BENCHMARKS.md, first sessions), values in registers spilled the
  * backward and slowed most forwards, and L1 hints slowed Mamba-2's and
  * retention's forwards 5-6x: each step loads its own.  FRNN_PREFETCH (mode)
  * and FRNN_PREFETCH_DEPTH (steps, both kernels) override. */
+static int queue_depth(bool stream, int loads, int forced) {
+  enum { PF_REGS = 48 };
+  int d = forced ? forced : stream ? PF_REGS / (loads > 0 ? loads : 1) : 1;
+  return d < 1 ? 1 : d > PLAN_MAX_PF_DEPTH ? PLAN_MAX_PF_DEPTH : d;
+}
+
 static void plan_prefetch(const frnn_step *s, int64_t Ns, plan *p) {
-  enum { PF_REGS = 48, PF_DEPTH_MAX = 16 };
-  int col_states = 0;
-  for (int i = 0; i < p->n_st; i++) col_states += CLASS_HAS_M(s->ports[FRNN_PORT_STATE][i].cls);
-  bool stream = Ns == 1 && col_states <= 4;
+  bool stream = small_rows(s, Ns);
   p->prefetch = env_int("FRNN_PREFETCH", stream ? PREFETCH_REGS : PREFETCH_NONE, PREFETCH_NONE, PREFETCH_HINT);
-  int f = step_loads(s, &p->fwd, false), b = step_loads(s, &p->bwd, true);
-  p->pf_depth_fwd = stream ? PF_REGS / (f > 0 ? f : 1) : 1;
-  p->pf_depth_bwd = stream ? PF_REGS / (b > 0 ? b : 1) : 1;
-  int depth = env_int("FRNN_PREFETCH_DEPTH", 0, 0, PF_DEPTH_MAX);
-  if (depth) p->pf_depth_fwd = p->pf_depth_bwd = depth;
-  if (p->pf_depth_fwd > PF_DEPTH_MAX) p->pf_depth_fwd = PF_DEPTH_MAX;
-  if (p->pf_depth_bwd > PF_DEPTH_MAX) p->pf_depth_bwd = PF_DEPTH_MAX;
-  if (p->pf_depth_fwd < 1) p->pf_depth_fwd = 1;
-  if (p->pf_depth_bwd < 1) p->pf_depth_bwd = 1;
+  int forced = env_int("FRNN_PREFETCH_DEPTH", 0, 0, PLAN_MAX_PF_DEPTH);
+  p->pf_depth_fwd = queue_depth(stream, step_loads(s, &p->fwd, false), forced);
+  p->pf_depth_bwd = queue_depth(stream, step_loads(s, &p->bwd, true), forced);
 }
 
 /* What an alternative backward changes (0: the plan's own choice). */
