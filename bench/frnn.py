@@ -323,8 +323,8 @@ class Step:
 
     def workspace(self, sz, inputs=None, for_backward=True, device=None):
         """A torch uint8 tensor of frnn_gpu_workspace_size bytes, or None when that is 0
-        (a forward with no backward to follow takes no workspace: a non-empty one would
-        ask it to store checkpoints, and one too small for them is an error)."""
+        (a forward with no backward to follow takes none, or a guarded step's flag alone;
+        a larger one asks it to store checkpoints, and one too small for them is an error)."""
         n = self.workspace_size(sz, inputs, for_backward)
         if n == 0:
             return None

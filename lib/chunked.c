@@ -1091,7 +1091,7 @@ static void put_term(strbuf *b, const void *arg, int k) {
   case CK_SEED_LD:
     sb_printf(b, "0");
     for (int d = 0; d < g->n_ld; d++) {
-      sb_printf(b, " %c (", g->ld_neg[d] ? '-' : '+');
+      sb_printf(b, " %c %s(", g->ld_neg[d] ? '-' : '+', g->ld_log[d] ? "log" : "");
       print_expr(b, s, g->ld_node[d]);
       sb_printf(b, ")");
     }
@@ -1128,13 +1128,21 @@ frnn_status chunk_gpu_make(frnn_ctx *ctx, const frnn_step *s, chunk_gpu *g) {
    * one block-triangular solve over both; no example has them. */
   if (cf->n_rank > 1) why = "its update has more than one rank-one term sum(S * a) * b (not built)";
   if (!why && cf->decay_sign < 0) why = "its decay is negated (the kernels work with its logarithm)";
+  /* The kernels work with the decay's logarithm: an exp's exponent as it
+   * is; any other factor's log, guarded (it may be 0 or negative: the
+   * forward checks it at every step, and where it is not positive the call
+   * runs on the recurrent kernels; chunk_gpu.guard). */
   for (int k = 0; k < cf->decay.n && !why; k++) {
     const node *d = &s->nodes[cf->decay.node[k]];
-    if (d->op != FRNN_OP_EXP)
-      why = "its decay is not a product of exponentials, so not provably positive (the kernels "
-            "work with its logarithm)";
-    else
-      g->ld_node[g->n_ld] = d->arg[0], g->ld_neg[g->n_ld++] = cf->decay.divide[k];
+    bool is_exp = d->op == FRNN_OP_EXP;
+    if (d->op == FRNN_OP_NEG && s->nodes[d->arg[0]].op == FRNN_OP_EXP) {
+      why = "a factor of its decay is a negated exponential (the kernels work with its logarithm)";
+      break;
+    }
+    g->ld_node[g->n_ld] = is_exp ? d->arg[0] : cf->decay.node[k];
+    g->ld_log[g->n_ld] = !is_exp;
+    g->ld_neg[g->n_ld++] = cf->decay.divide[k];
+    g->guard |= !is_exp;
   }
   if (!why && cf->n_updates == 0) why = "its state has no update";
   for (int k = 0; k < s->n_ports[FRNN_PORT_OUTPUT] && !why; k++)

@@ -515,6 +515,20 @@ void cg_cond_br(codegen *cg, LLVMValueRef c, LLVMBasicBlockRef t, LLVMBasicBlock
 }
 void cg_ret(codegen *cg) { LLVMBuildRetVoid(cg->b); }
 
+void cg_guard(codegen *cg, LLVMValueRef flag, int guard) {
+  if (guard == GUARD_NONE) return;
+  LLVMBasicBlockRef check = cg_block(cg, "guard_check"), run = cg_block(cg, "guarded"),
+                    skip = cg_block(cg, "guard_skip");
+  cg_cond_br(cg, LLVMBuildIsNull(cg->b, flag, ""), run, check);
+  cg_at(cg, check);
+  LLVMValueRef set = LLVMBuildICmp(cg->b, LLVMIntNE, cg_load(cg, cg->t_i32, flag), cg_i32(cg, 0), "");
+  bool fallback = guard == GUARD_FALLBACK;
+  cg_cond_br(cg, set, fallback ? run : skip, fallback ? skip : run);
+  cg_at(cg, skip);
+  cg_ret(cg);
+  cg_at(cg, run);
+}
+
 /* --------------------------------------------------------------- memory */
 LLVMValueRef cg_gep(codegen *cg, LLVMTypeRef elem, LLVMValueRef base, LLVMValueRef idx) {
   return LLVMBuildInBoundsGEP2(cg->b, elem, base, &idx, 1, "");

@@ -338,9 +338,15 @@ enum { CK_MAX_SEEDS = 1 + 2 * CK_MAX_UPD + 2 * CK_MAX_LIN + FRNN_MAX_PORTS };
  * x_t b_t^T one more update (upd_rank >= 0; its column X solved per chunk). */
 typedef struct chunk_gpu {
   chunk_form cf;
-  int n_ld;                                  /* log decay = sum of +-ld_node */
+  int n_ld;                                  /* log decay = sum of +-ld_node (+-log(ld_node): ld_log) */
   uint32_t ld_node[CHUNK_MAX_FACTORS];
   bool ld_neg[CHUNK_MAX_FACTORS];
+  bool ld_log[CHUNK_MAX_FACTORS];            /* the factor itself, not an exp's exponent */
+  /* Some decay factor is not an exp, so not provably positive: its logarithm
+   * is taken, and the kernels run only where every such factor is at least
+   * CK_GUARD_MIN at every step; the forward checks it and flags the call,
+   * which the recurrent kernels then run instead (pipeline.c). */
+  bool guard;
   int n_upd;                                 /* cf.n_updates, then the rank-one term's */
   chunk_product upd_col[CK_MAX_UPD], upd_row[CK_MAX_UPD];
   double upd_row_sign[CK_MAX_UPD];
@@ -613,6 +619,11 @@ void cg_prefetch_elem_l2(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enu
  * for all of this thread's (a barrier then publishes them to the block). */
 void cg_copy_async4(codegen *cg, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef ok);
 void cg_copy_async_wait(codegen *cg);
+/* The start of a kernel of a guarded module (lower_spec.guard): it returns
+ * at once unless the call's flag (an i32 in global memory, written by the
+ * chunked forward; a NULL pointer: no flag) says its path is the one taken.
+ * Uniform over the grid, so before any barrier. */
+void cg_guard(codegen *cg, LLVMValueRef flag, int guard);
 void cg_store_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt,
                    LLVMValueRef f32);
 
@@ -765,7 +776,18 @@ typedef struct lower_spec {
   uint8_t in_bcast[FRNN_MAX_PORTS];
   uint32_t contig[8]; /* by tensor role (CONTIG_*), bit i: port i's tensor has
                          unit column stride and rows of N (or is a column) */
+  int guard;          /* GUARD_*: every kernel takes the call's flag, last */
 } lower_spec;
+/* A step whose chunked kernels are guarded (chunk_gpu.guard) runs both
+ * kernel sets on one call: the chunked forward sets the flag (the first
+ * GUARD_BYTES of the workspace) where a decay factor is below CK_GUARD_MIN
+ * or not a number; then the chunked kernels run while it is 0 and the
+ * recurrent ones (the fallback) once it is set. */
+enum { GUARD_NONE, GUARD_CHUNKED, GUARD_FALLBACK };
+enum { GUARD_BYTES = 256 };
+/* Below it, the decay's gradient (the kernels get d * dd, the chain divides
+ * by d) would lose float32's accuracy to the cancellation in d * dd. */
+#define CK_GUARD_MIN (1.0 / 64)
 enum { CONTIG_IN, CONTIG_STATE, CONTIG_OUT, CONTIG_FINAL, CONTIG_GOUT, CONTIG_GFINAL, CONTIG_GIN,
        CONTIG_GSTATE };
 enum { KERNEL_FWD = 1, KERNEL_BWD = 2, KERNEL_REDUCE_F32 = 4, KERNEL_REDUCE_BF16 = 8,
@@ -790,7 +812,7 @@ LLVMValueRef lower_elementwise(codegen *cg, frnn_op op, LLVMValueRef a, LLVMValu
                                double exponent);
 /* The reduce kernels selected by `kernels` (KERNEL_REDUCE_*): partial
  * float32 gradients [Bp][Tp][H][m][n] summed over Bp and/or H into a tensor. */
-void lower_reduce_kernels(codegen *cg, unsigned kernels);
+void lower_reduce_kernels(codegen *cg, unsigned kernels, int guard);
 
 /* ---------------------------------------------------------- lower_chunked.c */
 /* The chunked kernels' shape for one step and M x N (docs/design-chunked.md):
@@ -824,6 +846,9 @@ typedef struct ck_plan {
   int threads_fwd, mma_tiles_fwd; /* the forward kernel's own (threads: the others') */
   int chain_min_blocks;      /* the chain kernel's resident blocks an SM (its launch bounds) */
   bool sum_parts;            /* the end state's and the gradient-before-the-chunk's products each in one accumulator */
+  int window_steps;          /* the backward runs in windows of about this many steps (whole chunks), each
+                                frnn_ck_bwd then frnn_ck_chain: the terms' gradients take arrays of a
+                                window's steps; 0: one window (ck_window_chunks) */
   int unroll_fwd, unroll_bwd; /* their k-loops unrolled this many times where a warp has 1 or 2 tiles */
   bool spread;               /* the backward's independent small products start on different warps */
   int n_sc, n_sc_adj;        /* scalar nodes materialised per step (step, adjoint) */
@@ -841,6 +866,9 @@ int64_t ck_rank_floats(const ck_plan *p, const chunk_gpu *g);
 /* Add the chunked kernels (frnn_ck_fwd; frnn_ck_bwd, frnn_ck_chain) to cg's module. */
 frnn_status lower_chunked_module(codegen *cg, const ck_plan *p, const chunk_gpu *g, const lower_spec *spec,
                                  const frnn_step *s, unsigned kernels);
+/* Chunks a backward window takes for a sequence of n_chunks (all where the
+ * chain is fused or windows are off). */
+int64_t ck_window_chunks(const ck_plan *p, int64_t n_chunks);
 
 /* ------------------------------------------------------------- pipeline.c */
 /* Unload every module this context loaded (frnn_ctx_destroy calls it). */

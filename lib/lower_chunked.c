@@ -195,6 +195,12 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * and written once; FRNN_CK_SUM_PARTS=0: a product and an epilogue each. */
   env = getenv("FRNN_CK_SUM_PARTS");
   out->sum_parts = !(env && strcmp(env, "0") == 0);
+  /* The backward in windows of 128 steps (whole chunks): the terms'
+   * per-step gradients, the largest arrays after the checkpoints (delta
+   * rule 0.67 GB at the benchmark sizes), then need a window's steps. */
+  env = getenv("FRNN_CK_WINDOW");
+  out->window_steps = env && *env ? atoi(env) : 128;
+  if (out->window_steps < 0) out->window_steps = 0;
   env = getenv("FRNN_CK_CHAIN_MINB");
   out->chain_min_blocks = env && atoi(env) >= 1 && atoi(env) <= 8 ? atoi(env) : 6;
   /* Every row of a head in one block where it fits, else 64: the work
@@ -233,6 +239,12 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
                    "step '%s': no chunked kernels: M = %lld, N = %lld need %u bytes of shared memory "
                    "per block even in chunks of 16 steps (at most %d)",
                    s->name, (long long)M, (long long)N, out->bwd_smem, max_shared);
+}
+
+int64_t ck_window_chunks(const ck_plan *p, int64_t n_chunks) {
+  int64_t w = p->window_steps / p->L;
+  if (p->fused || p->window_steps == 0 || w >= n_chunks) return n_chunks;
+  return w < 1 ? 1 : w;
 }
 
 int64_t ck_rank_floats(const ck_plan *p, const chunk_gpu *g) {
@@ -277,6 +289,8 @@ struct ck {
   LLVMValueRef tid, lane, warp;      /* i32 */
   LLVMValueRef b, h, mb, B, T, H;    /* i64 */
   LLVMValueRef t0, c;                /* i64: the chunk's first step, its index */
+  LLVMValueRef t_lo, Tw;             /* i64: the backward window's first step and its steps
+                                        (the seeds' arrays hold the window's: ck_plan.windows) */
   LLVMBasicBlockRef entry;
   const ck_layout *lay;
   int threads, tiles;                /* this kernel's threads a block, mma tiles a warp at most */
@@ -284,6 +298,7 @@ struct ck {
   ev *ea;                            /* fused backward: the term prologue's adjoint's */
   LLVMValueRef seed_ptr[CK_MAX_SEEDS]; /* each seed's array in the workspace */
   LLVMValueRef fast;                 /* i1, per chunk: decay_split applied */
+  LLVMValueRef flag;                 /* a guarded module's flag (lower_spec.guard), or NULL */
   int rot;                           /* the warp the next spread product starts on (run_mma) */
 };
 
@@ -647,6 +662,18 @@ static void term_arrays(ck *k, const gtensor *gout) {
     LLVMValueRef ld = fzero(k);
     for (int d = 0; d < g->n_ld; d++) {
       LLVMValueRef x = ev_at(e, g->ld_node[d], r.u, t, NULL, j);
+      if (g->ld_log[d]) {
+        /* A factor that is not an exp: the forward flags the call where it
+         * is below CK_GUARD_MIN (or NaN) at a step; the recurrent kernels
+         * then run it (pipeline.c), and this chunk's values are dropped. */
+        if (k->flag && k->lay == &p->fw) {
+          LLVMValueRef low = LLVMBuildFCmp(cg->b, LLVMRealULT, x, cg_f32(cg, CK_GUARD_MIN), "");
+          LLVMBasicBlockRef fine = if_open(k, and1(k, and1(k, ok, low), LLVMBuildNot(cg->b, is_null(k, k->flag), "")));
+          LLVMBuildStore(cg->b, i32c(k, 1), k->flag);
+          if_close(k, fine);
+        }
+        x = cg_log(cg, x);
+      }
       ld = g->ld_neg[d] ? cg_fsub(cg, ld, x) : cg_fadd(cg, ld, x);
     }
     sh_st(k, ly->Bx, add(k, mul(k, add(k, r.u, i32c(k, 1)), i32c(k, sd)), r.x), cg_select(cg, ok, ld, fzero(k)));
@@ -1142,13 +1169,14 @@ static void epi_S(mm *m, LLVMValueRef i, LLVMValueRef n, LLVMValueRef acc) { epi
 static void epi_dS(mm *m, LLVMValueRef i, LLVMValueRef n, LLVMValueRef acc) { epi_state(m, i, n, acc, m->k->lay->dS); }
 
 /* -------------------------------------------------------- global arrays */
-/* The seeds' arrays in the workspace: float32 [parts][B][T][H][E]. */
+/* The seeds' arrays in the workspace: float32 [parts][B][Tw][H][E], the
+ * backward window's steps (t from t_lo). */
 static LLVMValueRef seed_index(ck *k, LLVMValueRef part, LLVMValueRef t, LLVMValueRef e, int64_t E) {
   if (k->p->fused) /* this chunk's scratch, [B][H][L][E] */
     return add(k, mul(k, add(k, mul(k, add(k, mul(k, k->b, k->H), k->h), i64c(k, k->p->L)), sub(k, t, k->t0)),
                       i64c(k, E)), e);
   LLVMValueRef x = add(k, mul(k, part, k->B), k->b);
-  x = add(k, mul(k, x, k->T), t);
+  x = add(k, mul(k, x, k->Tw), sub(k, t, k->t_lo));
   x = add(k, mul(k, x, k->H), k->h);
   return add(k, mul(k, x, i64c(k, E)), e);
 }
@@ -1403,6 +1431,7 @@ static void setup(ck *k, const char *name, LLVMTypeRef *types, int n) {
   bool fwd = k->lay == &k->p->fw;
   k->threads = fwd ? k->p->threads_fwd : k->p->threads;
   k->tiles = fwd ? k->p->mma_tiles_fwd : k->p->mma_tiles;
+  if (k->spec->guard) types[n++] = cg->t_gptr; /* the call's flag, last */
   cg_kernel(cg, name, types, n, k->threads, k->lay ? k->p->min_blocks : k->p->chain_min_blocks);
   /* No two pointers reach the same memory (pipeline.c refuses states
    * updated in place; the workspace's arrays are disjoint): loads may then
@@ -1417,6 +1446,10 @@ static void setup(ck *k, const char *name, LLVMTypeRef *types, int n) {
   k->warp = LLVMBuildLShr(cg->b, k->tid, i32c(k, 5), "");
   k->h = cg_zext64(cg, cg_ctaid_y(cg));
   k->b = cg_zext64(cg, cg_ctaid_z(cg));
+  k->flag = k->spec->guard ? cg_param(cg, n - 1) : NULL;
+  /* The forward sets the flag (term_arrays); the others run only while it
+   * is clear. */
+  if (!fwd) cg_guard(cg, k->flag, k->spec->guard);
 }
 
 /* Loop over the Mp x Np elements of a block's rows of a state: i, n (i32). */
@@ -1673,11 +1706,12 @@ static void chain_leaves(ck *k, ev *e, int at_gout) {
       lf->st[2] = i64c(k, p->L * E);
       lf->st[0] = mul(k, k->H, lf->st[2]);
       lf->ptr = cg_gep(cg, cg->t_f32, lf->ptr, LLVMBuildNeg(cg->b, mul(k, k->t0, i64c(k, E)), ""));
-    } else {
+    } else { /* the window's steps, from t_lo (the pointer moved back by t_lo rows) */
       lf->st[2] = i64c(k, E);
       lf->st[1] = mul(k, k->H, i64c(k, E));
-      lf->st[0] = mul(k, lf->st[1], k->T);
+      lf->st[0] = mul(k, lf->st[1], k->Tw);
       lf->part_stride = mul(k, lf->st[0], k->B);
+      lf->ptr = cg_gep(cg, cg->t_f32, lf->ptr, LLVMBuildNeg(cg->b, mul(k, k->t_lo, lf->st[1]), ""));
     }
   }
   int n_pin = n_in + g->n_seeds;
@@ -1759,13 +1793,21 @@ static void lower_ck_bwd(ck *k) {
   if (p->fused)
     for (int i = 0; i < n_in; i++) tensor_param_types(cg, types, &n);
   int at_T = n;
-  types[n++] = cg->t_i64; /* T */
-  types[n++] = cg->t_i64; /* H */
-  types[n++] = cg->t_i64; /* B */
+  types[n++] = cg->t_i64;  /* T */
+  types[n++] = cg->t_i64;  /* H */
+  types[n++] = cg->t_i64;  /* B */
+  types[n++] = cg->t_i64;  /* the window's chunks: from */
+  types[n++] = cg->t_i64;  /* to (exclusive) */
+  types[n++] = cg->t_gptr; /* the gradient carried between windows, float32 [B][H][M][N] */
   k->lay = &p->bw;
   setup(k, "frnn_ck_bwd", types, n);
   k->mb = cg_zext64(cg, cg_ctaid_x(cg));
   k->T = cg_param(cg, at_T), k->H = cg_param(cg, at_T + 1), k->B = cg_param(cg, at_T + 2);
+  LLVMValueRef c_lo = cg_param(cg, at_T + 3), c_hi = cg_param(cg, at_T + 4);
+  k->t_lo = mul(k, c_lo, i64c(k, p->L)), k->Tw = mul(k, sub(k, c_hi, c_lo), i64c(k, p->L));
+  gtensor carry = {.ptr = cg_param(cg, at_T + 5), .dt = TD_F32};
+  carry.st[4] = i64c(k, 1), carry.st[3] = i64c(k, p->N), carry.st[2] = i64c(k, p->M * p->N);
+  carry.st[1] = i64c(k, 0), carry.st[0] = mul(k, k->H, carry.st[2]);
   for (int q = 0; q < g->n_seeds; q++) k->seed_ptr[q] = cg_param(cg, at_ckpt + 1 + q);
   input_leaves(k, k->e, 0);
   gtensor gout[FRNN_MAX_PORTS];
@@ -1773,12 +1815,27 @@ static void lower_ck_bwd(ck *k) {
   gtensor gfin = tensor_at(k, TENSOR_PARAMS * (n_in + n_out), k->spec->dt_gfinal[0]);
   gtensor gst = tensor_at(k, TENSOR_PARAMS * (n_in + n_out + 1), k->spec->dt_gstate[0]);
   LLVMValueRef ckpt = cg_param(cg, at_ckpt);
+  /* The window's chunks c_hi - 1 down to c_lo (the backward runs in windows
+   * so that the terms' gradients need arrays of a window's steps only): S
+   * starts as the state after the window, dS as the final state's gradient
+   * (the last window) or the one the window after this one carried. */
   LLVMValueRef nch = chunks_of(k);
-  state_ckpt(k, k->lay->S, ckpt, nch, nch, false);
-  state_from_tensor(k, k->lay->dS, &gfin, true);
+  state_ckpt(k, k->lay->S, ckpt, c_hi, nch, false);
+  {
+    LLVMValueRef last = LLVMBuildICmp(cg->b, LLVMIntEQ, c_hi, nch, "");
+    LLVMBasicBlockRef yes = cg_block(cg, "dS_final"), no = cg_block(cg, "dS_carried"), end = cg_block(cg, "dS_in");
+    cg_cond_br(cg, last, yes, no);
+    cg_at(cg, yes);
+    state_from_tensor(k, k->lay->dS, &gfin, true);
+    cg_br(cg, end);
+    cg_at(cg, no);
+    state_from_tensor(k, k->lay->dS, &carry, false);
+    cg_br(cg, end);
+    cg_at(cg, end);
+  }
   cg_barrier(cg);
-  cloop lc = loop_open(k, i64c(k, 0), nch, i64c(k, 1));
-  k->c = sub(k, sub(k, nch, i64c(k, 1)), loop_var(k, &lc));
+  cloop lc = loop_open(k, i64c(k, 0), sub(k, c_hi, c_lo), i64c(k, 1));
+  k->c = sub(k, sub(k, c_hi, i64c(k, 1)), loop_var(k, &lc));
   k->t0 = mul(k, k->c, i64c(k, p->L));
   scalar_pass(k->e);
   cg_barrier(cg);
@@ -1989,7 +2046,18 @@ static void lower_ck_bwd(ck *k) {
     cg_barrier(cg);
   }
   loop_close(k, &lc);
-  state_to_tensor(k, k->lay->dS, &gst);
+  {
+    LLVMValueRef first = LLVMBuildICmp(cg->b, LLVMIntEQ, c_lo, i64c(k, 0), "");
+    LLVMBasicBlockRef yes = cg_block(cg, "dS_initial"), no = cg_block(cg, "dS_carry"), end = cg_block(cg, "dS_out");
+    cg_cond_br(cg, first, yes, no);
+    cg_at(cg, yes);
+    state_to_tensor(k, k->lay->dS, &gst);
+    cg_br(cg, end);
+    cg_at(cg, no);
+    state_to_tensor(k, k->lay->dS, &carry);
+    cg_br(cg, end);
+    cg_at(cg, end);
+  }
   cg_ret(cg);
 }
 
@@ -2008,14 +2076,18 @@ static void lower_ck_chain(ck *k) {
   int at_gin = n;
   for (int i = 0; i < n_in; i++) tensor_param_types(cg, types, &n);
   int at_T = n;
-  types[n++] = cg->t_i64;
-  types[n++] = cg->t_i64;
-  types[n++] = cg->t_i64;
+  types[n++] = cg->t_i64; /* T */
+  types[n++] = cg->t_i64; /* H */
+  types[n++] = cg->t_i64; /* B */
+  types[n++] = cg->t_i64; /* the backward window's chunks: from */
+  types[n++] = cg->t_i64; /* to (exclusive) */
   k->lay = NULL;
   setup(k, "frnn_ck_chain", types, n);
   k->mb = i64c(k, 0);
   k->T = cg_param(cg, at_T), k->H = cg_param(cg, at_T + 1), k->B = cg_param(cg, at_T + 2);
-  k->c = cg_zext64(cg, cg_ctaid_x(cg));
+  LLVMValueRef c_lo = cg_param(cg, at_T + 3), c_hi = cg_param(cg, at_T + 4);
+  k->t_lo = mul(k, c_lo, i64c(k, k->p->L)), k->Tw = mul(k, sub(k, c_hi, c_lo), i64c(k, k->p->L));
+  k->c = add(k, c_lo, cg_zext64(cg, cg_ctaid_x(cg)));
   k->t0 = mul(k, k->c, i64c(k, k->p->L));
   for (int q = 0; q < g->n_seeds; q++) k->seed_ptr[q] = cg_param(cg, at_seed + q);
   chain_leaves(k, k->e, TENSOR_PARAMS * n_in);

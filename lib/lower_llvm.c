@@ -40,6 +40,7 @@ typedef struct lower {
   codegen *cg;
   const plan *p;
   const lower_spec *spec;
+  int guard;         /* GUARD_*: the kernels' last parameter is the call's flag */
   kernel_shape ks;
   LLVMValueRef tid, warp, group, lane_in_row, first_group, lane0; /* i32 / i1 */
   LLVMValueRef b, h, bh;                                          /* i64 */
@@ -615,8 +616,10 @@ static bool lower_forward(lower *lw, const frnn_step *s) {
   types[n++] = cg->t_i64;  /* H */
   types[n++] = cg->t_i64;  /* C */
   types[n++] = cg->t_i64;  /* number of checkpoints */
+  if (lw->spec->guard) types[n++] = cg->t_gptr; /* the call's flag */
   LLVMValueRef fn = cg_kernel(cg, "frnn_fwd", types, n, lw->ks.warps * 32, 0);
   LLVMBasicBlockRef entry = LLVMGetInsertBlock(cg->b);
+  cg_guard(cg, lw->spec->guard ? cg_param(cg, n - 1) : NULL, lw->spec->guard);
   lw->b = cg_zext64(cg, cg_ctaid_z(cg));
   lw->h = cg_zext64(cg, cg_ctaid_y(cg));
   geometry(lw, cg_ctaid_x(cg));
@@ -805,8 +808,10 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   types[n++] = cg->t_i64;  /* C */
   types[n++] = cg->t_i64;  /* number of checkpoints */
   types[n++] = cg->t_i64;  /* C2: steps between second-level checkpoints */
+  if (lw->spec->guard) types[n++] = cg->t_gptr; /* the call's flag */
   LLVMValueRef fn = cg_kernel(cg, "frnn_bwd", types, n, lw->ks.warps * 32, 0);
   LLVMBasicBlockRef entry = LLVMGetInsertBlock(cg->b);
+  cg_guard(cg, lw->spec->guard ? cg_param(cg, n - 1) : NULL, lw->spec->guard);
   for (int i = 0; i < n; i++)
     if (LLVMGetTypeKind(types[i]) == LLVMPointerTypeKind) cg_param_noalias(cg, fn, i);
   lw->b = cg_zext64(cg, cg_ctaid_z(cg));
@@ -1146,7 +1151,9 @@ static void lower_reduce(lower *lw, enum tdtype dt, const char *name) {
   types[n++] = cg->t_i32;                            /* over B: 12 */
   types[n++] = cg->t_i32;                            /* over H: 13 */
   types[n++] = cg->t_i32;                            /* lanes per output: 14 */
+  if (lw->guard) types[n++] = cg->t_gptr;            /* the call's flag: 15 */
   cg_kernel(cg, name, types, n, 256, 0);
+  cg_guard(cg, lw->guard ? cg_param(cg, 15) : NULL, lw->guard);
   LLVMValueRef part = cg_param(cg, 0), out = cg_param(cg, 1);
   LLVMValueRef B = cg_param(cg, 7), Tp = cg_param(cg, 8), H = cg_param(cg, 9), m = cg_param(cg, 10),
                nn = cg_param(cg, 11);
@@ -1233,8 +1240,8 @@ static void lower_reduce(lower *lw, enum tdtype dt, const char *name) {
   cg_ret(cg);
 }
 
-void lower_reduce_kernels(codegen *cg, unsigned kernels) {
-  lower lw = {.cg = cg};
+void lower_reduce_kernels(codegen *cg, unsigned kernels, int guard) {
+  lower lw = {.cg = cg, .guard = guard};
   for (int d = 0; d < 3; d++)
     if (kernels & (KERNEL_REDUCE_F32 << d)) lower_reduce(&lw, (enum tdtype)d, reduce_kernel_names[d]);
 }
@@ -1244,7 +1251,7 @@ const char *const reduce_kernel_names[3] = {"frnn_reduce_f32", "frnn_reduce_bf16
 
 frnn_status lower_module(codegen *cg, const plan *p, const lower_spec *spec, const frnn_step *s,
                          const frnn_step *adj, unsigned kernels) {
-  lower lw = {.cg = cg, .p = p, .spec = spec};
+  lower lw = {.cg = cg, .p = p, .spec = spec, .guard = spec->guard};
   int smem_floats = p->bwd.warps * p->bwd.cn * p->bwd.lpr;
   if (smem_floats * 4 > 48 * 1024)
     return diag_fail(cg->ctx, FRNN_E_UNSUPPORTED,

@@ -189,7 +189,7 @@ static frnn_status compile_chunked(frnn_ctx *ctx, const frnn_step *s, const ck_e
   if (!(st = target_parse(ctx, arch, &tgt)) && !(st = cg_begin(ctx, &tgt, s->name, &cg))) {
     cg.accurate = accurate;
     if (!(st = lower_chunked_module(&cg, &ce->p, &ce->g, spec, s, ck_kernels))) {
-      lower_reduce_kernels(&cg, reduce_kernels);
+      lower_reduce_kernels(&cg, reduce_kernels, spec->guard);
       st = cg_finish(&cg, emit_llvm, out);
     }
   }
@@ -233,6 +233,7 @@ frnn_status frnn_compile_ptx(frnn_ctx *ctx, const frnn_step *s, const frnn_codeg
     return st;
   }
   lower_spec spec;
+  memset(&spec, 0, sizeof spec);
   for (int i = 0; i < FRNN_MAX_PORTS; i++) {
     spec.dt_in[i] = spec.dt_out[i] = spec.dt_gout[i] = spec.dt_gin[i] = dt;
     spec.dt_state[i] = spec.dt_final[i] = spec.dt_gfinal[i] = spec.dt_gstate[i] = TD_F32;
@@ -256,12 +257,14 @@ frnn_status frnn_compile_ptx(frnn_ctx *ctx, const frnn_step *s, const frnn_codeg
                          opt->kernel);
     }
     for (int i = 0; i < FRNN_MAX_PORTS; i++) spec.in_bcast[i] = 0;
+    spec.guard = ce->g.guard ? GUARD_CHUNKED : GUARD_NONE;
     return compile_chunked(ctx, s, ce, &spec, ck, red, opt->arch, opt->accurate_math != 0, opt->emit_llvm ? 1 : 0,
                            out);
   }
   plan p;
   frnn_status st = make_plan(ctx, s, opt->M, opt->N, opt->arch, &p);
   if (st) return st;
+  if (ce && ce->g.guard) spec.guard = GUARD_FALLBACK; /* the recurrent kernels of a guarded step */
   if (opt->kernel) {
     kernels = kernel_by_name(opt->kernel);
     if (!kernels)
@@ -364,6 +367,15 @@ static void arg_tensor(args *a, const tview *v, bool present) {
   arg_ptr(a, present ? v->data : NULL);
   for (int d = 0; d < 5; d++) arg_i64(a, present ? v->stride[d] : 0);
 }
+/* A guarded module's kernels take the call's flag last (lower_spec.guard). */
+typedef struct guard_arg {
+  bool on;
+  void *flag; /* device memory, or NULL (a fallback kernel then runs) */
+} guard_arg;
+static const guard_arg no_guard = {false, NULL};
+static void arg_guard(args *a, const guard_arg *g) {
+  if (g->on) arg_ptr(a, g->flag);
+}
 
 /* frnn_reduce_*: out = the float32 partial [Bp][Tp][H][m][n] summed over Bp
  * (overB) and H (overH).  A warp per output where outputs are few and sums
@@ -371,7 +383,7 @@ static void arg_tensor(args *a, const tview *v, bool present) {
  * 256 terms at the benchmark sizes), else a thread per output. */
 static frnn_status launch_reduce(frnn_ctx *ctx, CUfunction fn, const char *name, void *partial, const tview *out,
                                  int64_t Bp, int64_t Tp, int64_t H, int64_t m, int64_t n, int overB, int overH,
-                                 CUstream cs) {
+                                 const guard_arg *gd, CUstream cs) {
   args a;
   memset(&a, 0, sizeof a);
   arg_ptr(&a, partial);
@@ -386,6 +398,7 @@ static frnn_status launch_reduce(frnn_ctx *ctx, CUfunction fn, const char *name,
   int64_t total = (overB ? 1 : Bp) * Tp * (overH ? 1 : H) * m * n, terms = (overB ? Bp : 1) * (overH ? H : 1);
   int lanes = terms >= 64 && total <= (1 << 16) ? 32 : 1;
   arg_i32(&a, lanes);
+  arg_guard(&a, gd);
   /* work items: a warp an output (wide), else REDUCE_ROW outputs along n */
   int64_t items = lanes > 1 ? total * lanes : total / n * ((n + REDUCE_ROW - 1) / REDUCE_ROW);
   unsigned g3[3] = {(unsigned)((items + 255) / 256), 1, 1}, b3[3] = {256, 1, 1};
@@ -482,9 +495,10 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
     ctx->stats.modules++;
     if (kernels & KERNEL_BWD)
       snprintf(ctx->backward_plan, sizeof ctx->backward_plan,
-               "chunked L=%d BM=%d blocks/head=%d threads=%d/%d%s%s smem=%u/%u/%u", ce->p.L, ce->p.BM,
+               "chunked L=%d BM=%d blocks/head=%d threads=%d/%d%s%s%s smem=%u/%u/%u", ce->p.L, ce->p.BM,
                ce->p.MB, ce->p.threads_fwd, ce->p.threads, ce->p.split ? " split" : "",
-               ce->p.fused ? " fused" : "", ce->p.fwd_smem, ce->p.bwd_smem, ce->p.chain_smem);
+               ce->p.fused ? " fused" : "", ce->g.guard ? " guarded (recurrent where a decay < 1/64)" : "",
+               ce->p.fwd_smem, ce->p.bwd_smem, ce->p.chain_smem);
     goto keep;
   }
   if ((st = make_plan(ctx, s, sz.M, sz.N, arch, &m->p)) ||
@@ -569,8 +583,8 @@ fail:
  * and the partial gradients of broadcast inputs (float32: per head, or
  * one for all heads where only H is broadcast; per chunk where T is). */
 typedef struct ck_ws {
-  int64_t n_chunks;
-  size_t ckpt, seed[CK_MAX_SEEDS], partial[FRNN_MAX_PORTS], partial_bytes[FRNN_MAX_PORTS], total;
+  int64_t n_chunks, win_chunks; /* the backward's windows (ck_window_chunks) */
+  size_t ckpt, seed[CK_MAX_SEEDS], partial[FRNN_MAX_PORTS], partial_bytes[FRNN_MAX_PORTS], carry, total;
 } ck_ws;
 
 static size_t align256(size_t x) { return (x + 255) / 256 * 256; }
@@ -585,8 +599,11 @@ static void ck_workspace(const ck_entry *ce, const frnn_step *s, frnn_sizes sz, 
   memset(w, 0, sizeof *w);
   const ck_plan *p = &ce->p;
   const chunk_gpu *g = &ce->g;
-  size_t at = 0, BTH = (size_t)(sz.B * sz.T * sz.H);
   w->n_chunks = (sz.T + p->L - 1) / p->L;
+  w->win_chunks = ck_window_chunks(p, w->n_chunks);
+  /* the terms' gradients: a backward window's steps */
+  int64_t Tw = w->win_chunks < w->n_chunks ? w->win_chunks * p->L : sz.T;
+  size_t at = 0, BTH = (size_t)(sz.B * Tw * sz.H);
   if (!for_backward) return;
   w->ckpt = at;
   at = align256(at + (size_t)(sz.B * sz.H * ((w->n_chunks + 1) * sz.M * sz.N + w->n_chunks * ck_rank_floats(p, g))) * 4);
@@ -607,13 +624,28 @@ static void ck_workspace(const ck_entry *ce, const frnn_step *s, frnn_sizes sz, 
     w->partial[i] = at;
     /* over T: a partial per chunk and head; over H (known): one for every
      * head (the chain adds into it); else one per head */
-    size_t rows = BTH;
+    size_t rows;
     if (bc & 2) rows = (size_t)(w->n_chunks * sz.B * sz.H);
-    else if (in_bcast && bcast_over_heads_only(bc)) rows = BTH / (size_t)sz.H;
+    else if (in_bcast && bcast_over_heads_only(bc)) rows = (size_t)(sz.B * sz.T);
+    else rows = (size_t)(sz.B * sz.T * sz.H);
     w->partial_bytes[i] = rows * E * 4;
     at = align256(at + w->partial_bytes[i]);
   }
+  /* the state's gradient from one window to the next, float32 [B][H][M][N] */
+  w->carry = SIZE_MAX;
+  if (w->win_chunks < w->n_chunks) w->carry = at, at = align256(at + (size_t)(sz.B * sz.H * sz.M * sz.N) * 4);
   w->total = at;
+}
+
+static size_t ck_workspace_total(const ck_entry *ce, const frnn_step *s, frnn_sizes sz, const uint8_t *bc) {
+  ck_ws w;
+  ck_workspace(ce, s, sz, bc, 1, &w);
+  return w.total;
+}
+static size_t ck_ckpt_offset(const ck_entry *ce, const frnn_step *s, frnn_sizes sz, const uint8_t *bc) {
+  ck_ws w;
+  ck_workspace(ce, s, sz, bc, 1, &w);
+  return w.ckpt;
 }
 
 /* --------------------------------------------------------- public calls */
@@ -647,6 +679,31 @@ static void inputs_bcast(const frnn_step *s, frnn_sizes sz, const bound *in, uin
   for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) bc[i] = bcast_bits(&in->v[i], sz);
 }
 
+/* The bytes of the recurrent kernels' workspace (plan.c's layout). */
+static frnn_status recurrent_workspace(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, const uint8_t *bc,
+                                       int for_backward, size_t *bytes) {
+  plan p;
+  frnn_status st = make_plan(ctx, s, sz.M, sz.N, gpu_arch(), &p);
+  if (st) return st;
+  ws_layout w;
+  plan_workspace(&p, sz, bc, for_backward, &w);
+  *bytes = w.total;
+  return FRNN_OK;
+}
+
+/* A guarded step's workspace (lower_spec.guard): the flag in the first
+ * GUARD_BYTES, then either path's own workspace (one of them runs). */
+static frnn_status guarded_workspace(frnn_ctx *ctx, const ck_entry *ce, const frnn_step *s, frnn_sizes sz,
+                                     const uint8_t *bc, int for_backward, size_t *bytes) {
+  ck_ws cw;
+  ck_workspace(ce, s, sz, bc, for_backward, &cw);
+  size_t rec;
+  frnn_status st = recurrent_workspace(ctx, s, sz, bc, for_backward, &rec);
+  if (st) return st;
+  *bytes = GUARD_BYTES + (cw.total > rec ? cw.total : rec);
+  return FRNN_OK;
+}
+
 frnn_status frnn_gpu_workspace_size(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
                                     const DLTensor *const *inputs, int for_backward, size_t *bytes) {
   frnn_status st = check_call(ctx, s, sz, "frnn_gpu_workspace_size");
@@ -662,18 +719,51 @@ frnn_status frnn_gpu_workspace_size(frnn_ctx *ctx, const frnn_step *s, frnn_size
                         (inputs[i]->shape[2] == 1 && sz.H > 1) << 2);
   }
   const ck_entry *ce = chunked_for(ctx, s, sz.M, sz.N, gpu_arch());
+  if (ce && ce->g.guard) return guarded_workspace(ctx, ce, s, sz, have ? bc : NULL, for_backward, bytes);
   if (ce) {
     ck_ws cw;
     ck_workspace(ce, s, sz, have ? bc : NULL, for_backward, &cw);
     *bytes = cw.total;
     return FRNN_OK;
   }
-  plan p;
-  if ((st = make_plan(ctx, s, sz.M, sz.N, gpu_arch(), &p))) return st;
+  return recurrent_workspace(ctx, s, sz, have ? bc : NULL, for_backward, bytes);
+}
+
+/* The forward's kernel: the chunked one (ce), else the recurrent one, its
+ * checkpoints at ckpt (NULL: none). */
+static frnn_status launch_forward(frnn_ctx *ctx, const ck_entry *ce, const gpu_module *m, const frnn_step *s,
+                                  frnn_sizes sz, const uint8_t *bc, const bound *pin, const bound *pinit,
+                                  const bound *pout, const bound *pfin, char *ckpt, const guard_arg *gd,
+                                  void *stream) {
+  args a;
+  memset(&a, 0, sizeof a);
+  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) arg_tensor(&a, &pin->v[i], true);
+  if (ce) { /* its one state, initial and final, then the outputs */
+    arg_tensor(&a, &pinit->v[0], true);
+    arg_tensor(&a, &pfin->v[0], pfin->present[0]);
+    for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) arg_tensor(&a, &pout->v[i], true);
+    arg_ptr(&a, ckpt ? ckpt + ck_ckpt_offset(ce, s, sz, bc) : NULL);
+    arg_i64(&a, sz.T);
+    arg_i64(&a, sz.H);
+    arg_guard(&a, gd);
+    unsigned grid[3] = {(unsigned)ce->p.MB, (unsigned)sz.H, (unsigned)sz.B};
+    unsigned block[3] = {(unsigned)ce->p.threads_fwd, 1, 1};
+    return cuda_launch(ctx, m->fn[0], "frnn_ck_fwd", grid, block, 1, ce->p.fwd_smem, (CUstream)stream, a.params);
+  }
+  for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) arg_tensor(&a, &pinit->v[i], true);
+  for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) arg_tensor(&a, &pout->v[i], true);
+  for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) arg_tensor(&a, &pfin->v[i], pfin->present[i]);
   ws_layout w;
-  plan_workspace(&p, sz, have ? bc : NULL, for_backward, &w);
-  *bytes = w.total;
-  return FRNN_OK;
+  plan_workspace(&m->p, sz, bc, 1, &w);
+  arg_ptr(&a, ckpt ? ckpt + w.ckpt : NULL);
+  arg_i64(&a, sz.T);
+  arg_i64(&a, sz.H);
+  arg_i64(&a, w.C);
+  arg_i64(&a, w.n_ckpt);
+  arg_guard(&a, gd);
+  unsigned grid[3] = {(unsigned)m->p.fwd.row_blocks, (unsigned)sz.H, (unsigned)sz.B};
+  unsigned block[3] = {(unsigned)m->p.fwd.warps * 32, 1, 1};
+  return cuda_launch(ctx, m->fn[0], "frnn_fwd", grid, block, 1, 0, (CUstream)stream, a.params);
 }
 
 frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
@@ -719,56 +809,48 @@ frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
   k = append_contig(key, sizeof key, k, &spec);
   k = append_tuning(ctx, key, sizeof key, k);
   const ck_entry *ce = chunked_for(ctx, s, sz.M, sz.N, gpu_arch());
-  if (ce) k += snprintf(key + k, sizeof key - (size_t)k, " ck");
+  bool guarded = ce && ce->g.guard;
+  /* The workspace the backward needs, and where the forward's states go:
+   * none given (NULL or 0 bytes), a forward without checkpoints; a guarded
+   * step's then runs on the recurrent kernels (no flag to guard with). */
+  size_t need;
+  if (guarded) st = guarded_workspace(ctx, ce, s, sz, bc, 1, &need);
+  else if (ce) need = ck_workspace_total(ce, s, sz, bc);
+  else st = recurrent_workspace(ctx, s, sz, bc, 1, &need);
+  if (st) goto done;
+  size_t head = guarded ? GUARD_BYTES : 0; /* a guarded forward without checkpoints takes the flag */
+  bool given = workspace && workspace_bytes > 0, ckpt = given && workspace_bytes > head;
+  if ((ckpt && workspace_bytes < need) || (given && workspace_bytes < head)) {
+    st = diag_fail(ctx, FRNN_E_ARG,
+                   "frnn_gpu_forward: the workspace has %zu bytes; a forward that a backward "
+                   "follows needs %zu (frnn_gpu_workspace_size), one without %zu",
+                   workspace_bytes, need, head);
+    goto done;
+  }
+  if (guarded && !given) ce = NULL;
   cuda_scope scope;
   if ((st = cuda_enter(ctx, dev, &scope))) goto done;
-  gpu_module *m;
-  if (!(st = get_module(ctx, s, sz, dev, key, &spec, KERNEL_FWD, ce, &m))) {
-    /* The workspace the backward needs, and where the forward's states go. */
-    ws_layout w;
-    ck_ws cw;
-    size_t need, ckpt_at;
-    if (ce) {
-      ck_workspace(ce, s, sz, bc, 1, &cw);
-      need = cw.total, ckpt_at = cw.ckpt;
-    } else {
-      plan_workspace(&m->p, sz, bc, 1, &w);
-      need = w.total, ckpt_at = w.ckpt;
+  gpu_module *m, *mr = NULL;
+  char *body = ckpt ? (char *)workspace + head : NULL;
+  if (guarded) {
+    /* The chunked forward sets the flag where a decay is not safely
+     * positive; the recurrent forward then runs the call (its blocks
+     * return at once while the flag is clear). */
+    spec.guard = GUARD_FALLBACK;
+    snprintf(key + k, sizeof key - (size_t)k, " guarded");
+    guard_arg gd = {true, given ? workspace : NULL};
+    if (!(st = get_module(ctx, s, sz, dev, key, &spec, KERNEL_FWD, NULL, &mr)) && ce) {
+      spec.guard = GUARD_CHUNKED;
+      snprintf(key + k, sizeof key - (size_t)k, " ck guarded");
+      if (!(st = get_module(ctx, s, sz, dev, key, &spec, KERNEL_FWD, ce, &m)) &&
+          !(st = cuda_memset_d8(ctx, (CUdeviceptr)workspace, 0, 4, (CUstream)stream, true)))
+        st = launch_forward(ctx, ce, m, s, sz, bc, pin, pinit, pout, pfin, body, &gd, stream);
     }
-    bool ckpt = workspace && workspace_bytes > 0;
-    if (ckpt && workspace_bytes < need) {
-      st = diag_fail(ctx, FRNN_E_ARG,
-                     "frnn_gpu_forward: the workspace has %zu bytes; a forward that a backward "
-                     "follows needs %zu (frnn_gpu_workspace_size), one without none (pass NULL)",
-                     workspace_bytes, need);
-    } else {
-      args a;
-      memset(&a, 0, sizeof a);
-      for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) arg_tensor(&a, &pin->v[i], true);
-      if (ce) { /* its one state, initial and final, then the outputs */
-        arg_tensor(&a, &pinit->v[0], true);
-        arg_tensor(&a, &pfin->v[0], pfin->present[0]);
-        for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) arg_tensor(&a, &pout->v[i], true);
-      } else {
-        for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) arg_tensor(&a, &pinit->v[i], true);
-        for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) arg_tensor(&a, &pout->v[i], true);
-        for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) arg_tensor(&a, &pfin->v[i], pfin->present[i]);
-      }
-      arg_ptr(&a, ckpt ? (char *)workspace + ckpt_at : NULL);
-      arg_i64(&a, sz.T);
-      arg_i64(&a, sz.H);
-      if (ce) {
-        unsigned grid[3] = {(unsigned)ce->p.MB, (unsigned)sz.H, (unsigned)sz.B};
-        unsigned block[3] = {(unsigned)ce->p.threads_fwd, 1, 1};
-        st = cuda_launch(ctx, m->fn[0], "frnn_ck_fwd", grid, block, 1, ce->p.fwd_smem, (CUstream)stream, a.params);
-      } else {
-        arg_i64(&a, w.C);
-        arg_i64(&a, w.n_ckpt);
-        unsigned grid[3] = {(unsigned)m->p.fwd.row_blocks, (unsigned)sz.H, (unsigned)sz.B};
-        unsigned block[3] = {(unsigned)m->p.fwd.warps * 32, 1, 1};
-        st = cuda_launch(ctx, m->fn[0], "frnn_fwd", grid, block, 1, 0, (CUstream)stream, a.params);
-      }
-    }
+    if (!st) st = launch_forward(ctx, NULL, mr, s, sz, bc, pin, pinit, pout, pfin, body, &gd, stream);
+  } else {
+    if (ce) snprintf(key + k, sizeof key - (size_t)k, " ck");
+    if (!(st = get_module(ctx, s, sz, dev, key, &spec, KERNEL_FWD, ce, &m)))
+      st = launch_forward(ctx, ce, m, s, sz, bc, pin, pinit, pout, pfin, body, &no_guard, stream);
   }
   cuda_leave(&scope);
 done:
@@ -776,12 +858,14 @@ done:
   return st;
 }
 
-/* The chunked backward's launches: the terms' gradients (frnn_ck_bwd), the
- * inputs' (frnn_ck_chain), then the broadcast inputs' sums (frnn_reduce_*). */
+/* The chunked backward's launches: per window of chunks, from the last,
+ * the terms' gradients (frnn_ck_bwd) and the inputs' (frnn_ck_chain); then
+ * the broadcast inputs' sums (frnn_reduce_*).  Fused (the lean mode), one
+ * frnn_ck_bwd does both for the whole sequence. */
 static frnn_status chunked_backward(frnn_ctx *ctx, const ck_entry *ce, const gpu_module *m, const frnn_step *s,
                                     frnn_sizes sz, const uint8_t *bc, const bound *pin, const bound *pgo,
                                     const bound *pgf, const bound *pgi, const bound *pgs, void *workspace,
-                                    size_t workspace_bytes, void *stream) {
+                                    size_t workspace_bytes, const guard_arg *gd, void *stream) {
   const chunk_gpu *g = &ce->g;
   int n_in = s->n_ports[FRNN_PORT_INPUT], n_out = s->n_ports[FRNN_PORT_OUTPUT];
   ck_ws w;
@@ -793,38 +877,16 @@ static frnn_status chunked_backward(frnn_ctx *ctx, const ck_entry *ce, const gpu
   char *ws = workspace;
   CUstream cs = (CUstream)stream;
   frnn_status st;
-  /* The terms' gradients need no zeroing: each chunk's first product into
-   * an array stores every element of it (lower_chunked.c). */
-  args a;
-  memset(&a, 0, sizeof a);
-  for (int i = 0; i < n_in; i++) arg_tensor(&a, &pin->v[i], true);
-  for (int i = 0; i < n_out; i++) arg_tensor(&a, &pgo->v[i], pgo->present[i]);
-  if (!ce->p.fused) {
-    arg_tensor(&a, &pgf->v[0], pgf->present[0]);
-    arg_tensor(&a, &pgs->v[0], pgs->present[0]);
-    arg_ptr(&a, ws + w.ckpt);
-    for (int q = 0; q < g->n_seeds; q++) arg_ptr(&a, w.seed[q] == SIZE_MAX ? NULL : ws + w.seed[q]);
-    arg_i64(&a, sz.T);
-    arg_i64(&a, sz.H);
-    arg_i64(&a, sz.B);
-    unsigned grid[3] = {(unsigned)ce->p.MB, (unsigned)sz.H, (unsigned)sz.B}, block[3] = {(unsigned)ce->p.threads, 1, 1};
-    if ((st = cuda_launch(ctx, m->fn[1], "frnn_ck_bwd", grid, block, 1, ce->p.bwd_smem, cs, a.params))) return st;
-    memset(&a, 0, sizeof a);
-    for (int i = 0; i < n_in; i++) arg_tensor(&a, &pin->v[i], true);
-    for (int i = 0; i < n_out; i++) arg_tensor(&a, &pgo->v[i], pgo->present[i]);
-  } else {
-    arg_tensor(&a, &pgf->v[0], pgf->present[0]);
-    arg_tensor(&a, &pgs->v[0], pgs->present[0]);
-    arg_ptr(&a, ws + w.ckpt);
-  }
-  for (int q = 0; q < g->n_seeds; q++) arg_ptr(&a, w.seed[q] == SIZE_MAX ? NULL : ws + w.seed[q]);
+  /* The inputs' gradients, or for a broadcast input a partial, float32
+   * contiguous: [B][T][H][m][n] (broadcast over B or H only), or (over T)
+   * [chunk * B + b][H][m][n], indexed by the kernel; where the heads add
+   * into one partial, it is zeroed first (every window adds to it).  The
+   * terms' gradients need no zeroing: each chunk's first product into an
+   * array stores every element of it (lower_chunked.c). */
+  tview gin[FRNN_MAX_PORTS];
   for (int i = 0; i < n_in; i++) {
-    if (!pgi->present[i] || !bc[i]) {
-      arg_tensor(&a, &pgi->v[i], pgi->present[i]);
-      continue;
-    }
-    /* A partial, float32 contiguous: [B][T][H][m][n] (broadcast over B or H
-     * only), or (over T) [chunk * B + b][H][m][n], indexed by the kernel. */
+    gin[i] = pgi->v[i];
+    if (!pgi->present[i] || !bc[i]) continue;
     int cls = s->ports[FRNN_PORT_INPUT][i].cls;
     int64_t m_ = CLASS_HAS_M(cls) ? sz.M : 1, n_ = CLASS_HAS_N(cls) ? sz.N : 1;
     tview pv = {.data = ws + w.partial[i], .dtype = TD_F32};
@@ -834,22 +896,54 @@ static frnn_status chunked_backward(frnn_ctx *ctx, const ck_entry *ce, const gpu
     pv.stride[2] = heads == 1 ? 0 : m_ * n_;
     pv.stride[1] = heads * m_ * n_;
     pv.stride[0] = sz.T * heads * m_ * n_;
-    arg_tensor(&a, &pv, true);
+    gin[i] = pv;
     if (heads == 1 && (st = cuda_memset_d8(ctx, (CUdeviceptr)(ws + w.partial[i]), 0, w.partial_bytes[i], cs, true)))
       return st;
   }
-  arg_i64(&a, sz.T);
-  arg_i64(&a, sz.H);
-  arg_i64(&a, sz.B);
   unsigned block[3] = {(unsigned)ce->p.threads, 1, 1};
-  if (ce->p.fused) {
-    unsigned grid[3] = {1, (unsigned)sz.H, (unsigned)sz.B};
-    st = cuda_launch(ctx, m->fn[1], "frnn_ck_bwd", grid, block, 1, ce->p.bwd_smem, cs, a.params);
-  } else {
-    unsigned grid_c[3] = {(unsigned)w.n_chunks, (unsigned)sz.H, (unsigned)sz.B};
-    st = cuda_launch(ctx, m->fn[5], "frnn_ck_chain", grid_c, block, 1, ce->p.chain_smem, cs, a.params);
+  for (int64_t hi = w.n_chunks; hi > 0; hi -= w.win_chunks) {
+    int64_t lo = hi > w.win_chunks ? hi - w.win_chunks : 0;
+    /* frnn_ck_bwd: inputs, output gradients, the final state's gradient and
+     * the initial state's, checkpoints, seeds (fused: the inputs' gradients
+     * too), sizes, the window, the carried gradient */
+    args a;
+    memset(&a, 0, sizeof a);
+    for (int i = 0; i < n_in; i++) arg_tensor(&a, &pin->v[i], true);
+    for (int i = 0; i < n_out; i++) arg_tensor(&a, &pgo->v[i], pgo->present[i]);
+    arg_tensor(&a, &pgf->v[0], pgf->present[0]);
+    arg_tensor(&a, &pgs->v[0], pgs->present[0]);
+    arg_ptr(&a, ws + w.ckpt);
+    for (int q = 0; q < g->n_seeds; q++) arg_ptr(&a, w.seed[q] == SIZE_MAX ? NULL : ws + w.seed[q]);
+    if (ce->p.fused)
+      for (int i = 0; i < n_in; i++) arg_tensor(&a, &gin[i], pgi->present[i]);
+    arg_i64(&a, sz.T);
+    arg_i64(&a, sz.H);
+    arg_i64(&a, sz.B);
+    arg_i64(&a, lo);
+    arg_i64(&a, hi);
+    arg_ptr(&a, w.carry == SIZE_MAX ? NULL : ws + w.carry);
+    arg_guard(&a, gd);
+    unsigned grid[3] = {(unsigned)ce->p.MB, (unsigned)sz.H, (unsigned)sz.B};
+    if ((st = cuda_launch(ctx, m->fn[1], "frnn_ck_bwd", grid, block, 1, ce->p.bwd_smem, cs, a.params))) return st;
+    if (ce->p.fused) continue;
+    /* frnn_ck_chain: inputs, output gradients, seeds, the inputs' gradients,
+     * sizes, the window */
+    memset(&a, 0, sizeof a);
+    for (int i = 0; i < n_in; i++) arg_tensor(&a, &pin->v[i], true);
+    for (int i = 0; i < n_out; i++) arg_tensor(&a, &pgo->v[i], pgo->present[i]);
+    for (int q = 0; q < g->n_seeds; q++) arg_ptr(&a, w.seed[q] == SIZE_MAX ? NULL : ws + w.seed[q]);
+    for (int i = 0; i < n_in; i++) arg_tensor(&a, &gin[i], pgi->present[i]);
+    arg_i64(&a, sz.T);
+    arg_i64(&a, sz.H);
+    arg_i64(&a, sz.B);
+    arg_i64(&a, lo);
+    arg_i64(&a, hi);
+    arg_guard(&a, gd);
+    unsigned grid_c[3] = {(unsigned)(hi - lo), (unsigned)sz.H, (unsigned)sz.B};
+    if ((st = cuda_launch(ctx, m->fn[5], "frnn_ck_chain", grid_c, block, 1, ce->p.chain_smem, cs, a.params)))
+      return st;
   }
-  if (st) return st;
+  st = FRNN_OK;
   for (int i = 0; i < n_in && !st; i++) {
     if (!bc[i] || !pgi->present[i]) continue;
     int cls = s->ports[FRNN_PORT_INPUT][i].cls;
@@ -874,9 +968,113 @@ static frnn_status chunked_backward(frnn_ctx *ctx, const ck_entry *ce, const gpu
     int d = pgi->v[i].dtype;
     bool one = bcast_over_heads_only(bc[i]); /* the heads' sum is made: the partial has one */
     st = launch_reduce(ctx, m->fn[2 + d], reduce_kernel_names[d], ws + w.partial[i], &out, Bp, Tp, one ? 1 : sz.H, m_,
-                       n_, overB, one ? 0 : (bc[i] >> 2) & 1, cs);
+                       n_, overB, one ? 0 : (bc[i] >> 2) & 1, gd, cs);
   }
   return st;
+}
+
+/* The recurrent backward's launches: frnn_bwd, then the broadcast inputs'
+ * sums (frnn_reduce_*). */
+static frnn_status recurrent_backward(frnn_ctx *ctx, const gpu_module *m, const frnn_step *s, frnn_sizes sz,
+                                      const uint8_t *bc, const bound *pin, const bound *pgo, const bound *pgf,
+                                      const bound *pgi, const bound *pgs, void *workspace, size_t workspace_bytes,
+                                      const guard_arg *gd, void *stream) {
+  ws_layout w;
+  plan_workspace(&m->p, sz, bc, 1, &w);
+  if (workspace_bytes < w.total)
+    return diag_fail(ctx, FRNN_E_ARG, "frnn_gpu_backward: the workspace has %zu bytes; it needs %zu "
+                                      "(frnn_gpu_workspace_size with for_backward)",
+                     workspace_bytes, w.total);
+  args a;
+  memset(&a, 0, sizeof a);
+  char *wsb = workspace;
+  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) arg_tensor(&a, &pin->v[i], true);
+  for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) arg_tensor(&a, &pgo->v[i], pgo->present[i]);
+  for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) arg_tensor(&a, &pgf->v[i], pgf->present[i]);
+  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) {
+    if (!(bc[i] & 5) || !pgi->present[i]) {
+      arg_tensor(&a, &pgi->v[i], pgi->present[i]);
+      continue;
+    }
+    /* Per-head partial, float32 [B,Tp,H,m,n] contiguous, summed after. */
+    int cls = s->ports[FRNN_PORT_INPUT][i].cls;
+    int64_t m_ = CLASS_HAS_M(cls) ? sz.M : 1, n_ = CLASS_HAS_N(cls) ? sz.N : 1, tp = (bc[i] & 2) ? 1 : sz.T;
+    tview pv = {.data = wsb + w.partial[i], .dtype = TD_F32};
+    pv.stride[4] = CLASS_HAS_N(cls) ? 1 : 0;
+    pv.stride[3] = CLASS_HAS_M(cls) ? n_ : 0;
+    pv.stride[2] = m_ * n_;
+    pv.stride[1] = tp == 1 ? 0 : sz.H * m_ * n_;
+    pv.stride[0] = tp * sz.H * m_ * n_;
+    arg_tensor(&a, &pv, true);
+  }
+  for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) arg_tensor(&a, &pgs->v[i], pgs->present[i]);
+  arg_ptr(&a, wsb + w.ckpt);
+  arg_ptr(&a, wsb + w.scratch);
+  arg_i64(&a, sz.T);
+  arg_i64(&a, sz.H);
+  arg_i64(&a, w.C);
+  arg_i64(&a, w.n_ckpt);
+  arg_i64(&a, w.C2);
+  arg_guard(&a, gd);
+  /* A split head's blocks form one cluster along x (plan.c). */
+  unsigned G = (unsigned)m->p.bwd.row_blocks;
+  unsigned grid[3] = {G, (unsigned)sz.H, (unsigned)sz.B};
+  unsigned block[3] = {(unsigned)m->p.bwd.warps * 32, 1, 1};
+  frnn_status st = cuda_launch(ctx, m->fn[1], "frnn_bwd", grid, block, G, w.bwd_shared, (CUstream)stream, a.params);
+  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT] && !st; i++) {
+    if (!(bc[i] & 5) || !pgi->present[i]) continue;
+    int cls = s->ports[FRNN_PORT_INPUT][i].cls;
+    int64_t m_ = CLASS_HAS_M(cls) ? sz.M : 1, n_ = CLASS_HAS_N(cls) ? sz.N : 1, tp = (bc[i] & 2) ? 1 : sz.T;
+    int d = pgi->v[i].dtype;
+    st = launch_reduce(ctx, m->fn[2 + d], kernel_names[2 + d], wsb + w.partial[i], &pgi->v[i], sz.B, tp, sz.H, m_,
+                       n_, bc[i] & 1, (bc[i] >> 2) & 1, gd, (CUstream)stream);
+  }
+  return st;
+}
+
+/* The backward's specialisation and module key, for the chunked kernels
+ * (they sum an input broadcast over T per chunk first, into a partial) or
+ * the recurrent ones; *kernels: the kernels it needs. */
+static void backward_spec(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, const uint8_t *bc, const bound *pin,
+                          const bound *pgo, const bound *pgf, const bound *pgi, const bound *pgs, bool chunked,
+                          int guard, lower_spec *spec, char *key, size_t key_size, unsigned *kernels) {
+  memset(spec, 0, sizeof *spec);
+  int k = snprintf(key, key_size, "bwd M=%lld N=%lld ", (long long)sz.M, (long long)sz.N);
+  *kernels = KERNEL_BWD;
+  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) {
+    spec->dt_in[i] = pin->v[i].dtype;
+    spec->in_bcast[i] = bc[i];
+    bool partial = (bc[i] & (chunked ? 7 : 5)) != 0;
+    spec->dt_gin[i] = partial || !pgi->present[i] ? TD_F32 : pgi->v[i].dtype;
+    if (partial && pgi->present[i]) *kernels |= KERNEL_REDUCE_F32 << pgi->v[i].dtype;
+    key[k++] = dt_char(spec->dt_in[i]);
+    key[k++] = (char)('0' + bc[i]);
+    key[k++] = dt_char(spec->dt_gin[i]);
+  }
+  key[k++] = '/';
+  for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) {
+    spec->dt_gfinal[i] = pgf->present[i] ? pgf->v[i].dtype : TD_F32;
+    spec->dt_gstate[i] = pgs->present[i] ? pgs->v[i].dtype : TD_F32;
+    key[k++] = dt_char(spec->dt_gfinal[i]);
+    key[k++] = dt_char(spec->dt_gstate[i]);
+  }
+  key[k++] = '/';
+  for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) {
+    spec->dt_gout[i] = pgo->present[i] ? pgo->v[i].dtype : TD_F32;
+    key[k++] = dt_char(spec->dt_gout[i]);
+  }
+  spec->contig[CONTIG_IN] = contig_mask(s, FRNN_PORT_INPUT, pin, sz);
+  spec->contig[CONTIG_GOUT] = contig_mask(s, FRNN_PORT_OUTPUT, pgo, sz);
+  spec->contig[CONTIG_GFINAL] = contig_mask(s, FRNN_PORT_STATE, pgf, sz);
+  spec->contig[CONTIG_GSTATE] = contig_mask(s, FRNN_PORT_STATE, pgs, sz);
+  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++)
+    if ((bc[i] & 5) || (pgi->present[i] && inner_contig(&pgi->v[i], s->ports[FRNN_PORT_INPUT][i].cls, sz)))
+      spec->contig[CONTIG_GIN] |= 1u << i; /* partials are laid out contiguously */
+  k = append_contig(key, key_size, k, spec);
+  k += snprintf(key + k, key_size - (size_t)k, " k%u", *kernels);
+  k = append_tuning(ctx, key, key_size, k);
+  spec->guard = guard;
+  snprintf(key + k, key_size - (size_t)k, "%s%s", chunked ? " ck" : "", guard ? " guarded" : "");
 }
 
 frnn_status frnn_gpu_backward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
@@ -907,109 +1105,42 @@ frnn_status frnn_gpu_backward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
     goto done;
   uint8_t bc[FRNN_MAX_PORTS];
   inputs_bcast(s, sz, pin, bc);
-  lower_spec spec;
-  memset(&spec, 0, sizeof spec);
-  char key[1024];
-  int k = snprintf(key, sizeof key, "bwd M=%lld N=%lld ", (long long)sz.M, (long long)sz.N);
-  unsigned kernels = KERNEL_BWD;
   const ck_entry *ce = chunked_for(ctx, s, sz.M, sz.N, gpu_arch());
-  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) {
-    spec.dt_in[i] = pin->v[i].dtype;
-    spec.in_bcast[i] = bc[i];
-    /* the chunked kernels sum an input broadcast over T per chunk first */
-    bool partial = (bc[i] & (ce ? 7 : 5)) != 0;
-    spec.dt_gin[i] = partial || !pgi->present[i] ? TD_F32 : pgi->v[i].dtype;
-    if (partial && pgi->present[i]) kernels |= KERNEL_REDUCE_F32 << pgi->v[i].dtype;
-    key[k++] = dt_char(spec.dt_in[i]);
-    key[k++] = (char)('0' + bc[i]);
-    key[k++] = dt_char(spec.dt_gin[i]);
-  }
-  key[k++] = '/';
-  for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) {
-    spec.dt_gfinal[i] = pgf->present[i] ? pgf->v[i].dtype : TD_F32;
-    spec.dt_gstate[i] = pgs->present[i] ? pgs->v[i].dtype : TD_F32;
-    key[k++] = dt_char(spec.dt_gfinal[i]);
-    key[k++] = dt_char(spec.dt_gstate[i]);
-  }
-  key[k++] = '/';
-  for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) {
-    spec.dt_gout[i] = pgo->present[i] ? pgo->v[i].dtype : TD_F32;
-    key[k++] = dt_char(spec.dt_gout[i]);
-  }
-  spec.contig[CONTIG_IN] = contig_mask(s, FRNN_PORT_INPUT, pin, sz);
-  spec.contig[CONTIG_GOUT] = contig_mask(s, FRNN_PORT_OUTPUT, pgo, sz);
-  spec.contig[CONTIG_GFINAL] = contig_mask(s, FRNN_PORT_STATE, pgf, sz);
-  spec.contig[CONTIG_GSTATE] = contig_mask(s, FRNN_PORT_STATE, pgs, sz);
-  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++)
-    if ((bc[i] & 5) || (pgi->present[i] && inner_contig(&pgi->v[i], s->ports[FRNN_PORT_INPUT][i].cls, sz)))
-      spec.contig[CONTIG_GIN] |= 1u << i; /* partials are laid out contiguously */
-  k = append_contig(key, sizeof key, k, &spec);
-  k += snprintf(key + k, sizeof key - (size_t)k, " k%u", kernels);
-  k = append_tuning(ctx, key, sizeof key, k);
-  if (ce) k += snprintf(key + k, sizeof key - (size_t)k, " ck");
+  bool guarded = ce && ce->g.guard;
+  lower_spec spec;
+  char key[1024];
+  unsigned kernels;
   cuda_scope scope;
   if ((st = cuda_enter(ctx, dev, &scope))) goto done;
   gpu_module *m;
-  if (ce) {
+  char *body = workspace;
+  size_t body_bytes = workspace_bytes;
+  if (guarded) {
+    if (workspace_bytes < GUARD_BYTES) {
+      st = diag_fail(ctx, FRNN_E_ARG, "frnn_gpu_backward: the workspace has %zu bytes; it needs more than %d "
+                                      "(frnn_gpu_workspace_size with for_backward)",
+                     workspace_bytes, GUARD_BYTES);
+      goto leave;
+    }
+    body += GUARD_BYTES, body_bytes -= GUARD_BYTES;
+    /* The recurrent kernels first (they return at once unless the forward
+     * flagged the call), then the chunked ones (the reverse): the chunked
+     * backward zeroes partials of its own layout, which would overwrite the
+     * recurrent forward's checkpoints before the recurrent backward read them. */
+    guard_arg gd = {true, workspace};
+    backward_spec(ctx, s, sz, bc, pin, pgo, pgf, pgi, pgs, false, GUARD_FALLBACK, &spec, key, sizeof key, &kernels);
+    if ((st = get_module(ctx, s, sz, dev, key, &spec, kernels, NULL, &m)) ||
+        (st = recurrent_backward(ctx, m, s, sz, bc, pin, pgo, pgf, pgi, pgs, body, body_bytes, &gd, stream)))
+      goto leave;
+    backward_spec(ctx, s, sz, bc, pin, pgo, pgf, pgi, pgs, true, GUARD_CHUNKED, &spec, key, sizeof key, &kernels);
     if (!(st = get_module(ctx, s, sz, dev, key, &spec, kernels, ce, &m)))
-      st = chunked_backward(ctx, ce, m, s, sz, bc, pin, pgo, pgf, pgi, pgs, workspace, workspace_bytes, stream);
+      st = chunked_backward(ctx, ce, m, s, sz, bc, pin, pgo, pgf, pgi, pgs, body, body_bytes, &gd, stream);
     goto leave;
   }
-  if (!(st = get_module(ctx, s, sz, dev, key, &spec, kernels, NULL, &m))) {
-    ws_layout w;
-    plan_workspace(&m->p, sz, bc, 1, &w);
-    if (workspace_bytes < w.total) {
-      st = diag_fail(ctx, FRNN_E_ARG, "frnn_gpu_backward: the workspace has %zu bytes; it needs %zu "
-                                      "(frnn_gpu_workspace_size with for_backward)",
-                     workspace_bytes, w.total);
-      goto leave;
-    }
-    args a;
-    memset(&a, 0, sizeof a);
-    char *wsb = workspace;
-    for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) arg_tensor(&a, &pin->v[i], true);
-    for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) arg_tensor(&a, &pgo->v[i], pgo->present[i]);
-    for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) arg_tensor(&a, &pgf->v[i], pgf->present[i]);
-    for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) {
-      if (!(bc[i] & 5) || !pgi->present[i]) {
-        arg_tensor(&a, &pgi->v[i], pgi->present[i]);
-        continue;
-      }
-      /* Per-head partial, float32 [B,Tp,H,m,n] contiguous, summed after. */
-      int cls = s->ports[FRNN_PORT_INPUT][i].cls;
-      int64_t m_ = CLASS_HAS_M(cls) ? sz.M : 1, n_ = CLASS_HAS_N(cls) ? sz.N : 1, tp = (bc[i] & 2) ? 1 : sz.T;
-      tview pv = {.data = wsb + w.partial[i], .dtype = TD_F32};
-      pv.stride[4] = CLASS_HAS_N(cls) ? 1 : 0;
-      pv.stride[3] = CLASS_HAS_M(cls) ? n_ : 0;
-      pv.stride[2] = m_ * n_;
-      pv.stride[1] = tp == 1 ? 0 : sz.H * m_ * n_;
-      pv.stride[0] = tp * sz.H * m_ * n_;
-      arg_tensor(&a, &pv, true);
-    }
-    for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) arg_tensor(&a, &pgs->v[i], pgs->present[i]);
-    arg_ptr(&a, wsb + w.ckpt);
-    arg_ptr(&a, wsb + w.scratch);
-    arg_i64(&a, sz.T);
-    arg_i64(&a, sz.H);
-    arg_i64(&a, w.C);
-    arg_i64(&a, w.n_ckpt);
-    arg_i64(&a, w.C2);
-    /* A split head's blocks form one cluster along x (plan.c). */
-    unsigned G = (unsigned)m->p.bwd.row_blocks;
-    unsigned grid[3] = {G, (unsigned)sz.H, (unsigned)sz.B};
-    unsigned block[3] = {(unsigned)m->p.bwd.warps * 32, 1, 1};
-    if ((st = cuda_launch(ctx, m->fn[1], "frnn_bwd", grid, block, G, w.bwd_shared,
-                          (CUstream)stream, a.params)))
-      goto leave;
-    for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT] && !st; i++) {
-      if (!(bc[i] & 5) || !pgi->present[i]) continue;
-      int cls = s->ports[FRNN_PORT_INPUT][i].cls;
-      int64_t m_ = CLASS_HAS_M(cls) ? sz.M : 1, n_ = CLASS_HAS_N(cls) ? sz.N : 1, tp = (bc[i] & 2) ? 1 : sz.T;
-      int d = pgi->v[i].dtype;
-      st = launch_reduce(ctx, m->fn[2 + d], kernel_names[2 + d], wsb + w.partial[i], &pgi->v[i], sz.B, tp, sz.H, m_,
-                         n_, bc[i] & 1, (bc[i] >> 2) & 1, (CUstream)stream);
-    }
-  }
+  backward_spec(ctx, s, sz, bc, pin, pgo, pgf, pgi, pgs, ce != NULL, GUARD_NONE, &spec, key, sizeof key, &kernels);
+  if (!(st = get_module(ctx, s, sz, dev, key, &spec, kernels, ce, &m)))
+    st = ce ? chunked_backward(ctx, ce, m, s, sz, bc, pin, pgo, pgf, pgi, pgs, body, body_bytes, &no_guard, stream)
+            : recurrent_backward(ctx, m, s, sz, bc, pin, pgo, pgf, pgi, pgs, body, body_bytes, &no_guard, stream);
 leave:
   cuda_leave(&scope);
 done:

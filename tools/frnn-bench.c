@@ -65,7 +65,8 @@ static const char USAGE[] =
     "inputs [-1,1), states [-0.1,0.1)), gradients of outputs and final states in\n"
     "[-1,1).  Two sets of every tensor are allocated and alternated between calls\n"
     "(one when two do not fit).  Columns:\n"
-    "  fw ms      frnn_gpu_forward without workspace (no checkpoints), CUDA events,\n"
+    "  fw ms      frnn_gpu_forward with the workspace of a forward alone (none, or a\n"
+    "             guarded step's flag: no checkpoints), CUDA events,\n"
     "             median [min, p90] over --reps\n"
     "  fw+bw ms   frnn_gpu_forward with the backward workspace, then\n"
     "             frnn_gpu_backward, timed as one region\n"
@@ -448,6 +449,10 @@ typedef struct model {
   int n[3];
   ranges rg;
   uint64_t rng;
+  /* The workspace of a forward no backward follows: none (NULL), or a
+   * guarded step's flag (frnn_gpu_workspace_size without for_backward). */
+  CUdeviceptr fw_ws;
+  size_t fw_ws_bytes;
 } model;
 
 static int count(const model *m, int slot) { return m->n[SLOT_KIND[slot]]; }
@@ -625,7 +630,8 @@ static int fail_lib(result *res, const model *m, frnn_ctx *c, const char *what) 
   return -1;
 }
 
-/* The calls, on the legacy default stream.  fw: no workspace. */
+/* The calls, on the legacy default stream.  fw alone: the forward's own
+ * workspace (model.fw_ws). */
 static frnn_status call_fw(model *m, frnn_ctx *c, frnn_sizes sz, tset *s, void *ws,
                            size_t ws_bytes) {
   return frnn_gpu_forward(c, m->step, sz, s->p[S_IN], s->p[S_ST], (DLTensor *const *)s->p[S_OUT],
@@ -639,11 +645,15 @@ static frnn_status call_bw(model *m, frnn_ctx *c, frnn_sizes sz, tset *s, void *
                            ws_bytes, NULL);
 }
 
-/* One call of what is timed: fw alone (no workspace) or fw + bw. */
+static frnn_status call_fw_only(model *m, frnn_ctx *c, frnn_sizes sz, tset *s) {
+  return call_fw(m, c, sz, s, (void *)(uintptr_t)m->fw_ws, m->fw_ws_bytes);
+}
+
+/* One call of what is timed: fw alone or fw + bw. */
 static frnn_status call_one(model *m, frnn_ctx *c, frnn_sizes sz, tset *s, bool fwbw, void *ws,
                             size_t ws_bytes) {
   if (!fwbw)
-    return call_fw(m, c, sz, s, NULL, 0);
+    return call_fw_only(m, c, sz, s);
   frnn_status st = call_fw(m, c, sz, s, ws, ws_bytes);
   return st ? st : call_bw(m, c, sz, s, ws, ws_bytes);
 }
@@ -658,8 +668,7 @@ static int first_call(model *m, result *res, frnn_sizes sz, tset *s, void *ws, s
     return -1;
   }
   double t0 = now_s();
-  frnn_status st =
-      call_fw(m, c, sz, s, m->o->forward_only ? NULL : ws, m->o->forward_only ? 0 : ws_bytes);
+  frnn_status st = m->o->forward_only ? call_fw_only(m, c, sz, s) : call_fw(m, c, sz, s, ws, ws_bytes);
   if (!st && !m->o->forward_only)
     st = call_bw(m, c, sz, s, ws, ws_bytes);
   if (!st)
@@ -780,7 +789,7 @@ static int check_model(model *m, result *res, frnn_ctx *c) {
     }
   }
   void *wsp = (void *)(uintptr_t)ws;
-  if (call_fw(m, c, sz, s, bw ? wsp : NULL, bw ? ws_bytes : 0) ||
+  if ((bw ? call_fw(m, c, sz, s, wsp, ws_bytes) : call_fw_only(m, c, sz, s)) ||
       (bw && call_bw(m, c, sz, s, wsp, ws_bytes)) || cuda_ctx_sync(c)) {
     fail_lib(res, m, c, "check run");
     goto out;
@@ -935,6 +944,14 @@ static int bench_model(const options *o, frnn_ctx *ctx, const char *path, result
     goto out;
   }
   res->ws_bytes = (double)ws_bytes;
+  if (frnn_gpu_workspace_size(ctx, m.step, sz, sets[0].p[S_IN], 0, &m.fw_ws_bytes)) {
+    fail_lib(res, &m, ctx, "frnn_gpu_workspace_size (forward only)");
+    goto out;
+  }
+  if (m.fw_ws_bytes && cuda_malloc(ctx, m.fw_ws_bytes, &m.fw_ws)) {
+    fail_lib(res, &m, ctx, "forward workspace");
+    goto out;
+  }
   double b[N_SLOTS], set_bytes = 0;
   for (int slot = 0; slot < N_SLOTS; slot++)
     set_bytes += (b[slot] = slot_bytes(&m, &sets[0], slot));
@@ -1036,6 +1053,7 @@ out:
     free(sets);
   }
   cuda_free(ctx, ws);
+  cuda_free(ctx, m.fw_ws);
   frnn_ctx_destroy(gctx);
   if (cache[0])
     nftw(cache, rm_entry, 16, FTW_DEPTH | FTW_PHYS);

@@ -89,6 +89,10 @@ typedef struct run_opts {
   DLDataType dt;       /* inputs, outputs, gradients; states float32 */
   bool strided;        /* the first matrix/row input as a non-contiguous view */
   bool expanded;       /* the first input made constant in time by stride 0 */
+  const char *ranges;  /* NULL: the file's "# ranges:" line; else these (ranges.h syntax) */
+  int flag;            /* -1: unchecked; 0 or 1: a guarded step's flag after the forward
+                          (set: the recurrent kernels ran it); then a forward with the
+                          forward-only workspace (the flag alone) is checked too */
 } run_opts;
 
 static double check_close(const char *model, const run_opts *o, const char *what, ttensor *got,
@@ -132,9 +136,13 @@ static void run_model(const char *model, run_opts o) {
   ck_assert_msg(frnn_step_load(ctx, test_source_path(rel), &s) == FRNN_OK, "%s", frnn_ctx_error(ctx));
   ranges rg;
   bool found;
-  ck_assert_msg(ranges_from_file(test_source_path(rel), &rg, &found, err, sizeof err) == 0, "%s",
-                err);
-  ck_assert_msg(found, "%s has no '# ranges:' line", rel);
+  if (o.ranges) {
+    ck_assert_msg(ranges_parse(o.ranges, &rg, err, sizeof err) == 0, "%s", err);
+  } else {
+    ck_assert_msg(ranges_from_file(test_source_path(rel), &rg, &found, err, sizeof err) == 0, "%s",
+                  err);
+    ck_assert_msg(found, "%s has no '# ranges:' line", rel);
+  }
   int ni = frnn_step_port_count(s, FRNN_PORT_INPUT), ns = frnn_step_port_count(s, FRNN_PORT_STATE),
       no = frnn_step_port_count(s, FRNN_PORT_OUTPUT);
   frnn_sizes sz = {o.B, o.T, o.H, o.M, o.N};
@@ -223,6 +231,12 @@ static void run_model(const char *model, run_opts o) {
   ck_assert_msg(frnn_gpu_forward(ctx, s, sz, d_in, d_st, d_out, d_fin, (void *)(uintptr_t)ws,
                                  ws_bytes, NULL) == FRNN_OK,
                 "%s: %s", model, frnn_ctx_error(ctx));
+  if (o.flag >= 0) { /* a guarded step: which kernels ran (pipeline.c) */
+    int32_t flag = -1;
+    ck_assert(cuda_memcpy_dtoh(ctx, &flag, ws, 4, NULL, 0) == FRNN_OK);
+    ck_assert_msg((flag != 0) == o.flag, "%s (ranges %s): flag %d, expected %s", model, o.ranges, flag,
+                  o.flag ? "set" : "clear");
+  }
   ck_assert_msg(frnn_gpu_backward(ctx, s, sz, d_in, d_st, d_gout, d_gfin, d_gin, d_gst,
                                   (void *)(uintptr_t)ws, ws_bytes, NULL) == FRNN_OK,
                 "%s: %s", model, frnn_ctx_error(ctx));
@@ -277,6 +291,31 @@ static void run_model(const char *model, run_opts o) {
     snprintf(what, sizeof what, "grad %s", frnn_step_port_name(s, FRNN_PORT_INPUT, i));
     check_close(model, &o, what, &gin[i].host, &r_gin[i], t_gin[i]);
   }
+  if (o.flag >= 0) {
+    /* A forward no backward follows: the forward-only workspace, outputs
+     * and final states poisoned again. */
+    size_t fw_bytes;
+    ck_assert(frnn_gpu_workspace_size(ctx, s, sz, d_in, 0, &fw_bytes) == FRNN_OK);
+    ck_assert_uint_eq(fw_bytes, GUARD_BYTES);
+    for (int i = 0; i < no; i++) ck_assert(cuda_memset_d8(ctx, out[i].ptr, 0xff, out[i].host.size, NULL, 0) == FRNN_OK);
+    for (int i = 0; i < ns; i++) ck_assert(cuda_memset_d8(ctx, fin[i].ptr, 0xff, fin[i].host.size, NULL, 0) == FRNN_OK);
+    ck_assert_msg(frnn_gpu_forward(ctx, s, sz, d_in, d_st, d_out, d_fin, (void *)(uintptr_t)ws, fw_bytes, NULL) ==
+                      FRNN_OK,
+                  "%s: %s", model, frnn_ctx_error(ctx));
+    int32_t flag = -1;
+    ck_assert(cuda_memcpy_dtoh(ctx, &flag, ws, 4, NULL, 0) == FRNN_OK);
+    ck_assert((flag != 0) == o.flag);
+    for (int i = 0; i < no; i++) {
+      dtensor_fetch(&out[i]);
+      snprintf(what, sizeof what, "out %s (forward alone)", frnn_step_port_name(s, FRNN_PORT_OUTPUT, i));
+      check_close(model, &o, what, &out[i].host, &r_out[i], t_out[i]);
+    }
+    for (int i = 0; i < ns; i++) {
+      dtensor_fetch(&fin[i]);
+      snprintf(what, sizeof what, "final %s (forward alone)", frnn_step_port_name(s, FRNN_PORT_STATE, i));
+      check_close(model, &o, what, &fin[i].host, &r_fin[i], t_fin[i]);
+    }
+  }
   cuda_free(ctx, ws);
   for (int i = 0; i < ni; i++) dtensor_free(&in[i]), dtensor_free(&gin[i]), tt_free(&r_gin[i]);
   for (int i = 0; i < ns; i++) {
@@ -300,38 +339,62 @@ static void teardown(void) {
 }
 
 START_TEST(models_f32_64) {
-  run_opts o = {2, 1000, 3, 64, 64, DT_F32, false, false};
+  run_opts o = {2, 1000, 3, 64, 64, DT_F32, false, false, NULL, -1};
   run_model(MODELS[_i], o);
 }
 END_TEST
 
 START_TEST(models_bf16_128) {
-  run_opts o = {1, 200, 3, 128, 128, DT_BF16, false, false};
+  run_opts o = {1, 200, 3, 128, 128, DT_BF16, false, false, NULL, -1};
   run_model(MODELS[_i], o);
 }
 END_TEST
 
 START_TEST(models_f32_128) {
-  run_opts o = {1, 100, 2, 128, 128, DT_F32, false, false};
+  run_opts o = {1, 100, 2, 128, 128, DT_F32, false, false, NULL, -1};
   run_model(MODELS[_i], o);
 }
 END_TEST
 
 START_TEST(models_f32_48x96_strided) {
-  run_opts o = {2, 37, 3, 48, 96, DT_F32, true, true};
+  run_opts o = {2, 37, 3, 48, 96, DT_F32, true, true, NULL, -1};
   run_model(MODELS[_i], o);
 }
 END_TEST
 
 START_TEST(models_f32_1x1) {
-  run_opts o = {2, 50, 3, 1, 1, DT_F32, false, false};
+  run_opts o = {2, 50, 3, 1, 1, DT_F32, false, false, NULL, -1};
   run_model(MODELS[_i], o);
 }
 END_TEST
 
 START_TEST(models_f32_odd) {
-  run_opts o = {1, 9, 1, 3, 5, DT_F32, true, false};
+  run_opts o = {1, 9, 1, 3, 5, DT_F32, true, false, NULL, -1};
   run_model(MODELS[_i], o);
+}
+END_TEST
+
+/* A guarded step (retention: gamma is an input, not an exp): decays of at
+ * least CK_GUARD_MIN run on the chunked kernels (flag clear); negative
+ * decays, and positive ones below it, on the recurrent kernels (flag set);
+ * every result against the reference either way, the forward alone too. */
+static const struct {
+  const char *ranges;
+  int flag;
+  bool bf16;
+} guarded_cases[] = {
+    {"q=-1:1:n,k=-1:1:n,gamma=0.9:0.99@h", 0, false},
+    {"q=-1:1:n,k=-1:1:n,gamma=0.9:0.99@h", 0, true},
+    {"q=-1:1:n,k=-1:1:n,gamma=0.2:1.01@h", 0, false}, /* growing decays too */
+    {"q=-1:1:n,k=-1:1:n,gamma=-0.9:-0.1@h", 1, false},
+    {"q=-1:1:n,k=-1:1:n,gamma=0.001:0.01@h", 1, false},
+    {"q=-1:1:n,k=-1:1:n,gamma=0.001:0.01@h", 1, true},
+};
+
+START_TEST(guarded_retention) {
+  run_opts o = {2, 300, 3, 64, 64, guarded_cases[_i].bf16 ? DT_BF16 : DT_F32, false, false, guarded_cases[_i].ranges,
+                guarded_cases[_i].flag};
+  run_model("retention", o);
 }
 END_TEST
 
@@ -340,7 +403,7 @@ END_TEST
  * their own kernels.  Until 2026-11-25 the context's module lookup ignored
  * the step, and the second of such a pair ran the first's kernels. */
 START_TEST(models_one_context) {
-  run_opts o = {1, 20, 2, 16, 16, DT_F32, false, false};
+  run_opts o = {1, 20, 2, 16, 16, DT_F32, false, false, NULL, -1};
   for (int i = 0; i < N_MODELS; i++) run_model(MODELS[i], o);
 }
 END_TEST
@@ -374,6 +437,8 @@ int main(void) {
   CONFIG(models_bf16_128)
 #undef CONFIG
   if (!only || !*only || strcmp(only, "models_one_context") == 0) tcase_add_test(tc, models_one_context);
+  if (!only || !*only || strcmp(only, "guarded_retention") == 0)
+    tcase_add_loop_test(tc, guarded_retention, 0, (int)(sizeof guarded_cases / sizeof *guarded_cases));
   suite_add_tcase(su, tc);
   SRunner *sr = srunner_create(su);
   srunner_set_fork_status(sr, CK_NOFORK); /* CUDA does not survive fork() */

@@ -7,7 +7,8 @@
  * "nodevice" -> cuInit fails; "zero" -> 0 devices; "missing" -> no cuLinkCreate;
  * "versioned" -> refuses lookups with a version other than 13000;
  * "later_spills_less", "clusters_spill_less": local memory of functions
- * (m_cuModuleGetFunction). */
+ * (m_cuModuleGetFunction).  MOCK_CUDA_LAUNCH_LOG=path: every launch's kernel
+ * name appended there, a line each. */
 #include <cuda.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -181,6 +182,9 @@ static CUresult m_cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigne
   if (need_ctx()) return need_ctx();
   if ((unsigned long)bx * by * bz > 1024) return CUDA_ERROR_INVALID_VALUE;
   if (sh > 48 * 1024 && (int)sh > f->max_dyn) return CUDA_ERROR_INVALID_VALUE;
+  const char *log_path = getenv("MOCK_CUDA_LAUNCH_LOG"); /* a file: each launched kernel's name, a line */
+  FILE *log = log_path && *log_path ? fopen(log_path, "a") : NULL;
+  if (log) fprintf(log, "%s\n", f->name), fclose(log);
   if (strncmp(f->name, "frnn_", 5) == 0) {
     /* frnn's kernels do nothing here, but every parameter the PTX declares
      * must have been passed: the host/kernel ABI is checked without a GPU.

@@ -469,12 +469,16 @@ static const struct {
     {"examples/mamba2.frnn", ""},
     {"examples/rwkv6.frnn", ""},
     {"examples/gsa_values.frnn", ""},
-    {"examples/retention.frnn", "not a product of exponentials"},
+    {"examples/retention.frnn", ""}, /* guarded: its gamma is not an exp */
     {"examples/mamba.frnn", "no chunked form"},
     {"step t(k[1,N], v[M,1], g[1,N]; S[M,N]) -> y[M,1]\n  S = -exp(g) * S + v * k\n  y = sum(S * k)\n",
-     "not a product of exponentials"},
+     "negated exponential"},
     /* a quotient of exponentials: its log decay is g - h */
     {"step t(k[1,N], v[M,1], g[1,N], h[1,1]; S[M,N]) -> y[M,1]\n  S = S * exp(g) / exp(h) + v * k\n"
+     "  y = sum(S * k)\n",
+     ""},
+    /* an exp and a factor that is not one: the log decay is g + log(sigmoid(a)), guarded */
+    {"step t(k[1,N], v[M,1], g[1,N], a[1,1]; S[M,N]) -> y[M,1]\n  S = S * exp(g) * sigmoid(a) + v * k\n"
      "  y = sum(S * k)\n",
      ""},
 };
@@ -493,7 +497,11 @@ START_TEST(gpu_form_verdicts) {
   if (!*why) {
     ck_assert_msg(st == FRNN_OK, "%s: %s", gpu_verdicts[_i].source, frnn_ctx_error(ctx));
     ck_assert_int_ge(g.n_seeds, 3);
-    if (_i == 8) ck_assert(g.n_ld == 2 && !g.ld_neg[0] && g.ld_neg[1]);
+    if (_i == 7) ck_assert(g.n_ld == 2 && !g.ld_neg[0] && g.ld_neg[1] && !g.guard);
+    /* a factor that is not an exp is guarded, its log taken; exps are not */
+    if (_i == 4) ck_assert(g.guard && g.n_ld == 1 && g.ld_log[0]);
+    if (_i == 8) ck_assert(g.guard && g.n_ld == 2 && g.ld_log[0] + g.ld_log[1] == 1);
+    if (_i < 4) ck_assert(!g.guard && !g.ld_log[0]);
     ck_assert_ptr_nonnull(g.terms_adj);
     ck_plan p;
     ck_assert_msg(ck_plan_make(ctx, s, &g, 128, 128, 90, 232448, &p) == FRNN_OK, "%s", frnn_ctx_error(ctx));

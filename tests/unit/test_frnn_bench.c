@@ -303,10 +303,12 @@ START_TEST(test_mock_every_example) {
                 js);
   ck_assert_int_eq(occurrences(js, "\"ok\": true"), n_examples);
   /* The plan each model ran with is recorded (text and JSON). */
-  /* seven examples run on the chunked kernels (lower_chunked.c) */
-  ck_assert_int_eq(occurrences(js, "\"plan\": \"fwd "), n_examples - 7);
-  ck_assert_int_eq(occurrences(js, "\"plan\": \"chunked L="), 7);
-  ck_assert_msg(strstr(out_text, "plan retention: fwd ") && strstr(out_text, "sums over M deferred") &&
+  /* eight examples run on the chunked kernels (lower_chunked.c), retention
+   * guarded (its gamma is not an exp) */
+  ck_assert_int_eq(occurrences(js, "\"plan\": \"fwd "), n_examples - 8);
+  ck_assert_int_eq(occurrences(js, "\"plan\": \"chunked L="), 8);
+  ck_assert_int_eq(occurrences(js, " guarded (recurrent where a decay < 1/64)"), 1);
+  ck_assert_msg(strstr(out_text, "plan gsa_keys: fwd ") && strstr(out_text, "sums over M deferred") &&
                     strstr(out_text, "plan mlstm: fwd ") && strstr(out_text, "sums over M whole at every step"),
                 "%s", out_text);
   for (int k = 0; k < n_examples; k++) {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static frnn_ctx *ctx;
 static frnn_step *step;
@@ -153,6 +154,7 @@ START_TEST(backward_keeps_the_kernel_that_spills_less) {
   }
   setenv("FRNN_BWD_SMEM", "0", 1); /* shared-memory scratch has no alternative */
   if (_i) setenv("MOCK_CUDA", _i == 1 ? "later_spills_less" : "clusters_spill_less", 1);
+  setenv("FRNN_CHUNKED", "0", 1); /* retention's recurrent kernels (test_guarded_step: both) */
   frnn_step *ret;
   ck_assert(frnn_step_load(ctx, test_source_path("examples/retention.frnn"), &ret) == FRNN_OK);
   /* M = 64: the plan's backward is 8 warps of 32 lanes; tried: 16 lanes
@@ -188,6 +190,135 @@ START_TEST(backward_keeps_the_kernel_that_spills_less) {
                   "%s", ctx->backward_plan);
   free(ws);
   frnn_step_destroy(ret);
+  unsetenv("FRNN_CHUNKED");
+}
+END_TEST
+
+/* The kernels the fake driver launched since the log was started. */
+static char *launch_log(const char *path) {
+  FILE *f = fopen(path, "r");
+  static char text[4096];
+  size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+  text[n] = 0;
+  if (f) fclose(f);
+  remove(path);
+  return text;
+}
+
+/* A guarded step (retention: its gamma is not an exp, chunk_gpu.guard):
+ * with the backward's workspace, the chunked forward (which sets the flag,
+ * zeroed first) and the recurrent one (which runs only where it is set),
+ * then the recurrent backward and the chunked one; with the forward's own
+ * workspace (the flag only) both forwards without checkpoints; with none,
+ * the recurrent forward alone; a workspace between the two sizes is
+ * refused.  Every launch's parameters are checked against its PTX by the
+ * fake driver. */
+START_TEST(guarded_step_runs_both_paths) {
+  if (!getenv("FRNN_MOCK_LIBCUDA")) {
+    puts("FRNN_MOCK_LIBCUDA is unset: guarded_step_runs_both_paths left out");
+    return;
+  }
+  char log[256];
+  snprintf(log, sizeof log, "%s/frnn-mock-launches-%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
+  remove(log);
+  setenv("MOCK_CUDA_LAUNCH_LOG", log, 1);
+  frnn_step *ret;
+  ck_assert(frnn_step_load(ctx, test_source_path("examples/retention.frnn"), &ret) == FRNN_OK);
+  frnn_sizes rs = {1, 40, 1, 16, 16};
+  int64_t row[5] = {1, 40, 1, 1, 16}, col[5] = {1, 40, 1, 16, 1}, per_head[5] = {1, 1, 1, 1, 1},
+          state[4] = {1, 1, 16, 16}, ys[4] = {1, 40, 1, 16};
+  dev_tensor q, k, v, gm, S0, S1, Y, dq, dk, dv, dgm, dS0;
+  make(&q, 5, row, kDLCUDA), make(&k, 5, row, kDLCUDA), make(&v, 5, col, kDLCUDA);
+  make(&gm, 5, per_head, kDLCUDA), make(&S0, 4, state, kDLCUDA), make(&Y, 4, ys, kDLCUDA);
+  make(&dq, 5, row, kDLCUDA), make(&dk, 5, row, kDLCUDA), make(&dv, 5, col, kDLCUDA);
+  make(&dgm, 5, per_head, kDLCUDA), make(&S1, 4, state, kDLCUDA), make(&dS0, 4, state, kDLCUDA);
+  S1.t.data = backing + 4096, Y.t.data = backing + 6144, dS0.t.data = backing + 8192;
+  dq.t.data = backing + 10240, dk.t.data = backing + 11264, dv.t.data = backing + 12288, dgm.t.data = backing + 13312;
+  const DLTensor *rin[4] = {&q.t, &k.t, &v.t, &gm.t}, *rst[1] = {&S0.t}, *gy[1] = {&Y.t}, *gfin[1] = {&S1.t};
+  DLTensor *rout[1] = {&Y.t}, *rfin[1] = {&S1.t}, *gin[4] = {&dq.t, &dk.t, &dv.t, &dgm.t}, *gst[1] = {&dS0.t};
+  size_t need = 0, fw_only = 0;
+  ck_assert(frnn_gpu_workspace_size(ctx, ret, rs, rin, 1, &need) == FRNN_OK);
+  ck_assert(frnn_gpu_workspace_size(ctx, ret, rs, rin, 0, &fw_only) == FRNN_OK);
+  ck_assert_uint_eq(fw_only, GUARD_BYTES);
+  ck_assert_uint_gt(need, GUARD_BYTES);
+  char *ws = malloc(need);
+  memset(ws, 0xff, need);
+  ck_assert_msg(frnn_gpu_forward(ctx, ret, rs, rin, rst, rout, rfin, ws, need, NULL) == FRNN_OK, "%s",
+                frnn_ctx_error(ctx));
+  int32_t flag;
+  memcpy(&flag, ws, 4);
+  ck_assert_int_eq(flag, 0); /* zeroed before the chunked forward (which the fake driver does not run) */
+  ck_assert_msg(frnn_gpu_backward(ctx, ret, rs, rin, rst, gy, gfin, gin, gst, ws, need, NULL) == FRNN_OK, "%s",
+                frnn_ctx_error(ctx));
+  /* gamma, broadcast over T only: the recurrent backward sums it in the
+   * kernel, the chunked one per chunk and then by frnn_reduce */
+  ck_assert_str_eq(launch_log(log), "frnn_ck_fwd\nfrnn_fwd\nfrnn_bwd\nfrnn_ck_bwd\nfrnn_ck_chain\nfrnn_reduce_f32\n");
+  ck_assert_msg(strstr(ctx->backward_plan, "guarded"), "%s", ctx->backward_plan);
+  ck_assert_msg(frnn_gpu_forward(ctx, ret, rs, rin, rst, rout, rfin, ws, fw_only, NULL) == FRNN_OK, "%s",
+                frnn_ctx_error(ctx));
+  ck_assert_str_eq(launch_log(log), "frnn_ck_fwd\nfrnn_fwd\n");
+  ck_assert_msg(frnn_gpu_forward(ctx, ret, rs, rin, rst, rout, rfin, NULL, 0, NULL) == FRNN_OK, "%s",
+                frnn_ctx_error(ctx));
+  ck_assert_str_eq(launch_log(log), "frnn_fwd\n");
+  ck_assert(frnn_gpu_forward(ctx, ret, rs, rin, rst, rout, rfin, ws, fw_only + 4, NULL) == FRNN_E_ARG);
+  ck_assert_msg(strstr(frnn_ctx_error(ctx), "a forward that a backward follows needs"), "%s", frnn_ctx_error(ctx));
+  ck_assert(frnn_gpu_forward(ctx, ret, rs, rin, rst, rout, rfin, ws, 8, NULL) == FRNN_E_ARG);
+  ck_assert(frnn_gpu_backward(ctx, ret, rs, rin, rst, gy, gfin, gin, gst, ws, fw_only, NULL) == FRNN_E_ARG);
+  ck_assert_str_eq(launch_log(log), "");
+  unsetenv("MOCK_CUDA_LAUNCH_LOG");
+  free(ws);
+  frnn_step_destroy(ret);
+}
+END_TEST
+
+/* The chunked backward in windows (FRNN_CK_WINDOW steps, whole chunks):
+ * from the last window, frnn_ck_bwd then frnn_ck_chain each; the terms'
+ * gradients take a window's steps of workspace (plus the carried gradient,
+ * one state), one window the whole sequence's. */
+START_TEST(chunked_backward_in_windows) {
+  if (!getenv("FRNN_MOCK_LIBCUDA")) {
+    puts("FRNN_MOCK_LIBCUDA is unset: chunked_backward_in_windows left out");
+    return;
+  }
+  char log[256];
+  snprintf(log, sizeof log, "%s/frnn-mock-windows-%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
+  remove(log);
+  size_t need[2];
+  for (int w = 0; w < 2; w++) {
+    setenv("FRNN_CK_WINDOW", w ? "64" : "0", 1); /* read when a context first plans the step */
+    frnn_ctx *c;
+    ck_assert(frnn_ctx_create(&c) == FRNN_OK);
+    frnn_step *gla;
+    ck_assert(frnn_step_load(c, test_source_path("examples/gla.frnn"), &gla) == FRNN_OK);
+    frnn_sizes gs = {1, 100, 1, 16, 16}; /* chunks of 32: 4, in windows of 2 */
+    int64_t row[5] = {1, 100, 1, 1, 16}, col[5] = {1, 100, 1, 16, 1}, state[4] = {1, 1, 16, 16},
+            ys[4] = {1, 100, 1, 16};
+    dev_tensor q, k, v, gg, S0, S1, Y, dq, dk, dv, dg, dS0;
+    make(&q, 5, row, kDLCUDA), make(&k, 5, row, kDLCUDA), make(&v, 5, col, kDLCUDA), make(&gg, 5, row, kDLCUDA);
+    make(&S0, 4, state, kDLCUDA), make(&Y, 4, ys, kDLCUDA), make(&S1, 4, state, kDLCUDA), make(&dS0, 4, state, kDLCUDA);
+    make(&dq, 5, row, kDLCUDA), make(&dk, 5, row, kDLCUDA), make(&dv, 5, col, kDLCUDA), make(&dg, 5, row, kDLCUDA);
+    S1.t.data = backing + 2048, Y.t.data = backing + 2560, dS0.t.data = backing + 4608;
+    dq.t.data = backing + 5120, dk.t.data = backing + 6912, dv.t.data = backing + 8704, dg.t.data = backing + 10496;
+    const DLTensor *in[4] = {&q.t, &k.t, &v.t, &gg.t}, *st[1] = {&S0.t}, *gy[1] = {&Y.t}, *gfin[1] = {&S1.t};
+    DLTensor *out[1] = {&Y.t}, *fin[1] = {&S1.t}, *gin[4] = {&dq.t, &dk.t, &dv.t, &dg.t}, *gst[1] = {&dS0.t};
+    ck_assert(frnn_gpu_workspace_size(c, gla, gs, in, 1, &need[w]) == FRNN_OK);
+    char *ws = malloc(need[w]);
+    setenv("MOCK_CUDA_LAUNCH_LOG", log, 1);
+    ck_assert_msg(frnn_gpu_forward(c, gla, gs, in, st, out, fin, ws, need[w], NULL) == FRNN_OK, "%s", frnn_ctx_error(c));
+    ck_assert_msg(frnn_gpu_backward(c, gla, gs, in, st, gy, gfin, gin, gst, ws, need[w], NULL) == FRNN_OK, "%s",
+                  frnn_ctx_error(c));
+    unsetenv("MOCK_CUDA_LAUNCH_LOG");
+    ck_assert_str_eq(launch_log(log), w ? "frnn_ck_fwd\nfrnn_ck_bwd\nfrnn_ck_chain\nfrnn_ck_bwd\nfrnn_ck_chain\n"
+                                        : "frnn_ck_fwd\nfrnn_ck_bwd\nfrnn_ck_chain\n");
+    free(ws);
+    frnn_step_destroy(gla);
+    frnn_ctx_destroy(c);
+  }
+  unsetenv("FRNN_CK_WINDOW");
+  /* the terms' gradients (the log decay, q and k: rows of 16; v: a column
+   * of 16; 256 bytes a step, each array a multiple of 256 bytes here) for
+   * 64 steps instead of 100, plus the carried state (1 KB) */
+  ck_assert_msg(need[0] - need[1] == 36 * 256 - 1024, "%zu %zu", need[0], need[1]);
 }
 END_TEST
 
@@ -204,6 +335,8 @@ int main(void) {
   tcase_add_test(tc, in_place_states_are_refused);
   tcase_add_test(tc, steps_of_one_signature_get_their_own_module);
   tcase_add_loop_test(tc, backward_keeps_the_kernel_that_spills_less, 0, 3);
+  tcase_add_test(tc, guarded_step_runs_both_paths);
+  tcase_add_test(tc, chunked_backward_in_windows);
   suite_add_tcase(su, tc);
   SRunner *sr = srunner_create(su);
   srunner_run_all(sr, CK_NORMAL);

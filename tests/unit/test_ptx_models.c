@@ -51,7 +51,8 @@ static void print_report(const char *file, const size_case *sc, const char *repo
 
 static bool chunked_model(const char *file) {
   static const char *const names[] = {"/gla.frnn",        "/mamba2.frnn",           "/rwkv6.frnn", "/gsa_values.frnn",
-                                      "/delta_rule.frnn", "/gated_delta_rule.frnn", "/rwkv7.frnn"};
+                                      "/delta_rule.frnn", "/gated_delta_rule.frnn", "/rwkv7.frnn",
+                                      "/retention.frnn"};
   for (size_t i = 0; i < sizeof names / sizeof *names; i++)
     if (strstr(file, names[i])) return true;
   return false;
@@ -68,8 +69,8 @@ START_TEST(every_model_every_size) {
     char *ptx = NULL, *report = NULL;
     ck_assert_msg(frnn_compile_ptx(ctx, s, &o, &ptx) == FRNN_OK, "%s M=%lld N=%lld: %s", file,
                   (long long)o.M, (long long)o.N, frnn_ctx_error(ctx));
-    /* The diagonal class with exponential decays runs on the chunked
-     * kernels (lower_chunked.c); every other step on the recurrent ones. */
+    /* The chunked class runs on the chunked kernels (lower_chunked.c);
+     * every other step on the recurrent ones. */
     if (chunked_model(file))
       ck_assert_msg(strstr(ptx, ".entry frnn_ck_fwd") && strstr(ptx, ".entry frnn_ck_bwd") &&
                         strstr(ptx, ".entry frnn_ck_chain") && !strstr(ptx, ".entry frnn_fwd"),
@@ -87,6 +88,19 @@ START_TEST(every_model_every_size) {
     }
     free(report);
     frnn_free(ptx);
+    /* A guarded step (retention: gamma is not an exp) has the recurrent
+     * kernels too, run where the chunked forward flags the call: named,
+     * they are built (with the flag parameter) and assemble. */
+    for (int r = 0; strstr(file, "/retention.frnn") && r < 2; r++) {
+      o.kernel = r ? "frnn_bwd" : "frnn_fwd";
+      ck_assert_msg(frnn_compile_ptx(ctx, s, &o, &ptx) == FRNN_OK, "%s %s: %s", file, o.kernel, frnn_ctx_error(ctx));
+      ck_assert_msg(strstr(ptx, r ? ".entry frnn_bwd" : ".entry frnn_fwd"), "%s: no %s", file, o.kernel);
+      st = cg_ptxas_check(ctx, ptx, "sm_90", &report);
+      ck_assert_msg(st == FRNN_OK || st == FRNN_E_UNSUPPORTED, "ptxas rejected %s %s: %s", file, o.kernel,
+                    report ? report : "");
+      free(report);
+      frnn_free(ptx);
+    }
   }
   frnn_step_destroy(s);
   frnn_ctx_destroy(ctx);
