@@ -204,17 +204,16 @@ frnn_status frnn_ctx_compile_stats(const frnn_ctx *ctx, frnn_compile_stats *out)
  * second level every 8 steps inside each chunk: a smaller workspace for one
  * more recompute pass (H100, the delta rule on the recurrent kernels, B=8
  * T=1024 H=32 128x128 bf16: peak 1.68 -> 1.13 GB, fw+bw about 40% slower).
- * The chunked kernels keep every chunk's first state either way; LEAN runs
- * the chain to the inputs inside their backward, so the terms' per-step
- * gradients are not stored (GLA: 0.5 GB less, about 35% slower; Mamba-2:
- * peak 1.44 -> 0.92 GB, fw+bw 4.1 -> 6.6 ms on the H100).  For the
- * least memory with the delta rules and RWKV-7, whose chunks are 16 steps,
- * FRNN_CHUNKED=0 with LEAN needs the smaller workspace (the delta rule at
- * those sizes, inputs not given: 0.91 against 1.66 GB), at more than twice
- * the chunked kernels' time.  Applies to
- * this context's later GPU calls and workspace queries; the environment
- * variables FRNN_BWD_C2 (steps between second-level checkpoints) and
- * FRNN_CK_FUSE override it. */
+ * The chunked kernels: FAST keeps every chunk's first state; LEAN keeps
+ * every 4th, and the backward recomputes the others (the forward again,
+ * without outputs) a window of 4 chunks at a time, each window's terms'
+ * gradients in a window-sized array (H100, B=8 T=1024 H=32 128x128 bf16,
+ * fw+bw and peak: the delta rule 7.37 ms, 2.52 GB -> 10.24 ms, 1.03 GB;
+ * Mamba-2 4.07 ms, 1.44 GB -> 5.49 ms, 0.66 GB; GLA 3.75 ms, 1.83 GB ->
+ * 5.06 ms, 1.04 GB).  Applies to this context's later GPU calls and
+ * workspace queries; the environment variables FRNN_BWD_C2 (steps between
+ * second-level checkpoints) and FRNN_CK_CKPT_EVERY (chunks between stored
+ * states) override it. */
 typedef enum frnn_backward_mode { FRNN_BACKWARD_FAST = 0, FRNN_BACKWARD_LEAN = 1 } frnn_backward_mode;
 frnn_status frnn_ctx_set_backward_mode(frnn_ctx *ctx, frnn_backward_mode mode);
 

@@ -195,11 +195,19 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * and written once; FRNN_CK_SUM_PARTS=0: a product and an epilogue each. */
   env = getenv("FRNN_CK_SUM_PARTS");
   out->sum_parts = !(env && strcmp(env, "0") == 0);
-  /* The backward in windows of 128 steps (whole chunks): the terms'
-   * per-step gradients, the largest arrays after the checkpoints (delta
-   * rule 0.67 GB at the benchmark sizes), then need a window's steps. */
+  /* The lean backward mode stores a state every 4 chunks, and the backward
+   * recomputes a window's others (the forward again, without outputs) before
+   * it runs the window: about a quarter of the checkpoints' memory for
+   * about 3/4 of a forward more. */
+  env = getenv("FRNN_CK_CKPT_EVERY");
+  out->ckpt_every = env && atoi(env) >= 1 ? atoi(env) : ctx->backward_mode == FRNN_BACKWARD_LEAN ? 4 : 1;
+  /* The backward in windows of whole chunks: the terms' per-step
+   * gradients, the largest arrays after the checkpoints (delta rule 0.67 GB
+   * at the benchmark sizes), then need a window's steps.  Not by default:
+   * windows of 128 steps cost the H100 0.4-0.5 ms fw+bw (delta rule 7.38 ->
+   * 7.79, Mamba-2 4.04 -> 4.57; each window's launches and their tails). */
   env = getenv("FRNN_CK_WINDOW");
-  out->window_steps = env && *env ? atoi(env) : 128;
+  out->window_steps = env && *env ? atoi(env) : 0;
   if (out->window_steps < 0) out->window_steps = 0;
   env = getenv("FRNN_CK_CHAIN_MINB");
   out->chain_min_blocks = env && atoi(env) >= 1 && atoi(env) <= 8 ? atoi(env) : 6;
@@ -223,14 +231,15 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
     out->ss = out->sn = out->mma ? stride_mma(out->Np) : out->Np + 1;
     out->sm = out->mma ? stride_mma(out->Mp) : out->Mp + 1;
     out->sd = out->nd == 1 ? 1 : out->sn;
-    /* One block a head: the chain to the inputs runs in the backward, from
-     * a chunk-sized scratch that stays in L2 (no terms' gradients in DRAM). */
-    /* Measured slower (H100, GLA fw+bw 6.6 -> 9.0 ms: the chain then sits on
-     * the sequential path of 256 blocks) but 0.5 GB leaner: the lean
-     * backward mode's choice (FRNN_CK_FUSE=1/0 forces it). */
+    /* FRNN_CK_FUSE=1, one block a head: the chain to the inputs runs in
+     * the backward, from a chunk-sized scratch that stays in L2 (no terms'
+     * gradients in DRAM).  Measured slower (H100, GLA fw+bw 6.6 -> 9.0 ms:
+     * the chain then sits on the sequential path of 256 blocks) and, since
+     * the tenth session, no leaner than the lean mode's windows (Mamba-2
+     * 0.92 GB, 6.6 ms against 0.66 GB, 5.5 ms): a knob only. */
     const char *fz = getenv("FRNN_CK_FUSE");
-    bool want = fz && *fz ? strcmp(fz, "0") != 0 : ctx->backward_mode == FRNN_BACKWARD_LEAN;
-    out->fused = out->MB == 1 && want;
+    out->fused = out->MB == 1 && fz && strcmp(fz, "1") == 0;
+    if (out->fused) out->ckpt_every = 1; /* the fused chain runs the whole sequence in one window */
     for (int L = lmax >= 64 ? 64 : lmax >= 32 ? 32 : 16; L >= 16; L /= 2)
       if (fits(out, g, n_out, L, max_shared)) return FRNN_OK;
     if (bm_env) break;
@@ -242,8 +251,10 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
 }
 
 int64_t ck_window_chunks(const ck_plan *p, int64_t n_chunks) {
+  if (p->fused) return n_chunks;
+  if (p->ckpt_every > 1) return p->ckpt_every < n_chunks ? p->ckpt_every : n_chunks; /* a stored state's chunks */
   int64_t w = p->window_steps / p->L;
-  if (p->fused || p->window_steps == 0 || w >= n_chunks) return n_chunks;
+  if (p->window_steps == 0 || w >= n_chunks) return n_chunks;
   return w < 1 ? 1 : w;
 }
 
@@ -1466,31 +1477,28 @@ static sloop state_open(ck *k) {
   r.ok = and1(k, row_ok(k, r.i), slt(k, r.n, i32c(k, (int)k->p->N)));
   return r;
 }
-/* The checkpoints, float32, per head: [chunks + 1][M][N] states, then
- * (the low-rank class) per chunk its columns X [L][M] and TI [L][L]
- * (ck_rank_floats), so the backward need not solve again. */
-static LLVMValueRef head_base(ck *k, LLVMValueRef nch) {
-  const ck_plan *p = k->p;
-  LLVMValueRef per = add(k, mul(k, add(k, nch, i64c(k, 1)), i64c(k, p->M * p->N)),
-                         mul(k, nch, i64c(k, ck_rank_floats(p, k->g))));
-  return mul(k, add(k, mul(k, k->b, k->H), k->h), per);
+/* The checkpoints, float32, slot-major: states [slot][B][H][M][N] (the
+ * forward's: chunk c's first state at slot c / every where c % every == 0,
+ * the last state after them; a backward window's recomputed ones, dense),
+ * and (the low-rank class) per chunk its columns X [L][M] and inverse TI
+ * [L][L] (ck_rank_floats) in [chunk][B][H][...], so the backward need not
+ * solve again.  Slot-major, a window's slots are one range of memory. */
+static LLVMValueRef ckpt_index(ck *k, LLVMValueRef slot, LLVMValueRef i, LLVMValueRef n) {
+  LLVMValueRef x = add(k, mul(k, add(k, mul(k, slot, k->B), k->b), k->H), k->h);
+  x = add(k, mul(k, x, i64c(k, k->p->M)), grow(k, i));
+  return add(k, mul(k, x, i64c(k, k->p->N)), sext(k, n));
 }
-static LLVMValueRef ckpt_index(ck *k, LLVMValueRef c, LLVMValueRef nch, LLVMValueRef i, LLVMValueRef n) {
-  LLVMValueRef x = add(k, mul(k, c, i64c(k, k->p->M)), grow(k, i));
-  return add(k, head_base(k, nch), add(k, mul(k, x, i64c(k, k->p->N)), sext(k, n)));
-}
-/* Chunk c's rank-one columns (off < L M: X[u][i] at u M + i) and inverse
- * (TI[u][v] at L M + u L + v). */
-static LLVMValueRef rank_index(ck *k, LLVMValueRef c, LLVMValueRef nch, LLVMValueRef off) {
-  LLVMValueRef x = add(k, mul(k, add(k, nch, i64c(k, 1)), i64c(k, k->p->M * k->p->N)),
-                       mul(k, c, i64c(k, ck_rank_floats(k->p, k->g))));
-  return add(k, head_base(k, nch), add(k, x, off));
+/* Chunk slot c's rank-one columns (off < L M: X[u][i] at u M + i) and
+ * inverse (TI[u][v] at L M + u L + v). */
+static LLVMValueRef rank_index(ck *k, LLVMValueRef c, LLVMValueRef off) {
+  LLVMValueRef x = add(k, mul(k, add(k, mul(k, c, k->B), k->b), k->H), k->h);
+  return add(k, mul(k, x, i64c(k, ck_rank_floats(k->p, k->g))), off);
 }
 
-/* The rank-one columns and inverse between shared memory and the
- * checkpoints: stored by the forward (X: this block's rows; TI: the first
- * block's), loaded by cp.async in the backward. */
-static void rank_ckpt(ck *k, LLVMValueRef ckpt, LLVMValueRef nch, bool store) {
+/* The rank-one columns and inverse of chunk slot c between shared memory
+ * and the checkpoints: stored by the forward (X: this block's rows; TI: the
+ * first block's), loaded by cp.async in the backward. */
+static void rank_ckpt(ck *k, LLVMValueRef rank, LLVMValueRef c, bool store) {
   codegen *cg = k->cg;
   const ck_plan *p = k->p;
   int L = p->L;
@@ -1498,7 +1506,7 @@ static void rank_ckpt(ck *k, LLVMValueRef ckpt, LLVMValueRef nch, bool store) {
     elems r = elems_open(k, L * p->Mp, p->Mp);
     LLVMValueRef ok = row_ok(k, r.x), at = at2(k, r.u, p->sm, r.x);
     LLVMValueRef i = cg_select(cg, ok, grow(k, r.x), i64c(k, 0));
-    LLVMValueRef g = cg_gep(cg, cg->t_f32, ckpt, rank_index(k, k->c, nch, add(k, mul(k, sext(k, r.u), i64c(k, p->M)), i)));
+    LLVMValueRef g = cg_gep(cg, cg->t_f32, rank, rank_index(k, c, add(k, mul(k, sext(k, r.u), i64c(k, p->M)), i)));
     LLVMValueRef dst = sh(k, k->lay->C[k->g->rank_upd], at);
     if (store) {
       LLVMBasicBlockRef no = if_open(k, ok);
@@ -1512,7 +1520,7 @@ static void rank_ckpt(ck *k, LLVMValueRef ckpt, LLVMValueRef nch, bool store) {
   {
     elems r = elems_open(k, L * L, L);
     LLVMValueRef off = add(k, i64c(k, (int64_t)L * p->M), sext(k, add(k, mul(k, r.u, i32c(k, L)), r.x)));
-    LLVMValueRef g = cg_gep(cg, cg->t_f32, ckpt, rank_index(k, k->c, nch, off));
+    LLVMValueRef g = cg_gep(cg, cg->t_f32, rank, rank_index(k, c, off));
     LLVMValueRef dst = sh(k, k->lay->TI, at2(k, r.u, p->sl, r.x));
     if (store) {
       LLVMBasicBlockRef no = if_open(k, LLVMBuildICmp(cg->b, LLVMIntEQ, k->mb, i64c(k, 0), ""));
@@ -1548,20 +1556,20 @@ static void state_to_tensor(ck *k, int arr, const gtensor *t) {
   if_close(k, no);
   loop_close(k, &r.l);
 }
-static void state_ckpt(ck *k, int arr, LLVMValueRef ckpt, LLVMValueRef c, LLVMValueRef nch, bool store) {
+static void state_ckpt(ck *k, int arr, LLVMValueRef ckpt, LLVMValueRef slot, bool store) {
   codegen *cg = k->cg;
   sloop r = state_open(k);
   LLVMValueRef at = at2(k, r.i, k->p->ss, r.n);
   if (store) {
     LLVMBasicBlockRef no = if_open(k, r.ok);
-    cg_store(cg, sh_ld(k, arr, at), cg_gep(cg, cg->t_f32, ckpt, ckpt_index(k, c, nch, r.i, r.n)));
+    cg_store(cg, sh_ld(k, arr, at), cg_gep(cg, cg->t_f32, ckpt, ckpt_index(k, slot, r.i, r.n)));
     if_close(k, no);
   } else {
     /* cp.async: every element's load in flight at once (a load and a
      * store per element waited for each load in turn); padding gets 0
      * from a copy of size 0, its address kept inside the checkpoint. */
     LLVMValueRef i = cg_select(cg, r.ok, r.i, i32c(k, 0)), n = cg_select(cg, r.ok, r.n, i32c(k, 0));
-    cg_copy_async4(cg, sh(k, arr, at), cg_gep(cg, cg->t_f32, ckpt, ckpt_index(k, c, nch, i, n)), r.ok);
+    cg_copy_async4(cg, sh(k, arr, at), cg_gep(cg, cg->t_f32, ckpt, ckpt_index(k, slot, i, n)), r.ok);
   }
   loop_close(k, &r.l);
   if (!store) cg_copy_async_wait(cg);
@@ -1582,13 +1590,24 @@ static void lower_ck_fwd(ck *k) {
   int n = 0;
   for (int i = 0; i < n_in + 2 + n_out; i++) tensor_param_types(cg, types, &n);
   int at_ckpt = n;
-  types[n++] = cg->t_gptr; /* checkpoints, or null */
+  types[n++] = cg->t_gptr; /* checkpoints' states, or null */
+  types[n++] = cg->t_gptr; /* the rank-one columns and inverses, or null */
   types[n++] = cg->t_i64;  /* T */
   types[n++] = cg->t_i64;  /* H */
+  types[n++] = cg->t_i64;  /* B */
+  types[n++] = cg->t_i64;  /* the chunks run: from */
+  types[n++] = cg->t_i64;  /* to (exclusive) */
+  types[n++] = cg->t_i64;  /* the chunk of slot 0 */
+  types[n++] = cg->t_i64;  /* a state stored every this many chunks */
+  types[n++] = cg->t_i32;  /* 0: no outputs, no final state (a backward window's recompute) */
   k->lay = &p->fw;
   setup(k, "frnn_ck_fwd", types, n);
   k->mb = cg_zext64(cg, cg_ctaid_x(cg));
-  k->T = cg_param(cg, at_ckpt + 1), k->H = cg_param(cg, at_ckpt + 2);
+  k->T = cg_param(cg, at_ckpt + 2), k->H = cg_param(cg, at_ckpt + 3), k->B = cg_param(cg, at_ckpt + 4);
+  LLVMValueRef c_lo = cg_param(cg, at_ckpt + 5), c_hi = cg_param(cg, at_ckpt + 6), c0 = cg_param(cg, at_ckpt + 7),
+               every = cg_param(cg, at_ckpt + 8);
+  LLVMValueRef outputs = LLVMBuildICmp(cg->b, LLVMIntNE, cg_param(cg, at_ckpt + 9), i32c(k, 0), "");
+  LLVMValueRef rank = cg_param(cg, at_ckpt + 1), have_rank = LLVMBuildNot(cg->b, is_null(k, rank), "");
   input_leaves(k, k->e, 0);
   gtensor st0 = tensor_at(k, TENSOR_PARAMS * n_in, k->spec->dt_state[0]);
   gtensor fin = tensor_at(k, TENSOR_PARAMS * (n_in + 1), k->spec->dt_final[0]);
@@ -1596,9 +1615,11 @@ static void lower_ck_fwd(ck *k) {
   for (int q = 0; q < n_out; q++) out[q] = tensor_at(k, TENSOR_PARAMS * (n_in + 2 + q), k->spec->dt_out[q]);
   LLVMValueRef ckpt = cg_param(cg, at_ckpt), have_ckpt = LLVMBuildNot(cg->b, is_null(k, ckpt), "");
   LLVMValueRef nch = chunks_of(k);
+  /* From the initial state (a backward window's recompute: a view of the
+   * checkpoint it starts from), chunks c_lo to c_hi. */
   state_from_tensor(k, k->lay->S, &st0, false);
   cg_barrier(cg);
-  cloop lc = loop_open(k, i64c(k, 0), nch, i64c(k, 1));
+  cloop lc = loop_open(k, c_lo, c_hi, i64c(k, 1));
   k->c = loop_var(k, &lc);
   k->t0 = mul(k, k->c, i64c(k, p->L));
   scalar_pass(k->e);
@@ -1611,18 +1632,26 @@ static void lower_ck_fwd(ck *k) {
   term_arrays(k, NULL);
   prefetch_chunk(k, add(k, k->t0, i64c(k, p->L)), NULL, 0);
   {
-    LLVMBasicBlockRef no = if_open(k, have_ckpt);
-    state_ckpt(k, k->lay->S, ckpt, k->c, nch, true);
+    LLVMValueRef rel = sub(k, k->c, c0);
+    LLVMValueRef due = LLVMBuildICmp(cg->b, LLVMIntEQ, LLVMBuildSRem(cg->b, rel, every, ""), i64c(k, 0), "");
+    LLVMBasicBlockRef no = if_open(k, and1(k, have_ckpt, due));
+    state_ckpt(k, k->lay->S, ckpt, LLVMBuildSDiv(cg->b, rel, every, ""), true);
     if_close(k, no);
+    /* The end state's epilogue rewrites S: every element stored first
+     * (without outputs, a recompute has no barrier between them; found by
+     * the GPU tests, RWKV-6's gradients off at one step in 6000) */
+    cg_barrier(cg);
   }
   /* The rank-one columns first: the outputs and the end state read them. */
   if (g->rank_lin >= 0) {
     rank_columns(k);
-    LLVMBasicBlockRef no = if_open(k, have_ckpt);
-    rank_ckpt(k, ckpt, nch, true);
+    LLVMBasicBlockRef no = if_open(k, have_rank);
+    rank_ckpt(k, rank, sub(k, k->c, c0), true);
     if_close(k, no);
   }
-  /* The outputs: the carried state's part, then the chunk's own. */
+  /* The outputs (none in a recompute): the carried state's part, then the
+   * chunk's own. */
+  LLVMBasicBlockRef no_outputs = if_open(k, outputs);
   for (int q = 0; q < g->n_lin; q++) {
     if (g->lin_rank[q] >= 0) continue;
     mm m = new_mm(k, p->L, p->Mp, p->Np);
@@ -1654,6 +1683,8 @@ static void lower_ck_fwd(ck *k) {
     if_close(k, no);
     elems_close(k, &r);
   }
+  if_close(k, no_outputs);
+  memo_clear(k->e); /* values made under the branch do not dominate what follows */
   /* The state at the chunk's end: every update's product summed in one
    * accumulator, one epilogue (the state read and written once). */
   for (int a = 0; a < (p->sum_parts ? 1 : g->n_upd); a++) {
@@ -1664,12 +1695,17 @@ static void lower_ck_fwd(ck *k) {
     cg_barrier(cg);
   }
   loop_close(k, &lc);
+  /* The final state, to its tensor and after the stored ones (none in a
+   * recompute). */
+  LLVMBasicBlockRef no_final = if_open(k, outputs);
   state_to_tensor(k, k->lay->S, &fin);
   {
+    LLVMValueRef last = LLVMBuildSDiv(cg->b, add(k, sub(k, nch, c0), sub(k, every, i64c(k, 1))), every, "");
     LLVMBasicBlockRef no = if_open(k, have_ckpt);
-    state_ckpt(k, k->lay->S, ckpt, nch, nch, true);
+    state_ckpt(k, k->lay->S, ckpt, last, true);
     if_close(k, no);
   }
+  if_close(k, no_final);
   cg_ret(cg);
 }
 
@@ -1799,12 +1835,18 @@ static void lower_ck_bwd(ck *k) {
   types[n++] = cg->t_i64;  /* the window's chunks: from */
   types[n++] = cg->t_i64;  /* to (exclusive) */
   types[n++] = cg->t_gptr; /* the gradient carried between windows, float32 [B][H][M][N] */
+  types[n++] = cg->t_i64;  /* the checkpoints hold a state every this many chunks */
+  types[n++] = cg->t_gptr; /* the chunks' first states (the checkpoints, or a recompute's) */
+  types[n++] = cg->t_i64;  /* the chunk of their slot 0 */
+  types[n++] = cg->t_gptr; /* the chunks' rank-one columns and inverses (from the same chunk), or null */
   k->lay = &p->bw;
   setup(k, "frnn_ck_bwd", types, n);
   k->mb = cg_zext64(cg, cg_ctaid_x(cg));
   k->T = cg_param(cg, at_T), k->H = cg_param(cg, at_T + 1), k->B = cg_param(cg, at_T + 2);
   LLVMValueRef c_lo = cg_param(cg, at_T + 3), c_hi = cg_param(cg, at_T + 4);
   k->t_lo = mul(k, c_lo, i64c(k, p->L)), k->Tw = mul(k, sub(k, c_hi, c_lo), i64c(k, p->L));
+  LLVMValueRef every = cg_param(cg, at_T + 6), src = cg_param(cg, at_T + 7), src_c0 = cg_param(cg, at_T + 8),
+               rank = cg_param(cg, at_T + 9);
   gtensor carry = {.ptr = cg_param(cg, at_T + 5), .dt = TD_F32};
   carry.st[4] = i64c(k, 1), carry.st[3] = i64c(k, p->N), carry.st[2] = i64c(k, p->M * p->N);
   carry.st[1] = i64c(k, 0), carry.st[0] = mul(k, k->H, carry.st[2]);
@@ -1820,7 +1862,12 @@ static void lower_ck_bwd(ck *k) {
    * starts as the state after the window, dS as the final state's gradient
    * (the last window) or the one the window after this one carried. */
   LLVMValueRef nch = chunks_of(k);
-  state_ckpt(k, k->lay->S, ckpt, c_hi, nch, false);
+  {
+    LLVMValueRef last = LLVMBuildSDiv(cg->b, add(k, nch, sub(k, every, i64c(k, 1))), every, "");
+    LLVMValueRef slot = cg_select(cg, LLVMBuildICmp(cg->b, LLVMIntEQ, c_hi, nch, ""), last,
+                                  LLVMBuildSDiv(cg->b, c_hi, every, ""));
+    state_ckpt(k, k->lay->S, ckpt, slot, false);
+  }
   {
     LLVMValueRef last = LLVMBuildICmp(cg->b, LLVMIntEQ, c_hi, nch, "");
     LLVMBasicBlockRef yes = cg_block(cg, "dS_final"), no = cg_block(cg, "dS_carried"), end = cg_block(cg, "dS_in");
@@ -1868,13 +1915,13 @@ static void lower_ck_bwd(ck *k) {
     loop_close(k, &l);
   }
   cg_barrier(cg);
-  state_ckpt(k, k->lay->S, ckpt, k->c, nch, false);
+  state_ckpt(k, k->lay->S, src, sub(k, k->c, src_c0), false);
   cg_barrier(cg);
   /* The rank-one term's columns X (as the forward solved them) and its
    * gradient dH: then it is one more lin and update for the products
    * below. */
   if (g->rank_lin >= 0) {
-    rank_ckpt(k, ckpt, nch, false);
+    rank_ckpt(k, rank, sub(k, k->c, src_c0), false);
     cg_barrier(cg);
     rank_gradient(k);
   }

@@ -584,7 +584,11 @@ fail:
  * one for all heads where only H is broadcast; per chunk where T is). */
 typedef struct ck_ws {
   int64_t n_chunks, win_chunks; /* the backward's windows (ck_window_chunks) */
-  size_t ckpt, seed[CK_MAX_SEEDS], partial[FRNN_MAX_PORTS], partial_bytes[FRNN_MAX_PORTS], carry, total;
+  size_t state_bytes;           /* of one checkpoint slot: B H M N floats */
+  size_t ckpt, rank;            /* the forward's states (a slot every ckpt_every chunks, then the last) and
+                                   rank-one columns (a chunk's each; SIZE_MAX: in the scratch) */
+  size_t scratch, scratch_rank; /* ckpt_every > 1: a window's recomputed states and rank-one columns */
+  size_t seed[CK_MAX_SEEDS], partial[FRNN_MAX_PORTS], partial_bytes[FRNN_MAX_PORTS], carry, total;
 } ck_ws;
 
 static size_t align256(size_t x) { return (x + 255) / 256 * 256; }
@@ -601,12 +605,25 @@ static void ck_workspace(const ck_entry *ce, const frnn_step *s, frnn_sizes sz, 
   const chunk_gpu *g = &ce->g;
   w->n_chunks = (sz.T + p->L - 1) / p->L;
   w->win_chunks = ck_window_chunks(p, w->n_chunks);
-  /* the terms' gradients: a backward window's steps */
-  int64_t Tw = w->win_chunks < w->n_chunks ? w->win_chunks * p->L : sz.T;
-  size_t at = 0, BTH = (size_t)(sz.B * Tw * sz.H);
+  /* the terms' gradients: a backward window's steps (whole chunks, as the
+   * kernels index them: past T when its last chunk is partial) */
+  size_t at = 0, BTH = (size_t)(sz.B * w->win_chunks * p->L * sz.H);
   if (!for_backward) return;
+  /* slot-major (lower_chunked.c): [slot][B][H][M][N], [chunk][B][H][rank] */
+  size_t K = (size_t)p->ckpt_every, rank_bytes = (size_t)(sz.B * sz.H * ck_rank_floats(p, g)) * 4;
+  w->state_bytes = (size_t)(sz.B * sz.H * sz.M * sz.N) * 4;
   w->ckpt = at;
-  at = align256(at + (size_t)(sz.B * sz.H * ((w->n_chunks + 1) * sz.M * sz.N + w->n_chunks * ck_rank_floats(p, g))) * 4);
+  at = align256(at + ((size_t)w->n_chunks + K - 1) / K * w->state_bytes + w->state_bytes);
+  w->rank = w->scratch = w->scratch_rank = SIZE_MAX;
+  if (K == 1) {
+    w->rank = at;
+    at = align256(at + (size_t)w->n_chunks * rank_bytes);
+  } else {
+    w->scratch = at;
+    at = align256(at + (size_t)w->win_chunks * w->state_bytes);
+    w->scratch_rank = at;
+    at = align256(at + (size_t)w->win_chunks * rank_bytes);
+  }
   for (int q = 0; q < g->n_seeds; q++) {
     w->seed[q] = SIZE_MAX;
     if (g->seed_kind[q] == CK_SEED_IND) continue;
@@ -633,7 +650,7 @@ static void ck_workspace(const ck_entry *ce, const frnn_step *s, frnn_sizes sz, 
   }
   /* the state's gradient from one window to the next, float32 [B][H][M][N] */
   w->carry = SIZE_MAX;
-  if (w->win_chunks < w->n_chunks) w->carry = at, at = align256(at + (size_t)(sz.B * sz.H * sz.M * sz.N) * 4);
+  if (w->win_chunks < w->n_chunks) w->carry = at, at = align256(at + w->state_bytes);
   w->total = at;
 }
 
@@ -641,11 +658,6 @@ static size_t ck_workspace_total(const ck_entry *ce, const frnn_step *s, frnn_si
   ck_ws w;
   ck_workspace(ce, s, sz, bc, 1, &w);
   return w.total;
-}
-static size_t ck_ckpt_offset(const ck_entry *ce, const frnn_step *s, frnn_sizes sz, const uint8_t *bc) {
-  ck_ws w;
-  ck_workspace(ce, s, sz, bc, 1, &w);
-  return w.ckpt;
 }
 
 /* --------------------------------------------------------- public calls */
@@ -739,12 +751,21 @@ static frnn_status launch_forward(frnn_ctx *ctx, const ck_entry *ce, const gpu_m
   memset(&a, 0, sizeof a);
   for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) arg_tensor(&a, &pin->v[i], true);
   if (ce) { /* its one state, initial and final, then the outputs */
+    ck_ws w;
+    ck_workspace(ce, s, sz, bc, 1, &w);
     arg_tensor(&a, &pinit->v[0], true);
     arg_tensor(&a, &pfin->v[0], pfin->present[0]);
     for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) arg_tensor(&a, &pout->v[i], true);
-    arg_ptr(&a, ckpt ? ckpt + ck_ckpt_offset(ce, s, sz, bc) : NULL);
+    arg_ptr(&a, ckpt ? ckpt + w.ckpt : NULL);
+    arg_ptr(&a, ckpt && w.rank != SIZE_MAX ? ckpt + w.rank : NULL);
     arg_i64(&a, sz.T);
     arg_i64(&a, sz.H);
+    arg_i64(&a, sz.B);
+    arg_i64(&a, 0);
+    arg_i64(&a, w.n_chunks);
+    arg_i64(&a, 0);
+    arg_i64(&a, ce->p.ckpt_every);
+    arg_i32(&a, 1);
     arg_guard(&a, gd);
     unsigned grid[3] = {(unsigned)ce->p.MB, (unsigned)sz.H, (unsigned)sz.B};
     unsigned block[3] = {(unsigned)ce->p.threads_fwd, 1, 1};
@@ -901,8 +922,40 @@ static frnn_status chunked_backward(frnn_ctx *ctx, const ck_entry *ce, const gpu
       return st;
   }
   unsigned block[3] = {(unsigned)ce->p.threads, 1, 1};
-  for (int64_t hi = w.n_chunks; hi > 0; hi -= w.win_chunks) {
-    int64_t lo = hi > w.win_chunks ? hi - w.win_chunks : 0;
+  bool sparse = ce->p.ckpt_every > 1;
+  /* Windows aligned to the stored states (sparse: one stored state's chunks
+   * each), from the last. */
+  for (int64_t hi = w.n_chunks; hi > 0; hi = (hi - 1) / w.win_chunks * w.win_chunks) {
+    int64_t lo = (hi - 1) / w.win_chunks * w.win_chunks;
+    if (sparse) {
+      /* The window's first states again (and rank-one columns): the
+       * forward from the state stored at its start, without outputs, into
+       * the scratch.  Its initial state is a view of that checkpoint slot. */
+      args f;
+      memset(&f, 0, sizeof f);
+      for (int i = 0; i < n_in; i++) arg_tensor(&f, &pin->v[i], true);
+      tview from = {.data = ws + w.ckpt + (size_t)(lo / ce->p.ckpt_every) * w.state_bytes, .dtype = TD_F32};
+      from.stride[4] = 1, from.stride[3] = sz.N, from.stride[2] = sz.M * sz.N, from.stride[1] = 0;
+      from.stride[0] = sz.H * sz.M * sz.N;
+      arg_tensor(&f, &from, true);
+      arg_tensor(&f, &from, false); /* no final state */
+      for (int i = 0; i < n_out; i++) arg_tensor(&f, &pgo->v[i], false); /* no outputs */
+      arg_ptr(&f, ws + w.scratch);
+      arg_ptr(&f, ws + w.scratch_rank);
+      arg_i64(&f, sz.T);
+      arg_i64(&f, sz.H);
+      arg_i64(&f, sz.B);
+      arg_i64(&f, lo);
+      arg_i64(&f, hi);
+      arg_i64(&f, lo);
+      arg_i64(&f, 1);
+      arg_i32(&f, 0);
+      arg_guard(&f, gd);
+      unsigned grid[3] = {(unsigned)ce->p.MB, (unsigned)sz.H, (unsigned)sz.B};
+      unsigned fblock[3] = {(unsigned)ce->p.threads_fwd, 1, 1};
+      if ((st = cuda_launch(ctx, m->fn[0], "frnn_ck_fwd", grid, fblock, 1, ce->p.fwd_smem, cs, f.params)))
+        return st;
+    }
     /* frnn_ck_bwd: inputs, output gradients, the final state's gradient and
      * the initial state's, checkpoints, seeds (fused: the inputs' gradients
      * too), sizes, the window, the carried gradient */
@@ -922,6 +975,10 @@ static frnn_status chunked_backward(frnn_ctx *ctx, const ck_entry *ce, const gpu
     arg_i64(&a, lo);
     arg_i64(&a, hi);
     arg_ptr(&a, w.carry == SIZE_MAX ? NULL : ws + w.carry);
+    arg_i64(&a, ce->p.ckpt_every);
+    arg_ptr(&a, ws + (sparse ? w.scratch : w.ckpt));
+    arg_i64(&a, sparse ? lo : 0);
+    arg_ptr(&a, ws + (sparse ? w.scratch_rank : w.rank));
     arg_guard(&a, gd);
     unsigned grid[3] = {(unsigned)ce->p.MB, (unsigned)sz.H, (unsigned)sz.B};
     if ((st = cuda_launch(ctx, m->fn[1], "frnn_ck_bwd", grid, block, 1, ce->p.bwd_smem, cs, a.params))) return st;
@@ -1036,11 +1093,13 @@ static frnn_status recurrent_backward(frnn_ctx *ctx, const gpu_module *m, const 
  * (they sum an input broadcast over T per chunk first, into a partial) or
  * the recurrent ones; *kernels: the kernels it needs. */
 static void backward_spec(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, const uint8_t *bc, const bound *pin,
-                          const bound *pgo, const bound *pgf, const bound *pgi, const bound *pgs, bool chunked,
-                          int guard, lower_spec *spec, char *key, size_t key_size, unsigned *kernels) {
-  memset(spec, 0, sizeof *spec);
+                          const bound *pgo, const bound *pgf, const bound *pgi, const bound *pgs,
+                          const ck_entry *chunked, int guard, lower_spec *spec, char *key, size_t key_size,
+                          unsigned *kernels) {
+  memset(spec, 0, sizeof *spec); /* states float32 (a recompute starts from a checkpoint) */
   int k = snprintf(key, key_size, "bwd M=%lld N=%lld ", (long long)sz.M, (long long)sz.N);
-  *kernels = KERNEL_BWD;
+  /* sparse checkpoints: the forward again, a window at a time */
+  *kernels = KERNEL_BWD | (chunked && chunked->p.ckpt_every > 1 ? KERNEL_FWD : 0);
   for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) {
     spec->dt_in[i] = pin->v[i].dtype;
     spec->in_bcast[i] = bc[i];
@@ -1128,16 +1187,16 @@ frnn_status frnn_gpu_backward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
      * backward zeroes partials of its own layout, which would overwrite the
      * recurrent forward's checkpoints before the recurrent backward read them. */
     guard_arg gd = {true, workspace};
-    backward_spec(ctx, s, sz, bc, pin, pgo, pgf, pgi, pgs, false, GUARD_FALLBACK, &spec, key, sizeof key, &kernels);
+    backward_spec(ctx, s, sz, bc, pin, pgo, pgf, pgi, pgs, NULL, GUARD_FALLBACK, &spec, key, sizeof key, &kernels);
     if ((st = get_module(ctx, s, sz, dev, key, &spec, kernels, NULL, &m)) ||
         (st = recurrent_backward(ctx, m, s, sz, bc, pin, pgo, pgf, pgi, pgs, body, body_bytes, &gd, stream)))
       goto leave;
-    backward_spec(ctx, s, sz, bc, pin, pgo, pgf, pgi, pgs, true, GUARD_CHUNKED, &spec, key, sizeof key, &kernels);
+    backward_spec(ctx, s, sz, bc, pin, pgo, pgf, pgi, pgs, ce, GUARD_CHUNKED, &spec, key, sizeof key, &kernels);
     if (!(st = get_module(ctx, s, sz, dev, key, &spec, kernels, ce, &m)))
       st = chunked_backward(ctx, ce, m, s, sz, bc, pin, pgo, pgf, pgi, pgs, body, body_bytes, &gd, stream);
     goto leave;
   }
-  backward_spec(ctx, s, sz, bc, pin, pgo, pgf, pgi, pgs, ce != NULL, GUARD_NONE, &spec, key, sizeof key, &kernels);
+  backward_spec(ctx, s, sz, bc, pin, pgo, pgf, pgi, pgs, ce, GUARD_NONE, &spec, key, sizeof key, &kernels);
   if (!(st = get_module(ctx, s, sz, dev, key, &spec, kernels, ce, &m)))
     st = ce ? chunked_backward(ctx, ce, m, s, sz, bc, pin, pgo, pgf, pgi, pgs, body, body_bytes, &no_guard, stream)
             : recurrent_backward(ctx, m, s, sz, bc, pin, pgo, pgf, pgi, pgs, body, body_bytes, &no_guard, stream);

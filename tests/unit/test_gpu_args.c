@@ -274,7 +274,9 @@ END_TEST
 /* The chunked backward in windows (FRNN_CK_WINDOW steps, whole chunks):
  * from the last window, frnn_ck_bwd then frnn_ck_chain each; the terms'
  * gradients take a window's steps of workspace (plus the carried gradient,
- * one state), one window the whole sequence's. */
+ * one state), one window the whole sequence's.  With a state stored every
+ * 2 chunks (FRNN_CK_CKPT_EVERY; the lean mode's is 4), each window is
+ * recomputed first (frnn_ck_fwd again) into a window's slots. */
 START_TEST(chunked_backward_in_windows) {
   if (!getenv("FRNN_MOCK_LIBCUDA")) {
     puts("FRNN_MOCK_LIBCUDA is unset: chunked_backward_in_windows left out");
@@ -283,22 +285,24 @@ START_TEST(chunked_backward_in_windows) {
   char log[256];
   snprintf(log, sizeof log, "%s/frnn-mock-windows-%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
   remove(log);
-  size_t need[2];
-  for (int w = 0; w < 2; w++) {
+  enum { T = 250 }; /* chunks of 32: 8 */
+  float *mem = calloc(16 * T * 8, sizeof *mem); /* the fake driver reads parameters, not data */
+  size_t need[3];
+  for (int w = 0; w < 3; w++) {
     setenv("FRNN_CK_WINDOW", w ? "64" : "0", 1); /* read when a context first plans the step */
+    if (w == 2) setenv("FRNN_CK_CKPT_EVERY", "2", 1);
     frnn_ctx *c;
     ck_assert(frnn_ctx_create(&c) == FRNN_OK);
     frnn_step *gla;
     ck_assert(frnn_step_load(c, test_source_path("examples/gla.frnn"), &gla) == FRNN_OK);
-    frnn_sizes gs = {1, 100, 1, 16, 16}; /* chunks of 32: 4, in windows of 2 */
-    int64_t row[5] = {1, 100, 1, 1, 16}, col[5] = {1, 100, 1, 16, 1}, state[4] = {1, 1, 16, 16},
-            ys[4] = {1, 100, 1, 16};
+    frnn_sizes gs = {1, T, 1, 16, 16};
+    int64_t row[5] = {1, T, 1, 1, 16}, col[5] = {1, T, 1, 16, 1}, state[4] = {1, 1, 16, 16}, ys[4] = {1, T, 1, 16};
     dev_tensor q, k, v, gg, S0, S1, Y, dq, dk, dv, dg, dS0;
     make(&q, 5, row, kDLCUDA), make(&k, 5, row, kDLCUDA), make(&v, 5, col, kDLCUDA), make(&gg, 5, row, kDLCUDA);
     make(&S0, 4, state, kDLCUDA), make(&Y, 4, ys, kDLCUDA), make(&S1, 4, state, kDLCUDA), make(&dS0, 4, state, kDLCUDA);
     make(&dq, 5, row, kDLCUDA), make(&dk, 5, row, kDLCUDA), make(&dv, 5, col, kDLCUDA), make(&dg, 5, row, kDLCUDA);
-    S1.t.data = backing + 2048, Y.t.data = backing + 2560, dS0.t.data = backing + 4608;
-    dq.t.data = backing + 5120, dk.t.data = backing + 6912, dv.t.data = backing + 8704, dg.t.data = backing + 10496;
+    DLTensor *own[7] = {&S1.t, &Y.t, &dS0.t, &dq.t, &dk.t, &dv.t, &dg.t}; /* written: each its own memory */
+    for (int i = 0; i < 7; i++) own[i]->data = mem + (size_t)(i + 1) * 16 * T;
     const DLTensor *in[4] = {&q.t, &k.t, &v.t, &gg.t}, *st[1] = {&S0.t}, *gy[1] = {&Y.t}, *gfin[1] = {&S1.t};
     DLTensor *out[1] = {&Y.t}, *fin[1] = {&S1.t}, *gin[4] = {&dq.t, &dk.t, &dv.t, &dg.t}, *gst[1] = {&dS0.t};
     ck_assert(frnn_gpu_workspace_size(c, gla, gs, in, 1, &need[w]) == FRNN_OK);
@@ -308,17 +312,25 @@ START_TEST(chunked_backward_in_windows) {
     ck_assert_msg(frnn_gpu_backward(c, gla, gs, in, st, gy, gfin, gin, gst, ws, need[w], NULL) == FRNN_OK, "%s",
                   frnn_ctx_error(c));
     unsetenv("MOCK_CUDA_LAUNCH_LOG");
-    ck_assert_str_eq(launch_log(log), w ? "frnn_ck_fwd\nfrnn_ck_bwd\nfrnn_ck_chain\nfrnn_ck_bwd\nfrnn_ck_chain\n"
-                                        : "frnn_ck_fwd\nfrnn_ck_bwd\nfrnn_ck_chain\n");
+    /* one window; 4 windows of 2 chunks; the same, each recomputed first */
+    char want[512] = "frnn_ck_fwd\n";
+    for (int i = 0; i < (w ? 4 : 1); i++)
+      strcat(want, w == 2 ? "frnn_ck_fwd\nfrnn_ck_bwd\nfrnn_ck_chain\n" : "frnn_ck_bwd\nfrnn_ck_chain\n");
+    ck_assert_str_eq(launch_log(log), want);
     free(ws);
     frnn_step_destroy(gla);
     frnn_ctx_destroy(c);
   }
   unsetenv("FRNN_CK_WINDOW");
-  /* the terms' gradients (the log decay, q and k: rows of 16; v: a column
-   * of 16; 256 bytes a step, each array a multiple of 256 bytes here) for
-   * 64 steps instead of 100, plus the carried state (1 KB) */
-  ck_assert_msg(need[0] - need[1] == 36 * 256 - 1024, "%zu %zu", need[0], need[1]);
+  unsetenv("FRNN_CK_CKPT_EVERY");
+  free(mem);
+  /* The terms' gradients (the log decay, q and k: rows of 16; v: a column
+   * of 16: 4 arrays of 64 bytes a step) for a window's 64 steps instead of
+   * the 8 chunks' 256, plus the carried state (1 KB). */
+  ck_assert_msg(need[0] - need[1] == 4 * (256 - 64) * 64 - 1024, "%zu %zu", need[0], need[1]);
+  /* States every 2 chunks: 5 slots (chunks 0, 2, 4, 6 and the last) and a
+   * window's 2 recomputed, against 9 (1 KB each). */
+  ck_assert_msg(need[1] - need[2] == 2 * 1024, "%zu %zu", need[1], need[2]);
 }
 END_TEST
 
