@@ -319,10 +319,11 @@ START_TEST(shared_by_heads_workspace) {
 END_TEST
 
 /* The workspace of the low-rank class's chunked backward, in closed form:
- * per head (chunks + 1) states and, per chunk, the rank-one columns X [L][M]
+ * (chunks + 1) states a head and, per chunk, the rank-one columns X [L][M]
  * and the inverse [L][L] the forward stores for the backward; then each
- * term's per-step gradient (columns whole, rows per block of rows).  Too
- * small a workspace would have the kernels write past it. */
+ * term's per-step gradient (columns whole, rows per block of rows) for the
+ * chunks' whole steps.  Too small a workspace would have the kernels write
+ * past it. */
 START_TEST(low_rank_workspace) {
   frnn_ctx *ctx;
   ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
@@ -338,12 +339,13 @@ START_TEST(low_rank_workspace) {
   /* inputs given in full: nothing broadcast, no partial gradients */
   size_t got = backward_workspace(ctx, s, sz, NULL);
   int64_t nch = (sz.T + p.L - 1) / p.L, heads = sz.B * sz.H;
-  size_t want = (size_t)(heads * ((nch + 1) * sz.M * sz.N + nch * p.L * (sz.M + p.L))) * 4;
-  want = (want + 255) / 256 * 256;
+  size_t want = ((size_t)(heads * (nch + 1) * sz.M * sz.N) * 4 + 255) / 256 * 256;
+  want += ((size_t)(heads * nch * p.L * (sz.M + p.L)) * 4 + 255) / 256 * 256;
   for (int q = 0; q < g.n_seeds; q++) {
     if (g.seed_kind[q] == CK_SEED_IND) continue;
     bool col = g.seed_cls[q] == FRNN_COL;
-    size_t steps = (size_t)(col ? 1 : p.MB) * (size_t)(sz.B * sz.T * sz.H);
+    /* whole chunks' steps, as the kernels index them */
+    size_t steps = (size_t)(col ? 1 : p.MB) * (size_t)(sz.B * nch * p.L * sz.H);
     want += (steps * (size_t)(col ? sz.M : sz.N) * 4 + 255) / 256 * 256;
   }
   ck_assert_uint_eq(got, want);
