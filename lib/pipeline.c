@@ -743,34 +743,63 @@ frnn_status frnn_gpu_workspace_size(frnn_ctx *ctx, const frnn_step *s, frnn_size
 
 /* The forward's kernel: the chunked one (ce), else the recurrent one, its
  * checkpoints at ckpt (NULL: none). */
+/* What one frnn_ck_fwd launch runs: chunks c_lo to c_hi from the initial
+ * state given, a state stored every `every` chunks from c0 (slot 0) into
+ * states (NULL: none) and the rank-one columns into rank (NULL: none), and
+ * with outputs and the final state or (a backward window's recompute)
+ * without. */
+typedef struct ck_run {
+  char *states, *rank;
+  int64_t c_lo, c_hi, c0, every;
+  bool outputs;
+} ck_run;
+
+/* init: the initial state; fin and out: the final state and the outputs
+ * (absent without outputs). */
+static frnn_status launch_ck_forward(frnn_ctx *ctx, const ck_entry *ce, const gpu_module *m, const frnn_step *s,
+                                     frnn_sizes sz, const bound *pin, const tview *init, const tview *fin,
+                                     bool fin_present, const bound *pout, const ck_run *run, const guard_arg *gd,
+                                     void *stream) {
+  args a;
+  memset(&a, 0, sizeof a);
+  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) arg_tensor(&a, &pin->v[i], true);
+  arg_tensor(&a, init, true);
+  arg_tensor(&a, fin, fin_present && run->outputs);
+  for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) arg_tensor(&a, &pout->v[i], run->outputs);
+  arg_ptr(&a, run->states);
+  arg_ptr(&a, run->rank);
+  arg_i64(&a, sz.T);
+  arg_i64(&a, sz.H);
+  arg_i64(&a, sz.B);
+  arg_i64(&a, run->c_lo);
+  arg_i64(&a, run->c_hi);
+  arg_i64(&a, run->c0);
+  arg_i64(&a, run->every);
+  arg_i32(&a, run->outputs);
+  arg_guard(&a, gd);
+  unsigned grid[3] = {(unsigned)ce->p.MB, (unsigned)sz.H, (unsigned)sz.B};
+  unsigned block[3] = {(unsigned)ce->p.threads_fwd, 1, 1};
+  return cuda_launch(ctx, m->fn[0], "frnn_ck_fwd", grid, block, 1, ce->p.fwd_smem, (CUstream)stream, a.params);
+}
+
+/* The forward's kernel: the chunked one (ce), else the recurrent one, its
+ * checkpoints in ckpt (the workspace past a guarded step's flag; NULL:
+ * none). */
 static frnn_status launch_forward(frnn_ctx *ctx, const ck_entry *ce, const gpu_module *m, const frnn_step *s,
                                   frnn_sizes sz, const uint8_t *bc, const bound *pin, const bound *pinit,
                                   const bound *pout, const bound *pfin, char *ckpt, const guard_arg *gd,
                                   void *stream) {
+  if (ce) {
+    ck_ws w;
+    ck_workspace(ce, s, sz, bc, 1, &w);
+    ck_run run = {.states = ckpt ? ckpt + w.ckpt : NULL, .rank = ckpt && w.rank != SIZE_MAX ? ckpt + w.rank : NULL,
+                  .c_lo = 0, .c_hi = w.n_chunks, .c0 = 0, .every = ce->p.ckpt_every, .outputs = true};
+    return launch_ck_forward(ctx, ce, m, s, sz, pin, &pinit->v[0], &pfin->v[0], pfin->present[0], pout, &run, gd,
+                             stream);
+  }
   args a;
   memset(&a, 0, sizeof a);
   for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) arg_tensor(&a, &pin->v[i], true);
-  if (ce) { /* its one state, initial and final, then the outputs */
-    ck_ws w;
-    ck_workspace(ce, s, sz, bc, 1, &w);
-    arg_tensor(&a, &pinit->v[0], true);
-    arg_tensor(&a, &pfin->v[0], pfin->present[0]);
-    for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) arg_tensor(&a, &pout->v[i], true);
-    arg_ptr(&a, ckpt ? ckpt + w.ckpt : NULL);
-    arg_ptr(&a, ckpt && w.rank != SIZE_MAX ? ckpt + w.rank : NULL);
-    arg_i64(&a, sz.T);
-    arg_i64(&a, sz.H);
-    arg_i64(&a, sz.B);
-    arg_i64(&a, 0);
-    arg_i64(&a, w.n_chunks);
-    arg_i64(&a, 0);
-    arg_i64(&a, ce->p.ckpt_every);
-    arg_i32(&a, 1);
-    arg_guard(&a, gd);
-    unsigned grid[3] = {(unsigned)ce->p.MB, (unsigned)sz.H, (unsigned)sz.B};
-    unsigned block[3] = {(unsigned)ce->p.threads_fwd, 1, 1};
-    return cuda_launch(ctx, m->fn[0], "frnn_ck_fwd", grid, block, 1, ce->p.fwd_smem, (CUstream)stream, a.params);
-  }
   for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) arg_tensor(&a, &pinit->v[i], true);
   for (int i = 0; i < s->n_ports[FRNN_PORT_OUTPUT]; i++) arg_tensor(&a, &pout->v[i], true);
   for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) arg_tensor(&a, &pfin->v[i], pfin->present[i]);
@@ -931,30 +960,12 @@ static frnn_status chunked_backward(frnn_ctx *ctx, const ck_entry *ce, const gpu
       /* The window's first states again (and rank-one columns): the
        * forward from the state stored at its start, without outputs, into
        * the scratch.  Its initial state is a view of that checkpoint slot. */
-      args f;
-      memset(&f, 0, sizeof f);
-      for (int i = 0; i < n_in; i++) arg_tensor(&f, &pin->v[i], true);
       tview from = {.data = ws + w.ckpt + (size_t)(lo / ce->p.ckpt_every) * w.state_bytes, .dtype = TD_F32};
       from.stride[4] = 1, from.stride[3] = sz.N, from.stride[2] = sz.M * sz.N, from.stride[1] = 0;
       from.stride[0] = sz.H * sz.M * sz.N;
-      arg_tensor(&f, &from, true);
-      arg_tensor(&f, &from, false); /* no final state */
-      for (int i = 0; i < n_out; i++) arg_tensor(&f, &pgo->v[i], false); /* no outputs */
-      arg_ptr(&f, ws + w.scratch);
-      arg_ptr(&f, ws + w.scratch_rank);
-      arg_i64(&f, sz.T);
-      arg_i64(&f, sz.H);
-      arg_i64(&f, sz.B);
-      arg_i64(&f, lo);
-      arg_i64(&f, hi);
-      arg_i64(&f, lo);
-      arg_i64(&f, 1);
-      arg_i32(&f, 0);
-      arg_guard(&f, gd);
-      unsigned grid[3] = {(unsigned)ce->p.MB, (unsigned)sz.H, (unsigned)sz.B};
-      unsigned fblock[3] = {(unsigned)ce->p.threads_fwd, 1, 1};
-      if ((st = cuda_launch(ctx, m->fn[0], "frnn_ck_fwd", grid, fblock, 1, ce->p.fwd_smem, cs, f.params)))
-        return st;
+      ck_run run = {.states = ws + w.scratch, .rank = ws + w.scratch_rank, .c_lo = lo, .c_hi = hi, .c0 = lo,
+                    .every = 1, .outputs = false};
+      if ((st = launch_ck_forward(ctx, ce, m, s, sz, pin, &from, &from, false, pgo, &run, gd, stream))) return st;
     }
     /* frnn_ck_bwd: inputs, output gradients, the final state's gradient and
      * the initial state's, checkpoints, seeds (fused: the inputs' gradients

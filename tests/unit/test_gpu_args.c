@@ -27,6 +27,49 @@ static void make(dev_tensor *d, int ndim, const int64_t *shape, DLDeviceType dev
                     .shape = d->shape};
 }
 
+/* Every tensor of one call of a step at sizes z, as the fake driver takes
+ * them (it reads parameters, never data): the inputs (per_head: the one
+ * input given per head, [1,1,H,1,1]) and initial states share one address,
+ * each tensor written has its own; output gradients are the outputs', the
+ * final states' gradients the final states'. */
+enum { CALL_MAX = 8 };
+typedef struct call_tensors {
+  dev_tensor in[CALL_MAX], st[CALL_MAX], out[CALL_MAX], fin[CALL_MAX], gin[CALL_MAX], gst[CALL_MAX];
+  const DLTensor *pin[CALL_MAX], *pst[CALL_MAX], *pgout[CALL_MAX], *pgfin[CALL_MAX];
+  DLTensor *pout[CALL_MAX], *pfin[CALL_MAX], *pgin[CALL_MAX], *pgst[CALL_MAX];
+  float *mem;
+} call_tensors;
+
+static void call_tensors_make(call_tensors *c, const frnn_step *s, frnn_sizes z, const char *per_head) {
+  memset(c, 0, sizeof *c);
+  int ni = frnn_step_port_count(s, FRNN_PORT_INPUT), ns = frnn_step_port_count(s, FRNN_PORT_STATE),
+      no = frnn_step_port_count(s, FRNN_PORT_OUTPUT);
+  size_t per = (size_t)(z.B * z.T * z.H * z.M * z.N), at = per; /* floats of each; slot 0 read-only */
+  c->mem = calloc((size_t)(1 + ni + 2 * ns + no) * per, sizeof(float));
+  ck_assert_ptr_nonnull(c->mem);
+  for (int i = 0; i < ni; i++) {
+    int cls = frnn_step_port_class(s, FRNN_PORT_INPUT, i);
+    bool head = per_head && strcmp(frnn_step_port_name(s, FRNN_PORT_INPUT, i), per_head) == 0;
+    int64_t shape[5] = {head ? 1 : z.B, head ? 1 : z.T, z.H, CLASS_HAS_M(cls) ? z.M : 1, CLASS_HAS_N(cls) ? z.N : 1};
+    make(&c->in[i], 5, shape, kDLCUDA), make(&c->gin[i], 5, shape, kDLCUDA);
+    c->in[i].t.data = c->mem, c->gin[i].t.data = c->mem + at, at += per;
+    c->pin[i] = &c->in[i].t, c->pgin[i] = &c->gin[i].t;
+  }
+  for (int i = 0; i < ns; i++) {
+    int cls = frnn_step_port_class(s, FRNN_PORT_STATE, i);
+    int64_t shape[4] = {z.B, z.H, CLASS_HAS_M(cls) ? z.M : 1, CLASS_HAS_N(cls) ? z.N : 1};
+    make(&c->st[i], 4, shape, kDLCUDA), make(&c->fin[i], 4, shape, kDLCUDA), make(&c->gst[i], 4, shape, kDLCUDA);
+    c->st[i].t.data = c->mem, c->fin[i].t.data = c->mem + at, at += per, c->gst[i].t.data = c->mem + at, at += per;
+    c->pst[i] = &c->st[i].t, c->pfin[i] = c->pgfin[i] = &c->fin[i].t, c->pgst[i] = &c->gst[i].t;
+  }
+  for (int i = 0; i < no; i++) {
+    int64_t shape[4] = {z.B, z.T, z.H, z.M};
+    make(&c->out[i], 4, shape, kDLCUDA);
+    c->out[i].t.data = c->mem + at, at += per;
+    c->pout[i] = &c->out[i].t, c->pgout[i] = &c->out[i].t;
+  }
+}
+
 /* hgrn: x[M,1], g[M,1]; s[M,1] -> y[M,1], at B=1 T=2 H=1 M=4 N=1 */
 static frnn_sizes sz = {1, 2, 1, 4, 1};
 static dev_tensor x, g, s0, s1, y;
@@ -160,25 +203,16 @@ START_TEST(backward_keeps_the_kernel_that_spills_less) {
   /* M = 64: the plan's backward is 8 warps of 32 lanes; tried: 16 lanes
    * (4 warps), then 2 blocks of 4 warps in a cluster */
   frnn_sizes rs = {1, 2, 1, 64, 32};
-  int64_t row[5] = {1, 2, 1, 1, 32}, col[5] = {1, 2, 1, 64, 1}, one[5] = {1, 2, 1, 1, 1},
-          state[4] = {1, 1, 64, 32}, ys[4] = {1, 2, 1, 64};
-  dev_tensor q, k, v, gm, S0, S1, Y, dq, dk, dv, dgm, dS0;
-  make(&q, 5, row, kDLCUDA), make(&k, 5, row, kDLCUDA), make(&v, 5, col, kDLCUDA);
-  make(&gm, 5, one, kDLCUDA), make(&S0, 4, state, kDLCUDA), make(&Y, 4, ys, kDLCUDA);
-  make(&dq, 5, row, kDLCUDA), make(&dk, 5, row, kDLCUDA), make(&dv, 5, col, kDLCUDA);
-  make(&dgm, 5, one, kDLCUDA), make(&S1, 4, state, kDLCUDA), make(&dS0, 4, state, kDLCUDA);
-  /* inputs at 0 (the fake driver computes nothing: only the outputs must not alias them) */
-  S1.t.data = backing + 4096, Y.t.data = backing + 6144, dS0.t.data = backing + 8192;
-  dq.t.data = backing + 10240, dk.t.data = backing + 10496, dv.t.data = backing + 10752, dgm.t.data = backing + 11008;
-  const DLTensor *rin[4] = {&q.t, &k.t, &v.t, &gm.t}, *rst[1] = {&S0.t}, *gy[1] = {&Y.t}, *gfin[1] = {&S1.t};
-  DLTensor *rout[1] = {&Y.t}, *rfin[1] = {&S1.t}, *gin[4] = {&dq.t, &dk.t, &dv.t, &dgm.t}, *gst[1] = {&dS0.t};
+  call_tensors c;
+  call_tensors_make(&c, ret, rs, "gamma");
   size_t need = 0;
-  ck_assert(frnn_gpu_workspace_size(ctx, ret, rs, rin, 1, &need) == FRNN_OK);
+  ck_assert(frnn_gpu_workspace_size(ctx, ret, rs, c.pin, 1, &need) == FRNN_OK);
   void *ws = malloc(need);
-  ck_assert_msg(frnn_gpu_forward(ctx, ret, rs, rin, rst, rout, rfin, ws, need, NULL) == FRNN_OK, "%s",
+  ck_assert_msg(frnn_gpu_forward(ctx, ret, rs, c.pin, c.pst, c.pout, c.pfin, ws, need, NULL) == FRNN_OK, "%s",
                 frnn_ctx_error(ctx));
-  ck_assert_msg(frnn_gpu_backward(ctx, ret, rs, rin, rst, gy, gfin, gin, gst, ws, need, NULL) == FRNN_OK, "%s",
-                frnn_ctx_error(ctx));
+  ck_assert_msg(frnn_gpu_backward(ctx, ret, rs, c.pin, c.pst, c.pgout, c.pgfin, c.pgin, c.pgst, ws, need, NULL) ==
+                    FRNN_OK,
+                "%s", frnn_ctx_error(ctx));
   const char *want = _i == 0 ? "bwd 32 lanes/row x 1 cols, 8 rows/thread, 8 warps, 1 blocks/head"
                               : "bwd 32 lanes/row x 1 cols, 8 rows/thread, 4 warps, 2 blocks/head (a cluster)";
   ck_assert_msg(strstr(ctx->backward_plan, want), "expected '%s' in: %s", want, ctx->backward_plan);
@@ -189,6 +223,7 @@ START_TEST(backward_keeps_the_kernel_that_spills_less) {
     ck_assert_msg(strstr(ctx->backward_plan, "local bytes a thread 1000, tried lanes/warps/blocks, 16/4/1: 1000, 32/4/2: 100"),
                   "%s", ctx->backward_plan);
   free(ws);
+  free(c.mem);
   frnn_step_destroy(ret);
   unsetenv("FRNN_CHUNKED");
 }
@@ -225,17 +260,10 @@ START_TEST(guarded_step_runs_both_paths) {
   frnn_step *ret;
   ck_assert(frnn_step_load(ctx, test_source_path("examples/retention.frnn"), &ret) == FRNN_OK);
   frnn_sizes rs = {1, 40, 1, 16, 16};
-  int64_t row[5] = {1, 40, 1, 1, 16}, col[5] = {1, 40, 1, 16, 1}, per_head[5] = {1, 1, 1, 1, 1},
-          state[4] = {1, 1, 16, 16}, ys[4] = {1, 40, 1, 16};
-  dev_tensor q, k, v, gm, S0, S1, Y, dq, dk, dv, dgm, dS0;
-  make(&q, 5, row, kDLCUDA), make(&k, 5, row, kDLCUDA), make(&v, 5, col, kDLCUDA);
-  make(&gm, 5, per_head, kDLCUDA), make(&S0, 4, state, kDLCUDA), make(&Y, 4, ys, kDLCUDA);
-  make(&dq, 5, row, kDLCUDA), make(&dk, 5, row, kDLCUDA), make(&dv, 5, col, kDLCUDA);
-  make(&dgm, 5, per_head, kDLCUDA), make(&S1, 4, state, kDLCUDA), make(&dS0, 4, state, kDLCUDA);
-  S1.t.data = backing + 4096, Y.t.data = backing + 6144, dS0.t.data = backing + 8192;
-  dq.t.data = backing + 10240, dk.t.data = backing + 11264, dv.t.data = backing + 12288, dgm.t.data = backing + 13312;
-  const DLTensor *rin[4] = {&q.t, &k.t, &v.t, &gm.t}, *rst[1] = {&S0.t}, *gy[1] = {&Y.t}, *gfin[1] = {&S1.t};
-  DLTensor *rout[1] = {&Y.t}, *rfin[1] = {&S1.t}, *gin[4] = {&dq.t, &dk.t, &dv.t, &dgm.t}, *gst[1] = {&dS0.t};
+  call_tensors c;
+  call_tensors_make(&c, ret, rs, "gamma");
+  const DLTensor *const *rin = c.pin, *const *rst = c.pst, *const *gy = c.pgout, *const *gfin = c.pgfin;
+  DLTensor *const *rout = c.pout, *const *rfin = c.pfin, *const *gin = c.pgin, *const *gst = c.pgst;
   size_t need = 0, fw_only = 0;
   ck_assert(frnn_gpu_workspace_size(ctx, ret, rs, rin, 1, &need) == FRNN_OK);
   ck_assert(frnn_gpu_workspace_size(ctx, ret, rs, rin, 0, &fw_only) == FRNN_OK);
@@ -267,6 +295,7 @@ START_TEST(guarded_step_runs_both_paths) {
   ck_assert_str_eq(launch_log(log), "");
   unsetenv("MOCK_CUDA_LAUNCH_LOG");
   free(ws);
+  free(c.mem);
   frnn_step_destroy(ret);
 }
 END_TEST
@@ -286,7 +315,6 @@ START_TEST(chunked_backward_in_windows) {
   snprintf(log, sizeof log, "%s/frnn-mock-windows-%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
   remove(log);
   enum { T = 250 }; /* chunks of 32: 8 */
-  float *mem = calloc(16 * T * 8, sizeof *mem); /* the fake driver reads parameters, not data */
   size_t need[3];
   for (int w = 0; w < 3; w++) {
     setenv("FRNN_CK_WINDOW", w ? "64" : "0", 1); /* read when a context first plans the step */
@@ -296,15 +324,10 @@ START_TEST(chunked_backward_in_windows) {
     frnn_step *gla;
     ck_assert(frnn_step_load(c, test_source_path("examples/gla.frnn"), &gla) == FRNN_OK);
     frnn_sizes gs = {1, T, 1, 16, 16};
-    int64_t row[5] = {1, T, 1, 1, 16}, col[5] = {1, T, 1, 16, 1}, state[4] = {1, 1, 16, 16}, ys[4] = {1, T, 1, 16};
-    dev_tensor q, k, v, gg, S0, S1, Y, dq, dk, dv, dg, dS0;
-    make(&q, 5, row, kDLCUDA), make(&k, 5, row, kDLCUDA), make(&v, 5, col, kDLCUDA), make(&gg, 5, row, kDLCUDA);
-    make(&S0, 4, state, kDLCUDA), make(&Y, 4, ys, kDLCUDA), make(&S1, 4, state, kDLCUDA), make(&dS0, 4, state, kDLCUDA);
-    make(&dq, 5, row, kDLCUDA), make(&dk, 5, row, kDLCUDA), make(&dv, 5, col, kDLCUDA), make(&dg, 5, row, kDLCUDA);
-    DLTensor *own[7] = {&S1.t, &Y.t, &dS0.t, &dq.t, &dk.t, &dv.t, &dg.t}; /* written: each its own memory */
-    for (int i = 0; i < 7; i++) own[i]->data = mem + (size_t)(i + 1) * 16 * T;
-    const DLTensor *in[4] = {&q.t, &k.t, &v.t, &gg.t}, *st[1] = {&S0.t}, *gy[1] = {&Y.t}, *gfin[1] = {&S1.t};
-    DLTensor *out[1] = {&Y.t}, *fin[1] = {&S1.t}, *gin[4] = {&dq.t, &dk.t, &dv.t, &dg.t}, *gst[1] = {&dS0.t};
+    call_tensors t;
+    call_tensors_make(&t, gla, gs, NULL);
+    const DLTensor *const *in = t.pin, *const *st = t.pst, *const *gy = t.pgout, *const *gfin = t.pgfin;
+    DLTensor *const *out = t.pout, *const *fin = t.pfin, *const *gin = t.pgin, *const *gst = t.pgst;
     ck_assert(frnn_gpu_workspace_size(c, gla, gs, in, 1, &need[w]) == FRNN_OK);
     char *ws = malloc(need[w]);
     setenv("MOCK_CUDA_LAUNCH_LOG", log, 1);
@@ -318,12 +341,12 @@ START_TEST(chunked_backward_in_windows) {
       strcat(want, w == 2 ? "frnn_ck_fwd\nfrnn_ck_bwd\nfrnn_ck_chain\n" : "frnn_ck_bwd\nfrnn_ck_chain\n");
     ck_assert_str_eq(launch_log(log), want);
     free(ws);
+    free(t.mem);
     frnn_step_destroy(gla);
     frnn_ctx_destroy(c);
   }
   unsetenv("FRNN_CK_WINDOW");
   unsetenv("FRNN_CK_CKPT_EVERY");
-  free(mem);
   /* The terms' gradients (the log decay, q and k: rows of 16; v: a column
    * of 16: 4 arrays of 64 bytes a step) for a window's 64 steps instead of
    * the 8 chunks' 256, plus the carried state (1 KB). */
