@@ -60,7 +60,7 @@ static void call_tensors_make(call_tensors *c, const frnn_step *s, frnn_sizes z,
     int64_t shape[4] = {z.B, z.H, CLASS_HAS_M(cls) ? z.M : 1, CLASS_HAS_N(cls) ? z.N : 1};
     make(&c->st[i], 4, shape, kDLCUDA), make(&c->fin[i], 4, shape, kDLCUDA), make(&c->gst[i], 4, shape, kDLCUDA);
     c->st[i].t.data = c->mem, c->fin[i].t.data = c->mem + at, at += per, c->gst[i].t.data = c->mem + at, at += per;
-    c->pst[i] = &c->st[i].t, c->pfin[i] = c->pgfin[i] = &c->fin[i].t, c->pgst[i] = &c->gst[i].t;
+    c->pst[i] = &c->st[i].t, c->pfin[i] = &c->fin[i].t, c->pgfin[i] = &c->fin[i].t, c->pgst[i] = &c->gst[i].t;
   }
   for (int i = 0; i < no; i++) {
     int64_t shape[4] = {z.B, z.T, z.H, z.M};
