@@ -856,9 +856,16 @@ static void run_mm(mm *m) {
     split = threads / tiles;
     while (split > 1 && (split > 32 || m->K % split || m->K / split < 4 || (tiles * split) % 32)) split /= 2;
   }
+  /* In float64 where the tensor cores' products are (sm_90, ck_plan.f64):
+   * each float32 product is exact in float64 and the sum rounds in float64,
+   * so a size that is no multiple of the mma tile gets the same precision
+   * (a scalar decay's gradient cancels in its sums; in float32 Mamba-2's
+   * grad A at M = 3, N = 5 missed its bound for some seeds). */
+  bool wide = k->p->f64;
+  LLVMTypeRef at = wide ? cg->t_f64 : cg->t_f32;
   LLVMValueRef acc[TILE][TILE];
   for (int r = 0; r < TILE; r++)
-    for (int c = 0; c < TILE; c++) acc[r][c] = slot_of(k, cg->t_f32);
+    for (int c = 0; c < TILE; c++) acc[r][c] = slot_of(k, at);
   cloop lt = loop_open(k, k->tid, i32c(k, tiles * split), i32c(k, threads));
   LLVMValueRef idx = loop_var(k, &lt), part = NULL;
   if (split > 1) {
@@ -870,7 +877,7 @@ static void run_mm(mm *m) {
   LLVMValueRef p0 = LLVMBuildUDiv(cg->b, idx, i32c(k, tq), "");
   LLVMValueRef q0 = LLVMBuildURem(cg->b, idx, i32c(k, tq), "");
   for (int r = 0; r < TILE; r++)
-    for (int c = 0; c < TILE; c++) cg_store(cg, fzero(k), acc[r][c]);
+    for (int c = 0; c < TILE; c++) cg_store(cg, LLVMConstReal(at, 0), acc[r][c]);
   LLVMValueRef av[TILE], a2[TILE], bv[TILE], b2[TILE], pi[TILE], qi[TILE];
   for (int r = 0; r < TILE; r++)
     pi[r] = add(k, p0, i32c(k, r * (m->P / TILE))), qi[r] = add(k, q0, i32c(k, r * (m->Q / TILE)));
@@ -885,16 +892,22 @@ static void run_mm(mm *m) {
   for (int c = 0; c < TILE; c++) bv[c] = m->b(m, kk, qi[c], &b2[c]);
   for (int r = 0; r < TILE; r++)
     for (int c = 0; c < TILE; c++) {
-      LLVMValueRef old = cg_load(cg, cg->t_f32, acc[r][c]);
-      LLVMValueRef nv = m->combine ? cg_fadd(cg, old, m->combine(m, pi[r], qi[c], kk, av[r], a2[r], bv[c], b2[c]))
-                                   : cg_fma(cg, av[r], bv[c], old);
+      LLVMValueRef old = cg_load(cg, at, acc[r][c]), nv;
+      if (m->combine) {
+        LLVMValueRef t = m->combine(m, pi[r], qi[c], kk, av[r], a2[r], bv[c], b2[c]);
+        nv = wide ? LLVMBuildFAdd(cg->b, old, f64(k, t), "") : cg_fadd(cg, old, t);
+      } else {
+        nv = wide ? LLVMBuildFAdd(cg->b, old, LLVMBuildFMul(cg->b, f64(k, av[r]), f64(k, bv[c]), ""), "")
+                  : cg_fma(cg, av[r], bv[c], old);
+      }
       cg_store(cg, nv, acc[r][c]);
     }
   loop_close(k, &lk);
   LLVMValueRef sum[TILE][TILE];
   for (int r = 0; r < TILE; r++)
     for (int c = 0; c < TILE; c++) {
-      sum[r][c] = cg_load(cg, cg->t_f32, acc[r][c]);
+      sum[r][c] = cg_load(cg, at, acc[r][c]);
+      if (wide) sum[r][c] = LLVMBuildFPTrunc(cg->b, sum[r][c], cg->t_f32, "");
       for (int w = split / 2; w >= 1; w /= 2) sum[r][c] = cg_fadd(cg, sum[r][c], cg_shfl_bfly_f32(cg, sum[r][c], w, 32));
     }
   LLVMBasicBlockRef skip = split > 1 ? if_open(k, LLVMBuildICmp(cg->b, LLVMIntEQ, part, i32c(k, 0), "")) : NULL;
