@@ -8,26 +8,34 @@
  *                  step's own nodes), the cumulative log decay, the outputs
  *                  (state part S (w * P) plus the masked [L,L] attention
  *                  matrix times the columns), then the state at the chunk's
- *                  end.  Chunk-start states (and the last) go to the workspace.
- *   frnn_ck_bwd    the same blocks, chunks in reverse, with the state's
- *                  gradient in shared memory: every term's gradient, as
- *                  products of the chunk's arrays (columns whole; rows and
+ *                  end.  Chunk-start states (every ckpt_every-th, and the
+ *                  last) go to the workspace.  Run again without outputs, it
+ *                  recomputes a backward window's chunk states.  A guarded
+ *                  step's forward flags the call where a decay factor that
+ *                  is not an exp is too small for its log (lower_spec.guard).
+ *   frnn_ck_bwd    the same blocks, a window's chunks in reverse, with the
+ *                  state's gradient in shared memory: every term's gradient,
+ *                  as products of the chunk's arrays (columns whole; rows and
  *                  the log decay as per-block partials, since they sum over
- *                  M), then the gradient before the chunk.
- *   frnn_ck_chain  grid (chunks, H, B): the adjoint of the term prologue
- *                  (chunked.c), fed the terms' gradients, gives every input's
- *                  gradient (per step, or summed over the chunk's steps for
- *                  an input broadcast over T, then reduced by frnn_reduce_*).
- *                  Fused (ck_plan.fused, the lean backward mode), frnn_ck_bwd
- *                  runs it at the end of each chunk from a chunk-sized scratch.
+ *                  M), then the gradient before the chunk, carried to the
+ *                  next window.
+ *   frnn_ck_chain  grid (window's chunks, H, B): the adjoint of the term
+ *                  prologue (chunked.c), fed the terms' gradients, gives
+ *                  every input's gradient (per step, or summed over the
+ *                  chunk's steps for an input broadcast over T, then reduced
+ *                  by frnn_reduce_*).  Fused (ck_plan.fused, FRNN_CK_FUSE=1),
+ *                  frnn_ck_bwd runs it at the end of each chunk from a
+ *                  chunk-sized scratch.
  *
  * Values of the step's nodes: scalars are computed once per step and kept
  * in shared memory (a warp per step; a sum over N or M is a warp reduction);
  * rows and columns are evaluated where an element is needed, from the
  * inputs' loads and the scalars.  Products run on tensor cores where their
- * sizes are multiples of the mma tile (run_mma: TF32 in two parts, three
- * products, float32 additions: about float32's accuracy), else as 4 x 4
- * thread tiles from shared memory in float32 on CUDA cores (run_mm). */
+ * sizes are multiples of the mma tile (run_mma: on sm_90 in float64, exact
+ * operands and a float64 sum; before it TF32 in two parts, three products,
+ * float32 additions: about float32's accuracy), else as 4 x 4
+ * thread tiles from shared memory on CUDA cores (run_mm; float64 sums on
+ * sm_90, float32 before). */
 #include "frnn_internal.h"
 
 #include <llvm-c/Core.h>
