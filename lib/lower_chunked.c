@@ -1607,7 +1607,7 @@ static void lower_ck_fwd(ck *k) {
   const ck_plan *p = k->p;
   const chunk_gpu *g = k->g;
   int n_in = s->n_ports[FRNN_PORT_INPUT], n_out = s->n_ports[FRNN_PORT_OUTPUT];
-  LLVMTypeRef types[TENSOR_PARAMS * (2 * FRNN_MAX_PORTS + 2) + 4];
+  LLVMTypeRef types[TENSOR_PARAMS * (2 * FRNN_MAX_PORTS + 2) + 16]; /* tensors, then 11 scalars at most */
   int n = 0;
   for (int i = 0; i < n_in + 2 + n_out; i++) tensor_param_types(cg, types, &n);
   int at_ckpt = n;
@@ -1840,7 +1840,7 @@ static void lower_ck_bwd(ck *k) {
   const ck_plan *p = k->p;
   const chunk_gpu *g = k->g;
   int n_in = s->n_ports[FRNN_PORT_INPUT], n_out = s->n_ports[FRNN_PORT_OUTPUT];
-  LLVMTypeRef types[TENSOR_PARAMS * (2 * FRNN_MAX_PORTS + 2) + CK_MAX_SEEDS + 4];
+  LLVMTypeRef types[TENSOR_PARAMS * (3 * FRNN_MAX_PORTS + 2) + CK_MAX_SEEDS + 16]; /* fused: the inputs' gradients too */
   int n = 0;
   for (int i = 0; i < n_in + n_out + 2; i++) tensor_param_types(cg, types, &n);
   int at_ckpt = n;
@@ -2136,7 +2136,7 @@ static void lower_ck_chain(ck *k) {
   const frnn_step *s = k->s;
   const chunk_gpu *g = k->g;
   int n_in = s->n_ports[FRNN_PORT_INPUT], n_out = s->n_ports[FRNN_PORT_OUTPUT];
-  LLVMTypeRef types[TENSOR_PARAMS * (3 * FRNN_MAX_PORTS) + CK_MAX_SEEDS + 4];
+  LLVMTypeRef types[TENSOR_PARAMS * (3 * FRNN_MAX_PORTS) + CK_MAX_SEEDS + 16];
   int n = 0;
   for (int i = 0; i < n_in + n_out; i++) tensor_param_types(cg, types, &n);
   int at_seed = n;

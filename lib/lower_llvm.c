@@ -607,7 +607,7 @@ static bool lower_forward(lower *lw, const frnn_step *s) {
   codegen *cg = lw->cg;
   const plan *p = lw->p;
   lw->ks = p->fwd;
-  LLVMTypeRef types[4 * FRNN_MAX_PORTS * TENSOR_PARAMS + 8];
+  LLVMTypeRef types[4 * FRNN_MAX_PORTS * TENSOR_PARAMS + 16];
   int n = 0;
   for (int i = 0; i < p->n_in + p->n_st + p->n_out + p->n_st; i++) tensor_param_types(cg, types, &n);
   int ws = n;
@@ -626,7 +626,7 @@ static bool lower_forward(lower *lw, const frnn_step *s) {
   LLVMValueRef T = cg_param(cg, ws + 1), H = cg_param(cg, ws + 2), C = cg_param(cg, ws + 3),
                NC = cg_param(cg, ws + 4), ckpt = cg_param(cg, ws);
   lw->bh = cg_add(cg, cg_mul(cg, lw->b, H), lw->h);
-  for (int i = 0; i < 4 * FRNN_MAX_PORTS * TENSOR_PARAMS + 8 && i < n; i++)
+  for (int i = 0; i < n; i++)
     if (LLVMGetTypeKind(types[i]) == LLVMPointerTypeKind) cg_param_noalias(cg, fn, i);
   targ in[FRNN_MAX_PORTS], init[FRNN_MAX_PORTS], out[FRNN_MAX_PORTS], fin[FRNN_MAX_PORTS];
   int k = 0;
@@ -797,7 +797,7 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   codegen *cg = lw->cg;
   const plan *p = lw->p;
   lw->ks = p->bwd;
-  LLVMTypeRef types[5 * FRNN_MAX_PORTS * TENSOR_PARAMS + 8];
+  LLVMTypeRef types[5 * FRNN_MAX_PORTS * TENSOR_PARAMS + 16];
   int n = 0;
   for (int i = 0; i < p->n_in + p->n_out + p->n_st + p->n_in + p->n_st; i++) tensor_param_types(cg, types, &n);
   int ws = n;
@@ -1143,7 +1143,7 @@ static void reduce_term(codegen *cg, const reduce_at *r, LLVMValueRef bb, LLVMVa
 
 static void lower_reduce(lower *lw, enum tdtype dt, const char *name) {
   codegen *cg = lw->cg;
-  LLVMTypeRef types[16];
+  LLVMTypeRef types[20];
   int n = 0;
   types[n++] = cg->t_gptr; /* partial */
   tensor_param_types(cg, types, &n);                 /* out: 1..6 */

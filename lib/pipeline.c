@@ -344,10 +344,10 @@ static uint8_t bcast_bits(const tview *v, frnn_sizes sz) {
 /* Kernel arguments: six per tensor (pointer, strides B T H M N), then the
  * kernel's scalars.  Storage for the values lives here; params[] points at it. */
 typedef struct args {
-  void *ptr[5 * FRNN_MAX_PORTS + 4];
+  void *ptr[5 * FRNN_MAX_PORTS + CK_MAX_SEEDS + 8]; /* tensors, the chunked kernels' seeds, pointers */
   int64_t i64[5 * FRNN_MAX_PORTS * 5 + 16];
   int32_t i32[4];
-  void *params[5 * FRNN_MAX_PORTS * 6 + 16];
+  void *params[5 * FRNN_MAX_PORTS * 6 + CK_MAX_SEEDS + 24];
   int n_ptr, n_i64, n_i32, n;
 } args;
 
@@ -576,12 +576,15 @@ fail:
 }
 
 /* ------------------------------------------------ the chunked workspace */
-/* Bytes from the workspace's start: the states at every chunk's start and
- * the last (float32 [B][H][chunks+1][M][N], written by the forward), then,
- * for the backward, the terms' gradients (float32 [parts][B][T][H][E]: rows
- * and the log decay one part per block of rows, summed by the chain kernel)
- * and the partial gradients of broadcast inputs (float32: per head, or
- * one for all heads where only H is broadcast; per chunk where T is). */
+/* Bytes from the workspace's start: the forward's chunk-start states
+ * (every ckpt_every-th, then the last; float32 [slot][B][H][M][N]) and
+ * rank-one columns (per chunk), or where states are sparse a window's
+ * recomputed ones; then, for the backward, the terms' gradients over a
+ * window's steps (float32 [parts][B][window steps][H][E]: rows and the log
+ * decay one part per block of rows, summed by the chain kernel), the
+ * partial gradients of broadcast inputs (float32: per head, or one for all
+ * heads where only H is broadcast; per chunk where T is) and the state's
+ * gradient carried between windows. */
 typedef struct ck_ws {
   int64_t n_chunks, win_chunks; /* the backward's windows (ck_window_chunks) */
   size_t state_bytes;           /* of one checkpoint slot: B H M N floats */
@@ -741,8 +744,6 @@ frnn_status frnn_gpu_workspace_size(frnn_ctx *ctx, const frnn_step *s, frnn_size
   return recurrent_workspace(ctx, s, sz, have ? bc : NULL, for_backward, bytes);
 }
 
-/* The forward's kernel: the chunked one (ce), else the recurrent one, its
- * checkpoints at ckpt (NULL: none). */
 /* What one frnn_ck_fwd launch runs: chunks c_lo to c_hi from the initial
  * state given, a state stored every `every` chunks from c0 (slot 0) into
  * states (NULL: none) and the rank-one columns into rank (NULL: none), and
@@ -909,9 +910,10 @@ done:
 }
 
 /* The chunked backward's launches: per window of chunks, from the last,
- * the terms' gradients (frnn_ck_bwd) and the inputs' (frnn_ck_chain); then
- * the broadcast inputs' sums (frnn_reduce_*).  Fused (the lean mode), one
- * frnn_ck_bwd does both for the whole sequence. */
+ * the window's chunk states again where they are sparse (frnn_ck_fwd
+ * without outputs), the terms' gradients (frnn_ck_bwd) and the inputs'
+ * (frnn_ck_chain); then the broadcast inputs' sums (frnn_reduce_*).  Fused
+ * (FRNN_CK_FUSE=1), one frnn_ck_bwd does both for the whole sequence. */
 static frnn_status chunked_backward(frnn_ctx *ctx, const ck_entry *ce, const gpu_module *m, const frnn_step *s,
                                     frnn_sizes sz, const uint8_t *bc, const bound *pin, const bound *pgo,
                                     const bound *pgf, const bound *pgi, const bound *pgs, void *workspace,
