@@ -225,7 +225,12 @@ frnn_status frnn_gpu_available(frnn_ctx *ctx);
  * need for these sizes.  for_backward: room for the state checkpoints that
  * the backward reads, its recomputed states, and partial gradients of
  * inputs broadcast over B or H (whose shapes `inputs` gives; NULL: assume
- * the worst).  Without it the forward stores nothing: 0 bytes. */
+ * the worst).  Without it the forward stores nothing: 0 bytes, or 256 for
+ * a step whose decay has a factor that is not an exp (retention's gamma):
+ * its chunked kernels are guarded, and the forward flags there whether a
+ * factor was too small for them (below 1/64, or not a number), in which
+ * case the recurrent kernels run the call.  Such a step's forward given no
+ * workspace runs on the recurrent kernels. */
 frnn_status frnn_gpu_workspace_size(frnn_ctx *ctx, const frnn_step *step, frnn_sizes sz,
                                     const DLTensor *const *inputs, int for_backward,
                                     size_t *bytes);
