@@ -309,7 +309,7 @@ struct ck {
   LLVMValueRef b, h, mb, B, T, H;    /* i64 */
   LLVMValueRef t0, c;                /* i64: the chunk's first step, its index */
   LLVMValueRef t_lo, Tw;             /* i64: the backward window's first step and its steps
-                                        (the seeds' arrays hold the window's: ck_plan.windows) */
+                                        (the seeds' arrays hold the window's: ck_window_chunks) */
   LLVMBasicBlockRef entry;
   const ck_layout *lay;
   int threads, tiles;                /* this kernel's threads a block, mma tiles a warp at most */
@@ -684,7 +684,7 @@ static void term_arrays(ck *k, const gtensor *gout) {
       if (g->ld_log[d]) {
         /* A factor that is not an exp: the forward flags the call where it
          * is below CK_GUARD_MIN (or NaN) at a step; the recurrent kernels
-         * then run it (pipeline.c), and this chunk's values are dropped. */
+         * then run the whole call again (pipeline.c), over these results. */
         if (k->flag && k->lay == &p->fw) {
           LLVMValueRef low = LLVMBuildFCmp(cg->b, LLVMRealULT, x, cg_f32(cg, CK_GUARD_MIN), "");
           LLVMBasicBlockRef fine = if_open(k, and1(k, and1(k, ok, low), LLVMBuildNot(cg->b, is_null(k, k->flag), "")));
