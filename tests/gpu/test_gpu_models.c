@@ -3,7 +3,8 @@
  * float32 and bfloat16 tensors; sizes M=N=128, 64, M=48 N=96, M=N=1; T up to
  * 1000, H=3, B=1 and 2; per-head, shared-by-heads and time-invariant
  * (broadcast) inputs; a strided (non-contiguous) and an expanded (stride 0)
- * input; and every model in one context (models_one_context).  Output
+ * input; every model in one context (models_one_context); and a guarded
+ * step (guarded_retention) on either path, by the flag it leaves.  Output
  * buffers are poisoned (NaN) before each run: an element left
  * unwritten fails the comparison.  Tolerances of SPEC section 3: relative
  * error 1e-5 for float32 tensors, 1e-2 for bfloat16.  A float32 tensor that
