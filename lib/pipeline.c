@@ -659,11 +659,6 @@ static void ck_workspace(const ck_entry *ce, const frnn_step *s, frnn_sizes sz, 
   w->total = at;
 }
 
-static size_t ck_workspace_total(const ck_entry *ce, const frnn_step *s, frnn_sizes sz, const uint8_t *bc) {
-  ck_ws w;
-  ck_workspace(ce, s, sz, bc, 1, &w);
-  return w.total;
-}
 
 /* --------------------------------------------------------- public calls */
 static frnn_status check_call(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, const char *fn) {
@@ -696,29 +691,19 @@ static void inputs_bcast(const frnn_step *s, frnn_sizes sz, const bound *in, uin
   for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) bc[i] = bcast_bits(&in->v[i], sz);
 }
 
-/* The bytes of the recurrent kernels' workspace (plan.c's layout). */
-static frnn_status recurrent_workspace(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, const uint8_t *bc,
-                                       int for_backward, size_t *bytes) {
-  plan p;
-  frnn_status st = make_plan(ctx, s, sz.M, sz.N, gpu_arch(), &p);
-  if (st) return st;
-  ws_layout w;
-  plan_workspace(&p, sz, bc, for_backward, &w);
-  *bytes = w.total;
-  return FRNN_OK;
-}
-
-/* A guarded step's workspace (lower_spec.guard): the flag in the first
- * GUARD_BYTES, then either path's own workspace (one of them runs). */
-static frnn_status guarded_workspace(frnn_ctx *ctx, const ck_entry *ce, const frnn_step *s, frnn_sizes sz,
-                                     const uint8_t *bc, int for_backward, size_t *bytes) {
-  ck_ws cw;
-  ck_workspace(ce, s, sz, bc, for_backward, &cw);
-  size_t rec;
-  frnn_status st = recurrent_workspace(ctx, s, sz, bc, for_backward, &rec);
-  if (st) return st;
-  *bytes = GUARD_BYTES + (cw.total > rec ? cw.total : rec);
-  return FRNN_OK;
+/* Bytes of workspace: the chunked kernels' (ce, not guarded), the
+ * recurrent ones' (ce NULL; rec their plan), or a guarded step's: the flag
+ * in the first GUARD_BYTES, then the larger of both paths' (one of them
+ * runs). */
+static size_t workspace_bytes_of(const ck_entry *ce, const plan *rec, const frnn_step *s, frnn_sizes sz,
+                                 const uint8_t *bc, int for_backward) {
+  ck_ws cw = {0};
+  ws_layout rw = {0};
+  if (ce) ck_workspace(ce, s, sz, bc, for_backward, &cw);
+  if (!ce || ce->g.guard) plan_workspace(rec, sz, bc, for_backward, &rw);
+  if (!ce) return rw.total;
+  if (!ce->g.guard) return cw.total;
+  return GUARD_BYTES + (cw.total > rw.total ? cw.total : rw.total);
 }
 
 frnn_status frnn_gpu_workspace_size(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
@@ -736,14 +721,10 @@ frnn_status frnn_gpu_workspace_size(frnn_ctx *ctx, const frnn_step *s, frnn_size
                         (inputs[i]->shape[2] == 1 && sz.H > 1) << 2);
   }
   const ck_entry *ce = chunked_for(ctx, s, sz.M, sz.N, gpu_arch());
-  if (ce && ce->g.guard) return guarded_workspace(ctx, ce, s, sz, have ? bc : NULL, for_backward, bytes);
-  if (ce) {
-    ck_ws cw;
-    ck_workspace(ce, s, sz, have ? bc : NULL, for_backward, &cw);
-    *bytes = cw.total;
-    return FRNN_OK;
-  }
-  return recurrent_workspace(ctx, s, sz, have ? bc : NULL, for_backward, bytes);
+  plan p;
+  if ((!ce || ce->g.guard) && (st = make_plan(ctx, s, sz.M, sz.N, gpu_arch(), &p))) return st;
+  *bytes = workspace_bytes_of(ce, &p, s, sz, have ? bc : NULL, for_backward);
+  return FRNN_OK;
 }
 
 /* What one frnn_ck_fwd launch runs: chunks c_lo to c_hi from the initial
@@ -863,14 +844,20 @@ frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
   k = append_tuning(ctx, key, sizeof key, k);
   const ck_entry *ce = chunked_for(ctx, s, sz.M, sz.N, gpu_arch());
   bool guarded = ce && ce->g.guard;
+  cuda_scope scope;
+  if ((st = cuda_enter(ctx, dev, &scope))) goto done;
+  /* The recurrent kernels' module (a guarded step's fallback too): its plan
+   * sizes their workspace. */
+  gpu_module *m, *mr = NULL;
+  if (!ce || guarded) {
+    spec.guard = guarded ? GUARD_FALLBACK : GUARD_NONE;
+    snprintf(key + k, sizeof key - (size_t)k, "%s", guarded ? " guarded" : "");
+    if ((st = get_module(ctx, s, sz, dev, key, &spec, KERNEL_FWD, NULL, &mr))) goto leave;
+  }
   /* The workspace the backward needs, and where the forward's states go:
    * none given (NULL or 0 bytes), a forward without checkpoints; a guarded
    * step's then runs on the recurrent kernels (no flag to guard with). */
-  size_t need;
-  if (guarded) st = guarded_workspace(ctx, ce, s, sz, bc, 1, &need);
-  else if (ce) need = ck_workspace_total(ce, s, sz, bc);
-  else st = recurrent_workspace(ctx, s, sz, bc, 1, &need);
-  if (st) goto done;
+  size_t need = workspace_bytes_of(ce, mr ? &mr->p : NULL, s, sz, bc, 1);
   size_t head = guarded ? GUARD_BYTES : 0; /* a guarded forward without checkpoints takes the flag */
   bool given = workspace && workspace_bytes > 0, ckpt = given && workspace_bytes > head;
   if ((ckpt && workspace_bytes < need) || (given && workspace_bytes < head)) {
@@ -878,37 +865,39 @@ frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
                    "frnn_gpu_forward: the workspace has %zu bytes; a forward that a backward "
                    "follows needs %zu (frnn_gpu_workspace_size), one without %zu",
                    workspace_bytes, need, head);
-    goto done;
+    goto leave;
   }
-  if (guarded && !given) ce = NULL;
-  cuda_scope scope;
-  if ((st = cuda_enter(ctx, dev, &scope))) goto done;
-  gpu_module *m, *mr = NULL;
   char *body = ckpt ? (char *)workspace + head : NULL;
-  if (guarded) {
-    /* The chunked forward sets the flag where a decay is not safely
-     * positive; the recurrent forward then runs the call (its blocks
-     * return at once while the flag is clear). */
-    spec.guard = GUARD_FALLBACK;
-    snprintf(key + k, sizeof key - (size_t)k, " guarded");
-    guard_arg gd = {true, given ? workspace : NULL};
-    if (!(st = get_module(ctx, s, sz, dev, key, &spec, KERNEL_FWD, NULL, &mr)) && ce) {
-      spec.guard = GUARD_CHUNKED;
-      snprintf(key + k, sizeof key - (size_t)k, " ck guarded");
-      if (!(st = get_module(ctx, s, sz, dev, key, &spec, KERNEL_FWD, ce, &m)) &&
-          !(st = cuda_memset_d8(ctx, (CUdeviceptr)workspace, 0, 4, (CUstream)stream, true)))
-        st = launch_forward(ctx, ce, m, s, sz, bc, pin, pinit, pout, pfin, body, &gd, stream);
-    }
-    if (!st) st = launch_forward(ctx, NULL, mr, s, sz, bc, pin, pinit, pout, pfin, body, &gd, stream);
-  } else {
-    if (ce) snprintf(key + k, sizeof key - (size_t)k, " ck");
-    if (!(st = get_module(ctx, s, sz, dev, key, &spec, KERNEL_FWD, ce, &m)))
-      st = launch_forward(ctx, ce, m, s, sz, bc, pin, pinit, pout, pfin, body, &no_guard, stream);
+  /* A guarded step: the chunked forward sets the flag where a decay is not
+   * safely positive; the recurrent forward then runs the call (its blocks
+   * return at once while the flag is clear). */
+  guard_arg gd = {guarded, given ? workspace : NULL};
+  if (ce && (!guarded || given)) {
+    spec.guard = guarded ? GUARD_CHUNKED : GUARD_NONE;
+    snprintf(key + k, sizeof key - (size_t)k, "%s", guarded ? " ck guarded" : " ck");
+    if (!(st = get_module(ctx, s, sz, dev, key, &spec, KERNEL_FWD, ce, &m)) && guarded)
+      st = cuda_memset_d8(ctx, (CUdeviceptr)workspace, 0, 4, (CUstream)stream, true);
+    if (!st) st = launch_forward(ctx, ce, m, s, sz, bc, pin, pinit, pout, pfin, body, &gd, stream);
   }
+  if (!st && mr) st = launch_forward(ctx, NULL, mr, s, sz, bc, pin, pinit, pout, pfin, body, &gd, stream);
+leave:
   cuda_leave(&scope);
 done:
   free(pin);
   return st;
+}
+
+/* The chunked backward kernels' arguments they share: the seeds (each
+ * term's gradient array; NULL: none), and the sizes then the window. */
+static void arg_seeds(args *a, const chunk_gpu *g, const ck_ws *w, char *ws) {
+  for (int q = 0; q < g->n_seeds; q++) arg_ptr(a, w->seed[q] == SIZE_MAX ? NULL : ws + w->seed[q]);
+}
+static void arg_window(args *a, frnn_sizes sz, int64_t lo, int64_t hi) {
+  arg_i64(a, sz.T);
+  arg_i64(a, sz.H);
+  arg_i64(a, sz.B);
+  arg_i64(a, lo);
+  arg_i64(a, hi);
 }
 
 /* The chunked backward's launches: per window of chunks, from the last,
@@ -981,14 +970,10 @@ static frnn_status chunked_backward(frnn_ctx *ctx, const ck_entry *ce, const gpu
     arg_tensor(&a, &pgf->v[0], pgf->present[0]);
     arg_tensor(&a, &pgs->v[0], pgs->present[0]);
     arg_ptr(&a, ws + w.ckpt);
-    for (int q = 0; q < g->n_seeds; q++) arg_ptr(&a, w.seed[q] == SIZE_MAX ? NULL : ws + w.seed[q]);
+    arg_seeds(&a, g, &w, ws);
     if (ce->p.fused)
       for (int i = 0; i < n_in; i++) arg_tensor(&a, &gin[i], pgi->present[i]);
-    arg_i64(&a, sz.T);
-    arg_i64(&a, sz.H);
-    arg_i64(&a, sz.B);
-    arg_i64(&a, lo);
-    arg_i64(&a, hi);
+    arg_window(&a, sz, lo, hi);
     arg_ptr(&a, w.carry == SIZE_MAX ? NULL : ws + w.carry);
     arg_i64(&a, ce->p.ckpt_every);
     arg_ptr(&a, ws + (sparse ? w.scratch : w.ckpt));
@@ -1003,13 +988,9 @@ static frnn_status chunked_backward(frnn_ctx *ctx, const ck_entry *ce, const gpu
     memset(&a, 0, sizeof a);
     for (int i = 0; i < n_in; i++) arg_tensor(&a, &pin->v[i], true);
     for (int i = 0; i < n_out; i++) arg_tensor(&a, &pgo->v[i], pgo->present[i]);
-    for (int q = 0; q < g->n_seeds; q++) arg_ptr(&a, w.seed[q] == SIZE_MAX ? NULL : ws + w.seed[q]);
+    arg_seeds(&a, g, &w, ws);
     for (int i = 0; i < n_in; i++) arg_tensor(&a, &gin[i], pgi->present[i]);
-    arg_i64(&a, sz.T);
-    arg_i64(&a, sz.H);
-    arg_i64(&a, sz.B);
-    arg_i64(&a, lo);
-    arg_i64(&a, hi);
+    arg_window(&a, sz, lo, hi);
     arg_guard(&a, gd);
     unsigned grid_c[3] = {(unsigned)(hi - lo), (unsigned)sz.H, (unsigned)sz.B};
     if ((st = cuda_launch(ctx, m->fn[5], "frnn_ck_chain", grid_c, block, 1, ce->p.chain_smem, cs, a.params)))

@@ -229,6 +229,12 @@ START_TEST(backward_keeps_the_kernel_that_spills_less) {
 }
 END_TEST
 
+/* A fresh file for the fake driver's launch log (MOCK_CUDA_LAUNCH_LOG). */
+static void launch_log_path(char *path, size_t size, const char *tag) {
+  snprintf(path, size, "%s/frnn-mock-%s-%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", tag, (int)getpid());
+  remove(path);
+}
+
 /* The kernels the fake driver launched since the log was started. */
 static char *launch_log(const char *path) {
   FILE *f = fopen(path, "r");
@@ -254,8 +260,7 @@ START_TEST(guarded_step_runs_both_paths) {
     return;
   }
   char log[256];
-  snprintf(log, sizeof log, "%s/frnn-mock-launches-%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
-  remove(log);
+  launch_log_path(log, sizeof log, "launches");
   setenv("MOCK_CUDA_LAUNCH_LOG", log, 1);
   frnn_step *ret;
   ck_assert(frnn_step_load(ctx, test_source_path("examples/retention.frnn"), &ret) == FRNN_OK);
@@ -312,8 +317,7 @@ START_TEST(chunked_backward_in_windows) {
     return;
   }
   char log[256];
-  snprintf(log, sizeof log, "%s/frnn-mock-windows-%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
-  remove(log);
+  launch_log_path(log, sizeof log, "windows");
   enum { T = 250 }; /* chunks of 32: 8 */
   size_t need[3];
   for (int w = 0; w < 3; w++) {
