@@ -228,7 +228,7 @@ frnn_status frnn_gpu_available(frnn_ctx *ctx);
  * the worst).  Without it the forward stores nothing: 0 bytes, or 256 for
  * a step whose decay has a factor that is not an exp (retention's gamma):
  * its chunked kernels are guarded, and the forward flags there whether a
- * factor was too small for them (below 1/64, or not a number), in which
+ * factor was too small for them (below 1/2, or not a number), in which
  * case the recurrent kernels run the call.  Such a step's forward given no
  * workspace runs on the recurrent kernels. */
 frnn_status frnn_gpu_workspace_size(frnn_ctx *ctx, const frnn_step *step, frnn_sizes sz,

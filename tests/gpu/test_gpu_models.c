@@ -386,8 +386,8 @@ static const struct {
 } guarded_cases[] = {
     {"q=-1:1:n,k=-1:1:n,gamma=0.9:0.99@h", 0, false},
     {"q=-1:1:n,k=-1:1:n,gamma=0.9:0.99@h", 0, true},
-    {"q=-1:1:n,k=-1:1:n,gamma=0.2:1.01@h", 0, false}, /* growing decays too */
-    {"q=-1:1:n,k=-1:1:n,gamma=0.02:0.2@h", 0, false}, /* small ones, just above the guard's 1/64 */
+    {"q=-1:1:n,k=-1:1:n,gamma=0.5:1.01@h", 0, false}, /* from the guard's 1/2 up, growing decays too */
+    {"q=-1:1:n,k=-1:1:n,gamma=0.02:0.45@h", 1, false}, /* below it: gamma's gradient lost accuracy chunked */
     {"q=-1:1:n,k=-1:1:n,gamma=-0.9:-0.1@h", 1, false},
     {"q=-1:1:n,k=-1:1:n,gamma=0.001:0.01@h", 1, false},
     {"q=-1:1:n,k=-1:1:n,gamma=0.001:0.01@h", 1, true},

@@ -307,7 +307,7 @@ START_TEST(test_mock_every_example) {
    * guarded (its gamma is not an exp) */
   ck_assert_int_eq(occurrences(js, "\"plan\": \"fwd "), n_examples - 8);
   ck_assert_int_eq(occurrences(js, "\"plan\": \"chunked L="), 8);
-  ck_assert_int_eq(occurrences(js, " guarded (recurrent where a decay < 1/64)"), 1);
+  ck_assert_int_eq(occurrences(js, " guarded (recurrent where a decay < 1/2)"), 1);
   ck_assert_msg(strstr(out_text, "plan gsa_keys: fwd ") && strstr(out_text, "sums over M deferred") &&
                     strstr(out_text, "plan mlstm: fwd ") && strstr(out_text, "sums over M whole at every step"),
                 "%s", out_text);
