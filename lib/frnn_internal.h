@@ -851,10 +851,10 @@ typedef struct ck_plan {
   int chain_min_blocks;      /* the chain kernel's resident blocks an SM (its launch bounds) */
   bool sum_parts;            /* the end state's and the gradient-before-the-chunk's products each in one accumulator */
   int ckpt_every;            /* the forward stores a chunk's first state every this many chunks; > 1: the
-                                backward recomputes the others, a window (that many chunks) at a time */
-  int window_steps;          /* the backward runs in windows of about this many steps (whole chunks), each
-                                frnn_ck_bwd then frnn_ck_chain: the terms' gradients take arrays of a
-                                window's steps; 0: one window (ck_window_chunks) */
+                                backward recomputes the others, that many chunks at a time */
+  int window_steps;          /* the backward runs in windows of about this many steps (whole chunks, at most
+                                ckpt_every), each frnn_ck_bwd then frnn_ck_chain: the terms' gradients take
+                                arrays of a window's steps; 0: one window, or ckpt_every chunks (ck_window_chunks) */
   int unroll_fwd, unroll_bwd; /* their k-loops unrolled this many times where a warp has 1 or 2 tiles */
   bool spread;               /* the backward's independent small products start on different warps */
   int n_sc, n_sc_adj;        /* scalar nodes materialised per step (step, adjoint) */
@@ -873,7 +873,8 @@ int64_t ck_rank_floats(const ck_plan *p, const chunk_gpu *g);
 frnn_status lower_chunked_module(codegen *cg, const ck_plan *p, const chunk_gpu *g, const lower_spec *spec,
                                  const frnn_step *s, unsigned kernels);
 /* Chunks a backward window takes for a sequence of n_chunks (all where the
- * chain is fused or windows are off; ckpt_every where states are sparse). */
+ * chain is fused or windows are off; at most ckpt_every where states are
+ * sparse). */
 int64_t ck_window_chunks(const ck_plan *p, int64_t n_chunks);
 
 /* ------------------------------------------------------------- pipeline.c */

@@ -213,9 +213,12 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * gradients, the largest arrays after the checkpoints (delta rule 0.67 GB
    * at the benchmark sizes), then need a window's steps.  Not by default:
    * windows of 128 steps cost the H100 0.4-0.5 ms fw+bw (delta rule 7.38 ->
-   * 7.79, Mamba-2 4.04 -> 4.57; each window's launches and their tails). */
+   * 7.79, Mamba-2 4.04 -> 4.57; each window's launches and their tails).
+   * Where states are sparse (the lean mode), windows of 64 steps inside a
+   * stored state's chunks: Mamba-2 0.639 -> 0.605 GB for 5.47 -> 5.85 ms
+   * (H100, eleventh session; 32 steps: 0.588 GB, 6.97 ms). */
   env = getenv("FRNN_CK_WINDOW");
-  out->window_steps = env && *env ? atoi(env) : 0;
+  out->window_steps = env && *env ? atoi(env) : out->ckpt_every > 1 ? 64 : 0;
   if (out->window_steps < 0) out->window_steps = 0;
   env = getenv("FRNN_CK_CHAIN_MINB");
   out->chain_min_blocks = env && atoi(env) >= 1 && atoi(env) <= 8 ? atoi(env) : 6;
@@ -260,10 +263,11 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
 
 int64_t ck_window_chunks(const ck_plan *p, int64_t n_chunks) {
   if (p->fused) return n_chunks;
-  if (p->ckpt_every > 1) return p->ckpt_every < n_chunks ? p->ckpt_every : n_chunks; /* a stored state's chunks */
+  /* sparse states: at most a stored state's chunks (a recompute's) */
+  int64_t most = p->ckpt_every > 1 && p->ckpt_every < n_chunks ? p->ckpt_every : n_chunks;
+  if (p->window_steps == 0) return most;
   int64_t w = p->window_steps / p->L;
-  if (p->window_steps == 0 || w >= n_chunks) return n_chunks;
-  return w < 1 ? 1 : w;
+  return w < 1 ? 1 : w < most ? w : most;
 }
 
 int64_t ck_rank_floats(const ck_plan *p, const chunk_gpu *g) {
@@ -1500,7 +1504,8 @@ static sloop state_open(ck *k) {
 }
 /* The checkpoints, float32, slot-major: states [slot][B][H][M][N] (the
  * forward's: chunk c's first state at slot c / every where c % every == 0,
- * the last state after them; a backward window's recomputed ones, dense),
+ * the last state after them; a backward recompute's, from the chunk after
+ * the stored one it starts from, dense),
  * and (the low-rank class) per chunk its columns X [L][M] and inverse TI
  * [L][L] (ck_rank_floats) in [chunk][B][H][...], so the backward need not
  * solve again.  Slot-major, a window's slots are one range of memory. */
@@ -1612,14 +1617,14 @@ static void lower_ck_fwd(ck *k) {
   for (int i = 0; i < n_in + 2 + n_out; i++) tensor_param_types(cg, types, &n);
   int at_ckpt = n;
   types[n++] = cg->t_gptr; /* checkpoints' states, or null */
-  types[n++] = cg->t_gptr; /* the rank-one columns and inverses, or null */
+  types[n++] = cg->t_gptr; /* the rank-one columns and inverses (slot 0: chunk `from`), or null */
   types[n++] = cg->t_i64;  /* T */
   types[n++] = cg->t_i64;  /* H */
   types[n++] = cg->t_i64;  /* B */
   types[n++] = cg->t_i64;  /* the chunks run: from */
   types[n++] = cg->t_i64;  /* to (exclusive) */
-  types[n++] = cg->t_i64;  /* the chunk of slot 0 */
-  types[n++] = cg->t_i64;  /* a state stored every this many chunks */
+  types[n++] = cg->t_i64;  /* the chunk of the states' slot 0 */
+  types[n++] = cg->t_i64;  /* a state stored every this many chunks from it */
   types[n++] = cg->t_i32;  /* 0: no outputs, no final state (a backward window's recompute) */
   k->lay = &p->fw;
   setup(k, "frnn_ck_fwd", types, n);
@@ -1653,8 +1658,11 @@ static void lower_ck_fwd(ck *k) {
   term_arrays(k, NULL);
   prefetch_chunk(k, add(k, k->t0, i64c(k, p->L)), NULL, 0);
   {
+    /* (a backward window's recompute starts its slots at the chunk after
+     * its first: it has that one's state, the checkpoint it started from) */
     LLVMValueRef rel = sub(k, k->c, c0);
-    LLVMValueRef due = LLVMBuildICmp(cg->b, LLVMIntEQ, LLVMBuildSRem(cg->b, rel, every, ""), i64c(k, 0), "");
+    LLVMValueRef due = and1(k, LLVMBuildICmp(cg->b, LLVMIntSGE, rel, i64c(k, 0), ""),
+                            LLVMBuildICmp(cg->b, LLVMIntEQ, LLVMBuildSRem(cg->b, rel, every, ""), i64c(k, 0), ""));
     LLVMBasicBlockRef no = if_open(k, and1(k, have_ckpt, due));
     state_ckpt(k, k->lay->S, ckpt, LLVMBuildSDiv(cg->b, rel, every, ""), true);
     if_close(k, no);
@@ -1667,7 +1675,7 @@ static void lower_ck_fwd(ck *k) {
   if (g->rank_lin >= 0) {
     rank_columns(k);
     LLVMBasicBlockRef no = if_open(k, have_rank);
-    rank_ckpt(k, rank, sub(k, k->c, c0), true);
+    rank_ckpt(k, rank, sub(k, k->c, c_lo), true);
     if_close(k, no);
   }
   /* The outputs (none in a recompute): the carried state's part, then the
@@ -1844,7 +1852,7 @@ static void lower_ck_bwd(ck *k) {
   int n = 0;
   for (int i = 0; i < n_in + n_out + 2; i++) tensor_param_types(cg, types, &n);
   int at_ckpt = n;
-  types[n++] = cg->t_gptr;
+  types[n++] = cg->t_gptr; /* the state after the window, float32 [B][H][M][N] */
   for (int q = 0; q < g->n_seeds; q++) types[n++] = cg->t_gptr;
   int at_gin = n; /* fused: the inputs' gradients (or partials) */
   if (p->fused)
@@ -1856,18 +1864,19 @@ static void lower_ck_bwd(ck *k) {
   types[n++] = cg->t_i64;  /* the window's chunks: from */
   types[n++] = cg->t_i64;  /* to (exclusive) */
   types[n++] = cg->t_gptr; /* the gradient carried between windows, float32 [B][H][M][N] */
-  types[n++] = cg->t_i64;  /* the checkpoints hold a state every this many chunks */
-  types[n++] = cg->t_gptr; /* the chunks' first states (the checkpoints, or a recompute's) */
+  types[n++] = cg->t_gptr; /* chunk c_first's first state (a stored one) */
+  types[n++] = cg->t_i64;  /* c_first */
+  types[n++] = cg->t_gptr; /* the other chunks' first states (the checkpoints, or a recompute's) */
   types[n++] = cg->t_i64;  /* the chunk of their slot 0 */
-  types[n++] = cg->t_gptr; /* the chunks' rank-one columns and inverses (from the same chunk), or null */
+  types[n++] = cg->t_gptr; /* the chunks' rank-one columns and inverses (slot 0: chunk c_first), or null */
   k->lay = &p->bw;
   setup(k, "frnn_ck_bwd", types, n);
   k->mb = cg_zext64(cg, cg_ctaid_x(cg));
   k->T = cg_param(cg, at_T), k->H = cg_param(cg, at_T + 1), k->B = cg_param(cg, at_T + 2);
   LLVMValueRef c_lo = cg_param(cg, at_T + 3), c_hi = cg_param(cg, at_T + 4);
   k->t_lo = mul(k, c_lo, i64c(k, p->L)), k->Tw = mul(k, sub(k, c_hi, c_lo), i64c(k, p->L));
-  LLVMValueRef every = cg_param(cg, at_T + 6), src = cg_param(cg, at_T + 7), src_c0 = cg_param(cg, at_T + 8),
-               rank = cg_param(cg, at_T + 9);
+  LLVMValueRef first = cg_param(cg, at_T + 6), c_first = cg_param(cg, at_T + 7), src = cg_param(cg, at_T + 8),
+               src_c0 = cg_param(cg, at_T + 9), rank = cg_param(cg, at_T + 10);
   gtensor carry = {.ptr = cg_param(cg, at_T + 5), .dt = TD_F32};
   carry.st[4] = i64c(k, 1), carry.st[3] = i64c(k, p->N), carry.st[2] = i64c(k, p->M * p->N);
   carry.st[1] = i64c(k, 0), carry.st[0] = mul(k, k->H, carry.st[2]);
@@ -1877,18 +1886,12 @@ static void lower_ck_bwd(ck *k) {
   for (int q = 0; q < n_out; q++) gout[q] = tensor_at(k, TENSOR_PARAMS * (n_in + q), k->spec->dt_gout[q]);
   gtensor gfin = tensor_at(k, TENSOR_PARAMS * (n_in + n_out), k->spec->dt_gfinal[0]);
   gtensor gst = tensor_at(k, TENSOR_PARAMS * (n_in + n_out + 1), k->spec->dt_gstate[0]);
-  LLVMValueRef ckpt = cg_param(cg, at_ckpt);
   /* The window's chunks c_hi - 1 down to c_lo (the backward runs in windows
    * so that the terms' gradients need arrays of a window's steps only): S
    * starts as the state after the window, dS as the final state's gradient
    * (the last window) or the one the window after this one carried. */
   LLVMValueRef nch = chunks_of(k);
-  {
-    LLVMValueRef last = LLVMBuildSDiv(cg->b, add(k, nch, sub(k, every, i64c(k, 1))), every, "");
-    LLVMValueRef slot = cg_select(cg, LLVMBuildICmp(cg->b, LLVMIntEQ, c_hi, nch, ""), last,
-                                  LLVMBuildSDiv(cg->b, c_hi, every, ""));
-    state_ckpt(k, k->lay->S, ckpt, slot, false);
-  }
+  state_ckpt(k, k->lay->S, cg_param(cg, at_ckpt), i64c(k, 0), false);
   {
     LLVMValueRef last = LLVMBuildICmp(cg->b, LLVMIntEQ, c_hi, nch, "");
     LLVMBasicBlockRef yes = cg_block(cg, "dS_final"), no = cg_block(cg, "dS_carried"), end = cg_block(cg, "dS_in");
@@ -1936,13 +1939,17 @@ static void lower_ck_bwd(ck *k) {
     loop_close(k, &l);
   }
   cg_barrier(cg);
-  state_ckpt(k, k->lay->S, src, sub(k, k->c, src_c0), false);
+  {
+    LLVMValueRef is_first = LLVMBuildICmp(cg->b, LLVMIntEQ, k->c, c_first, "");
+    state_ckpt(k, k->lay->S, cg_select(cg, is_first, first, src),
+               cg_select(cg, is_first, i64c(k, 0), sub(k, k->c, src_c0)), false);
+  }
   cg_barrier(cg);
   /* The rank-one term's columns X (as the forward solved them) and its
    * gradient dH: then it is one more lin and update for the products
    * below. */
   if (g->rank_lin >= 0) {
-    rank_ckpt(k, rank, sub(k, k->c, src_c0), false);
+    rank_ckpt(k, rank, sub(k, k->c, c_first), false);
     cg_barrier(cg);
     rank_gradient(k);
   }

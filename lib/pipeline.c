@@ -493,14 +493,16 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
     if ((kernels & KERNEL_BWD) && !ce->p.fused && (st = cuda_function(ctx, m->mod, names[5], &m->fn[5])))
       goto fail;
     ctx->stats.modules++;
+    char window[48] = "";
+    if (ce->p.window_steps > 0 && !ce->p.fused)
+      snprintf(window, sizeof window, ", backward windows of %d steps", ce->p.window_steps);
     if (kernels & KERNEL_BWD)
       snprintf(ctx->backward_plan, sizeof ctx->backward_plan,
-               "chunked L=%d BM=%d blocks/head=%d threads=%d/%d%s%s%s smem=%u/%u/%u states every %d chunks%s",
+               "chunked L=%d BM=%d blocks/head=%d threads=%d/%d%s%s%s smem=%u/%u/%u states every %d chunks%s%s",
                ce->p.L, ce->p.BM, ce->p.MB, ce->p.threads_fwd, ce->p.threads, ce->p.split ? " split" : "",
                ce->p.fused ? " fused" : "", ce->g.guard ? " guarded (recurrent where a decay < 1/2)" : "",
                ce->p.fwd_smem, ce->p.bwd_smem, ce->p.chain_smem, ce->p.ckpt_every,
-               ce->p.ckpt_every > 1 ? " (recomputed a window at a time)"
-               : ce->p.window_steps > 0 ? " (backward in windows)" : "");
+               ce->p.ckpt_every > 1 ? " (the others recomputed)" : "", window);
     goto keep;
   }
   if ((st = make_plan(ctx, s, sz.M, sz.N, arch, &m->p)) ||
@@ -580,8 +582,9 @@ fail:
 /* ------------------------------------------------ the chunked workspace */
 /* Bytes from the workspace's start: the forward's chunk-start states
  * (every ckpt_every-th, then the last; float32 [slot][B][H][M][N]) and
- * rank-one columns (per chunk), or where states are sparse a window's
- * recomputed ones; then, for the backward, the terms' gradients over a
+ * rank-one columns (per chunk), or where states are sparse the recomputed
+ * ones of a stored state's chunks (the states of all but the first, which
+ * is stored; the columns of all); then, for the backward, the terms' gradients over a
  * window's steps (float32 [parts][B][window steps][H][E]: rows and the log
  * decay one part per block of rows, summed by the chain kernel), the
  * partial gradients of broadcast inputs (float32: per head, or one for all
@@ -589,10 +592,11 @@ fail:
  * gradient carried between windows. */
 typedef struct ck_ws {
   int64_t n_chunks, win_chunks; /* the backward's windows (ck_window_chunks) */
+  int64_t group_chunks;         /* what one recompute runs (ckpt_every; without: the windows) */
   size_t state_bytes;           /* of one checkpoint slot: B H M N floats */
   size_t ckpt, rank;            /* the forward's states (a slot every ckpt_every chunks, then the last) and
                                    rank-one columns (a chunk's each; SIZE_MAX: in the scratch) */
-  size_t scratch, scratch_rank; /* ckpt_every > 1: a window's recomputed states and rank-one columns */
+  size_t scratch, scratch_rank; /* ckpt_every > 1: a recompute's states and rank-one columns */
   size_t seed[CK_MAX_SEEDS], partial[FRNN_MAX_PORTS], partial_bytes[FRNN_MAX_PORTS], carry, total;
 } ck_ws;
 
@@ -610,6 +614,7 @@ static void ck_workspace(const ck_entry *ce, const frnn_step *s, frnn_sizes sz, 
   const chunk_gpu *g = &ce->g;
   w->n_chunks = (sz.T + p->L - 1) / p->L;
   w->win_chunks = ck_window_chunks(p, w->n_chunks);
+  w->group_chunks = p->ckpt_every > 1 ? (p->ckpt_every < w->n_chunks ? p->ckpt_every : w->n_chunks) : w->win_chunks;
   /* the terms' gradients: a backward window's steps (whole chunks, as the
    * kernels index them: past T when its last chunk is partial) */
   size_t at = 0, BTH = (size_t)(sz.B * w->win_chunks * p->L * sz.H);
@@ -625,9 +630,9 @@ static void ck_workspace(const ck_entry *ce, const frnn_step *s, frnn_sizes sz, 
     at = align256(at + (size_t)w->n_chunks * rank_bytes);
   } else {
     w->scratch = at;
-    at = align256(at + (size_t)w->win_chunks * w->state_bytes);
+    at = align256(at + (size_t)(w->group_chunks - 1) * w->state_bytes);
     w->scratch_rank = at;
-    at = align256(at + (size_t)w->win_chunks * rank_bytes);
+    at = align256(at + (size_t)w->group_chunks * rank_bytes);
   }
   for (int q = 0; q < g->n_seeds; q++) {
     w->seed[q] = SIZE_MAX;
@@ -945,40 +950,54 @@ static frnn_status chunked_backward(frnn_ctx *ctx, const ck_entry *ce, const gpu
   }
   unsigned block[3] = {(unsigned)ce->p.threads, 1, 1};
   bool sparse = ce->p.ckpt_every > 1;
-  /* Windows aligned to the stored states (sparse: one stored state's chunks
-   * each), from the last. */
-  for (int64_t hi = w.n_chunks; hi > 0; hi = (hi - 1) / w.win_chunks * w.win_chunks) {
-    int64_t lo = (hi - 1) / w.win_chunks * w.win_chunks;
-    if (sparse) {
-      /* The window's first states again (and rank-one columns): the
-       * forward from the state stored at its start, without outputs, into
-       * the scratch.  Its initial state is a view of that checkpoint slot. */
-      tview from = {.data = ws + w.ckpt + (size_t)(lo / ce->p.ckpt_every) * w.state_bytes, .dtype = TD_F32};
+  /* Windows from the last, in groups of chunks aligned to the stored
+   * states (sparse: a stored state's chunks, recomputed before their last
+   * window; else a window each). */
+  int64_t K = ce->p.ckpt_every, G = w.group_chunks, W = w.win_chunks;
+  size_t rank_bytes = (size_t)(sz.B * sz.H * ck_rank_floats(&ce->p, g)) * 4;
+  char *last_state = ws + w.ckpt + (size_t)((w.n_chunks + K - 1) / K) * w.state_bytes; /* after every chunk */
+  for (int64_t hi = w.n_chunks, lo; hi > 0; hi = lo) {
+    int64_t glo = (hi - 1) / G * G, ghi = glo + G < w.n_chunks ? glo + G : w.n_chunks;
+    lo = glo + (hi - 1 - glo) / W * W;
+    char *stored = ws + w.ckpt + (size_t)(glo / K) * w.state_bytes; /* chunk glo's first state */
+    if (sparse && hi == ghi) {
+      /* The group's other first states again (and every chunk's rank-one
+       * columns): the forward from the state stored at its start, without
+       * outputs, into the scratch.  Its initial state is a view of that
+       * checkpoint slot. */
+      tview from = {.data = stored, .dtype = TD_F32};
       from.stride[4] = 1, from.stride[3] = sz.N, from.stride[2] = sz.M * sz.N, from.stride[1] = 0;
       from.stride[0] = sz.H * sz.M * sz.N;
-      ck_run run = {.states = ws + w.scratch, .rank = ws + w.scratch_rank, .c_lo = lo, .c_hi = hi, .c0 = lo,
-                    .every = 1, .outputs = false};
+      ck_run run = {.states = ws + w.scratch, .rank = ws + w.scratch_rank, .c_lo = glo, .c_hi = ghi,
+                    .c0 = glo + 1, .every = 1, .outputs = false};
       if ((st = launch_ck_forward(ctx, ce, m, s, sz, pin, &from, &from, false, pgo, &run, gd, stream))) return st;
     }
+    /* the state after the window: the last, a stored one or a recomputed one */
+    char *after = hi == w.n_chunks ? last_state
+                  : hi == ghi      ? ws + w.ckpt + (size_t)(hi / K) * w.state_bytes
+                                   : ws + w.scratch + (size_t)(hi - glo - 1) * w.state_bytes;
     /* frnn_ck_bwd: inputs, output gradients, the final state's gradient and
-     * the initial state's, checkpoints, seeds (fused: the inputs' gradients
-     * too), sizes, the window, the carried gradient */
+     * the initial state's, the state after the window, seeds (fused: the
+     * inputs' gradients too), sizes, the window, the carried gradient, the
+     * chunks' first states (glo's stored, the others in src from its slot
+     * 0's chunk), the rank-one columns (from chunk glo) */
     args a;
     memset(&a, 0, sizeof a);
     for (int i = 0; i < n_in; i++) arg_tensor(&a, &pin->v[i], true);
     for (int i = 0; i < n_out; i++) arg_tensor(&a, &pgo->v[i], pgo->present[i]);
     arg_tensor(&a, &pgf->v[0], pgf->present[0]);
     arg_tensor(&a, &pgs->v[0], pgs->present[0]);
-    arg_ptr(&a, ws + w.ckpt);
+    arg_ptr(&a, after);
     arg_seeds(&a, g, &w, ws);
     if (ce->p.fused)
       for (int i = 0; i < n_in; i++) arg_tensor(&a, &gin[i], pgi->present[i]);
     arg_window(&a, sz, lo, hi);
     arg_ptr(&a, w.carry == SIZE_MAX ? NULL : ws + w.carry);
-    arg_i64(&a, ce->p.ckpt_every);
+    arg_ptr(&a, stored);
+    arg_i64(&a, glo);
     arg_ptr(&a, ws + (sparse ? w.scratch : w.ckpt));
-    arg_i64(&a, sparse ? lo : 0);
-    arg_ptr(&a, ws + (sparse ? w.scratch_rank : w.rank));
+    arg_i64(&a, sparse ? glo + 1 : 0);
+    arg_ptr(&a, sparse ? ws + w.scratch_rank : w.rank == SIZE_MAX ? NULL : ws + w.rank + (size_t)glo * rank_bytes);
     arg_guard(&a, gd);
     unsigned grid[3] = {(unsigned)ce->p.MB, (unsigned)sz.H, (unsigned)sz.B};
     if ((st = cuda_launch(ctx, m->fn[1], "frnn_ck_bwd", grid, block, 1, ce->p.bwd_smem, cs, a.params))) return st;

@@ -309,8 +309,9 @@ END_TEST
  * from the last window, frnn_ck_bwd then frnn_ck_chain each; the terms'
  * gradients take a window's steps of workspace (plus the carried gradient,
  * one state), one window the whole sequence's.  With a state stored every
- * 2 chunks (FRNN_CK_CKPT_EVERY; the lean mode's is 4), each window is
- * recomputed first (frnn_ck_fwd again) into a window's slots. */
+ * 2 or 4 chunks (FRNN_CK_CKPT_EVERY; the lean mode's is 4), each stored
+ * state's chunks are recomputed first (frnn_ck_fwd again) into slots for
+ * all but the first, then run in windows of at most that many chunks. */
 START_TEST(chunked_backward_in_windows) {
   if (!getenv("FRNN_MOCK_LIBCUDA")) {
     puts("FRNN_MOCK_LIBCUDA is unset: chunked_backward_in_windows left out");
@@ -319,10 +320,10 @@ START_TEST(chunked_backward_in_windows) {
   char log[256];
   launch_log_path(log, sizeof log, "windows");
   enum { T = 250 }; /* chunks of 32: 8 */
-  size_t need[3];
-  for (int w = 0; w < 3; w++) {
-    setenv("FRNN_CK_WINDOW", w ? "64" : "0", 1); /* read when a context first plans the step */
-    if (w == 2) setenv("FRNN_CK_CKPT_EVERY", "2", 1);
+  size_t need[4];
+  for (int w = 0; w < 4; w++) {
+    setenv("FRNN_CK_WINDOW", w == 3 ? "32" : w ? "64" : "0", 1); /* read when a context first plans the step */
+    if (w >= 2) setenv("FRNN_CK_CKPT_EVERY", w == 3 ? "4" : "2", 1);
     frnn_ctx *c;
     ck_assert(frnn_ctx_create(&c) == FRNN_OK);
     frnn_step *gla;
@@ -339,10 +340,13 @@ START_TEST(chunked_backward_in_windows) {
     ck_assert_msg(frnn_gpu_backward(c, gla, gs, in, st, gy, gfin, gin, gst, ws, need[w], NULL) == FRNN_OK, "%s",
                   frnn_ctx_error(c));
     unsetenv("MOCK_CUDA_LAUNCH_LOG");
-    /* one window; 4 windows of 2 chunks; the same, each recomputed first */
+    /* one window; 4 windows of 2 chunks; the same, each recomputed first;
+     * 2 groups of 4 chunks, each recomputed, then 4 windows of 1 chunk */
     char want[512] = "frnn_ck_fwd\n";
-    for (int i = 0; i < (w ? 4 : 1); i++)
-      strcat(want, w == 2 ? "frnn_ck_fwd\nfrnn_ck_bwd\nfrnn_ck_chain\n" : "frnn_ck_bwd\nfrnn_ck_chain\n");
+    for (int i = 0; i < (w == 3 ? 8 : w ? 4 : 1); i++) {
+      if (w == 2 || (w == 3 && i % 4 == 0)) strcat(want, "frnn_ck_fwd\n");
+      strcat(want, "frnn_ck_bwd\nfrnn_ck_chain\n");
+    }
     ck_assert_str_eq(launch_log(log), want);
     free(ws);
     free(t.mem);
@@ -355,9 +359,12 @@ START_TEST(chunked_backward_in_windows) {
    * of 16: 4 arrays of 64 bytes a step) for a window's 64 steps instead of
    * the 8 chunks' 256, plus the carried state (1 KB). */
   ck_assert_msg(need[0] - need[1] == 4 * (256 - 64) * 64 - 1024, "%zu %zu", need[0], need[1]);
-  /* States every 2 chunks: 5 slots (chunks 0, 2, 4, 6 and the last) and a
-   * window's 2 recomputed, against 9 (1 KB each). */
-  ck_assert_msg(need[1] - need[2] == 2 * 1024, "%zu %zu", need[1], need[2]);
+  /* States every 2 chunks: 5 slots (chunks 0, 2, 4, 6 and the last) and 1
+   * recomputed (the second of a stored one's 2 chunks), against 9 (1 KB
+   * each). */
+  ck_assert_msg(need[1] - need[2] == 3 * 1024, "%zu %zu", need[1], need[2]);
+  /* Every 4: 3 slots and 3 recomputed, as many; windows of 32 steps. */
+  ck_assert_msg(need[2] - need[3] == 4 * (64 - 32) * 64, "%zu %zu", need[2], need[3]);
 }
 END_TEST
 
