@@ -227,7 +227,7 @@ frnn_status chunk_form_of(frnn_ctx *ctx, const frnn_step *s, chunk_form *out) {
     if (t->base == CHUNK_BASE_STATE) {
       int c = product_class(s, &t->f);
       if (have_decay) why = "the state appears in two terms of its update";
-      else if (CLASS_HAS_M(c)) why = "the decay varies along M (a column or matrix decay)";
+      else if (CLASS_HAS_M(c) && CLASS_HAS_N(c)) why = "the decay varies along M and N (a matrix decay)";
       out->decay = t->f;
       out->decay_sign = t->sign;
       have_decay = true;
@@ -245,6 +245,11 @@ frnn_status chunk_form_of(frnn_ctx *ctx, const frnn_step *s, chunk_form *out) {
     out->update_sign[out->n_updates++] = t->sign;
   }
   if (!why && !have_decay) why = "the update does not carry the state (no decay term)";
+  /* A decay along M (a column: GSA's key step) rides on the updates'
+   * columns and the outputs; a rank-one term's columns would then need it
+   * inside their solve (not built). */
+  if (!why && out->n_rank && CLASS_HAS_M(product_class(s, &out->decay)))
+    why = "the decay varies along M beside a term summing the state over N (not built)";
   /* The outputs: o * sum(X * q) terms and independent ones. */
   for (int k = 0; k < s->n_ports[FRNN_PORT_OUTPUT] && !why; k++) {
     const port *op = &s->ports[FRNN_PORT_OUTPUT][k];
@@ -755,6 +760,9 @@ frnn_status chunk_forward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_for
                               int64_t L, const double *const *in, const double *state0,
                               double *const *out, double *state1) {
   if (L < 1) return diag_fail(ctx, FRNN_E_ARG, "chunk_forward_f64: chunk length %lld", (long long)L);
+  if (cf->decay_cls == FRNN_COL)
+    return diag_fail(ctx, FRNN_E_UNSUPPORTED, "chunk_forward_f64: step '%s' decays along M (the float64 "
+                     "algebra by chunks takes scalar and row decays; the GPU kernels take columns too)", s->name);
   const int64_t M = sz.M, N = sz.N, T = sz.T;
   int n_out = s->n_ports[FRNN_PORT_OUTPUT];
   lin_terms lt;
@@ -905,6 +913,9 @@ frnn_status chunk_backward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_fo
                                const double *const *dy, const double *dS_T, double *const *gin,
                                double *gS0) {
   if (L < 1) return diag_fail(ctx, FRNN_E_ARG, "chunk_backward_f64: chunk length %lld", (long long)L);
+  if (cf->decay_cls == FRNN_COL)
+    return diag_fail(ctx, FRNN_E_UNSUPPORTED, "chunk_backward_f64: step '%s' decays along M (the float64 "
+                     "algebra by chunks takes scalar and row decays; the GPU kernels take columns too)", s->name);
   const int64_t M = sz.M, N = sz.N, T = sz.T;
   int n_in = s->n_ports[FRNN_PORT_INPUT], n_out = s->n_ports[FRNN_PORT_OUTPUT];
   lin_terms lt;
@@ -1144,6 +1155,11 @@ frnn_status chunk_gpu_make(frnn_ctx *ctx, const frnn_step *s, chunk_gpu *g) {
     g->ld_neg[g->n_ld++] = cf->decay.divide[k];
     g->guard |= !is_exp;
   }
+  /* A decay along M: its ratios ride on the columns, split as P_u and 1 /
+   * P_v, which needs each chunk's running log decay within the split's
+   * range; the forward flags a call where it is not, as for a factor that
+   * is not an exp (lower_chunked.c). */
+  g->guard |= cf->decay_cls == FRNN_COL;
   if (!why && cf->n_updates == 0) why = "its state has no update";
   for (int k = 0; k < s->n_ports[FRNN_PORT_OUTPUT] && !why; k++)
     if (s->ports[FRNN_PORT_OUTPUT][k].cls != FRNN_COL) why = "an output is not a [M,1] column";
@@ -1191,7 +1207,9 @@ frnn_status chunk_gpu_make(frnn_ctx *ctx, const frnn_step *s, chunk_gpu *g) {
     }
     g->seed_w[k] = add_seed(g, CK_SEED_W, k, FRNN_ROW);
     const chunk_out_term *ot = &cf->output[g->lin_out[k]].term[g->lin_term[k]];
-    g->seed_o[k] = ot->outer.n ? add_seed(g, CK_SEED_O, k, FRNN_COL) : -1;
+    /* A decay along M: the backward forms X w (the term before its outside
+     * factor) for the log decay's gradient too, in this seed's array. */
+    g->seed_o[k] = ot->outer.n || cf->decay_cls == FRNN_COL ? add_seed(g, CK_SEED_O, k, FRNN_COL) : -1;
   }
   for (int k = 0; k < s->n_ports[FRNN_PORT_OUTPUT]; k++) {
     g->seed_ind[k] = -1;

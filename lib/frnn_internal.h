@@ -835,6 +835,7 @@ typedef struct ck_layout {
 typedef struct ck_plan {
   int64_t M, N;
   int L, BM, MB, Mp, Np, nd; /* Mp, Np: BM, N rounded up to 4; nd: the decay's columns (1 or N) */
+  bool col;                  /* the decay varies along M (a column; nd 1): its ratios ride on C and G */
   int ss, sn, sm, sl, sd;    /* row strides in shared memory (odd, or 4 mod 32 for mma): S and dS, rows [N],
                                 columns [BM], [L] rows (A), the log decay */
   int threads;               /* per block (CK_THREADS unless FRNN_CK_THREADS) */

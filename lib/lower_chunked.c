@@ -72,12 +72,12 @@ static void layout(ck_plan *p, const chunk_gpu *g, int n_out, bool backward, ck_
     l->W[k] = at, at += L * p->sn;
     if (backward) l->G[k] = at, at += L * p->sm;
   }
-  if (!backward) {
+  if (!backward && !p->col) {
     /* without the split, W P_l and R P_last / P_v once per chunk */
     for (int k = 0; k < g->n_lin; k++) l->Wd[k] = at, at += L * p->sn;
     for (int a = 0; a < g->n_upd; a++) l->Re[a] = at, at += L * p->sn;
   }
-  l->EL = at, at += p->Np; /* the chunk's whole decay, P_last */
+  l->EL = at, at += p->col ? p->Mp : p->Np; /* the chunk's whole decay, P_last */
   l->FLAG = at, at += 1;   /* the chunk's log decay is moderate: the factored products */
   l->A = at, at += L * p->sl;
   if (g->rank_lin >= 0) {
@@ -86,7 +86,7 @@ static void layout(ck_plan *p, const chunk_gpu *g, int n_out, bool backward, ck_
   }
   if (backward) {
     l->Ag = at, at += L * p->sl;
-    l->RUN = at, at += p->Np;
+    l->RUN = at, at += p->col ? p->Mp : p->Np;
   } else {
     for (int k = 0; k < n_out; k++) l->Y[k] = at, at += L * p->sm;
   }
@@ -121,6 +121,7 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
   memset(out, 0, sizeof *out);
   out->M = M, out->N = N;
   out->nd = g->cf.decay_cls == FRNN_ROW ? (int)N : 1;
+  out->col = g->cf.decay_cls == FRNN_COL;
   out->n_sc = count_scalars(s, g->need);
   out->n_sc_adj = count_scalars(g->terms_adj, g->need_adj);
   int n_out = s->n_ports[FRNN_PORT_OUTPUT];
@@ -241,7 +242,7 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
      * operands; the transposed ones then meet 2-way conflicts). */
     out->ss = out->sn = out->mma ? stride_mma(out->Np) : out->Np + 1;
     out->sm = out->mma ? stride_mma(out->Mp) : out->Mp + 1;
-    out->sd = out->nd == 1 ? 1 : out->sn;
+    out->sd = out->col ? out->sm : out->nd == 1 ? 1 : out->sn;
     /* FRNN_CK_FUSE=1, one block a head: the chain to the inputs runs in
      * the backward, from a chunk-sized scratch that stays in L2 (no terms'
      * gradients in DRAM).  Measured slower (H100, GLA fw+bw 6.6 -> 9.0 ms:
@@ -595,6 +596,8 @@ static LLVMValueRef bx(ck *k, LLVMValueRef row, LLVMValueRef n) {
   if (k->p->nd == 1) return sh_ld(k, k->lay->Bx, row);
   return sh_ld(k, k->lay->Bx, at2(k, row, k->p->sd, n));
 }
+/* A decay along M (p->col): Bx[row][m], m a local row of the state. */
+static LLVMValueRef bxm(ck *k, LLVMValueRef row, LLVMValueRef m) { return sh_ld(k, k->lay->Bx, at2(k, row, k->p->sd, m)); }
 static int shift_of(ck *k, int lin) { return k->g->lin_base[lin] == CHUNK_BASE_STATE ? 1 : 0; }
 /* Row of Bx for the state output term `lin` of step u reads: l(u) + 1. */
 static LLVMValueRef lrow(ck *k, int lin, LLVMValueRef u) { return sub(k, add(k, u, i32c(k, 1)), i32c(k, shift_of(k, lin))); }
@@ -661,13 +664,39 @@ static void elems_close(ck *k, elems *r) {
 /* The chunk's term arrays: R, W (rows), C and (backward) G (this block's
  * rows), the log decay into Bx[u+1]; zero beyond the sequence and beyond
  * M, N. Then Bx becomes its running sum over the chunk (Bx[0] = 0). */
+/* The log decay of step u (at element i or j of a column or row decay),
+ * the sum of its factors' exponents, or logs of the factors that are not
+ * exps, whose values the forward checks (ok: a real element). */
+static LLVMValueRef log_decay(ck *k, LLVMValueRef u, LLVMValueRef t, LLVMValueRef i, LLVMValueRef j, LLVMValueRef ok) {
+  codegen *cg = k->cg;
+  const chunk_gpu *g = k->g;
+  LLVMValueRef ld = fzero(k);
+  for (int d = 0; d < g->n_ld; d++) {
+    LLVMValueRef x = ev_at(k->e, g->ld_node[d], u, t, i, j);
+    if (g->ld_log[d]) {
+      /* A factor that is not an exp: the forward flags the call where it
+       * is below CK_GUARD_MIN (or NaN) at a step; the recurrent kernels
+       * then run the whole call again (pipeline.c), over these results. */
+      if (k->flag && k->lay == &k->p->fw) {
+        LLVMValueRef low = LLVMBuildFCmp(cg->b, LLVMRealULT, x, cg_f32(cg, CK_GUARD_MIN), "");
+        LLVMBasicBlockRef fine = if_open(k, and1(k, and1(k, ok, low), LLVMBuildNot(cg->b, is_null(k, k->flag), "")));
+        LLVMBuildStore(cg->b, i32c(k, 1), k->flag);
+        if_close(k, fine);
+      }
+      x = cg_log(cg, x);
+    }
+    ld = g->ld_neg[d] ? cg_fsub(cg, ld, x) : cg_fadd(cg, ld, x);
+  }
+  return ld;
+}
+
 static void term_arrays(ck *k, const gtensor *gout) {
   codegen *cg = k->cg;
   const ck_plan *p = k->p;
   const chunk_gpu *g = k->g;
   const ck_layout *ly = k->lay;
   ev *e = k->e;
-  int L = p->L, ndp = p->nd == 1 ? 1 : p->Np, sd = p->sd;
+  int L = p->L, ndp = p->col ? p->Mp : p->nd == 1 ? 1 : p->Np, sd = p->sd;
   /* rows: R, W, log decay */
   {
     elems r = elems_open(k, L * p->Np, p->Np);
@@ -680,27 +709,13 @@ static void term_arrays(ck *k, const gtensor *gout) {
             cg_select(cg, ok, product(e, &g->upd_row[a], g->upd_row_sign[a], r.u, t, NULL, j), fzero(k)));
     for (int q = 0; q < g->n_lin; q++)
       sh_st(k, ly->W[q], at, cg_select(cg, ok, product(e, &g->lin_w[q], 1, r.u, t, NULL, j), fzero(k)));
-    LLVMValueRef in_nd = p->nd == 1 ? LLVMBuildICmp(cg->b, LLVMIntEQ, r.x, i32c(k, 0), "") : LLVMConstInt(cg->t_i1, 1, 0);
-    LLVMBasicBlockRef no = if_open(k, in_nd);
-    LLVMValueRef ld = fzero(k);
-    for (int d = 0; d < g->n_ld; d++) {
-      LLVMValueRef x = ev_at(e, g->ld_node[d], r.u, t, NULL, j);
-      if (g->ld_log[d]) {
-        /* A factor that is not an exp: the forward flags the call where it
-         * is below CK_GUARD_MIN (or NaN) at a step; the recurrent kernels
-         * then run the whole call again (pipeline.c), over these results. */
-        if (k->flag && k->lay == &p->fw) {
-          LLVMValueRef low = LLVMBuildFCmp(cg->b, LLVMRealULT, x, cg_f32(cg, CK_GUARD_MIN), "");
-          LLVMBasicBlockRef fine = if_open(k, and1(k, and1(k, ok, low), LLVMBuildNot(cg->b, is_null(k, k->flag), "")));
-          LLVMBuildStore(cg->b, i32c(k, 1), k->flag);
-          if_close(k, fine);
-        }
-        x = cg_log(cg, x);
-      }
-      ld = g->ld_neg[d] ? cg_fsub(cg, ld, x) : cg_fadd(cg, ld, x);
+    if (!p->col) { /* a row or scalar decay (a column's: with the columns, below) */
+      LLVMValueRef in_nd = p->nd == 1 ? LLVMBuildICmp(cg->b, LLVMIntEQ, r.x, i32c(k, 0), "") : LLVMConstInt(cg->t_i1, 1, 0);
+      LLVMBasicBlockRef no = if_open(k, in_nd);
+      LLVMValueRef ld = log_decay(k, r.u, t, NULL, j, ok);
+      sh_st(k, ly->Bx, add(k, mul(k, add(k, r.u, i32c(k, 1)), i32c(k, sd)), r.x), cg_select(cg, ok, ld, fzero(k)));
+      if_close(k, no);
     }
-    sh_st(k, ly->Bx, add(k, mul(k, add(k, r.u, i32c(k, 1)), i32c(k, sd)), r.x), cg_select(cg, ok, ld, fzero(k)));
-    if_close(k, no);
     elems_close(k, &r);
   }
   /* columns: C, G */
@@ -728,14 +743,18 @@ static void term_arrays(ck *k, const gtensor *gout) {
         memo_clear(e); /* values made inside the branch do not dominate what follows */
         sh_st(k, ly->G[q], at, cg_load(cg, cg->t_f32, gv));
       }
+    if (p->col) {
+      LLVMValueRef ld = log_decay(k, r.u, t, i, NULL, ok);
+      sh_st(k, ly->Bx, at2(k, add(k, r.u, i32c(k, 1)), sd, r.x), cg_select(cg, ok, ld, fzero(k)));
+    }
     elems_close(k, &r);
   }
   /* Bx[0] = 0; the flag set */
   {
-    LLVMBasicBlockRef no = if_open(k, slt(k, k->tid, i32c(k, ndp)));
-    sh_st(k, ly->Bx, k->tid, fzero(k));
-    if_close(k, no);
-    no = if_open(k, LLVMBuildICmp(cg->b, LLVMIntEQ, k->tid, i32c(k, 0), ""));
+    cloop l = loop_open(k, k->tid, i32c(k, ndp), i32c(k, k->threads));
+    sh_st(k, ly->Bx, loop_var(k, &l), fzero(k));
+    loop_close(k, &l);
+    LLVMBasicBlockRef no = if_open(k, LLVMBuildICmp(cg->b, LLVMIntEQ, k->tid, i32c(k, 0), ""));
     sh_st(k, ly->FLAG, i32c(k, 0), cg_f32(cg, 1.0));
     if_close(k, no);
   }
@@ -759,6 +778,13 @@ static void term_arrays(ck *k, const gtensor *gout) {
     LLVMValueRef ok = LLVMBuildFCmp(cg->b, LLVMRealOLE, cg_load(cg, cg->t_f32, big), cg_f32(cg, p->split_max), "");
     LLVMBasicBlockRef no = if_open(k, LLVMBuildNot(cg->b, ok, ""));
     sh_st(k, ly->FLAG, i32c(k, 0), fzero(k));
+    /* A decay along M has the split only: the forward flags the call for
+     * the recurrent kernels (a block's rows past M read a clamped row) */
+    if (p->col && k->flag && k->lay == &p->fw) {
+      LLVMBasicBlockRef real = if_open(k, and1(k, row_ok(k, j), LLVMBuildNot(cg->b, is_null(k, k->flag), "")));
+      LLVMBuildStore(cg->b, i32c(k, 1), k->flag);
+      if_close(k, real);
+    }
     if_close(k, no);
     loop_close(k, &l);
   }
@@ -767,12 +793,25 @@ static void term_arrays(ck *k, const gtensor *gout) {
                      : LLVMConstInt(cg->t_i1, 0, 0);
   /* P_last per column, and the factored arrays where the flag allows */
   {
-    cloop l = loop_open(k, k->tid, i32c(k, p->Np), i32c(k, k->threads));
+    cloop l = loop_open(k, k->tid, i32c(k, p->col ? p->Mp : p->Np), i32c(k, k->threads));
     LLVMValueRef j = loop_var(k, &l);
-    sh_st(k, ly->EL, j, fexp(k, bx(k, lastrow(k), j)));
+    sh_st(k, ly->EL, j, fexp(k, p->col ? bxm(k, lastrow(k), j) : bx(k, lastrow(k), j)));
     loop_close(k, &l);
   }
-  {
+  if (p->col) {
+    /* A decay along M, split: the columns C / P_v (the updates', carried
+     * to the chunk's start) and G P_l(u) (the outputs' gradients, carried
+     * to their step); the products between them are then plain, and the
+     * outputs and end states take P_l and P_last in their epilogues. */
+    elems r = elems_open(k, L * p->Mp, p->Mp);
+    LLVMValueRef at = at2(k, r.u, p->sm, r.x);
+    LLVMValueRef inv = fexp(k, cg_fneg(cg, bxm(k, add(k, r.u, i32c(k, 1)), r.x)));
+    for (int a = 0; a < g->n_upd; a++) sh_st(k, ly->C[a], at, cg_fmul(cg, sh_ld(k, ly->C[a], at), inv));
+    if (gout)
+      for (int q = 0; q < g->n_lin; q++)
+        sh_st(k, ly->G[q], at, cg_fmul(cg, sh_ld(k, ly->G[q], at), fexp(k, bxm(k, lrow(k, q, r.u), r.x))));
+    elems_close(k, &r);
+  } else {
     elems r = elems_open(k, L * p->Np, p->Np);
     LLVMValueRef at = at2(k, r.u, p->sn, r.x);
     LLVMBasicBlockRef yes = cg_block(cg, "split"), no = cg_block(cg, "ratios"), end = cg_block(cg, "joined");
@@ -1109,7 +1148,7 @@ static LLVMValueRef ld_S(mm *m, int arr, LLVMValueRef i, LLVMValueRef n) { retur
 static LLVMValueRef op_W_decayed(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef *extra) {
   (void)extra;
   ck *k = m->k;
-  if (m->fast) return ld_W(m, u, n);
+  if (m->fast || k->p->col) return ld_W(m, u, n); /* a column decay's P_l: in the epilogue or G */
   if (k->lay->Wd[m->lin] >= 0) return sh_ld(k, k->lay->Wd[m->lin], at2(k, u, k->p->sn, n));
   return cg_fmul(k->cg, ld_W(m, u, n), fexp(k, bx(k, lrow(k, m->lin, u), n)));
 }
@@ -1148,7 +1187,7 @@ static void epi_A(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef acc) {
   ck *k = m->k;
   /* a scalar decay: the ratio is the same for every column, so it scales
    * the plain product here instead of every term of it */
-  if (m->fast) acc = cg_select(k->cg, causal(k, m->lin, u, v), acc, fzero(k));
+  if (m->fast || k->p->col) acc = cg_select(k->cg, causal(k, m->lin, u, v), acc, fzero(k));
   else if (k->p->nd == 1) acc = cg_fmul(k->cg, acc, ratio(k, m->lin, u, v, NULL));
   sh_st(k, k->lay->A, at2(k, u, k->p->sl, v), acc);
 }
@@ -1163,6 +1202,7 @@ static void epi_Y(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
     return;
   }
   const chunk_out_term *ot = lin_term(k->g, m->lin);
+  if (k->p->col) acc = cg_fmul(cg, acc, fexp(k, bxm(k, lrow(k, m->lin, u), i))); /* the sum ran over C / P_v */
   memo_clear(k->e);
   LLVMValueRef o = product(k->e, &ot->outer, ot->sign, u, clamp_t(k, u), in_extent(k, grow(k, i), k->p->M), NULL);
   memo_clear(k->e);
@@ -1187,7 +1227,7 @@ static LLVMValueRef op_C_t(mm *m, LLVMValueRef i, LLVMValueRef v, LLVMValueRef *
 static LLVMValueRef b_R_to_end(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef *b2) {
   (void)b2;
   ck *k = m->k;
-  if (m->fast) return ld_R(m, v, n); /* R / P_v: P_last goes in the epilogue */
+  if (m->fast || k->p->col) return ld_R(m, v, n); /* R / P_v or C / P_v: P_last goes in the epilogue */
   if (k->lay->Re[m->upd] >= 0) return sh_ld(k, k->lay->Re[m->upd], at2(k, v, k->p->sn, n));
   LLVMValueRef d = cg_fsub(k->cg, bx(k, lastrow(k), n), bx(k, add(k, v, i32c(k, 1)), n));
   return cg_fmul(k->cg, ld_R(m, v, n), fexp(k, d));
@@ -1196,9 +1236,10 @@ static void epi_state(mm *m, LLVMValueRef i, LLVMValueRef n, LLVMValueRef acc, i
   ck *k = m->k;
   codegen *cg = k->cg;
   LLVMValueRef at = at2(k, i, k->p->ss, n);
-  LLVMValueRef old = sh_ld(k, arr, at), last = sh_ld(k, k->lay->EL, n);
+  LLVMValueRef old = sh_ld(k, arr, at), last = sh_ld(k, k->lay->EL, k->p->col ? i : n);
   if (m->first) old = cg_fmul(cg, old, last);
-  if (m->fast && arr == k->lay->S) acc = cg_fmul(cg, acc, last); /* sum C (R / P_v), times P_last */
+  /* sum C (R / P_v) or (C / P_v) R, times P_last (a column decay's G carries its own) */
+  if ((m->fast || k->p->col) && arr == k->lay->S) acc = cg_fmul(cg, acc, last);
   sh_st(k, arr, at, cg_fadd(cg, old, acc));
 }
 static void epi_S(mm *m, LLVMValueRef i, LLVMValueRef n, LLVMValueRef acc) { epi_state(m, i, n, acc, m->k->lay->S); }
@@ -1250,7 +1291,7 @@ static LLVMValueRef op_G(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef *ex
 static void epi_Ag(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef acc) {
   ck *k = m->k;
   /* a scalar decay's ratio goes in here (the products below are then plain) */
-  if (!m->fast && k->p->nd == 1) acc = cg_fmul(k->cg, acc, ratio(k, m->lin, u, v, NULL));
+  if (!m->fast && k->p->nd == 1 && !k->p->col) acc = cg_fmul(k->cg, acc, ratio(k, m->lin, u, v, NULL));
   sh_st(k, k->lay->Ag, at2(k, u, k->p->sl, v), cg_select(k->cg, causal(k, m->lin, u, v), acc, fzero(k)));
 }
 /* dC[v][i] += sum_u A[u][v] G[u][i] */
@@ -1259,7 +1300,13 @@ static LLVMValueRef a_A_t(mm *m, LLVMValueRef v, LLVMValueRef u, LLVMValueRef *a
   return sh_ld(m->k, m->k->lay->A, at2(m->k, u, m->k->p->sl, v));
 }
 static void epi_dC(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef acc) {
-  seed_add(m->k, m->k->g->seed_c[m->upd], v, i, acc, m->store);
+  ck *k = m->k;
+  if (k->p->col) { /* the gradient of C / P_v over P_v; from dS, carried from the chunk's end */
+    LLVMValueRef d = cg_fneg(k->cg, bxm(k, add(k, v, i32c(k, 1)), i));
+    if (m->state == k->lay->dS) d = cg_fadd(k->cg, d, bxm(k, lastrow(k), i));
+    acc = cg_fmul(k->cg, acc, fexp(k, d));
+  }
+  seed_add(k, k->g->seed_c[m->upd], v, i, acc, m->store);
 }
 /* dW[u][n] += sum_v Ag[u][v] R[v][n] P_l(u)[n] / P_v[n] (causal) */
 static LLVMValueRef a_Ag(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef *a2) {
@@ -1308,12 +1355,15 @@ static void epi_dR(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef acc) {
 }
 /* X w (before dy): into dO's array, multiplied by dy at the chunk's end. */
 static void epi_Xw(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
-  seed_add(m->k, m->k->g->seed_o[m->lin], u, i, acc, m->store);
+  ck *k = m->k;
+  if (k->p->col) acc = cg_fmul(k->cg, acc, fexp(k, bxm(k, lrow(k, m->lin, u), i)));
+  seed_add(k, k->g->seed_o[m->lin], u, i, acc, m->store);
 }
 /* dW[u][n] += P_l(u)[n] sum_i G[u][i] S[i][n] */
 static void epi_dW_state(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef acc) {
   ck *k = m->k;
-  seed_add(k, k->g->seed_w[m->lin], u, n, cg_fmul(k->cg, acc, fexp(k, bx(k, lrow(k, m->lin, u), n))), false);
+  if (!k->p->col) acc = cg_fmul(k->cg, acc, fexp(k, bx(k, lrow(k, m->lin, u), n))); /* a column's: in G */
+  seed_add(k, k->g->seed_w[m->lin], u, n, acc, false);
 }
 /* dC[v][i] += sum_n dS[i][n] R[v][n] P_last[n] / P_v[n] */
 static LLVMValueRef a_R_to_end(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef *a2) {
@@ -1323,8 +1373,16 @@ static LLVMValueRef a_R_to_end(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueR
 /* dR[v][n] += P_last[n] / P_v[n] sum_i C[v][i] dS[i][n] */
 static void epi_dR_end(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef acc) {
   ck *k = m->k;
-  LLVMValueRef d = cg_fsub(k->cg, bx(k, lastrow(k), n), bx(k, add(k, v, i32c(k, 1)), n));
-  seed_add(k, k->g->seed_r[m->upd], v, n, cg_fmul(k->cg, acc, fexp(k, d)), false);
+  if (!k->p->col) { /* a column decay's ratio is in its operand (op_C_to_end) */
+    LLVMValueRef d = cg_fsub(k->cg, bx(k, lastrow(k), n), bx(k, add(k, v, i32c(k, 1)), n));
+    acc = cg_fmul(k->cg, acc, fexp(k, d));
+  }
+  seed_add(k, k->g->seed_r[m->upd], v, n, acc, false);
+}
+/* A column decay's C / P_v carried to the chunk's end: C P_last / P_v. */
+static LLVMValueRef op_C_to_end(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef *extra) {
+  (void)extra;
+  return cg_fmul(m->k->cg, ld_C(m, v, i), sh_ld(m->k, m->k->lay->EL, i));
 }
 /* dS_before[i][n] = dS[i][n] P_last[n] + sum_u G[u][i] W[u][n] P_l(u)[n] */
 static LLVMValueRef a_G_t(mm *m, LLVMValueRef i, LLVMValueRef u, LLVMValueRef *a2) {
@@ -1842,6 +1900,49 @@ static void chain_chunk(ck *k, ev *e, int at_gin) {
   k->e = saved;
 }
 
+/* A column decay's gradient (the log decay's, per step and row m of this
+ * block): from the chunk's end, a running sum in float64 of each output
+ * term's o * dy * (X w) at the step whose decay product it last took
+ * (the seed O array holds dy * (X w) by now) minus each update's c * dc
+ * (the gradient of log P_t: P multiplies the outputs' state parts and
+ * divides the updates' columns), from the end state's sum_n S dS (RUN).
+ * A thread a row, the chunk's steps unrolled (their loads independent). */
+static void col_decay_gradient(ck *k) {
+  codegen *cg = k->cg;
+  const ck_plan *p = k->p;
+  const chunk_gpu *g = k->g;
+  cloop l = loop_open(k, k->tid, i32c(k, p->Mp), i32c(k, k->threads));
+  LLVMValueRef x = loop_var(k, &l);
+  LLVMBasicBlockRef no = if_open(k, row_ok(k, x));
+  LLVMValueRef i = grow(k, x), zero64 = LLVMConstReal(cg->t_f64, 0);
+  LLVMValueRef acc = f64(k, sh_ld(k, k->lay->RUN, x));
+  for (int sx = p->L - 1; sx >= 0; sx--) {
+    LLVMValueRef u0 = i32c(k, sx), ok = step_ok(k, u0), t = clamp_t(k, u0);
+    for (int q = 0; q < g->n_lin; q++) {
+      int u = sx + shift_of(k, q);
+      if (u >= p->L) continue;
+      LLVMValueRef uu = i32c(k, u), tu = clamp_t(k, uu), uok = step_ok(k, uu);
+      const chunk_out_term *ot = lin_term(g, q);
+      memo_clear(k->e);
+      LLVMValueRef o = product(k->e, &ot->outer, ot->sign, uu, tu, in_extent(k, i, p->M), NULL);
+      memo_clear(k->e);
+      LLVMValueRef ydy = cg_load(cg, cg->t_f32, cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_o[q]],
+                                                       seed_index(k, i64c(k, 0), tu, i, p->M)));
+      acc = LLVMBuildFAdd(cg->b, acc, cg_select(cg, uok, LLVMBuildFMul(cg->b, f64(k, o), f64(k, ydy), ""), zero64), "");
+    }
+    for (int a = 0; a < g->n_upd; a++) {
+      LLVMValueRef dc = cg_load(cg, cg->t_f32, cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_c[a]],
+                                                      seed_index(k, i64c(k, 0), t, i, p->M)));
+      /* C holds c / P_v: c again */
+      LLVMValueRef c = cg_fmul(cg, sh_ld(k, k->lay->C[a], at2(k, u0, p->sm, x)), fexp(k, bxm(k, i32c(k, sx + 1), x)));
+      acc = LLVMBuildFSub(cg->b, acc, cg_select(cg, ok, LLVMBuildFMul(cg->b, f64(k, c), f64(k, dc), ""), zero64), "");
+    }
+    seed_add(k, g->seed_ld, u0, x, LLVMBuildFPTrunc(cg->b, acc, cg->t_f32, ""), true);
+  }
+  if_close(k, no);
+  loop_close(k, &l);
+}
+
 static void lower_ck_bwd(ck *k) {
   codegen *cg = k->cg;
   const frnn_step *s = k->s;
@@ -1927,7 +2028,7 @@ static void lower_ck_bwd(ck *k) {
   /* sum over this block's rows of dS_end * S_end: the decay's gradient
    * starts from it (design-chunked.md); no decay (the delta rule), no
    * gradient */
-  if (g->n_ld > 0) {
+  if (g->n_ld > 0 && !p->col) {
     cloop l = loop_open(k, k->tid, i32c(k, p->Np), i32c(k, k->threads));
     LLVMValueRef nn = loop_var(k, &l);
     LLVMValueRef acc = fzero(k);
@@ -1936,6 +2037,16 @@ static void lower_ck_bwd(ck *k) {
       acc = cg_fma(cg, sh_ld(k, k->lay->dS, at), sh_ld(k, k->lay->S, at), acc);
     }
     sh_st(k, k->lay->RUN, nn, acc);
+    loop_close(k, &l);
+  } else if (g->n_ld > 0) { /* a column decay: per row, the sum over n */
+    cloop l = loop_open(k, k->tid, i32c(k, p->Mp), i32c(k, k->threads));
+    LLVMValueRef mm_ = loop_var(k, &l);
+    LLVMValueRef acc = LLVMConstReal(cg->t_f64, 0);
+    for (int n = 0; n < p->Np; n++) {
+      LLVMValueRef at = at2(k, mm_, p->ss, i32c(k, n));
+      acc = LLVMBuildFAdd(cg->b, acc, LLVMBuildFMul(cg->b, f64(k, sh_ld(k, k->lay->dS, at)), f64(k, sh_ld(k, k->lay->S, at)), ""), "");
+    }
+    sh_st(k, k->lay->RUN, mm_, LLVMBuildFPTrunc(cg->b, acc, cg->t_f32, ""));
     loop_close(k, &l);
   }
   cg_barrier(cg);
@@ -2008,7 +2119,8 @@ static void lower_ck_bwd(ck *k) {
       run_both(&m, 12);
     }
     m = new_mm(k, p->L, p->Np, p->Mp);
-    m.upd = a, m.a = op_C, m.b = b_state, m.state = k->lay->dS, m.epi = epi_dR_end, m.spread = true;
+    m.upd = a, m.a = p->col ? op_C_to_end : op_C, m.b = b_state, m.state = k->lay->dS, m.epi = epi_dR_end;
+    m.spread = true;
     run_mm_probe(&m, 13);
   }
   cg_barrier(cg); /* dS is overwritten below */
@@ -2024,7 +2136,7 @@ static void lower_ck_bwd(ck *k) {
   if (g->n_lin == 0) {
     sloop r = state_open(k);
     LLVMValueRef at = at2(k, r.i, p->ss, r.n);
-    sh_st(k, k->lay->dS, at, cg_fmul(cg, sh_ld(k, k->lay->dS, at), fexp(k, bx(k, lastrow(k), r.n))));
+    sh_st(k, k->lay->dS, at, cg_fmul(cg, sh_ld(k, k->lay->dS, at), sh_ld(k, k->lay->EL, p->col ? r.i : r.n)));
     loop_close(k, &r.l);
   }
   /* The log decay: a running sum from the chunk's end of w * dw over the
@@ -2033,7 +2145,7 @@ static void lower_ck_bwd(ck *k) {
    * segments summed side by side (each a short chain of loads), whose sums
    * the later ones' offsets take from shared memory (the [L,L] array, free
    * by now). */
-  if (g->n_ld > 0) {
+  if (g->n_ld > 0 && !p->col) {
     int segs = 4;
     while (segs > 1 && (p->L % segs || segs * p->Np > p->L * p->sl)) segs /= 2;
     int seg = p->L / segs;
@@ -2114,6 +2226,10 @@ static void lower_ck_bwd(ck *k) {
     elems_close(k, &r);
   }
   cg_barrier(cg);
+  if (g->n_ld > 0 && p->col) {
+    col_decay_gradient(k);
+    cg_barrier(cg);
+  }
   if (p->fused) {
     /* The chain to the inputs for this chunk, from its scratch (in L2). */
     chain_leaves(k, k->ea, TENSOR_PARAMS * n_in);

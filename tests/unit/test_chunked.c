@@ -171,8 +171,10 @@ END_TEST
 static const struct {
   const char *source, *why;
 } refused[] = {
-    {"examples/gsa_keys.frnn", "varies along M"},
-    {"examples/mamba.frnn", "varies along M"},
+    {"examples/mamba.frnn", "varies along M and N"},
+    {"step t(k[1,N], v[M,1], g[M,1]; S[M,N]) -> y[M,1]\n  S = S * exp(g) - sum(S * k) * k + v * k\n"
+     "  y = sum(S * k)\n",
+     "beside a term summing"},
     {"examples/hgrn.frnn", "exactly one state, of class [M,N]"},
     {"examples/mlstm.frnn", "exactly one state"},
     {"examples/longhorn.frnn", "two terms"},
@@ -538,6 +540,42 @@ START_TEST(gpu_form_verdicts) {
 }
 END_TEST
 
+/* A decay along M (GSA's key step): the form takes it as a column; the GPU
+ * form guards it (the split of its ratios needs moderate running log
+ * decays) and gives every output term an outside factor's seed (X w, which
+ * the log decay's gradient needs); the float64 algebra by chunks refuses it
+ * with the reason (the GPU tests check the kernels against the reference
+ * executor). */
+START_TEST(column_decay) {
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  frnn_step *s;
+  ck_assert(frnn_step_load(ctx, test_source_path("examples/gsa_keys.frnn"), &s) == FRNN_OK);
+  chunk_form cf;
+  ck_assert_msg(chunk_form_of(ctx, s, &cf) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  ck_assert_int_eq(cf.decay_cls, FRNN_COL);
+  ck_assert_int_eq(cf.n_updates, 1);
+  chunk_gpu g;
+  ck_assert_msg(chunk_gpu_make(ctx, s, &g) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  ck_assert(g.guard && g.n_ld == 1 && !g.ld_log[0] && g.n_lin == 1 && g.seed_o[0] >= 0);
+  ck_assert_int_eq(g.seed_cls[g.seed_ld], FRNN_COL);
+  ck_plan p;
+  ck_assert_msg(ck_plan_make(ctx, s, &g, 64, 128, 90, 232448, &p) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  ck_assert(p.col && p.nd == 1 && !p.split && p.L == 32 && p.sd == p.sm);
+  ck_assert_msg(ck_plan_make(ctx, s, &g, 128, 128, 90, 232448, &p) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  ck_assert(p.bwd_smem <= 232448 && p.fwd_smem <= 232448);
+  chunk_gpu_free(&g);
+  frnn_sizes sz = {1, 4, 1, 2, 3};
+  double buf[64] = {0};
+  const double *in[4] = {buf, buf, buf, buf};
+  double *out[1] = {buf};
+  ck_assert_int_eq(chunk_forward_f64(ctx, s, &cf, sz, 2, in, buf, out, buf), FRNN_E_UNSUPPORTED);
+  ck_assert_ptr_nonnull(strstr(frnn_ctx_error(ctx), "decays along M"));
+  frnn_step_destroy(s);
+  frnn_ctx_destroy(ctx);
+}
+END_TEST
+
 int main(void) {
   Suite *suite = suite_create("chunked");
   TCase *tc = tcase_create("chunked");
@@ -552,6 +590,7 @@ int main(void) {
   tcase_add_test(tc, shared_by_heads_workspace);
   tcase_add_test(tc, backward_matches_finite_differences);
   tcase_add_loop_test(tc, gpu_form_verdicts, 0, (int)(sizeof gpu_verdicts / sizeof *gpu_verdicts));
+  tcase_add_test(tc, column_decay);
   suite_add_tcase(suite, tc);
   SRunner *sr = srunner_create(suite);
   srunner_run_all(sr, CK_NORMAL);

@@ -303,12 +303,12 @@ START_TEST(test_mock_every_example) {
                 js);
   ck_assert_int_eq(occurrences(js, "\"ok\": true"), n_examples);
   /* The plan each model ran with is recorded (text and JSON). */
-  /* eight examples run on the chunked kernels (lower_chunked.c), retention
-   * guarded (its gamma is not an exp) */
-  ck_assert_int_eq(occurrences(js, "\"plan\": \"fwd "), n_examples - 8);
-  ck_assert_int_eq(occurrences(js, "\"plan\": \"chunked L="), 8);
-  ck_assert_int_eq(occurrences(js, " guarded (recurrent where a decay < 1/2)"), 1);
-  ck_assert_msg(strstr(out_text, "plan gsa_keys: fwd ") && strstr(out_text, "sums over M deferred") &&
+  /* nine examples run on the chunked kernels (lower_chunked.c), retention
+   * guarded (its gamma is not an exp) and GSA's keys (a decay along M) */
+  ck_assert_int_eq(occurrences(js, "\"plan\": \"fwd "), n_examples - 9);
+  ck_assert_int_eq(occurrences(js, "\"plan\": \"chunked L="), 9);
+  ck_assert_int_eq(occurrences(js, " guarded (recurrent where a decay is out of the chunked range)"), 2);
+  ck_assert_msg(strstr(out_text, "plan mamba: fwd ") && strstr(out_text, "sums over M deferred") &&
                     strstr(out_text, "plan mlstm: fwd ") && strstr(out_text, "sums over M whole at every step"),
                 "%s", out_text);
   for (int k = 0; k < n_examples; k++) {
