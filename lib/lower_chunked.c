@@ -72,8 +72,9 @@ static void layout(ck_plan *p, const chunk_gpu *g, int n_out, bool backward, ck_
     l->W[k] = at, at += L * p->sn;
     if (backward) l->G[k] = at, at += L * p->sm;
   }
-  if (!backward && !p->col) {
-    /* without the split, W P_l and R P_last / P_v once per chunk */
+  if (!backward && !p->col && g->n_ld > 0) {
+    /* without the split, W P_l and R P_last / P_v once per chunk (no
+     * decay: W and R themselves) */
     for (int k = 0; k < g->n_lin; k++) l->Wd[k] = at, at += L * p->sn;
     for (int a = 0; a < g->n_upd; a++) l->Re[a] = at, at += L * p->sn;
   }
@@ -598,6 +599,9 @@ static LLVMValueRef bx(ck *k, LLVMValueRef row, LLVMValueRef n) {
 }
 /* A decay along M (p->col): Bx[row][m], m a local row of the state. */
 static LLVMValueRef bxm(ck *k, LLVMValueRef row, LLVMValueRef m) { return sh_ld(k, k->lay->Bx, at2(k, row, k->p->sd, m)); }
+/* No ratios to form: the split made them plain sums, a column decay's ride
+ * on C and G, or there is no decay (the delta rule). */
+static bool plain(ck *k, bool fast) { return fast || k->p->col || k->g->n_ld == 0; }
 static int shift_of(ck *k, int lin) { return k->g->lin_base[lin] == CHUNK_BASE_STATE ? 1 : 0; }
 /* Row of Bx for the state output term `lin` of step u reads: l(u) + 1. */
 static LLVMValueRef lrow(ck *k, int lin, LLVMValueRef u) { return sub(k, add(k, u, i32c(k, 1)), i32c(k, shift_of(k, lin))); }
@@ -1148,7 +1152,7 @@ static LLVMValueRef ld_S(mm *m, int arr, LLVMValueRef i, LLVMValueRef n) { retur
 static LLVMValueRef op_W_decayed(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef *extra) {
   (void)extra;
   ck *k = m->k;
-  if (m->fast || k->p->col) return ld_W(m, u, n); /* a column decay's P_l: in the epilogue or G */
+  if (plain(k, m->fast)) return ld_W(m, u, n); /* a column decay's P_l: in the epilogue or G */
   if (k->lay->Wd[m->lin] >= 0) return sh_ld(k, k->lay->Wd[m->lin], at2(k, u, k->p->sn, n));
   return cg_fmul(k->cg, ld_W(m, u, n), fexp(k, bx(k, lrow(k, m->lin, u), n)));
 }
@@ -1187,7 +1191,7 @@ static void epi_A(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef acc) {
   ck *k = m->k;
   /* a scalar decay: the ratio is the same for every column, so it scales
    * the plain product here instead of every term of it */
-  if (m->fast || k->p->col) acc = cg_select(k->cg, causal(k, m->lin, u, v), acc, fzero(k));
+  if (plain(k, m->fast)) acc = cg_select(k->cg, causal(k, m->lin, u, v), acc, fzero(k));
   else if (k->p->nd == 1) acc = cg_fmul(k->cg, acc, ratio(k, m->lin, u, v, NULL));
   sh_st(k, k->lay->A, at2(k, u, k->p->sl, v), acc);
 }
@@ -1227,7 +1231,7 @@ static LLVMValueRef op_C_t(mm *m, LLVMValueRef i, LLVMValueRef v, LLVMValueRef *
 static LLVMValueRef b_R_to_end(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef *b2) {
   (void)b2;
   ck *k = m->k;
-  if (m->fast || k->p->col) return ld_R(m, v, n); /* R / P_v or C / P_v: P_last goes in the epilogue */
+  if (plain(k, m->fast)) return ld_R(m, v, n); /* R / P_v or C / P_v: P_last goes in the epilogue */
   if (k->lay->Re[m->upd] >= 0) return sh_ld(k, k->lay->Re[m->upd], at2(k, v, k->p->sn, n));
   LLVMValueRef d = cg_fsub(k->cg, bx(k, lastrow(k), n), bx(k, add(k, v, i32c(k, 1)), n));
   return cg_fmul(k->cg, ld_R(m, v, n), fexp(k, d));
@@ -1291,7 +1295,7 @@ static LLVMValueRef op_G(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef *ex
 static void epi_Ag(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef acc) {
   ck *k = m->k;
   /* a scalar decay's ratio goes in here (the products below are then plain) */
-  if (!m->fast && k->p->nd == 1 && !k->p->col) acc = cg_fmul(k->cg, acc, ratio(k, m->lin, u, v, NULL));
+  if (!plain(k, m->fast) && k->p->nd == 1) acc = cg_fmul(k->cg, acc, ratio(k, m->lin, u, v, NULL));
   sh_st(k, k->lay->Ag, at2(k, u, k->p->sl, v), cg_select(k->cg, causal(k, m->lin, u, v), acc, fzero(k)));
 }
 /* dC[v][i] += sum_u A[u][v] G[u][i] */
@@ -1362,7 +1366,7 @@ static void epi_Xw(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
 /* dW[u][n] += P_l(u)[n] sum_i G[u][i] S[i][n] */
 static void epi_dW_state(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef acc) {
   ck *k = m->k;
-  if (!k->p->col) acc = cg_fmul(k->cg, acc, fexp(k, bx(k, lrow(k, m->lin, u), n))); /* a column's: in G */
+  if (!plain(k, false)) acc = cg_fmul(k->cg, acc, fexp(k, bx(k, lrow(k, m->lin, u), n))); /* a column's: in G */
   seed_add(k, k->g->seed_w[m->lin], u, n, acc, false);
 }
 /* dC[v][i] += sum_n dS[i][n] R[v][n] P_last[n] / P_v[n] */
@@ -1373,7 +1377,7 @@ static LLVMValueRef a_R_to_end(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueR
 /* dR[v][n] += P_last[n] / P_v[n] sum_i C[v][i] dS[i][n] */
 static void epi_dR_end(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef acc) {
   ck *k = m->k;
-  if (!k->p->col) { /* a column decay's ratio is in its operand (op_C_to_end) */
+  if (!plain(k, false)) { /* a column decay's ratio is in its operand (op_C_to_end) */
     LLVMValueRef d = cg_fsub(k->cg, bx(k, lastrow(k), n), bx(k, add(k, v, i32c(k, 1)), n));
     acc = cg_fmul(k->cg, acc, fexp(k, d));
   }
