@@ -54,6 +54,8 @@ static const char USAGE[] =
     "  --reps 30           timed repetitions (median, min, p90 reported)\n"
     "  --warmup 5          untimed calls before each timed series\n"
     "  --forward-only      no backward: fw columns only\n"
+    "  --lean              the backward's lean mode (frnn_ctx_set_backward_mode\n"
+    "                      FRNN_BACKWARD_LEAN: fewer stored states, recomputed)\n"
     "  --check SIZES       sizes of the comparison with the float64 reference\n"
     "                      (default B=1,T=64,H=2,M=32,N=32; 'none' skips it)\n"
     "  --seed N            seed of the random inputs (default 1; each model's\n"
@@ -101,7 +103,7 @@ typedef struct options {
   char **files;
   int n_files;
   frnn_sizes sz, check_sz;
-  bool check, forward_only;
+  bool check, forward_only, lean;
   DLDataType dt;
   const char *dt_name;
   int reps, warmup;
@@ -197,6 +199,8 @@ static int parse_args(int argc, char **argv, options *o) {
         return 0;
       } else if (!strcmp(a, "--forward-only")) {
         o->forward_only = true;
+      } else if (!strcmp(a, "--lean")) {
+        o->lean = true;
       } else if (a[0] == '-' && a[1]) {
         return usage_error("unknown option '%s'", a);
       } else {
@@ -667,6 +671,7 @@ static int first_call(model *m, result *res, frnn_sizes sz, tset *s, void *ws, s
     snprintf(res->error, sizeof res->error, "out of memory");
     return -1;
   }
+  if (m->o->lean) frnn_ctx_set_backward_mode(c, FRNN_BACKWARD_LEAN);
   double t0 = now_s();
   frnn_status st = m->o->forward_only ? call_fw_only(m, c, sz, s) : call_fw(m, c, sz, s, ws, ws_bytes);
   if (!st && !m->o->forward_only)
@@ -1192,8 +1197,9 @@ static void write_json(FILE *f, const options *o, const header *h, const result 
   json_str(f, o->dt_name);
   fprintf(f,
           ", \"state_dtype\": \"f32\", \"reps\": %d, \"warmup\": %d, \"forward_only\": %s, "
-          "\"seed\": \"%llu\",\n  \"copy_bandwidth_gbps\": ",
-          o->reps, o->warmup, o->forward_only ? "true" : "false", (unsigned long long)o->seed);
+          "\"backward_mode\": \"%s\", \"seed\": \"%llu\",\n  \"copy_bandwidth_gbps\": ",
+          o->reps, o->warmup, o->forward_only ? "true" : "false", o->lean ? "lean" : "fast",
+          (unsigned long long)o->seed);
   json_num(f, h->copy_gbps);
   if (h->copy_note[0]) {
     fputs(", \"copy_bandwidth_note\": ", f);
@@ -1288,6 +1294,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, PROG ": out of memory\n");
     return EXIT_FAIL;
   }
+  if (o.lean) frnn_ctx_set_backward_mode(ctx, FRNN_BACKWARD_LEAN);
   if (frnn_gpu_available(ctx) != FRNN_OK) {
     fprintf(stderr, PROG ": no GPU: %s\n", frnn_ctx_error(ctx));
     frnn_ctx_destroy(ctx);
@@ -1313,9 +1320,9 @@ int main(int argc, char **argv) {
           info.cc_minor, (double)info.total_mem / 1e9, h.driver / 1000, h.driver % 1000 / 10,
           h.date);
   fprintf(out,
-          "sizes %s, dtype %s (states float32), %d reps after %d warm-up, %d model%s, seed %llu\n",
+          "sizes %s, dtype %s (states float32), %d reps after %d warm-up, %d model%s, seed %llu%s\n",
           tu_format_sizes(o.sz, buf, sizeof buf), o.dt_name, o.reps, o.warmup, o.n_files,
-          o.n_files == 1 ? "" : "s", (unsigned long long)o.seed);
+          o.n_files == 1 ? "" : "s", (unsigned long long)o.seed, o.lean ? ", lean backward" : "");
   if (o.check)
     fprintf(out, "error vs the float64 reference at %s\n",
             tu_format_sizes(o.check_sz, buf, sizeof buf));

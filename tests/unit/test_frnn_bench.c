@@ -379,6 +379,39 @@ START_TEST(test_mock_forward_only_json_stdout) {
 }
 END_TEST
 
+/* --lean: the context's lean backward mode, for every model and the first
+ * calls' fresh contexts: the chunked plans store a state every 4 chunks,
+ * and a guarded step's workspace (the larger of both paths') shrinks with
+ * its recurrent fallback's lean plan too. */
+START_TEST(test_mock_lean) {
+  char step[2][512];
+  snprintf(step[0], sizeof step[0], "%s", test_source_path("examples/mamba2.frnn"));
+  snprintf(step[1], sizeof step[1], "%s", test_source_path("examples/gsa_keys.frnn"));
+  double peak[2][2];
+  for (int lean = 0; lean < 2; lean++) {
+    if (lean)
+      EXPECT_EXIT(0, mock, NULL, step[0], step[1], "--T", "256", "--B", "2", "--H", "2", "--M", "16", "--N", "16",
+                  "--reps", "2", "--warmup", "1", "--check", "none", "--json", "-", "--lean");
+    else
+      EXPECT_EXIT(0, mock, NULL, step[0], step[1], "--T", "256", "--B", "2", "--H", "2", "--M", "16", "--N", "16",
+                  "--reps", "2", "--warmup", "1", "--check", "none", "--json", "-");
+    ck_assert_msg(strstr(out_text, lean ? "\"backward_mode\": \"lean\"" : "\"backward_mode\": \"fast\""), "%s",
+                  out_text);
+    ck_assert_int_eq(occurrences(out_text, lean ? "states every 4 chunks" : "states every 1 chunks"), 2);
+    ck_assert_msg(!lean || strstr(err_text, ", lean backward"), "%s", err_text);
+    const char *at = out_text;
+    for (int k = 0; k < 2; k++) {
+      at = strstr(at, "\"peak_gb\": ");
+      ck_assert_ptr_nonnull(at);
+      at += strlen("\"peak_gb\": ");
+      peak[lean][k] = strtod(at, NULL);
+    }
+  }
+  ck_assert_msg(peak[1][0] < peak[0][0] && peak[1][1] < peak[0][1], "%g %g / %g %g", peak[0][0], peak[1][0],
+                peak[0][1], peak[1][1]);
+}
+END_TEST
+
 START_TEST(test_mock_no_device) {
   EXPECT_EXIT(1, mock, "nodevice", "--T", "4");
   ck_assert_msg(strstr(err_text, "frnn-bench: no GPU: ") && strstr(err_text, "cuInit failed"), "%s",
@@ -408,6 +441,7 @@ int main(void) {
     tcase_add_test(tc, test_mock_failures_continue);
     tcase_add_test(tc, test_mock_clusters);
     tcase_add_test(tc, test_mock_forward_only_json_stdout);
+    tcase_add_test(tc, test_mock_lean);
     tcase_add_test(tc, test_mock_no_device);
   } else {
     printf("%s is missing: the tests through the fake driver are left out\n", mock);
