@@ -3,8 +3,9 @@
  * float32 and bfloat16 tensors; sizes M=N=128, 64, M=48 N=96, M=N=1; T up to
  * 1000, H=3, B=1 and 2; per-head, shared-by-heads and time-invariant
  * (broadcast) inputs; a strided (non-contiguous) and an expanded (stride 0)
- * input; every model in one context (models_one_context); and a guarded
- * step (guarded_retention) on either path, by the flag it leaves.  Output
+ * input; every model in one context (models_one_context); a guarded
+ * step (guarded_retention) on either path, by the flag it leaves; and a
+ * decay along M beyond GSA's key step (column_decays).  Output
  * buffers are poisoned (NaN) before each run: an element left
  * unwritten fails the comparison.  Tolerances of SPEC section 3: relative
  * error 1e-5 for float32 tensors, 1e-2 for bfloat16.  A float32 tensor that
@@ -130,9 +131,10 @@ static double conditioned(ttensor *moved, ttensor *want) {
   return bound < 1e-5 ? 1e-5 : bound > 1e-3 ? 1e-3 : bound;
 }
 
+/* model: an example's name, or a step file's path from the source root. */
 static void run_model(const char *model, run_opts o) {
   char rel[256], err[1024];
-  snprintf(rel, sizeof rel, "examples/%s.frnn", model);
+  snprintf(rel, sizeof rel, strchr(model, '/') ? "%s" : "examples/%s.frnn", model);
   frnn_step *s;
   ck_assert_msg(frnn_step_load(ctx, test_source_path(rel), &s) == FRNN_OK, "%s", frnn_ctx_error(ctx));
   ranges rg;
@@ -400,6 +402,28 @@ START_TEST(guarded_retention) {
 }
 END_TEST
 
+/* A decay along M beyond GSA's key step (tests/gpu/steps/column_decay.frnn:
+ * an output of the old state with an outside factor, one of the new, two
+ * updates, a column times a scalar decay): tensor-core sizes in float32 and
+ * bfloat16, and sizes no tile divides (CUDA cores, a partial chunk). */
+static const struct {
+  int64_t B, T, H, M, N;
+  bool bf16, strided, expanded;
+} column_cases[] = {
+    {2, 300, 3, 64, 64, false, false, false},
+    {1, 200, 2, 128, 128, true, false, false},
+    {2, 37, 3, 3, 5, false, true, false},
+    {1, 70, 2, 48, 96, false, false, true},
+};
+
+START_TEST(column_decays) {
+  run_opts o = {column_cases[_i].B, column_cases[_i].T, column_cases[_i].H, column_cases[_i].M, column_cases[_i].N,
+                column_cases[_i].bf16 ? DT_BF16 : DT_F32, column_cases[_i].strided, column_cases[_i].expanded,
+                NULL, -1};
+  run_model("tests/gpu/steps/column_decay.frnn", o);
+}
+END_TEST
+
 /* Every model in one context, one after the other: steps of one signature
  * (the delta rule and GLA; the gated delta rule and RWKV-6) must each run
  * their own kernels.  Until 2026-11-25 the context's module lookup ignored
@@ -441,6 +465,8 @@ int main(void) {
   if (!only || !*only || strcmp(only, "models_one_context") == 0) tcase_add_test(tc, models_one_context);
   if (!only || !*only || strcmp(only, "guarded_retention") == 0)
     tcase_add_loop_test(tc, guarded_retention, 0, (int)(sizeof guarded_cases / sizeof *guarded_cases));
+  if (!only || !*only || strcmp(only, "column_decays") == 0)
+    tcase_add_loop_test(tc, column_decays, 0, (int)(sizeof column_cases / sizeof *column_cases));
   suite_add_tcase(su, tc);
   SRunner *sr = srunner_create(su);
   srunner_set_fork_status(sr, CK_NOFORK); /* CUDA does not survive fork() */
