@@ -52,7 +52,7 @@ static void print_report(const char *file, const size_case *sc, const char *repo
 static bool chunked_model(const char *file) {
   static const char *const names[] = {"/gla.frnn",        "/mamba2.frnn",           "/rwkv6.frnn", "/gsa_values.frnn",
                                       "/delta_rule.frnn", "/gated_delta_rule.frnn", "/rwkv7.frnn",
-                                      "/retention.frnn"};
+                                      "/retention.frnn", "/gsa_keys.frnn"};
   for (size_t i = 0; i < sizeof names / sizeof *names; i++)
     if (strstr(file, names[i])) return true;
   return false;
@@ -88,10 +88,12 @@ START_TEST(every_model_every_size) {
     }
     free(report);
     frnn_free(ptx);
-    /* A guarded step (retention: gamma is not an exp) has the recurrent
-     * kernels too, run where the chunked forward flags the call: named,
-     * they are built (with the flag parameter) and assemble. */
-    for (int r = 0; strstr(file, "/retention.frnn") && r < 2; r++) {
+    /* A guarded step (retention: gamma is not an exp; GSA's keys: a decay
+     * along M) has the recurrent kernels too, run where the chunked forward
+     * flags the call: named, they are built (with the flag parameter) and
+     * assemble. */
+    bool guarded = strstr(file, "/retention.frnn") || strstr(file, "/gsa_keys.frnn");
+    for (int r = 0; guarded && r < 2; r++) {
       o.kernel = r ? "frnn_bwd" : "frnn_fwd";
       ck_assert_msg(frnn_compile_ptx(ctx, s, &o, &ptx) == FRNN_OK, "%s %s: %s", file, o.kernel, frnn_ctx_error(ctx));
       ck_assert_msg(strstr(ptx, r ? ".entry frnn_bwd" : ".entry frnn_fwd"), "%s: no %s", file, o.kernel);
