@@ -647,6 +647,101 @@ frnn_status chunk_seq_backward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, con
 }
 #undef RAT
 
+/* A decay along M: every row is a recurrence with a scalar decay of its own
+ * (design-chunked.md, "Decays along M"), so the algebra by chunks runs row
+ * by row.  Row i's sequence: its entries of the columns (c, o), the rows'
+ * vectors as they are (r, w), and d_t[i] broadcast along N (a row decay of
+ * equal entries: its gradient summed over N is d_t[i]'s).  dcol [T][M]. */
+typedef struct col_rows {
+  chunk_seq qi, gi; /* one row's terms and their gradients */
+  double *y, *dy, *starts, *S_T, *buf;
+} col_rows;
+
+static frnn_status col_rows_init(frnn_ctx *ctx, const chunk_seq *q, int64_t L, col_rows *cr) {
+  const int64_t T = q->T, N = q->N;
+  int nu = q->n_upd, nl = q->n_lin;
+  size_t n = (size_t)T * (2 * N + 2 * nu + (size_t)nu * N + (size_t)nl * N + 4 * nl) + (size_t)((T + L - 1) / L) * N +
+             (size_t)N;
+  cr->buf = calloc(n + 1, sizeof(double));
+  if (!cr->buf) return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in the column decay's float64 algebra");
+  double *at = cr->buf;
+  cr->qi = (chunk_seq){.T = T, .M = 1, .N = N, .n_upd = nu, .n_lin = nl, .lin_base = q->lin_base, .r = q->r, .w = q->w};
+  cr->gi = cr->qi;
+  cr->qi.d = at, at += (size_t)T * N;
+  cr->qi.c = at, at += (size_t)T * nu;
+  cr->qi.o = at, at += (size_t)T * nl;
+  cr->gi.d = at, at += (size_t)T * N;
+  cr->gi.c = at, at += (size_t)T * nu;
+  cr->gi.r = at, at += (size_t)T * nu * N;
+  cr->gi.w = at, at += (size_t)T * nl * N;
+  cr->gi.o = at, at += (size_t)T * nl;
+  cr->y = at, at += (size_t)T * nl;
+  cr->dy = at, at += (size_t)T * nl;
+  cr->S_T = at, at += (size_t)N;
+  cr->starts = at;
+  return FRNN_OK;
+}
+
+/* Row i's terms from q and dcol into cr->qi. */
+static void col_row(const chunk_seq *q, const double *dcol, int64_t i, col_rows *cr) {
+  for (int64_t t = 0; t < q->T; t++) {
+    for (int64_t j = 0; j < q->N; j++) SEQ_D(&cr->qi, t)[j] = dcol[t * q->M + i];
+    for (int a = 0; a < q->n_upd; a++) SEQ_C(&cr->qi, t, a)[0] = SEQ_C(q, t, a)[i];
+    for (int k = 0; k < q->n_lin; k++) SEQ_O(&cr->qi, t, k)[0] = SEQ_O(q, t, k)[i];
+  }
+}
+
+/* chunk_seq_forward for a decay along M (no rank-one term): y [T][n_lin][M]. */
+static frnn_status col_seq_forward(frnn_ctx *ctx, const chunk_seq *q, const double *dcol, int64_t L,
+                                   const double *S0, double *y, double *S_T) {
+  col_rows cr;
+  frnn_status st = col_rows_init(ctx, q, L, &cr);
+  for (int64_t i = 0; i < q->M && !st; i++) {
+    col_row(q, dcol, i, &cr);
+    st = chunk_seq_forward(ctx, &cr.qi, L, S0 + i * q->N, cr.y, S_T + i * q->N, NULL);
+    for (int64_t t = 0; t < q->T && !st; t++)
+      for (int k = 0; k < q->n_lin; k++) y[((size_t)t * q->n_lin + (size_t)k) * q->M + i] = cr.y[t * q->n_lin + k];
+  }
+  free(cr.buf);
+  return st;
+}
+
+/* chunk_seq_backward for a decay along M: dy as y; into g (its c, r, w, o;
+ * r and w summed over the rows), dcol_grad [T][M] and dS0. */
+static frnn_status col_seq_backward(frnn_ctx *ctx, const chunk_seq *q, const double *dcol, int64_t L,
+                                    const double *S0, const double *dy, const double *dS_T, chunk_seq *g,
+                                    double *dcol_grad, double *dS0) {
+  const int64_t T = q->T, M = q->M, N = q->N;
+  col_rows cr;
+  frnn_status st = col_rows_init(ctx, q, L, &cr);
+  if (st) return st;
+  memset(g->r, 0, (size_t)(T * q->n_upd * N) * sizeof(double));
+  memset(g->w, 0, (size_t)(T * q->n_lin * N) * sizeof(double));
+  for (int64_t i = 0; i < M && !st; i++) {
+    col_row(q, dcol, i, &cr);
+    for (int64_t t = 0; t < T; t++)
+      for (int k = 0; k < q->n_lin; k++) cr.dy[t * q->n_lin + k] = dy[((size_t)t * q->n_lin + (size_t)k) * M + i];
+    if ((st = chunk_seq_forward(ctx, &cr.qi, L, S0 + i * N, cr.y, cr.S_T, cr.starts)) ||
+        (st = chunk_seq_backward(ctx, &cr.qi, L, cr.starts, cr.S_T, cr.dy, dS_T + i * N, &cr.gi, dS0 + i * N)))
+      break;
+    for (int64_t t = 0; t < T; t++) {
+      double dd = 0;
+      for (int64_t j = 0; j < N; j++) dd += SEQ_D(&cr.gi, t)[j];
+      dcol_grad[t * M + i] = dd;
+      for (int a = 0; a < q->n_upd; a++) {
+        SEQ_C(g, t, a)[i] = SEQ_C(&cr.gi, t, a)[0];
+        for (int64_t j = 0; j < N; j++) SEQ_R(g, t, a)[j] += SEQ_R(&cr.gi, t, a)[j];
+      }
+      for (int k = 0; k < q->n_lin; k++) {
+        SEQ_O(g, t, k)[i] = SEQ_O(&cr.gi, t, k)[0];
+        for (int64_t j = 0; j < N; j++) SEQ_W(g, t, k)[j] += SEQ_W(&cr.gi, t, k)[j];
+      }
+    }
+  }
+  free(cr.buf);
+  return st;
+}
+
 /* ------------------------------------------------- float64 chunked forward */
 /* Where element (i,j) of node v's value lies in its buffer (classes
  * broadcast: a dimension the class lacks reads index 0). */
@@ -760,10 +855,8 @@ frnn_status chunk_forward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_for
                               int64_t L, const double *const *in, const double *state0,
                               double *const *out, double *state1) {
   if (L < 1) return diag_fail(ctx, FRNN_E_ARG, "chunk_forward_f64: chunk length %lld", (long long)L);
-  if (cf->decay_cls == FRNN_COL)
-    return diag_fail(ctx, FRNN_E_UNSUPPORTED, "chunk_forward_f64: step '%s' decays along M (the float64 "
-                     "algebra by chunks takes scalar and row decays; the GPU kernels take columns too)", s->name);
   const int64_t M = sz.M, N = sz.N, T = sz.T;
+  bool col = cf->decay_cls == FRNN_COL; /* row by row (col_seq_forward) */
   int n_out = s->n_ports[FRNN_PORT_OUTPUT];
   lin_terms lt;
   flatten_lin(s, cf, &lt);
@@ -772,20 +865,22 @@ frnn_status chunk_forward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_for
   step_eval e;
   frnn_status st = eval_init(ctx, &e, s, M, N);
   if (st) return st;
-  double *buf = seq_alloc(&q, T, M, N, cf->n_updates, cf->n_rank, &lt, n_y + n_rest);
+  double *buf = seq_alloc(&q, T, M, N, cf->n_updates, cf->n_rank, &lt, n_y + n_rest + (col ? (size_t)(T * M) : 0));
   if (!buf) {
     eval_free(&e);
     return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_forward_f64");
   }
-  double *y = q.o + (size_t)T * lt.n * M, *rest = y + n_y;
+  double *y = q.o + (size_t)T * lt.n * M, *rest = y + n_y, *dcol = rest + n_rest;
   for (int64_t b = 0; b < sz.B && !st; b++)
     for (int64_t h = 0; h < sz.H && !st; h++) {
       for (int64_t t = 0; t < T; t++) {
         eval_at(&e, sz, in, b, h, t);
         eval_terms(&e, cf, &lt, t, &q, rest + (size_t)t * n_out * M);
+        for (int64_t i = 0; i < M && col; i++) dcol[t * M + i] = cf->decay_sign * product_at(&e, &cf->decay, i, 0);
       }
       size_t head = (size_t)b * sz.H + (size_t)h;
-      st = chunk_seq_forward(ctx, &q, L, state0 + head * M * N, y, state1 + head * M * N, NULL);
+      st = col ? col_seq_forward(ctx, &q, dcol, L, state0 + head * M * N, y, state1 + head * M * N)
+               : chunk_seq_forward(ctx, &q, L, state0 + head * M * N, y, state1 + head * M * N, NULL);
       for (int64_t t = 0; t < T && !st; t++)
         for (int k = 0; k < n_out; k++) {
           int64_t rows = CLASS_HAS_M(s->ports[FRNN_PORT_OUTPUT][k].cls) ? M : 1;
@@ -913,10 +1008,8 @@ frnn_status chunk_backward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_fo
                                const double *const *dy, const double *dS_T, double *const *gin,
                                double *gS0) {
   if (L < 1) return diag_fail(ctx, FRNN_E_ARG, "chunk_backward_f64: chunk length %lld", (long long)L);
-  if (cf->decay_cls == FRNN_COL)
-    return diag_fail(ctx, FRNN_E_UNSUPPORTED, "chunk_backward_f64: step '%s' decays along M (the float64 "
-                     "algebra by chunks takes scalar and row decays; the GPU kernels take columns too)", s->name);
   const int64_t M = sz.M, N = sz.N, T = sz.T;
+  bool col = cf->decay_cls == FRNN_COL; /* row by row (col_seq_backward) */
   int n_in = s->n_ports[FRNN_PORT_INPUT], n_out = s->n_ports[FRNN_PORT_OUTPUT];
   lin_terms lt;
   flatten_lin(s, cf, &lt);
@@ -940,13 +1033,13 @@ frnn_status chunk_backward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_fo
   double *gbuf = NULL;
   frnn_status st = eval_init(ctx, &e, s, M, N);
   if (st) return st;
-  double *buf = seq_alloc(&q, T, M, N, cf->n_updates, cf->n_rank, &lt, 2 * n_y + n_starts + n_ms + M);
+  double *buf = seq_alloc(&q, T, M, N, cf->n_updates, cf->n_rank, &lt, 2 * n_y + n_starts + n_ms + M + (col ? (size_t)(2 * T * M) : 0));
   if (!buf || !(gbuf = seq_alloc(&g, T, M, N, cf->n_updates, cf->n_rank, &lt, 0))) {
     st = diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_backward_f64");
     goto out;
   }
   double *y = q.o + (size_t)T * lt.n * M, *dyl = y + n_y, *starts = dyl + n_y, *S_T = starts + n_starts,
-         *gm = S_T + n_ms;
+         *gm = S_T + n_ms, *dcol = gm + M, *dcol_grad = dcol + (col ? T * M : 0);
   for (int k = 0; k < sd.n; k++) {
     int c = s->nodes[sd.node[k]].cls;
     sd.val[k] = calloc((size_t)(sz.B * T * sz.H) * (CLASS_HAS_M(c) ? M : 1) * (CLASS_HAS_N(c) ? N : 1), sizeof(double));
@@ -961,6 +1054,7 @@ frnn_status chunk_backward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_fo
       for (int64_t t = 0; t < T; t++) {
         eval_at(&e, sz, in, b, h, t);
         eval_terms(&e, cf, &lt, t, &q, NULL);
+        for (int64_t i = 0; i < M && col; i++) dcol[t * M + i] = cf->decay_sign * product_at(&e, &cf->decay, i, 0);
       }
       /* Each linear term's dy is its output's. */
       for (int64_t t = 0; t < T; t++)
@@ -969,13 +1063,18 @@ frnn_status chunk_backward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_fo
           const double *src = dy[lt.out[kk]] + (((size_t)b * T + t) * sz.H + h) * rows;
           for (int64_t i = 0; i < M; i++) dyl[((size_t)t * lt.n + kk) * M + i] = src[rows == 1 ? 0 : i];
         }
-      if ((st = chunk_seq_forward(ctx, &q, L, state0 + head * n_ms, y, S_T, starts)) ||
-          (st = chunk_seq_backward(ctx, &q, L, starts, S_T, dyl, dS_T + head * n_ms, &g, gS0 + head * n_ms)))
+      if (col) {
+        if ((st = col_seq_backward(ctx, &q, dcol, L, state0 + head * n_ms, dyl, dS_T + head * n_ms, &g, dcol_grad,
+                                   gS0 + head * n_ms)))
+          break;
+      } else if ((st = chunk_seq_forward(ctx, &q, L, state0 + head * n_ms, y, S_T, starts)) ||
+                 (st = chunk_seq_backward(ctx, &q, L, starts, S_T, dyl, dS_T + head * n_ms, &g, gS0 + head * n_ms))) {
         break;
+      }
       /* The term values' gradients to the factors' seeds, step by step. */
       for (int64_t t = 0; t < T; t++) {
         eval_at(&e, sz, in, b, h, t); /* the factors' values at t, for the product rule */
-        seed_product(&e, &sd, &cf->decay, cf->decay_sign, SEQ_D(&g, t), false, sz, b, t, h);
+        seed_product(&e, &sd, &cf->decay, cf->decay_sign, col ? dcol_grad + t * M : SEQ_D(&g, t), col, sz, b, t, h);
         for (int a = 0; a < cf->n_updates; a++) {
           chunk_product colp, rowp;
           split_update(s, &cf->update[a], &colp, &rowp);

@@ -119,7 +119,7 @@ static void check_against_reference(frnn_ctx *ctx, const frnn_step *s) {
   tt_free(&ch_st1);
 }
 
-static const char *const diagonal[] = {"gla", "retention", "mamba2", "rwkv6", "gsa_values"};
+static const char *const diagonal[] = {"gla", "retention", "mamba2", "rwkv6", "gsa_values", "gsa_keys"};
 
 START_TEST(examples_match_reference) {
   frnn_ctx *ctx;
@@ -543,9 +543,10 @@ END_TEST
 /* A decay along M (GSA's key step): the form takes it as a column; the GPU
  * form guards it (the split of its ratios needs moderate running log
  * decays) and gives every output term an outside factor's seed (X w, which
- * the log decay's gradient needs); the float64 algebra by chunks refuses it
- * with the reason (the GPU tests check the kernels against the reference
- * executor). */
+ * the log decay's gradient needs); the float64 algebra runs it row by row
+ * and matches the reference executor (examples_match_reference, and here
+ * the GPU tests' built step: an old-state output with an outside factor,
+ * two updates, a column times a scalar decay). */
 START_TEST(column_decay) {
   frnn_ctx *ctx;
   ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
@@ -565,12 +566,11 @@ START_TEST(column_decay) {
   ck_assert_msg(ck_plan_make(ctx, s, &g, 128, 128, 90, 232448, &p) == FRNN_OK, "%s", frnn_ctx_error(ctx));
   ck_assert(p.bwd_smem <= 232448 && p.fwd_smem <= 232448);
   chunk_gpu_free(&g);
-  frnn_sizes sz = {1, 4, 1, 2, 3};
-  double buf[64] = {0};
-  const double *in[4] = {buf, buf, buf, buf};
-  double *out[1] = {buf};
-  ck_assert_int_eq(chunk_forward_f64(ctx, s, &cf, sz, 2, in, buf, out, buf), FRNN_E_UNSUPPORTED);
-  ck_assert_ptr_nonnull(strstr(frnn_ctx_error(ctx), "decays along M"));
+  frnn_step_destroy(s);
+  ck_assert(frnn_step_load(ctx, test_source_path("tests/gpu/steps/column_decay.frnn"), &s) == FRNN_OK);
+  ck_assert_msg(chunk_form_of(ctx, s, &cf) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  ck_assert(cf.decay_cls == FRNN_COL && cf.n_updates == 2);
+  check_against_reference(ctx, s);
   frnn_step_destroy(s);
   frnn_ctx_destroy(ctx);
 }
