@@ -2035,12 +2035,19 @@ static void lower_ck_bwd(ck *k) {
   if (g->n_ld > 0 && !p->col) {
     cloop l = loop_open(k, k->tid, i32c(k, p->Np), i32c(k, k->threads));
     LLVMValueRef nn = loop_var(k, &l);
-    LLVMValueRef acc = fzero(k);
+    /* In float64 where the products are (p->f64): this sum and the
+     * chunk's terms nearly cancel in the decay's gradient, and its float32
+     * rounding over the M rows was what a rare seed's grad A missed its
+     * bound by (Mamba-2 at 128 x 128, 2.27e-5 -> 3.1e-6; H100 calls 13-14).
+     * Each product is exact in float64.  Cost: Mamba-2 fw+bw 4.07 -> 4.14
+     * ms (the conversions). */
+    LLVMValueRef acc = p->f64 ? LLVMConstReal(cg->t_f64, 0) : fzero(k);
     for (int i = 0; i < p->Mp; i++) {
-      LLVMValueRef at = at2(k, i32c(k, i), p->ss, nn);
-      acc = cg_fma(cg, sh_ld(k, k->lay->dS, at), sh_ld(k, k->lay->S, at), acc);
+      LLVMValueRef at = at2(k, i32c(k, i), p->ss, nn), ds = sh_ld(k, k->lay->dS, at), sv = sh_ld(k, k->lay->S, at);
+      acc = p->f64 ? LLVMBuildFAdd(cg->b, acc, LLVMBuildFMul(cg->b, f64(k, ds), f64(k, sv), ""), "")
+                   : cg_fma(cg, ds, sv, acc);
     }
-    sh_st(k, k->lay->RUN, nn, acc);
+    sh_st(k, k->lay->RUN, nn, p->f64 ? LLVMBuildFPTrunc(cg->b, acc, cg->t_f32, "") : acc);
     loop_close(k, &l);
   } else if (g->n_ld > 0) { /* a column decay: per row, the sum over n */
     cloop l = loop_open(k, k->tid, i32c(k, p->Mp), i32c(k, k->threads));
