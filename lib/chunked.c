@@ -799,12 +799,16 @@ static void eval_at(step_eval *e, frnn_sizes sz, const double *const *in, int64_
 
 /* Step t's term values, from the step as eval_at left it in e, into q, and
  * (unless rest is NULL) the independent remainder of each output, rest
- * [n_out][M]. */
+ * [n_out][M].  The decay goes into q's d, or a decay along M into dcol
+ * [T][M] (col_seq_forward's). */
 static void eval_terms(const step_eval *e, const chunk_form *cf, const lin_terms *lt, int64_t t, chunk_seq *q,
-                       double *rest) {
+                       double *rest, double *dcol) {
   const frnn_step *s = e->step;
   const int64_t M = e->M, N = e->N;
-  for (int64_t j = 0; j < N; j++) SEQ_D(q, t)[j] = cf->decay_sign * product_at(e, &cf->decay, 0, j);
+  if (cf->decay_cls == FRNN_COL)
+    for (int64_t i = 0; i < M; i++) dcol[t * M + i] = cf->decay_sign * product_at(e, &cf->decay, i, 0);
+  else
+    for (int64_t j = 0; j < N; j++) SEQ_D(q, t)[j] = cf->decay_sign * product_at(e, &cf->decay, 0, j);
   for (int a = 0; a < cf->n_updates; a++) {
     chunk_product colp, rowp;
     split_update(s, &cf->update[a], &colp, &rowp);
@@ -875,8 +879,7 @@ frnn_status chunk_forward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_for
     for (int64_t h = 0; h < sz.H && !st; h++) {
       for (int64_t t = 0; t < T; t++) {
         eval_at(&e, sz, in, b, h, t);
-        eval_terms(&e, cf, &lt, t, &q, rest + (size_t)t * n_out * M);
-        for (int64_t i = 0; i < M && col; i++) dcol[t * M + i] = cf->decay_sign * product_at(&e, &cf->decay, i, 0);
+        eval_terms(&e, cf, &lt, t, &q, rest + (size_t)t * n_out * M, dcol);
       }
       size_t head = (size_t)b * sz.H + (size_t)h;
       st = col ? col_seq_forward(ctx, &q, dcol, L, state0 + head * M * N, y, state1 + head * M * N)
@@ -1053,8 +1056,7 @@ frnn_status chunk_backward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_fo
       size_t head = (size_t)b * sz.H + (size_t)h;
       for (int64_t t = 0; t < T; t++) {
         eval_at(&e, sz, in, b, h, t);
-        eval_terms(&e, cf, &lt, t, &q, NULL);
-        for (int64_t i = 0; i < M && col; i++) dcol[t * M + i] = cf->decay_sign * product_at(&e, &cf->decay, i, 0);
+        eval_terms(&e, cf, &lt, t, &q, NULL, dcol);
       }
       /* Each linear term's dy is its output's. */
       for (int64_t t = 0; t < T; t++)
