@@ -832,6 +832,7 @@ typedef struct ck_layout {
       TI, XT; /* the low-rank class: (I - G_ab)^-1 [L][sl], the solve's right side [L][sm]; -1: none */
   int floats;
 } ck_layout;
+enum { CK_RUN_F32, CK_RUN_F64, CK_RUN_SPLIT, CK_RUN_DOT2 };
 typedef struct ck_plan {
   int64_t M, N;
   int L, BM, MB, Mp, Np, nd; /* Mp, Np: BM, N rounded up to 4; nd: the decay's columns (1 or N) */
@@ -847,6 +848,7 @@ typedef struct ck_plan {
   bool mma;                  /* products on tensor cores (3xTF32) where their sizes allow */
   bool tf32;                 /* FRNN_CK_TF32=1: one TF32 product (not float32's precision; opt-in) */
   bool f64;                  /* products in float64 on the tensor cores (sm_90: mma .f64), not 3xTF32 */
+  int run_sum;               /* CK_RUN_*: how the end state's sum over the rows of dS * S is formed */
   int mma_tiles;             /* their 16 x 8 tiles per warp, at most */
   int threads_fwd, mma_tiles_fwd; /* the forward kernel's own (threads: the others') */
   int chain_min_blocks;      /* the chain kernel's resident blocks an SM (its launch bounds) */

@@ -162,6 +162,13 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * sm_90). */
   env = getenv("FRNN_CK_F64");
   out->f64 = mma_on && !out->tf32 && sm >= 90 && !(env && strcmp(env, "0") == 0);
+  /* The decay gradient's starting sum over the rows (run_sum_row): its
+   * float32 rounding failed a rare seed, its float64 conversions cost 1.5%. */
+  env = getenv("FRNN_CK_RUN_SUM");
+  static const char *const run_sums[] = {"f32", "f64", "split", "dot2"};
+  out->run_sum = CK_RUN_SPLIT;
+  for (int i = 0; env && i < 4; i++)
+    if (strcmp(env, run_sums[i]) == 0) out->run_sum = i;
   /* A backward with more than four (term, update) pairs' worth of product
    * code (pairs, twice with the decay split's second path) is tight on
    * registers: at 255 already, more unrolling or spreading spilled. */
@@ -184,15 +191,20 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
   /* The backward's products spread over the warps, their k-loops unrolled
    * (H100, fw+bw: delta rule 11.27 -> 9.26 ms, GLA 4.18 -> 4.05), except
    * in a tight backward, where it spilled (RWKV-7: 12.70 -> 14.55 ms).
-   * Unrolled in float64: 8 (H100, fw ms, 4 -> 8: delta rule 2.29 -> 2.22,
-   * RWKV-7 2.27 -> 2.20; fw+bw, the backward's at 8 too: Mamba-2 4.10 ->
-   * 4.08), except in the backward of a rank-one term's solve (gated 8.89 ->
-   * 9.33, RWKV-7 10.13 -> 10.92) */
-  env = getenv("FRNN_CK_MMA_UNROLL");
+   * Unrolled in float64: the forward's 16 (H100, fw ms, 4 -> 8: delta rule
+   * 2.29 -> 2.22, RWKV-7 2.27 -> 2.20; twelfth session, 8 -> 16: every
+   * chunked example 1-4.5% faster, Mamba-2 1.051 -> 1.006, delta rule 1.922
+   * -> 1.885), the backward's 8 (Mamba-2 fw+bw 4.10 -> 4.08; 16 gained
+   * nothing but RWKV-6's 2%), except in the backward of a rank-one term's
+   * solve (gated 8.89 -> 9.33 at 8, RWKV-7 10.13 -> 10.92; at 16 9.65 and
+   * 14.19) */
+  env = getenv("FRNN_CK_MMA_UNROLL"); /* "u" for both kernels, or "u_fwd,u_bwd" */
   bool set = env && *env;
   int unroll = set && atoi(env) >= 1 && atoi(env) <= 16 ? atoi(env) : 4;
-  out->unroll_fwd = set ? unroll : out->f64 ? 8 : 4;
-  out->unroll_bwd = set ? unroll : tight ? 1 : out->f64 && g->rank_lin < 0 ? 8 : 4;
+  const char *comma = set ? strchr(env, ',') : NULL; /* "u," leaves the backward's default */
+  bool set_b = set && (!comma || (atoi(comma + 1) >= 1 && atoi(comma + 1) <= 16));
+  out->unroll_fwd = set ? unroll : out->f64 ? 16 : 4;
+  out->unroll_bwd = set_b ? (comma ? atoi(comma + 1) : unroll) : tight ? 1 : out->f64 && g->rank_lin < 0 ? 8 : 4;
   env = getenv("FRNN_CK_SPREAD");
   out->spread = env && *env ? strcmp(env, "0") != 0 : !tight;
   env = getenv("FRNN_CK_MINB");
@@ -1904,6 +1916,66 @@ static void chain_chunk(ck *k, ev *e, int at_gin) {
   k->e = saved;
 }
 
+/* The end state's sum over the rows of dS * S (RUN), in one of four
+ * forms (ck_plan.run_sum):
+ * - CK_RUN_F32: a float32 FMA chain (the rounding a rare seed failed on);
+ * - CK_RUN_F64: each product exact in float64 and the sum there (two
+ *   conversions a term: the H100's conversion rate made it cost 1.5%);
+ * - CK_RUN_SPLIT: the product rounded to float32, p, and its exact error,
+ *   e = fma(ds, s, -p); p summed in float64 (one conversion), e in float32
+ *   (its rounding is eps^2 of the terms): the float64 sum's precision;
+ * - CK_RUN_DOT2: no conversion, Ogita, Rump and Oishi's Dot2: p + e as
+ *   above, p added by TwoSum (its rounding error exact), the errors summed
+ *   in float32; two interleaved chains (rows even and odd) for latency.
+ * Plain LLVM builders (no contract flag): NVPTX fuses nothing then, which
+ * TwoSum's identities rely on. */
+typedef struct run_sum {
+  LLVMValueRef hi[2], lo[2]; /* hi: the sum (float64 in F64 / SPLIT), lo: the errors' sum */
+} run_sum;
+static run_sum run_sum_open(ck *k) {
+  codegen *cg = k->cg;
+  bool wide = k->p->run_sum == CK_RUN_F64 || k->p->run_sum == CK_RUN_SPLIT;
+  run_sum r;
+  for (int c = 0; c < 2; c++) r.hi[c] = wide ? LLVMConstReal(cg->t_f64, 0) : fzero(k), r.lo[c] = fzero(k);
+  return r;
+}
+static void run_sum_row(ck *k, run_sum *r, int chain, LLVMValueRef ds, LLVMValueRef sv) {
+  codegen *cg = k->cg;
+  LLVMBuilderRef b = cg->b;
+  switch (k->p->run_sum) {
+  case CK_RUN_F32: r->hi[chain] = cg_fma(cg, ds, sv, r->hi[chain]); return;
+  case CK_RUN_F64:
+    r->hi[chain] = LLVMBuildFAdd(b, r->hi[chain], LLVMBuildFMul(b, f64(k, ds), f64(k, sv), ""), "");
+    return;
+  default: break;
+  }
+  LLVMValueRef prod = LLVMBuildFMul(b, ds, sv, "");
+  LLVMValueRef err = cg_fma(cg, ds, sv, LLVMBuildFNeg(b, prod, ""));
+  if (k->p->run_sum == CK_RUN_SPLIT) {
+    r->hi[chain] = LLVMBuildFAdd(b, r->hi[chain], f64(k, prod), "");
+    r->lo[chain] = LLVMBuildFAdd(b, r->lo[chain], err, "");
+    return;
+  }
+  LLVMValueRef s = r->hi[chain], sum = LLVMBuildFAdd(b, s, prod, "");
+  LLVMValueRef bp = LLVMBuildFSub(b, sum, s, "");
+  LLVMValueRef two = LLVMBuildFAdd(b, LLVMBuildFSub(b, s, LLVMBuildFSub(b, sum, bp, ""), ""),
+                                   LLVMBuildFSub(b, prod, bp, ""), "");
+  r->hi[chain] = sum;
+  r->lo[chain] = LLVMBuildFAdd(b, r->lo[chain], LLVMBuildFAdd(b, two, err, ""), "");
+}
+/* The rows' sum as float32 (the two chains and the errors added in float64). */
+static LLVMValueRef run_sum_close(ck *k, run_sum *r) {
+  codegen *cg = k->cg;
+  LLVMBuilderRef b = cg->b;
+  if (k->p->run_sum == CK_RUN_F32) return LLVMBuildFAdd(b, r->hi[0], r->hi[1], "");
+  LLVMValueRef t = LLVMConstReal(cg->t_f64, 0);
+  for (int c = 0; c < 2; c++) {
+    t = LLVMBuildFAdd(b, t, k->p->run_sum == CK_RUN_DOT2 ? f64(k, r->hi[c]) : r->hi[c], "");
+    t = LLVMBuildFAdd(b, t, f64(k, r->lo[c]), "");
+  }
+  return LLVMBuildFPTrunc(b, t, cg->t_f32, "");
+}
+
 /* A column decay's gradient (the log decay's, per step and row m of this
  * block): from the chunk's end, a running sum in float64 of each output
  * term's o * dy * (X w) at the step whose decay product it last took
@@ -2035,19 +2107,17 @@ static void lower_ck_bwd(ck *k) {
   if (g->n_ld > 0 && !p->col) {
     cloop l = loop_open(k, k->tid, i32c(k, p->Np), i32c(k, k->threads));
     LLVMValueRef nn = loop_var(k, &l);
-    /* In float64 where the products are (p->f64): this sum and the
+    /* Past float32 where the products are (p->f64): this sum and the
      * chunk's terms nearly cancel in the decay's gradient, and its float32
      * rounding over the M rows was what a rare seed's grad A missed its
-     * bound by (Mamba-2 at 128 x 128, 2.27e-5 -> 3.1e-6; H100 calls 13-14).
-     * Each product is exact in float64.  Cost: Mamba-2 fw+bw 4.07 -> 4.14
-     * ms (the conversions). */
-    LLVMValueRef acc = p->f64 ? LLVMConstReal(cg->t_f64, 0) : fzero(k);
+     * bound by (Mamba-2 at 128 x 128, 2.27e-5 -> 3.1e-6 in float64; H100
+     * calls 13-14 of the eleventh session).  run_sum_row adds one row. */
+    run_sum acc = run_sum_open(k);
     for (int i = 0; i < p->Mp; i++) {
-      LLVMValueRef at = at2(k, i32c(k, i), p->ss, nn), ds = sh_ld(k, k->lay->dS, at), sv = sh_ld(k, k->lay->S, at);
-      acc = p->f64 ? LLVMBuildFAdd(cg->b, acc, LLVMBuildFMul(cg->b, f64(k, ds), f64(k, sv), ""), "")
-                   : cg_fma(cg, ds, sv, acc);
+      LLVMValueRef at = at2(k, i32c(k, i), p->ss, nn);
+      run_sum_row(k, &acc, i & 1, sh_ld(k, k->lay->dS, at), sh_ld(k, k->lay->S, at));
     }
-    sh_st(k, k->lay->RUN, nn, p->f64 ? LLVMBuildFPTrunc(cg->b, acc, cg->t_f32, "") : acc);
+    sh_st(k, k->lay->RUN, nn, run_sum_close(k, &acc));
     loop_close(k, &l);
   } else if (g->n_ld > 0) { /* a column decay: per row, the sum over n */
     cloop l = loop_open(k, k->tid, i32c(k, p->Mp), i32c(k, k->threads));

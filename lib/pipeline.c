@@ -102,7 +102,7 @@ static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
                                       "FRNN_CK_SPLIT_MAX", "FRNN_CK_FUSE", "FRNN_CK_SPLITK",
                                       "FRNN_CK_MMA", "FRNN_CK_MMA_TILES", "FRNN_CK_MMA_UNROLL", "FRNN_CK_SPREAD",
                                       "FRNN_CK_TF32", "FRNN_CK_F64", "FRNN_CK_CHAIN_MINB",
-                                      "FRNN_CK_SUM_PARTS"};
+                                      "FRNN_CK_SUM_PARTS", "FRNN_CK_RUN_SUM"};
   for (size_t i = 0; i < sizeof knobs / sizeof *knobs; i++) {
     const char *v = getenv(knobs[i]);
     if (v && *v && k >= 0 && (size_t)k < cap) k += snprintf(key + k, cap - (size_t)k, " %s=%.16s", knobs[i] + 5, v);
@@ -416,8 +416,8 @@ static frnn_status load_plan(frnn_ctx *ctx, const frnn_step *s, int device, cons
   char disk_key[1280];
   const kernel_shape *f = &p->fwd, *b = &p->bwd;
   if (ce)
-    snprintf(disk_key, sizeof disk_key, "%s chunked L=%d BM=%d threads=%d/%d build %s", key, ce->p.L, ce->p.BM,
-             ce->p.threads_fwd, ce->p.threads, FRNN_BUILD_STAMP);
+    snprintf(disk_key, sizeof disk_key, "%s chunked L=%d BM=%d threads=%d/%d chain blocks %d build %s", key, ce->p.L,
+             ce->p.BM, ce->p.threads_fwd, ce->p.threads, ce->p.chain_min_blocks, FRNN_BUILD_STAMP);
   else
     snprintf(disk_key, sizeof disk_key, "%s fwd %d,%d,%d,%d,%d bwd %d,%d,%d,%d,%d build %s", key,
              f->lpr, f->cn, f->rpt, f->warps, f->row_blocks, b->lpr, b->cn, b->rpt, b->warps,
@@ -466,6 +466,51 @@ static frnn_status load_plan(frnn_ctx *ctx, const frnn_step *s, int device, cons
 }
 
 /* ------------------------------------------------------ loading modules */
+/* The chunked module's kernels into fn (gpu_module.fn's order). */
+static frnn_status chunked_functions(frnn_ctx *ctx, CUmodule mod, unsigned kernels, const ck_entry *ce,
+                                     CUfunction fn[6]) {
+  static const char *const names[6] = {"frnn_ck_fwd", "frnn_ck_bwd", "frnn_reduce_f32", "frnn_reduce_bf16",
+                                       "frnn_reduce_f16", "frnn_ck_chain"};
+  frnn_status st = FRNN_OK;
+  for (int k = 0; k < 5 && !st; k++)
+    if (kernels & (1u << k)) st = cuda_function(ctx, mod, names[k], &fn[k]);
+  if (!st && (kernels & KERNEL_BWD) && !ce->p.fused) st = cuda_function(ctx, mod, names[5], &fn[5]);
+  return st;
+}
+
+/* The chain kernel is built for ck_plan.chain_min_blocks resident blocks an
+ * SM (6: 40 registers a thread).  Where the driver's compile of it spills
+ * nonetheless (Mamba-2: 16 bytes, the gated delta rule: 32, at 128 x 128
+ * bf16), it is built again for 4 and kept if it spills less: H100, fw+bw,
+ * Mamba-2 4.096 -> 4.060 ms, gated 8.361 -> 8.321 (twelfth session, call 3);
+ * 4 for every step cost the others up to 3% (RWKV-6 5.24 -> 5.33,
+ * retention 3.76 -> 3.87: their 48 registers at 4 blocks, 40 at 6).  A
+ * failure here only keeps the first build.  Returns the blocks kept. */
+static int chain_without_spills(frnn_ctx *ctx, const frnn_step *s, int device, const char *key,
+                                 const lower_spec *spec, unsigned kernels, const char *arch, const ck_entry *ce,
+                                 gpu_module *m) {
+  int local = 0, local_alt = 0;
+  if (!(kernels & KERNEL_BWD) || ce->p.fused || ce->p.chain_min_blocks <= 4 || getenv("FRNN_CK_CHAIN_MINB") ||
+      cuda_function_attribute(ctx, m->fn[5], CUDA_FUNC_LOCAL_BYTES, &local) || local == 0)
+    return ce->p.chain_min_blocks;
+  ck_entry alt = *ce; /* a shallow copy: only compiled from, never kept */
+  alt.p.chain_min_blocks = 4;
+  CUmodule alt_mod = NULL;
+  CUfunction fn[6];
+  memcpy(fn, m->fn, sizeof fn);
+  bool better = !load_plan(ctx, s, device, key, spec, kernels, arch, &m->p, &alt, &alt_mod) &&
+                !chunked_functions(ctx, alt_mod, kernels, &alt, fn) &&
+                !cuda_function_attribute(ctx, fn[5], CUDA_FUNC_LOCAL_BYTES, &local_alt) && local_alt < local;
+  if (better) {
+    CUmodule first = m->mod;
+    m->mod = alt_mod, alt_mod = first;
+    memcpy(m->fn, fn, sizeof fn);
+  }
+  cuda_module_unload(alt_mod);
+  diag_clear(ctx);
+  return better ? alt.p.chain_min_blocks : ce->p.chain_min_blocks;
+}
+
 static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, int device,
                               const char *key, const lower_spec *spec, unsigned kernels,
                               const ck_entry *ce, gpu_module **out) {
@@ -485,17 +530,16 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
   const char *arch = gpu_arch();
   m->ck = ce;
   if (ce) {
-    static const char *const names[6] = {"frnn_ck_fwd", "frnn_ck_bwd", "frnn_reduce_f32", "frnn_reduce_bf16",
-                                         "frnn_reduce_f16", "frnn_ck_chain"};
-    if ((st = load_plan(ctx, s, device, key, spec, kernels, arch, &m->p, ce, &m->mod))) goto fail;
-    for (int k = 0; k < 5; k++)
-      if ((kernels & (1u << k)) && (st = cuda_function(ctx, m->mod, names[k], &m->fn[k]))) goto fail;
-    if ((kernels & KERNEL_BWD) && !ce->p.fused && (st = cuda_function(ctx, m->mod, names[5], &m->fn[5])))
+    if ((st = load_plan(ctx, s, device, key, spec, kernels, arch, &m->p, ce, &m->mod)) ||
+        (st = chunked_functions(ctx, m->mod, kernels, ce, m->fn)))
       goto fail;
+    int chain_blocks = chain_without_spills(ctx, s, device, key, spec, kernels, arch, ce, m);
     ctx->stats.modules++;
-    char window[48] = "";
+    char window[80] = "";
     if (ce->p.window_steps > 0 && !ce->p.fused)
       snprintf(window, sizeof window, ", backward windows of %d steps", ce->p.window_steps);
+    if (!ce->p.fused)
+      snprintf(window + strlen(window), sizeof window - strlen(window), ", chain %d blocks an SM", chain_blocks);
     if (kernels & KERNEL_BWD)
       snprintf(ctx->backward_plan, sizeof ctx->backward_plan,
                "chunked L=%d BM=%d blocks/head=%d threads=%d/%d%s%s%s smem=%u/%u/%u states every %d chunks%s%s",

@@ -139,6 +139,13 @@ static CUresult m_cuModuleGetFunction(CUfunction *f, CUmodule m, const char *nam
   (*f)->local_bytes = !strcmp(mode(), "later_spills_less")     ? 1000 - looked_up++
                       : !strcmp(mode(), "clusters_spill_less") ? (strstr(m->image, "mapa") ? 100 : 1000)
                                                                : 8;
+  /* MOCK_CUDA=chain_spills: the chunked chain kernel spills 16 bytes where
+   * it is built for 6 resident blocks, none for fewer; nothing else spills. */
+  if (!strcmp(mode(), "chain_spills")) {
+    const char *body = strchr(entry, '{');
+    const char *bound = strstr(entry, ".minnctapersm 6");
+    (*f)->local_bytes = strcmp(name, "frnn_ck_chain") ? 0 : bound && body && bound < body ? 16 : 0;
+  }
   return 0;
 }
 static CUresult m_cuLinkCreate(unsigned n, CUjit_option *o, void **v, CUlinkState *st) {

@@ -229,6 +229,38 @@ START_TEST(backward_keeps_the_kernel_that_spills_less) {
 }
 END_TEST
 
+/* The chunked chain kernel, built for 6 resident blocks an SM, is built
+ * again for 4 where the driver's compile of it spills, and the build that
+ * spills less is launched (pipeline.c chain_without_spills): through the
+ * fake driver, whose chain kernel spills 16 bytes at 6 blocks and none at 4
+ * with MOCK_CUDA=chain_spills, 8 bytes at both by default (the first kept). */
+START_TEST(chunked_chain_keeps_the_build_that_spills_less) {
+  if (!getenv("FRNN_MOCK_LIBCUDA")) {
+    puts("FRNN_MOCK_LIBCUDA is unset: chunked_chain_keeps_the_build_that_spills_less left out");
+    return;
+  }
+  if (_i) setenv("MOCK_CUDA", "chain_spills", 1);
+  frnn_step *gla;
+  ck_assert(frnn_step_load(ctx, test_source_path("examples/gla.frnn"), &gla) == FRNN_OK);
+  frnn_sizes gs = {1, 40, 2, 16, 16};
+  call_tensors t;
+  call_tensors_make(&t, gla, gs, NULL);
+  size_t need = 0;
+  ck_assert(frnn_gpu_workspace_size(ctx, gla, gs, t.pin, 1, &need) == FRNN_OK);
+  void *ws = malloc(need);
+  ck_assert_msg(frnn_gpu_forward(ctx, gla, gs, t.pin, t.pst, t.pout, t.pfin, ws, need, NULL) == FRNN_OK, "%s",
+                frnn_ctx_error(ctx));
+  ck_assert_msg(frnn_gpu_backward(ctx, gla, gs, t.pin, t.pst, t.pgout, t.pgfin, t.pgin, t.pgst, ws, need, NULL) ==
+                    FRNN_OK,
+                "%s", frnn_ctx_error(ctx));
+  const char *want = _i ? "chain 4 blocks an SM" : "chain 6 blocks an SM";
+  ck_assert_msg(strstr(ctx->backward_plan, want), "expected '%s' in: %s", want, ctx->backward_plan);
+  free(ws);
+  free(t.mem);
+  frnn_step_destroy(gla);
+}
+END_TEST
+
 /* A fresh file for the fake driver's launch log (MOCK_CUDA_LAUNCH_LOG). */
 static void launch_log_path(char *path, size_t size, const char *tag) {
   snprintf(path, size, "%s/frnn-mock-%s-%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", tag, (int)getpid());
@@ -381,6 +413,7 @@ int main(void) {
   tcase_add_test(tc, in_place_states_are_refused);
   tcase_add_test(tc, steps_of_one_signature_get_their_own_module);
   tcase_add_loop_test(tc, backward_keeps_the_kernel_that_spills_less, 0, 3);
+  tcase_add_loop_test(tc, chunked_chain_keeps_the_build_that_spills_less, 0, 2);
   tcase_add_test(tc, guarded_step_runs_both_paths);
   tcase_add_test(tc, chunked_backward_in_windows);
   suite_add_tcase(su, tc);
