@@ -849,6 +849,7 @@ typedef struct ck_plan {
   bool tf32;                 /* FRNN_CK_TF32=1: one TF32 product (not float32's precision; opt-in) */
   bool f64;                  /* products in float64 on the tensor cores (sm_90: mma .f64), not 3xTF32 */
   int run_sum;               /* CK_RUN_*: how the end state's sum over the rows of dS * S is formed */
+  unsigned long tf32x3_sites; /* where f64: product sites (bits) run in 3xTF32 instead */
   int mma_tiles;             /* their 16 x 8 tiles per warp, at most */
   int threads_fwd, mma_tiles_fwd; /* the forward kernel's own (threads: the others') */
   int chain_min_blocks;      /* the chain kernel's resident blocks an SM (its launch bounds) */

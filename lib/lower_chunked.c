@@ -162,6 +162,12 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * sm_90). */
   env = getenv("FRNN_CK_F64");
   out->f64 = mma_on && !out->tf32 && sm >= 90 && !(env && strcmp(env, "0") == 0);
+  /* A measurement knob: where f64, these product sites (FRNN_CK_SKIP's
+   * bits) in 3xTF32 instead.  Every mask measured was slower (H100, twelfth
+   * session call 6: the end state's products alone, delta rule fw 1.89 ->
+   * 2.05 ms; every site, GLA fw+bw 3.76 -> 5.66). */
+  env = getenv("FRNN_CK_TF32X3_SITES");
+  out->tf32x3_sites = env && *env ? strtoul(env, NULL, 0) : 0;
   /* The decay gradient's starting sum over the rows (run_sum_row): its
    * float32 rounding failed a rare seed, its float64 conversions cost 1.5%. */
   env = getenv("FRNN_CK_RUN_SUM");
@@ -903,6 +909,7 @@ struct mm {
   bool fast;           /* the factored form (decay_split: W, R hold W P_l and R / P) */
   bool spread;         /* independent of the products beside it (no shared element written by both
                           without a barrier between): its tiles may go to other warps (run_mma) */
+  int site;            /* the product's site (FRNN_CK_SKIP's bits; run_mm_probe sets it) */
   LLVMValueRef (*a)(mm *, LLVMValueRef p, LLVMValueRef kk, LLVMValueRef *a2);
   LLVMValueRef (*b)(mm *, LLVMValueRef kk, LLVMValueRef q, LLVMValueRef *b2);
   LLVMValueRef (*combine)(mm *, LLVMValueRef p, LLVMValueRef q, LLVMValueRef kk, LLVMValueRef a,
@@ -1010,7 +1017,7 @@ static void run_mma(mm *m) {
   }
   enum { RMAX = 8 };
   int blocks_q = tq / rq, blocks = (tp / rp) * blocks_q;
-  bool dp = k->p->f64;
+  bool dp = k->p->f64 && !(k->p->tf32x3_sites >> m->site & 1);
   LLVMTypeRef acc_t = dp ? cg->t_f64 : cg->t_f32;
   LLVMValueRef acc[RMAX][4], zero = dp ? LLVMConstReal(cg->t_f64, 0.0) : fzero(k);
   for (int i = 0; i < rp * rq; i++)
@@ -1107,6 +1114,7 @@ static bool probe_skips(int site) {
 }
 static void run_mm_probe(mm *m, int site) {
   if (probe_skips(site)) return;
+  m->site = site;
   if (mma_fits(m)) {
     run_mma(m);
     return;
