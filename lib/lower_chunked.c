@@ -169,7 +169,9 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
   env = getenv("FRNN_CK_TF32X3_SITES");
   out->tf32x3_sites = env && *env ? strtoul(env, NULL, 0) : 0;
   /* The decay gradient's starting sum over the rows (run_sum_row): its
-   * float32 rounding failed a rare seed, its float64 conversions cost 1.5%. */
+   * float32 rounding failed a rare seed, its float64 conversions cost 1.5%;
+   * split, the default on every target, has float64's precision for about
+   * half that (twelfth session, call 1). */
   env = getenv("FRNN_CK_RUN_SUM");
   static const char *const run_sums[] = {"f32", "f64", "split", "dot2"};
   out->run_sum = CK_RUN_SPLIT;
@@ -2115,11 +2117,11 @@ static void lower_ck_bwd(ck *k) {
   if (g->n_ld > 0 && !p->col) {
     cloop l = loop_open(k, k->tid, i32c(k, p->Np), i32c(k, k->threads));
     LLVMValueRef nn = loop_var(k, &l);
-    /* Past float32 where the products are (p->f64): this sum and the
-     * chunk's terms nearly cancel in the decay's gradient, and its float32
+    /* Past float32 (run_sum_row adds one row): this sum and the chunk's
+     * terms nearly cancel in the decay's gradient, and its float32
      * rounding over the M rows was what a rare seed's grad A missed its
      * bound by (Mamba-2 at 128 x 128, 2.27e-5 -> 3.1e-6 in float64; H100
-     * calls 13-14 of the eleventh session).  run_sum_row adds one row. */
+     * calls 13-14 of the eleventh session). */
     run_sum acc = run_sum_open(k);
     for (int i = 0; i < p->Mp; i++) {
       LLVMValueRef at = at2(k, i32c(k, i), p->ss, nn);

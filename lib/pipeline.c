@@ -493,14 +493,17 @@ static int chain_without_spills(frnn_ctx *ctx, const frnn_step *s, int device, c
   if (!(kernels & KERNEL_BWD) || ce->p.fused || ce->p.chain_min_blocks <= 4 || getenv("FRNN_CK_CHAIN_MINB") ||
       cuda_function_attribute(ctx, m->fn[5], CUDA_FUNC_LOCAL_BYTES, &local) || local == 0)
     return ce->p.chain_min_blocks;
-  ck_entry alt = *ce; /* a shallow copy: only compiled from, never kept */
-  alt.p.chain_min_blocks = 4;
+  ck_entry *alt = malloc(sizeof *alt); /* a shallow copy (54 KB: not on the stack), only compiled from */
+  if (!alt) return ce->p.chain_min_blocks;
+  *alt = *ce;
+  alt->p.chain_min_blocks = 4;
   CUmodule alt_mod = NULL;
   CUfunction fn[6];
   memcpy(fn, m->fn, sizeof fn);
-  bool better = !load_plan(ctx, s, device, key, spec, kernels, arch, &m->p, &alt, &alt_mod) &&
-                !chunked_functions(ctx, alt_mod, kernels, &alt, fn) &&
+  bool better = !load_plan(ctx, s, device, key, spec, kernels, arch, &m->p, alt, &alt_mod) &&
+                !chunked_functions(ctx, alt_mod, kernels, alt, fn) &&
                 !cuda_function_attribute(ctx, fn[5], CUDA_FUNC_LOCAL_BYTES, &local_alt) && local_alt < local;
+  free(alt);
   if (better) {
     CUmodule first = m->mod;
     m->mod = alt_mod, alt_mod = first;
@@ -508,7 +511,7 @@ static int chain_without_spills(frnn_ctx *ctx, const frnn_step *s, int device, c
   }
   cuda_module_unload(alt_mod);
   diag_clear(ctx);
-  return better ? alt.p.chain_min_blocks : ce->p.chain_min_blocks;
+  return better ? 4 : ce->p.chain_min_blocks;
 }
 
 static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, int device,
