@@ -292,6 +292,47 @@ START_TEST(chunked_products_on_tensor_cores) {
 }
 END_TEST
 
+/* The decay gradient's starting sum over the rows of dS * S, in its four
+ * forms (FRNN_CK_RUN_SUM, lower_chunked.c run_sum_row), told apart by their
+ * float64 conversions beside the float32 form's, at 128 rows (Mamba-2 128 x
+ * 128 bf16): f64 two a row, split one a row and two where its chains'
+ * errors meet, dot2 four there alone; split is the default; each assembles.  And the
+ * 3xTF32 sites (FRNN_CK_TF32X3_SITES): every site's float64 product becomes
+ * three TF32 ones. */
+START_TEST(chunked_sum_forms_and_sites) {
+  const char *forms[] = {"FRNN_CK_RUN_SUM=f32", "FRNN_CK_RUN_SUM=f64", "FRNN_CK_RUN_SUM=split",
+                         "FRNN_CK_RUN_SUM=dot2", NULL};
+  const char *cvt = "cvt.f64.f32";
+  char *ptx[5];
+  for (int i = 0; i < 5; i++) {
+    ptx[i] = chunked_ptx("examples/mamba2.frnn", NULL, forms[i]);
+    frnn_ctx *ctx;
+    char *report = NULL;
+    ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+    frnn_status st = cg_ptxas_check(ctx, ptx[i], "sm_90", &report);
+    ck_assert_msg(st == FRNN_OK || st == FRNN_E_UNSUPPORTED, "ptxas rejected %s: %s\n%s",
+                  forms[i] ? forms[i] : "the default", frnn_ctx_error(ctx), report ? report : "");
+    free(report);
+    frnn_ctx_destroy(ctx);
+  }
+  int base = count(ptx[0], cvt);
+  ck_assert_int_eq(count(ptx[1], cvt) - base, 2 * 128);
+  ck_assert_int_eq(count(ptx[2], cvt) - base, 128 + 2);
+  ck_assert_int_eq(count(ptx[3], cvt) - base, 4);
+  ck_assert_str_eq(ptx[4], ptx[2]);
+  for (int i = 0; i < 5; i++) frnn_free(ptx[i]);
+  char *dp = chunked_ptx("examples/delta_rule.frnn", NULL, NULL);
+  char *three = chunked_ptx("examples/delta_rule.frnn", NULL, "FRNN_CK_TF32X3_SITES=0xffffff");
+  char *end = chunked_ptx("examples/delta_rule.frnn", NULL, "FRNN_CK_TF32X3_SITES=0x8");
+  int n64 = count(dp, MMA_F64);
+  ck_assert_msg(n64 > 0 && count(three, MMA_TF32) == 3 * n64 && !strstr(three, MMA_F64),
+                "every site: %d float64 products against %d TF32", n64, count(three, MMA_TF32));
+  ck_assert_int_eq(count(end, MMA_F64) + count(end, MMA_TF32) / 3, n64);
+  ck_assert_int_gt(count(end, MMA_TF32), 0);
+  frnn_free(dp), frnn_free(three), frnn_free(end);
+}
+END_TEST
+
 START_TEST(tuning_knobs_assemble) {
   /* each test runs in its own process; "V,NAME=W" sets a second knob */
   char value[64];
@@ -599,6 +640,7 @@ int main(void) {
   tcase_add_loop_test(tc, chunked_variants_assemble, 0, (int)(sizeof CK_KNOBS / sizeof *CK_KNOBS));
   tcase_add_test(tc, unknown_kernel_and_arch_are_errors);
   tcase_add_test(tc, chunked_products_on_tensor_cores);
+  tcase_add_test(tc, chunked_sum_forms_and_sites);
   tcase_add_test(tc, deferred_sums_over_m);
   tcase_add_loop_test(tc, tuning_knobs_assemble, 0, (int)(sizeof KNOBS / sizeof *KNOBS));
   tcase_add_test(tc, workspace_levels);
