@@ -70,6 +70,21 @@ static void call_tensors_make(call_tensors *c, const frnn_step *s, frnn_sizes z,
   }
 }
 
+/* A forward with a workspace for the backward, then the backward, on the
+ * tensors of c (through the fake driver: the launches' parameters checked
+ * against their PTX); each must succeed. */
+static void forward_backward(const frnn_step *s, frnn_sizes z, call_tensors *c) {
+  size_t need = 0;
+  ck_assert(frnn_gpu_workspace_size(ctx, s, z, c->pin, 1, &need) == FRNN_OK);
+  void *ws = malloc(need);
+  ck_assert_msg(frnn_gpu_forward(ctx, s, z, c->pin, c->pst, c->pout, c->pfin, ws, need, NULL) == FRNN_OK, "%s",
+                frnn_ctx_error(ctx));
+  ck_assert_msg(frnn_gpu_backward(ctx, s, z, c->pin, c->pst, c->pgout, c->pgfin, c->pgin, c->pgst, ws, need,
+                                  NULL) == FRNN_OK,
+                "%s", frnn_ctx_error(ctx));
+  free(ws);
+}
+
 /* hgrn: x[M,1], g[M,1]; s[M,1] -> y[M,1], at B=1 T=2 H=1 M=4 N=1 */
 static frnn_sizes sz = {1, 2, 1, 4, 1};
 static dev_tensor x, g, s0, s1, y;
@@ -205,14 +220,7 @@ START_TEST(backward_keeps_the_kernel_that_spills_less) {
   frnn_sizes rs = {1, 2, 1, 64, 32};
   call_tensors c;
   call_tensors_make(&c, ret, rs, "gamma");
-  size_t need = 0;
-  ck_assert(frnn_gpu_workspace_size(ctx, ret, rs, c.pin, 1, &need) == FRNN_OK);
-  void *ws = malloc(need);
-  ck_assert_msg(frnn_gpu_forward(ctx, ret, rs, c.pin, c.pst, c.pout, c.pfin, ws, need, NULL) == FRNN_OK, "%s",
-                frnn_ctx_error(ctx));
-  ck_assert_msg(frnn_gpu_backward(ctx, ret, rs, c.pin, c.pst, c.pgout, c.pgfin, c.pgin, c.pgst, ws, need, NULL) ==
-                    FRNN_OK,
-                "%s", frnn_ctx_error(ctx));
+  forward_backward(ret, rs, &c);
   const char *want = _i == 0 ? "bwd 32 lanes/row x 1 cols, 8 rows/thread, 8 warps, 1 blocks/head"
                               : "bwd 32 lanes/row x 1 cols, 8 rows/thread, 4 warps, 2 blocks/head (a cluster)";
   ck_assert_msg(strstr(ctx->backward_plan, want), "expected '%s' in: %s", want, ctx->backward_plan);
@@ -222,7 +230,6 @@ START_TEST(backward_keeps_the_kernel_that_spills_less) {
   if (_i == 2) /* 16 lanes (1000 bytes) tried, then the cluster (100) kept */
     ck_assert_msg(strstr(ctx->backward_plan, "local bytes a thread 1000, tried lanes/warps/blocks, 16/4/1: 1000, 32/4/2: 100"),
                   "%s", ctx->backward_plan);
-  free(ws);
   free(c.mem);
   frnn_step_destroy(ret);
   unsetenv("FRNN_CHUNKED");
@@ -245,17 +252,9 @@ START_TEST(chunked_chain_keeps_the_build_that_spills_less) {
   frnn_sizes gs = {1, 40, 2, 16, 16};
   call_tensors t;
   call_tensors_make(&t, gla, gs, NULL);
-  size_t need = 0;
-  ck_assert(frnn_gpu_workspace_size(ctx, gla, gs, t.pin, 1, &need) == FRNN_OK);
-  void *ws = malloc(need);
-  ck_assert_msg(frnn_gpu_forward(ctx, gla, gs, t.pin, t.pst, t.pout, t.pfin, ws, need, NULL) == FRNN_OK, "%s",
-                frnn_ctx_error(ctx));
-  ck_assert_msg(frnn_gpu_backward(ctx, gla, gs, t.pin, t.pst, t.pgout, t.pgfin, t.pgin, t.pgst, ws, need, NULL) ==
-                    FRNN_OK,
-                "%s", frnn_ctx_error(ctx));
+  forward_backward(gla, gs, &t);
   const char *want = _i ? "chain 4 blocks an SM" : "chain 6 blocks an SM";
   ck_assert_msg(strstr(ctx->backward_plan, want), "expected '%s' in: %s", want, ctx->backward_plan);
-  free(ws);
   free(t.mem);
   frnn_step_destroy(gla);
 }
