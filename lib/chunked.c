@@ -439,6 +439,65 @@ static void solve_rank_columns(const chunk_at *c, double *X) {
     }
 }
 
+/* The same columns by the split form the chunked kernels are to take
+ * (design-chunked.md, the low-rank kernels' next step 1): first what does
+ * not depend on the chunk's state S_0, over the unknowns (t, k) in step
+ * order (k: the rank-one term),
+ *     G[(t,k)][(s,k')] = a_t^k . (b_s^k' * R(t-1, s)),  s < t (strictly lower),
+ *     TI = (I - G)^-1,  A~[(t,k)] = a_t^k * P_{t-1},
+ *     V[(t,k)] = sum_{s<t} sum_upd (a_t^k . (r_s * R(t-1, s))) c_s,
+ *     W = TI A~ [n][N],  U = TI V [n][M];
+ * then the one product that does: X = U + W S_0^T.  (The forward
+ * substitution into TI is the kernels' invert_unit_lower.) */
+static frnn_status split_rank_columns(const chunk_at *c, double *X) {
+  const chunk_seq *q = c->q;
+  const double *R = c->R;
+  const int64_t M = q->M, N = q->N, len = c->len, K = q->n_rank, n = len * K;
+  double *G = calloc((size_t)(2 * n * n + n * N + n * M + n * N + n * M), sizeof *G);
+  if (!G) return FRNN_E_NOMEM;
+  double *TI = G + n * n, *At = TI + n * n, *V = At + n * N, *W = V + n * M, *U = W + n * N;
+  for (int64_t t = 0; t < len; t++)
+    for (int64_t k = 0; k < K; k++) {
+      int64_t x = t * K + k;
+      const double *a = SEQ_A(q, c->t0 + t, (int)k);
+      for (int64_t j = 0; j < N; j++) At[x * N + j] = a[j] * RAT(R, len, t - 1, -1, j);
+      for (int64_t v = 0; v < t; v++) {
+        for (int64_t k2 = 0; k2 < K; k2++) {
+          const double *b = SEQ_B(q, c->t0 + v, (int)k2);
+          double dot = 0;
+          for (int64_t j = 0; j < N; j++) dot += a[j] * b[j] * RAT(R, len, t - 1, v, j);
+          G[x * n + v * K + k2] = dot;
+        }
+        for (int u = 0; u < q->n_upd; u++) {
+          const double *r = SEQ_R(q, c->t0 + v, u), *col = SEQ_C(q, c->t0 + v, u);
+          double dot = 0;
+          for (int64_t j = 0; j < N; j++) dot += a[j] * r[j] * RAT(R, len, t - 1, v, j);
+          for (int64_t i = 0; i < M; i++) V[x * M + i] += dot * col[i];
+        }
+      }
+    }
+  /* TI column by column: TI[x][y] = [x = y] + sum_{z<x} G[x][z] TI[z][y] */
+  for (int64_t y = 0; y < n; y++)
+    for (int64_t x = 0; x < n; x++) {
+      double v = x == y;
+      for (int64_t z = 0; z < x; z++) v += G[x * n + z] * TI[z * n + y];
+      TI[x * n + y] = v;
+    }
+  for (int64_t x = 0; x < n; x++)
+    for (int64_t z = 0; z <= x; z++) {
+      for (int64_t j = 0; j < N; j++) W[x * N + j] += TI[x * n + z] * At[z * N + j];
+      for (int64_t i = 0; i < M; i++) U[x * M + i] += TI[x * n + z] * V[z * M + i];
+    }
+  for (int64_t x = 0; x < n; x++)
+    for (int64_t i = 0; i < M; i++) {
+      double v = U[x * M + i];
+      for (int64_t j = 0; j < N; j++) v += c->S0[i * N + j] * W[x * N + j];
+      X[x * M + i] = v;
+    }
+  free(G);
+  return FRNN_OK;
+}
+
 frnn_status chunk_seq_forward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, const double *S0, double *y,
                               double *S_T, double *starts) {
   if (L < 1) return diag_fail(ctx, FRNN_E_ARG, "chunk_seq_forward: chunk length %lld", (long long)L);
@@ -456,7 +515,12 @@ frnn_status chunk_seq_forward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, cons
     }
     if (starts) memcpy(starts + (size_t)k * M * N, S, (size_t)(M * N) * sizeof *S);
     chunk_at c = {.q = q, .R = R, .S0 = S, .X = X, .t0 = t0, .len = len};
-    solve_rank_columns(&c, X);
+    if (!q->rank_split) solve_rank_columns(&c, X);
+    else if (split_rank_columns(&c, X)) {
+      free(R);
+      free(S);
+      return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_seq_forward");
+    }
     /* y_u = o * (X w), X the state before or after step u */
     for (int64_t u = 0; u < len; u++)
       for (int kk = 0; kk < q->n_lin; kk++) {

@@ -287,6 +287,8 @@ typedef struct chunk_seq {
   double *d, *c, *r, *w, *o;
   int n_rank;    /* rank-one terms sum(S * a) * b: */
   double *a, *b; /* a [T][n_rank][N], b [T][n_rank][N] (sign in b) */
+  bool rank_split; /* their columns by the split form (state-independent parts first, then
+                      X = U + W S_0^T: design-chunked.md), not step by step */
 } chunk_seq;
 /* The chunked algebra on term values, chunks of L steps: each linear term's
  * output y [T][n_lin][M] (before summing into outputs), the final state, and

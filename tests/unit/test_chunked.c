@@ -576,6 +576,53 @@ START_TEST(column_decay) {
 }
 END_TEST
 
+/* The rank-one columns by the split form (chunk_seq.rank_split: the
+ * state-independent TI, W, U first, then X = U + W S_0^T) against the
+ * step-by-step solve that the reference executor checks above: outputs and
+ * final state to 1e-12 (relative), one and two rank-one terms beside two
+ * updates, outputs of the old and the new state, decays of both signs,
+ * chunks of 1, 3, 4, 11 and 16 at T = 11. */
+static double seq_rel(const double *a, const double *b, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; i++) num += (a[i] - b[i]) * (a[i] - b[i]), den += b[i] * b[i];
+  return sqrt(num / (den > 0 ? den : 1));
+}
+
+START_TEST(rank_split_matches_step_by_step) {
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  rng r = test_rng("test_chunked");
+  enum { T = 11, M = 3, N = 4, U = 2, K = 2, KR = 2 };
+  static const int bases[K] = {CHUNK_BASE_STATE, CHUNK_BASE_NEXT};
+  int n_rank = 1 + _i;
+  size_t sizes[7] = {T * N, T * U * M, T * U * N, T * K * N, T * K * M, T * KR * N, T * KR * N}, total = 0;
+  for (int i = 0; i < 7; i++) total += sizes[i];
+  double *vals = malloc(total * sizeof *vals);
+  for (size_t i = 0; i < total; i++) vals[i] = rng_uniform(&r, -1, 1);
+  for (size_t i = 0; i < sizes[0]; i++) /* decays 0.3..1.2 in size, either sign */
+    vals[i] = (rng_uniform(&r, 0, 1) < 0.2 ? -1 : 1) * rng_uniform(&r, 0.3, 1.2);
+  size_t ab = total - sizes[5] - sizes[6];
+  for (size_t i = ab; i < total; i++) vals[i] *= 0.4; /* a and b: (I - G) well conditioned */
+  double S0[M * N], y[2][T * K * M], ST[2][M * N];
+  for (int i = 0; i < M * N; i++) S0[i] = rng_uniform(&r, -1, 1);
+  chunk_seq q = {.T = T, .M = M, .N = N, .n_upd = U, .n_lin = K, .lin_base = bases, .n_rank = n_rank};
+  double **fields[7] = {&q.d, &q.c, &q.r, &q.w, &q.o, &q.a, &q.b};
+  for (size_t i = 0, off = 0; i < 7; off += sizes[i], i++) *fields[i] = vals + off;
+  int64_t lengths[] = {1, 3, 4, 11, 16};
+  for (int li = 0; li < 5; li++) {
+    for (int split = 0; split < 2; split++) {
+      q.rank_split = split;
+      ck_assert(chunk_seq_forward(ctx, &q, lengths[li], S0, y[split], ST[split], NULL) == FRNN_OK);
+    }
+    double ey = seq_rel(y[1], y[0], T * K * M), es = seq_rel(ST[1], ST[0], M * N);
+    ck_assert_msg(ey < 1e-12 && es < 1e-12, "%d rank-one terms, L = %lld: outputs off by %g, final state by %g",
+                  n_rank, (long long)lengths[li], ey, es);
+  }
+  free(vals);
+  frnn_ctx_destroy(ctx);
+}
+END_TEST
+
 int main(void) {
   Suite *suite = suite_create("chunked");
   TCase *tc = tcase_create("chunked");
@@ -589,6 +636,7 @@ int main(void) {
   tcase_add_loop_test(tc, low_rank_workspace, 0, (int)(sizeof low_rank / sizeof *low_rank));
   tcase_add_test(tc, shared_by_heads_workspace);
   tcase_add_test(tc, backward_matches_finite_differences);
+  tcase_add_loop_test(tc, rank_split_matches_step_by_step, 0, 2);
   tcase_add_loop_test(tc, gpu_form_verdicts, 0, (int)(sizeof gpu_verdicts / sizeof *gpu_verdicts));
   tcase_add_test(tc, column_decay);
   suite_add_tcase(suite, tc);
