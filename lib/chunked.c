@@ -560,6 +560,58 @@ static double *write_drow(const chunk_seq *g, int64_t t, int wr) {
   return wr < g->n_upd ? SEQ_R(g, t, wr) : SEQ_B(g, t, wr - g->n_upd);
 }
 
+/* The rank-one columns' gradients by the split form (design-chunked.md, the
+ * low-rank kernels' next step 2): dH = Hy + dS_end Bhe^T, where neither
+ *     Hy  = TI^T (what the outputs send back to the columns: F_b^T dY),
+ *     Bhe = TI^T B~e (b_t * R(len-1, t), each column's row carried to the end)
+ * depends on the gradient after the chunk; TI^T is applied by back
+ * substitution with the forward's G.  Gr [len][n_reads][M] holds the outputs'
+ * read gradients (dy * o); the rank-one reads' are written. */
+static frnn_status split_rank_gradients(const chunk_at *c, const double *dS, double *Gr, int n_reads) {
+  const chunk_seq *q = c->q;
+  const double *R = c->R;
+  const int64_t M = q->M, N = q->N, len = c->len, K = q->n_rank;
+  double *Hy = calloc((size_t)(len * K * (M + N)), sizeof *Hy);
+  if (!Hy) return FRNN_E_NOMEM;
+  double *Bhe = Hy + len * K * M;
+  for (int64_t t = len - 1; t >= 0; t--)
+    for (int64_t k = 0; k < K; k++) {
+      const double *b = SEQ_B(q, c->t0 + t, (int)k);
+      double *hy = Hy + (t * K + k) * M, *be = Bhe + (t * K + k) * N;
+      for (int64_t j = 0; j < N; j++) be[j] = RAT(R, len, len - 1, t, j) * b[j];
+      for (int64_t u = t; u < len; u++)
+        for (int kk = 0; kk < q->n_lin; kk++) { /* the outputs' reads that see x_t */
+          int64_t l = read_l(q, kk, u);
+          if (l < t) continue;
+          const double *w = SEQ_W(q, c->t0 + u, kk), *gy = Gr + ((size_t)u * n_reads + (size_t)kk) * M;
+          double dot = 0;
+          for (int64_t j = 0; j < N; j++) dot += w[j] * b[j] * RAT(R, len, l, t, j);
+          for (int64_t i = 0; i < M; i++) hy[i] += gy[i] * dot;
+        }
+      for (int64_t u = t + 1; u < len; u++) /* the later columns: G[(u,k2)][(t,k)] */
+        for (int64_t k2 = 0; k2 < K; k2++) {
+          const double *a = SEQ_A(q, c->t0 + u, (int)k2);
+          double g = 0;
+          for (int64_t j = 0; j < N; j++) g += a[j] * b[j] * RAT(R, len, u - 1, t, j);
+          const double *hy2 = Hy + (u * K + k2) * M, *be2 = Bhe + (u * K + k2) * N;
+          for (int64_t i = 0; i < M; i++) hy[i] += g * hy2[i];
+          for (int64_t j = 0; j < N; j++) be[j] += g * be2[j];
+        }
+    }
+  for (int64_t t = 0; t < len; t++)
+    for (int64_t k = 0; k < K; k++) {
+      double *gx = Gr + ((size_t)t * n_reads + (size_t)(q->n_lin + k)) * M;
+      const double *hy = Hy + (t * K + k) * M, *be = Bhe + (t * K + k) * N;
+      for (int64_t i = 0; i < M; i++) {
+        double v = hy[i];
+        for (int64_t j = 0; j < N; j++) v += dS[i * N + j] * be[j];
+        gx[i] = v;
+      }
+    }
+  free(Hy);
+  return FRNN_OK;
+}
+
 frnn_status chunk_seq_backward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, const double *starts,
                                const double *S_T, const double *dy, const double *dS_T, chunk_seq *g,
                                double *dS0) {
@@ -583,7 +635,12 @@ frnn_status chunk_seq_backward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, con
       return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_seq_backward");
     }
     chunk_at c = {.q = q, .R = R, .S0 = S0, .X = X, .t0 = t0, .len = len};
-    solve_rank_columns(&c, X); /* again, as the forward solved them */
+    if (!q->rank_split) solve_rank_columns(&c, X); /* again, as the forward solved them */
+    else if (split_rank_columns(&c, X)) {
+      free(R);
+      free(dS);
+      return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_seq_backward");
+    }
     for (int64_t t = t0; t < t0 + len; t++) {
       memset(SEQ_D(g, t), 0, (size_t)N * sizeof(double));
       for (int a = 0; a < q->n_upd; a++) {
@@ -601,7 +658,12 @@ frnn_status chunk_seq_backward(frnn_ctx *ctx, const chunk_seq *q, int64_t L, con
         const double *yy = dy + ((size_t)(t0 + u) * q->n_lin + (size_t)kk) * M, *o = SEQ_O(q, t0 + u, kk);
         for (int64_t i = 0; i < M; i++) GR(u, kk)[i] = yy[i] * o[i];
       }
-    for (int64_t t = len - 1; t >= 0; t--)
+    if (q->rank_split && split_rank_gradients(&c, dS, Gr, n_reads)) {
+      free(R);
+      free(dS);
+      return diag_fail(ctx, FRNN_E_NOMEM, "out of memory in chunk_seq_backward");
+    }
+    for (int64_t t = len - 1; t >= 0 && !q->rank_split; t--)
       for (int kr = 0; kr < q->n_rank; kr++) {
         double *gx = GR(t, q->n_lin + kr);
         const double *row = SEQ_B(q, t0 + t, kr);

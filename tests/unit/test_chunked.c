@@ -577,11 +577,12 @@ START_TEST(column_decay) {
 END_TEST
 
 /* The rank-one columns by the split form (chunk_seq.rank_split: the
- * state-independent TI, W, U first, then X = U + W S_0^T) against the
- * step-by-step solve that the reference executor checks above: outputs and
- * final state to 1e-12 (relative), one and two rank-one terms beside two
- * updates, outputs of the old and the new state, decays of both signs,
- * chunks of 1, 3, 4, 11 and 16 at T = 11. */
+ * state-independent TI, W, U first, then X = U + W S_0^T; in the backward
+ * dH = Hy + dS Bhe^T) against the step-by-step solve and back substitution
+ * that the reference executor and finite differences check above: outputs,
+ * final state and every gradient to 1e-12 (relative), one and two rank-one
+ * terms beside two updates, outputs of the old and the new state, decays of
+ * both signs, chunks of 1, 3, 4, 11 and 16 at T = 11. */
 static double seq_rel(const double *a, const double *b, size_t n) {
   double num = 0, den = 0;
   for (size_t i = 0; i < n; i++) num += (a[i] - b[i]) * (a[i] - b[i]), den += b[i] * b[i];
@@ -603,21 +604,42 @@ START_TEST(rank_split_matches_step_by_step) {
     vals[i] = (rng_uniform(&r, 0, 1) < 0.2 ? -1 : 1) * rng_uniform(&r, 0.3, 1.2);
   size_t ab = total - sizes[5] - sizes[6];
   for (size_t i = ab; i < total; i++) vals[i] *= 0.4; /* a and b: (I - G) well conditioned */
-  double S0[M * N], y[2][T * K * M], ST[2][M * N];
-  for (int i = 0; i < M * N; i++) S0[i] = rng_uniform(&r, -1, 1);
-  chunk_seq q = {.T = T, .M = M, .N = N, .n_upd = U, .n_lin = K, .lin_base = bases, .n_rank = n_rank};
+  double S0[M * N], y[2][T * K * M], ST[2][M * N], dy[T * K * M], dST[M * N], dS0[2][M * N];
+  double starts[T * M * N]; /* chunks of 1 at most T */
+  for (int i = 0; i < M * N; i++) S0[i] = rng_uniform(&r, -1, 1), dST[i] = rng_uniform(&r, -1, 1);
+  for (int i = 0; i < T * K * M; i++) dy[i] = rng_uniform(&r, -1, 1);
+  chunk_seq q = {.T = T, .M = M, .N = N, .n_upd = U, .n_lin = K, .lin_base = bases, .n_rank = n_rank}, g[2];
+  double *grads[2] = {malloc(total * sizeof(double)), malloc(total * sizeof(double))};
   double **fields[7] = {&q.d, &q.c, &q.r, &q.w, &q.o, &q.a, &q.b};
   for (size_t i = 0, off = 0; i < 7; off += sizes[i], i++) *fields[i] = vals + off;
+  for (int split = 0; split < 2; split++) {
+    g[split] = q;
+    double **gf[7] = {&g[split].d, &g[split].c, &g[split].r, &g[split].w, &g[split].o, &g[split].a, &g[split].b};
+    for (size_t i = 0, off = 0; i < 7; off += sizes[i], i++) *gf[i] = grads[split] + off;
+  }
+  static const char *const names[7] = {"d", "c", "r", "w", "o", "a", "b"};
   int64_t lengths[] = {1, 3, 4, 11, 16};
   for (int li = 0; li < 5; li++) {
     for (int split = 0; split < 2; split++) {
       q.rank_split = split;
-      ck_assert(chunk_seq_forward(ctx, &q, lengths[li], S0, y[split], ST[split], NULL) == FRNN_OK);
+      ck_assert(chunk_seq_forward(ctx, &q, lengths[li], S0, y[split], ST[split], starts) == FRNN_OK);
+      ck_assert(chunk_seq_backward(ctx, &q, lengths[li], starts, ST[split], dy, dST, &g[split], dS0[split]) ==
+                FRNN_OK);
     }
     double ey = seq_rel(y[1], y[0], T * K * M), es = seq_rel(ST[1], ST[0], M * N);
     ck_assert_msg(ey < 1e-12 && es < 1e-12, "%d rank-one terms, L = %lld: outputs off by %g, final state by %g",
                   n_rank, (long long)lengths[li], ey, es);
+    for (size_t f = 0, off = 0; f < 7; off += sizes[f], f++) {
+      size_t n = f < 5 ? sizes[f] : (size_t)(T * n_rank * N); /* a, b: the first n_rank of KR */
+      double e = seq_rel(grads[1] + off, grads[0] + off, n);
+      ck_assert_msg(e < 1e-12, "%d rank-one terms, L = %lld: gradient of %s off by %g", n_rank,
+                    (long long)lengths[li], names[f], e);
+    }
+    double e0 = seq_rel(dS0[1], dS0[0], M * N);
+    ck_assert_msg(e0 < 1e-12, "%d rank-one terms, L = %lld: gradient of S0 off by %g", n_rank,
+                  (long long)lengths[li], e0);
   }
+  free(grads[0]), free(grads[1]);
   free(vals);
   frnn_ctx_destroy(ctx);
 }
