@@ -453,6 +453,7 @@ static frnn_status split_rank_columns(const chunk_at *c, double *X) {
   const chunk_seq *q = c->q;
   const double *R = c->R;
   const int64_t M = q->M, N = q->N, len = c->len, K = q->n_rank, n = len * K;
+  if (n == 0) return FRNN_OK; /* no rank-one term */
   double *G = calloc((size_t)(2 * n * n + n * N + n * M + n * N + n * M), sizeof *G);
   if (!G) return FRNN_E_NOMEM;
   double *TI = G + n * n, *At = TI + n * n, *V = At + n * N, *W = V + n * M, *U = W + n * N;
@@ -565,12 +566,13 @@ static double *write_drow(const chunk_seq *g, int64_t t, int wr) {
  *     Hy  = TI^T (what the outputs send back to the columns: F_b^T dY),
  *     Bhe = TI^T B~e (b_t * R(len-1, t), each column's row carried to the end)
  * depends on the gradient after the chunk; TI^T is applied by back
- * substitution with the forward's G.  Gr [len][n_reads][M] holds the outputs'
+ * substitution with G's entries (split_rank_columns').  Gr [len][n_reads][M] holds the outputs'
  * read gradients (dy * o); the rank-one reads' are written. */
 static frnn_status split_rank_gradients(const chunk_at *c, const double *dS, double *Gr, int n_reads) {
   const chunk_seq *q = c->q;
   const double *R = c->R;
   const int64_t M = q->M, N = q->N, len = c->len, K = q->n_rank;
+  if (len * K == 0) return FRNN_OK; /* no rank-one term */
   double *Hy = calloc((size_t)(len * K * (M + N)), sizeof *Hy);
   if (!Hy) return FRNN_E_NOMEM;
   double *Bhe = Hy + len * K * M;
