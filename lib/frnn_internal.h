@@ -863,6 +863,7 @@ typedef struct ck_plan {
                                 arrays of a window's steps; 0: one window, or ckpt_every chunks (ck_window_chunks) */
   int unroll_fwd, unroll_bwd; /* their k-loops unrolled this many times where a warp has 1 or 2 tiles */
   bool spread;               /* the backward's independent small products start on different warps */
+  bool spread_fwd;           /* the forward's (its phases' attention matrices side by side) */
   int n_sc, n_sc_adj;        /* scalar nodes materialised per step (step, adjoint) */
   ck_layout fw, bw;
   unsigned fwd_smem, bwd_smem, chain_smem; /* bytes */

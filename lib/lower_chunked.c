@@ -80,7 +80,9 @@ static void layout(ck_plan *p, const chunk_gpu *g, int n_out, bool backward, ck_
   }
   l->EL = at, at += p->col ? p->Mp : p->Np; /* the chunk's whole decay, P_last */
   l->FLAG = at, at += 1;   /* the chunk's log decay is moderate: the factored products */
-  l->A = at, at += L * p->sl;
+  /* the attention matrices: the forward's every (lin, update) pair's at
+   * once (att_arr), the backward's one pair at a time */
+  l->A = at, at += L * p->sl * (backward ? 1 : (g->n_lin * g->n_upd > 0 ? g->n_lin * g->n_upd : 1));
   if (g->rank_lin >= 0) {
     l->TI = at, at += L * p->sl;
     l->XT = at, at += L * p->sm;
@@ -196,6 +198,12 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * at 512 its registers spill. */
   out->mma_tiles_fwd = env && *env ? out->mma_tiles : out->f64 ? 2 : out->mma_tiles;
   out->threads_fwd = threads_set || !out->f64 || g->rank_lin >= 0 ? out->threads : 512;
+  /* FRNN_CK_THREADS_FWD: the forward's alone.  512 for the rank-one
+   * steps with the phased forward (thirteenth session, call 3; fw ms):
+   * delta rule 1.660 -> 1.818, RWKV-7 1.906 -> 2.361, gated 1.962 -> 1.916
+   * (its fw+bw the same): 256 stays. */
+  env = getenv("FRNN_CK_THREADS_FWD");
+  if (env && (atoi(env) == 128 || atoi(env) == 256 || atoi(env) == 512)) out->threads_fwd = atoi(env);
   /* The backward's products spread over the warps, their k-loops unrolled
    * (H100, fw+bw: delta rule 11.27 -> 9.26 ms, GLA 4.18 -> 4.05), except
    * in a tight backward, where it spilled (RWKV-7: 12.70 -> 14.55 ms).
@@ -215,6 +223,7 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
   out->unroll_bwd = set_b ? (comma ? atoi(comma + 1) : unroll) : tight ? 1 : out->f64 && g->rank_lin < 0 ? 8 : 4;
   env = getenv("FRNN_CK_SPREAD");
   out->spread = env && *env ? strcmp(env, "0") != 0 : !tight;
+  out->spread_fwd = env && *env ? strcmp(env, "0") != 0 : true;
   env = getenv("FRNN_CK_MINB");
   out->min_blocks = env && atoi(env) >= 1 && atoi(env) <= 4 ? atoi(env) : 1;
   /* The chain kernel waits on global loads (Mamba-2: long scoreboard 15.8
@@ -748,7 +757,7 @@ static void term_arrays(ck *k, const gtensor *gout) {
     LLVMValueRef t = clamp_t(k, r.u), i = in_extent(k, grow(k, r.x), p->M);
     LLVMValueRef ok = and1(k, step_ok(k, r.u), row_ok(k, r.x));
     LLVMValueRef at = add(k, mul(k, r.u, i32c(k, p->sm)), r.x);
-    for (int a = 0; a < g->n_upd; a++) /* the rank-one update's column is solved for (rank_columns) */
+    for (int a = 0; a < g->n_upd; a++) /* the rank-one update's column is solved for (lower_ck_fwd) */
       if (g->upd_rank[a] < 0)
         sh_st(k, ly->C[a], at,
               cg_select(cg, ok, product(e, &g->upd_col[a], g->cf.update_sign[a], r.u, t, i, NULL), fzero(k)));
@@ -906,6 +915,7 @@ struct mm {
   int parts;           /* > 1: the sum of this many products, lin (by_lin) or upd 0, 1, ..., into one
                           accumulator before one epilogue (run_mma; else run_mm per part) */
   bool by_lin;
+  int skip;            /* parts: the one left out (-1: none) */
   int state;           /* b_state's array: the state S or its gradient dS */
   bool store;          /* the chunk's first product into its seed: stores, not adds */
   bool fast;           /* the factored form (decay_split: W, R hold W P_l and R / P) */
@@ -918,7 +928,7 @@ struct mm {
                           LLVMValueRef a2, LLVMValueRef b, LLVMValueRef b2);
   void (*epi)(mm *, LLVMValueRef p, LLVMValueRef q, LLVMValueRef acc);
 };
-static mm new_mm(ck *k, int P, int Q, int K) { return (mm){.k = k, .P = P, .Q = Q, .K = K}; }
+static mm new_mm(ck *k, int P, int Q, int K) { return (mm){.k = k, .P = P, .Q = Q, .K = K, .skip = -1}; }
 
 static void run_mm(mm *m) {
   ck *k = m->k;
@@ -1029,7 +1039,7 @@ static void run_mma(mm *m) {
    * blocks than warps that follow each other without a barrier then run
    * on different warps side by side.  (Only those: rotating the others
    * too spilled in RWKV-7's backward.) */
-  bool spread = m->spread && k->p->spread && blocks < warps;
+  bool spread = m->spread && (k->lay == &k->p->fw ? k->p->spread_fwd : k->p->spread) && blocks < warps;
   int rot = spread ? k->rot % warps : 0;
   if (spread) k->rot = (k->rot + blocks) % warps;
   LLVMValueRef first = rot ? LLVMBuildURem(cg->b, add(k, k->warp, i32c(k, warps - rot)), i32c(k, warps), "") : k->warp;
@@ -1041,6 +1051,7 @@ static void run_mma(mm *m) {
     for (int e = 0; e < 4; e++) cg_store(cg, zero, acc[i][e]);
   /* Several products summed (parts): each one's k-loop into the same accumulators. */
   for (int part = 0; part < (m->parts > 1 ? m->parts : 1); part++) {
+    if (m->parts > 1 && part == m->skip) continue;
     if (m->parts > 1) *(m->by_lin ? &m->lin : &m->upd) = part;
     cloop lk = loop_open(k, i32c(k, 0), i32c(k, m->K), i32c(k, 8));
     /* Unrolled in full: spills, and 7% slower (GLA fw+bw, H100).  A warp
@@ -1127,11 +1138,14 @@ static void run_mm_probe(mm *m, int site) {
   }
   mm one = *m;
   one.parts = 1;
+  bool ran = false;
   for (int part = 0; part < m->parts; part++) {
+    if (part == m->skip) continue;
     *(one.by_lin ? &one.lin : &one.upd) = part;
-    one.first = m->first && part == 0;
-    if (part) cg_barrier(m->k->cg);
+    one.first = m->first && !ran;
+    if (ran) cg_barrier(m->k->cg);
     run_mm(&one);
+    ran = true;
   }
 }
 
@@ -1209,13 +1223,18 @@ static LLVMValueRef comb_att(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef
   LLVMValueRef d = cg_select(cg, ok, cg_fsub(cg, a2, b2), fzero(k));
   return cg_select(cg, ok, cg_fmul(cg, cg_fmul(cg, a, b), fexp(k, d)), fzero(k));
 }
+/* The attention matrix of lin q against update a: the forward keeps every
+ * pair's (its products then run side by side), the backward one. */
+static int att_arr(ck *k, int q, int a) {
+  return k->lay == &k->p->fw ? k->lay->A + (q * k->g->n_upd + a) * k->p->L * k->p->sl : k->lay->A;
+}
 static void epi_A(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef acc) {
   ck *k = m->k;
   /* a scalar decay: the ratio is the same for every column, so it scales
    * the plain product here instead of every term of it */
   if (plain(k, m->fast)) acc = cg_select(k->cg, causal(k, m->lin, u, v), acc, fzero(k));
   else if (k->p->nd == 1) acc = cg_fmul(k->cg, acc, ratio(k, m->lin, u, v, NULL));
-  sh_st(k, k->lay->A, at2(k, u, k->p->sl, v), acc);
+  sh_st(k, att_arr(k, m->lin, m->upd), at2(k, u, k->p->sl, v), acc);
 }
 
 /* Y[u][m] += o(u, m) * acc (the forward's outputs). */
@@ -1238,7 +1257,7 @@ static void epi_Y(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
 }
 static LLVMValueRef a_A(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef *a2) {
   (void)a2;
-  return sh_ld(m->k, m->k->lay->A, at2(m->k, u, m->k->p->sl, v));
+  return sh_ld(m->k, att_arr(m->k, m->lin, m->upd), at2(m->k, u, m->k->p->sl, v));
 }
 static LLVMValueRef op_C(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef *extra) {
   (void)extra;
@@ -1323,7 +1342,7 @@ static void epi_Ag(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef acc) {
 /* dC[v][i] += sum_u A[u][v] G[u][i] */
 static LLVMValueRef a_A_t(mm *m, LLVMValueRef v, LLVMValueRef u, LLVMValueRef *a2) {
   (void)a2;
-  return sh_ld(m->k, m->k->lay->A, at2(m->k, u, m->k->p->sl, v));
+  return sh_ld(m->k, att_arr(m->k, m->lin, m->upd), at2(m->k, u, m->k->p->sl, v));
 }
 static void epi_dC(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef acc) {
   ck *k = m->k;
@@ -1436,7 +1455,7 @@ static void zero_xt(ck *k) {
  * forward's only: the backward loads TI from the checkpoints.) */
 static void invert_unit_lower(ck *k) {
   codegen *cg = k->cg;
-  int L = k->p->L, sl = k->p->sl;
+  int L = k->p->L, sl = k->p->sl, G = att_arr(k, k->g->rank_lin, k->g->rank_upd);
   if (probe_skips(20)) return;
   LLVMBasicBlockRef no = if_open(k, slt(k, k->tid, i32c(k, L)));
   LLVMValueRef j = k->tid, col[64];
@@ -1445,7 +1464,7 @@ static void invert_unit_lower(ck *k) {
     LLVMValueRef acc[2] = {cg_select(cg, LLVMBuildICmp(cg->b, LLVMIntEQ, j, i32c(k, t), ""), cg_f32(cg, 1.0), fzero(k)),
                            fzero(k)};
     for (int sx = 0; sx < t; sx++)
-      acc[sx & 1] = cg_fma(cg, sh_ld(k, k->lay->A, i32c(k, t * sl + sx)), col[sx], acc[sx & 1]);
+      acc[sx & 1] = cg_fma(cg, sh_ld(k, G, i32c(k, t * sl + sx)), col[sx], acc[sx & 1]);
     col[t] = cg_fadd(cg, acc[0], acc[1]);
     sh_st(k, k->lay->TI, at2(k, i32c(k, t), sl, j), col[t]);
   }
@@ -1463,6 +1482,10 @@ static LLVMValueRef a_TI_t(mm *m, LLVMValueRef v, LLVMValueRef u, LLVMValueRef *
 static LLVMValueRef op_XT(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef *extra) {
   (void)extra;
   return sh_ld(m->k, m->k->lay->XT, at2(m->k, v, m->k->p->sm, i));
+}
+/* XT = acc: the first product into the solve's right side */
+static void epi_XT_set(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
+  sh_st(m->k, m->k->lay->XT, at2(m->k, u, m->k->p->sm, i), acc);
 }
 /* X = TI XT into the rank-one update's column array */
 static void epi_X(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
@@ -1487,34 +1510,30 @@ static void attention(ck *k, int q, int a, int site) {
   cg_barrier(k->cg);
 }
 
-/* X into the rank-one update's column array (S holds the chunk's S_0; the
- * forward's, which stores X and TI for the backward): its right side,
- * A~ S_0^T plus G_ar C, then the solve. */
-static void rank_columns(ck *k) {
-  const chunk_gpu *g = k->g;
+/* The same in the forward, without the barrier: every pair's matrix in its
+ * own array (att_arr), so they run side by side on different warps. */
+static void attention_pair(ck *k, int q, int a, int site) {
+  mm m = new_mm(k, k->p->L, k->p->L, k->p->Np);
+  m.lin = q, m.upd = a, m.a = a_W_att, m.b = b_R_att, m.epi = epi_A, m.spread = true;
+  m.combine = k->p->nd == 1 ? NULL : comb_att;
+  run_both(&m, site);
+}
+
+/* The product of lin q's attention matrices with the columns of every
+ * update but `skip` (-1: none) into one accumulator, then epi (a lin's:
+ * the outputs, or the rank-one term's right side).  False where there is
+ * no such update. */
+static bool through_updates(ck *k, int q, int skip, int site) {
   const ck_plan *p = k->p;
-  int q = g->rank_lin;
-  zero_xt(k);
-  cg_barrier(k->cg);
-  mm m = new_mm(k, p->L, p->Mp, p->Np);
-  m.lin = q, m.a = op_W_decayed, m.b = b_state_t, m.state = k->lay->S, m.epi = epi_Y;
-  run_both(&m, 15);
-  cg_barrier(k->cg);
-  for (int a = 0; a < g->n_upd; a++) {
-    if (g->upd_rank[a] >= 0) continue;
-    attention(k, q, a, 16);
-    m = new_mm(k, p->L, p->Mp, p->L);
-    m.lin = q, m.upd = a, m.a = a_A, m.b = op_C, m.epi = epi_Y;
-    run_mm_probe(&m, 17);
-    cg_barrier(k->cg);
-  }
-  attention(k, q, g->rank_upd, 16); /* G_ab */
-  invert_unit_lower(k);
-  cg_barrier(k->cg);
-  m = new_mm(k, p->L, p->Mp, p->L);
-  m.a = a_TI, m.b = op_XT, m.epi = epi_X;
-  run_mm_probe(&m, 18);
-  cg_barrier(k->cg);
+  int n = 0, only = -1;
+  for (int a = 0; a < k->g->n_upd; a++)
+    if (a != skip) n++, only = a;
+  if (n == 0) return false;
+  mm m = new_mm(k, p->L, p->Mp, p->L);
+  m.lin = q, m.upd = only, m.a = a_A, m.b = op_C, m.epi = epi_Y;
+  if (n > 1) m.parts = k->g->n_upd, m.skip = skip, m.upd = 0;
+  run_mm_probe(&m, site);
+  return true;
 }
 
 /* dH into the rank-one lin's gradient array: what reaches X from the
@@ -1690,6 +1709,20 @@ static LLVMValueRef chunks_of(ck *k) {
 }
 
 
+/* The state at the chunk's end: every update's product summed in one
+ * accumulator, one epilogue (the state read and written once); with
+ * FRNN_CK_SUM_PARTS=0 one each, barriers between.  No barrier after. */
+static void end_state(ck *k) {
+  const ck_plan *p = k->p;
+  for (int a = 0; a < (p->sum_parts ? 1 : k->g->n_upd); a++) {
+    if (a) cg_barrier(k->cg);
+    mm m = new_mm(k, p->Mp, p->Np, p->L);
+    m.parts = p->sum_parts ? k->g->n_upd : 1, m.upd = a, m.first = a == 0;
+    m.a = op_C_t, m.b = b_R_to_end, m.epi = epi_S;
+    run_both(&m, 3);
+  }
+}
+
 static void lower_ck_fwd(ck *k) {
   codegen *cg = k->cg;
   const frnn_step *s = k->s;
@@ -1755,32 +1788,81 @@ static void lower_ck_fwd(ck *k) {
      * the GPU tests, RWKV-6's gradients off at one step in 6000) */
     cg_barrier(cg);
   }
-  /* The rank-one columns first: the outputs and the end state read them. */
-  if (g->rank_lin >= 0) {
-    rank_columns(k);
-    LLVMBasicBlockRef no = if_open(k, have_rank);
-    rank_ckpt(k, rank, sub(k, k->c, c_lo), true);
-    if_close(k, no);
-  }
-  /* The outputs (none in a recompute): the carried state's part, then the
-   * chunk's own. */
+  /* The chunk's products in phases, each ended by a barrier.  A phase's
+   * products read what earlier phases wrote and write arrays of their own,
+   * so the small ones ([L,L] attention matrices on one or two warps) run
+   * side by side (spread) instead of one phase each:
+   *   1. every attention matrix (lin q against update a, att_arr) and the
+   *      state's parts: Q~ S_0^T into the outputs Y, and (a rank-one term)
+   *      A~ S_0^T, the right side of its solve, into XT;
+   *   2. the outputs through the updates' columns (all, or all but the
+   *      rank-one's); the rank-one term's G_ar C into XT beside its
+   *      inverse TI (L threads);
+   *   3. the rank-one columns X = TI XT;
+   *   4. the outputs through X, beside the state at the chunk's end;
+   *   5. the outputs stored (without a rank-one term, beside the end
+   *      state: the stores' evaluation of the terms independent of S,
+   *      RWKV-6's bonus or Mamba-2's D x, then overlaps its product; alone
+   *      between two barriers they cost RWKV-6's forward 3.7%, Mamba-2's
+   *      3%.  With one, the end state in 4: delta rule fw 1.686 -> 1.660 ms).
+   * Without a rank-one term, 3 and 4 go.  In a backward window's
+   * recompute (no outputs) only the rank-one term's products and the end
+   * state run. */
+  int qr = g->rank_lin, xr = g->rank_upd;
+  bool solve = qr >= 0;
+  k->rot = 0;
   LLVMBasicBlockRef no_outputs = if_open(k, outputs);
   for (int q = 0; q < g->n_lin; q++) {
     if (g->lin_rank[q] >= 0) continue;
     mm m = new_mm(k, p->L, p->Mp, p->Np);
     m.lin = q, m.a = op_W_decayed, m.b = b_state_t, m.state = k->lay->S, m.epi = epi_Y;
     run_both(&m, 0);
+    for (int a = 0; a < g->n_upd; a++) attention_pair(k, q, a, 1);
+  }
+  if_close(k, no_outputs);
+  memo_clear(k->e); /* values made under the branch do not dominate what follows */
+  if (solve) {
+    mm m = new_mm(k, p->L, p->Mp, p->Np);
+    m.lin = qr, m.a = op_W_decayed, m.b = b_state_t, m.state = k->lay->S, m.epi = epi_XT_set;
+    run_both(&m, 15);
+    for (int a = 0; a < g->n_upd; a++) attention_pair(k, qr, a, 16);
   }
   cg_barrier(cg);
+  /* 2 */
+  if (solve) {
+    invert_unit_lower(k);
+    through_updates(k, qr, xr, 17);
+  }
+  no_outputs = if_open(k, outputs);
   for (int q = 0; q < g->n_lin; q++)
-    for (int a = 0; a < g->n_upd && g->lin_rank[q] < 0; a++) {
-      attention(k, q, a, 1);
-      mm m = new_mm(k, p->L, p->Mp, p->L);
-      m.lin = q, m.upd = a, m.a = a_A, m.b = op_C, m.epi = epi_Y;
+    if (g->lin_rank[q] < 0) through_updates(k, q, xr, 2);
+  if_close(k, no_outputs);
+  memo_clear(k->e);
+  cg_barrier(cg);
+  if (solve) {
+    /* 3 */
+    mm m = new_mm(k, p->L, p->Mp, p->L);
+    m.a = a_TI, m.b = op_XT, m.epi = epi_X;
+    run_mm_probe(&m, 18);
+    cg_barrier(cg);
+    /* 4: X and TI stored for the backward too */
+    LLVMBasicBlockRef no = if_open(k, have_rank);
+    rank_ckpt(k, rank, sub(k, k->c, c_lo), true);
+    if_close(k, no);
+    no_outputs = if_open(k, outputs);
+    for (int q = 0; q < g->n_lin; q++) {
+      if (g->lin_rank[q] >= 0) continue;
+      m = new_mm(k, p->L, p->Mp, p->L);
+      m.lin = q, m.upd = xr, m.a = a_A, m.b = op_C, m.epi = epi_Y;
       run_mm_probe(&m, 2);
-      cg_barrier(cg);
     }
-  /* Store them, with the terms independent of S. */
+    if_close(k, no_outputs);
+    memo_clear(k->e);
+    end_state(k);
+    cg_barrier(cg);
+  }
+  /* 5: the outputs, with the terms independent of S */
+  no_outputs = if_open(k, outputs);
   {
     elems r = elems_open(k, p->L * p->Mp, p->Mp);
     LLVMBasicBlockRef no = if_open(k, and1(k, step_ok(k, r.u), row_ok(k, r.x)));
@@ -1797,16 +1879,9 @@ static void lower_ck_fwd(ck *k) {
     elems_close(k, &r);
   }
   if_close(k, no_outputs);
-  memo_clear(k->e); /* values made under the branch do not dominate what follows */
-  /* The state at the chunk's end: every update's product summed in one
-   * accumulator, one epilogue (the state read and written once). */
-  for (int a = 0; a < (p->sum_parts ? 1 : g->n_upd); a++) {
-    mm m = new_mm(k, p->Mp, p->Np, p->L);
-    m.parts = p->sum_parts ? g->n_upd : 1, m.upd = a, m.first = a == 0;
-    m.a = op_C_t, m.b = b_R_to_end, m.epi = epi_S;
-    run_both(&m, 3);
-    cg_barrier(cg);
-  }
+  memo_clear(k->e);
+  if (!solve) end_state(k);
+  cg_barrier(cg);
   loop_close(k, &lc);
   /* The final state, to its tensor and after the stored ones (none in a
    * recompute). */
