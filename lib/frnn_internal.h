@@ -864,6 +864,8 @@ typedef struct ck_plan {
   int unroll_fwd, unroll_bwd; /* their k-loops unrolled this many times where a warp has 1 or 2 tiles */
   bool spread;               /* the backward's independent small products start on different warps */
   bool spread_fwd;           /* the forward's (its phases' attention matrices side by side) */
+  bool bw_pairs;             /* the backward's attention matrices and their gradients, every (lin, update)
+                                pair's, in two phases (else a pair at a time); FRNN_CK_BW_PAIRS=0: never */
   int n_sc, n_sc_adj;        /* scalar nodes materialised per step (step, adjoint) */
   ck_layout fw, bw;
   unsigned fwd_smem, bwd_smem, chain_smem; /* bytes */

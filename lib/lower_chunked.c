@@ -80,15 +80,21 @@ static void layout(ck_plan *p, const chunk_gpu *g, int n_out, bool backward, ck_
   }
   l->EL = at, at += p->col ? p->Mp : p->Np; /* the chunk's whole decay, P_last */
   l->FLAG = at, at += 1;   /* the chunk's log decay is moderate: the factored products */
-  /* the attention matrices: the forward's every (lin, update) pair's at
-   * once (att_arr), the backward's one pair at a time */
-  l->A = at, at += L * p->sl * (backward ? 1 : (g->n_lin * g->n_upd > 0 ? g->n_lin * g->n_upd : 1));
+  /* the attention matrices: every (lin, update) pair's at once (att_arr;
+   * the backward's where bw_pairs), else one pair's at a time */
+  int pairs = g->n_lin * g->n_upd > 0 ? g->n_lin * g->n_upd : 1;
+  bool all_pairs = !backward || p->bw_pairs;
+  l->A = at, at += L * p->sl * (all_pairs ? pairs : 1);
   if (g->rank_lin >= 0) {
     l->TI = at, at += L * p->sl;
     l->XT = at, at += L * p->sm;
   }
   if (backward) {
-    l->Ag = at, at += L * p->sl;
+    /* their gradients Ag: where the solve's right side XT fits them, in it
+     * (the backward is done with XT before any Ag is formed) */
+    int ag = L * p->sl * (all_pairs ? pairs : 1);
+    if (l->XT >= 0 && ag <= L * p->sm) l->Ag = l->XT;
+    else l->Ag = at, at += ag;
     l->RUN = at, at += p->col ? p->Mp : p->Np;
   } else {
     for (int k = 0; k < n_out; k++) l->Y[k] = at, at += L * p->sm;
@@ -106,10 +112,15 @@ static int count_scalars(const frnn_step *s, const uint8_t *need) {
 }
 
 static int stride_mma(int x) { return (x + 27) / 32 * 32 + 4; }
+/* The least stride >= x that is an odd multiple of 4: a fragment's 8 rows
+ * (g s mod 32 = 4 (odd g mod 8)) still meet distinct banks.  For the [L,L]
+ * arrays: 20 floats a row at L = 16, not 36, so every pair's matrices fit
+ * the backward's shared memory beside its states. */
+static int stride_mma_min(int x) { return (x + 3) / 4 % 2 ? (x + 3) / 4 * 4 : (x + 3) / 4 * 4 + 4; }
 
-static bool fits(ck_plan *p, const chunk_gpu *g, int n_out, int L, int max_shared) {
+static bool fits_layout(ck_plan *p, const chunk_gpu *g, int n_out, int L, int max_shared) {
   p->L = L;
-  p->sl = p->mma ? stride_mma(L) : L + 1;
+  p->sl = p->mma ? stride_mma_min(L) : L + 1;
   layout(p, g, n_out, false, &p->fw);
   layout(p, g, n_out, true, &p->bw);
   p->fwd_smem = (unsigned)p->fw.floats * 4;
@@ -117,6 +128,21 @@ static bool fits(ck_plan *p, const chunk_gpu *g, int n_out, int L, int max_share
   p->chain_smem = (unsigned)(p->n_sc_adj * L + 1) * 4;
   return p->fwd_smem <= (unsigned)max_shared && p->bwd_smem <= (unsigned)max_shared &&
          p->chain_smem <= (unsigned)max_shared;
+}
+
+static bool env_off(const char *name) {
+  const char *e = getenv(name);
+  return e && strcmp(e, "0") == 0;
+}
+
+static bool fits(ck_plan *p, const chunk_gpu *g, int n_out, int L, int max_shared) {
+  /* the backward's pairs all at once where they fit, else one at a time */
+  for (int all = 1; all >= 0; all--) {
+    p->bw_pairs = all && g->n_lin * g->n_upd > 1 && !env_off("FRNN_CK_BW_PAIRS");
+    if (all && !p->bw_pairs) continue;
+    if (fits_layout(p, g, n_out, L, max_shared)) return true;
+  }
+  return false;
 }
 
 frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, int64_t M, int64_t N,
@@ -283,7 +309,14 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
     out->fused = out->MB == 1 && fz && strcmp(fz, "1") == 0;
     if (out->fused) out->ckpt_every = 1; /* the fused chain runs the whole sequence in one window */
     for (int L = lmax >= 64 ? 64 : lmax >= 32 ? 32 : 16; L >= 16; L /= 2)
-      if (fits(out, g, n_out, L, max_shared)) return FRNN_OK;
+      if (fits(out, g, n_out, L, max_shared)) {
+        /* A rank-one step with a decay, its pairs at once: the backward's
+         * k-loops not unrolled (the gated delta rule spilled 68 bytes at 4:
+         * H100 fw+bw 8.24 -> 7.94 ms; the delta rule keeps 4, 6.28 against
+         * 6.72 at 1; thirteenth session, call 6) */
+        if (out->bw_pairs && g->rank_lin >= 0 && g->n_ld > 0 && !set_b) out->unroll_bwd = 1;
+        return FRNN_OK;
+      }
     if (bm_env) break;
   }
   return diag_fail(ctx, FRNN_E_UNSUPPORTED,
@@ -1143,6 +1176,7 @@ static void run_mm_probe(mm *m, int site) {
     if (part == m->skip) continue;
     *(one.by_lin ? &one.lin : &one.upd) = part;
     one.first = m->first && !ran;
+    one.store = m->store && !ran; /* the first part stores, the others add after a barrier */
     if (ran) cg_barrier(m->k->cg);
     run_mm(&one);
     ran = true;
@@ -1226,7 +1260,12 @@ static LLVMValueRef comb_att(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef
 /* The attention matrix of lin q against update a: the forward keeps every
  * pair's (its products then run side by side), the backward one. */
 static int att_arr(ck *k, int q, int a) {
-  return k->lay == &k->p->fw ? k->lay->A + (q * k->g->n_upd + a) * k->p->L * k->p->sl : k->lay->A;
+  bool all = k->lay == &k->p->fw || k->p->bw_pairs;
+  return k->lay->A + (all ? (q * k->g->n_upd + a) * k->p->L * k->p->sl : 0);
+}
+/* Its gradient's (the backward's), likewise. */
+static int ag_arr(ck *k, int q, int a) {
+  return k->lay->Ag + (k->p->bw_pairs ? (q * k->g->n_upd + a) * k->p->L * k->p->sl : 0);
 }
 static void epi_A(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef acc) {
   ck *k = m->k;
@@ -1337,7 +1376,7 @@ static void epi_Ag(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef acc) {
   ck *k = m->k;
   /* a scalar decay's ratio goes in here (the products below are then plain) */
   if (!plain(k, m->fast) && k->p->nd == 1) acc = cg_fmul(k->cg, acc, ratio(k, m->lin, u, v, NULL));
-  sh_st(k, k->lay->Ag, at2(k, u, k->p->sl, v), cg_select(k->cg, causal(k, m->lin, u, v), acc, fzero(k)));
+  sh_st(k, ag_arr(k, m->lin, m->upd), at2(k, u, k->p->sl, v), cg_select(k->cg, causal(k, m->lin, u, v), acc, fzero(k)));
 }
 /* dC[v][i] += sum_u A[u][v] G[u][i] */
 static LLVMValueRef a_A_t(mm *m, LLVMValueRef v, LLVMValueRef u, LLVMValueRef *a2) {
@@ -1356,7 +1395,7 @@ static void epi_dC(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef acc) {
 /* dW[u][n] += sum_v Ag[u][v] R[v][n] P_l(u)[n] / P_v[n] (causal) */
 static LLVMValueRef a_Ag(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef *a2) {
   (void)a2;
-  return sh_ld(m->k, m->k->lay->Ag, at2(m->k, u, m->k->p->sl, v));
+  return sh_ld(m->k, ag_arr(m->k, m->lin, m->upd), at2(m->k, u, m->k->p->sl, v));
 }
 static LLVMValueRef b_R(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef *b2) {
   (void)b2;
@@ -1381,7 +1420,7 @@ static void epi_dW(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef acc) {
 /* dR[v][n] += sum_u Ag[u][v] W[u][n] P_l(u)[n] / P_v[n] (causal) */
 static LLVMValueRef a_Ag_t(mm *m, LLVMValueRef v, LLVMValueRef u, LLVMValueRef *a2) {
   (void)a2;
-  return sh_ld(m->k, m->k->lay->Ag, at2(m->k, u, m->k->p->sl, v));
+  return sh_ld(m->k, ag_arr(m->k, m->lin, m->upd), at2(m->k, u, m->k->p->sl, v));
 }
 static LLVMValueRef b_W(mm *m, LLVMValueRef u, LLVMValueRef n, LLVMValueRef *b2) {
   (void)b2;
@@ -2104,6 +2143,59 @@ static void col_decay_gradient(ck *k) {
   loop_close(k, &l);
 }
 
+/* The backward's products through the chunk's attention matrices, every
+ * (lin q, update a) pair's at once, in two phases:
+ *   1. each pair's A (but those the rank-one gradient formed: its
+ *      outputs' against X) and Ag = [causal] G_q C_a^T;
+ *   2. each seed once, its pairs summed in one accumulator (the chunk's
+ *      first product into it: it stores): dC_a = sum_q A^T G_q, dW_q =
+ *      sum_a Ag R_a, dR_a = sum_q Ag^T W_q and dO_q = sum_a A C_a.
+ * Two barriers instead of two a pair (the delta rule's four pairs: eight),
+ * and the [L,L] products side by side on the warps. */
+static void chunk_pairs(ck *k) {
+  const chunk_gpu *g = k->g;
+  const ck_plan *p = k->p;
+  codegen *cg = k->cg;
+  for (int q = 0; q < g->n_lin; q++)
+    for (int a = 0; a < g->n_upd; a++) {
+      if (!(a == g->rank_upd && g->lin_rank[q] < 0)) { /* (rank_gradient's) */
+        mm m = new_mm(k, p->L, p->L, p->Np);
+        m.lin = q, m.upd = a, m.a = a_W_att, m.b = b_R_att, m.epi = epi_A, m.spread = true;
+        m.combine = p->nd == 1 ? NULL : comb_att;
+        run_both(&m, 4);
+      }
+      mm m = new_mm(k, p->L, p->L, p->Mp);
+      m.lin = q, m.upd = a, m.a = op_G, m.b = op_C_t, m.epi = epi_Ag, m.spread = true;
+      run_both(&m, 5);
+    }
+  cg_barrier(cg);
+  for (int a = 0; a < g->n_upd; a++) {
+    mm m = new_mm(k, p->L, p->Mp, p->L);
+    m.parts = g->n_lin, m.by_lin = true, m.lin = 0, m.upd = a;
+    m.a = a_A_t, m.b = op_G, m.epi = epi_dC, m.store = true, m.spread = true;
+    if (g->seed_c[a] >= 0) run_mm_probe(&m, 6); /* (the rank-one column's went into dH) */
+    m = new_mm(k, p->L, p->Np, p->L);
+    m.parts = g->n_lin, m.by_lin = true, m.lin = 0, m.upd = a;
+    m.a = a_Ag_t, m.b = b_W, m.epi = epi_dR, m.store = true, m.spread = true;
+    m.combine = p->nd == 1 ? NULL : comb_dR;
+    run_both(&m, 8);
+  }
+  for (int q = 0; q < g->n_lin; q++) {
+    mm m = new_mm(k, p->L, p->Np, p->L);
+    m.parts = g->n_upd, m.lin = q, m.upd = 0;
+    m.a = a_Ag, m.b = b_R, m.epi = epi_dW, m.store = true, m.spread = true;
+    m.combine = p->nd == 1 ? NULL : comb_dW;
+    run_both(&m, 7);
+    if (g->seed_o[q] >= 0) {
+      m = new_mm(k, p->L, p->Mp, p->L);
+      m.parts = g->n_upd, m.lin = q, m.upd = 0;
+      m.a = a_A, m.b = op_C, m.epi = epi_Xw, m.store = true, m.spread = true;
+      run_mm_probe(&m, 9);
+    }
+  }
+  cg_barrier(cg);
+}
+
 static void lower_ck_bwd(ck *k) {
   codegen *cg = k->cg;
   const frnn_step *s = k->s;
@@ -2232,8 +2324,11 @@ static void lower_ck_bwd(ck *k) {
   }
   /* The chunk's own products: through the attention matrix A and its
    * gradient Ag = [causal] G C^T.  Between barriers the products read
-   * A, Ag and write each their own seed: spread over the warps. */
-  for (int q = 0; q < g->n_lin; q++)
+   * A, Ag and write each their own seed: spread over the warps.  Every
+   * pair's at once where they fit (bw_pairs, chunk_pairs); else a pair at
+   * a time. */
+  if (p->bw_pairs) chunk_pairs(k);
+  for (int q = 0; q < (p->bw_pairs ? 0 : g->n_lin); q++)
     for (int a = 0; a < g->n_upd; a++) {
       mm m = new_mm(k, p->L, p->L, p->Np);
       m.lin = q, m.upd = a, m.a = a_W_att, m.b = b_R_att, m.epi = epi_A, m.spread = true;
