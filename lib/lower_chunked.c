@@ -93,7 +93,7 @@ static void layout(ck_plan *p, const chunk_gpu *g, int n_out, bool backward, ck_
     /* their gradients Ag: where the solve's right side XT fits them, in it
      * (the backward is done with XT before any Ag is formed) */
     int ag = L * p->sl * (all_pairs ? pairs : 1);
-    if (l->XT >= 0 && ag <= L * p->sm) l->Ag = l->XT;
+    if (all_pairs && l->XT >= 0 && ag <= L * p->sm) l->Ag = l->XT;
     else l->Ag = at, at += ag;
     l->RUN = at, at += p->col ? p->Mp : p->Np;
   } else {
@@ -114,13 +114,14 @@ static int count_scalars(const frnn_step *s, const uint8_t *need) {
 static int stride_mma(int x) { return (x + 27) / 32 * 32 + 4; }
 /* The least stride >= x that is an odd multiple of 4: a fragment's 8 rows
  * (g s mod 32 = 4 (odd g mod 8)) still meet distinct banks.  For the [L,L]
- * arrays: 20 floats a row at L = 16, not 36, so every pair's matrices fit
- * the backward's shared memory beside its states. */
+ * arrays where the backward keeps every pair's: 20 floats a row at L = 16,
+ * not 36, so they fit beside its states (else stride_mma: RWKV-7's
+ * backward a pair at a time spilled at 20, fw+bw 9.55 -> 10.34 ms). */
 static int stride_mma_min(int x) { return (x + 3) / 4 % 2 ? (x + 3) / 4 * 4 : (x + 3) / 4 * 4 + 4; }
 
 static bool fits_layout(ck_plan *p, const chunk_gpu *g, int n_out, int L, int max_shared) {
   p->L = L;
-  p->sl = p->mma ? stride_mma_min(L) : L + 1;
+  p->sl = !p->mma ? L + 1 : p->bw_pairs ? stride_mma_min(L) : stride_mma(L);
   layout(p, g, n_out, false, &p->fw);
   layout(p, g, n_out, true, &p->bw);
   p->fwd_smem = (unsigned)p->fw.floats * 4;
