@@ -1560,20 +1560,19 @@ static void attention_pair(ck *k, int q, int a, int site) {
 }
 
 /* The product of lin q's attention matrices with the columns of every
- * update but `skip` (-1: none) into one accumulator, then epi (a lin's:
- * the outputs, or the rank-one term's right side).  False where there is
- * no such update. */
-static bool through_updates(ck *k, int q, int skip, int site) {
+ * update but `skip` (-1: none) into one accumulator, then epi_Y (a lin's
+ * outputs, or the rank-one term's right side); nothing where there is no
+ * such update. */
+static void through_updates(ck *k, int q, int skip, int site) {
   const ck_plan *p = k->p;
   int n = 0, only = -1;
   for (int a = 0; a < k->g->n_upd; a++)
     if (a != skip) n++, only = a;
-  if (n == 0) return false;
+  if (n == 0) return;
   mm m = new_mm(k, p->L, p->Mp, p->L);
   m.lin = q, m.upd = only, m.a = a_A, m.b = op_C, m.epi = epi_Y;
   if (n > 1) m.parts = k->g->n_upd, m.skip = skip, m.upd = 0;
   run_mm_probe(&m, site);
-  return true;
 }
 
 /* dH into the rank-one lin's gradient array: what reaches X from the
