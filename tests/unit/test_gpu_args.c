@@ -70,18 +70,18 @@ static void call_tensors_make(call_tensors *c, const frnn_step *s, frnn_sizes z,
   }
 }
 
-/* A forward with a workspace for the backward, then the backward, on the
- * tensors of c (through the fake driver: the launches' parameters checked
- * against their PTX); each must succeed. */
-static void forward_backward(const frnn_step *s, frnn_sizes z, call_tensors *c) {
+/* A forward with a workspace for the backward, then the backward, in
+ * context cx on the tensors of c (through the fake driver: the launches'
+ * parameters checked against their PTX); each must succeed. */
+static void forward_backward(frnn_ctx *cx, const frnn_step *s, frnn_sizes z, call_tensors *c) {
   size_t need = 0;
-  ck_assert(frnn_gpu_workspace_size(ctx, s, z, c->pin, 1, &need) == FRNN_OK);
+  ck_assert(frnn_gpu_workspace_size(cx, s, z, c->pin, 1, &need) == FRNN_OK);
   void *ws = malloc(need);
-  ck_assert_msg(frnn_gpu_forward(ctx, s, z, c->pin, c->pst, c->pout, c->pfin, ws, need, NULL) == FRNN_OK, "%s",
-                frnn_ctx_error(ctx));
-  ck_assert_msg(frnn_gpu_backward(ctx, s, z, c->pin, c->pst, c->pgout, c->pgfin, c->pgin, c->pgst, ws, need,
+  ck_assert_msg(frnn_gpu_forward(cx, s, z, c->pin, c->pst, c->pout, c->pfin, ws, need, NULL) == FRNN_OK, "%s",
+                frnn_ctx_error(cx));
+  ck_assert_msg(frnn_gpu_backward(cx, s, z, c->pin, c->pst, c->pgout, c->pgfin, c->pgin, c->pgst, ws, need,
                                   NULL) == FRNN_OK,
-                "%s", frnn_ctx_error(ctx));
+                "%s", frnn_ctx_error(cx));
   free(ws);
 }
 
@@ -220,7 +220,7 @@ START_TEST(backward_keeps_the_kernel_that_spills_less) {
   frnn_sizes rs = {1, 2, 1, 64, 32};
   call_tensors c;
   call_tensors_make(&c, ret, rs, "gamma");
-  forward_backward(ret, rs, &c);
+  forward_backward(ctx, ret, rs, &c);
   const char *want = _i == 0 ? "bwd 32 lanes/row x 1 cols, 8 rows/thread, 8 warps, 1 blocks/head"
                               : "bwd 32 lanes/row x 1 cols, 8 rows/thread, 4 warps, 2 blocks/head (a cluster)";
   ck_assert_msg(strstr(ctx->backward_plan, want), "expected '%s' in: %s", want, ctx->backward_plan);
@@ -252,7 +252,7 @@ START_TEST(chunked_chain_keeps_the_build_that_spills_less) {
   frnn_sizes gs = {1, 40, 2, 16, 16};
   call_tensors t;
   call_tensors_make(&t, gla, gs, NULL);
-  forward_backward(gla, gs, &t);
+  forward_backward(ctx, gla, gs, &t);
   const char *want = _i ? "chain 4 blocks an SM" : "chain 6 blocks an SM";
   ck_assert_msg(strstr(ctx->backward_plan, want), "expected '%s' in: %s", want, ctx->backward_plan);
   free(t.mem);
@@ -399,6 +399,37 @@ START_TEST(chunked_backward_in_windows) {
 }
 END_TEST
 
+/* The backward's attention matrices, every (lin, update) pair's at once
+ * where shared memory holds them (ck_plan.bw_pairs): the delta rule's four
+ * pairs at 16 x 16, as its plan line says; FRNN_CK_BW_PAIRS=0 a pair at a
+ * time, and a module of its own (the knob is in the modules' keys).  A step
+ * of one pair (GLA) never says it. */
+START_TEST(backward_pairs_in_the_plan) {
+  if (!getenv("FRNN_MOCK_LIBCUDA")) {
+    puts("FRNN_MOCK_LIBCUDA is unset: backward_pairs_in_the_plan left out");
+    return;
+  }
+  const char *files[3] = {"examples/delta_rule.frnn", "examples/delta_rule.frnn", "examples/gla.frnn"};
+  for (int i = 0; i < 3; i++) {
+    if (i == 1) setenv("FRNN_CK_BW_PAIRS", "0", 1); /* read when a context first plans the step */
+    frnn_ctx *c;
+    ck_assert(frnn_ctx_create(&c) == FRNN_OK);
+    frnn_step *st;
+    ck_assert(frnn_step_load(c, test_source_path(files[i]), &st) == FRNN_OK);
+    frnn_sizes z = {1, 40, 2, 16, 16};
+    call_tensors t;
+    call_tensors_make(&t, st, z, NULL);
+    forward_backward(c, st, z, &t);
+    ck_assert_msg((strstr(c->backward_plan, " pairs at once") != NULL) == (i == 0), "%s: %s", files[i],
+                  c->backward_plan);
+    unsetenv("FRNN_CK_BW_PAIRS");
+    free(t.mem);
+    frnn_step_destroy(st);
+    frnn_ctx_destroy(c);
+  }
+}
+END_TEST
+
 int main(void) {
   /* Before any call can load a driver: the fake one, where CTest provides it
    * (the other tests here fail before they reach the driver). */
@@ -415,6 +446,7 @@ int main(void) {
   tcase_add_loop_test(tc, chunked_chain_keeps_the_build_that_spills_less, 0, 2);
   tcase_add_test(tc, guarded_step_runs_both_paths);
   tcase_add_test(tc, chunked_backward_in_windows);
+  tcase_add_test(tc, backward_pairs_in_the_plan);
   suite_add_tcase(su, tc);
   SRunner *sr = srunner_create(su);
   srunner_run_all(sr, CK_NORMAL);
