@@ -131,16 +131,12 @@ static bool fits_layout(ck_plan *p, const chunk_gpu *g, int n_out, int L, int ma
          p->chain_smem <= (unsigned)max_shared;
 }
 
-static bool env_off(const char *name) {
-  const char *e = getenv(name);
-  return e && strcmp(e, "0") == 0;
-}
-
-static bool fits(ck_plan *p, const chunk_gpu *g, int n_out, int L, int max_shared) {
-  /* the backward's pairs all at once where they fit, else one at a time */
-  for (int all = 1; all >= 0; all--) {
-    p->bw_pairs = all && g->n_lin * g->n_upd > 1 && !env_off("FRNN_CK_BW_PAIRS");
-    if (all && !p->bw_pairs) continue;
+/* pairs: the backward may keep every (lin, update) pair's matrices (a step
+ * of several pairs, FRNN_CK_BW_PAIRS not 0); then it does where they fit,
+ * else one pair's at a time. */
+static bool fits(ck_plan *p, const chunk_gpu *g, int n_out, int L, int max_shared, bool pairs) {
+  for (int all = pairs; all >= 0; all--) {
+    p->bw_pairs = all;
     if (fits_layout(p, g, n_out, L, max_shared)) return true;
   }
   return false;
@@ -251,6 +247,8 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
   env = getenv("FRNN_CK_SPREAD");
   out->spread = env && *env ? strcmp(env, "0") != 0 : !tight;
   out->spread_fwd = env && *env ? strcmp(env, "0") != 0 : true;
+  env = getenv("FRNN_CK_BW_PAIRS");
+  bool all_pairs = g->n_lin * g->n_upd > 1 && !(env && strcmp(env, "0") == 0);
   env = getenv("FRNN_CK_MINB");
   out->min_blocks = env && atoi(env) >= 1 && atoi(env) <= 4 ? atoi(env) : 1;
   /* The chain kernel waits on global loads (Mamba-2: long scoreboard 15.8
@@ -310,7 +308,7 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
     out->fused = out->MB == 1 && fz && strcmp(fz, "1") == 0;
     if (out->fused) out->ckpt_every = 1; /* the fused chain runs the whole sequence in one window */
     for (int L = lmax >= 64 ? 64 : lmax >= 32 ? 32 : 16; L >= 16; L /= 2)
-      if (fits(out, g, n_out, L, max_shared)) {
+      if (fits(out, g, n_out, L, max_shared, all_pairs)) {
         /* A rank-one step with a decay, its pairs at once: the backward's
          * k-loops not unrolled (the gated delta rule spilled 68 bytes at 4:
          * H100 fw+bw 8.24 -> 7.94 ms; the delta rule keeps 4, 6.28 against
@@ -1550,8 +1548,9 @@ static void attention(ck *k, int q, int a, int site) {
   cg_barrier(k->cg);
 }
 
-/* The same in the forward, without the barrier: every pair's matrix in its
- * own array (att_arr), so they run side by side on different warps. */
+/* The same without the barrier, its tiles free to go to other warps
+ * (spread): the products beside it write arrays of their own (the
+ * forward's and bw_pairs' every pair's matrix in its own, att_arr). */
 static void attention_pair(ck *k, int q, int a, int site) {
   mm m = new_mm(k, k->p->L, k->p->L, k->p->Np);
   m.lin = q, m.upd = a, m.a = a_W_att, m.b = b_R_att, m.epi = epi_A, m.spread = true;
@@ -2143,6 +2142,14 @@ static void col_decay_gradient(ck *k) {
   loop_close(k, &l);
 }
 
+/* The gradient of lin q's attention matrix against update a, Ag =
+ * [causal] G_q C_a^T, into its array (ag_arr); spread, no barrier. */
+static void attention_gradient(ck *k, int q, int a) {
+  mm m = new_mm(k, k->p->L, k->p->L, k->p->Mp);
+  m.lin = q, m.upd = a, m.a = op_G, m.b = op_C_t, m.epi = epi_Ag, m.spread = true;
+  run_both(&m, 5);
+}
+
 /* The backward's products through the chunk's attention matrices, every
  * (lin q, update a) pair's at once, in two phases:
  *   1. each pair's A (but those the rank-one gradient formed: its
@@ -2158,15 +2165,8 @@ static void chunk_pairs(ck *k) {
   codegen *cg = k->cg;
   for (int q = 0; q < g->n_lin; q++)
     for (int a = 0; a < g->n_upd; a++) {
-      if (!(a == g->rank_upd && g->lin_rank[q] < 0)) { /* (rank_gradient's) */
-        mm m = new_mm(k, p->L, p->L, p->Np);
-        m.lin = q, m.upd = a, m.a = a_W_att, m.b = b_R_att, m.epi = epi_A, m.spread = true;
-        m.combine = p->nd == 1 ? NULL : comb_att;
-        run_both(&m, 4);
-      }
-      mm m = new_mm(k, p->L, p->L, p->Mp);
-      m.lin = q, m.upd = a, m.a = op_G, m.b = op_C_t, m.epi = epi_Ag, m.spread = true;
-      run_both(&m, 5);
+      if (!(a == g->rank_upd && g->lin_rank[q] < 0)) attention_pair(k, q, a, 4); /* (rank_gradient's) */
+      attention_gradient(k, q, a);
     }
   cg_barrier(cg);
   for (int a = 0; a < g->n_upd; a++) {
@@ -2330,14 +2330,10 @@ static void lower_ck_bwd(ck *k) {
   if (p->bw_pairs) chunk_pairs(k);
   for (int q = 0; q < (p->bw_pairs ? 0 : g->n_lin); q++)
     for (int a = 0; a < g->n_upd; a++) {
-      mm m = new_mm(k, p->L, p->L, p->Np);
-      m.lin = q, m.upd = a, m.a = a_W_att, m.b = b_R_att, m.epi = epi_A, m.spread = true;
-      m.combine = p->nd == 1 ? NULL : comb_att;
-      run_both(&m, 4);
-      m = new_mm(k, p->L, p->L, p->Mp);
-      m.lin = q, m.upd = a, m.a = op_G, m.b = op_C_t, m.epi = epi_Ag, m.spread = true;
-      run_both(&m, 5);
+      attention_pair(k, q, a, 4);
+      attention_gradient(k, q, a);
       cg_barrier(cg);
+      mm m;
       /* The first product into each of the chunk's seeds stores (every
        * element of it: the arrays need no zeroing), the later ones add
        * (after a barrier: the next pair's). */
