@@ -864,6 +864,10 @@ typedef struct ck_plan {
   int unroll_fwd, unroll_bwd; /* their k-loops unrolled this many times where a warp has 1 or 2 tiles */
   bool spread;               /* the backward's independent small products start on different warps */
   bool spread_fwd;           /* the forward's (its phases' attention matrices side by side) */
+  bool unroll_loads_fwd, unroll_loads_bwd; /* their elementwise passes unrolled: a pass's global loads in
+                                flight at once (FRNN_CK_UNROLL_LOADS: "0", "1" or "fwd,bwd") */
+  int early_loads;           /* the backward's copies of a chunk's first state: 1, before its term arrays;
+                                2, the previous chunk's asked of L2 (FRNN_CK_EARLY_LOADS) */
   bool bw_pairs;             /* the backward's attention matrices and their gradients, every (lin, update)
                                 pair's, in two phases (else a pair at a time); FRNN_CK_BW_PAIRS=0: never */
   int n_sc, n_sc_adj;        /* scalar nodes materialised per step (step, adjoint) */

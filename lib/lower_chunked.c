@@ -247,6 +247,24 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
   env = getenv("FRNN_CK_SPREAD");
   out->spread = env && *env ? strcmp(env, "0") != 0 : !tight;
   out->spread_fwd = env && *env ? strcmp(env, "0") != 0 : true;
+  /* The term arrays, the scalar pass, the outputs' stores and the
+   * backward's outside factors: each thread's elements unrolled, their
+   * global loads in flight at once (elems_first).  In a loop each element
+   * waited on its own loads from L2. */
+  env = getenv("FRNN_CK_UNROLL_LOADS");
+  out->unroll_loads_fwd = !(env && *env == '0');
+  comma = env ? strchr(env, ',') : NULL;
+  out->unroll_loads_bwd = comma ? comma[1] != '0' : out->unroll_loads_fwd;
+  /* The backward's copies of the chunk's first state and rank-one columns:
+   * 1, issued before its term arrays are made (else after); 2, the
+   * previous chunk's asked of L2 too.  H100, fw+bw ms (fourteenth session,
+   * call 3), 0 / 1 / 3: delta rule 5.91 / 5.60 / 5.60, GLA 3.56 / 3.47 /
+   * 3.54, Mamba-2 3.93 / 3.86 / 3.83, RWKV-7 9.46 / 9.42 / 9.70; the gated
+   * delta rule 7.46 / 7.67 / 7.68 and RWKV-6 5.11 / 5.15 / 5.20 lose
+   * (ptxas: the gated delta rule's backward spills 16 bytes at 1, none at
+   * 0).  1 it is. */
+  env = getenv("FRNN_CK_EARLY_LOADS");
+  out->early_loads = env && *env ? atoi(env) & 3 : 1;
   env = getenv("FRNN_CK_BW_PAIRS");
   bool all_pairs = g->n_lin * g->n_upd > 1 && !(env && strcmp(env, "0") == 0);
   env = getenv("FRNN_CK_MINB");
@@ -385,6 +403,11 @@ struct ck {
   LLVMValueRef seed_ptr[CK_MAX_SEEDS]; /* each seed's array in the workspace */
   LLVMValueRef fast;                 /* i1, per chunk: decay_split applied */
   LLVMValueRef flag;                 /* a guarded module's flag (lower_spec.guard), or NULL */
+  bool unroll_loads;                 /* the forward's and backward's chunk loops: the elementwise
+                                        passes unrolled (elems_first, warp_sum, scalar_pass); not in
+                                        the chain kernel, built for 40 registers a thread */
+  LLVMValueRef flag_due;             /* an i1 slot, or NULL: log_decay ORs "flag the call" into it
+                                        instead of storing under a branch (term_arrays) */
   int rot;                           /* the warp the next spread product starts on (run_mma) */
 };
 
@@ -560,23 +583,36 @@ static LLVMValueRef clamp_t(ck *k, LLVMValueRef u) {
 static LLVMValueRef warp_sum(ev *e, int E, uint32_t v, bool leaf_sum, LLVMValueRef u, LLVMValueRef t) {
   ck *k = e->k;
   codegen *cg = k->cg;
-  LLVMValueRef acc = slot_of(k, cg->t_f32);
-  cg_store(cg, fzero(k), acc);
-  cloop l = loop_open(k, k->lane, i32c(k, E), i32c(k, 32));
-  memo_clear(e);
-  LLVMValueRef x = sext(k, loop_var(k, &l));
+  /* unrolled (unroll_loads), no branch: a lane's loads all in flight at
+   * once (past E: the last element read, 0 added); else a loop */
   const node *n = &e->g->nodes[v];
-  LLVMValueRef val;
-  if (leaf_sum) {
-    val = leaf_load(e, &e->leaves[n->slot], FRNN_ROW, t, NULL, x);
-  } else {
-    bool over_m = n->op == FRNN_OP_SUM_M;
-    val = ev_at(e, n->arg[0], u, t, over_m ? x : NULL, over_m ? NULL : x);
+  LLVMValueRef s = fzero(k), acc = NULL;
+  cloop l;
+  if (!k->unroll_loads) {
+    acc = slot_of(k, cg->t_f32);
+    cg_store(cg, fzero(k), acc);
+    l = loop_open(k, k->lane, i32c(k, E), i32c(k, 32));
   }
-  cg_store(cg, cg_fadd(cg, cg_load(cg, cg->t_f32, acc), val), acc);
-  loop_close(k, &l);
+  for (int r = 0; r < (k->unroll_loads ? (E + 31) / 32 : 1); r++) {
+    memo_clear(e);
+    LLVMValueRef x = k->unroll_loads ? add(k, k->lane, i32c(k, 32 * r)) : loop_var(k, &l);
+    LLVMValueRef in = k->unroll_loads ? slt(k, x, i32c(k, E)) : LLVMConstInt(cg->t_i1, 1, 0);
+    x = sext(k, cg_select(cg, in, x, i32c(k, E - 1)));
+    LLVMValueRef val;
+    if (leaf_sum) {
+      val = leaf_load(e, &e->leaves[n->slot], FRNN_ROW, t, NULL, x);
+    } else {
+      bool over_m = n->op == FRNN_OP_SUM_M;
+      val = ev_at(e, n->arg[0], u, t, over_m ? x : NULL, over_m ? NULL : x);
+    }
+    s = cg_fadd(cg, s, (E % 32 && r == E / 32) ? cg_select(cg, in, val, fzero(k)) : val);
+  }
+  if (!k->unroll_loads) {
+    cg_store(cg, cg_fadd(cg, cg_load(cg, cg->t_f32, acc), s), acc);
+    loop_close(k, &l);
+    s = cg_load(cg, cg->t_f32, acc);
+  }
   memo_clear(e);
-  LLVMValueRef s = cg_load(cg, cg->t_f32, acc);
   for (int m = 16; m >= 1; m /= 2) s = cg_fadd(cg, s, cg_shfl_bfly_f32(cg, s, m, 32));
   return s;
 }
@@ -595,30 +631,53 @@ static void scalar_pass(ev *e) {
     cg_error(cg, "out of memory");
     return;
   }
-  cloop l = loop_open(k, k->warp, i32c(k, L), i32c(k, k->threads / 32));
-  LLVMValueRef u = loop_var(k, &l), t = clamp_t(k, u);
-  e->sreg = sreg;
-  e->in_scalar_pass = true;
-  for (uint32_t v = 0; v < g->n_nodes; v++) {
-    if (e->slot[v] < 0) continue;
-    const node *n = &g->nodes[v];
-    if (n->op == FRNN_OP_SUM || n->op == FRNN_OP_SUM_M) {
-      int E = (int)(n->op == FRNN_OP_SUM_M ? k->p->M : k->p->N);
-      sreg[v] = warp_sum(e, E, v, false, u, t);
-    } else if (n->op == FRNN_OP_INPUT && e->leaves[n->slot].reduce_n) {
-      sreg[v] = warp_sum(e, (int)k->p->N, v, true, u, t);
-    } else {
-      memo_clear(e);
-      ev_at(e, v, u, t, NULL, NULL);
-    }
+  /* A warp a step, the warps' steps unrolled: every step's values first
+   * (their loads in flight at once; a step past L evaluates step L-1),
+   * then lane 0 of each stores them. */
+  int warps = k->threads / 32, reps = k->unroll_loads ? (L + warps - 1) / warps : 1;
+  cloop l;
+  if (!k->unroll_loads) l = loop_open(k, k->warp, i32c(k, L), i32c(k, warps));
+  LLVMValueRef *vals = calloc((size_t)reps * g->n_nodes, sizeof *vals);
+  if (!vals) {
+    free(sreg);
+    cg_error(cg, "out of memory");
+    return;
   }
-  LLVMBasicBlockRef no = if_open(k, LLVMBuildICmp(cg->b, LLVMIntEQ, k->lane, i32c(k, 0), ""));
-  for (uint32_t v = 0; v < g->n_nodes; v++)
-    if (e->slot[v] >= 0) sh_st(k, e->sc, add(k, mul(k, i32c(k, e->slot[v]), i32c(k, L)), u), sreg[v]);
-  if_close(k, no);
+  e->in_scalar_pass = true;
+  for (int r = 0; r < reps; r++) {
+    LLVMValueRef u = k->unroll_loads ? add(k, k->warp, i32c(k, r * warps)) : loop_var(k, &l);
+    u = cg_select(cg, slt(k, u, i32c(k, L)), u, i32c(k, L - 1));
+    LLVMValueRef t = clamp_t(k, u);
+    memset(sreg, 0, g->n_nodes * sizeof *sreg);
+    e->sreg = sreg;
+    for (uint32_t v = 0; v < g->n_nodes; v++) {
+      if (e->slot[v] < 0) continue;
+      const node *n = &g->nodes[v];
+      if (n->op == FRNN_OP_SUM || n->op == FRNN_OP_SUM_M) {
+        int E = (int)(n->op == FRNN_OP_SUM_M ? k->p->M : k->p->N);
+        sreg[v] = warp_sum(e, E, v, false, u, t);
+      } else if (n->op == FRNN_OP_INPUT && e->leaves[n->slot].reduce_n) {
+        sreg[v] = warp_sum(e, (int)k->p->N, v, true, u, t);
+      } else {
+        memo_clear(e);
+        ev_at(e, v, u, t, NULL, NULL);
+      }
+    }
+    memcpy(vals + (size_t)r * g->n_nodes, sreg, g->n_nodes * sizeof *sreg);
+  }
   e->sreg = NULL;
   e->in_scalar_pass = false;
-  loop_close(k, &l);
+  LLVMBasicBlockRef no = if_open(k, LLVMBuildICmp(cg->b, LLVMIntEQ, k->lane, i32c(k, 0), ""));
+  for (int r = 0; r < reps; r++) {
+    LLVMValueRef u = k->unroll_loads ? add(k, k->warp, i32c(k, r * warps)) : loop_var(k, &l);
+    LLVMBasicBlockRef past = k->unroll_loads && (r + 1) * warps > L ? if_open(k, slt(k, u, i32c(k, L))) : NULL;
+    for (uint32_t v = 0; v < g->n_nodes; v++)
+      if (e->slot[v] >= 0) sh_st(k, e->sc, add(k, mul(k, i32c(k, e->slot[v]), i32c(k, L)), u), vals[(size_t)r * g->n_nodes + v]);
+    if (past) if_close(k, past);
+  }
+  if_close(k, no);
+  if (!k->unroll_loads) loop_close(k, &l);
+  free(vals);
   free(sreg);
   memo_clear(e);
 }
@@ -710,20 +769,68 @@ static LLVMValueRef in_extent(ck *k, LLVMValueRef x, int64_t extent) {
 /* For idx over [0, count) in steps of the block: u = idx / E, x = idx % E. */
 typedef struct elems {
   cloop l;
-  LLVMValueRef u, x; /* i32 */
+  LLVMValueRef u, x;      /* i32 */
+  int rep, reps, count, E; /* unrolled (elems_first): the element a thread is at, of reps */
+  bool looped;
+  LLVMValueRef valid;     /* i1 where a thread's last element may be past count (it then takes
+                             element count - 1 again, no branch), else NULL */
 } elems;
-static elems elems_open(ck *k, int count, int E) {
-  elems r;
-  r.l = loop_open(k, k->tid, i32c(k, count), i32c(k, k->threads));
-  LLVMValueRef idx = loop_var(k, &r.l);
-  r.u = LLVMBuildUDiv(k->cg->b, idx, i32c(k, E), "");
-  r.x = LLVMBuildURem(k->cg->b, idx, i32c(k, E), "");
+static void elems_at(ck *k, elems *r, LLVMValueRef idx) {
+  r->u = LLVMBuildUDiv(k->cg->b, idx, i32c(k, r->E), "");
+  r->x = LLVMBuildURem(k->cg->b, idx, i32c(k, r->E), "");
   memo_clear(k->e);
+}
+static elems elems_open(ck *k, int count, int E) {
+  elems r = {.count = count, .E = E, .reps = 1, .looped = true};
+  r.l = loop_open(k, k->tid, i32c(k, count), i32c(k, k->threads));
+  elems_at(k, &r, loop_var(k, &r.l));
   return r;
 }
 static void elems_close(ck *k, elems *r) {
   memo_clear(k->e);
   loop_close(k, &r->l);
+}
+
+/* The same elements unrolled: the body is emitted once for each element a
+ * thread takes (idx = tid + rep * threads), so that where it has no branch
+ * the global loads of all of them are in flight together.  As a loop, each
+ * iteration waited on its own loads from L2 (the delta rule's forward: 14
+ * such waits a chunk in its term arrays).  Past ELEMS_UNROLL_MAX elements a
+ * thread, a loop.  A thread past count takes element count - 1 again:
+ * a body whose stores are the same value at the same place (the term
+ * arrays) needs nothing more; others guard theirs with elems_valid.  Use:
+ *   for (elems r = elems_first(k, count, E); elems_more(&r); elems_next(k, &r)) ... */
+enum { ELEMS_UNROLL_MAX = 16 };
+static void elems_rep(ck *k, elems *r) {
+  LLVMValueRef idx = add(k, k->tid, i32c(k, r->rep * k->threads));
+  r->valid = NULL;
+  if ((r->rep + 1) * k->threads > r->count) {
+    r->valid = slt(k, idx, i32c(k, r->count));
+    idx = cg_select(k->cg, r->valid, idx, i32c(k, r->count - 1));
+  }
+  elems_at(k, r, idx);
+}
+/* c, and (unrolled) that this thread's element is its own */
+static LLVMValueRef elems_valid(ck *k, const elems *r, LLVMValueRef c) { return r->valid ? and1(k, r->valid, c) : c; }
+static bool elems_unrolls(ck *k, int count) {
+  return k->unroll_loads && (count + k->threads - 1) / k->threads <= ELEMS_UNROLL_MAX;
+}
+static elems elems_first(ck *k, int count, int E) {
+  int reps = (count + k->threads - 1) / k->threads;
+  if (!elems_unrolls(k, count)) return elems_open(k, count, E);
+  elems r = {.count = count, .E = E, .reps = reps};
+  if (reps > 0) elems_rep(k, &r);
+  return r;
+}
+static bool elems_more(const elems *r) { return r->rep < r->reps; }
+static void elems_next(ck *k, elems *r) {
+  if (r->looped) {
+    elems_close(k, r);
+    r->rep = r->reps;
+    return;
+  }
+  memo_clear(k->e);
+  if (++r->rep < r->reps) elems_rep(k, r);
 }
 
 /* The chunk's term arrays: R, W (rows), C and (backward) G (this block's
@@ -744,9 +851,13 @@ static LLVMValueRef log_decay(ck *k, LLVMValueRef u, LLVMValueRef t, LLVMValueRe
        * then run the whole call again (pipeline.c), over these results. */
       if (k->flag && k->lay == &k->p->fw) {
         LLVMValueRef low = LLVMBuildFCmp(cg->b, LLVMRealULT, x, cg_f32(cg, CK_GUARD_MIN), "");
-        LLVMBasicBlockRef fine = if_open(k, and1(k, and1(k, ok, low), LLVMBuildNot(cg->b, is_null(k, k->flag), "")));
-        LLVMBuildStore(cg->b, i32c(k, 1), k->flag);
-        if_close(k, fine);
+        if (k->flag_due) {
+          cg_store(cg, LLVMBuildOr(cg->b, cg_load(cg, cg->t_i1, k->flag_due), and1(k, ok, low), ""), k->flag_due);
+        } else {
+          LLVMBasicBlockRef fine = if_open(k, and1(k, and1(k, ok, low), LLVMBuildNot(cg->b, is_null(k, k->flag), "")));
+          LLVMBuildStore(cg->b, i32c(k, 1), k->flag);
+          if_close(k, fine);
+        }
       }
       x = cg_log(cg, x);
     }
@@ -762,9 +873,13 @@ static void term_arrays(ck *k, const gtensor *gout) {
   const ck_layout *ly = k->lay;
   ev *e = k->e;
   int L = p->L, ndp = p->col ? p->Mp : p->nd == 1 ? 1 : p->Np, sd = p->sd;
+  /* The arrays' elements unrolled, with no branch between them: every
+   * load of the chunk's inputs (from L2: prefetch_chunk) in flight at once.
+   * A guarded decay's "flag the call" is gathered, then stored once. */
+  k->flag_due = k->flag && k->lay == &p->fw ? slot_of(k, cg->t_i1) : NULL;
+  if (k->flag_due) cg_store(cg, LLVMConstInt(cg->t_i1, 0, 0), k->flag_due);
   /* rows: R, W, log decay */
-  {
-    elems r = elems_open(k, L * p->Np, p->Np);
+  for (elems r = elems_first(k, L * p->Np, p->Np); elems_more(&r); elems_next(k, &r)) {
     LLVMValueRef t = clamp_t(k, r.u), j = sext(k, r.x);
     LLVMValueRef ok = and1(k, step_ok(k, r.u), slt(k, j, i64c(k, p->N)));
     j = in_extent(k, j, p->N);
@@ -774,18 +889,17 @@ static void term_arrays(ck *k, const gtensor *gout) {
             cg_select(cg, ok, product(e, &g->upd_row[a], g->upd_row_sign[a], r.u, t, NULL, j), fzero(k)));
     for (int q = 0; q < g->n_lin; q++)
       sh_st(k, ly->W[q], at, cg_select(cg, ok, product(e, &g->lin_w[q], 1, r.u, t, NULL, j), fzero(k)));
-    if (!p->col) { /* a row or scalar decay (a column's: with the columns, below) */
-      LLVMValueRef in_nd = p->nd == 1 ? LLVMBuildICmp(cg->b, LLVMIntEQ, r.x, i32c(k, 0), "") : LLVMConstInt(cg->t_i1, 1, 0);
-      LLVMBasicBlockRef no = if_open(k, in_nd);
-      LLVMValueRef ld = log_decay(k, r.u, t, NULL, j, ok);
-      sh_st(k, ly->Bx, add(k, mul(k, add(k, r.u, i32c(k, 1)), i32c(k, sd)), r.x), cg_select(cg, ok, ld, fzero(k)));
-      if_close(k, no);
+    if (!p->col) {
+      /* A row or scalar decay (a column's: with the columns, below).  A
+       * scalar one is the same at every column: each stores it, into its
+       * step's one element (no branch on the column). */
+      LLVMValueRef ok_d = p->nd == 1 ? step_ok(k, r.u) : ok, col = p->nd == 1 ? i32c(k, 0) : r.x;
+      LLVMValueRef ld = log_decay(k, r.u, t, NULL, j, ok_d);
+      sh_st(k, ly->Bx, add(k, mul(k, add(k, r.u, i32c(k, 1)), i32c(k, sd)), col), cg_select(cg, ok_d, ld, fzero(k)));
     }
-    elems_close(k, &r);
   }
   /* columns: C, G */
-  {
-    elems r = elems_open(k, L * p->Mp, p->Mp);
+  for (elems r = elems_first(k, L * p->Mp, p->Mp); elems_more(&r); elems_next(k, &r)) {
     LLVMValueRef t = clamp_t(k, r.u), i = in_extent(k, grow(k, r.x), p->M);
     LLVMValueRef ok = and1(k, step_ok(k, r.u), row_ok(k, r.x));
     LLVMValueRef at = add(k, mul(k, r.u, i32c(k, p->sm)), r.x);
@@ -798,21 +912,24 @@ static void term_arrays(ck *k, const gtensor *gout) {
         if (g->lin_rank[q] >= 0) continue; /* its gradient dH is solved for (rank_gradient) */
         const chunk_out_term *ot = lin_term(g, q);
         const gtensor *dy = &gout[g->lin_out[q]];
-        LLVMValueRef ok2 = and1(k, ok, LLVMBuildNot(cg->b, is_null(k, dy->ptr), ""));
-        LLVMValueRef gv = slot_of(k, cg->t_f32);
-        cg_store(cg, fzero(k), gv);
-        LLVMBasicBlockRef no = if_open(k, ok2); /* no gradient given: zero, never loaded */
-        LLVMValueRef y = cg_load_elem(cg, dy->ptr, toff(k, dy->st, t, i, NULL), dy->dt);
-        cg_store(cg, cg_fmul(cg, y, product(e, &ot->outer, ot->sign, r.u, t, i, NULL)), gv);
-        if_close(k, no);
-        memo_clear(e); /* values made inside the branch do not dominate what follows */
-        sh_st(k, ly->G[q], at, cg_load(cg, cg->t_f32, gv));
+        /* no gradient given: zero, its element read from the seed's array
+         * instead (any valid address: no branch) */
+        LLVMValueRef given = LLVMBuildNot(cg->b, is_null(k, dy->ptr), "");
+        LLVMValueRef y = cg_load_elem(cg, cg_select(cg, given, dy->ptr, k->seed_ptr[g->seed_w[q]]),
+                                      cg_select(cg, given, toff(k, dy->st, t, i, NULL), i64c(k, 0)), dy->dt);
+        LLVMValueRef gv = cg_fmul(cg, y, product(e, &ot->outer, ot->sign, r.u, t, i, NULL));
+        sh_st(k, ly->G[q], at, cg_select(cg, and1(k, ok, given), gv, fzero(k)));
       }
     if (p->col) {
       LLVMValueRef ld = log_decay(k, r.u, t, i, NULL, ok);
       sh_st(k, ly->Bx, at2(k, add(k, r.u, i32c(k, 1)), sd, r.x), cg_select(cg, ok, ld, fzero(k)));
     }
-    elems_close(k, &r);
+  }
+  if (k->flag_due) {
+    LLVMBasicBlockRef no = if_open(k, and1(k, cg_load(cg, cg->t_i1, k->flag_due), LLVMBuildNot(cg->b, is_null(k, k->flag), "")));
+    LLVMBuildStore(cg->b, i32c(k, 1), k->flag);
+    if_close(k, no);
+    k->flag_due = NULL;
   }
   /* Bx[0] = 0; the flag set */
   {
@@ -1698,7 +1815,6 @@ static void rank_ckpt(ck *k, LLVMValueRef rank, LLVMValueRef c, bool store) {
     }
     elems_close(k, &r);
   }
-  if (!store) cg_copy_async_wait(cg);
 }
 /* Rows of a state between shared array arr and a tensor or the checkpoints. */
 static void state_from_tensor(ck *k, int arr, const gtensor *t, bool nullable) {
@@ -1739,7 +1855,24 @@ static void state_ckpt(ck *k, int arr, LLVMValueRef ckpt, LLVMValueRef slot, boo
     cg_copy_async4(cg, sh(k, arr, at), cg_gep(cg, cg->t_f32, ckpt, ckpt_index(k, slot, i, n)), r.ok);
   }
   loop_close(k, &r.l);
-  if (!store) cg_copy_async_wait(cg);
+}
+/* Ask L2 for this block's rows of a stored state (one prefetch per 32
+ * floats) and, rank (not null), chunk slot c's columns and inverse: the
+ * backward's next chunk then copies them from L2, not DRAM. */
+static void ckpt_prefetch(ck *k, LLVMValueRef ckpt, LLVMValueRef slot, LLVMValueRef rank, LLVMValueRef c) {
+  codegen *cg = k->cg;
+  const ck_plan *p = k->p;
+  int runs = (int)((p->N + 31) / 32);
+  elems r = elems_open(k, p->Mp * runs, runs);
+  LLVMBasicBlockRef no = if_open(k, row_ok(k, r.u));
+  cg_prefetch_elem_l2(cg, ckpt, ckpt_index(k, slot, r.u, mul(k, r.x, i32c(k, 32))), TD_F32);
+  if_close(k, no);
+  elems_close(k, &r);
+  if (!rank) return;
+  int64_t floats = ck_rank_floats(p, k->g);
+  cloop l = loop_open(k, mul(k, k->tid, i32c(k, 32)), i32c(k, (int)floats), i32c(k, 32 * k->threads));
+  cg_prefetch_elem_l2(cg, rank, rank_index(k, c, sext(k, loop_var(k, &l))), TD_F32);
+  loop_close(k, &l);
 }
 
 static LLVMValueRef chunks_of(ck *k) {
@@ -1782,6 +1915,7 @@ static void lower_ck_fwd(ck *k) {
   types[n++] = cg->t_i64;  /* a state stored every this many chunks from it */
   types[n++] = cg->t_i32;  /* 0: no outputs, no final state (a backward window's recompute) */
   k->lay = &p->fw;
+  k->unroll_loads = p->unroll_loads_fwd;
   setup(k, "frnn_ck_fwd", types, n);
   k->mb = cg_zext64(cg, cg_ctaid_x(cg));
   k->T = cg_param(cg, at_ckpt + 2), k->H = cg_param(cg, at_ckpt + 3), k->B = cg_param(cg, at_ckpt + 4);
@@ -1902,19 +2036,29 @@ static void lower_ck_fwd(ck *k) {
   /* 5: the outputs, with the terms independent of S */
   no_outputs = if_open(k, outputs);
   {
-    elems r = elems_open(k, p->L * p->Mp, p->Mp);
-    LLVMBasicBlockRef no = if_open(k, and1(k, step_ok(k, r.u), row_ok(k, r.x)));
-    LLVMValueRef t = clamp_t(k, r.u), i = grow(k, r.x);
-    for (int q = 0; q < n_out; q++) {
-      LLVMValueRef y = sh_ld(k, k->lay->Y[q], at2(k, r.u, p->sm, r.x));
-      for (int tt = 0; tt < g->cf.output[q].n_terms; tt++) {
-        const chunk_out_term *ot = &g->cf.output[q].term[tt];
-        if (ot->base == CHUNK_BASE_ONE) y = cg_fadd(cg, y, product(k->e, &ot->outer, ot->sign, r.u, t, i, NULL));
+    /* Unrolled, every element's value first (its loads in flight at once,
+     * at a row clamped into M), then the stores, each under its guard. */
+    LLVMValueRef ys[ELEMS_UNROLL_MAX][FRNN_MAX_PORTS];
+    bool unrolled = elems_unrolls(k, p->L * p->Mp);
+    for (int pass = unrolled ? 0 : 1; pass < 2; pass++)
+      for (elems r = elems_first(k, p->L * p->Mp, p->Mp); elems_more(&r); elems_next(k, &r)) {
+        LLVMValueRef t = clamp_t(k, r.u), i = grow(k, r.x), ok = and1(k, step_ok(k, r.u), row_ok(k, r.x));
+        if (pass == 0 || !unrolled)
+          for (int q = 0; q < n_out; q++) {
+            LLVMValueRef y = sh_ld(k, k->lay->Y[q], at2(k, r.u, p->sm, r.x));
+            for (int tt = 0; tt < g->cf.output[q].n_terms; tt++) {
+              const chunk_out_term *ot = &g->cf.output[q].term[tt];
+              if (ot->base == CHUNK_BASE_ONE)
+                y = cg_fadd(cg, y, product(k->e, &ot->outer, ot->sign, r.u, t, in_extent(k, i, p->M), NULL));
+            }
+            ys[r.rep][q] = y;
+          }
+        if (pass == 1) {
+          LLVMBasicBlockRef no = if_open(k, elems_valid(k, &r, ok));
+          for (int q = 0; q < n_out; q++) cg_store_elem(cg, out[q].ptr, toff(k, out[q].st, t, i, NULL), out[q].dt, ys[r.rep][q]);
+          if_close(k, no);
+        }
       }
-      cg_store_elem(cg, out[q].ptr, toff(k, out[q].st, t, i, NULL), out[q].dt, y);
-    }
-    if_close(k, no);
-    elems_close(k, &r);
   }
   if_close(k, no_outputs);
   memo_clear(k->e);
@@ -2224,6 +2368,7 @@ static void lower_ck_bwd(ck *k) {
   types[n++] = cg->t_i64;  /* the chunk of their slot 0 */
   types[n++] = cg->t_gptr; /* the chunks' rank-one columns and inverses (slot 0: chunk c_first), or null */
   k->lay = &p->bw;
+  k->unroll_loads = p->unroll_loads_bwd;
   setup(k, "frnn_ck_bwd", types, n);
   k->mb = cg_zext64(cg, cg_ctaid_x(cg));
   k->T = cg_param(cg, at_T), k->H = cg_param(cg, at_T + 1), k->B = cg_param(cg, at_T + 2);
@@ -2246,6 +2391,7 @@ static void lower_ck_bwd(ck *k) {
    * (the last window) or the one the window after this one carried. */
   LLVMValueRef nch = chunks_of(k);
   state_ckpt(k, k->lay->S, cg_param(cg, at_ckpt), i64c(k, 0), false);
+  cg_copy_async_wait(cg);
   {
     LLVMValueRef last = LLVMBuildICmp(cg->b, LLVMIntEQ, c_hi, nch, "");
     LLVMBasicBlockRef yes = cg_block(cg, "dS_final"), no = cg_block(cg, "dS_carried"), end = cg_block(cg, "dS_in");
@@ -2276,8 +2422,6 @@ static void lower_ck_bwd(ck *k) {
       loop_close(k, &l);
     }
   }
-  term_arrays(k, gout);
-  prefetch_chunk(k, sub(k, k->t0, i64c(k, p->L)), gout, n_out);
   /* sum over this block's rows of dS_end * S_end: the decay's gradient
    * starts from it (design-chunked.md); no decay (the delta rule), no
    * gradient */
@@ -2307,21 +2451,37 @@ static void lower_ck_bwd(ck *k) {
     sh_st(k, k->lay->RUN, mm_, LLVMBuildFPTrunc(cg->b, acc, cg->t_f32, ""));
     loop_close(k, &l);
   }
-  cg_barrier(cg);
-  {
-    LLVMValueRef is_first = LLVMBuildICmp(cg->b, LLVMIntEQ, k->c, c_first, "");
-    state_ckpt(k, k->lay->S, cg_select(cg, is_first, first, src),
-               cg_select(cg, is_first, i64c(k, 0), sub(k, k->c, src_c0)), false);
+  cg_barrier(cg); /* S is read: the copies below overwrite it */
+  /* The chunk's first state and (a rank-one term) its columns X and
+   * inverse, copied by cp.async while the term arrays are made; the
+   * previous chunk's asked of L2 beside the inputs' prefetches.  A column
+   * decay's term arrays scale every update's columns, the rank-one's slot
+   * too: there the copies go after them. */
+  LLVMValueRef is_first = LLVMBuildICmp(cg->b, LLVMIntEQ, k->c, c_first, "");
+  bool early = !(p->col && g->rank_lin >= 0) && (p->early_loads & 1);
+  for (int pass = 0; pass < 2; pass++) {
+    if (pass == (early ? 0 : 1)) {
+      state_ckpt(k, k->lay->S, cg_select(cg, is_first, first, src),
+                 cg_select(cg, is_first, i64c(k, 0), sub(k, k->c, src_c0)), false);
+      if (g->rank_lin >= 0) rank_ckpt(k, rank, sub(k, k->c, c_first), false);
+    }
+    if (pass == 1) break;
+    term_arrays(k, gout);
+    prefetch_chunk(k, sub(k, k->t0, i64c(k, p->L)), gout, n_out);
+    if (p->early_loads & 2) {
+      LLVMValueRef cp = sub(k, k->c, i64c(k, 1)), prev_first = LLVMBuildICmp(cg->b, LLVMIntEQ, cp, c_first, "");
+      LLVMBasicBlockRef none = if_open(k, and1(k, LLVMBuildICmp(cg->b, LLVMIntSGT, k->c, c_lo, ""),
+                                               LLVMBuildICmp(cg->b, LLVMIntSGT, k->c, c_first, "")));
+      ckpt_prefetch(k, cg_select(cg, prev_first, first, src), cg_select(cg, prev_first, i64c(k, 0), sub(k, cp, src_c0)),
+                    g->rank_lin >= 0 ? rank : NULL, sub(k, cp, c_first));
+      if_close(k, none);
+    }
   }
+  cg_copy_async_wait(cg);
   cg_barrier(cg);
-  /* The rank-one term's columns X (as the forward solved them) and its
-   * gradient dH: then it is one more lin and update for the products
-   * below. */
-  if (g->rank_lin >= 0) {
-    rank_ckpt(k, rank, sub(k, k->c, c_first), false);
-    cg_barrier(cg);
-    rank_gradient(k);
-  }
+  /* The rank-one term's gradient dH (its columns X as the forward solved
+   * them): then it is one more lin and update for the products below. */
+  if (g->rank_lin >= 0) rank_gradient(k);
   /* The chunk's own products: through the attention matrix A and its
    * gradient Ag = [causal] G C^T.  Between barriers the products read
    * A, Ag and write each their own seed: spread over the warps.  Every
@@ -2472,15 +2632,28 @@ static void lower_ck_bwd(ck *k) {
   for (int q = 0; q < g->n_lin; q++) {
     if (g->seed_o[q] < 0) continue;
     const gtensor *dy = &gout[g->lin_out[q]];
-    elems r = elems_open(k, p->L * p->Mp, p->Mp);
-    LLVMValueRef ok = and1(k, and1(k, step_ok(k, r.u), row_ok(k, r.x)), LLVMBuildNot(cg->b, is_null(k, dy->ptr), ""));
-    LLVMBasicBlockRef no = if_open(k, ok);
-    LLVMValueRef t = add(k, k->t0, sext(k, r.u)), i = grow(k, r.x);
-    LLVMValueRef pidx = cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_o[q]], seed_index(k, i64c(k, 0), t, i, p->M));
-    LLVMValueRef y = cg_load_elem(cg, dy->ptr, toff(k, dy->st, t, i, NULL), dy->dt);
-    cg_store(cg, cg_fmul(cg, cg_load(cg, cg->t_f32, pidx), y), pidx);
-    if_close(k, no);
-    elems_close(k, &r);
+    LLVMValueRef given = LLVMBuildNot(cg->b, is_null(k, dy->ptr), "");
+    /* unrolled as the forward's stores: the loads first (at a row clamped
+     * into M; no gradient given: the seed's own element), then the stores */
+    LLVMValueRef vals[ELEMS_UNROLL_MAX];
+    bool unrolled = elems_unrolls(k, p->L * p->Mp);
+    for (int pass = unrolled ? 0 : 1; pass < 2; pass++)
+      for (elems r = elems_first(k, p->L * p->Mp, p->Mp); elems_more(&r); elems_next(k, &r)) {
+        LLVMValueRef t = add(k, k->t0, sext(k, r.u)), i = grow(k, r.x);
+        LLVMValueRef pidx = cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_o[q]], seed_index(k, i64c(k, 0), t, i, p->M));
+        if (pass == 0 || !unrolled) {
+          LLVMValueRef ic = in_extent(k, i, p->M);
+          LLVMValueRef seed = cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_o[q]], seed_index(k, i64c(k, 0), t, ic, p->M));
+          LLVMValueRef y = cg_load_elem(cg, cg_select(cg, given, dy->ptr, k->seed_ptr[g->seed_o[q]]),
+                                        cg_select(cg, given, toff(k, dy->st, clamp_t(k, r.u), ic, NULL), i64c(k, 0)), dy->dt);
+          vals[r.rep] = cg_fmul(cg, cg_load(cg, cg->t_f32, seed), y);
+        }
+        if (pass == 1) {
+          LLVMBasicBlockRef no = if_open(k, elems_valid(k, &r, and1(k, and1(k, step_ok(k, r.u), row_ok(k, r.x)), given)));
+          cg_store(cg, vals[r.rep], pidx);
+          if_close(k, no);
+        }
+      }
   }
   cg_barrier(cg);
   if (g->n_ld > 0 && p->col) {
@@ -2530,6 +2703,7 @@ static void lower_ck_chain(ck *k) {
   types[n++] = cg->t_i64; /* the backward window's chunks: from */
   types[n++] = cg->t_i64; /* to (exclusive) */
   k->lay = NULL;
+  k->unroll_loads = false;
   setup(k, "frnn_ck_chain", types, n);
   k->mb = i64c(k, 0);
   k->T = cg_param(cg, at_T), k->H = cg_param(cg, at_T + 1), k->B = cg_param(cg, at_T + 2);

@@ -186,7 +186,10 @@ static const char *const CK_KNOBS[][2] = {
     {"FRNN_CK_BM", "64"}, {"FRNN_CK_FUSE", "1"},      {"FRNN_CK_SPLIT_MAX", "-1"}, {"FRNN_CK_L", "16"},
     {"FRNN_CK_THREADS", "512"}, {"FRNN_CK_MMA", "0"}, {"FRNN_CHUNKED", "0"},
     /* the thirteenth session's: the backward's pairs one at a time, the forward's threads alone */
-    {"FRNN_CK_BW_PAIRS", "0"}, {"FRNN_CK_THREADS_FWD", "512"}};
+    {"FRNN_CK_BW_PAIRS", "0"}, {"FRNN_CK_THREADS_FWD", "512"},
+    /* the fourteenth session's: the elementwise passes as loops, the
+     * backward's copies after its term arrays with the L2 prefetch */
+    {"FRNN_CK_UNROLL_LOADS", "0"}, {"FRNN_CK_EARLY_LOADS", "2"}};
 
 START_TEST(chunked_variants_assemble) {
   setenv(CK_KNOBS[_i][0], CK_KNOBS[_i][1], 1);
