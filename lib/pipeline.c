@@ -417,8 +417,9 @@ static frnn_status load_plan(frnn_ctx *ctx, const frnn_step *s, int device, cons
   char disk_key[1280];
   const kernel_shape *f = &p->fwd, *b = &p->bwd;
   if (ce)
-    snprintf(disk_key, sizeof disk_key, "%s chunked L=%d BM=%d threads=%d/%d chain blocks %d build %s", key, ce->p.L,
-             ce->p.BM, ce->p.threads_fwd, ce->p.threads, ce->p.chain_min_blocks, FRNN_BUILD_STAMP);
+    snprintf(disk_key, sizeof disk_key, "%s chunked L=%d BM=%d threads=%d/%d chain blocks %d copies %d build %s", key,
+             ce->p.L, ce->p.BM, ce->p.threads_fwd, ce->p.threads, ce->p.chain_min_blocks, ce->p.early_loads,
+             FRNN_BUILD_STAMP);
   else
     snprintf(disk_key, sizeof disk_key, "%s fwd %d,%d,%d,%d,%d bwd %d,%d,%d,%d,%d build %s", key,
              f->lpr, f->cn, f->rpt, f->warps, f->row_blocks, b->lpr, b->cn, b->rpt, b->warps,
@@ -479,6 +480,43 @@ static frnn_status chunked_functions(frnn_ctx *ctx, CUmodule mod, unsigned kerne
   return st;
 }
 
+/* The chunked backward issues its copies of a chunk's first state and
+ * rank-one columns before its term arrays (ck_plan.early_loads bit 1).
+ * Where the driver's compile of that backward spills, it is built with them
+ * after the term arrays too, and the build that spills less is kept (a tie
+ * keeps the early copies).  H100, fw+bw (fourteenth session, call 3): the
+ * gated delta rule's backward spills 16 bytes with them and none without,
+ * 7.67 against 7.46 ms; the delta rule's none with them, 5.60 against 5.91.
+ * With FRNN_CK_EARLY_LOADS set, as it says.  A failure here only keeps the
+ * first build.  Returns the early_loads kept. */
+static int backward_without_spills(frnn_ctx *ctx, const frnn_step *s, int device, const char *key,
+                                   const lower_spec *spec, unsigned kernels, const char *arch, const ck_entry *ce,
+                                   gpu_module *m) {
+  int local = 0, local_alt = 0, early = ce->p.early_loads, late = early & ~1;
+  if (!(kernels & KERNEL_BWD) || !(early & 1) || getenv("FRNN_CK_EARLY_LOADS") ||
+      cuda_function_attribute(ctx, m->fn[1], CUDA_FUNC_LOCAL_BYTES, &local) || local == 0)
+    return early;
+  ck_entry *alt = malloc(sizeof *alt); /* a shallow copy, only compiled from */
+  if (!alt) return early;
+  *alt = *ce;
+  alt->p.early_loads = late;
+  CUmodule alt_mod = NULL;
+  CUfunction fn[6];
+  memcpy(fn, m->fn, sizeof fn);
+  bool better = !load_plan(ctx, s, device, key, spec, kernels, arch, &m->p, alt, &alt_mod) &&
+                !chunked_functions(ctx, alt_mod, kernels, alt, fn) &&
+                !cuda_function_attribute(ctx, fn[1], CUDA_FUNC_LOCAL_BYTES, &local_alt) && local_alt < local;
+  free(alt);
+  if (better) {
+    CUmodule first = m->mod;
+    m->mod = alt_mod, alt_mod = first;
+    memcpy(m->fn, fn, sizeof fn);
+  }
+  cuda_module_unload(alt_mod);
+  diag_clear(ctx);
+  return better ? late : early;
+}
+
 /* The chain kernel is built for ck_plan.chain_min_blocks resident blocks an
  * SM (6: 40 registers a thread).  Where the driver's compile of it spills
  * nonetheless (Mamba-2: 16 bytes, the gated delta rule: 32, at 128 x 128
@@ -489,7 +527,7 @@ static frnn_status chunked_functions(frnn_ctx *ctx, CUmodule mod, unsigned kerne
  * failure here only keeps the first build.  Returns the blocks kept. */
 static int chain_without_spills(frnn_ctx *ctx, const frnn_step *s, int device, const char *key,
                                  const lower_spec *spec, unsigned kernels, const char *arch, const ck_entry *ce,
-                                 gpu_module *m) {
+                                 int early_loads, gpu_module *m) {
   int local = 0, local_alt = 0;
   if (!(kernels & KERNEL_BWD) || ce->p.fused || ce->p.chain_min_blocks <= 4 || getenv("FRNN_CK_CHAIN_MINB") ||
       cuda_function_attribute(ctx, m->fn[5], CUDA_FUNC_LOCAL_BYTES, &local) || local == 0)
@@ -498,6 +536,7 @@ static int chain_without_spills(frnn_ctx *ctx, const frnn_step *s, int device, c
   if (!alt) return ce->p.chain_min_blocks;
   *alt = *ce;
   alt->p.chain_min_blocks = 4;
+  alt->p.early_loads = early_loads; /* the backward kept (backward_without_spills): the module holds both */
   CUmodule alt_mod = NULL;
   CUfunction fn[6];
   memcpy(fn, m->fn, sizeof fn);
@@ -537,7 +576,8 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
     if ((st = load_plan(ctx, s, device, key, spec, kernels, arch, &m->p, ce, &m->mod)) ||
         (st = chunked_functions(ctx, m->mod, kernels, ce, m->fn)))
       goto fail;
-    int chain_blocks = chain_without_spills(ctx, s, device, key, spec, kernels, arch, ce, m);
+    int early_loads = backward_without_spills(ctx, s, device, key, spec, kernels, arch, ce, m);
+    int chain_blocks = chain_without_spills(ctx, s, device, key, spec, kernels, arch, ce, early_loads, m);
     ctx->stats.modules++;
     char window[80] = "";
     if (ce->p.window_steps > 0 && !ce->p.fused)
@@ -546,9 +586,9 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
       snprintf(window + strlen(window), sizeof window - strlen(window), ", chain %d blocks an SM", chain_blocks);
     if (kernels & KERNEL_BWD)
       snprintf(ctx->backward_plan, sizeof ctx->backward_plan,
-               "chunked L=%d BM=%d blocks/head=%d threads=%d/%d%s%s%s%s smem=%u/%u/%u states every %d chunks%s%s",
+               "chunked L=%d BM=%d blocks/head=%d threads=%d/%d%s%s%s%s%s smem=%u/%u/%u states every %d chunks%s%s",
                ce->p.L, ce->p.BM, ce->p.MB, ce->p.threads_fwd, ce->p.threads, ce->p.split ? " split" : "",
-               ce->p.bw_pairs ? " pairs at once" : "", ce->p.fused ? " fused" : "",
+               ce->p.bw_pairs ? " pairs at once" : "", early_loads & 1 ? "" : " copies late", ce->p.fused ? " fused" : "",
                ce->g.guard ? " guarded (recurrent where a decay is out of the chunked range)" : "",
                ce->p.fwd_smem, ce->p.bwd_smem, ce->p.chain_smem, ce->p.ckpt_every,
                ce->p.ckpt_every > 1 ? " (the others recomputed)" : "", window);

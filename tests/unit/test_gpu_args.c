@@ -260,6 +260,36 @@ START_TEST(chunked_chain_keeps_the_build_that_spills_less) {
 }
 END_TEST
 
+/* The chunked backward, built with its copies early, is built with them
+ * late too where the driver's compile of it spills, and the build that
+ * spills less is launched (pipeline.c backward_without_spills), as its plan
+ * line says: through the fake driver, whose functions spill 8 bytes each by
+ * default (a tie: the early copies kept) and, with
+ * MOCK_CUDA=later_spills_less, each less than the one looked up before (the
+ * late build's backward: "copies late"); FRNN_CK_EARLY_LOADS=1 asks for the
+ * early copies, and no other build is tried. */
+START_TEST(chunked_backward_copies_by_spills) {
+  if (!getenv("FRNN_MOCK_LIBCUDA")) {
+    puts("FRNN_MOCK_LIBCUDA is unset: chunked_backward_copies_by_spills left out");
+    return;
+  }
+  if (_i) setenv("MOCK_CUDA", "later_spills_less", 1);
+  if (_i == 2) setenv("FRNN_CK_EARLY_LOADS", "1", 1);
+  frnn_step *gla;
+  ck_assert(frnn_step_load(ctx, test_source_path("examples/gla.frnn"), &gla) == FRNN_OK);
+  frnn_sizes gs = {1, 40, 2, 16, 16};
+  call_tensors t;
+  call_tensors_make(&t, gla, gs, NULL);
+  forward_backward(ctx, gla, gs, &t);
+  ck_assert_msg((strstr(ctx->backward_plan, " copies late") != NULL) == (_i == 1), "case %d: %s", (int)_i,
+                ctx->backward_plan);
+  unsetenv("MOCK_CUDA");
+  unsetenv("FRNN_CK_EARLY_LOADS");
+  free(t.mem);
+  frnn_step_destroy(gla);
+}
+END_TEST
+
 /* A fresh file for the fake driver's launch log (MOCK_CUDA_LAUNCH_LOG). */
 static void launch_log_path(char *path, size_t size, const char *tag) {
   snprintf(path, size, "%s/frnn-mock-%s-%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", tag, (int)getpid());
@@ -444,6 +474,7 @@ int main(void) {
   tcase_add_test(tc, steps_of_one_signature_get_their_own_module);
   tcase_add_loop_test(tc, backward_keeps_the_kernel_that_spills_less, 0, 3);
   tcase_add_loop_test(tc, chunked_chain_keeps_the_build_that_spills_less, 0, 2);
+  tcase_add_loop_test(tc, chunked_backward_copies_by_spills, 0, 3);
   tcase_add_test(tc, guarded_step_runs_both_paths);
   tcase_add_test(tc, chunked_backward_in_windows);
   tcase_add_test(tc, backward_pairs_in_the_plan);
