@@ -866,6 +866,8 @@ typedef struct ck_plan {
   bool spread_fwd;           /* the forward's (its phases' attention matrices side by side) */
   bool unroll_loads_fwd, unroll_loads_bwd; /* their elementwise passes unrolled: a pass's global loads in
                                 flight at once (FRNN_CK_UNROLL_LOADS: "0", "1" or "fwd,bwd") */
+  int ckpt_group;            /* the forward's checkpoint stores: elements a thread loaded, then stored, at a
+                                time (FRNN_CK_CKPT_GROUP; 1: one at a time, under its guard) */
   int early_loads;           /* the backward's copies of a chunk's first state: 1, before its term arrays;
                                 2, the previous chunk's asked of L2 (FRNN_CK_EARLY_LOADS) */
   bool bw_pairs;             /* the backward's attention matrices and their gradients, every (lin, update)

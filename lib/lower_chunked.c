@@ -263,6 +263,18 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * delta rule 7.46 / 7.67 / 7.68 and RWKV-6 5.11 / 5.15 / 5.20 lose
    * (ptxas: the gated delta rule's backward spills 16 bytes at 1, none at
    * 0).  1 it is. */
+  /* The forward's stores of a chunk's first state: elements a thread read
+   * from shared memory before they are stored, a group at a time (1: one,
+   * under its guard).  H100, fw / fw+bw ms, 1 -> 4 (fourteenth session,
+   * call 7): delta rule 1.437 / 5.605 -> 1.440 / 5.514, gated 1.632 / 7.449
+   * -> 1.624 / 7.337, RWKV-7 1.767 / 9.422 -> 1.809 / 9.331; the steps
+   * without a rank-one term gain nothing in fw+bw and their forwards lose
+   * (GLA 0.894 -> 0.908, retention 0.864 -> 0.887: at 128 registers,
+   * ptxas spills more, retention 24 -> 64 bytes).  8: no better.  So 4 for
+   * a step with a rank-one term, else 1. */
+  env = getenv("FRNN_CK_CKPT_GROUP");
+  out->ckpt_group = env && atoi(env) >= 1 && atoi(env) <= 16 ? atoi(env) : g->rank_lin >= 0 ? 4 : 1;
+  if (!out->unroll_loads_fwd) out->ckpt_group = 1;
   env = getenv("FRNN_CK_EARLY_LOADS");
   out->early_loads = env && *env ? atoi(env) & 3 : 1;
   env = getenv("FRNN_CK_BW_PAIRS");
@@ -1841,6 +1853,39 @@ static void state_to_tensor(ck *k, int arr, const gtensor *t) {
 }
 static void state_ckpt(ck *k, int arr, LLVMValueRef ckpt, LLVMValueRef slot, bool store) {
   codegen *cg = k->cg;
+  const ck_plan *p = k->p;
+  enum { G_MAX = 16 };
+  int G = p->ckpt_group;
+  if (store && G > 1 && p->N == p->Np && p->Mp == p->BM && p->Mp * p->Np % (G * k->threads) == 0) {
+    /* Where every row of the block is in M (and N needs no padding), G
+     * elements a thread at a time, their shared loads before their stores,
+     * none under a branch.  A load and a guarded store per element waited on
+     * each load in turn (the forward's every chunk). */
+    LLVMValueRef whole = sle(k, mul(k, add(k, k->mb, i64c(k, 1)), i64c(k, p->BM)), i64c(k, p->M));
+    LLVMBasicBlockRef part = cg_block(cg, "ckpt_rows_past_M"), done = cg_block(cg, "ckpt_stored");
+    LLVMBasicBlockRef all = cg_block(cg, "ckpt_rows_in_M");
+    cg_cond_br(cg, whole, all, part);
+    cg_at(cg, all);
+    cloop l = loop_open(k, k->tid, i32c(k, p->Mp * p->Np), i32c(k, G * k->threads));
+    LLVMValueRef v[G_MAX], i[G_MAX], n[G_MAX];
+    for (int r = 0; r < G; r++) {
+      LLVMValueRef idx = add(k, loop_var(k, &l), i32c(k, r * k->threads));
+      i[r] = LLVMBuildUDiv(cg->b, idx, i32c(k, p->Np), ""), n[r] = LLVMBuildURem(cg->b, idx, i32c(k, p->Np), "");
+      v[r] = sh_ld(k, arr, at2(k, i[r], p->ss, n[r]));
+    }
+    for (int r = 0; r < G; r++) cg_store(cg, v[r], cg_gep(cg, cg->t_f32, ckpt, ckpt_index(k, slot, i[r], n[r])));
+    loop_close(k, &l);
+    cg_br(cg, done);
+    cg_at(cg, part);
+    sloop r = state_open(k);
+    LLVMBasicBlockRef no = if_open(k, r.ok);
+    cg_store(cg, sh_ld(k, arr, at2(k, r.i, p->ss, r.n)), cg_gep(cg, cg->t_f32, ckpt, ckpt_index(k, slot, r.i, r.n)));
+    if_close(k, no);
+    loop_close(k, &r.l);
+    cg_br(cg, done);
+    cg_at(cg, done);
+    return;
+  }
   sloop r = state_open(k);
   LLVMValueRef at = at2(k, r.i, k->p->ss, r.n);
   if (store) {

@@ -189,7 +189,7 @@ static const char *const CK_KNOBS[][2] = {
     {"FRNN_CK_BW_PAIRS", "0"}, {"FRNN_CK_THREADS_FWD", "512"},
     /* the fourteenth session's: the elementwise passes as loops, the
      * backward's copies after its term arrays with the L2 prefetch */
-    {"FRNN_CK_UNROLL_LOADS", "0"}, {"FRNN_CK_EARLY_LOADS", "2"}};
+    {"FRNN_CK_UNROLL_LOADS", "0"}, {"FRNN_CK_EARLY_LOADS", "2"}, {"FRNN_CK_CKPT_GROUP", "16"}};
 
 START_TEST(chunked_variants_assemble) {
   setenv(CK_KNOBS[_i][0], CK_KNOBS[_i][1], 1);
