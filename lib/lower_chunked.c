@@ -255,14 +255,6 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
   out->unroll_loads_fwd = !(env && *env == '0');
   comma = env ? strchr(env, ',') : NULL;
   out->unroll_loads_bwd = comma ? comma[1] != '0' : out->unroll_loads_fwd;
-  /* The backward's copies of the chunk's first state and rank-one columns:
-   * 1, issued before its term arrays are made (else after); 2, the
-   * previous chunk's asked of L2 too.  H100, fw+bw ms (fourteenth session,
-   * call 3), 0 / 1 / 3: delta rule 5.91 / 5.60 / 5.60, GLA 3.56 / 3.47 /
-   * 3.54, Mamba-2 3.93 / 3.86 / 3.83, RWKV-7 9.46 / 9.42 / 9.70; the gated
-   * delta rule 7.46 / 7.67 / 7.68 and RWKV-6 5.11 / 5.15 / 5.20 lose
-   * (ptxas: the gated delta rule's backward spills 16 bytes at 1, none at
-   * 0).  1 it is. */
   /* The forward's stores of a chunk's first state: elements a thread read
    * from shared memory before they are stored, a group at a time (1: one,
    * under its guard).  H100, fw / fw+bw ms, 1 -> 4 (fourteenth session,
@@ -275,6 +267,14 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
   env = getenv("FRNN_CK_CKPT_GROUP");
   out->ckpt_group = env && atoi(env) >= 1 && atoi(env) <= 16 ? atoi(env) : g->rank_lin >= 0 ? 4 : 1;
   if (!out->unroll_loads_fwd) out->ckpt_group = 1;
+  /* The backward's copies of the chunk's first state and rank-one columns:
+   * 1, issued before its term arrays are made (else after); 2, the
+   * previous chunk's asked of L2 too.  H100, fw+bw ms (fourteenth session,
+   * call 3), 0 / 1 / 3: delta rule 5.91 / 5.60 / 5.60, GLA 3.56 / 3.47 /
+   * 3.54, Mamba-2 3.93 / 3.86 / 3.83, RWKV-7 9.46 / 9.42 / 9.70; the gated
+   * delta rule 7.46 / 7.67 / 7.68 and RWKV-6 5.11 / 5.15 / 5.20 lose
+   * (ptxas: the gated delta rule's backward spills 16 bytes at 1, none at
+   * 0).  1 it is. */
   env = getenv("FRNN_CK_EARLY_LOADS");
   out->early_loads = env && *env ? atoi(env) & 3 : 1;
   env = getenv("FRNN_CK_BW_PAIRS");
@@ -1856,14 +1856,15 @@ static void state_ckpt(ck *k, int arr, LLVMValueRef ckpt, LLVMValueRef slot, boo
   const ck_plan *p = k->p;
   enum { G_MAX = 16 };
   int G = p->ckpt_group;
+  LLVMBasicBlockRef done = NULL;
   if (store && G > 1 && p->N == p->Np && p->Mp == p->BM && p->Mp * p->Np % (G * k->threads) == 0) {
     /* Where every row of the block is in M (and N needs no padding), G
      * elements a thread at a time, their shared loads before their stores,
      * none under a branch.  A load and a guarded store per element waited on
      * each load in turn (the forward's every chunk). */
     LLVMValueRef whole = sle(k, mul(k, add(k, k->mb, i64c(k, 1)), i64c(k, p->BM)), i64c(k, p->M));
-    LLVMBasicBlockRef part = cg_block(cg, "ckpt_rows_past_M"), done = cg_block(cg, "ckpt_stored");
-    LLVMBasicBlockRef all = cg_block(cg, "ckpt_rows_in_M");
+    LLVMBasicBlockRef all = cg_block(cg, "ckpt_rows_in_M"), part = cg_block(cg, "ckpt_rows_past_M");
+    done = cg_block(cg, "ckpt_stored");
     cg_cond_br(cg, whole, all, part);
     cg_at(cg, all);
     cloop l = loop_open(k, k->tid, i32c(k, p->Mp * p->Np), i32c(k, G * k->threads));
@@ -1876,15 +1877,7 @@ static void state_ckpt(ck *k, int arr, LLVMValueRef ckpt, LLVMValueRef slot, boo
     for (int r = 0; r < G; r++) cg_store(cg, v[r], cg_gep(cg, cg->t_f32, ckpt, ckpt_index(k, slot, i[r], n[r])));
     loop_close(k, &l);
     cg_br(cg, done);
-    cg_at(cg, part);
-    sloop r = state_open(k);
-    LLVMBasicBlockRef no = if_open(k, r.ok);
-    cg_store(cg, sh_ld(k, arr, at2(k, r.i, p->ss, r.n)), cg_gep(cg, cg->t_f32, ckpt, ckpt_index(k, slot, r.i, r.n)));
-    if_close(k, no);
-    loop_close(k, &r.l);
-    cg_br(cg, done);
-    cg_at(cg, done);
-    return;
+    cg_at(cg, part); /* a block with rows past M: one at a time, as below */
   }
   sloop r = state_open(k);
   LLVMValueRef at = at2(k, r.i, k->p->ss, r.n);
@@ -1900,6 +1893,10 @@ static void state_ckpt(ck *k, int arr, LLVMValueRef ckpt, LLVMValueRef slot, boo
     cg_copy_async4(cg, sh(k, arr, at), cg_gep(cg, cg->t_f32, ckpt, ckpt_index(k, slot, i, n)), r.ok);
   }
   loop_close(k, &r.l);
+  if (done) {
+    cg_br(cg, done);
+    cg_at(cg, done);
+  }
 }
 /* Ask L2 for this block's rows of a stored state (one prefetch per 32
  * floats) and, rank (not null), chunk slot c's columns and inverse: the
