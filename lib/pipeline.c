@@ -481,6 +481,30 @@ static frnn_status chunked_functions(frnn_ctx *ctx, CUmodule mod, unsigned kerne
   return st;
 }
 
+/* The chunked module built again from alt (a copy of its plan with one
+ * choice changed), kept in m where its kernel fn[which] needs less local
+ * memory than local (the driver's count of its spills); a failure keeps the
+ * first build. */
+static bool keep_if_spills_less(frnn_ctx *ctx, const frnn_step *s, int device, const char *key,
+                                const lower_spec *spec, unsigned kernels, const char *arch, const ck_entry *alt,
+                                int which, int local, gpu_module *m) {
+  CUmodule alt_mod = NULL;
+  CUfunction fn[6];
+  int local_alt = 0;
+  memcpy(fn, m->fn, sizeof fn);
+  bool better = !load_plan(ctx, s, device, key, spec, kernels, arch, &m->p, alt, &alt_mod) &&
+                !chunked_functions(ctx, alt_mod, kernels, alt, fn) &&
+                !cuda_function_attribute(ctx, fn[which], CUDA_FUNC_LOCAL_BYTES, &local_alt) && local_alt < local;
+  if (better) {
+    CUmodule first = m->mod;
+    m->mod = alt_mod, alt_mod = first;
+    memcpy(m->fn, fn, sizeof fn);
+  }
+  cuda_module_unload(alt_mod);
+  diag_clear(ctx);
+  return better;
+}
+
 /* The chunked backward issues its copies of a chunk's first state and
  * rank-one columns before its term arrays (ck_plan.early_loads bit 1).
  * Where the driver's compile of that backward spills, it is built with them
@@ -493,7 +517,7 @@ static frnn_status chunked_functions(frnn_ctx *ctx, CUmodule mod, unsigned kerne
 static int backward_without_spills(frnn_ctx *ctx, const frnn_step *s, int device, const char *key,
                                    const lower_spec *spec, unsigned kernels, const char *arch, const ck_entry *ce,
                                    gpu_module *m) {
-  int local = 0, local_alt = 0, early = ce->p.early_loads, late = early & ~1;
+  int local = 0, early = ce->p.early_loads, late = early & ~1;
   if (!(kernels & KERNEL_BWD) || !(early & 1) || getenv("FRNN_CK_EARLY_LOADS") ||
       cuda_function_attribute(ctx, m->fn[1], CUDA_FUNC_LOCAL_BYTES, &local) || local == 0)
     return early;
@@ -501,20 +525,8 @@ static int backward_without_spills(frnn_ctx *ctx, const frnn_step *s, int device
   if (!alt) return early;
   *alt = *ce;
   alt->p.early_loads = late;
-  CUmodule alt_mod = NULL;
-  CUfunction fn[6];
-  memcpy(fn, m->fn, sizeof fn);
-  bool better = !load_plan(ctx, s, device, key, spec, kernels, arch, &m->p, alt, &alt_mod) &&
-                !chunked_functions(ctx, alt_mod, kernels, alt, fn) &&
-                !cuda_function_attribute(ctx, fn[1], CUDA_FUNC_LOCAL_BYTES, &local_alt) && local_alt < local;
+  bool better = keep_if_spills_less(ctx, s, device, key, spec, kernels, arch, alt, 1, local, m);
   free(alt);
-  if (better) {
-    CUmodule first = m->mod;
-    m->mod = alt_mod, alt_mod = first;
-    memcpy(m->fn, fn, sizeof fn);
-  }
-  cuda_module_unload(alt_mod);
-  diag_clear(ctx);
   return better ? late : early;
 }
 
@@ -529,7 +541,7 @@ static int backward_without_spills(frnn_ctx *ctx, const frnn_step *s, int device
 static int chain_without_spills(frnn_ctx *ctx, const frnn_step *s, int device, const char *key,
                                  const lower_spec *spec, unsigned kernels, const char *arch, const ck_entry *ce,
                                  int early_loads, gpu_module *m) {
-  int local = 0, local_alt = 0;
+  int local = 0;
   if (!(kernels & KERNEL_BWD) || ce->p.fused || ce->p.chain_min_blocks <= 4 || getenv("FRNN_CK_CHAIN_MINB") ||
       cuda_function_attribute(ctx, m->fn[5], CUDA_FUNC_LOCAL_BYTES, &local) || local == 0)
     return ce->p.chain_min_blocks;
@@ -538,20 +550,8 @@ static int chain_without_spills(frnn_ctx *ctx, const frnn_step *s, int device, c
   *alt = *ce;
   alt->p.chain_min_blocks = 4;
   alt->p.early_loads = early_loads; /* the backward kept (backward_without_spills): the module holds both */
-  CUmodule alt_mod = NULL;
-  CUfunction fn[6];
-  memcpy(fn, m->fn, sizeof fn);
-  bool better = !load_plan(ctx, s, device, key, spec, kernels, arch, &m->p, alt, &alt_mod) &&
-                !chunked_functions(ctx, alt_mod, kernels, alt, fn) &&
-                !cuda_function_attribute(ctx, fn[5], CUDA_FUNC_LOCAL_BYTES, &local_alt) && local_alt < local;
+  bool better = keep_if_spills_less(ctx, s, device, key, spec, kernels, arch, alt, 5, local, m);
   free(alt);
-  if (better) {
-    CUmodule first = m->mod;
-    m->mod = alt_mod, alt_mod = first;
-    memcpy(m->fn, fn, sizeof fn);
-  }
-  cuda_module_unload(alt_mod);
-  diag_clear(ctx);
   return better ? 4 : ce->p.chain_min_blocks;
 }
 
