@@ -236,6 +236,19 @@ START_TEST(backward_keeps_the_kernel_that_spills_less) {
 }
 END_TEST
 
+/* GLA's forward and backward at 16 x 16 in the fixture's context (chunked:
+ * its plan in ctx->backward_plan). */
+static void gla_forward_backward(void) {
+  frnn_step *gla;
+  ck_assert(frnn_step_load(ctx, test_source_path("examples/gla.frnn"), &gla) == FRNN_OK);
+  frnn_sizes gs = {1, 40, 2, 16, 16};
+  call_tensors t;
+  call_tensors_make(&t, gla, gs, NULL);
+  forward_backward(ctx, gla, gs, &t);
+  free(t.mem);
+  frnn_step_destroy(gla);
+}
+
 /* The chunked chain kernel, built for 6 resident blocks an SM, is built
  * again for 4 where the driver's compile of it spills, and the build that
  * spills less is launched (pipeline.c chain_without_spills): through the
@@ -247,16 +260,9 @@ START_TEST(chunked_chain_keeps_the_build_that_spills_less) {
     return;
   }
   if (_i) setenv("MOCK_CUDA", "chain_spills", 1);
-  frnn_step *gla;
-  ck_assert(frnn_step_load(ctx, test_source_path("examples/gla.frnn"), &gla) == FRNN_OK);
-  frnn_sizes gs = {1, 40, 2, 16, 16};
-  call_tensors t;
-  call_tensors_make(&t, gla, gs, NULL);
-  forward_backward(ctx, gla, gs, &t);
+  gla_forward_backward();
   const char *want = _i ? "chain 4 blocks an SM" : "chain 6 blocks an SM";
   ck_assert_msg(strstr(ctx->backward_plan, want), "expected '%s' in: %s", want, ctx->backward_plan);
-  free(t.mem);
-  frnn_step_destroy(gla);
 }
 END_TEST
 
@@ -275,18 +281,11 @@ START_TEST(chunked_backward_copies_by_spills) {
   }
   if (_i) setenv("MOCK_CUDA", "later_spills_less", 1);
   if (_i == 2) setenv("FRNN_CK_EARLY_LOADS", "1", 1);
-  frnn_step *gla;
-  ck_assert(frnn_step_load(ctx, test_source_path("examples/gla.frnn"), &gla) == FRNN_OK);
-  frnn_sizes gs = {1, 40, 2, 16, 16};
-  call_tensors t;
-  call_tensors_make(&t, gla, gs, NULL);
-  forward_backward(ctx, gla, gs, &t);
+  gla_forward_backward();
   ck_assert_msg((strstr(ctx->backward_plan, " copies late") != NULL) == (_i == 1), "case %d: %s", (int)_i,
                 ctx->backward_plan);
   unsetenv("MOCK_CUDA");
   unsetenv("FRNN_CK_EARLY_LOADS");
-  free(t.mem);
-  frnn_step_destroy(gla);
 }
 END_TEST
 
