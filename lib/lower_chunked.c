@@ -2495,10 +2495,10 @@ static void lower_ck_bwd(ck *k) {
   }
   cg_barrier(cg); /* S is read: the copies below overwrite it */
   /* The chunk's first state and (a rank-one term) its columns X and
-   * inverse, copied by cp.async while the term arrays are made; the
-   * previous chunk's asked of L2 beside the inputs' prefetches.  A column
-   * decay's term arrays scale every update's columns, the rank-one's slot
-   * too: there the copies go after them. */
+   * inverse, copied by cp.async while the term arrays are made
+   * (early_loads bit 1; bit 2: the previous chunk's asked of L2 beside the
+   * inputs' prefetches).  A column decay's term arrays scale every update's
+   * columns, the rank-one's slot too: there the copies go after them. */
   LLVMValueRef is_first = LLVMBuildICmp(cg->b, LLVMIntEQ, k->c, c_first, "");
   bool early = !(p->col && g->rank_lin >= 0) && (p->early_loads & 1);
   for (int pass = 0; pass < 2; pass++) {
