@@ -253,6 +253,41 @@ static char *chunked_ptx(const char *file, const char *arch, const char *knobs) 
   return ptx;
 }
 
+/* The most global loads of one basic block of kernel `entry` in ptx (a
+ * block ends at a label or a branch). */
+static int loads_in_one_block(const char *ptx, const char *entry) {
+  char head[96];
+  snprintf(head, sizeof head, ".entry %s", entry);
+  const char *p = strstr(ptx, head);
+  ck_assert_msg(p != NULL, "no %s", entry);
+  const char *end = strstr(p + 1, ".entry");
+  int most = 0, here = 0;
+  for (; p && *p && (!end || p < end);) {
+    const char *nl = strchr(p, '\n');
+    size_t len = nl ? (size_t)(nl - p) : strlen(p);
+    if ((len > 3 && p[0] == '$' && memmem(p, len, ":", 1)) || memmem(p, len, "bra", 3)) here = 0;
+    else if (memmem(p, len, "ld.global", 9) && ++here > most) most = here;
+    p = nl ? nl + 1 : NULL;
+  }
+  return most;
+}
+
+/* The chunked kernels' elementwise passes unrolled without branches
+ * (elems_first; FRNN_CK_UNROLL_LOADS): the delta rule's forward
+ * issues its term arrays' loads (q and k at 8 elements a thread, v at 8)
+ * in one basic block, so that all are in flight at once; as loops (=0), two
+ * at a time.  The backward's too, with the output gradients. */
+START_TEST(chunked_loads_in_flight_together) {
+  char *unrolled = chunked_ptx("examples/delta_rule.frnn", NULL, NULL);
+  char *looped = chunked_ptx("examples/delta_rule.frnn", NULL, "FRNN_CK_UNROLL_LOADS=0");
+  int fwd = loads_in_one_block(unrolled, "frnn_ck_fwd"), bwd = loads_in_one_block(unrolled, "frnn_ck_bwd");
+  int fwd_looped = loads_in_one_block(looped, "frnn_ck_fwd");
+  ck_assert_msg(fwd >= 24 && bwd >= 24 && fwd_looped < 8, "global loads in one block: forward %d, backward %d, "
+                "forward as loops %d", fwd, bwd, fwd_looped);
+  frnn_free(unrolled), frnn_free(looped);
+}
+END_TEST
+
 START_TEST(chunked_products_on_tensor_cores) {
   struct { int M, N; const char *knob; bool want; } cases[] = {
       {128, 128, NULL, true}, {64, 96, NULL, true}, {3, 5, NULL, false}, {128, 128, "0", false}};
@@ -646,6 +681,7 @@ int main(void) {
   tcase_add_loop_test(tc, chunked_variants_assemble, 0, (int)(sizeof CK_KNOBS / sizeof *CK_KNOBS));
   tcase_add_test(tc, unknown_kernel_and_arch_are_errors);
   tcase_add_test(tc, chunked_products_on_tensor_cores);
+  tcase_add_test(tc, chunked_loads_in_flight_together);
   tcase_add_test(tc, chunked_sum_forms_and_sites);
   tcase_add_test(tc, deferred_sums_over_m);
   tcase_add_loop_test(tc, tuning_knobs_assemble, 0, (int)(sizeof KNOBS / sizeof *KNOBS));
