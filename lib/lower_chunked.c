@@ -418,8 +418,6 @@ struct ck {
   bool unroll_loads;                 /* the forward's and backward's chunk loops: the elementwise
                                         passes unrolled (elems_first, warp_sum, scalar_pass); not in
                                         the chain kernel, built for 40 registers a thread */
-  LLVMValueRef flag_due;             /* an i1 slot, or NULL: log_decay ORs "flag the call" into it
-                                        instead of storing under a branch (term_arrays) */
   int rot;                           /* the warp the next spread product starts on (run_mma) */
 };
 
@@ -850,8 +848,11 @@ static void elems_next(ck *k, elems *r) {
  * M, N. Then Bx becomes its running sum over the chunk (Bx[0] = 0). */
 /* The log decay of step u (at element i or j of a column or row decay),
  * the sum of its factors' exponents, or logs of the factors that are not
- * exps, whose values the forward checks (ok: a real element). */
-static LLVMValueRef log_decay(ck *k, LLVMValueRef u, LLVMValueRef t, LLVMValueRef i, LLVMValueRef j, LLVMValueRef ok) {
+ * exps, whose values the forward checks (ok: a real element): "flag the
+ * call" ORed into the i1 slot due (the forward of a guarded module; else
+ * NULL), which term_arrays stores once. */
+static LLVMValueRef log_decay(ck *k, LLVMValueRef u, LLVMValueRef t, LLVMValueRef i, LLVMValueRef j, LLVMValueRef ok,
+                              LLVMValueRef due) {
   codegen *cg = k->cg;
   const chunk_gpu *g = k->g;
   LLVMValueRef ld = fzero(k);
@@ -861,15 +862,9 @@ static LLVMValueRef log_decay(ck *k, LLVMValueRef u, LLVMValueRef t, LLVMValueRe
       /* A factor that is not an exp: the forward flags the call where it
        * is below CK_GUARD_MIN (or NaN) at a step; the recurrent kernels
        * then run the whole call again (pipeline.c), over these results. */
-      if (k->flag && k->lay == &k->p->fw) {
+      if (due) {
         LLVMValueRef low = LLVMBuildFCmp(cg->b, LLVMRealULT, x, cg_f32(cg, CK_GUARD_MIN), "");
-        if (k->flag_due) {
-          cg_store(cg, LLVMBuildOr(cg->b, cg_load(cg, cg->t_i1, k->flag_due), and1(k, ok, low), ""), k->flag_due);
-        } else {
-          LLVMBasicBlockRef fine = if_open(k, and1(k, and1(k, ok, low), LLVMBuildNot(cg->b, is_null(k, k->flag), "")));
-          LLVMBuildStore(cg->b, i32c(k, 1), k->flag);
-          if_close(k, fine);
-        }
+        cg_store(cg, LLVMBuildOr(cg->b, cg_load(cg, cg->t_i1, due), and1(k, ok, low), ""), due);
       }
       x = cg_log(cg, x);
     }
@@ -888,8 +883,8 @@ static void term_arrays(ck *k, const gtensor *gout) {
   /* The arrays' elements unrolled, with no branch between them: every
    * load of the chunk's inputs (from L2: prefetch_chunk) in flight at once.
    * A guarded decay's "flag the call" is gathered, then stored once. */
-  k->flag_due = k->flag && k->lay == &p->fw ? slot_of(k, cg->t_i1) : NULL;
-  if (k->flag_due) cg_store(cg, LLVMConstInt(cg->t_i1, 0, 0), k->flag_due);
+  LLVMValueRef due = k->flag && k->lay == &p->fw ? slot_of(k, cg->t_i1) : NULL;
+  if (due) cg_store(cg, LLVMConstInt(cg->t_i1, 0, 0), due);
   /* rows: R, W, log decay */
   for (elems r = elems_first(k, L * p->Np, p->Np); elems_more(&r); elems_next(k, &r)) {
     LLVMValueRef t = clamp_t(k, r.u), j = sext(k, r.x);
@@ -906,7 +901,7 @@ static void term_arrays(ck *k, const gtensor *gout) {
        * scalar one is the same at every column: each stores it, into its
        * step's one element (no branch on the column). */
       LLVMValueRef ok_d = p->nd == 1 ? step_ok(k, r.u) : ok, col = p->nd == 1 ? i32c(k, 0) : r.x;
-      LLVMValueRef ld = log_decay(k, r.u, t, NULL, j, ok_d);
+      LLVMValueRef ld = log_decay(k, r.u, t, NULL, j, ok_d, due);
       sh_st(k, ly->Bx, add(k, mul(k, add(k, r.u, i32c(k, 1)), i32c(k, sd)), col), cg_select(cg, ok_d, ld, fzero(k)));
     }
   }
@@ -933,15 +928,14 @@ static void term_arrays(ck *k, const gtensor *gout) {
         sh_st(k, ly->G[q], at, cg_select(cg, and1(k, ok, given), gv, fzero(k)));
       }
     if (p->col) {
-      LLVMValueRef ld = log_decay(k, r.u, t, i, NULL, ok);
+      LLVMValueRef ld = log_decay(k, r.u, t, i, NULL, ok, due);
       sh_st(k, ly->Bx, at2(k, add(k, r.u, i32c(k, 1)), sd, r.x), cg_select(cg, ok, ld, fzero(k)));
     }
   }
-  if (k->flag_due) {
-    LLVMBasicBlockRef no = if_open(k, and1(k, cg_load(cg, cg->t_i1, k->flag_due), LLVMBuildNot(cg->b, is_null(k, k->flag), "")));
+  if (due) {
+    LLVMBasicBlockRef no = if_open(k, and1(k, cg_load(cg, cg->t_i1, due), LLVMBuildNot(cg->b, is_null(k, k->flag), "")));
     LLVMBuildStore(cg->b, i32c(k, 1), k->flag);
     if_close(k, no);
-    k->flag_due = NULL;
   }
   /* Bx[0] = 0; the flag set */
   {
