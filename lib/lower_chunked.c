@@ -58,6 +58,12 @@ enum { TILE = 4 };
 static int round4(int64_t x) { return (int)((x + 3) / 4 * 4); }
 
 /* ------------------------------------------------------------- the plan */
+/* Whether a kernel keeps every (lin, update) pair's attention matrix (and,
+ * the backward, its gradient) in an array of its own: the forward always,
+ * the backward where bw_pairs (else one pair's at a time).  layout sizes
+ * the arrays by it, att_arr and ag_arr place them. */
+static bool keeps_all_pairs(const ck_plan *p, bool backward) { return !backward || p->bw_pairs; }
+
 static void layout(ck_plan *p, const chunk_gpu *g, int n_out, bool backward, ck_layout *l) {
   int at = 0, L = p->L;
   memset(l, -1, sizeof *l);
@@ -83,7 +89,7 @@ static void layout(ck_plan *p, const chunk_gpu *g, int n_out, bool backward, ck_
   /* the attention matrices: every (lin, update) pair's at once (att_arr;
    * the backward's where bw_pairs), else one pair's at a time */
   int pairs = g->n_lin * g->n_upd > 0 ? g->n_lin * g->n_upd : 1;
-  bool all_pairs = !backward || p->bw_pairs;
+  bool all_pairs = keeps_all_pairs(p, backward);
   l->A = at, at += L * p->sl * (all_pairs ? pairs : 1);
   if (g->rank_lin >= 0) {
     l->TI = at, at += L * p->sl;
@@ -1382,12 +1388,12 @@ static LLVMValueRef comb_att(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef
 /* The attention matrix of lin q against update a: the forward keeps every
  * pair's (its products then run side by side), the backward one. */
 static int att_arr(ck *k, int q, int a) {
-  bool all = k->lay == &k->p->fw || k->p->bw_pairs;
+  bool all = keeps_all_pairs(k->p, k->lay == &k->p->bw);
   return k->lay->A + (all ? (q * k->g->n_upd + a) * k->p->L * k->p->sl : 0);
 }
 /* Its gradient's (the backward's), likewise. */
 static int ag_arr(ck *k, int q, int a) {
-  return k->lay->Ag + (k->p->bw_pairs ? (q * k->g->n_upd + a) * k->p->L * k->p->sl : 0);
+  return k->lay->Ag + (keeps_all_pairs(k->p, true) ? (q * k->g->n_upd + a) * k->p->L * k->p->sl : 0);
 }
 static void epi_A(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef acc) {
   ck *k = m->k;

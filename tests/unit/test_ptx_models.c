@@ -275,8 +275,9 @@ static int loads_in_one_block(const char *ptx, const char *entry) {
 /* The chunked kernels' elementwise passes unrolled without branches
  * (elems_first; FRNN_CK_UNROLL_LOADS): the delta rule's forward
  * issues its term arrays' loads (q and k at 8 elements a thread, v at 8)
- * in one basic block, so that all are in flight at once; as loops (=0), two
- * at a time.  The backward's too, with the output gradients. */
+ * in one basic block, so that all are in flight at once; as loops (=0),
+ * four at most (LLVM unrolls them twice).  The backward's too, with the
+ * output gradients. */
 START_TEST(chunked_loads_in_flight_together) {
   char *unrolled = chunked_ptx("examples/delta_rule.frnn", NULL, NULL);
   char *looped = chunked_ptx("examples/delta_rule.frnn", NULL, "FRNN_CK_UNROLL_LOADS=0");
