@@ -835,6 +835,10 @@ typedef struct ck_layout {
   int floats;
 } ck_layout;
 enum { CK_RUN_F32, CK_RUN_F64, CK_RUN_SPLIT, CK_RUN_DOT2 };
+/* How the float64 products' float32 operands become float64: cvt.f64.f32,
+ * or A's by integer operations on its bits (scaled by 2^-896, the sum
+ * rescaled); NONE: a timing probe, results wrong. */
+enum { CK_CVT_F2F, CK_CVT_INT_A, CK_CVT_NONE };
 typedef struct ck_plan {
   int64_t M, N;
   int L, BM, MB, Mp, Np, nd; /* Mp, Np: BM, N rounded up to 4; nd: the decay's columns (1 or N) */
@@ -851,9 +855,11 @@ typedef struct ck_plan {
   bool tf32;                 /* FRNN_CK_TF32=1: one TF32 product (not float32's precision; opt-in) */
   bool f64;                  /* products in float64 on the tensor cores (sm_90: mma .f64), not 3xTF32 */
   int run_sum;               /* CK_RUN_*: how the end state's sum over the rows of dS * S is formed */
+  int cvt;                   /* CK_CVT_*: the float64 products' operand conversions (FRNN_CK_CVT) */
   unsigned long tf32x3_sites; /* where f64: product sites (bits) run in 3xTF32 instead */
   int mma_tiles;             /* their 16 x 8 tiles per warp, at most */
   int threads_fwd, mma_tiles_fwd; /* the forward kernel's own (threads: the others') */
+  int mma_big_fwd, mma_big;  /* tiles a warp of the products large enough for two such blocks a warp */
   int chain_min_blocks;      /* the chain kernel's resident blocks an SM (its launch bounds) */
   bool sum_parts;            /* the end state's and the gradient-before-the-chunk's products each in one accumulator */
   int ckpt_every;            /* the forward stores a chunk's first state every this many chunks; > 1: the

@@ -40,6 +40,7 @@
 
 #include <llvm-c/Core.h>
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -208,6 +209,16 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
   out->run_sum = CK_RUN_SPLIT;
   for (int i = 0; env && i < 4; i++)
     if (strcmp(env, run_sums[i]) == 0) out->run_sum = i;
+  /* The float64 products' operand conversions (cvt.f64.f32 runs on the XU
+   * pipe, the busiest in the rank-one backwards: 47% of the delta rule's):
+   * A's by integer operations measured slower but on RWKV-7's backward
+   * (fifteenth session, call 2: delta rule fw+bw 5.53 -> 5.73 ms, RWKV-7
+   * 9.25 -> 9.08); none at all (the probe, results wrong) 5.31 and 8.17. */
+  env = getenv("FRNN_CK_CVT");
+  static const char *const cvts[] = {"f2f", "int", "none"};
+  out->cvt = CK_CVT_F2F;
+  for (int i = 0; env && i < 3; i++)
+    if (strcmp(env, cvts[i]) == 0) out->cvt = i;
   /* A backward with more than four (term, update) pairs' worth of product
    * code (pairs, twice with the decay split's second path) is tight on
    * registers: at 255 already, more unrolling or spreading spilled. */
@@ -226,6 +237,23 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * GLA 1.01 -> 0.95; delta rule 2.21 -> 2.43).  The backward stays at 256:
    * at 512 its registers spill. */
   out->mma_tiles_fwd = env && *env ? out->mma_tiles : out->f64 ? 2 : out->mma_tiles;
+  /* run_mma's larger blocks for the [M,N] products (FRNN_CK_MMA_BIG: tiles,
+   * 0 or 1 never; "f,b" the forward's and the backward's).  The backward's
+   * where it is not tight on registers: no decay split's second path, no
+   * rank-one term beside a decay (where they add spills nonetheless,
+   * pipeline.c's backward_without_spills drops them).  H100 fw+bw
+   * (fifteenth session, calls 3 and 4; ms without -> with): Mamba-2 3.86 ->
+   * 3.71, retention 3.46 -> 3.43, delta rule 5.46 -> 5.44; but the gated
+   * delta rule 7.04 -> 7.27 (rank-one and decay), GLA 3.47 -> 3.50, RWKV-6
+   * 5.15 -> 5.21, GSA's values 3.46 -> 3.49 (split).  Not the forward's: fw
+   * delta rule 1.44 -> 1.50 ms, gated 1.62 -> 1.64, RWKV-7 1.81 -> 1.78. */
+  env = getenv("FRNN_CK_MMA_BIG");
+  bool roomy = !out->split && !(g->rank_lin >= 0 && g->n_ld > 0);
+  out->mma_big_fwd = 0, out->mma_big = out->f64 && roomy ? 8 : 0;
+  if (env && *env) out->mma_big_fwd = out->mma_big = atoi(env);
+  if (env && strchr(env, ',')) out->mma_big = atoi(strchr(env, ',') + 1);
+  out->mma_big_fwd = out->mma_big_fwd > 8 ? 8 : out->mma_big_fwd;
+  out->mma_big = out->mma_big > 8 ? 8 : out->mma_big;
   out->threads_fwd = threads_set || !out->f64 || g->rank_lin >= 0 ? out->threads : 512;
   /* FRNN_CK_THREADS_FWD: the forward's alone.  512 for the rank-one
    * steps with the phased forward (thirteenth session, call 3; fw ms):
@@ -1175,16 +1203,49 @@ static bool mma_fits(const mm *m) {
   return m->k->p->mma && !m->combine && m->P % 16 == 0 && m->Q % 8 == 0 && m->K % 8 == 0;
 }
 
+/* A float32 operand as float64 by integer operations on its bits (the
+ * ALU and FMA pipes, beside cvt.f64.f32's XU pipe): sign and exponent
+ * field shifted into place unchanged, so the value is x 2^-896 exactly,
+ * zero and subnormals included (float64's subnormals continue float32's
+ * scale); infinities and NaNs become finite (about 2^-768).  The product's
+ * epilogue scales its sum back. */
+static LLVMValueRef f64_scaled(ck *k, LLVMValueRef x) {
+  codegen *cg = k->cg;
+  LLVMTypeRef i64 = cg->t_i64;
+  LLVMValueRef b = LLVMBuildBitCast(cg->b, x, cg->t_i32, "");
+  LLVMValueRef hi = LLVMBuildAnd(cg->b, LLVMBuildAShr(cg->b, b, i32c(k, 3), ""), i32c(k, 0x8FFFFFFF), "");
+  LLVMValueRef lo = LLVMBuildShl(cg->b, b, i32c(k, 29), "");
+  LLVMValueRef w = LLVMBuildOr(cg->b, LLVMBuildShl(cg->b, LLVMBuildZExt(cg->b, hi, i64, ""), LLVMConstInt(i64, 32, 0), ""),
+                               LLVMBuildZExt(cg->b, lo, i64, ""), "");
+  return LLVMBuildBitCast(cg->b, w, cg->t_f64, "");
+}
+/* Operand A (a_side) or B of a float64 product, as ck_plan.cvt says. */
+static LLVMValueRef f64_operand(ck *k, LLVMValueRef x, bool a_side) {
+  codegen *cg = k->cg;
+  if (k->p->cvt == CK_CVT_INT_A && a_side) return f64_scaled(k, x);
+  if (k->p->cvt == CK_CVT_NONE) /* the probe: the bits moved, not converted */
+    return LLVMBuildBitCast(cg->b, LLVMBuildZExt(cg->b, LLVMBuildBitCast(cg->b, x, cg->t_i32, ""), cg->t_i64, ""), cg->t_f64, "");
+  return f64(k, x);
+}
+
 static void run_mma(mm *m) {
   ck *k = m->k;
   codegen *cg = k->cg;
   int tp = m->P / 16, tq = m->Q / 8, warps = k->threads / 32;
   /* The largest block of tiles per warp (fragments reused across it) that
-   * still gives every warp a block, at most 8 tiles (32 accumulators). */
-  int rp = 1, rq = 1;
+   * still gives every warp a block, at most k->tiles.  A product with two
+   * blocks a warp even at mma_big tiles (the [M,N] ones: the end state,
+   * the gradient before the chunk) takes blocks that large, 2 x 4 tiles
+   * where they divide: in float64 each element of a fragment is converted
+   * (cvt.f64.f32, a quarter of the float32 rate), 2 a product at 2 x 4
+   * against 3 at 1 x 4 and 4 at 1 x 2. */
+  int cap = k->tiles, rp = 1, rq = 1;
+  int big = k->lay == &k->p->fw ? k->p->mma_big_fwd : k->p->mma_big;
+  if (big > cap && tp * tq >= 2 * warps * big) cap = big;
   for (;;) {
-    if (rp * rq * 2 > k->tiles) break;
-    if (tq % (2 * rq) == 0 && (tp / rp) * (tq / (2 * rq)) >= warps) rq *= 2;
+    if (rp * rq * 2 > cap) break;
+    if (rq >= 4 && rq > rp && tp % (2 * rp) == 0 && (tp / (2 * rp)) * (tq / rq) >= warps) rp *= 2;
+    else if (tq % (2 * rq) == 0 && (tp / rp) * (tq / (2 * rq)) >= warps) rq *= 2;
     else if (tp % (2 * rp) == 0 && (tp / (2 * rp)) * (tq / rq) >= warps) rp *= 2;
     else break;
   }
@@ -1234,8 +1295,8 @@ static void run_mma(mm *m) {
     LLVMValueRef ahi[RMAX][4], alo[RMAX][4], bhi[RMAX][2], blo[RMAX][2];
     if (dp) { /* one float64 product, summed in the mma: exact operands, a float64 sum */
       for (int i = 0; i < rp; i++)
-        for (int e = 0; e < 4; e++) ahi[i][e] = f64(k, av[i][e]);
-      for (int j = 0; j < rq; j++) bhi[j][0] = f64(k, bv[j][0]), bhi[j][1] = f64(k, bv[j][1]);
+        for (int e = 0; e < 4; e++) ahi[i][e] = f64_operand(k, av[i][e], true);
+      for (int j = 0; j < rq; j++) bhi[j][0] = f64_operand(k, bv[j][0], false), bhi[j][1] = f64_operand(k, bv[j][1], false);
       for (int i = 0; i < rp; i++)
         for (int j = 0; j < rq; j++) {
           LLVMValueRef c[4];
@@ -1269,12 +1330,14 @@ static void run_mma(mm *m) {
     loop_close(k, &lk);
   }
   LLVMValueRef t2 = mul(k, t, i32c(k, 2));
+  bool scaled = k->p->cvt == CK_CVT_INT_A; /* by 2^-896 (f64_scaled) */
   for (int i = 0; i < rp; i++)
     for (int j = 0; j < rq; j++)
       for (int e = 0; e < 4; e++) {
         LLVMValueRef r = add(k, add(k, p0, i32c(k, 16 * i + (e >= 2 ? 8 : 0))), g);
         LLVMValueRef c = add(k, add(k, q0, i32c(k, 8 * j + (e & 1))), t2);
         LLVMValueRef sum = cg_load(cg, acc_t, acc[i * rq + j][e]);
+        if (dp && scaled) sum = LLVMBuildFMul(cg->b, sum, LLVMConstReal(cg->t_f64, ldexp(1.0, 896)), "");
         m->epi(m, r, c, dp ? LLVMBuildFPTrunc(cg->b, sum, cg->t_f32, "") : sum);
       }
   loop_close(k, &lw);
@@ -1608,11 +1671,6 @@ static LLVMValueRef a_G_t(mm *m, LLVMValueRef i, LLVMValueRef u, LLVMValueRef *a
  * backward's dH its transpose (docs/design-chunked.md, "The low-rank
  * class").  Both go through TI = (I - G_ab)^-1, formed once per chunk by
  * L threads: each solve is then one more [L,L] x [L,M] product. */
-static void zero_xt(ck *k) {
-  cloop l = loop_open(k, k->tid, i32c(k, k->p->L * k->p->sm), i32c(k, k->threads));
-  sh_st(k, k->lay->XT, loop_var(k, &l), fzero(k));
-  loop_close(k, &l);
-}
 
 /* TI = (I - A)^-1 for the strictly lower triangular A in the [L,L] array:
  * thread j forms column j top down, TI[t][j] = [t = j] + sum_{s<t} A[t][s]
@@ -1687,6 +1745,14 @@ static void attention_pair(ck *k, int q, int a, int site) {
   run_both(&m, site);
 }
 
+/* The gradient of lin q's attention matrix against update a, Ag =
+ * [causal] G_q C_a^T, into its array (ag_arr); spread, no barrier. */
+static void attention_gradient(ck *k, int q, int a) {
+  mm m = new_mm(k, k->p->L, k->p->L, k->p->Mp);
+  m.lin = q, m.upd = a, m.a = op_G, m.b = op_C_t, m.epi = epi_Ag, m.spread = true;
+  run_both(&m, 5);
+}
+
 /* The product of lin q's attention matrices with the columns of every
  * update but `skip` (-1: none) into one accumulator, then epi_Y (a lin's
  * outputs, or the rank-one term's right side); nothing where there is no
@@ -1706,25 +1772,38 @@ static void through_updates(ck *k, int q, int skip, int site) {
 /* dH into the rank-one lin's gradient array: what reaches X from the
  * outputs (through the attention matrices, transposed) and from the
  * gradient after the chunk (dS, through b~ carried to the end), then the
- * transposed solve. */
+ * transposed solve.  Three phases: (1) the dS part stores into XT while
+ * the outputs' attention matrices against X are formed beside it, and,
+ * where the backward keeps every pair's (bw_pairs), every other pair's
+ * matrix (chunk_pairs then forms only the gradients Ag, which may lie in
+ * XT: layout); (2) the outputs' parts added to XT; (3) the solve.  (Was
+ * five phases: XT zeroed, each matrix, each part, the solve.) */
 static void rank_gradient(ck *k) {
   const chunk_gpu *g = k->g;
   const ck_plan *p = k->p;
   int x = g->rank_upd;
-  zero_xt(k);
+  mm m = new_mm(k, p->L, p->Mp, p->Np);
+  m.upd = x, m.a = a_R_to_end, m.b = b_state_t, m.state = k->lay->dS, m.epi = epi_XT_set, m.spread = true;
+  run_both(&m, 19);
+  /* without every pair's array the matrices share one: the first beside
+   * the dS part, each later one in a phase of its own */
+  bool all = keeps_all_pairs(p, true);
+  int beside = 0;
+  for (int q = 0; q < g->n_lin; q++)
+    if (g->lin_rank[q] < 0 && (all || beside++ == 0)) attention_pair(k, q, x, 16);
+  for (int q = 0; q < (p->bw_pairs ? g->n_lin : 0); q++)
+    for (int a = 0; a < g->n_upd; a++)
+      if (a != x || g->lin_rank[q] >= 0) attention_pair(k, q, a, 4);
   cg_barrier(k->cg);
+  beside = 0;
   for (int q = 0; q < g->n_lin; q++) {
     if (g->lin_rank[q] >= 0) continue;
-    attention(k, q, x, 16);
-    mm m = new_mm(k, p->L, p->Mp, p->L);
+    if (!all && beside++ > 0) attention(k, q, x, 16);
+    m = new_mm(k, p->L, p->Mp, p->L);
     m.lin = q, m.upd = x, m.a = a_A_t, m.b = op_G, m.epi = epi_XT;
     run_mm_probe(&m, 19);
     cg_barrier(k->cg);
   }
-  mm m = new_mm(k, p->L, p->Mp, p->Np);
-  m.upd = x, m.a = a_R_to_end, m.b = b_state_t, m.state = k->lay->dS, m.epi = epi_XT;
-  run_both(&m, 19);
-  cg_barrier(k->cg);
   m = new_mm(k, p->L, p->Mp, p->L);
   m.a = a_TI_t, m.b = op_XT, m.epi = epi_dH;
   run_mm_probe(&m, 18);
@@ -2328,18 +2407,10 @@ static void col_decay_gradient(ck *k) {
   loop_close(k, &l);
 }
 
-/* The gradient of lin q's attention matrix against update a, Ag =
- * [causal] G_q C_a^T, into its array (ag_arr); spread, no barrier. */
-static void attention_gradient(ck *k, int q, int a) {
-  mm m = new_mm(k, k->p->L, k->p->L, k->p->Mp);
-  m.lin = q, m.upd = a, m.a = op_G, m.b = op_C_t, m.epi = epi_Ag, m.spread = true;
-  run_both(&m, 5);
-}
-
 /* The backward's products through the chunk's attention matrices, every
  * (lin q, update a) pair's at once, in two phases:
- *   1. each pair's A (but those the rank-one gradient formed: its
- *      outputs' against X) and Ag = [causal] G_q C_a^T;
+ *   1. each pair's A (with a rank-one term, rank_gradient's) and Ag =
+ *      [causal] G_q C_a^T;
  *   2. each seed once, its pairs summed in one accumulator (the chunk's
  *      first product into it: it stores): dC_a = sum_q A^T G_q, dW_q =
  *      sum_a Ag R_a, dR_a = sum_q Ag^T W_q and dO_q = sum_a A C_a.
@@ -2351,7 +2422,7 @@ static void chunk_pairs(ck *k) {
   codegen *cg = k->cg;
   for (int q = 0; q < g->n_lin; q++)
     for (int a = 0; a < g->n_upd; a++) {
-      if (!(a == g->rank_upd && g->lin_rank[q] < 0)) attention_pair(k, q, a, 4); /* (rank_gradient's) */
+      if (g->rank_lin < 0) attention_pair(k, q, a, 4); /* (else rank_gradient formed them) */
       attention_gradient(k, q, a);
     }
   cg_barrier(cg);

@@ -104,7 +104,7 @@ static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
                                       "FRNN_CK_TF32", "FRNN_CK_F64", "FRNN_CK_CHAIN_MINB",
                                       "FRNN_CK_SUM_PARTS", "FRNN_CK_RUN_SUM", "FRNN_CK_TF32X3_SITES",
                                       "FRNN_CK_THREADS_FWD", "FRNN_CK_BW_PAIRS", "FRNN_CK_UNROLL_LOADS", "FRNN_CK_EARLY_LOADS",
-                                      "FRNN_CK_CKPT_GROUP"};
+                                      "FRNN_CK_CKPT_GROUP", "FRNN_CK_CVT", "FRNN_CK_MMA_BIG"};
   for (size_t i = 0; i < sizeof knobs / sizeof *knobs; i++) {
     const char *v = getenv(knobs[i]);
     if (v && *v && k >= 0 && (size_t)k < cap) k += snprintf(key + k, cap - (size_t)k, " %s=%.16s", knobs[i] + 5, v);
@@ -505,29 +505,44 @@ static bool keep_if_spills_less(frnn_ctx *ctx, const frnn_step *s, int device, c
   return better;
 }
 
-/* The chunked backward issues its copies of a chunk's first state and
- * rank-one columns before its term arrays (ck_plan.early_loads bit 1).
- * Where the driver's compile of that backward spills, it is built with them
- * after the term arrays too, and the build that spills less is kept (a tie
- * keeps the early copies).  H100, fw+bw (fourteenth session, call 3): the
- * gated delta rule's backward spills 16 bytes with them and none without,
- * 7.67 against 7.46 ms; the delta rule's none with them, 5.60 against 5.91.
- * With FRNN_CK_EARLY_LOADS set, as it says.  A failure here only keeps the
- * first build.  Returns the early_loads kept. */
-static int backward_without_spills(frnn_ctx *ctx, const frnn_step *s, int device, const char *key,
-                                   const lower_spec *spec, unsigned kernels, const char *arch, const ck_entry *ce,
-                                   gpu_module *m) {
-  int local = 0, early = ce->p.early_loads, late = early & ~1;
-  if (!(kernels & KERNEL_BWD) || !(early & 1) || getenv("FRNN_CK_EARLY_LOADS") ||
-      cuda_function_attribute(ctx, m->fn[1], CUDA_FUNC_LOCAL_BYTES, &local) || local == 0)
-    return early;
+/* Two choices of the chunked backward cost registers: its copies of a
+ * chunk's first state and rank-one columns before its term arrays
+ * (ck_plan.early_loads bit 1), and its [M,N] products in blocks of
+ * mma_big tiles a warp.  Where the driver's compile of the backward with
+ * both spills, it is built without the blocks, then with the copies late,
+ * then without either, until a build spills nothing; the build that spills
+ * least is kept (a tie keeps the earlier).  H100, fw+bw (fourteenth
+ * session, call 3): the gated delta rule's backward spilled 16 bytes with
+ * the early copies and none without, 7.67 against 7.46 ms; the delta
+ * rule's none with them, 5.60 against 5.91.  Fifteenth session, call 3:
+ * the blocks took Mamba-2 3.85 -> 3.71 ms, and spilled in GLA (24 bytes),
+ * RWKV-6 (60 -> 160) and the gated delta rule (4; 7.04 -> 7.30 ms).  A
+ * knob that sets a choice (FRNN_CK_EARLY_LOADS, FRNN_CK_MMA_BIG) keeps it.
+ * A failure here only keeps the first build.  The choices kept go to
+ * *early and *big. */
+static void backward_without_spills(frnn_ctx *ctx, const frnn_step *s, int device, const char *key,
+                                    const lower_spec *spec, unsigned kernels, const char *arch, const ck_entry *ce,
+                                    gpu_module *m, int *early, int *big) {
+  int local = 0;
+  *early = ce->p.early_loads, *big = ce->p.mma_big;
+  if (!(kernels & KERNEL_BWD) || cuda_function_attribute(ctx, m->fn[1], CUDA_FUNC_LOCAL_BYTES, &local) || local == 0)
+    return;
+  int first_early = *early, first_big = *big, late = first_early & ~1;
+  int alts[3][2] = {{first_early, 0}, {late, first_big}, {late, 0}};
+  bool copies_fixed = late == first_early || getenv("FRNN_CK_EARLY_LOADS");
+  bool big_fixed = first_big <= 1 || getenv("FRNN_CK_MMA_BIG");
   ck_entry *alt = malloc(sizeof *alt); /* a shallow copy, only compiled from */
-  if (!alt) return early;
-  *alt = *ce;
-  alt->p.early_loads = late;
-  bool better = keep_if_spills_less(ctx, s, device, key, spec, kernels, arch, alt, 1, local, m);
+  if (!alt) return;
+  for (int i = 0; i < 3 && local > 0; i++) {
+    if ((copies_fixed && alts[i][0] != first_early) || (big_fixed && alts[i][1] != first_big)) continue;
+    *alt = *ce;
+    alt->p.early_loads = alts[i][0], alt->p.mma_big = alts[i][1];
+    if (keep_if_spills_less(ctx, s, device, key, spec, kernels, arch, alt, 1, local, m)) {
+      *early = alts[i][0], *big = alts[i][1];
+      if (cuda_function_attribute(ctx, m->fn[1], CUDA_FUNC_LOCAL_BYTES, &local)) break;
+    }
+  }
   free(alt);
-  return better ? late : early;
 }
 
 /* The chain kernel is built for ck_plan.chain_min_blocks resident blocks an
@@ -540,7 +555,7 @@ static int backward_without_spills(frnn_ctx *ctx, const frnn_step *s, int device
  * failure here only keeps the first build.  Returns the blocks kept. */
 static int chain_without_spills(frnn_ctx *ctx, const frnn_step *s, int device, const char *key,
                                  const lower_spec *spec, unsigned kernels, const char *arch, const ck_entry *ce,
-                                 int early_loads, gpu_module *m) {
+                                 int early_loads, int big, gpu_module *m) {
   int local = 0;
   if (!(kernels & KERNEL_BWD) || ce->p.fused || ce->p.chain_min_blocks <= 4 || getenv("FRNN_CK_CHAIN_MINB") ||
       cuda_function_attribute(ctx, m->fn[5], CUDA_FUNC_LOCAL_BYTES, &local) || local == 0)
@@ -549,7 +564,8 @@ static int chain_without_spills(frnn_ctx *ctx, const frnn_step *s, int device, c
   if (!alt) return ce->p.chain_min_blocks;
   *alt = *ce;
   alt->p.chain_min_blocks = 4;
-  alt->p.early_loads = early_loads; /* the backward kept (backward_without_spills): the module holds both */
+  alt->p.early_loads = early_loads, alt->p.mma_big = big; /* the backward kept (backward_without_spills): the
+                                                             module holds both */
   bool better = keep_if_spills_less(ctx, s, device, key, spec, kernels, arch, alt, 5, local, m);
   free(alt);
   return better ? 4 : ce->p.chain_min_blocks;
@@ -577,19 +593,23 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
     if ((st = load_plan(ctx, s, device, key, spec, kernels, arch, &m->p, ce, &m->mod)) ||
         (st = chunked_functions(ctx, m->mod, kernels, ce, m->fn)))
       goto fail;
-    int early_loads = backward_without_spills(ctx, s, device, key, spec, kernels, arch, ce, m);
-    int chain_blocks = chain_without_spills(ctx, s, device, key, spec, kernels, arch, ce, early_loads, m);
+    int early_loads, big;
+    backward_without_spills(ctx, s, device, key, spec, kernels, arch, ce, m, &early_loads, &big);
+    int chain_blocks = chain_without_spills(ctx, s, device, key, spec, kernels, arch, ce, early_loads, big, m);
     ctx->stats.modules++;
     char window[80] = "";
     if (ce->p.window_steps > 0 && !ce->p.fused)
       snprintf(window, sizeof window, ", backward windows of %d steps", ce->p.window_steps);
     if (!ce->p.fused)
       snprintf(window + strlen(window), sizeof window - strlen(window), ", chain %d blocks an SM", chain_blocks);
+    char big_text[32] = "";
+    if (big > 1) snprintf(big_text, sizeof big_text, " %d-tile blocks", big);
     if (kernels & KERNEL_BWD)
       snprintf(ctx->backward_plan, sizeof ctx->backward_plan,
-               "chunked L=%d BM=%d blocks/head=%d threads=%d/%d%s%s%s%s%s smem=%u/%u/%u states every %d chunks%s%s",
+               "chunked L=%d BM=%d blocks/head=%d threads=%d/%d%s%s%s%s%s%s smem=%u/%u/%u states every %d chunks%s%s",
                ce->p.L, ce->p.BM, ce->p.MB, ce->p.threads_fwd, ce->p.threads, ce->p.split ? " split" : "",
-               ce->p.bw_pairs ? " pairs at once" : "", early_loads & 1 ? "" : " copies late", ce->p.fused ? " fused" : "",
+               ce->p.bw_pairs ? " pairs at once" : "", early_loads & 1 ? "" : " copies late",
+               big_text, ce->p.fused ? " fused" : "",
                ce->g.guard ? " guarded (recurrent where a decay is out of the chunked range)" : "",
                ce->p.fwd_smem, ce->p.bwd_smem, ce->p.chain_smem, ce->p.ckpt_every,
                ce->p.ckpt_every > 1 ? " (the others recomputed)" : "", window);

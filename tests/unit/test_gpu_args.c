@@ -236,17 +236,19 @@ START_TEST(backward_keeps_the_kernel_that_spills_less) {
 }
 END_TEST
 
-/* GLA's forward and backward at 16 x 16 in the fixture's context (chunked:
- * its plan in ctx->backward_plan). */
-static void gla_forward_backward(void) {
-  frnn_step *gla;
-  ck_assert(frnn_step_load(ctx, test_source_path("examples/gla.frnn"), &gla) == FRNN_OK);
+/* The forward and backward of examples/`name` at 16 x 16 in the fixture's
+ * context (chunked: its plan in ctx->backward_plan). */
+static void example_forward_backward(const char *name) {
+  char path[64];
+  snprintf(path, sizeof path, "examples/%s", name);
+  frnn_step *step;
+  ck_assert(frnn_step_load(ctx, test_source_path(path), &step) == FRNN_OK);
   frnn_sizes gs = {1, 40, 2, 16, 16};
   call_tensors t;
-  call_tensors_make(&t, gla, gs, NULL);
-  forward_backward(ctx, gla, gs, &t);
+  call_tensors_make(&t, step, gs, NULL);
+  forward_backward(ctx, step, gs, &t);
   free(t.mem);
-  frnn_step_destroy(gla);
+  frnn_step_destroy(step);
 }
 
 /* The chunked chain kernel, built for 6 resident blocks an SM, is built
@@ -260,32 +262,39 @@ START_TEST(chunked_chain_keeps_the_build_that_spills_less) {
     return;
   }
   if (_i) setenv("MOCK_CUDA", "chain_spills", 1);
-  gla_forward_backward();
+  example_forward_backward("gla.frnn");
   const char *want = _i ? "chain 4 blocks an SM" : "chain 6 blocks an SM";
   ck_assert_msg(strstr(ctx->backward_plan, want), "expected '%s' in: %s", want, ctx->backward_plan);
 }
 END_TEST
 
-/* The chunked backward, built with its copies early, is built with them
- * late too where the driver's compile of it spills, and the build that
- * spills less is launched (pipeline.c backward_without_spills), as its plan
- * line says: through the fake driver, whose functions spill 8 bytes each by
- * default (a tie: the early copies kept) and, with
- * MOCK_CUDA=later_spills_less, each less than the one looked up before (the
- * late build's backward: "copies late"); FRNN_CK_EARLY_LOADS=1 asks for the
- * early copies, and no other build is tried. */
-START_TEST(chunked_backward_copies_by_spills) {
+/* Mamba-2's chunked backward, built with its copies early and its [M,N]
+ * products in blocks of 8 tiles (no decay split: ck_plan.mma_big), is built without the blocks, then with
+ * the copies late, then without either where the driver's compile of it
+ * spills, and the build that spills least is launched (pipeline.c
+ * backward_without_spills), as its plan line says: through the fake
+ * driver, whose functions spill 8 bytes each by default (ties: the first
+ * build kept) and, with MOCK_CUDA=later_spills_less, each less than the
+ * one looked up before (the last build: "copies late", no blocks). A knob
+ * that sets a choice keeps it: FRNN_CK_EARLY_LOADS=1 the early copies,
+ * FRNN_CK_MMA_BIG=8 the blocks. */
+START_TEST(chunked_backward_choices_by_spills) {
   if (!getenv("FRNN_MOCK_LIBCUDA")) {
-    puts("FRNN_MOCK_LIBCUDA is unset: chunked_backward_copies_by_spills left out");
+    puts("FRNN_MOCK_LIBCUDA is unset: chunked_backward_choices_by_spills left out");
     return;
   }
   if (_i) setenv("MOCK_CUDA", "later_spills_less", 1);
   if (_i == 2) setenv("FRNN_CK_EARLY_LOADS", "1", 1);
-  gla_forward_backward();
-  ck_assert_msg((strstr(ctx->backward_plan, " copies late") != NULL) == (_i == 1), "case %d: %s", (int)_i,
+  if (_i == 3) setenv("FRNN_CK_MMA_BIG", "8", 1);
+  example_forward_backward("mamba2.frnn");
+  bool late = _i == 1 || _i == 3, blocks = _i == 0 || _i == 3;
+  ck_assert_msg((strstr(ctx->backward_plan, " copies late") != NULL) == late, "case %d: %s", (int)_i,
+                ctx->backward_plan);
+  ck_assert_msg((strstr(ctx->backward_plan, " 8-tile blocks") != NULL) == blocks, "case %d: %s", (int)_i,
                 ctx->backward_plan);
   unsetenv("MOCK_CUDA");
   unsetenv("FRNN_CK_EARLY_LOADS");
+  unsetenv("FRNN_CK_MMA_BIG");
 }
 END_TEST
 
@@ -473,7 +482,7 @@ int main(void) {
   tcase_add_test(tc, steps_of_one_signature_get_their_own_module);
   tcase_add_loop_test(tc, backward_keeps_the_kernel_that_spills_less, 0, 3);
   tcase_add_loop_test(tc, chunked_chain_keeps_the_build_that_spills_less, 0, 2);
-  tcase_add_loop_test(tc, chunked_backward_copies_by_spills, 0, 3);
+  tcase_add_loop_test(tc, chunked_backward_choices_by_spills, 0, 4);
   tcase_add_test(tc, guarded_step_runs_both_paths);
   tcase_add_test(tc, chunked_backward_in_windows);
   tcase_add_test(tc, backward_pairs_in_the_plan);

@@ -8,6 +8,7 @@
 
 #include <check.h>
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,7 +190,9 @@ static const char *const CK_KNOBS[][2] = {
     {"FRNN_CK_BW_PAIRS", "0"}, {"FRNN_CK_THREADS_FWD", "512"},
     /* the fourteenth session's: the elementwise passes as loops, the
      * backward's copies after its term arrays with the L2 prefetch */
-    {"FRNN_CK_UNROLL_LOADS", "0"}, {"FRNN_CK_EARLY_LOADS", "2"}, {"FRNN_CK_CKPT_GROUP", "16"}};
+    {"FRNN_CK_UNROLL_LOADS", "0"}, {"FRNN_CK_EARLY_LOADS", "2"}, {"FRNN_CK_CKPT_GROUP", "16"},
+    /* the fifteenth session's: blocks of 8 tiles in both kernels, A's conversions by integer operations */
+    {"FRNN_CK_MMA_BIG", "8"}, {"FRNN_CK_CVT", "int"}};
 
 START_TEST(chunked_variants_assemble) {
   setenv(CK_KNOBS[_i][0], CK_KNOBS[_i][1], 1);
@@ -271,6 +274,46 @@ static int loads_in_one_block(const char *ptx, const char *entry) {
   }
   return most;
 }
+
+/* The fewest operand conversions (cvt.f64.f32) per float64 mma in a basic
+ * block of kernel `entry` that has at least 8 mma (HUGE_VAL: none). */
+static double conversions_per_mma(const char *ptx, const char *entry) {
+  char head[96];
+  snprintf(head, sizeof head, ".entry %s", entry);
+  const char *p = strstr(ptx, head);
+  ck_assert_msg(p != NULL, "no %s", entry);
+  const char *end = strstr(p + 1, ".entry");
+  double fewest = HUGE_VAL;
+  int mma = 0, cvt = 0;
+  for (; p && *p && (!end || p < end);) {
+    const char *nl = strchr(p, '\n');
+    size_t len = nl ? (size_t)(nl - p) : strlen(p);
+    bool ends = (len > 3 && p[0] == '$' && memmem(p, len, ":", 1)) || memmem(p, len, "bra", 3);
+    if (ends) {
+      if (mma >= 8 && (double)cvt / mma < fewest) fewest = (double)cvt / mma;
+      mma = cvt = 0;
+    }
+    if (memmem(p, len, MMA_F64, strlen(MMA_F64))) mma++;
+    if (memmem(p, len, "cvt.f64.f32", 11)) cvt++;
+    p = nl ? nl + 1 : NULL;
+  }
+  return fewest;
+}
+
+/* The chunked backward's [M,N] products (the gradient before the chunk)
+ * in blocks of 2 x 4 tiles a warp (ck_plan.mma_big): each operand element
+ * converted once for 2 mma at most; without (FRNN_CK_MMA_BIG=0) 3 at
+ * least (blocks of 1 x 4).  The forward keeps its blocks of 2. */
+START_TEST(chunked_big_products_convert_less) {
+  char *big = chunked_ptx("examples/delta_rule.frnn", NULL, NULL);
+  char *small = chunked_ptx("examples/delta_rule.frnn", NULL, "FRNN_CK_MMA_BIG=0");
+  double bwd = conversions_per_mma(big, "frnn_ck_bwd"), bwd_small = conversions_per_mma(small, "frnn_ck_bwd");
+  double fwd = conversions_per_mma(big, "frnn_ck_fwd");
+  ck_assert_msg(bwd <= 2 && bwd_small >= 3 && fwd >= 3, "conversions a mma: backward %g, without the blocks %g, "
+                "forward %g", bwd, bwd_small, fwd);
+  frnn_free(big), frnn_free(small);
+}
+END_TEST
 
 /* The chunked kernels' elementwise passes unrolled without branches
  * (elems_first; FRNN_CK_UNROLL_LOADS): the delta rule's forward
@@ -683,6 +726,7 @@ int main(void) {
   tcase_add_test(tc, unknown_kernel_and_arch_are_errors);
   tcase_add_test(tc, chunked_products_on_tensor_cores);
   tcase_add_test(tc, chunked_loads_in_flight_together);
+  tcase_add_test(tc, chunked_big_products_convert_less);
   tcase_add_test(tc, chunked_sum_forms_and_sites);
   tcase_add_test(tc, deferred_sums_over_m);
   tcase_add_loop_test(tc, tuning_knobs_assemble, 0, (int)(sizeof KNOBS / sizeof *KNOBS));
