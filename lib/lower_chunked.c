@@ -374,10 +374,12 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
     for (int L = lmax >= 64 ? 64 : lmax >= 32 ? 32 : 16; L >= 16; L /= 2)
       if (fits(out, g, n_out, L, max_shared, all_pairs)) {
         /* A rank-one step with a decay, its pairs at once: the backward's
-         * k-loops not unrolled (the gated delta rule spilled 68 bytes at 4:
-         * H100 fw+bw 8.24 -> 7.94 ms; the delta rule keeps 4, 6.28 against
-         * 6.72 at 1; thirteenth session, call 6) */
-        if (out->bw_pairs && g->rank_lin >= 0 && g->n_ld > 0 && !set_b) out->unroll_bwd = 1;
+         * k-loops unrolled twice (the gated delta rule spilled 68 bytes at 4:
+         * H100 fw+bw 8.24 -> 7.94 ms at 1; the delta rule keeps 4, 6.28
+         * against 6.72 at 1; thirteenth session, call 6.  Fifteenth
+         * session, call 5, at 1, 2 and 4: gated 7.05, 6.86, 7.44 ms; RWKV-7
+         * 9.26, 9.08, 9.01) */
+        if (out->bw_pairs && g->rank_lin >= 0 && g->n_ld > 0 && !set_b) out->unroll_bwd = 2;
         return FRNN_OK;
       }
     if (bm_env) break;
