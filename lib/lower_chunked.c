@@ -39,8 +39,8 @@
 #include "frnn_internal.h"
 
 #include <llvm-c/Core.h>
-#include <stdio.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -212,8 +212,8 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
   /* The float64 products' operand conversions (cvt.f64.f32 runs on the XU
    * pipe, the busiest in the rank-one backwards: 47% of the delta rule's):
    * A's by integer operations measured slower but on RWKV-7's backward
-   * (fifteenth session, call 2: delta rule fw+bw 5.53 -> 5.73 ms, RWKV-7
-   * 9.25 -> 9.08); none at all (the probe, results wrong) 5.31 and 8.17. */
+   * (fifteenth session, call 2: delta rule fw+bw 5.54 -> 5.74 ms, RWKV-7
+   * 9.26 -> 9.10); none at all (the probe, results wrong) 5.31 and 8.18. */
   env = getenv("FRNN_CK_CVT");
   static const char *const cvts[] = {"f2f", "int", "none"};
   out->cvt = CK_CVT_F2F;
@@ -242,10 +242,10 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * where it is not tight on registers: no decay split's second path, no
    * rank-one term beside a decay (where they add spills nonetheless,
    * pipeline.c's backward_without_spills drops them).  H100 fw+bw
-   * (fifteenth session, calls 3 and 4; ms without -> with): Mamba-2 3.86 ->
-   * 3.71, retention 3.46 -> 3.43, delta rule 5.46 -> 5.44; but the gated
-   * delta rule 7.04 -> 7.27 (rank-one and decay), GLA 3.47 -> 3.50, RWKV-6
-   * 5.15 -> 5.21, GSA's values 3.46 -> 3.49 (split).  Not the forward's: fw
+   * (fifteenth session, call 3; ms without -> with): Mamba-2 3.86 -> 3.71,
+   * retention 3.46 -> 3.44, delta rule 5.53 -> 5.51; but the gated delta
+   * rule 7.08 -> 7.30 (rank-one and decay), GLA 3.47 -> 3.50, RWKV-6 5.16
+   * -> 5.22, GSA's values 3.47 -> 3.49 (split).  Not the forward's: fw
    * delta rule 1.44 -> 1.50 ms, gated 1.62 -> 1.64, RWKV-7 1.81 -> 1.78. */
   env = getenv("FRNN_CK_MMA_BIG");
   bool roomy = !out->split && !(g->rank_lin >= 0 && g->n_ld > 0);
@@ -1787,20 +1787,20 @@ static void rank_gradient(ck *k) {
   mm m = new_mm(k, p->L, p->Mp, p->Np);
   m.upd = x, m.a = a_R_to_end, m.b = b_state_t, m.state = k->lay->dS, m.epi = epi_XT_set, m.spread = true;
   run_both(&m, 19);
-  /* without every pair's array the matrices share one: the first beside
-   * the dS part, each later one in a phase of its own */
+  /* without every pair's array the matrices share one: the first
+   * output's beside the dS part, each later one in a phase of its own */
   bool all = keeps_all_pairs(p, true);
-  int beside = 0;
+  int first_out = 0;
+  while (first_out < g->n_lin && g->lin_rank[first_out] >= 0) first_out++;
   for (int q = 0; q < g->n_lin; q++)
-    if (g->lin_rank[q] < 0 && (all || beside++ == 0)) attention_pair(k, q, x, 16);
+    if (g->lin_rank[q] < 0 && (all || q == first_out)) attention_pair(k, q, x, 16);
   for (int q = 0; q < (p->bw_pairs ? g->n_lin : 0); q++)
     for (int a = 0; a < g->n_upd; a++)
       if (a != x || g->lin_rank[q] >= 0) attention_pair(k, q, a, 4);
   cg_barrier(k->cg);
-  beside = 0;
   for (int q = 0; q < g->n_lin; q++) {
     if (g->lin_rank[q] >= 0) continue;
-    if (!all && beside++ > 0) attention(k, q, x, 16);
+    if (!all && q != first_out) attention(k, q, x, 16);
     m = new_mm(k, p->L, p->Mp, p->L);
     m.lin = q, m.upd = x, m.a = a_A_t, m.b = op_G, m.epi = epi_XT;
     run_mm_probe(&m, 19);

@@ -514,12 +514,13 @@ static bool keep_if_spills_less(frnn_ctx *ctx, const frnn_step *s, int device, c
  * least is kept (a tie keeps the earlier).  H100, fw+bw (fourteenth
  * session, call 3): the gated delta rule's backward spilled 16 bytes with
  * the early copies and none without, 7.67 against 7.46 ms; the delta
- * rule's none with them, 5.60 against 5.91.  Fifteenth session, call 3:
- * the blocks took Mamba-2 3.85 -> 3.71 ms, and spilled in GLA (24 bytes),
- * RWKV-6 (60 -> 160) and the gated delta rule (4; 7.04 -> 7.30 ms).  A
- * knob that sets a choice (FRNN_CK_EARLY_LOADS, FRNN_CK_MMA_BIG) keeps it.
- * A failure here only keeps the first build.  The choices kept go to
- * *early and *big. */
+ * rule's none with them, 5.60 against 5.91.  The blocks (ptxas 13.0 at
+ * 128 x 128 bf16) spill in GLA's backward (24 bytes), RWKV-6's (60 -> 160)
+ * and the gated delta rule's (4); the H100's driver kept them in all
+ * three (fifteenth session, call 4): lower_chunked.c leaves them out of
+ * backwards tight on registers.  A knob that sets a choice
+ * (FRNN_CK_EARLY_LOADS, FRNN_CK_MMA_BIG) keeps it.  A failure here only
+ * keeps the first build.  The choices kept go to *early and *big. */
 static void backward_without_spills(frnn_ctx *ctx, const frnn_step *s, int device, const char *key,
                                     const lower_spec *spec, unsigned kernels, const char *arch, const ck_entry *ce,
                                     gpu_module *m, int *early, int *big) {

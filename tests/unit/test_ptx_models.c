@@ -256,14 +256,21 @@ static char *chunked_ptx(const char *file, const char *arch, const char *knobs) 
   return ptx;
 }
 
-/* The most global loads of one basic block of kernel `entry` in ptx (a
- * block ends at a label or a branch). */
-static int loads_in_one_block(const char *ptx, const char *entry) {
+/* Kernel `entry`'s text in ptx: from its .entry line to *end (the next
+ * kernel's, or NULL: the end of the module). */
+static const char *kernel_text(const char *ptx, const char *entry, const char **end) {
   char head[96];
   snprintf(head, sizeof head, ".entry %s", entry);
   const char *p = strstr(ptx, head);
   ck_assert_msg(p != NULL, "no %s", entry);
-  const char *end = strstr(p + 1, ".entry");
+  *end = strstr(p + 1, ".entry");
+  return p;
+}
+
+/* The most global loads of one basic block of kernel `entry` in ptx (a
+ * block ends at a label or a branch). */
+static int loads_in_one_block(const char *ptx, const char *entry) {
+  const char *end, *p = kernel_text(ptx, entry, &end);
   int most = 0, here = 0;
   for (; p && *p && (!end || p < end);) {
     const char *nl = strchr(p, '\n');
@@ -278,11 +285,7 @@ static int loads_in_one_block(const char *ptx, const char *entry) {
 /* The fewest operand conversions (cvt.f64.f32) per float64 mma in a basic
  * block of kernel `entry` that has at least 8 mma (HUGE_VAL: none). */
 static double conversions_per_mma(const char *ptx, const char *entry) {
-  char head[96];
-  snprintf(head, sizeof head, ".entry %s", entry);
-  const char *p = strstr(ptx, head);
-  ck_assert_msg(p != NULL, "no %s", entry);
-  const char *end = strstr(p + 1, ".entry");
+  const char *end, *p = kernel_text(ptx, entry, &end);
   double fewest = HUGE_VAL;
   int mma = 0, cvt = 0;
   for (; p && *p && (!end || p < end);) {
