@@ -418,9 +418,9 @@ static frnn_status load_plan(frnn_ctx *ctx, const frnn_step *s, int device, cons
   char disk_key[1280];
   const kernel_shape *f = &p->fwd, *b = &p->bwd;
   if (ce)
-    snprintf(disk_key, sizeof disk_key, "%s chunked L=%d BM=%d threads=%d/%d chain blocks %d copies %d build %s", key,
-             ce->p.L, ce->p.BM, ce->p.threads_fwd, ce->p.threads, ce->p.chain_min_blocks, ce->p.early_loads,
-             FRNN_BUILD_STAMP);
+    snprintf(disk_key, sizeof disk_key, "%s chunked L=%d BM=%d threads=%d/%d chain blocks %d copies %d big %d/%d build %s",
+             key, ce->p.L, ce->p.BM, ce->p.threads_fwd, ce->p.threads, ce->p.chain_min_blocks, ce->p.early_loads,
+             ce->p.mma_big_fwd, ce->p.mma_big, FRNN_BUILD_STAMP);
   else
     snprintf(disk_key, sizeof disk_key, "%s fwd %d,%d,%d,%d,%d bwd %d,%d,%d,%d,%d build %s", key,
              f->lpr, f->cn, f->rpt, f->warps, f->row_blocks, b->lpr, b->cn, b->rpt, b->warps,
@@ -516,9 +516,11 @@ static bool keep_if_spills_less(frnn_ctx *ctx, const frnn_step *s, int device, c
  * the early copies and none without, 7.67 against 7.46 ms; the delta
  * rule's none with them, 5.60 against 5.91.  The blocks (ptxas 13.0 at
  * 128 x 128 bf16) spill in GLA's backward (24 bytes), RWKV-6's (60 -> 160)
- * and the gated delta rule's (4); the H100's driver kept them in all
- * three (fifteenth session, call 4): lower_chunked.c leaves them out of
- * backwards tight on registers.  A knob that sets a choice
+ * and the gated delta rule's (4), and cost them 1-3% (fifteenth session,
+ * call 3): lower_chunked.c leaves them out of backwards tight on
+ * registers, by measurement (in that session's calls the search could not
+ * drop them: the builds without them shared the disk key of the builds
+ * with them, since mended).  A knob that sets a choice
  * (FRNN_CK_EARLY_LOADS, FRNN_CK_MMA_BIG) keeps it.  A failure here only
  * keeps the first build.  The choices kept go to *early and *big. */
 static void backward_without_spills(frnn_ctx *ctx, const frnn_step *s, int device, const char *key,

@@ -9,8 +9,17 @@
 #include <string.h>
 #include <time.h>
 #include <execinfo.h>
+#include <ftw.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st, (void)flag, (void)ftw;
+  chmod(path, 0700);
+  return remove(path);
+}
+void rm_rf(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 /* On a crash, print the raw backtrace and where the executable is mapped, so
  * that addresses resolve (nm/addr2line) against the unstripped binary even

@@ -30,6 +30,9 @@ typedef struct ttensor {
 
 extern const DLDataType DT_F32, DT_BF16, DT_F16, DT_F64;
 
+/* Remove a directory tree (made writable first); missing: nothing. */
+void rm_rf(const char *path);
+
 /* Contiguous tensor of this shape and dtype, filled with uniform(lo, hi). */
 void tt_random(ttensor *x, DLDataType dt, int ndim, const int64_t *shape, rng *r, double lo,
                double hi);

@@ -4,11 +4,11 @@
  * writers that never show a reader a torn entry, the directory fallbacks.
  * Each test gets a fresh directory from mkdtemp in $FRNN_CACHE_DIR. */
 #include "frnn_internal.h"
+#include "testutil.h" /* rm_rf */
 
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,14 +18,6 @@
 
 /* ------------------------------------------------------------- helpers */
 static char dir[4096];
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st, (void)flag, (void)ftw;
-  chmod(path, 0700);
-  return remove(path);
-}
-
-static void rm_rf(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 /* A fresh empty cache directory in FRNN_CACHE_DIR, and an empty memory cache. */
 static void setup(void) {

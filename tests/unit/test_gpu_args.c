@@ -277,7 +277,8 @@ END_TEST
  * build kept) and, with MOCK_CUDA=later_spills_less, each less than the
  * one looked up before (the last build: "copies late", no blocks). A knob
  * that sets a choice keeps it: FRNN_CK_EARLY_LOADS=1 the early copies,
- * FRNN_CK_MMA_BIG=8 the blocks. */
+ * FRNN_CK_MMA_BIG=8 the blocks.  Each build is compiled, none answered by
+ * the cache under another build's key (an empty cache directory). */
 START_TEST(chunked_backward_choices_by_spills) {
   if (!getenv("FRNN_MOCK_LIBCUDA")) {
     puts("FRNN_MOCK_LIBCUDA is unset: chunked_backward_choices_by_spills left out");
@@ -286,7 +287,21 @@ START_TEST(chunked_backward_choices_by_spills) {
   if (_i) setenv("MOCK_CUDA", "later_spills_less", 1);
   if (_i == 2) setenv("FRNN_CK_EARLY_LOADS", "1", 1);
   if (_i == 3) setenv("FRNN_CK_MMA_BIG", "8", 1);
+  char dir[] = "/tmp/frnn-choices-XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  setenv("FRNN_CACHE_DIR", dir, 1);
   example_forward_backward("mamba2.frnn");
+  frnn_compile_stats cs;
+  ck_assert(frnn_ctx_compile_stats(ctx, &cs) == FRNN_OK);
+  /* the forward's module, the backward's first build, its alternatives (3;
+   * 3, the ties tried too; 1 with the copies fixed; 1 with the blocks
+   * fixed) and the chain's for 4 blocks (every function spills here) */
+  static const int builds[] = {6, 6, 4, 4};
+  ck_assert_msg(cs.compiled == builds[_i] && cs.ptx_cache_hits == 0 && cs.cubin_cache_hits == 0,
+                "case %d: %d compiled, %d and %d from the cache", (int)_i, cs.compiled, cs.ptx_cache_hits,
+                cs.cubin_cache_hits);
+  unsetenv("FRNN_CACHE_DIR");
+  rm_rf(dir);
   bool late = _i == 1 || _i == 3, blocks = _i == 0 || _i == 3;
   ck_assert_msg((strstr(ctx->backward_plan, " copies late") != NULL) == late, "case %d: %s", (int)_i,
                 ctx->backward_plan);
