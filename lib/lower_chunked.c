@@ -1794,7 +1794,7 @@ static void rank_gradient(ck *k) {
   while (first_out < g->n_lin && g->lin_rank[first_out] >= 0) first_out++;
   for (int q = 0; q < g->n_lin; q++)
     if (g->lin_rank[q] < 0 && (all || q == first_out)) attention_pair(k, q, x, 16);
-  for (int q = 0; q < (p->bw_pairs ? g->n_lin : 0); q++)
+  for (int q = 0; q < (all ? g->n_lin : 0); q++)
     for (int a = 0; a < g->n_upd; a++)
       if (a != x || g->lin_rank[q] >= 0) attention_pair(k, q, a, 4);
   cg_barrier(k->cg);
