@@ -579,8 +579,21 @@ void cg_copy_async4(codegen *cg, LLVMValueRef dst, LLVMValueRef src, LLVMValueRe
   LLVMValueRef args[3] = {dst, src, LLVMBuildSelect(cg->b, ok, LLVMConstInt(cg->t_i32, 4, 0), LLVMConstInt(cg->t_i32, 0, 0), "")};
   cg_intrinsic(cg, "llvm.nvvm.cp.async.ca.shared.global.4.s", NULL, 0, args, 3);
 }
+/* The same for 16 bytes (dst and src 16-byte aligned), bypassing L1 (.cg). */
+void cg_copy_async16(codegen *cg, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef ok) {
+  LLVMValueRef args[3] = {dst, src, LLVMBuildSelect(cg->b, ok, LLVMConstInt(cg->t_i32, 16, 0), LLVMConstInt(cg->t_i32, 0, 0), "")};
+  cg_intrinsic(cg, "llvm.nvvm.cp.async.cg.shared.global.16.s", NULL, 0, args, 3);
+}
 /* Wait for every cp.async of this thread (a barrier then shows them to the block). */
 void cg_copy_async_wait(codegen *cg) { cg_intrinsic(cg, "llvm.nvvm.cp.async.wait.all", NULL, 0, NULL, 0); }
+/* Close this thread's cp.async issued since the last commit into a group. */
+void cg_copy_async_commit(codegen *cg) { cg_intrinsic(cg, "llvm.nvvm.cp.async.commit.group", NULL, 0, NULL, 0); }
+/* Wait until at most `pending` of this thread's latest groups are in flight
+ * (groups complete in the order they were committed). */
+void cg_copy_async_wait_group(codegen *cg, int pending) {
+  LLVMValueRef n = LLVMConstInt(cg->t_i32, (unsigned)pending, 0);
+  cg_intrinsic(cg, "llvm.nvvm.cp.async.wait.group", NULL, 0, &n, 1);
+}
 
 void cg_store_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt,
                    LLVMValueRef f32) {

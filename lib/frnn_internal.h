@@ -620,7 +620,10 @@ void cg_prefetch_elem_l2(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enu
 /* 4 bytes global -> shared by cp.async (0 where ok is false), and the wait
  * for all of this thread's (a barrier then publishes them to the block). */
 void cg_copy_async4(codegen *cg, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef ok);
+void cg_copy_async16(codegen *cg, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef ok);
 void cg_copy_async_wait(codegen *cg);
+void cg_copy_async_commit(codegen *cg);
+void cg_copy_async_wait_group(codegen *cg, int pending);
 /* The start of a kernel of a guarded module (lower_spec.guard): it returns
  * at once unless the call's flag (an i32 in global memory, written by the
  * chunked forward; a NULL pointer: no flag) says its path is the one taken.
@@ -876,6 +879,9 @@ typedef struct ck_plan {
                                 time (FRNN_CK_CKPT_GROUP; 1: one at a time, under its guard) */
   int early_loads;           /* the backward's copies of a chunk's first state: 1, before its term arrays;
                                 2, the previous chunk's asked of L2 (FRNN_CK_EARLY_LOADS) */
+  bool late_state_wait;      /* the backward waits for that copy only before the products that read the
+                                state, after the attention matrices' phases (FRNN_CK_STATE_WAIT=0: before
+                                them, with the term arrays) */
   bool bw_pairs;             /* the backward's attention matrices and their gradients, every (lin, update)
                                 pair's, in two phases (else a pair at a time); FRNN_CK_BW_PAIRS=0: never */
   int n_sc, n_sc_adj;        /* scalar nodes materialised per step (step, adjoint) */

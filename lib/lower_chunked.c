@@ -311,6 +311,13 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * 0).  1 it is. */
   env = getenv("FRNN_CK_EARLY_LOADS");
   out->early_loads = env && *env ? atoi(env) & 3 : 1;
+  /* That copy waited for only before the products through the state, not
+   * before the attention matrices' phases: they overlap it.  Timed without
+   * the copies (FRNN_CK_SKIP bit 23), the backwards ran 0.38-0.44 ms faster
+   * (H100, sixteenth session, call 2: delta rule fw+bw 5.44 -> 5.00 ms,
+   * gated 6.86 -> 6.48): the term arrays alone did not cover it. */
+  env = getenv("FRNN_CK_STATE_WAIT");
+  out->late_state_wait = !(env && strcmp(env, "0") == 0);
   env = getenv("FRNN_CK_BW_PAIRS");
   bool all_pairs = g->n_lin * g->n_upd > 1 && !(env && strcmp(env, "0") == 0);
   env = getenv("FRNN_CK_MINB");
@@ -1979,6 +1986,39 @@ static void state_ckpt(ck *k, int arr, LLVMValueRef ckpt, LLVMValueRef slot, boo
     cg_at(cg, done);
   }
 }
+/* The copy in 16 bytes at a time where rows allow (N and the shared row
+ * stride multiples of 4 floats) and the checkpoint is 16-byte aligned (the
+ * workspace is the caller's: checked at run time), else state_ckpt's.  A
+ * copy of 4 bytes took an instruction and its 64-bit address each: the
+ * backward's copy of a 128 x 128 state, 64 a thread every chunk, cost it
+ * about as much as waiting for it. */
+static void state_copy(ck *k, int arr, LLVMValueRef ckpt, LLVMValueRef slot) {
+  codegen *cg = k->cg;
+  const ck_plan *p = k->p;
+  if (p->N % 4 || p->ss % 4) {
+    state_ckpt(k, arr, ckpt, slot, false);
+    return;
+  }
+  LLVMValueRef addr = LLVMBuildPtrToInt(cg->b, ckpt, cg->t_i64, "");
+  LLVMValueRef aligned = LLVMBuildICmp(cg->b, LLVMIntEQ, LLVMBuildAnd(cg->b, addr, i64c(k, 15), ""), i64c(k, 0), "");
+  LLVMBasicBlockRef wide = cg_block(cg, "copy16"), narrow = cg_block(cg, "copy4"), done = cg_block(cg, "copied");
+  cg_cond_br(cg, aligned, wide, narrow);
+  cg_at(cg, wide);
+  int quads = (int)(p->N / 4);
+  cloop l = loop_open(k, k->tid, i32c(k, p->Mp * quads), i32c(k, k->threads));
+  LLVMValueRef idx = loop_var(k, &l);
+  LLVMValueRef i = LLVMBuildUDiv(cg->b, idx, i32c(k, quads), "");
+  LLVMValueRef n = mul(k, LLVMBuildURem(cg->b, idx, i32c(k, quads), ""), i32c(k, 4));
+  LLVMValueRef ok = row_ok(k, i);
+  cg_copy_async16(cg, sh(k, arr, at2(k, i, p->ss, n)),
+                  cg_gep(cg, cg->t_f32, ckpt, ckpt_index(k, slot, cg_select(cg, ok, i, i32c(k, 0)), n)), ok);
+  loop_close(k, &l);
+  cg_br(cg, done);
+  cg_at(cg, narrow);
+  state_ckpt(k, arr, ckpt, slot, false);
+  cg_br(cg, done);
+  cg_at(cg, done);
+}
 /* Ask L2 for this block's rows of a stored state (one prefetch per 32
  * floats) and, rank (not null), chunk slot c's columns and inverse: the
  * backward's next chunk then copies them from L2, not DRAM. */
@@ -2060,14 +2100,14 @@ static void lower_ck_fwd(ck *k) {
   cloop lc = loop_open(k, c_lo, c_hi, i64c(k, 1));
   k->c = loop_var(k, &lc);
   k->t0 = mul(k, k->c, i64c(k, p->L));
-  scalar_pass(k->e);
+  if (!probe_skips(25)) scalar_pass(k->e);
   cg_barrier(cg);
   for (int q = 0; q < n_out; q++) {
     cloop l = loop_open(k, k->tid, i32c(k, p->L * p->sm), i32c(k, k->threads));
     sh_st(k, k->lay->Y[q], loop_var(k, &l), fzero(k));
     loop_close(k, &l);
   }
-  term_arrays(k, NULL);
+  if (!probe_skips(24)) term_arrays(k, NULL);
   prefetch_chunk(k, add(k, k->t0, i64c(k, p->L)), NULL, 0);
   {
     /* (a backward window's recompute starts its slots at the chunk after
@@ -2076,7 +2116,7 @@ static void lower_ck_fwd(ck *k) {
     LLVMValueRef due = and1(k, LLVMBuildICmp(cg->b, LLVMIntSGE, rel, i64c(k, 0), ""),
                             LLVMBuildICmp(cg->b, LLVMIntEQ, LLVMBuildSRem(cg->b, rel, every, ""), i64c(k, 0), ""));
     LLVMBasicBlockRef no = if_open(k, and1(k, have_ckpt, due));
-    state_ckpt(k, k->lay->S, ckpt, LLVMBuildSDiv(cg->b, rel, every, ""), true);
+    if (!probe_skips(26)) state_ckpt(k, k->lay->S, ckpt, LLVMBuildSDiv(cg->b, rel, every, ""), true);
     if_close(k, no);
     /* The end state's epilogue rewrites S: every element stored first
      * (without outputs, a recompute has no barrier between them; found by
@@ -2452,6 +2492,7 @@ static void chunk_pairs(ck *k) {
       run_mm_probe(&m, 9);
     }
   }
+  cg_copy_async_wait(cg); /* the first state's copy (late_state_wait), for the products after */
   cg_barrier(cg);
 }
 
@@ -2505,7 +2546,7 @@ static void lower_ck_bwd(ck *k) {
    * starts as the state after the window, dS as the final state's gradient
    * (the last window) or the one the window after this one carried. */
   LLVMValueRef nch = chunks_of(k);
-  state_ckpt(k, k->lay->S, cg_param(cg, at_ckpt), i64c(k, 0), false);
+  state_copy(k, k->lay->S, cg_param(cg, at_ckpt), i64c(k, 0));
   cg_copy_async_wait(cg);
   {
     LLVMValueRef last = LLVMBuildICmp(cg->b, LLVMIntEQ, c_hi, nch, "");
@@ -2523,7 +2564,7 @@ static void lower_ck_bwd(ck *k) {
   cloop lc = loop_open(k, i64c(k, 0), sub(k, c_hi, c_lo), i64c(k, 1));
   k->c = sub(k, sub(k, c_hi, i64c(k, 1)), loop_var(k, &lc));
   k->t0 = mul(k, k->c, i64c(k, p->L));
-  scalar_pass(k->e);
+  if (!probe_skips(22)) scalar_pass(k->e);
   cg_barrier(cg);
   if (p->fused) {
     /* this chunk's scratch for the terms' gradients, zeroed (the products
@@ -2575,13 +2616,17 @@ static void lower_ck_bwd(ck *k) {
   LLVMValueRef is_first = LLVMBuildICmp(cg->b, LLVMIntEQ, k->c, c_first, "");
   bool early = !(p->col && g->rank_lin >= 0) && (p->early_loads & 1);
   for (int pass = 0; pass < 2; pass++) {
-    if (pass == (early ? 0 : 1)) {
-      state_ckpt(k, k->lay->S, cg_select(cg, is_first, first, src),
-                 cg_select(cg, is_first, i64c(k, 0), sub(k, k->c, src_c0)), false);
+    if (pass == (early ? 0 : 1) && !probe_skips(23)) {
+      /* two groups, the columns' first: the solve's gradient waits for
+       * them alone (late_state_wait) */
       if (g->rank_lin >= 0) rank_ckpt(k, rank, sub(k, k->c, c_first), false);
+      cg_copy_async_commit(cg);
+      state_copy(k, k->lay->S, cg_select(cg, is_first, first, src),
+                 cg_select(cg, is_first, i64c(k, 0), sub(k, k->c, src_c0)));
+      cg_copy_async_commit(cg);
     }
     if (pass == 1) break;
-    term_arrays(k, gout);
+    if (!probe_skips(21)) term_arrays(k, gout);
     prefetch_chunk(k, sub(k, k->t0, i64c(k, p->L)), gout, n_out);
     if (p->early_loads & 2) {
       LLVMValueRef cp = sub(k, k->c, i64c(k, 1)), prev_first = LLVMBuildICmp(cg->b, LLVMIntEQ, cp, c_first, "");
@@ -2592,7 +2637,11 @@ static void lower_ck_bwd(ck *k) {
       if_close(k, none);
     }
   }
-  cg_copy_async_wait(cg);
+  /* The first state is read first by the products through it, after the
+   * attention matrices' phases: its copy is waited for there (the
+   * columns' group, older, here). */
+  if (!p->late_state_wait) cg_copy_async_wait(cg);
+  else if (g->rank_lin >= 0) cg_copy_async_wait_group(cg, 1);
   cg_barrier(cg);
   /* The rank-one term's gradient dH (its columns X as the forward solved
    * them): then it is one more lin and update for the products below. */
@@ -2630,8 +2679,13 @@ static void lower_ck_bwd(ck *k) {
         m.lin = q, m.upd = a, m.a = a_A, m.b = op_C, m.epi = epi_Xw, m.store = a == 0, m.spread = true;
         run_mm_probe(&m, 9);
       }
+      if (q == g->n_lin - 1 && a == g->n_upd - 1) cg_copy_async_wait(cg); /* as chunk_pairs' */
       cg_barrier(cg);
     }
+  if (g->n_lin * g->n_upd == 0) { /* (no pairs' phases: the copy waited for here) */
+    cg_copy_async_wait(cg);
+    cg_barrier(cg);
+  }
   /* Through the carried state S_0 and the gradient after the chunk: each
    * product adds to its own seed, reading S, dS and the term arrays. */
   for (int q = 0; q < g->n_lin; q++) {
