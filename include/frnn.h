@@ -238,7 +238,8 @@ frnn_status frnn_gpu_workspace_size(frnn_ctx *ctx, const frnn_step *step, frnn_s
 /* Forward over the sequence on the GPU: device tensors (kDLCUDA), launched on
  * `stream` (a CUstream; NULL = the default stream).  No allocation, no
  * synchronisation.  workspace: device memory of frnn_gpu_workspace_size
- * bytes (for_backward when a backward will follow).  The first call for a
+ * bytes (for_backward when a backward will follow), 16-byte aligned (as
+ * cuMemAlloc's and PyTorch's allocations are; else FRNN_E_ARG).  The first call for a
  * new specialisation compiles (or loads from the on-disk cache).  Final
  * states must not be the memory of the initial states (no in-place update
  * on the GPU; the reference executor allows it). */

@@ -790,6 +790,9 @@ typedef struct lower_spec {
  * recurrent ones (the fallback) once it is set. */
 enum { GUARD_NONE, GUARD_CHUNKED, GUARD_FALLBACK };
 enum { GUARD_BYTES = 256 };
+/* The workspace's alignment, checked by frnn_gpu_forward and _backward:
+ * the chunked backward copies its checkpoints 16 bytes at a time. */
+enum { WORKSPACE_ALIGN = 16 };
 /* Below it, the decay's gradient (the kernels get d * dd, the chain divides
  * by d) loses float32's accuracy to the cancellation in d * dd, whose error
  * is about float32's epsilon times the chunk's 32 terms: 2e-6 / d relative.
@@ -879,6 +882,8 @@ typedef struct ck_plan {
                                 time (FRNN_CK_CKPT_GROUP; 1: one at a time, under its guard) */
   int early_loads;           /* the backward's copies of a chunk's first state: 1, before its term arrays;
                                 2, the previous chunk's asked of L2 (FRNN_CK_EARLY_LOADS) */
+  bool wide_copies;          /* the backward's copies of the checkpoints 16 bytes at a time where rows
+                                allow (FRNN_CK_WIDE_COPIES=0: 4) */
   bool late_state_wait;      /* the backward waits for that copy only before the products that read the
                                 state, after the attention matrices' phases (FRNN_CK_STATE_WAIT=0: before
                                 them, with the term arrays) */

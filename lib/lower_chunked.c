@@ -68,47 +68,51 @@ static bool keeps_all_pairs(const ck_plan *p, bool backward) { return !backward 
 static void layout(ck_plan *p, const chunk_gpu *g, int n_out, bool backward, ck_layout *l) {
   int at = 0, L = p->L;
   memset(l, -1, sizeof *l);
-  l->S = at, at += p->Mp * p->ss;
-  if (backward) l->dS = at, at += p->Mp * p->ss;
-  l->Bx = at, at += (L + 1) * p->sd;
+  /* Every array starts at a multiple of 4 floats: 16-byte copies
+   * (state_copy, rank_copy) may fill it. */
+#define PLACE(field, size) ((field) = at, at = round4(at + (size)))
+  PLACE(l->S, p->Mp * p->ss);
+  if (backward) PLACE(l->dS, p->Mp * p->ss);
+  PLACE(l->Bx, (L + 1) * p->sd);
   for (int a = 0; a < g->n_upd; a++) {
-    l->R[a] = at, at += L * p->sn;
-    l->C[a] = at, at += L * p->sm;
+    PLACE(l->R[a], L * p->sn);
+    PLACE(l->C[a], L * p->sm);
   }
   for (int k = 0; k < g->n_lin; k++) {
-    l->W[k] = at, at += L * p->sn;
-    if (backward) l->G[k] = at, at += L * p->sm;
+    PLACE(l->W[k], L * p->sn);
+    if (backward) PLACE(l->G[k], L * p->sm);
   }
   if (!backward && !p->col && g->n_ld > 0) {
     /* without the split, W P_l and R P_last / P_v once per chunk (no
      * decay: W and R themselves) */
-    for (int k = 0; k < g->n_lin; k++) l->Wd[k] = at, at += L * p->sn;
-    for (int a = 0; a < g->n_upd; a++) l->Re[a] = at, at += L * p->sn;
+    for (int k = 0; k < g->n_lin; k++) PLACE(l->Wd[k], L * p->sn);
+    for (int a = 0; a < g->n_upd; a++) PLACE(l->Re[a], L * p->sn);
   }
-  l->EL = at, at += p->col ? p->Mp : p->Np; /* the chunk's whole decay, P_last */
-  l->FLAG = at, at += 1;   /* the chunk's log decay is moderate: the factored products */
+  PLACE(l->EL, p->col ? p->Mp : p->Np); /* the chunk's whole decay, P_last */
+  PLACE(l->FLAG, 1);   /* the chunk's log decay is moderate: the factored products */
   /* the attention matrices: every (lin, update) pair's at once (att_arr;
    * the backward's where bw_pairs), else one pair's at a time */
   int pairs = g->n_lin * g->n_upd > 0 ? g->n_lin * g->n_upd : 1;
   bool all_pairs = keeps_all_pairs(p, backward);
-  l->A = at, at += L * p->sl * (all_pairs ? pairs : 1);
+  PLACE(l->A, L * p->sl * (all_pairs ? pairs : 1));
   if (g->rank_lin >= 0) {
-    l->TI = at, at += L * p->sl;
-    l->XT = at, at += L * p->sm;
+    PLACE(l->TI, L * p->sl);
+    PLACE(l->XT, L * p->sm);
   }
   if (backward) {
     /* their gradients Ag: where the solve's right side XT fits them, in it
      * (the backward is done with XT before any Ag is formed) */
     int ag = L * p->sl * (all_pairs ? pairs : 1);
     if (all_pairs && l->XT >= 0 && ag <= L * p->sm) l->Ag = l->XT;
-    else l->Ag = at, at += ag;
-    l->RUN = at, at += p->col ? p->Mp : p->Np;
+    else PLACE(l->Ag, ag);
+    PLACE(l->RUN, p->col ? p->Mp : p->Np);
   } else {
-    for (int k = 0; k < n_out; k++) l->Y[k] = at, at += L * p->sm;
+    for (int k = 0; k < n_out; k++) PLACE(l->Y[k], L * p->sm);
   }
-  l->SC = at, at += p->n_sc * L;
-  if (backward && p->fused) l->SCA = at, at += p->n_sc_adj * L;
+  PLACE(l->SC, p->n_sc * L);
+  if (backward && p->fused) PLACE(l->SCA, p->n_sc_adj * L);
   l->floats = at;
+#undef PLACE
 }
 
 static int count_scalars(const frnn_step *s, const uint8_t *need) {
@@ -316,6 +320,8 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * the copies (FRNN_CK_SKIP bit 23), the backwards ran 0.38-0.44 ms faster
    * (H100, sixteenth session, call 2: delta rule fw+bw 5.44 -> 5.00 ms,
    * gated 6.86 -> 6.48): the term arrays alone did not cover it. */
+  env = getenv("FRNN_CK_WIDE_COPIES");
+  out->wide_copies = !(env && strcmp(env, "0") == 0);
   env = getenv("FRNN_CK_STATE_WAIT");
   out->late_state_wait = !(env && strcmp(env, "0") == 0);
   env = getenv("FRNN_CK_BW_PAIRS");
@@ -1916,6 +1922,37 @@ static void rank_ckpt(ck *k, LLVMValueRef rank, LLVMValueRef c, bool store) {
     elems_close(k, &r);
   }
 }
+/* rank_ckpt's copies (the backward's) 16 bytes at a time where the rows
+ * allow (as state_copy; the columns and inverses lie at multiples of 256
+ * bytes in the workspace, a chunk's L (M + L) floats after the last). */
+static void rank_copy(ck *k, LLVMValueRef rank, LLVMValueRef c) {
+  codegen *cg = k->cg;
+  const ck_plan *p = k->p;
+  int L = p->L;
+  if (!p->wide_copies || p->M % 4 || p->BM % 4 || p->sm % 4 || p->sl % 4 || L % 4 ||
+      k->lay->C[k->g->rank_upd] % 4 || k->lay->TI % 4) {
+    rank_ckpt(k, rank, c, false);
+    return;
+  }
+  {
+    /* X [L][M]: a quad's 4 rows of M are all in it or all past it (M and
+     * BM multiples of 4) */
+    elems r = elems_open(k, L * p->Mp / 4, p->Mp / 4);
+    LLVMValueRef x = mul(k, r.x, i32c(k, 4)), ok = row_ok(k, x);
+    LLVMValueRef i = cg_select(cg, ok, grow(k, x), i64c(k, 0));
+    LLVMValueRef g = cg_gep(cg, cg->t_f32, rank, rank_index(k, c, add(k, mul(k, sext(k, r.u), i64c(k, p->M)), i)));
+    cg_copy_async16(cg, sh(k, k->lay->C[k->g->rank_upd], at2(k, r.u, p->sm, x)), g, ok);
+    elems_close(k, &r);
+  }
+  {
+    elems r = elems_open(k, L * L / 4, L / 4);
+    LLVMValueRef v = mul(k, r.x, i32c(k, 4));
+    LLVMValueRef off = add(k, i64c(k, (int64_t)L * p->M), sext(k, add(k, mul(k, r.u, i32c(k, L)), v)));
+    cg_copy_async16(cg, sh(k, k->lay->TI, at2(k, r.u, p->sl, v)), cg_gep(cg, cg->t_f32, rank, rank_index(k, c, off)),
+                    LLVMConstInt(cg->t_i1, 1, 0));
+    elems_close(k, &r);
+  }
+}
 /* Rows of a state between shared array arr and a tensor or the checkpoints. */
 static void state_from_tensor(ck *k, int arr, const gtensor *t, bool nullable) {
   codegen *cg = k->cg;
@@ -1986,24 +2023,21 @@ static void state_ckpt(ck *k, int arr, LLVMValueRef ckpt, LLVMValueRef slot, boo
     cg_at(cg, done);
   }
 }
-/* The copy in 16 bytes at a time where rows allow (N and the shared row
- * stride multiples of 4 floats) and the checkpoint is 16-byte aligned (the
- * workspace is the caller's: checked at run time), else state_ckpt's.  A
- * copy of 4 bytes took an instruction and its 64-bit address each: the
- * backward's copy of a 128 x 128 state, 64 a thread every chunk, cost it
- * about as much as waiting for it. */
+/* The copy 16 bytes at a time where rows allow (N and the shared row
+ * stride multiples of 4 floats; the workspace is 16-byte aligned, which
+ * frnn_gpu_forward and _backward check, and its checkpoints lie at
+ * multiples of 256 bytes in it), else state_ckpt's.  A copy of 4 bytes took
+ * an instruction and its 64-bit address each: the backward's copy of a 128
+ * x 128 state, 64 a thread every chunk, cost it about as much as waiting
+ * for it (a run-time check of the alignment instead, and its second path,
+ * cost the gated delta rule's backward spills: 44 -> 88 bytes in ptxas). */
 static void state_copy(ck *k, int arr, LLVMValueRef ckpt, LLVMValueRef slot) {
   codegen *cg = k->cg;
   const ck_plan *p = k->p;
-  if (p->N % 4 || p->ss % 4) {
+  if (!p->wide_copies || p->N % 4 || p->ss % 4 || arr % 4) { /* (layout places every array at a multiple of 4) */
     state_ckpt(k, arr, ckpt, slot, false);
     return;
   }
-  LLVMValueRef addr = LLVMBuildPtrToInt(cg->b, ckpt, cg->t_i64, "");
-  LLVMValueRef aligned = LLVMBuildICmp(cg->b, LLVMIntEQ, LLVMBuildAnd(cg->b, addr, i64c(k, 15), ""), i64c(k, 0), "");
-  LLVMBasicBlockRef wide = cg_block(cg, "copy16"), narrow = cg_block(cg, "copy4"), done = cg_block(cg, "copied");
-  cg_cond_br(cg, aligned, wide, narrow);
-  cg_at(cg, wide);
   int quads = (int)(p->N / 4);
   cloop l = loop_open(k, k->tid, i32c(k, p->Mp * quads), i32c(k, k->threads));
   LLVMValueRef idx = loop_var(k, &l);
@@ -2013,11 +2047,6 @@ static void state_copy(ck *k, int arr, LLVMValueRef ckpt, LLVMValueRef slot) {
   cg_copy_async16(cg, sh(k, arr, at2(k, i, p->ss, n)),
                   cg_gep(cg, cg->t_f32, ckpt, ckpt_index(k, slot, cg_select(cg, ok, i, i32c(k, 0)), n)), ok);
   loop_close(k, &l);
-  cg_br(cg, done);
-  cg_at(cg, narrow);
-  state_ckpt(k, arr, ckpt, slot, false);
-  cg_br(cg, done);
-  cg_at(cg, done);
 }
 /* Ask L2 for this block's rows of a stored state (one prefetch per 32
  * floats) and, rank (not null), chunk slot c's columns and inverse: the
@@ -2619,7 +2648,7 @@ static void lower_ck_bwd(ck *k) {
     if (pass == (early ? 0 : 1) && !probe_skips(23)) {
       /* two groups, the columns' first: the solve's gradient waits for
        * them alone (late_state_wait) */
-      if (g->rank_lin >= 0) rank_ckpt(k, rank, sub(k, k->c, c_first), false);
+      if (g->rank_lin >= 0) rank_copy(k, rank, sub(k, k->c, c_first));
       cg_copy_async_commit(cg);
       state_copy(k, k->lay->S, cg_select(cg, is_first, first, src),
                  cg_select(cg, is_first, i64c(k, 0), sub(k, k->c, src_c0)));

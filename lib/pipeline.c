@@ -104,7 +104,8 @@ static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
                                       "FRNN_CK_TF32", "FRNN_CK_F64", "FRNN_CK_CHAIN_MINB",
                                       "FRNN_CK_SUM_PARTS", "FRNN_CK_RUN_SUM", "FRNN_CK_TF32X3_SITES",
                                       "FRNN_CK_THREADS_FWD", "FRNN_CK_BW_PAIRS", "FRNN_CK_UNROLL_LOADS", "FRNN_CK_EARLY_LOADS",
-                                      "FRNN_CK_CKPT_GROUP", "FRNN_CK_CVT", "FRNN_CK_MMA_BIG", "FRNN_CK_STATE_WAIT"};
+                                      "FRNN_CK_CKPT_GROUP", "FRNN_CK_CVT", "FRNN_CK_MMA_BIG", "FRNN_CK_STATE_WAIT",
+                                      "FRNN_CK_WIDE_COPIES"};
   for (size_t i = 0; i < sizeof knobs / sizeof *knobs; i++) {
     const char *v = getenv(knobs[i]);
     if (v && *v && k >= 0 && (size_t)k < cap) k += snprintf(key + k, cap - (size_t)k, " %s=%.16s", knobs[i] + 5, v);
@@ -985,6 +986,11 @@ frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
                    workspace_bytes, need, head);
     goto leave;
   }
+  if (given && (uintptr_t)workspace % WORKSPACE_ALIGN) {
+    st = diag_fail(ctx, FRNN_E_ARG, "frnn_gpu_forward: the workspace (%p) is not %d-byte aligned "
+                                    "(cuMemAlloc's and PyTorch's allocations are)", workspace, WORKSPACE_ALIGN);
+    goto leave;
+  }
   char *body = ckpt ? (char *)workspace + head : NULL;
   /* A guarded step: the chunked forward sets the flag where a decay is not
    * safely positive; the recurrent forward then runs the call (its blocks
@@ -1290,6 +1296,11 @@ frnn_status frnn_gpu_backward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
   }
   if ((st = no_alias(ctx, s, pgf, pgs, "gradient of initial state", "the gradient of its final state")))
     goto done;
+  if ((uintptr_t)workspace % WORKSPACE_ALIGN) {
+    st = diag_fail(ctx, FRNN_E_ARG, "frnn_gpu_backward: the workspace (%p) is not %d-byte aligned "
+                                    "(cuMemAlloc's and PyTorch's allocations are)", workspace, WORKSPACE_ALIGN);
+    goto done;
+  }
   uint8_t bc[FRNN_MAX_PORTS];
   inputs_bcast(s, sz, pin, bc);
   const ck_entry *ce = chunked_for(ctx, s, sz.M, sz.N, gpu_arch());

@@ -6,6 +6,7 @@
 #include "testutil.h"
 
 #include <check.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -313,6 +314,39 @@ START_TEST(chunked_backward_choices_by_spills) {
 }
 END_TEST
 
+/* A workspace that is not 16-byte aligned is refused by both calls (the
+ * chunked backward copies its checkpoints 16 bytes at a time), an aligned
+ * one taken: through the fake driver, the delta rule at 16 x 16. */
+START_TEST(unaligned_workspace_is_refused) {
+  if (!getenv("FRNN_MOCK_LIBCUDA")) {
+    puts("FRNN_MOCK_LIBCUDA is unset: unaligned_workspace_is_refused left out");
+    return;
+  }
+  frnn_step *dr;
+  ck_assert(frnn_step_load(ctx, test_source_path("examples/delta_rule.frnn"), &dr) == FRNN_OK);
+  frnn_sizes gs = {1, 40, 2, 16, 16};
+  call_tensors t;
+  call_tensors_make(&t, dr, gs, NULL);
+  size_t need = 0;
+  ck_assert(frnn_gpu_workspace_size(ctx, dr, gs, t.pin, 1, &need) == FRNN_OK);
+  char *mem = malloc(need + 32), *aligned = mem + (16 - (uintptr_t)mem % 16) % 16;
+  for (int off = 4; off < 16; off += 4) {
+    expect(frnn_gpu_forward(ctx, dr, gs, t.pin, t.pst, t.pout, t.pfin, aligned + off, need, NULL), FRNN_E_ARG,
+           "not 16-byte aligned");
+    expect(frnn_gpu_backward(ctx, dr, gs, t.pin, t.pst, t.pgout, t.pgfin, t.pgin, t.pgst, aligned + off, need, NULL),
+           FRNN_E_ARG, "not 16-byte aligned");
+  }
+  ck_assert_msg(frnn_gpu_forward(ctx, dr, gs, t.pin, t.pst, t.pout, t.pfin, aligned, need, NULL) == FRNN_OK, "%s",
+                frnn_ctx_error(ctx));
+  ck_assert_msg(frnn_gpu_backward(ctx, dr, gs, t.pin, t.pst, t.pgout, t.pgfin, t.pgin, t.pgst, aligned, need, NULL) ==
+                    FRNN_OK,
+                "%s", frnn_ctx_error(ctx));
+  free(mem);
+  free(t.mem);
+  frnn_step_destroy(dr);
+}
+END_TEST
+
 /* A fresh file for the fake driver's launch log (MOCK_CUDA_LAUNCH_LOG). */
 static void launch_log_path(char *path, size_t size, const char *tag) {
   snprintf(path, size, "%s/frnn-mock-%s-%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", tag, (int)getpid());
@@ -501,6 +535,7 @@ int main(void) {
   tcase_add_test(tc, guarded_step_runs_both_paths);
   tcase_add_test(tc, chunked_backward_in_windows);
   tcase_add_test(tc, backward_pairs_in_the_plan);
+  tcase_add_test(tc, unaligned_workspace_is_refused);
   suite_add_tcase(su, tc);
   SRunner *sr = srunner_create(su);
   srunner_run_all(sr, CK_NORMAL);
