@@ -315,11 +315,13 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * 0).  1 it is. */
   env = getenv("FRNN_CK_EARLY_LOADS");
   out->early_loads = env && *env ? atoi(env) & 3 : 1;
-  /* That copy waited for only before the products through the state, not
-   * before the attention matrices' phases: they overlap it.  Timed without
-   * the copies (FRNN_CK_SKIP bit 23), the backwards ran 0.38-0.44 ms faster
-   * (H100, sixteenth session, call 2: delta rule fw+bw 5.44 -> 5.00 ms,
-   * gated 6.86 -> 6.48): the term arrays alone did not cover it. */
+  /* Those copies cost the backwards as much as their largest products
+   * (left out, FRNN_CK_SKIP bit 23: H100 fw+bw delta rule 5.44 -> 5.00 ms,
+   * gated 6.86 -> 6.48; sixteenth session, call 2).  The cost was their
+   * instructions, one a float: 16 bytes a copy (wide_copies) took the delta
+   * rule to 5.27 (call 4).  Waiting for the state's copy only before the
+   * products through it (late_state_wait) gained 0-0.5%: kept, as it
+   * overlaps more. */
   env = getenv("FRNN_CK_WIDE_COPIES");
   out->wide_copies = !(env && strcmp(env, "0") == 0);
   env = getenv("FRNN_CK_STATE_WAIT");
@@ -2027,10 +2029,10 @@ static void state_ckpt(ck *k, int arr, LLVMValueRef ckpt, LLVMValueRef slot, boo
  * stride multiples of 4 floats; the workspace is 16-byte aligned, which
  * frnn_gpu_forward and _backward check, and its checkpoints lie at
  * multiples of 256 bytes in it), else state_ckpt's.  A copy of 4 bytes took
- * an instruction and its 64-bit address each: the backward's copy of a 128
- * x 128 state, 64 a thread every chunk, cost it about as much as waiting
- * for it (a run-time check of the alignment instead, and its second path,
- * cost the gated delta rule's backward spills: 44 -> 88 bytes in ptxas). */
+ * an instruction and its 64-bit address each: at 128 x 128, 64 a thread
+ * every chunk, 0.44 ms of the delta rule's backward (H100).  (A run-time
+ * check of the alignment instead, with a second path, made the gated delta
+ * rule's backward spill 88 bytes in ptxas, 44 without.) */
 static void state_copy(ck *k, int arr, LLVMValueRef ckpt, LLVMValueRef slot) {
   codegen *cg = k->cg;
   const ck_plan *p = k->p;
@@ -2137,6 +2139,7 @@ static void lower_ck_fwd(ck *k) {
     loop_close(k, &l);
   }
   if (!probe_skips(24)) term_arrays(k, NULL);
+  else k->fast = LLVMConstInt(cg->t_i1, 0, 0); /* (as the backward's probe) */
   prefetch_chunk(k, add(k, k->t0, i64c(k, p->L)), NULL, 0);
   {
     /* (a backward window's recompute starts its slots at the chunk after
@@ -2656,6 +2659,7 @@ static void lower_ck_bwd(ck *k) {
     }
     if (pass == 1) break;
     if (!probe_skips(21)) term_arrays(k, gout);
+    else k->fast = LLVMConstInt(cg->t_i1, 0, 0); /* (the probe: the split's flag is made there) */
     prefetch_chunk(k, sub(k, k->t0, i64c(k, p->L)), gout, n_out);
     if (p->early_loads & 2) {
       LLVMValueRef cp = sub(k, k->c, i64c(k, 1)), prev_first = LLVMBuildICmp(cg->b, LLVMIntEQ, cp, c_first, "");

@@ -192,7 +192,9 @@ static const char *const CK_KNOBS[][2] = {
      * backward's copies after its term arrays with the L2 prefetch */
     {"FRNN_CK_UNROLL_LOADS", "0"}, {"FRNN_CK_EARLY_LOADS", "2"}, {"FRNN_CK_CKPT_GROUP", "16"},
     /* the fifteenth session's: blocks of 8 tiles in both kernels, A's conversions by integer operations */
-    {"FRNN_CK_MMA_BIG", "8"}, {"FRNN_CK_CVT", "int"}};
+    {"FRNN_CK_MMA_BIG", "8"}, {"FRNN_CK_CVT", "int"},
+    /* the sixteenth session's: 4-byte checkpoint copies, the state's copy waited for early */
+    {"FRNN_CK_WIDE_COPIES", "0"}, {"FRNN_CK_STATE_WAIT", "0"}};
 
 START_TEST(chunked_variants_assemble) {
   setenv(CK_KNOBS[_i][0], CK_KNOBS[_i][1], 1);
@@ -318,6 +320,34 @@ START_TEST(chunked_big_products_convert_less) {
 }
 END_TEST
 
+/* The chunked backward copies its checkpoints (a chunk's first state, the
+ * rank-one columns and inverse) 16 bytes at a time (cp.async.cg ..., 16)
+ * where rows allow, as 4-byte copies none; FRNN_CK_WIDE_COPIES=0 and a
+ * state whose rows are not multiples of 4 floats (3 x 5) take the 4-byte
+ * copies alone. */
+START_TEST(chunked_copies_16_bytes) {
+  struct { const char *knob; int M, N; bool wide; } cases[] = {
+      {NULL, 128, 128, true}, {NULL, 64, 96, true}, {"FRNN_CK_WIDE_COPIES=0", 128, 128, false}, {NULL, 3, 5, false}};
+  for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+    if (cases[c].knob) putenv((char *)cases[c].knob);
+    frnn_ctx *ctx;
+    ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+    frnn_step *s;
+    ck_assert(frnn_step_load(ctx, test_source_path("examples/delta_rule.frnn"), &s) == FRNN_OK);
+    frnn_codegen_options o = {.M = cases[c].M, .N = cases[c].N, .dtype = {kDLBfloat, 16, 1}, .kernel = "frnn_ck_bwd"};
+    char *ptx = NULL;
+    ck_assert_msg(frnn_compile_ptx(ctx, s, &o, &ptx) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+    int wide = count(ptx, "cp.async.cg.shared.global"), narrow = count(ptx, "cp.async.ca.shared.global");
+    ck_assert_msg(cases[c].wide ? wide >= 4 && narrow == 0 : wide == 0 && narrow >= 2,
+                  "case %d (%d x %d): %d copies of 16 bytes, %d of 4", (int)c, cases[c].M, cases[c].N, wide, narrow);
+    if (cases[c].knob) unsetenv("FRNN_CK_WIDE_COPIES");
+    frnn_free(ptx);
+    frnn_step_destroy(s);
+    frnn_ctx_destroy(ctx);
+  }
+}
+END_TEST
+
 /* The chunked kernels' elementwise passes unrolled without branches
  * (elems_first; FRNN_CK_UNROLL_LOADS): the delta rule's forward
  * issues its term arrays' loads (q and k at 8 elements a thread, v at 8)
@@ -351,7 +381,9 @@ START_TEST(chunked_products_on_tensor_cores) {
                   cases[c].M, cases[c].N, cases[c].knob ? cases[c].knob : "(unset)",
                   cases[c].want ? "missing" : "present");
     ck_assert(!strstr(ptx, MMA_TF32));
-    ck_assert(strstr(ptx, "cp.async.ca.shared.global") && strstr(ptx, "atom.global.add.f32"));
+    /* the checkpoints' copies by cp.async, 4 or 16 bytes (chunked_copies_16_bytes) */
+    ck_assert((strstr(ptx, "cp.async.ca.shared.global") || strstr(ptx, "cp.async.cg.shared.global")) &&
+              strstr(ptx, "atom.global.add.f32"));
     frnn_free(ptx);
     frnn_step_destroy(s);
     frnn_ctx_destroy(ctx);
@@ -730,6 +762,7 @@ int main(void) {
   tcase_add_test(tc, chunked_products_on_tensor_cores);
   tcase_add_test(tc, chunked_loads_in_flight_together);
   tcase_add_test(tc, chunked_big_products_convert_less);
+  tcase_add_test(tc, chunked_copies_16_bytes);
   tcase_add_test(tc, chunked_sum_forms_and_sites);
   tcase_add_test(tc, deferred_sums_over_m);
   tcase_add_loop_test(tc, tuning_knobs_assemble, 0, (int)(sizeof KNOBS / sizeof *KNOBS));
