@@ -234,6 +234,8 @@ START_TEST(backward_keeps_the_kernel_that_spills_less) {
   free(c.mem);
   frnn_step_destroy(ret);
   unsetenv("FRNN_CHUNKED");
+  unsetenv("FRNN_BWD_SMEM"); /* (CK_FORK=no: the tests after share the environment) */
+  unsetenv("MOCK_CUDA");
 }
 END_TEST
 
@@ -266,6 +268,7 @@ START_TEST(chunked_chain_keeps_the_build_that_spills_less) {
   example_forward_backward("gla.frnn");
   const char *want = _i ? "chain 4 blocks an SM" : "chain 6 blocks an SM";
   ck_assert_msg(strstr(ctx->backward_plan, want), "expected '%s' in: %s", want, ctx->backward_plan);
+  unsetenv("MOCK_CUDA");
 }
 END_TEST
 
@@ -291,6 +294,7 @@ START_TEST(chunked_backward_choices_by_spills) {
   char dir[] = "/tmp/frnn-choices-XXXXXX";
   ck_assert_ptr_nonnull(mkdtemp(dir));
   setenv("FRNN_CACHE_DIR", dir, 1);
+  cache_clear_memory(); /* and none from the in-process cache (CK_FORK=no: earlier tests') */
   example_forward_backward("mamba2.frnn");
   frnn_compile_stats cs;
   ck_assert(frnn_ctx_compile_stats(ctx, &cs) == FRNN_OK);
