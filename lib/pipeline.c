@@ -794,6 +794,15 @@ static frnn_status check_call(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
   return FRNN_OK;
 }
 
+/* The chunked backward copies its checkpoints from the workspace 16 bytes
+ * at a time (lower_chunked.c state_copy): `call` refuses a workspace that
+ * is not WORKSPACE_ALIGN-byte aligned. */
+static frnn_status workspace_aligned(frnn_ctx *ctx, const void *workspace, const char *call) {
+  if ((uintptr_t)workspace % WORKSPACE_ALIGN == 0) return FRNN_OK;
+  return diag_fail(ctx, FRNN_E_ARG, "%s: the workspace (%p) is not %d-byte aligned (cuMemAlloc's and PyTorch's "
+                                    "allocations are)", call, workspace, WORKSPACE_ALIGN);
+}
+
 /* A state is read by many threads at a kernel's start and written by one at
  * its end, possibly from another block: writing it in place would race. */
 static frnn_status no_alias(frnn_ctx *ctx, const frnn_step *s, const bound *read, const bound *written,
@@ -986,11 +995,7 @@ frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
                    workspace_bytes, need, head);
     goto leave;
   }
-  if (given && (uintptr_t)workspace % WORKSPACE_ALIGN) {
-    st = diag_fail(ctx, FRNN_E_ARG, "frnn_gpu_forward: the workspace (%p) is not %d-byte aligned "
-                                    "(cuMemAlloc's and PyTorch's allocations are)", workspace, WORKSPACE_ALIGN);
-    goto leave;
-  }
+  if (given && (st = workspace_aligned(ctx, workspace, "frnn_gpu_forward"))) goto leave;
   char *body = ckpt ? (char *)workspace + head : NULL;
   /* A guarded step: the chunked forward sets the flag where a decay is not
    * safely positive; the recurrent forward then runs the call (its blocks
@@ -1296,11 +1301,7 @@ frnn_status frnn_gpu_backward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
   }
   if ((st = no_alias(ctx, s, pgf, pgs, "gradient of initial state", "the gradient of its final state")))
     goto done;
-  if ((uintptr_t)workspace % WORKSPACE_ALIGN) {
-    st = diag_fail(ctx, FRNN_E_ARG, "frnn_gpu_backward: the workspace (%p) is not %d-byte aligned "
-                                    "(cuMemAlloc's and PyTorch's allocations are)", workspace, WORKSPACE_ALIGN);
-    goto done;
-  }
+  if ((st = workspace_aligned(ctx, workspace, "frnn_gpu_backward"))) goto done;
   uint8_t bc[FRNN_MAX_PORTS];
   inputs_bcast(s, sz, pin, bc);
   const ck_entry *ce = chunked_for(ctx, s, sz.M, sz.N, gpu_arch());
