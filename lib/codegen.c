@@ -433,6 +433,49 @@ void cg_mma_f64(codegen *cg, LLVMValueRef const a[4], LLVMValueRef const b[2], L
   for (unsigned i = 0; i < 4; i++) c[i] = LLVMBuildExtractValue(cg->b, d, i, "");
 }
 
+/* Two float32 values as the sum of three bfloat16 pairs, hi + mid + lo
+ * (each an i32 holding x0's part in its low half, x1's in its high half:
+ * the bf16x2 operand of an mma m16n8k16).  Each part is the top 8
+ * significant bits of what the parts before it left (truncation: the bits
+ * masked off, no rounding), so x = hi + mid + lo exactly for every x whose
+ * last part is no bfloat16 subnormal (|x| above about 2^-110): float32's
+ * 24 bits in three times 8.  Integer masks and float32 subtractions only
+ * (the ALU and FMA pipes), no conversion instruction.  exact: the values
+ * are bfloat16 already (mid and lo are zero: only hi is formed). */
+void cg_split_bf16x3(codegen *cg, LLVMValueRef x0, LLVMValueRef x1, bool exact, LLVMValueRef part[3]) {
+  LLVMValueRef mask = LLVMConstInt(cg->t_i32, 0xffff0000u, 0), sixteen = LLVMConstInt(cg->t_i32, 16, 0);
+  LLVMValueRef v[2] = {x0, x1};
+  for (int p = 0; p < 3; p++) {
+    LLVMValueRef bits[2], top[2];
+    for (int i = 0; i < 2; i++) {
+      bits[i] = LLVMBuildBitCast(cg->b, v[i], cg->t_i32, "");
+      top[i] = LLVMBuildAnd(cg->b, bits[i], mask, "");
+    }
+    part[p] = LLVMBuildOr(cg->b, LLVMBuildLShr(cg->b, bits[0], sixteen, ""), top[1], "");
+    if (exact) {
+      part[1] = part[2] = NULL;
+      return;
+    }
+    if (p < 2)
+      for (int i = 0; i < 2; i++) v[i] = cg_fsub(cg, v[i], LLVMBuildBitCast(cg->b, top[i], cg->t_f32, ""));
+  }
+}
+
+/* c += a b on a warp's tensor cores: mma.sync m16n8k16, A row-major
+ * bfloat16 (4 bf16x2 registers a lane), B column-major (2), C float32 (4);
+ * the products exact, their sum float32 (the tensor cores' additions). */
+void cg_mma_bf16(codegen *cg, LLVMValueRef const a[4], LLVMValueRef const b[2], LLVMValueRef c[4]) {
+  LLVMTypeRef args[10], ret4[4] = {cg->t_f32, cg->t_f32, cg->t_f32, cg->t_f32};
+  for (int i = 0; i < 10; i++) args[i] = i < 6 ? cg->t_i32 : cg->t_f32;
+  LLVMTypeRef ret = LLVMStructTypeInContext(cg->llc, ret4, 4, 0);
+  LLVMValueRef vals[10] = {a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], c[2], c[3]};
+  LLVMValueRef d = inline_ptx(cg, ret, args, 10,
+                              "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {$0,$1,$2,$3}, "
+                              "{$4,$5,$6,$7}, {$8,$9}, {$10,$11,$12,$13};",
+                              "=f,=f,=f,=f,r,r,r,r,r,r,0,1,2,3", false, vals);
+  for (unsigned i = 0; i < 4; i++) c[i] = LLVMBuildExtractValue(cg->b, d, i, "");
+}
+
 /* Loop metadata on the back edge `br` (the branch to the loop's header):
  * unroll `count` times, or not at all (count 1): a self-referential !llvm.loop. */
 void cg_unroll(codegen *cg, LLVMValueRef br, int count) {

@@ -578,6 +578,11 @@ void cg_unroll(codegen *cg, LLVMValueRef br, int count);
 void cg_split_tf32(codegen *cg, LLVMValueRef x, LLVMValueRef *hi, LLVMValueRef *lo);
 void cg_mma_tf32(codegen *cg, LLVMValueRef const a[4], LLVMValueRef const b[2], LLVMValueRef c[4]);
 void cg_mma_f64(codegen *cg, LLVMValueRef const a[4], LLVMValueRef const b[2], LLVMValueRef c[4]);
+/* Two float32 values as three bf16x2 parts, hi + mid + lo exactly (exact:
+ * bfloat16 already, hi alone), and c += a b by mma.sync m16n8k16 bf16
+ * (A 4 bf16x2 registers, B 2, C float32 4). */
+void cg_split_bf16x3(codegen *cg, LLVMValueRef x0, LLVMValueRef x1, bool exact, LLVMValueRef part[3]);
+void cg_mma_bf16(codegen *cg, LLVMValueRef const a[4], LLVMValueRef const b[2], LLVMValueRef c[4]);
 /* f32 arithmetic with the `contract` flag (fmul+fadd may fuse to fma.rn;
  * same code, same bits).  fdiv is IEEE div.rn. */
 LLVMValueRef cg_fadd(codegen *cg, LLVMValueRef a, LLVMValueRef b);
@@ -860,6 +865,9 @@ typedef struct ck_plan {
   bool mma;                  /* products on tensor cores (3xTF32) where their sizes allow */
   bool tf32;                 /* FRNN_CK_TF32=1: one TF32 product (not float32's precision; opt-in) */
   bool f64;                  /* products in float64 on the tensor cores (sm_90: mma .f64), not 3xTF32 */
+  bool bf16x3;               /* FRNN_CK_PRODUCTS=bf16x3: products in three bfloat16 parts a float32 operand
+                                (mma m16n8k16) where K is a multiple of 16, not float64 */
+  int bf16_parts[2];         /* A's and B's parts taken (3; fewer: a timing probe, results wrong) */
   int run_sum;               /* CK_RUN_*: how the end state's sum over the rows of dS * S is formed */
   int cvt;                   /* CK_CVT_*: the float64 products' operand conversions (FRNN_CK_CVT) */
   unsigned long tf32x3_sites; /* where f64: product sites (bits) run in 3xTF32 instead */

@@ -198,6 +198,20 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * sm_90). */
   env = getenv("FRNN_CK_F64");
   out->f64 = mma_on && !out->tf32 && sm >= 90 && !(env && strcmp(env, "0") == 0);
+  /* FRNN_CK_PRODUCTS=bf16x3: each float32 operand as three bfloat16 parts
+   * (hi + mid + lo, exact: cg_split_bf16x3) on the bfloat16 tensor cores,
+   * 6 products a k-step of 16 summed in float32 by the mma, instead of
+   * float64.  Precise enough (the GPU tests' float32 configurations pass
+   * under it, worst 9.1e-6) but slower: the splits' integer and float
+   * instructions cost more than the float64 tensor rate does (H100,
+   * seventeenth session, fw+bw: delta rule 5.28 -> 8.26 ms, GLA 3.34 ->
+   * 4.48).  "bf16x3,PA,PB" is a timing probe (results wrong below 3): A's
+   * and B's first PA and PB parts alone. */
+  env = getenv("FRNN_CK_PRODUCTS");
+  out->bf16x3 = mma_on && !out->tf32 && sm >= 80 && env && strncmp(env, "bf16x3", 6) == 0;
+  out->bf16_parts[0] = out->bf16_parts[1] = 3;
+  if (out->bf16x3 && env[6] == ',' && sscanf(env + 7, "%d,%d", &out->bf16_parts[0], &out->bf16_parts[1]) == 2)
+    for (int i = 0; i < 2; i++) out->bf16_parts[i] = out->bf16_parts[i] < 1 ? 1 : out->bf16_parts[i] > 3 ? 3 : out->bf16_parts[i];
   /* A measurement knob: where f64, these product sites (FRNN_CK_SKIP's
    * bits) in 3xTF32 instead.  Every mask measured was slower (H100, twelfth
    * session call 6: the end state's products alone, delta rule fw 1.89 ->
@@ -1245,6 +1259,52 @@ static LLVMValueRef f64_operand(ck *k, LLVMValueRef x, bool a_side) {
   return f64(k, x);
 }
 
+/* One k-step of 16 of a block of rp x rq tiles in three bfloat16 parts
+ * (ck_plan.bf16x3): av and bv hold the fragments of the k-step's first 8 (as
+ * the float64 and TF32 forms load them), the second 8 loaded here.  The
+ * m16n8k16 fragment's k slots (2t, 2t+1 | 2t+8, 2t+9) take k = t, t+4 |
+ * t+8, t+12: any order of k serves a sum, so long as A's and B's agree.
+ * Six products a tile, the smallest first, into the float32 accumulator:
+ * lo hi, hi lo, mid mid, mid hi, hi mid, hi hi (mid lo and below, under
+ * 2^-24 of the product, are dropped); fewer where ck_plan.bf16_parts, a
+ * probe, takes an operand's first parts alone. */
+enum { RMAX = 8 };
+static void mma_bf16x3(mm *m, int rp, int rq, LLVMValueRef p0, LLVMValueRef q0, LLVMValueRef kk, LLVMValueRef g,
+                       LLVMValueRef t, LLVMValueRef av[][4], LLVMValueRef bv[][2], LLVMValueRef acc[][4]) {
+  ck *k = m->k;
+  codegen *cg = k->cg;
+  LLVMValueRef unused, kt = add(k, add(k, kk, t), i32c(k, 8)), kt4 = add(k, kt, i32c(k, 4));
+  LLVMValueRef a[RMAX][3][4], b[RMAX][3][2]; /* [tile row or column][part][register] */
+  int pa = k->p->bf16_parts[0], pb = k->p->bf16_parts[1];
+  for (int i = 0; i < rp; i++) {
+    LLVMValueRef r = add(k, add(k, p0, i32c(k, 16 * i)), g), r8 = add(k, r, i32c(k, 8)), part[3];
+    LLVMValueRef hi_k[4] = {m->a(m, r, kt, &unused), m->a(m, r8, kt, &unused), m->a(m, r, kt4, &unused),
+                            m->a(m, r8, kt4, &unused)};
+    LLVMValueRef pairs[4][2] = {{av[i][0], av[i][2]}, {av[i][1], av[i][3]}, {hi_k[0], hi_k[2]}, {hi_k[1], hi_k[3]}};
+    for (int e = 0; e < 4; e++) {
+      cg_split_bf16x3(cg, pairs[e][0], pairs[e][1], pa == 1, part);
+      for (int q = 0; q < 3; q++) a[i][q][e] = part[q];
+    }
+  }
+  for (int j = 0; j < rq; j++) {
+    LLVMValueRef c = add(k, add(k, q0, i32c(k, 8 * j)), g), part[3];
+    LLVMValueRef pairs[2][2] = {{bv[j][0], bv[j][1]}, {m->b(m, kt, c, &unused), m->b(m, kt4, c, &unused)}};
+    for (int e = 0; e < 2; e++) {
+      cg_split_bf16x3(cg, pairs[e][0], pairs[e][1], pb == 1, part);
+      for (int q = 0; q < 3; q++) b[j][q][e] = part[q];
+    }
+  }
+  static const int order[6][2] = {{2, 0}, {0, 2}, {1, 1}, {1, 0}, {0, 1}, {0, 0}}; /* (A's part, B's part) */
+  for (int i = 0; i < rp; i++)
+    for (int j = 0; j < rq; j++) {
+      LLVMValueRef c[4];
+      for (int e = 0; e < 4; e++) c[e] = cg_load(cg, cg->t_f32, acc[i * rq + j][e]);
+      for (int o = 0; o < 6; o++)
+        if (order[o][0] < pa && order[o][1] < pb) cg_mma_bf16(cg, a[i][order[o][0]], b[j][order[o][1]], c);
+      for (int e = 0; e < 4; e++) cg_store(cg, c[e], acc[i * rq + j][e]);
+    }
+}
+
 static void run_mma(mm *m) {
   ck *k = m->k;
   codegen *cg = k->cg;
@@ -1266,9 +1326,10 @@ static void run_mma(mm *m) {
     else if (tp % (2 * rp) == 0 && (tp / (2 * rp)) * (tq / rq) >= warps) rp *= 2;
     else break;
   }
-  enum { RMAX = 8 };
   int blocks_q = tq / rq, blocks = (tp / rp) * blocks_q;
-  bool dp = k->p->f64 && !(k->p->tf32x3_sites >> m->site & 1);
+  bool tf32x3 = k->p->tf32x3_sites >> m->site & 1;
+  bool bx3 = k->p->bf16x3 && !tf32x3 && m->K % 16 == 0;
+  bool dp = k->p->f64 && !tf32x3 && !bx3;
   LLVMTypeRef acc_t = dp ? cg->t_f64 : cg->t_f32;
   LLVMValueRef acc[RMAX][4], zero = dp ? LLVMConstReal(cg->t_f64, 0.0) : fzero(k);
   for (int i = 0; i < rp * rq; i++)
@@ -1292,7 +1353,7 @@ static void run_mma(mm *m) {
   for (int part = 0; part < (m->parts > 1 ? m->parts : 1); part++) {
     if (m->parts > 1 && part == m->skip) continue;
     if (m->parts > 1) *(m->by_lin ? &m->lin : &m->upd) = part;
-    cloop lk = loop_open(k, i32c(k, 0), i32c(k, m->K), i32c(k, 8));
+    cloop lk = loop_open(k, i32c(k, 0), i32c(k, m->K), i32c(k, bx3 ? 16 : 8));
     /* Unrolled in full: spills, and 7% slower (GLA fw+bw, H100).  A warp
      * with one or two tiles waits on each step's three dependent mma: a few
      * steps unrolled overlap them (FRNN_CK_MMA_UNROLL). */
@@ -1310,7 +1371,9 @@ static void run_mma(mm *m) {
       bv[j][1] = m->b(m, kt4, c, &unused);
     }
     LLVMValueRef ahi[RMAX][4], alo[RMAX][4], bhi[RMAX][2], blo[RMAX][2];
-    if (dp) { /* one float64 product, summed in the mma: exact operands, a float64 sum */
+    if (bx3) {
+      mma_bf16x3(m, rp, rq, p0, q0, kk, g, t, av, bv, acc);
+    } else if (dp) { /* one float64 product, summed in the mma: exact operands, a float64 sum */
       for (int i = 0; i < rp; i++)
         for (int e = 0; e < 4; e++) ahi[i][e] = f64_operand(k, av[i][e], true);
       for (int j = 0; j < rq; j++) bhi[j][0] = f64_operand(k, bv[j][0], false), bhi[j][1] = f64_operand(k, bv[j][1], false);
