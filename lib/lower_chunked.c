@@ -2544,6 +2544,106 @@ static void col_decay_gradient(ck *k) {
   loop_close(k, &l);
 }
 
+/* Step sx's part of the log decay's gradient at column nn (float64): the
+ * sum over the outputs reading S_s of w * dw, minus r_s * dr_s, over this
+ * block's rows (the terms' gradients in the seeds, just added to by the
+ * products).  ok: sx is a step of the sequence. */
+static LLVMValueRef log_decay_part(ck *k, LLVMValueRef sx, LLVMValueRef nn, LLVMValueRef *ok) {
+  codegen *cg = k->cg;
+  const ck_plan *p = k->p;
+  const chunk_gpu *g = k->g;
+  LLVMValueRef n64 = sext(k, nn), zero64 = LLVMConstReal(cg->t_f64, 0), acc = zero64, tnow = clamp_t(k, sx);
+  *ok = step_ok(k, sx);
+  for (int q = 0; q < g->n_lin; q++) {
+    LLVMValueRef u = add(k, sx, i32c(k, shift_of(k, q)));
+    LLVMValueRef uok = and1(k, slt(k, u, i32c(k, p->L)), step_ok(k, u));
+    LLVMValueRef uc = cg_select(cg, uok, u, sx); /* a safe index where not used */
+    LLVMValueRef dw = cg_load(cg, cg->t_f32, cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_w[q]],
+                                                    seed_index(k, k->mb, clamp_t(k, uc), n64, p->N)));
+    LLVMValueRef w = sh_ld(k, k->lay->W[q], at2(k, uc, p->sn, nn));
+    /* W itself: undo the split where it was made */
+    w = cg_select(cg, k->fast, cg_fmul(cg, w, fexp(k, cg_fneg(cg, bx(k, lrow(k, q, uc), nn)))), w);
+    acc = LLVMBuildFAdd(cg->b, acc, cg_select(cg, and1(k, *ok, uok), LLVMBuildFMul(cg->b, f64(k, w), f64(k, dw), ""),
+                                              zero64), "");
+  }
+  for (int a = 0; a < g->n_upd; a++) {
+    LLVMValueRef dr = cg_load(cg, cg->t_f32,
+                              cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_r[a]], seed_index(k, k->mb, tnow, n64, p->N)));
+    LLVMValueRef r = sh_ld(k, k->lay->R[a], at2(k, sx, p->sn, nn));
+    r = cg_select(cg, k->fast, cg_fmul(cg, r, fexp(k, bx(k, add(k, sx, i32c(k, 1)), nn))), r);
+    acc = LLVMBuildFSub(cg->b, acc, cg_select(cg, *ok, LLVMBuildFMul(cg->b, f64(k, r), f64(k, dr), ""), zero64), "");
+  }
+  return acc;
+}
+
+/* The log decay's gradient (a row or scalar decay) at every step of the
+ * chunk: a running sum from the chunk's end of log_decay_part, starting
+ * from RUN, in float64 (its terms nearly cancel).  The chunk's steps are
+ * cut into `segs` segments summed side by side (each a short chain of
+ * loads), whose sums the later ones' offsets take from shared memory (the
+ * [L,L] array, free by now).  Where every (segment, column) has a thread
+ * of its own, a thread keeps its segment's partial sums in registers
+ * across the barrier that publishes the segments' sums: the terms'
+ * gradients are loaded from L2 once, not twice (the seeds' loads wait for
+ * the products' atomics, about a tenth of the gated delta rule's backward
+ * in Nsight Compute before).  Otherwise (N above the threads) each pass
+ * loops over the items and the second loads them again.  Steps past T
+ * read step T-1 and add 0; their results are not stored. */
+static void log_decay_gradient(ck *k) {
+  codegen *cg = k->cg;
+  const ck_plan *p = k->p;
+  const chunk_gpu *g = k->g;
+  int segs = 4;
+  while (segs > 1 && (p->L % segs || segs * p->Np > p->L * p->sl ||
+                      (segs * p->Np > k->threads && p->Np <= k->threads && p->L / (segs / 2) <= 64)))
+    segs /= 2;
+  int seg = p->L / segs;
+  bool once = segs * p->Np <= k->threads;
+  LLVMValueRef zero64 = LLVMConstReal(cg->t_f64, 0), part_sum[64];
+  if (once)
+    for (int e = 0; e < seg; e++) part_sum[e] = slot_of(k, cg->t_f64);
+  for (int pass = 0; pass < 2; pass++) {
+    cloop l = loop_open(k, k->tid, i32c(k, segs * p->Np), i32c(k, k->threads));
+    LLVMValueRef idx = loop_var(k, &l);
+    LLVMValueRef gi = LLVMBuildUDiv(cg->b, idx, i32c(k, p->Np), ""), nn = LLVMBuildURem(cg->b, idx, i32c(k, p->Np), "");
+    LLVMBasicBlockRef no = if_open(k, slt(k, sext(k, nn), i64c(k, p->N)));
+    LLVMValueRef off = zero64;
+    if (pass == 1) { /* this column's sum from the chunk's end down to this segment */
+      off = f64(k, sh_ld(k, k->lay->RUN, nn));
+      for (int h = 1; h < segs; h++)
+        off = LLVMBuildFAdd(cg->b, off,
+                            cg_select(cg, slt(k, gi, i32c(k, h)), f64(k, sh_ld(k, k->lay->A, at2(k, i32c(k, h), p->Np, nn))),
+                                      zero64), "");
+    }
+    /* The segment's steps unrolled, no branch between them: the loads all
+     * go out before the first is used. */
+    LLVMValueRef acc = off, res[64], okv[64], sxv[64];
+    for (int e = 0; e < seg; e++) {
+      sxv[e] = sub(k, add(k, mul(k, gi, i32c(k, seg)), i32c(k, seg - 1)), i32c(k, e));
+      if (once && pass == 1) { /* pass 0's partial sums */
+        okv[e] = step_ok(k, sxv[e]);
+        res[e] = LLVMBuildFAdd(cg->b, off, cg_load(cg, cg->t_f64, part_sum[e]), "");
+        continue;
+      }
+      acc = LLVMBuildFAdd(cg->b, acc, log_decay_part(k, sxv[e], nn, &okv[e]), "");
+      res[e] = acc;
+      if (once) cg_store(cg, acc, part_sum[e]);
+    }
+    if (pass == 1)
+      for (int e = 0; e < seg; e++) {
+        LLVMBasicBlockRef skip = if_open(k, okv[e]);
+        cg_store(cg, LLVMBuildFPTrunc(cg->b, res[e], cg->t_f32, ""),
+                 cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_ld], seed_index(k, k->mb, clamp_t(k, sxv[e]), sext(k, nn), p->N)));
+        if_close(k, skip);
+      }
+    if (pass == 0) /* the segment's sum, for the segments before it */
+      sh_st(k, k->lay->A, at2(k, gi, p->Np, nn), LLVMBuildFPTrunc(cg->b, acc, cg->t_f32, ""));
+    if_close(k, no);
+    loop_close(k, &l);
+    cg_barrier(cg);
+  }
+}
+
 /* The backward's products through the chunk's attention matrices, every
  * (lin q, update a) pair's at once, in two phases:
  *   1. each pair's A (with a rank-one term, rank_gradient's) and Ag =
@@ -2821,78 +2921,7 @@ static void lower_ck_bwd(ck *k) {
     sh_st(k, k->lay->dS, at, cg_fmul(cg, sh_ld(k, k->lay->dS, at), sh_ld(k, k->lay->EL, p->col ? r.i : r.n)));
     loop_close(k, &r.l);
   }
-  /* The log decay: a running sum from the chunk's end of w * dw over the
-   * outputs reading S_s minus r_s * dr_s (this block's parts), in float64
-   * (its terms nearly cancel).  The chunk's steps are cut into `segs`
-   * segments summed side by side (each a short chain of loads), whose sums
-   * the later ones' offsets take from shared memory (the [L,L] array, free
-   * by now). */
-  if (g->n_ld > 0 && !p->col) {
-    int segs = 4;
-    while (segs > 1 && (p->L % segs || segs * p->Np > p->L * p->sl)) segs /= 2;
-    int seg = p->L / segs;
-    for (int pass = 0; pass < 2; pass++) {
-      cloop l = loop_open(k, k->tid, i32c(k, segs * p->Np), i32c(k, k->threads));
-      LLVMValueRef idx = loop_var(k, &l);
-      LLVMValueRef gi = LLVMBuildUDiv(cg->b, idx, i32c(k, p->Np), ""), nn = LLVMBuildURem(cg->b, idx, i32c(k, p->Np), "");
-      LLVMValueRef n64 = sext(k, nn);
-      LLVMBasicBlockRef no = if_open(k, slt(k, n64, i64c(k, p->N)));
-      LLVMValueRef run = slot_of(k, cg->t_f64);
-      if (pass == 0) {
-        cg_store(cg, LLVMConstReal(cg->t_f64, 0), run);
-      } else { /* this column's sum from the chunk's end down to this segment */
-        LLVMValueRef off = f64(k, sh_ld(k, k->lay->RUN, nn));
-        for (int h = 1; h < segs; h++)
-          off = LLVMBuildFAdd(cg->b, off,
-                              cg_select(cg, slt(k, gi, i32c(k, h)), f64(k, sh_ld(k, k->lay->A, at2(k, i32c(k, h), p->Np, nn))),
-                                        LLVMConstReal(cg->t_f64, 0)), "");
-        cg_store(cg, off, run);
-      }
-      /* The segment's steps unrolled here, with no branch between them:
-       * the loads of the terms' gradients (global, just added to by the
-       * products) all go out before the first is used.  Steps past T
-       * read step T-1 and add 0; their results are not stored. */
-      LLVMValueRef acc = cg_load(cg, cg->t_f64, run), zero64 = LLVMConstReal(cg->t_f64, 0);
-      LLVMValueRef res[64], okv[64], tv[64];
-      for (int e = 0; e < seg; e++) {
-        LLVMValueRef sx = sub(k, add(k, mul(k, gi, i32c(k, seg)), i32c(k, seg - 1)), i32c(k, e));
-        LLVMValueRef ok = step_ok(k, sx), tnow = clamp_t(k, sx);
-        for (int q = 0; q < g->n_lin; q++) {
-          LLVMValueRef u = add(k, sx, i32c(k, shift_of(k, q)));
-          LLVMValueRef uok = and1(k, slt(k, u, i32c(k, p->L)), step_ok(k, u));
-          LLVMValueRef uc = cg_select(cg, uok, u, sx); /* a safe index where not used */
-          LLVMValueRef dw = cg_load(cg, cg->t_f32, cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_w[q]],
-                                                          seed_index(k, k->mb, clamp_t(k, uc), n64, p->N)));
-          LLVMValueRef w = sh_ld(k, k->lay->W[q], at2(k, uc, p->sn, nn));
-          /* W itself: undo the split where it was made */
-          w = cg_select(cg, k->fast, cg_fmul(cg, w, fexp(k, cg_fneg(cg, bx(k, lrow(k, q, uc), nn)))), w);
-          acc = LLVMBuildFAdd(cg->b, acc, cg_select(cg, and1(k, ok, uok), LLVMBuildFMul(cg->b, f64(k, w), f64(k, dw), ""),
-                                                    zero64), "");
-        }
-        for (int a = 0; a < g->n_upd; a++) {
-          LLVMValueRef dr = cg_load(cg, cg->t_f32,
-                                    cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_r[a]], seed_index(k, k->mb, tnow, n64, p->N)));
-          LLVMValueRef r = sh_ld(k, k->lay->R[a], at2(k, sx, p->sn, nn));
-          r = cg_select(cg, k->fast, cg_fmul(cg, r, fexp(k, bx(k, add(k, sx, i32c(k, 1)), nn))), r);
-          acc = LLVMBuildFSub(cg->b, acc, cg_select(cg, ok, LLVMBuildFMul(cg->b, f64(k, r), f64(k, dr), ""), zero64), "");
-        }
-        res[e] = acc, okv[e] = ok, tv[e] = tnow;
-      }
-      cg_store(cg, acc, run);
-      if (pass == 1)
-        for (int e = 0; e < seg; e++) {
-          LLVMBasicBlockRef skip = if_open(k, okv[e]);
-          cg_store(cg, LLVMBuildFPTrunc(cg->b, res[e], cg->t_f32, ""),
-                   cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_ld], seed_index(k, k->mb, tv[e], n64, p->N)));
-          if_close(k, skip);
-        }
-      if (pass == 0) /* the segment's sum, for the segments before it */
-        sh_st(k, k->lay->A, at2(k, gi, p->Np, nn), LLVMBuildFPTrunc(cg->b, cg_load(cg, cg->t_f64, run), cg->t_f32, ""));
-      if_close(k, no);
-      loop_close(k, &l);
-      cg_barrier(cg);
-    }
-  }
+  if (g->n_ld > 0 && !p->col) log_decay_gradient(k);
   /* The outside factors' gradients: dy * (X w). */
   for (int q = 0; q < g->n_lin; q++) {
     if (g->seed_o[q] < 0) continue;
