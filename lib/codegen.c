@@ -439,9 +439,10 @@ void cg_mma_f64(codegen *cg, LLVMValueRef const a[4], LLVMValueRef const b[2], L
  * significant bits of what the parts before it left (truncation: the bits
  * masked off, no rounding), so x = hi + mid + lo exactly for every x whose
  * last part is no bfloat16 subnormal (|x| above about 2^-110): float32's
- * 24 bits in three times 8.  Integer masks and float32 subtractions only
- * (the ALU and FMA pipes), no conversion instruction.  exact: the values
- * are bfloat16 already (mid and lo are zero: only hi is formed). */
+ * 24 bits in three times 8 (an infinity's remainder is NaN).  Integer
+ * masks and float32 subtractions only (the ALU and FMA pipes), no
+ * conversion instruction.  exact: the values are bfloat16 already (mid and
+ * lo are zero: only hi is formed). */
 void cg_split_bf16x3(codegen *cg, LLVMValueRef x0, LLVMValueRef x1, bool exact, LLVMValueRef part[3]) {
   LLVMValueRef mask = LLVMConstInt(cg->t_i32, 0xffff0000u, 0), sixteen = LLVMConstInt(cg->t_i32, 16, 0);
   LLVMValueRef v[2] = {x0, x1};

@@ -210,8 +210,8 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
   env = getenv("FRNN_CK_PRODUCTS");
   out->bf16x3 = mma_on && !out->tf32 && sm >= 80 && env && strncmp(env, "bf16x3", 6) == 0;
   out->bf16_parts[0] = out->bf16_parts[1] = 3;
-  if (out->bf16x3 && env[6] == ',' && sscanf(env + 7, "%d,%d", &out->bf16_parts[0], &out->bf16_parts[1]) == 2)
-    for (int i = 0; i < 2; i++) out->bf16_parts[i] = out->bf16_parts[i] < 1 ? 1 : out->bf16_parts[i] > 3 ? 3 : out->bf16_parts[i];
+  if (out->bf16x3 && env[6] == ',') sscanf(env + 7, "%d,%d", &out->bf16_parts[0], &out->bf16_parts[1]);
+  for (int i = 0; i < 2; i++) out->bf16_parts[i] = out->bf16_parts[i] < 1 ? 1 : out->bf16_parts[i] > 3 ? 3 : out->bf16_parts[i];
   /* A measurement knob: where f64, these product sites (FRNN_CK_SKIP's
    * bits) in 3xTF32 instead.  Every mask measured was slower (H100, twelfth
    * session call 6: the end state's products alone, delta rule fw 1.89 ->

@@ -194,7 +194,9 @@ static const char *const CK_KNOBS[][2] = {
     /* the fifteenth session's: blocks of 8 tiles in both kernels, A's conversions by integer operations */
     {"FRNN_CK_MMA_BIG", "8"}, {"FRNN_CK_CVT", "int"},
     /* the sixteenth session's: 4-byte checkpoint copies, the state's copy waited for early */
-    {"FRNN_CK_WIDE_COPIES", "0"}, {"FRNN_CK_STATE_WAIT", "0"}};
+    {"FRNN_CK_WIDE_COPIES", "0"}, {"FRNN_CK_STATE_WAIT", "0"},
+    /* the seventeenth session's: the products in three bfloat16 parts */
+    {"FRNN_CK_PRODUCTS", "bf16x3"}};
 
 START_TEST(chunked_variants_assemble) {
   setenv(CK_KNOBS[_i][0], CK_KNOBS[_i][1], 1);
@@ -408,6 +410,42 @@ START_TEST(chunked_products_on_tensor_cores) {
   ck_assert_msg(strstr(ampere, MMA_TF32) && !strstr(ampere, MMA_F64), "sm_80: not 3xTF32");
   ck_assert_int_gt(count(delta, MMA_F64), 0);
   frnn_free(three), frnn_free(ampere), frnn_free(one), frnn_free(dp), frnn_free(delta);
+}
+END_TEST
+
+/* FRNN_CK_PRODUCTS=bf16x3: the products as bfloat16 mma (m16n8k16), six a
+ * tile and k-step of 16 (three parts of each operand), and no float64 mma
+ * left at 128 x 128 (every K a multiple of 16); the probe's fewer parts
+ * (bf16x3,PA,PB) take PA x PB of the six in the same loops; the default
+ * and 3 x 5 (CUDA cores) none. */
+static const char MMA_BF16[] = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32";
+static int bf16_mma_count(const char *products, int M, int N, int *f64) {
+  if (products) setenv("FRNN_CK_PRODUCTS", products, 1);
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  frnn_step *s;
+  ck_assert(frnn_step_load(ctx, test_source_path("examples/delta_rule.frnn"), &s) == FRNN_OK);
+  frnn_codegen_options o = {.M = M, .N = N, .dtype = {kDLBfloat, 16, 1}};
+  char *ptx = NULL;
+  ck_assert_msg(frnn_compile_ptx(ctx, s, &o, &ptx) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  int n = count(ptx, MMA_BF16);
+  *f64 = count(ptx, MMA_F64);
+  frnn_free(ptx);
+  frnn_step_destroy(s);
+  frnn_ctx_destroy(ctx);
+  unsetenv("FRNN_CK_PRODUCTS");
+  return n;
+}
+
+START_TEST(chunked_products_in_bf16_parts) {
+  int f64_default, f64_six, f64_one, f64_three, f64_small;
+  int none = bf16_mma_count(NULL, 128, 128, &f64_default), six = bf16_mma_count("bf16x3", 128, 128, &f64_six);
+  int one = bf16_mma_count("bf16x3,1,1", 128, 128, &f64_one), three = bf16_mma_count("bf16x3,1,3", 128, 128, &f64_three);
+  int small = bf16_mma_count("bf16x3", 3, 5, &f64_small);
+  ck_assert_msg(none == 0 && f64_default > 0, "default: %d bf16 mma, %d float64", none, f64_default);
+  ck_assert_msg(one > 0 && six == 6 * one && three == 3 * one && f64_six == 0 && f64_one == 0 && f64_three == 0,
+                "bf16 mma: six parts %d, one %d, three %d; float64 left %d", six, one, three, f64_six);
+  ck_assert_msg(small == 0 && f64_small == 0, "3 x 5: %d bf16 mma, %d float64", small, f64_small);
 }
 END_TEST
 
@@ -763,6 +801,7 @@ int main(void) {
   tcase_add_test(tc, chunked_loads_in_flight_together);
   tcase_add_test(tc, chunked_big_products_convert_less);
   tcase_add_test(tc, chunked_copies_16_bytes);
+  tcase_add_test(tc, chunked_products_in_bf16_parts);
   tcase_add_test(tc, chunked_sum_forms_and_sites);
   tcase_add_test(tc, deferred_sums_over_m);
   tcase_add_loop_test(tc, tuning_knobs_assemble, 0, (int)(sizeof KNOBS / sizeof *KNOBS));
