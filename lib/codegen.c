@@ -411,6 +411,23 @@ void cg_mma_tf32(codegen *cg, LLVMValueRef const a[4], LLVMValueRef const b[2], 
   for (unsigned i = 0; i < 4; i++) c[i] = LLVMBuildExtractValue(cg->b, d, i, "");
 }
 
+/* c += a b by one mma.sync in inline PTX (`shape`: its text up to the
+ * operands): 4 A registers, 2 B, 4 C of types ab and acc, whose
+ * constraint letters are ab_c and acc_c. */
+static void mma_inline(codegen *cg, const char *shape, LLVMTypeRef ab, char ab_c, LLVMTypeRef acc, char acc_c,
+                       LLVMValueRef const a[4], LLVMValueRef const b[2], LLVMValueRef c[4]) {
+  LLVMTypeRef args[10], ret4[4] = {acc, acc, acc, acc};
+  for (int i = 0; i < 10; i++) args[i] = i < 6 ? ab : acc;
+  LLVMTypeRef ret = LLVMStructTypeInContext(cg->llc, ret4, 4, 0);
+  LLVMValueRef vals[10] = {a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], c[2], c[3]};
+  char text[160], cons[64];
+  snprintf(text, sizeof text, "%s {$0,$1,$2,$3}, {$4,$5,$6,$7}, {$8,$9}, {$10,$11,$12,$13};", shape);
+  snprintf(cons, sizeof cons, "=%c,=%c,=%c,=%c,%c,%c,%c,%c,%c,%c,0,1,2,3", acc_c, acc_c, acc_c, acc_c, ab_c, ab_c, ab_c,
+           ab_c, ab_c, ab_c);
+  LLVMValueRef d = inline_ptx(cg, ret, args, 10, text, cons, false, vals);
+  for (unsigned i = 0; i < 4; i++) c[i] = LLVMBuildExtractValue(cg->b, d, i, "");
+}
+
 /* c += a b in float64 on a warp's tensor cores (sm_90: mma.sync m16n8k8
  * .f64, the same fragment layout as the TF32 m16n8k8: A row-major, 4
  * doubles a lane; B column-major, 2; C, 4).  float32 operands are exact in
@@ -422,15 +439,7 @@ void cg_mma_f64(codegen *cg, LLVMValueRef const a[4], LLVMValueRef const b[2], L
     cg_error(cg, "mma m16n8k8 .f64 needs sm_90, target is %s", cg->tgt.arch);
     return;
   }
-  LLVMTypeRef f64 = cg->t_f64, args[10], ret4[4] = {f64, f64, f64, f64};
-  for (int i = 0; i < 10; i++) args[i] = f64;
-  LLVMTypeRef ret = LLVMStructTypeInContext(cg->llc, ret4, 4, 0);
-  LLVMValueRef vals[10] = {a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], c[2], c[3]};
-  LLVMValueRef d = inline_ptx(cg, ret, args, 10,
-                              "mma.sync.aligned.m16n8k8.row.col.f64.f64.f64.f64 {$0,$1,$2,$3}, "
-                              "{$4,$5,$6,$7}, {$8,$9}, {$10,$11,$12,$13};",
-                              "=d,=d,=d,=d,d,d,d,d,d,d,0,1,2,3", false, vals);
-  for (unsigned i = 0; i < 4; i++) c[i] = LLVMBuildExtractValue(cg->b, d, i, "");
+  mma_inline(cg, "mma.sync.aligned.m16n8k8.row.col.f64.f64.f64.f64", cg->t_f64, 'd', cg->t_f64, 'd', a, b, c);
 }
 
 /* Two float32 values as the sum of three bfloat16 pairs, hi + mid + lo
@@ -466,15 +475,7 @@ void cg_split_bf16x3(codegen *cg, LLVMValueRef x0, LLVMValueRef x1, bool exact, 
  * bfloat16 (4 bf16x2 registers a lane), B column-major (2), C float32 (4);
  * the products exact, their sum float32 (the tensor cores' additions). */
 void cg_mma_bf16(codegen *cg, LLVMValueRef const a[4], LLVMValueRef const b[2], LLVMValueRef c[4]) {
-  LLVMTypeRef args[10], ret4[4] = {cg->t_f32, cg->t_f32, cg->t_f32, cg->t_f32};
-  for (int i = 0; i < 10; i++) args[i] = i < 6 ? cg->t_i32 : cg->t_f32;
-  LLVMTypeRef ret = LLVMStructTypeInContext(cg->llc, ret4, 4, 0);
-  LLVMValueRef vals[10] = {a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], c[2], c[3]};
-  LLVMValueRef d = inline_ptx(cg, ret, args, 10,
-                              "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {$0,$1,$2,$3}, "
-                              "{$4,$5,$6,$7}, {$8,$9}, {$10,$11,$12,$13};",
-                              "=f,=f,=f,=f,r,r,r,r,r,r,0,1,2,3", false, vals);
-  for (unsigned i = 0; i < 4; i++) c[i] = LLVMBuildExtractValue(cg->b, d, i, "");
+  mma_inline(cg, "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32", cg->t_i32, 'r', cg->t_f32, 'f', a, b, c);
 }
 
 /* Loop metadata on the back edge `br` (the branch to the loop's header):
