@@ -424,6 +424,19 @@ START_TEST(column_decays) {
 }
 END_TEST
 
+/* States wider than the chunked backward's threads (N = 264 > 256): the log
+ * decay's gradient then loops over its (segment, column) items and loads
+ * the terms' gradients in both passes (lower_chunked.c log_decay_gradient),
+ * where every narrower state keeps the first pass's sums in registers.
+ * The decayed steps, each a row or scalar decay, with a rank-one term or
+ * without. */
+static const char *const WIDE_MODELS[] = {"mamba2", "gla", "gated_delta_rule", "rwkv7"};
+START_TEST(wide_states) {
+  run_opts o = {1, 70, 2, 16, 264, DT_F32, false, false, NULL, -1};
+  run_model(WIDE_MODELS[_i], o);
+}
+END_TEST
+
 /* Every model in one context, one after the other: steps of one signature
  * (the delta rule and GLA; the gated delta rule and RWKV-6) must each run
  * their own kernels.  Until 2026-11-25 the context's module lookup ignored
@@ -465,6 +478,8 @@ int main(void) {
   if (!only || !*only || strcmp(only, "models_one_context") == 0) tcase_add_test(tc, models_one_context);
   if (!only || !*only || strcmp(only, "guarded_retention") == 0)
     tcase_add_loop_test(tc, guarded_retention, 0, (int)(sizeof guarded_cases / sizeof *guarded_cases));
+  if (!only || !*only || strcmp(only, "wide_states") == 0)
+    tcase_add_loop_test(tc, wide_states, 0, (int)(sizeof WIDE_MODELS / sizeof *WIDE_MODELS));
   if (!only || !*only || strcmp(only, "column_decays") == 0)
     tcase_add_loop_test(tc, column_decays, 0, (int)(sizeof column_cases / sizeof *column_cases));
   suite_add_tcase(su, tc);
