@@ -2594,10 +2594,9 @@ static void log_decay_gradient(ck *k) {
   const ck_plan *p = k->p;
   const chunk_gpu *g = k->g;
   int segs = 4;
-  while (segs > 1 && (p->L % segs || segs * p->Np > p->L * p->sl ||
-                      (segs * p->Np > k->threads && p->Np <= k->threads && p->L / (segs / 2) <= 64)))
+  while (segs > 1 && (p->L % segs || segs * p->Np > p->L * p->sl || (segs * p->Np > k->threads && p->Np <= k->threads)))
     segs /= 2;
-  int seg = p->L / segs;
+  int seg = p->L / segs; /* at most 64: chunks are (ck_plan_make) */
   bool once = segs * p->Np <= k->threads;
   LLVMValueRef zero64 = LLVMConstReal(cg->t_f64, 0), part_sum[64];
   if (once)
