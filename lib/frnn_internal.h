@@ -874,6 +874,7 @@ typedef struct ck_plan {
   int mma_tiles;             /* their 16 x 8 tiles per warp, at most */
   int threads_fwd, mma_tiles_fwd; /* the forward kernel's own (threads: the others') */
   int mma_big_fwd, mma_big;  /* tiles a warp of the products large enough for two such blocks a warp */
+  int chain_unroll;          /* the chain kernel's loads unrolled: 1 its sums, 2 its elements too */
   int chain_min_blocks;      /* the chain kernel's resident blocks an SM (its launch bounds) */
   bool sum_parts;            /* the end state's and the gradient-before-the-chunk's products each in one accumulator */
   int ckpt_every;            /* the forward stores a chunk's first state every this many chunks; > 1: the

@@ -369,6 +369,11 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
   env = getenv("FRNN_CK_WINDOW");
   out->window_steps = env && *env ? atoi(env) : out->ckpt_every > 1 ? 64 : 0;
   if (out->window_steps < 0) out->window_steps = 0;
+  /* The chain kernel's loads unrolled as the other kernels' (elems_first,
+   * warp_sum), FRNN_CK_CHAIN_UNROLL: 0 none, 1 its scalar pass's sums over
+   * N or M (a lane's elements), 2 its elementwise passes too. */
+  env = getenv("FRNN_CK_CHAIN_UNROLL");
+  out->chain_unroll = env && *env ? atoi(env) : 2;
   env = getenv("FRNN_CK_CHAIN_MINB");
   out->chain_min_blocks = env && atoi(env) >= 1 && atoi(env) <= 8 ? atoi(env) : 6;
   /* Every row of a head in one block where it fits, else 64: the work
@@ -483,6 +488,8 @@ struct ck {
   bool unroll_loads;                 /* the forward's and backward's chunk loops: the elementwise
                                         passes unrolled (elems_first, warp_sum, scalar_pass); not in
                                         the chain kernel, built for 40 registers a thread */
+  bool unroll_sums;                  /* warp_sum's lanes' elements unrolled (the chain kernel's
+                                        where chain_unroll, the others' where unroll_loads) */
   int rot;                           /* the warp the next spread product starts on (run_mma) */
 };
 
@@ -663,15 +670,15 @@ static LLVMValueRef warp_sum(ev *e, int E, uint32_t v, bool leaf_sum, LLVMValueR
   const node *n = &e->g->nodes[v];
   LLVMValueRef s = fzero(k), acc = NULL;
   cloop l;
-  if (!k->unroll_loads) {
+  if (!k->unroll_sums) {
     acc = slot_of(k, cg->t_f32);
     cg_store(cg, fzero(k), acc);
     l = loop_open(k, k->lane, i32c(k, E), i32c(k, 32));
   }
-  for (int r = 0; r < (k->unroll_loads ? (E + 31) / 32 : 1); r++) {
+  for (int r = 0; r < (k->unroll_sums ? (E + 31) / 32 : 1); r++) {
     memo_clear(e);
-    LLVMValueRef x = k->unroll_loads ? add(k, k->lane, i32c(k, 32 * r)) : loop_var(k, &l);
-    LLVMValueRef in = k->unroll_loads ? slt(k, x, i32c(k, E)) : LLVMConstInt(cg->t_i1, 1, 0);
+    LLVMValueRef x = k->unroll_sums ? add(k, k->lane, i32c(k, 32 * r)) : loop_var(k, &l);
+    LLVMValueRef in = k->unroll_sums ? slt(k, x, i32c(k, E)) : LLVMConstInt(cg->t_i1, 1, 0);
     x = sext(k, cg_select(cg, in, x, i32c(k, E - 1)));
     LLVMValueRef val;
     if (leaf_sum) {
@@ -682,7 +689,7 @@ static LLVMValueRef warp_sum(ev *e, int E, uint32_t v, bool leaf_sum, LLVMValueR
     }
     s = cg_fadd(cg, s, (E % 32 && r == E / 32) ? cg_select(cg, in, val, fzero(k)) : val);
   }
-  if (!k->unroll_loads) {
+  if (!k->unroll_sums) {
     cg_store(cg, cg_fadd(cg, cg_load(cg, cg->t_f32, acc), s), acc);
     loop_close(k, &l);
     s = cg_load(cg, cg->t_f32, acc);
@@ -2172,7 +2179,7 @@ static void lower_ck_fwd(ck *k) {
   types[n++] = cg->t_i64;  /* a state stored every this many chunks from it */
   types[n++] = cg->t_i32;  /* 0: no outputs, no final state (a backward window's recompute) */
   k->lay = &p->fw;
-  k->unroll_loads = p->unroll_loads_fwd;
+  k->unroll_loads = k->unroll_sums = p->unroll_loads_fwd;
   setup(k, "frnn_ck_fwd", types, n);
   k->mb = cg_zext64(cg, cg_ctaid_x(cg));
   k->T = cg_param(cg, at_ckpt + 2), k->H = cg_param(cg, at_ckpt + 3), k->B = cg_param(cg, at_ckpt + 4);
@@ -2422,19 +2429,26 @@ static void chain_chunk(ck *k, ev *e, int at_gin) {
       cg_store(cg, LLVMBuildFPTrunc(cg->b, cg_load(cg, cg->t_f64, acc), cg->t_f32, ""), cg_gep(cg, cg->t_f32, gin.ptr, idx));
       loop_close(k, &l);
     } else {
-      elems r = elems_open(k, p->L * (int)E, (int)E);
-      LLVMBasicBlockRef in_seq = if_open(k, step_ok(k, r.u));
-      LLVMValueRef x = sext(k, r.x), t = add(k, k->t0, sext(k, r.u));
-      LLVMValueRef i_ = cls == FRNN_COL ? x : NULL, j_ = cls == FRNN_ROW ? x : NULL;
-      LLVMValueRef v = gv == NODE_NONE ? fzero(k) : ev_at(e, gv, r.u, t, i_, j_);
-      /* Shared by the heads (and not over T): every head adds into one float32
-       * partial, zeroed before (its head stride is 0), instead of a partial
-       * per head that a reduction would read again (H100, Mamba-2's b and c:
-       * 2 x 134 MB written, 2 x 56 us of reduction). */
-      if (bcast_over_heads_only(k->spec->in_bcast[i])) global_add(k, gin.ptr, toff(k, gin.st, t, i_, j_), v);
-      else cg_store_elem(cg, gin.ptr, toff(k, gin.st, t, i_, j_), gin.dt, v);
-      if_close(k, in_seq);
-      elems_close(k, &r);
+      /* Unrolled (unroll_loads), every element's value first (at a step
+       * clamped into T), then the stores under their guards; else a loop. */
+      LLVMValueRef vals[ELEMS_UNROLL_MAX];
+      bool unrolled = elems_unrolls(k, p->L * (int)E);
+      for (int pass = unrolled ? 0 : 1; pass < 2; pass++)
+        for (elems r = elems_first(k, p->L * (int)E, (int)E); elems_more(&r); elems_next(k, &r)) {
+          LLVMValueRef x = sext(k, r.x), t = add(k, k->t0, sext(k, r.u));
+          LLVMValueRef i_ = cls == FRNN_COL ? x : NULL, j_ = cls == FRNN_ROW ? x : NULL;
+          if (pass == 0 || !unrolled)
+            vals[r.rep] = gv == NODE_NONE ? fzero(k) : ev_at(e, gv, r.u, clamp_t(k, r.u), i_, j_);
+          if (pass == 0) continue;
+          LLVMBasicBlockRef in_seq = if_open(k, elems_valid(k, &r, step_ok(k, r.u)));
+          /* Shared by the heads (and not over T): every head adds into one
+           * float32 partial, zeroed before (its head stride is 0), instead
+           * of a partial per head that a reduction would read again (H100,
+           * Mamba-2's b and c: 2 x 134 MB written, 2 x 56 us of reduction). */
+          if (bcast_over_heads_only(k->spec->in_bcast[i])) global_add(k, gin.ptr, toff(k, gin.st, t, i_, j_), vals[r.rep]);
+          else cg_store_elem(cg, gin.ptr, toff(k, gin.st, t, i_, j_), gin.dt, vals[r.rep]);
+          if_close(k, in_seq);
+        }
     }
     if_close(k, no);
   }
@@ -2718,7 +2732,7 @@ static void lower_ck_bwd(ck *k) {
   types[n++] = cg->t_i64;  /* the chunk of their slot 0 */
   types[n++] = cg->t_gptr; /* the chunks' rank-one columns and inverses (slot 0: chunk c_first), or null */
   k->lay = &p->bw;
-  k->unroll_loads = p->unroll_loads_bwd;
+  k->unroll_loads = k->unroll_sums = p->unroll_loads_bwd;
   setup(k, "frnn_ck_bwd", types, n);
   k->mb = cg_zext64(cg, cg_ctaid_x(cg));
   k->T = cg_param(cg, at_T), k->H = cg_param(cg, at_T + 1), k->B = cg_param(cg, at_T + 2);
@@ -2996,7 +3010,7 @@ static void lower_ck_chain(ck *k) {
   types[n++] = cg->t_i64; /* the backward window's chunks: from */
   types[n++] = cg->t_i64; /* to (exclusive) */
   k->lay = NULL;
-  k->unroll_loads = false;
+  k->unroll_loads = k->p->chain_unroll >= 2, k->unroll_sums = k->p->chain_unroll >= 1;
   setup(k, "frnn_ck_chain", types, n);
   k->mb = i64c(k, 0);
   k->T = cg_param(cg, at_T), k->H = cg_param(cg, at_T + 1), k->B = cg_param(cg, at_T + 2);

@@ -105,7 +105,7 @@ static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
                                       "FRNN_CK_SUM_PARTS", "FRNN_CK_RUN_SUM", "FRNN_CK_TF32X3_SITES",
                                       "FRNN_CK_THREADS_FWD", "FRNN_CK_BW_PAIRS", "FRNN_CK_UNROLL_LOADS", "FRNN_CK_EARLY_LOADS",
                                       "FRNN_CK_CKPT_GROUP", "FRNN_CK_CVT", "FRNN_CK_MMA_BIG", "FRNN_CK_STATE_WAIT",
-                                      "FRNN_CK_WIDE_COPIES", "FRNN_CK_PRODUCTS"};
+                                      "FRNN_CK_WIDE_COPIES", "FRNN_CK_PRODUCTS", "FRNN_CK_CHAIN_UNROLL"};
   for (size_t i = 0; i < sizeof knobs / sizeof *knobs; i++) {
     const char *v = getenv(knobs[i]);
     if (v && *v && k >= 0 && (size_t)k < cap) k += snprintf(key + k, cap - (size_t)k, " %s=%.16s", knobs[i] + 5, v);
@@ -419,8 +419,8 @@ static frnn_status load_plan(frnn_ctx *ctx, const frnn_step *s, int device, cons
   char disk_key[1280];
   const kernel_shape *f = &p->fwd, *b = &p->bwd;
   if (ce)
-    snprintf(disk_key, sizeof disk_key, "%s chunked L=%d BM=%d threads=%d/%d chain blocks %d copies %d big %d/%d build %s",
-             key, ce->p.L, ce->p.BM, ce->p.threads_fwd, ce->p.threads, ce->p.chain_min_blocks, ce->p.early_loads,
+    snprintf(disk_key, sizeof disk_key, "%s chunked L=%d BM=%d threads=%d/%d chain blocks %d unroll %d copies %d big %d/%d build %s",
+             key, ce->p.L, ce->p.BM, ce->p.threads_fwd, ce->p.threads, ce->p.chain_min_blocks, ce->p.chain_unroll, ce->p.early_loads,
              ce->p.mma_big_fwd, ce->p.mma_big, FRNN_BUILD_STAMP);
   else
     snprintf(disk_key, sizeof disk_key, "%s fwd %d,%d,%d,%d,%d bwd %d,%d,%d,%d,%d build %s", key,
@@ -550,29 +550,44 @@ static void backward_without_spills(frnn_ctx *ctx, const frnn_step *s, int devic
 }
 
 /* The chain kernel is built for ck_plan.chain_min_blocks resident blocks an
- * SM (6: 40 registers a thread).  Where the driver's compile of it spills
- * nonetheless (Mamba-2: 16 bytes, the gated delta rule: 32, at 128 x 128
- * bf16), it is built again for 4 and kept if it spills less: H100, fw+bw,
- * Mamba-2 4.096 -> 4.060 ms, gated 8.361 -> 8.321 (twelfth session, call 3);
- * 4 for every step cost the others up to 3% (RWKV-6 5.24 -> 5.33,
- * retention 3.76 -> 3.87: their 48 registers at 4 blocks, 40 at 6).  A
- * failure here only keeps the first build.  Returns the blocks kept. */
-static int chain_without_spills(frnn_ctx *ctx, const frnn_step *s, int device, const char *key,
+ * SM (6: 40 registers a thread), its loads unrolled (ck_plan.chain_unroll
+ * 2).  Where the driver's compile of it spills nonetheless, it is built
+ * again for 4 blocks, then (still spilling) for 6 without the unrolling,
+ * and the first build without spills is kept, else the one that spills
+ * least (a tie keeps the earlier).  H100, fw+bw ms: 4 blocks where 6
+ * spilled, Mamba-2 4.096 -> 4.060, gated 8.361 -> 8.321 (twelfth session,
+ * call 3); 4 for every step cost the others up to 3% (RWKV-6 5.24 -> 5.33,
+ * retention 3.76 -> 3.87: their 48 registers at 4 blocks, 40 at 6).  The
+ * unrolling (eighteenth session, call 5; 0 -> 2): delta rule 5.287 ->
+ * 5.118, gated 6.529 -> 6.246, GLA 3.309 -> 3.264, every chunked step but
+ * RWKV-6 faster (4.841 -> 5.275: it spills 836 bytes even at 4 blocks).
+ * A knob that sets a choice (FRNN_CK_CHAIN_MINB, FRNN_CK_CHAIN_UNROLL)
+ * keeps it; a failure here only keeps the first build.  The choices kept
+ * go to *blocks and *unroll. */
+static void chain_without_spills(frnn_ctx *ctx, const frnn_step *s, int device, const char *key,
                                  const lower_spec *spec, unsigned kernels, const char *arch, const ck_entry *ce,
-                                 int early_loads, int big, gpu_module *m) {
+                                 int early_loads, int big, gpu_module *m, int *blocks, int *unroll) {
   int local = 0;
-  if (!(kernels & KERNEL_BWD) || ce->p.fused || ce->p.chain_min_blocks <= 4 || getenv("FRNN_CK_CHAIN_MINB") ||
-      cuda_function_attribute(ctx, m->fn[5], CUDA_FUNC_LOCAL_BYTES, &local) || local == 0)
-    return ce->p.chain_min_blocks;
+  *blocks = ce->p.chain_min_blocks, *unroll = ce->p.chain_unroll;
+  if (!(kernels & KERNEL_BWD) || ce->p.fused || cuda_function_attribute(ctx, m->fn[5], CUDA_FUNC_LOCAL_BYTES, &local) ||
+      local == 0)
+    return;
   ck_entry *alt = malloc(sizeof *alt); /* a shallow copy (54 KB: not on the stack), only compiled from */
-  if (!alt) return ce->p.chain_min_blocks;
+  if (!alt) return;
   *alt = *ce;
-  alt->p.chain_min_blocks = 4;
   alt->p.early_loads = early_loads, alt->p.mma_big = big; /* the backward kept (backward_without_spills): the
                                                              module holds both */
-  bool better = keep_if_spills_less(ctx, s, device, key, spec, kernels, arch, alt, 5, local, m);
+  int tries[2][2] = {{4, *unroll}, {*blocks, 0}};
+  bool may[2] = {*blocks > 4 && !getenv("FRNN_CK_CHAIN_MINB"), *unroll > 0 && !getenv("FRNN_CK_CHAIN_UNROLL")};
+  for (int i = 0; i < 2 && local > 0; i++) {
+    if (!may[i]) continue;
+    alt->p.chain_min_blocks = tries[i][0], alt->p.chain_unroll = tries[i][1];
+    if (keep_if_spills_less(ctx, s, device, key, spec, kernels, arch, alt, 5, local, m)) {
+      *blocks = tries[i][0], *unroll = tries[i][1];
+      if (cuda_function_attribute(ctx, m->fn[5], CUDA_FUNC_LOCAL_BYTES, &local)) break;
+    }
+  }
   free(alt);
-  return better ? 4 : ce->p.chain_min_blocks;
 }
 
 static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, int device,
@@ -599,13 +614,15 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
       goto fail;
     int early_loads, big;
     backward_without_spills(ctx, s, device, key, spec, kernels, arch, ce, m, &early_loads, &big);
-    int chain_blocks = chain_without_spills(ctx, s, device, key, spec, kernels, arch, ce, early_loads, big, m);
+    int chain_blocks, chain_unroll;
+    chain_without_spills(ctx, s, device, key, spec, kernels, arch, ce, early_loads, big, m, &chain_blocks, &chain_unroll);
     ctx->stats.modules++;
-    char window[80] = "";
+    char window[128] = "";
     if (ce->p.window_steps > 0 && !ce->p.fused)
       snprintf(window, sizeof window, ", backward windows of %d steps", ce->p.window_steps);
     if (!ce->p.fused)
-      snprintf(window + strlen(window), sizeof window - strlen(window), ", chain %d blocks an SM", chain_blocks);
+      snprintf(window + strlen(window), sizeof window - strlen(window), ", chain %d blocks an SM%s", chain_blocks,
+               chain_unroll >= 2 ? " unrolled" : chain_unroll == 1 ? " sums unrolled" : "");
     char big_text[32] = "";
     if (big > 1) snprintf(big_text, sizeof big_text, " %d-tile blocks", big);
     if (kernels & KERNEL_BWD)

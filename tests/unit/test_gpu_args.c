@@ -254,21 +254,38 @@ static void example_forward_backward(const char *name) {
   frnn_step_destroy(step);
 }
 
-/* The chunked chain kernel, built for 6 resident blocks an SM, is built
- * again for 4 where the driver's compile of it spills, and the build that
- * spills less is launched (pipeline.c chain_without_spills): through the
- * fake driver, whose chain kernel spills 16 bytes at 6 blocks and none at 4
- * with MOCK_CUDA=chain_spills, 8 bytes at both by default (the first kept). */
+/* The chunked chain kernel, built for 6 resident blocks an SM with its
+ * loads unrolled, is built again for 4 where the driver's compile of it
+ * spills, then for 6 without the unrolling, and the first build that does
+ * not spill (else the one that spills least) is launched (pipeline.c
+ * chain_without_spills), as the plan line says: through the fake driver,
+ * 8 bytes at every build by default (the first kept); MOCK_CUDA=chain_spills,
+ * 16 bytes at 6 blocks and none at 4 (4 kept, unrolled); with
+ * MOCK_CUDA=later_spills_less each build less than the one before (the
+ * last: 6 blocks, not unrolled), unless FRNN_CK_CHAIN_UNROLL=2 keeps the
+ * unrolling (then 4 blocks). */
 START_TEST(chunked_chain_keeps_the_build_that_spills_less) {
   if (!getenv("FRNN_MOCK_LIBCUDA")) {
     puts("FRNN_MOCK_LIBCUDA is unset: chunked_chain_keeps_the_build_that_spills_less left out");
     return;
   }
-  if (_i) setenv("MOCK_CUDA", "chain_spills", 1);
+  static const char *const modes[] = {NULL, "chain_spills", "later_spills_less", "later_spills_less"};
+  static const char *const wants[] = {"chain 6 blocks an SM unrolled", "chain 4 blocks an SM unrolled",
+                                      "chain 6 blocks an SM", "chain 4 blocks an SM unrolled"};
+  if (modes[_i]) setenv("MOCK_CUDA", modes[_i], 1);
+  if (_i == 3) setenv("FRNN_CK_CHAIN_UNROLL", "2", 1);
+  char dir[] = "/tmp/frnn-chain-XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  setenv("FRNN_CACHE_DIR", dir, 1);
+  cache_clear_memory(); /* every build compiled, none from another build's entry */
   example_forward_backward("gla.frnn");
-  const char *want = _i ? "chain 4 blocks an SM" : "chain 6 blocks an SM";
-  ck_assert_msg(strstr(ctx->backward_plan, want), "expected '%s' in: %s", want, ctx->backward_plan);
+  const char *at = strstr(ctx->backward_plan, wants[_i]);
+  ck_assert_msg(at, "expected '%s' in: %s", wants[_i], ctx->backward_plan);
+  if (_i == 2) ck_assert_msg(!strstr(at, "unrolled"), "expected no unrolling in: %s", ctx->backward_plan);
   unsetenv("MOCK_CUDA");
+  unsetenv("FRNN_CK_CHAIN_UNROLL");
+  unsetenv("FRNN_CACHE_DIR");
+  rm_rf(dir);
 }
 END_TEST
 
@@ -300,8 +317,9 @@ START_TEST(chunked_backward_choices_by_spills) {
   ck_assert(frnn_ctx_compile_stats(ctx, &cs) == FRNN_OK);
   /* the forward's module, the backward's first build, its alternatives (3;
    * 3, the ties tried too; 1 with the copies fixed; 1 with the blocks
-   * fixed) and the chain's for 4 blocks (every function spills here) */
-  static const int builds[] = {6, 6, 4, 4};
+   * fixed) and the chain's for 4 blocks and without its unrolling (every
+   * function spills here) */
+  static const int builds[] = {7, 7, 5, 5};
   ck_assert_msg(cs.compiled == builds[_i] && cs.ptx_cache_hits == 0 && cs.cubin_cache_hits == 0,
                 "case %d: %d compiled, %d and %d from the cache", (int)_i, cs.compiled, cs.ptx_cache_hits,
                 cs.cubin_cache_hits);
@@ -531,7 +549,7 @@ int main(void) {
   tcase_add_test(tc, in_place_states_are_refused);
   tcase_add_test(tc, steps_of_one_signature_get_their_own_module);
   tcase_add_loop_test(tc, backward_keeps_the_kernel_that_spills_less, 0, 3);
-  tcase_add_loop_test(tc, chunked_chain_keeps_the_build_that_spills_less, 0, 2);
+  tcase_add_loop_test(tc, chunked_chain_keeps_the_build_that_spills_less, 0, 4);
   tcase_add_loop_test(tc, chunked_backward_choices_by_spills, 0, 4);
   tcase_add_test(tc, guarded_step_runs_both_paths);
   tcase_add_test(tc, chunked_backward_in_windows);
