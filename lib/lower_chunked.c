@@ -373,7 +373,7 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
    * warp_sum), FRNN_CK_CHAIN_UNROLL: 0 none, 1 its scalar pass's sums over
    * N or M (a lane's elements), 2 its elementwise passes too. */
   env = getenv("FRNN_CK_CHAIN_UNROLL");
-  out->chain_unroll = env && *env ? atoi(env) : 2;
+  out->chain_unroll = env && *env ? (atoi(env) < 0 ? 0 : atoi(env) > 2 ? 2 : atoi(env)) : 2;
   env = getenv("FRNN_CK_CHAIN_MINB");
   out->chain_min_blocks = env && atoi(env) >= 1 && atoi(env) <= 8 ? atoi(env) : 6;
   /* Every row of a head in one block where it fits, else 64: the work
@@ -485,9 +485,9 @@ struct ck {
   LLVMValueRef seed_ptr[CK_MAX_SEEDS]; /* each seed's array in the workspace */
   LLVMValueRef fast;                 /* i1, per chunk: decay_split applied */
   LLVMValueRef flag;                 /* a guarded module's flag (lower_spec.guard), or NULL */
-  bool unroll_loads;                 /* the forward's and backward's chunk loops: the elementwise
-                                        passes unrolled (elems_first, warp_sum, scalar_pass); not in
-                                        the chain kernel, built for 40 registers a thread */
+  bool unroll_loads;                 /* the elementwise passes unrolled (elems_first, scalar_pass):
+                                        the forward's and backward's, the chain kernel's where its
+                                        chain_unroll is 2 */
   bool unroll_sums;                  /* warp_sum's lanes' elements unrolled (the chain kernel's
                                         where chain_unroll, the others' where unroll_loads) */
   int rot;                           /* the warp the next spread product starts on (run_mma) */
