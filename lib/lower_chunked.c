@@ -491,6 +491,11 @@ struct ck {
   bool unroll_sums;                  /* warp_sum's lanes' elements unrolled (the chain kernel's
                                         where chain_unroll, the others' where unroll_loads) */
   int rot;                           /* the warp the next spread product starts on (run_mma) */
+  /* The forward's rank-one update merged into update merge_into (merge_of),
+   * or -1: its column X times merge_sign * merge_s added to that one's. */
+  int merge_into;
+  chunk_product merge_s;
+  double merge_sign;
 };
 
 static LLVMValueRef i32c(ck *k, int64_t v) { return cg_i32(k->cg, v); }
@@ -1801,7 +1806,16 @@ static void epi_XT_set(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) 
 }
 /* X = TI XT into the rank-one update's column array */
 static void epi_X(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
-  sh_st(m->k, m->k->lay->C[m->k->g->rank_upd], at2(m->k, u, m->k->p->sm, i), acc);
+  ck *k = m->k;
+  LLVMValueRef at = at2(k, u, k->p->sm, i);
+  sh_st(k, k->lay->C[k->g->rank_upd], at, acc);
+  if (k->merge_into < 0) return;
+  /* the merged column C + s X (merge_of): the end state then takes one update */
+  memo_clear(k->e);
+  LLVMValueRef sx = cg_fmul(k->cg, product(k->e, &k->merge_s, k->merge_sign, u, clamp_t(k, u), NULL, NULL), acc);
+  memo_clear(k->e);
+  int c = k->lay->C[k->merge_into];
+  sh_st(k, c, at, cg_fadd(k->cg, sh_ld(k, c, at), sx));
 }
 /* XT[v][i] += acc (the backward's dX before the solve) */
 static void epi_XT(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef acc) {
@@ -2151,10 +2165,52 @@ static void end_state(ck *k) {
   const ck_plan *p = k->p;
   for (int a = 0; a < (p->sum_parts ? 1 : k->g->n_upd); a++) {
     if (a) cg_barrier(k->cg);
+    if (!p->sum_parts && a == k->g->rank_upd && k->merge_into >= 0) continue;
     mm m = new_mm(k, p->Mp, p->Np, p->L);
     m.parts = p->sum_parts ? k->g->n_upd : 1, m.upd = a, m.first = a == 0;
+    if (k->merge_into >= 0) m.skip = k->g->rank_upd; /* in merge_into's column (epi_X) */
     m.a = op_C_t, m.b = b_R_to_end, m.epi = epi_S;
     run_both(&m, 3);
+  }
+}
+
+/* Where the rank-one term's b is an update's row times scalars of the
+ * step (b = s r: the delta rules' -beta k against v beta k^T, whose
+ * scalars split_update puts in the column), x b^T + c r^T = (c + s x) r^T:
+ * the forward's end state takes that update's column plus s X, one product
+ * over L steps instead of two (design-chunked.md, eighteenth session).
+ * Sets k->merge_into (-1: none), merge_s and merge_sign.  Not with a
+ * column decay (its ratios ride on the columns), nor FRNN_CK_MERGE=0. */
+static void merge_of(ck *k) {
+  const chunk_gpu *g = k->g;
+  const frnn_step *s = k->s;
+  const char *env = getenv("FRNN_CK_MERGE");
+  k->merge_into = -1;
+  int xr = g->rank_upd;
+  if (xr < 0 || k->p->col || (env && strcmp(env, "0") == 0)) return;
+  const chunk_product *b = &g->upd_row[xr];
+  for (int a = 0; a < g->n_upd; a++) {
+    if (a == xr || g->upd_rank[a] >= 0) continue;
+    const chunk_product *r = &g->upd_row[a];
+    bool used[CHUNK_MAX_FACTORS] = {false}, ok = true;
+    for (int q = 0; q < r->n && ok; q++) { /* every factor of r is a row's, and one of b's */
+      ok = CLASS_HAS_N(s->nodes[r->node[q]].cls) && !CLASS_HAS_M(s->nodes[r->node[q]].cls);
+      int hit = -1;
+      for (int f = 0; f < b->n && ok && hit < 0; f++)
+        if (!used[f] && b->node[f] == r->node[q] && b->divide[f] == r->divide[q]) hit = f;
+      if (hit < 0) ok = false;
+      else used[hit] = true;
+    }
+    chunk_product sc = {0};
+    for (int f = 0; f < b->n && ok; f++) { /* b's others are scalars */
+      if (used[f]) continue;
+      int cls = s->nodes[b->node[f]].cls;
+      ok = !CLASS_HAS_N(cls) && !CLASS_HAS_M(cls);
+      sc.node[sc.n] = b->node[f], sc.divide[sc.n++] = b->divide[f];
+    }
+    if (!ok) continue;
+    k->merge_into = a, k->merge_s = sc, k->merge_sign = g->upd_row_sign[xr] / g->upd_row_sign[a];
+    return;
   }
 }
 
@@ -2181,6 +2237,7 @@ static void lower_ck_fwd(ck *k) {
   k->lay = &p->fw;
   k->unroll_loads = k->unroll_sums = p->unroll_loads_fwd;
   setup(k, "frnn_ck_fwd", types, n);
+  merge_of(k);
   k->mb = cg_zext64(cg, cg_ctaid_x(cg));
   k->T = cg_param(cg, at_ckpt + 2), k->H = cg_param(cg, at_ckpt + 3), k->B = cg_param(cg, at_ckpt + 4);
   LLVMValueRef c_lo = cg_param(cg, at_ckpt + 5), c_hi = cg_param(cg, at_ckpt + 6), c0 = cg_param(cg, at_ckpt + 7),
@@ -3026,7 +3083,7 @@ static void lower_ck_chain(ck *k) {
 
 frnn_status lower_chunked_module(codegen *cg, const ck_plan *p, const chunk_gpu *g, const lower_spec *spec,
                                  const frnn_step *s, unsigned kernels) {
-  ck k = {.cg = cg, .p = p, .g = g, .spec = spec, .s = s};
+  ck k = {.cg = cg, .p = p, .g = g, .spec = spec, .s = s, .merge_into = -1};
   ev e;
   bool ok = true;
   if (kernels & CK_KERNEL_FWD) {
