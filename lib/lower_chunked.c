@@ -1804,6 +1804,22 @@ static LLVMValueRef op_XT(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef *e
 static void epi_XT_set(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
   sh_st(m->k, m->k->lay->XT, at2(m->k, u, m->k->p->sm, i), acc);
 }
+/* The merged update's scalar s at step u of the chunk (merge_of). */
+static LLVMValueRef merge_scalar(ck *k, LLVMValueRef u) {
+  memo_clear(k->e);
+  LLVMValueRef sc = product(k->e, &k->merge_s, k->merge_sign, u, clamp_t(k, u), NULL, NULL);
+  memo_clear(k->e);
+  return sc;
+}
+/* Merged (the backward's rank_gradient): acc = sum_n dS[i][n] r~[u][n] is
+ * both the dS part of the merged update's column gradient (stored: the
+ * chunk's first product into that seed) and, times s, the rank-one
+ * column's (b~ = s r~): one product for sites 19 and 12. */
+static void epi_XT_merged(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
+  ck *k = m->k;
+  sh_st(k, k->lay->XT, at2(k, u, k->p->sm, i), cg_fmul(k->cg, merge_scalar(k, u), acc));
+  seed_add(k, k->g->seed_c[k->merge_into], u, i, acc, true);
+}
 /* X = TI XT into the rank-one update's column array */
 static void epi_X(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
   ck *k = m->k;
@@ -1811,11 +1827,8 @@ static void epi_X(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
   sh_st(k, k->lay->C[k->g->rank_upd], at, acc);
   if (k->merge_into < 0) return;
   /* the merged column C + s X (merge_of): the end state then takes one update */
-  memo_clear(k->e);
-  LLVMValueRef sx = cg_fmul(k->cg, product(k->e, &k->merge_s, k->merge_sign, u, clamp_t(k, u), NULL, NULL), acc);
-  memo_clear(k->e);
   int c = k->lay->C[k->merge_into];
-  sh_st(k, c, at, cg_fadd(k->cg, sh_ld(k, c, at), sx));
+  sh_st(k, c, at, cg_fadd(k->cg, sh_ld(k, c, at), cg_fmul(k->cg, merge_scalar(k, u), acc)));
 }
 /* XT[v][i] += acc (the backward's dX before the solve) */
 static void epi_XT(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef acc) {
@@ -1885,6 +1898,7 @@ static void rank_gradient(ck *k) {
   int x = g->rank_upd;
   mm m = new_mm(k, p->L, p->Mp, p->Np);
   m.upd = x, m.a = a_R_to_end, m.b = b_state_t, m.state = k->lay->dS, m.epi = epi_XT_set, m.spread = true;
+  if (k->merge_into >= 0 && g->seed_c[k->merge_into] >= 0) m.upd = k->merge_into, m.epi = epi_XT_merged;
   run_both(&m, 19);
   /* without every pair's array the matrices share one: the first
    * output's beside the dS part, each later one in a phase of its own */
@@ -2736,7 +2750,7 @@ static void chunk_pairs(ck *k) {
   for (int a = 0; a < g->n_upd; a++) {
     mm m = new_mm(k, p->L, p->Mp, p->L);
     m.parts = g->n_lin, m.by_lin = true, m.lin = 0, m.upd = a;
-    m.a = a_A_t, m.b = op_G, m.epi = epi_dC, m.store = true, m.spread = true;
+    m.a = a_A_t, m.b = op_G, m.epi = epi_dC, m.store = a != k->merge_into, m.spread = true;
     if (g->seed_c[a] >= 0) run_mm_probe(&m, 6); /* (the rank-one column's went into dH) */
     m = new_mm(k, p->L, p->Np, p->L);
     m.parts = g->n_lin, m.by_lin = true, m.lin = 0, m.upd = a;
@@ -2791,6 +2805,7 @@ static void lower_ck_bwd(ck *k) {
   k->lay = &p->bw;
   k->unroll_loads = k->unroll_sums = p->unroll_loads_bwd;
   setup(k, "frnn_ck_bwd", types, n);
+  merge_of(k);
   k->mb = cg_zext64(cg, cg_ctaid_x(cg));
   k->T = cg_param(cg, at_T), k->H = cg_param(cg, at_T + 1), k->B = cg_param(cg, at_T + 2);
   LLVMValueRef c_lo = cg_param(cg, at_T + 3), c_hi = cg_param(cg, at_T + 4);
@@ -2929,7 +2944,8 @@ static void lower_ck_bwd(ck *k) {
        * (after a barrier: the next pair's). */
       if (g->seed_c[a] >= 0) { /* the rank-one column's gradient went into dH */
         m = new_mm(k, p->L, p->Mp, p->L);
-        m.lin = q, m.upd = a, m.a = a_A_t, m.b = op_G, m.epi = epi_dC, m.store = q == 0, m.spread = true;
+        m.lin = q, m.upd = a, m.a = a_A_t, m.b = op_G, m.epi = epi_dC, m.store = q == 0 && a != k->merge_into;
+        m.spread = true;
         run_mm_probe(&m, 6);
       }
       m = new_mm(k, p->L, p->Np, p->L);
@@ -2966,7 +2982,7 @@ static void lower_ck_bwd(ck *k) {
   }
   for (int a = 0; a < g->n_upd; a++) {
     mm m = new_mm(k, p->L, p->Mp, p->Np);
-    if (g->seed_c[a] >= 0) {
+    if (g->seed_c[a] >= 0 && a != k->merge_into) { /* (merged: rank_gradient's product) */
       m.upd = a, m.a = a_R_to_end, m.b = b_state_t, m.state = k->lay->dS, m.epi = epi_dC, m.spread = true;
       run_both(&m, 12);
     }
