@@ -491,8 +491,9 @@ struct ck {
   bool unroll_sums;                  /* warp_sum's lanes' elements unrolled (the chain kernel's
                                         where chain_unroll, the others' where unroll_loads) */
   int rot;                           /* the warp the next spread product starts on (run_mma) */
-  /* The forward's rank-one update merged into update merge_into (merge_of),
-   * or -1: its column X times merge_sign * merge_s added to that one's. */
+  /* The rank-one update merged into update merge_into (merge_of), or -1:
+   * the forward adds its column X times merge_sign * merge_s to that one's,
+   * the backward forms both columns' dS parts by one product. */
   int merge_into;
   chunk_product merge_s;
   double merge_sign;
@@ -2192,9 +2193,12 @@ static void end_state(ck *k) {
  * step (b = s r: the delta rules' -beta k against v beta k^T, whose
  * scalars split_update puts in the column), x b^T + c r^T = (c + s x) r^T:
  * the forward's end state takes that update's column plus s X, one product
- * over L steps instead of two (design-chunked.md, eighteenth session).
- * Sets k->merge_into (-1: none), merge_s and merge_sign.  Not with a
- * column decay (its ratios ride on the columns), nor FRNN_CK_MERGE=0. */
+ * over L steps instead of two (epi_X, end_state), and the backward's dS
+ * parts of both columns' gradients are one product (epi_XT_merged).  The
+ * pairs' products and the rows' gradients stay per update: the chain needs
+ * b's own (design-chunked.md, eighteenth session).  Sets k->merge_into (-1:
+ * none), merge_s and merge_sign.  Not with a column decay (its ratios ride
+ * on the columns), nor FRNN_CK_MERGE=0. */
 static void merge_of(ck *k) {
   const chunk_gpu *g = k->g;
   const frnn_step *s = k->s;
