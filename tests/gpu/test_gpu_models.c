@@ -4,8 +4,10 @@
  * 1000, H=3, B=1 and 2; per-head, shared-by-heads and time-invariant
  * (broadcast) inputs; a strided (non-contiguous) and an expanded (stride 0)
  * input; every model in one context (models_one_context); a guarded
- * step (guarded_retention) on either path, by the flag it leaves; and a
- * decay along M beyond GSA's key step (column_decays).  Output
+ * step (guarded_retention) on either path, by the flag it leaves; a
+ * decay along M beyond GSA's key step (column_decays); states wider than
+ * the chunked backward's threads (wide_states); and the lean backward's
+ * sparse states and windows (lean_backward).  Output
  * buffers are poisoned (NaN) before each run: an element left
  * unwritten fails the comparison.  Tolerances of SPEC section 3: relative
  * error 1e-5 for float32 tensors, 1e-2 for bfloat16.  A float32 tensor that
@@ -437,6 +439,19 @@ START_TEST(wide_states) {
 }
 END_TEST
 
+/* The lean backward (FRNN_BACKWARD_LEAN): a state stored every 4 chunks,
+ * the others recomputed by the forward kernel without outputs, the
+ * backward in windows of 64 steps (lower_chunked.c ck_plan.ckpt_every):
+ * several stored states and windows at T = 300, for the chunked steps,
+ * the low-rank ones (their rank-one columns recomputed too) among them. */
+static const char *const LEAN_MODELS[] = {"delta_rule", "gated_delta_rule", "rwkv7", "mamba2", "gla", "retention"};
+START_TEST(lean_backward) {
+  ck_assert(frnn_ctx_set_backward_mode(ctx, FRNN_BACKWARD_LEAN) == FRNN_OK);
+  run_opts o = {2, 300, 2, 64, 64, DT_F32, false, false, NULL, -1};
+  run_model(LEAN_MODELS[_i], o);
+}
+END_TEST
+
 /* Every model in one context, one after the other: steps of one signature
  * (the delta rule and GLA; the gated delta rule and RWKV-6) must each run
  * their own kernels.  Until 2026-11-25 the context's module lookup ignored
@@ -480,6 +495,8 @@ int main(void) {
     tcase_add_loop_test(tc, guarded_retention, 0, (int)(sizeof guarded_cases / sizeof *guarded_cases));
   if (!only || !*only || strcmp(only, "wide_states") == 0)
     tcase_add_loop_test(tc, wide_states, 0, (int)(sizeof WIDE_MODELS / sizeof *WIDE_MODELS));
+  if (!only || !*only || strcmp(only, "lean_backward") == 0)
+    tcase_add_loop_test(tc, lean_backward, 0, (int)(sizeof LEAN_MODELS / sizeof *LEAN_MODELS));
   if (!only || !*only || strcmp(only, "column_decays") == 0)
     tcase_add_loop_test(tc, column_decays, 0, (int)(sizeof column_cases / sizeof *column_cases));
   suite_add_tcase(su, tc);
