@@ -2941,6 +2941,32 @@ def table(results):
     return "\n".join(lines), errs
 
 
+SPREAD_NOISY = 1.2  # median / fastest rep of a timed series above which report() flags it
+
+
+def noisy_timings(results):
+    """The timed series whose median is more than SPREAD_NOISY times its fastest rep (one
+    slow rep, the max, moves no median; a median well above the fastest is not steady): a
+    ratio built on such a median is uncertain.  The seventeenth session called Mamba-2's
+    forward-only criterion met on mamba_ssm's forward at 1.37 ms (reps 0.97-2.60); the next
+    session measured 0.56 (reps 0.50-0.73)."""
+    lines = []
+    for name, row in results.get("models", {}).items():
+        t = row.get("time", {}) or {}
+        if not isinstance(t, dict):
+            continue
+        series = [("frnn", t.get("frnn") or {})] + [("ref " + v, r or {}) for v, r in (t.get("refs") or {}).items()]
+        for who, r in series:
+            for phase in ("fw", "fwbw"):
+                x = r.get(phase)
+                if not isinstance(x, dict) or not x.get("min_ms") or x.get("max_ms") is None:
+                    continue
+                if x["ms"] > SPREAD_NOISY * x["min_ms"]:
+                    lines.append("%s %s %s: median %.3f ms, reps %.3f-%.3f (%s)" % (
+                        name, who, phase, x["ms"], x["min_ms"], x["max_ms"], x.get("reps", "?")))
+    return lines
+
+
 def chart(results, path):
     bars = []
     for name, row in results.get("models", {}).items():
@@ -3043,6 +3069,11 @@ def report(path):
         if len(errs) > 12:
             print("  ... %d more in results.json" % (len(errs) - 12))
     print(tab)
+    noisy = noisy_timings(res)
+    if noisy:
+        print("noisy (median over %.1fx the fastest rep: ratios on these medians are uncertain):" % SPREAD_NOISY)
+        for line in noisy:
+            print("  " + line)
 
 
 # ================================================================== self-test
