@@ -2179,8 +2179,8 @@ static LLVMValueRef chunks_of(ck *k) {
 static void end_state(ck *k) {
   const ck_plan *p = k->p;
   for (int a = 0; a < (p->sum_parts ? 1 : k->g->n_upd); a++) {
+    if (!p->sum_parts && a == k->g->rank_upd && k->merge_into >= 0) continue; /* (no barrier for it either) */
     if (a) cg_barrier(k->cg);
-    if (!p->sum_parts && a == k->g->rank_upd && k->merge_into >= 0) continue;
     mm m = new_mm(k, p->Mp, p->Np, p->L);
     m.parts = p->sum_parts ? k->g->n_upd : 1, m.upd = a, m.first = a == 0;
     if (k->merge_into >= 0) m.skip = k->g->rank_upd; /* in merge_into's column (epi_X) */
