@@ -497,6 +497,11 @@ struct ck {
   int merge_into;
   chunk_product merge_s;
   double merge_sign;
+  /* and (where every pair's matrix has an array of its own) the pairs
+   * against b from those against merge_into's row (b = s r: A_qb = A_qr
+   * diag(s), stored by epi_A beside A_qr, not formed), and the forward's
+   * outputs through the merged column (merge_of) */
+  bool merge_pairs;
 };
 
 static LLVMValueRef i32c(ck *k, int64_t v) { return cg_i32(k->cg, v); }
@@ -1148,7 +1153,13 @@ struct mm {
   int parts;           /* > 1: the sum of this many products, lin (by_lin) or upd 0, 1, ..., into one
                           accumulator before one epilogue (run_mma; else run_mm per part) */
   bool by_lin;
-  int skip;            /* parts: the one left out (-1: none) */
+  unsigned skip;       /* parts: those left out, a bit each */
+  bool stacked;        /* parts side by side in the rows, each its own output, not summed: one
+                          block of a warp takes every part's rows, so that the b operand's
+                          fragments (the same for all: a state) are loaded and converted to
+                          float64 once (run_mma, where they fit its tiles; else a product each).
+                          H100 fw+bw: delta rule 4.75 -> 4.57 ms, gated 5.66 -> 5.47, RWKV-7
+                          8.41 -> 8.17 (FRNN_CK_STACK=0 against the default, one call) */
   int state;           /* b_state's array: the state S or its gradient dS */
   bool store;          /* the chunk's first product into its seed: stores, not adds */
   bool fast;           /* the factored form (decay_split: W, R hold W P_l and R / P) */
@@ -1161,7 +1172,7 @@ struct mm {
                           LLVMValueRef a2, LLVMValueRef b, LLVMValueRef b2);
   void (*epi)(mm *, LLVMValueRef p, LLVMValueRef q, LLVMValueRef acc);
 };
-static mm new_mm(ck *k, int P, int Q, int K) { return (mm){.k = k, .P = P, .Q = Q, .K = K, .skip = -1}; }
+static mm new_mm(ck *k, int P, int Q, int K) { return (mm){.k = k, .P = P, .Q = Q, .K = K}; }
 
 static void run_mm(mm *m) {
   ck *k = m->k;
@@ -1318,6 +1329,86 @@ static void mma_bf16x3(mm *m, int rp, int rq, LLVMValueRef p0, LLVMValueRef q0, 
     }
 }
 
+/* Stacked parts (mm.stacked): row tile i of the block is part
+ * part_of[i / tiles_each]'s, at its local row 16 (i % tiles_each) (the
+ * block starts at row 0). */
+typedef struct stack {
+  int n, tiles_each, part_of[RMAX];
+} stack;
+static LLVMValueRef tile_row(mm *m, const stack *st, LLVMValueRef p0, int i) {
+  if (!st) return add(m->k, p0, i32c(m->k, 16 * i));
+  *(m->by_lin ? &m->lin : &m->upd) = st->part_of[i / st->tiles_each];
+  return i32c(m->k, 16 * (i % st->tiles_each));
+}
+
+/* run_mma's k-loop for one product (a part, or every stacked part) into
+ * the warp's block of rp x rq tiles at rows p0, columns q0. */
+static void mma_steps(mm *m, int rp, int rq, LLVMValueRef p0, LLVMValueRef q0, const stack *st,
+                      LLVMValueRef acc[RMAX][4]) {
+  ck *k = m->k;
+  codegen *cg = k->cg;
+  bool tf32x3 = k->p->tf32x3_sites >> m->site & 1;
+  bool bx3 = k->p->bf16x3 && !tf32x3 && m->K % 16 == 0;
+  bool dp = k->p->f64 && !tf32x3 && !bx3;
+  LLVMTypeRef acc_t = dp ? cg->t_f64 : cg->t_f32;
+  LLVMValueRef g = LLVMBuildLShr(cg->b, k->lane, i32c(k, 2), ""), t = LLVMBuildAnd(cg->b, k->lane, i32c(k, 3), "");
+  cloop lk = loop_open(k, i32c(k, 0), i32c(k, m->K), i32c(k, bx3 ? 16 : 8));
+  /* Unrolled in full: spills, and 7% slower (GLA fw+bw, H100).  A warp
+   * with one or two tiles waits on each step's three dependent mma: a few
+   * steps unrolled overlap them (FRNN_CK_MMA_UNROLL). */
+  lk.unroll = rp * rq > 2 ? 1 : k->lay == &k->p->bw ? k->p->unroll_bwd : k->p->unroll_fwd;
+  LLVMValueRef kk = loop_var(k, &lk), kt = add(k, kk, t), kt4 = add(k, kt, i32c(k, 4)), unused;
+  LLVMValueRef av[RMAX][4], bv[RMAX][2];
+  for (int i = 0; i < rp; i++) {
+    LLVMValueRef r = add(k, tile_row(m, st, p0, i), g), r8 = add(k, r, i32c(k, 8));
+    LLVMValueRef rows[4] = {r, r8, r, r8}, cols[4] = {kt, kt, kt4, kt4};
+    for (int e = 0; e < 4; e++) av[i][e] = m->a(m, rows[e], cols[e], &unused);
+  }
+  for (int j = 0; j < rq; j++) {
+    LLVMValueRef c = add(k, add(k, q0, i32c(k, 8 * j)), g);
+    bv[j][0] = m->b(m, kt, c, &unused);
+    bv[j][1] = m->b(m, kt4, c, &unused);
+  }
+  LLVMValueRef ahi[RMAX][4], alo[RMAX][4], bhi[RMAX][2], blo[RMAX][2];
+  if (bx3) {
+    mma_bf16x3(m, rp, rq, p0, q0, kk, g, t, av, bv, acc);
+  } else if (dp) { /* one float64 product, summed in the mma: exact operands, a float64 sum */
+    for (int i = 0; i < rp; i++)
+      for (int e = 0; e < 4; e++) ahi[i][e] = f64_operand(k, av[i][e], true);
+    for (int j = 0; j < rq; j++) bhi[j][0] = f64_operand(k, bv[j][0], false), bhi[j][1] = f64_operand(k, bv[j][1], false);
+    for (int i = 0; i < rp; i++)
+      for (int j = 0; j < rq; j++) {
+        LLVMValueRef c[4];
+        for (int e = 0; e < 4; e++) c[e] = cg_load(cg, acc_t, acc[i * rq + j][e]);
+        cg_mma_f64(cg, ahi[i], bhi[j], c);
+        for (int e = 0; e < 4; e++) cg_store(cg, c[e], acc[i * rq + j][e]);
+      }
+  } else {
+    for (int i = 0; i < rp; i++)
+      for (int e = 0; e < 4; e++) cg_split_tf32(cg, av[i][e], &ahi[i][e], &alo[i][e]);
+    for (int j = 0; j < rq; j++)
+      for (int e = 0; e < 2; e++) cg_split_tf32(cg, bv[j][e], &bhi[j][e], &blo[j][e]);
+    /* Each step of 8 into a fresh accumulator, then added in float32: the
+     * tensor cores' own additions truncate, and their bias over a long sum
+     * would exceed float32 rounding (Mamba-2's grad A, 1.5e-5 at 128 x 128). */
+    for (int i = 0; i < rp; i++)
+      for (int j = 0; j < rq; j++) {
+        LLVMValueRef c[4], old[4];
+        for (int e = 0; e < 4; e++) old[e] = cg_load(cg, cg->t_f32, acc[i * rq + j][e]), c[e] = fzero(k);
+        if (k->p->tf32) { /* opted out of float32's precision: one product, accumulated in the mma */
+          cg_mma_tf32(cg, ahi[i], bhi[j], old);
+          for (int e = 0; e < 4; e++) cg_store(cg, old[e], acc[i * rq + j][e]);
+          continue;
+        }
+        cg_mma_tf32(cg, alo[i], bhi[j], c); /* the small parts first */
+        cg_mma_tf32(cg, ahi[i], blo[j], c);
+        cg_mma_tf32(cg, ahi[i], bhi[j], c);
+        for (int e = 0; e < 4; e++) cg_store(cg, cg_fadd(cg, old[e], c[e]), acc[i * rq + j][e]);
+      }
+  }
+  loop_close(k, &lk);
+}
+
 static void run_mma(mm *m) {
   ck *k = m->k;
   codegen *cg = k->cg;
@@ -1332,6 +1423,14 @@ static void run_mma(mm *m) {
   int cap = k->tiles, rp = 1, rq = 1;
   int big = k->lay == &k->p->fw ? k->p->mma_big_fwd : k->p->mma_big;
   if (big > cap && tp * tq >= 2 * warps * big) cap = big;
+  stack st = {0};
+  for (int part = 0; part < (m->stacked ? m->parts : 0); part++)
+    if (!(m->skip >> part & 1)) st.part_of[st.n++] = part;
+  if (st.n) { /* every part's rows in one block (run_mm_probe: they fit), then two columns
+                 of tiles where the warps still get a block each */
+    st.tiles_each = tp, tp *= st.n, rp = tp;
+    cap = cap > 2 * rp ? cap : 2 * rp;
+  }
   for (;;) {
     if (rp * rq * 2 > cap) break;
     if (rq >= 4 && rq > rp && tp % (2 * rp) == 0 && (tp / (2 * rp)) * (tq / rq) >= warps) rp *= 2;
@@ -1364,70 +1463,17 @@ static void run_mma(mm *m) {
     for (int e = 0; e < 4; e++) cg_store(cg, zero, acc[i][e]);
   /* Several products summed (parts): each one's k-loop into the same accumulators. */
   for (int part = 0; part < (m->parts > 1 ? m->parts : 1); part++) {
-    if (m->parts > 1 && part == m->skip) continue;
+    if (m->parts > 1 && m->skip >> part & 1) continue;
     if (m->parts > 1) *(m->by_lin ? &m->lin : &m->upd) = part;
-    cloop lk = loop_open(k, i32c(k, 0), i32c(k, m->K), i32c(k, bx3 ? 16 : 8));
-    /* Unrolled in full: spills, and 7% slower (GLA fw+bw, H100).  A warp
-     * with one or two tiles waits on each step's three dependent mma: a few
-     * steps unrolled overlap them (FRNN_CK_MMA_UNROLL). */
-    lk.unroll = rp * rq > 2 ? 1 : k->lay == &k->p->bw ? k->p->unroll_bwd : k->p->unroll_fwd;
-    LLVMValueRef kk = loop_var(k, &lk), kt = add(k, kk, t), kt4 = add(k, kt, i32c(k, 4)), unused;
-    LLVMValueRef av[RMAX][4], bv[RMAX][2];
-    for (int i = 0; i < rp; i++) {
-      LLVMValueRef r = add(k, add(k, p0, i32c(k, 16 * i)), g), r8 = add(k, r, i32c(k, 8));
-      LLVMValueRef rows[4] = {r, r8, r, r8}, cols[4] = {kt, kt, kt4, kt4};
-      for (int e = 0; e < 4; e++) av[i][e] = m->a(m, rows[e], cols[e], &unused);
-    }
-    for (int j = 0; j < rq; j++) {
-      LLVMValueRef c = add(k, add(k, q0, i32c(k, 8 * j)), g);
-      bv[j][0] = m->b(m, kt, c, &unused);
-      bv[j][1] = m->b(m, kt4, c, &unused);
-    }
-    LLVMValueRef ahi[RMAX][4], alo[RMAX][4], bhi[RMAX][2], blo[RMAX][2];
-    if (bx3) {
-      mma_bf16x3(m, rp, rq, p0, q0, kk, g, t, av, bv, acc);
-    } else if (dp) { /* one float64 product, summed in the mma: exact operands, a float64 sum */
-      for (int i = 0; i < rp; i++)
-        for (int e = 0; e < 4; e++) ahi[i][e] = f64_operand(k, av[i][e], true);
-      for (int j = 0; j < rq; j++) bhi[j][0] = f64_operand(k, bv[j][0], false), bhi[j][1] = f64_operand(k, bv[j][1], false);
-      for (int i = 0; i < rp; i++)
-        for (int j = 0; j < rq; j++) {
-          LLVMValueRef c[4];
-          for (int e = 0; e < 4; e++) c[e] = cg_load(cg, acc_t, acc[i * rq + j][e]);
-          cg_mma_f64(cg, ahi[i], bhi[j], c);
-          for (int e = 0; e < 4; e++) cg_store(cg, c[e], acc[i * rq + j][e]);
-        }
-    } else {
-      for (int i = 0; i < rp; i++)
-        for (int e = 0; e < 4; e++) cg_split_tf32(cg, av[i][e], &ahi[i][e], &alo[i][e]);
-      for (int j = 0; j < rq; j++)
-        for (int e = 0; e < 2; e++) cg_split_tf32(cg, bv[j][e], &bhi[j][e], &blo[j][e]);
-      /* Each step of 8 into a fresh accumulator, then added in float32: the
-       * tensor cores' own additions truncate, and their bias over a long sum
-       * would exceed float32 rounding (Mamba-2's grad A, 1.5e-5 at 128 x 128). */
-      for (int i = 0; i < rp; i++)
-        for (int j = 0; j < rq; j++) {
-          LLVMValueRef c[4], old[4];
-          for (int e = 0; e < 4; e++) old[e] = cg_load(cg, cg->t_f32, acc[i * rq + j][e]), c[e] = fzero(k);
-          if (k->p->tf32) { /* opted out of float32's precision: one product, accumulated in the mma */
-            cg_mma_tf32(cg, ahi[i], bhi[j], old);
-            for (int e = 0; e < 4; e++) cg_store(cg, old[e], acc[i * rq + j][e]);
-            continue;
-          }
-          cg_mma_tf32(cg, alo[i], bhi[j], c); /* the small parts first */
-          cg_mma_tf32(cg, ahi[i], blo[j], c);
-          cg_mma_tf32(cg, ahi[i], bhi[j], c);
-          for (int e = 0; e < 4; e++) cg_store(cg, cg_fadd(cg, old[e], c[e]), acc[i * rq + j][e]);
-        }
-    }
-    loop_close(k, &lk);
+    mma_steps(m, rp, rq, p0, q0, st.n ? &st : NULL, acc);
+    if (st.n) break; /* (all of them at once) */
   }
   LLVMValueRef t2 = mul(k, t, i32c(k, 2));
   bool scaled = k->p->cvt == CK_CVT_INT_A; /* by 2^-896 (f64_scaled) */
   for (int i = 0; i < rp; i++)
     for (int j = 0; j < rq; j++)
       for (int e = 0; e < 4; e++) {
-        LLVMValueRef r = add(k, add(k, p0, i32c(k, 16 * i + (e >= 2 ? 8 : 0))), g);
+        LLVMValueRef r = add(k, add(k, tile_row(m, st.n ? &st : NULL, p0, i), i32c(k, e >= 2 ? 8 : 0)), g);
         LLVMValueRef c = add(k, add(k, q0, i32c(k, 8 * j + (e & 1))), t2);
         LLVMValueRef sum = cg_load(cg, acc_t, acc[i * rq + j][e]);
         if (dp && scaled) sum = LLVMBuildFMul(cg->b, sum, LLVMConstReal(cg->t_f64, ldexp(1.0, 896)), "");
@@ -1438,6 +1484,11 @@ static void run_mma(mm *m) {
 
 /* A timing probe (FRNN_CK_SKIP: a bit mask of product sites to leave out;
  * results are then wrong): where the kernels' time goes, measured. */
+/* FRNN_CK_STACK=0: stacked parts (mm.stacked) as a product each. */
+static bool stacks(void) {
+  const char *env = getenv("FRNN_CK_STACK");
+  return !(env && strcmp(env, "0") == 0);
+}
 static bool probe_skips(int site) {
   const char *env = getenv("FRNN_CK_SKIP");
   return env && (strtoul(env, NULL, 0) >> site & 1);
@@ -1445,6 +1496,20 @@ static bool probe_skips(int site) {
 static void run_mm_probe(mm *m, int site) {
   if (probe_skips(site)) return;
   m->site = site;
+  if (m->stacked) {
+    int n = 0;
+    for (int part = 0; part < m->parts; part++) n += !(m->skip >> part & 1);
+    if (n == 1 || !mma_fits(m) || n * m->P / 16 > 4 || !stacks()) { /* a product each (independent: no barriers) */
+      mm one = *m;
+      one.parts = 1, one.stacked = false;
+      for (int part = 0; part < m->parts; part++) {
+        if (m->skip >> part & 1) continue;
+        *(one.by_lin ? &one.lin : &one.upd) = part;
+        run_mm_probe(&one, site);
+      }
+      return;
+    }
+  }
   if (mma_fits(m)) {
     run_mma(m);
     return;
@@ -1457,7 +1522,7 @@ static void run_mm_probe(mm *m, int site) {
   one.parts = 1;
   bool ran = false;
   for (int part = 0; part < m->parts; part++) {
-    if (part == m->skip) continue;
+    if (m->skip >> part & 1) continue;
     *(one.by_lin ? &one.lin : &one.upd) = part;
     one.first = m->first && !ran;
     one.store = m->store && !ran; /* the first part stores, the others add after a barrier */
@@ -1551,6 +1616,13 @@ static int att_arr(ck *k, int q, int a) {
 static int ag_arr(ck *k, int q, int a) {
   return k->lay->Ag + (keeps_all_pairs(k->p, true) ? (q * k->g->n_upd + a) * k->p->L * k->p->sl : 0);
 }
+/* The merged update's scalar s at step u of the chunk (merge_of). */
+static LLVMValueRef merge_scalar(ck *k, LLVMValueRef u) {
+  memo_clear(k->e);
+  LLVMValueRef sc = product(k->e, &k->merge_s, k->merge_sign, u, clamp_t(k, u), NULL, NULL);
+  memo_clear(k->e);
+  return sc;
+}
 static void epi_A(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef acc) {
   ck *k = m->k;
   /* a scalar decay: the ratio is the same for every column, so it scales
@@ -1558,6 +1630,8 @@ static void epi_A(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef acc) {
   if (plain(k, m->fast)) acc = cg_select(k->cg, causal(k, m->lin, u, v), acc, fzero(k));
   else if (k->p->nd == 1) acc = cg_fmul(k->cg, acc, ratio(k, m->lin, u, v, NULL));
   sh_st(k, att_arr(k, m->lin, m->upd), at2(k, u, k->p->sl, v), acc);
+  if (k->merge_pairs && m->upd == k->merge_into) /* b = s r: A_qb = A_qr diag(s) */
+    sh_st(k, att_arr(k, m->lin, k->g->rank_upd), at2(k, u, k->p->sl, v), cg_fmul(k->cg, acc, merge_scalar(k, v)));
 }
 
 /* Y[u][m] += o(u, m) * acc (the forward's outputs). */
@@ -1805,12 +1879,11 @@ static LLVMValueRef op_XT(mm *m, LLVMValueRef v, LLVMValueRef i, LLVMValueRef *e
 static void epi_XT_set(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
   sh_st(m->k, m->k->lay->XT, at2(m->k, u, m->k->p->sm, i), acc);
 }
-/* The merged update's scalar s at step u of the chunk (merge_of). */
-static LLVMValueRef merge_scalar(ck *k, LLVMValueRef u) {
-  memo_clear(k->e);
-  LLVMValueRef sc = product(k->e, &k->merge_s, k->merge_sign, u, clamp_t(k, u), NULL, NULL);
-  memo_clear(k->e);
-  return sc;
+/* The forward's products through S, stacked: the outputs' parts, or the
+ * solve's right side. */
+static void epi_Y_or_XT(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
+  if (m->k->g->lin_rank[m->lin] >= 0) epi_XT_set(m, u, i, acc);
+  else epi_Y(m, u, i, acc);
 }
 /* Merged (the backward's rank_gradient): acc = sum_n dS[i][n] r~[u][n] is
  * both the dS part of the merged update's column gradient (stored: the
@@ -1869,14 +1942,14 @@ static void attention_gradient(ck *k, int q, int a) {
 }
 
 /* The product of lin q's attention matrices with the columns of every
- * update but `skip` (-1: none) into one accumulator, then epi_Y (a lin's
- * outputs, or the rank-one term's right side); nothing where there is no
- * such update. */
-static void through_updates(ck *k, int q, int skip, int site) {
+ * update not in `skip` (a bit each) into one accumulator, then epi_Y (a
+ * lin's outputs, or the rank-one term's right side); nothing where there
+ * is no such update. */
+static void through_updates(ck *k, int q, unsigned skip, int site) {
   const ck_plan *p = k->p;
   int n = 0, only = -1;
   for (int a = 0; a < k->g->n_upd; a++)
-    if (a != skip) n++, only = a;
+    if (!(skip >> a & 1)) n++, only = a;
   if (n == 0) return;
   mm m = new_mm(k, p->L, p->Mp, p->L);
   m.lin = q, m.upd = only, m.a = a_A, m.b = op_C, m.epi = epi_Y;
@@ -1907,10 +1980,10 @@ static void rank_gradient(ck *k) {
   int first_out = 0;
   while (first_out < g->n_lin && g->lin_rank[first_out] >= 0) first_out++;
   for (int q = 0; q < g->n_lin; q++)
-    if (g->lin_rank[q] < 0 && (all || q == first_out)) attention_pair(k, q, x, 16);
+    if (g->lin_rank[q] < 0 && (all || q == first_out) && !k->merge_pairs) attention_pair(k, q, x, 16);
   for (int q = 0; q < (all ? g->n_lin : 0); q++)
     for (int a = 0; a < g->n_upd; a++)
-      if (a != x || g->lin_rank[q] >= 0) attention_pair(k, q, a, 4);
+      if ((a != x || g->lin_rank[q] >= 0) && !(k->merge_pairs && a == x)) attention_pair(k, q, a, 4);
   cg_barrier(k->cg);
   for (int q = 0; q < g->n_lin; q++) {
     if (g->lin_rank[q] >= 0) continue;
@@ -2183,7 +2256,7 @@ static void end_state(ck *k) {
     if (a) cg_barrier(k->cg);
     mm m = new_mm(k, p->Mp, p->Np, p->L);
     m.parts = p->sum_parts ? k->g->n_upd : 1, m.upd = a, m.first = a == 0;
-    if (k->merge_into >= 0) m.skip = k->g->rank_upd; /* in merge_into's column (epi_X) */
+    if (k->merge_into >= 0) m.skip = 1u << k->g->rank_upd; /* in merge_into's column (epi_X) */
     m.a = op_C_t, m.b = b_R_to_end, m.epi = epi_S;
     run_both(&m, 3);
   }
@@ -2194,16 +2267,26 @@ static void end_state(ck *k) {
  * scalars split_update puts in the column), x b^T + c r^T = (c + s x) r^T:
  * the forward's end state takes that update's column plus s X, one product
  * over L steps instead of two (epi_X, end_state), and the backward's dS
- * parts of both columns' gradients are one product (epi_XT_merged).  The
- * pairs' products and the rows' gradients stay per update: the chain needs
- * b's own (design-chunked.md, eighteenth session).  Sets k->merge_into (-1:
- * none), merge_s and merge_sign.  Not with a column decay (its ratios ride
- * on the columns), nor FRNN_CK_MERGE=0. */
+ * parts of both columns' gradients are one product (epi_XT_merged).
+ * Where every pair's matrix has an array of its own, the pairs against b
+ * too (merge_pairs): A_qb = A_qr diag(s) is stored beside A_qr (epi_A), not
+ * formed; the forward's outputs take A_qr (C + s X), one product after the
+ * solve instead of A_qr C before it and A_qb X after (H100 fw ms: delta
+ * rule 1.33 -> 1.25, gated 1.48 -> 1.42).  Measured, not kept: the
+ * backward's A_qb^T G_q, the outputs' part of dX, as s times A_qr^T G_q,
+ * the outputs' part of the merged column's gradient, one product for both:
+ * its atomic adds into that seed in a phase of their own cost more than
+ * the product saved (delta rule fw+bw 4.73 -> 4.87 ms).  The rows'
+ * gradients stay per update: the chain needs b's own (design-chunked.md,
+ * eighteenth session).  Sets k->merge_into (-1: none), merge_s, merge_sign
+ * and merge_pairs.  Not with a column decay (its ratios ride on the
+ * columns); FRNN_CK_MERGE=0: none, 1: the columns only (the eighteenth
+ * session's). */
 static void merge_of(ck *k) {
   const chunk_gpu *g = k->g;
   const frnn_step *s = k->s;
   const char *env = getenv("FRNN_CK_MERGE");
-  k->merge_into = -1;
+  k->merge_into = -1, k->merge_pairs = false;
   int xr = g->rank_upd;
   if (xr < 0 || k->p->col || (env && strcmp(env, "0") == 0)) return;
   const chunk_product *b = &g->upd_row[xr];
@@ -2228,6 +2311,7 @@ static void merge_of(ck *k) {
     }
     if (!ok) continue;
     k->merge_into = a, k->merge_s = sc, k->merge_sign = g->upd_row_sign[xr] / g->upd_row_sign[a];
+    k->merge_pairs = !(env && strcmp(env, "1") == 0) && keeps_all_pairs(k->p, k->lay == &k->p->bw);
     return;
   }
 }
@@ -2308,10 +2392,11 @@ static void lower_ck_fwd(ck *k) {
    *      state's parts: Q~ S_0^T into the outputs Y, and (a rank-one term)
    *      A~ S_0^T, the right side of its solve, into XT;
    *   2. the outputs through the updates' columns (all, or all but the
-   *      rank-one's); the rank-one term's G_ar C into XT beside its
-   *      inverse TI (L threads);
-   *   3. the rank-one columns X = TI XT;
-   *   4. the outputs through X, beside the state at the chunk's end;
+   *      rank-one's, and merged all but the merged update's too); the
+   *      rank-one term's G_ar C into XT beside its inverse TI (L threads);
+   *   3. the rank-one columns X = TI XT (merged: C + s X, epi_X);
+   *   4. the outputs through X (merged: through C + s X), beside the state
+   *      at the chunk's end;
    *   5. the outputs stored (without a rank-one term, beside the end
    *      state: the stores' evaluation of the terms independent of S,
    *      RWKV-6's bonus or Mamba-2's D x, then overlaps its product; alone
@@ -2323,31 +2408,49 @@ static void lower_ck_fwd(ck *k) {
   int qr = g->rank_lin, xr = g->rank_upd;
   bool solve = qr >= 0;
   k->rot = 0;
+  /* With a solve, the lins' products through S stacked (S's fragments
+   * loaded once for all: epi_Y_or_XT; the solve's part then at site 0),
+   * the solve's alone in a recompute (no outputs). */
   LLVMBasicBlockRef no_outputs = if_open(k, outputs);
+  if (solve) {
+    mm m = new_mm(k, p->L, p->Mp, p->Np);
+    m.parts = g->n_lin, m.by_lin = true, m.stacked = true, m.lin = 0;
+    m.a = op_W_decayed, m.b = b_state_t, m.state = k->lay->S, m.epi = epi_Y_or_XT;
+    run_both(&m, 0);
+  }
   for (int q = 0; q < g->n_lin; q++) {
     if (g->lin_rank[q] >= 0) continue;
-    mm m = new_mm(k, p->L, p->Mp, p->Np);
-    m.lin = q, m.a = op_W_decayed, m.b = b_state_t, m.state = k->lay->S, m.epi = epi_Y;
-    run_both(&m, 0);
-    for (int a = 0; a < g->n_upd; a++) attention_pair(k, q, a, 1);
+    if (!solve) {
+      mm m = new_mm(k, p->L, p->Mp, p->Np);
+      m.lin = q, m.a = op_W_decayed, m.b = b_state_t, m.state = k->lay->S, m.epi = epi_Y;
+      run_both(&m, 0);
+    }
+    for (int a = 0; a < g->n_upd; a++)
+      if (!k->merge_pairs || a != xr) attention_pair(k, q, a, 1); /* (else epi_A stores it) */
   }
   if_close(k, no_outputs);
   memo_clear(k->e); /* values made under the branch do not dominate what follows */
   if (solve) {
+    LLVMBasicBlockRef recompute = if_open(k, LLVMBuildNot(cg->b, outputs, ""));
     mm m = new_mm(k, p->L, p->Mp, p->Np);
     m.lin = qr, m.a = op_W_decayed, m.b = b_state_t, m.state = k->lay->S, m.epi = epi_XT_set;
     run_both(&m, 15);
-    for (int a = 0; a < g->n_upd; a++) attention_pair(k, qr, a, 16);
+    if_close(k, recompute);
+    memo_clear(k->e);
+    for (int a = 0; a < g->n_upd; a++)
+      if (!k->merge_pairs || a != xr) attention_pair(k, qr, a, 16);
   }
   cg_barrier(cg);
   /* 2 */
   if (solve) {
     invert_unit_lower(k);
-    through_updates(k, qr, xr, 17);
+    through_updates(k, qr, 1u << xr, 17);
   }
   no_outputs = if_open(k, outputs);
+  /* (merged: the merged update's part after the solve, through C + s X) */
+  unsigned later = solve ? 1u << xr | (k->merge_pairs ? 1u << k->merge_into : 0) : 0;
   for (int q = 0; q < g->n_lin; q++)
-    if (g->lin_rank[q] < 0) through_updates(k, q, xr, 2);
+    if (g->lin_rank[q] < 0) through_updates(k, q, later, 2);
   if_close(k, no_outputs);
   memo_clear(k->e);
   cg_barrier(cg);
@@ -2365,7 +2468,7 @@ static void lower_ck_fwd(ck *k) {
     for (int q = 0; q < g->n_lin; q++) {
       if (g->lin_rank[q] >= 0) continue;
       m = new_mm(k, p->L, p->Mp, p->L);
-      m.lin = q, m.upd = xr, m.a = a_A, m.b = op_C, m.epi = epi_Y;
+      m.lin = q, m.upd = k->merge_pairs ? k->merge_into : xr, m.a = a_A, m.b = op_C, m.epi = epi_Y;
       run_mm_probe(&m, 2);
     }
     if_close(k, no_outputs);
@@ -2973,13 +3076,18 @@ static void lower_ck_bwd(ck *k) {
     cg_barrier(cg);
   }
   /* Through the carried state S_0 and the gradient after the chunk: each
-   * product adds to its own seed, reading S, dS and the term arrays. */
-  for (int q = 0; q < g->n_lin; q++) {
+   * product adds to its own seed, reading S, dS and the term arrays.  The
+   * lins' products through S stacked (S's fragments loaded once for all),
+   * as the updates' through dS below. */
+  if (g->n_lin > 0) {
     mm m = new_mm(k, p->L, p->Np, p->Mp);
-    m.lin = q, m.a = op_G, m.b = b_state, m.state = k->lay->S, m.epi = epi_dW_state, m.spread = true;
+    m.parts = g->n_lin, m.by_lin = true, m.stacked = true, m.lin = 0;
+    m.a = op_G, m.b = b_state, m.state = k->lay->S, m.epi = epi_dW_state, m.spread = true;
     run_mm_probe(&m, 10);
+  }
+  for (int q = 0; q < g->n_lin; q++) {
     if (g->seed_o[q] >= 0) {
-      m = new_mm(k, p->L, p->Mp, p->Np);
+      mm m = new_mm(k, p->L, p->Mp, p->Np);
       m.lin = q, m.a = op_W_decayed, m.b = b_state_t, m.state = k->lay->S, m.epi = epi_Xw, m.spread = true;
       run_both(&m, 11);
     }
@@ -2990,9 +3098,11 @@ static void lower_ck_bwd(ck *k) {
       m.upd = a, m.a = a_R_to_end, m.b = b_state_t, m.state = k->lay->dS, m.epi = epi_dC, m.spread = true;
       run_both(&m, 12);
     }
-    m = new_mm(k, p->L, p->Np, p->Mp);
-    m.upd = a, m.a = p->col ? op_C_to_end : op_C, m.b = b_state, m.state = k->lay->dS, m.epi = epi_dR_end;
-    m.spread = true;
+  }
+  if (g->n_upd > 0) {
+    mm m = new_mm(k, p->L, p->Np, p->Mp);
+    m.parts = g->n_upd, m.stacked = true, m.upd = 0;
+    m.a = p->col ? op_C_to_end : op_C, m.b = b_state, m.state = k->lay->dS, m.epi = epi_dR_end, m.spread = true;
     run_mm_probe(&m, 13);
   }
   cg_barrier(cg); /* dS is overwritten below */
