@@ -1283,6 +1283,20 @@ static LLVMValueRef f64_operand(ck *k, LLVMValueRef x, bool a_side) {
   return f64(k, x);
 }
 
+enum { RMAX = 8 }; /* tiles a warp's block holds at most */
+
+/* Stacked parts (mm.stacked): row tile i of the block is part
+ * part_of[i / tiles_each]'s, at its local row 16 (i % tiles_each) (the
+ * block starts at row 0). */
+typedef struct stack {
+  int n, tiles_each, part_of[RMAX];
+} stack;
+static LLVMValueRef tile_row(mm *m, const stack *st, LLVMValueRef p0, int i) {
+  if (!st) return add(m->k, p0, i32c(m->k, 16 * i));
+  *(m->by_lin ? &m->lin : &m->upd) = st->part_of[i / st->tiles_each];
+  return i32c(m->k, 16 * (i % st->tiles_each));
+}
+
 /* One k-step of 16 of a block of rp x rq tiles in three bfloat16 parts
  * (ck_plan.bf16x3): av and bv hold the fragments of the k-step's first 8 (as
  * the float64 and TF32 forms load them), the second 8 loaded here.  The
@@ -1292,16 +1306,15 @@ static LLVMValueRef f64_operand(ck *k, LLVMValueRef x, bool a_side) {
  * lo hi, hi lo, mid mid, mid hi, hi mid, hi hi (mid lo and below, under
  * 2^-24 of the product, are dropped); fewer where ck_plan.bf16_parts, a
  * probe, takes an operand's first parts alone. */
-enum { RMAX = 8 };
-static void mma_bf16x3(mm *m, int rp, int rq, LLVMValueRef p0, LLVMValueRef q0, LLVMValueRef kk, LLVMValueRef g,
-                       LLVMValueRef t, LLVMValueRef av[][4], LLVMValueRef bv[][2], LLVMValueRef acc[][4]) {
+static void mma_bf16x3(mm *m, int rp, int rq, LLVMValueRef p0, LLVMValueRef q0, const stack *st, LLVMValueRef kk,
+                       LLVMValueRef g, LLVMValueRef t, LLVMValueRef av[][4], LLVMValueRef bv[][2], LLVMValueRef acc[][4]) {
   ck *k = m->k;
   codegen *cg = k->cg;
   LLVMValueRef unused, kt = add(k, add(k, kk, t), i32c(k, 8)), kt4 = add(k, kt, i32c(k, 4));
   LLVMValueRef a[RMAX][3][4], b[RMAX][3][2]; /* [tile row or column][part][register] */
   int pa = k->p->bf16_parts[0], pb = k->p->bf16_parts[1];
   for (int i = 0; i < rp; i++) {
-    LLVMValueRef r = add(k, add(k, p0, i32c(k, 16 * i)), g), r8 = add(k, r, i32c(k, 8)), part[3];
+    LLVMValueRef r = add(k, tile_row(m, st, p0, i), g), r8 = add(k, r, i32c(k, 8)), part[3];
     LLVMValueRef hi_k[4] = {m->a(m, r, kt, &unused), m->a(m, r8, kt, &unused), m->a(m, r, kt4, &unused),
                             m->a(m, r8, kt4, &unused)};
     LLVMValueRef pairs[4][2] = {{av[i][0], av[i][2]}, {av[i][1], av[i][3]}, {hi_k[0], hi_k[2]}, {hi_k[1], hi_k[3]}};
@@ -1327,18 +1340,6 @@ static void mma_bf16x3(mm *m, int rp, int rq, LLVMValueRef p0, LLVMValueRef q0, 
         if (order[o][0] < pa && order[o][1] < pb) cg_mma_bf16(cg, a[i][order[o][0]], b[j][order[o][1]], c);
       for (int e = 0; e < 4; e++) cg_store(cg, c[e], acc[i * rq + j][e]);
     }
-}
-
-/* Stacked parts (mm.stacked): row tile i of the block is part
- * part_of[i / tiles_each]'s, at its local row 16 (i % tiles_each) (the
- * block starts at row 0). */
-typedef struct stack {
-  int n, tiles_each, part_of[RMAX];
-} stack;
-static LLVMValueRef tile_row(mm *m, const stack *st, LLVMValueRef p0, int i) {
-  if (!st) return add(m->k, p0, i32c(m->k, 16 * i));
-  *(m->by_lin ? &m->lin : &m->upd) = st->part_of[i / st->tiles_each];
-  return i32c(m->k, 16 * (i % st->tiles_each));
 }
 
 /* run_mma's k-loop for one product (a part, or every stacked part) into
@@ -1371,7 +1372,7 @@ static void mma_steps(mm *m, int rp, int rq, LLVMValueRef p0, LLVMValueRef q0, c
   }
   LLVMValueRef ahi[RMAX][4], alo[RMAX][4], bhi[RMAX][2], blo[RMAX][2];
   if (bx3) {
-    mma_bf16x3(m, rp, rq, p0, q0, kk, g, t, av, bv, acc);
+    mma_bf16x3(m, rp, rq, p0, q0, st, kk, g, t, av, bv, acc);
   } else if (dp) { /* one float64 product, summed in the mma: exact operands, a float64 sum */
     for (int i = 0; i < rp; i++)
       for (int e = 0; e < 4; e++) ahi[i][e] = f64_operand(k, av[i][e], true);
