@@ -1341,6 +1341,7 @@ static void put_term(strbuf *b, const void *arg, int k) {
   case CK_SEED_W: put_product(b, s, &g->lin_w[ix], 1); break;
   case CK_SEED_RA: put_product(b, s, &cf->rank_a[ix], 1); break;
   case CK_SEED_RB: put_product(b, s, &cf->rank_b[ix], cf->rank_sign[ix]); break;
+  case CK_SEED_S: put_product(b, s, &g->merge_s, g->merge_sign); break;
   case CK_SEED_O: {
     const chunk_out_term *ot = &cf->output[g->lin_out[ix]].term[g->lin_term[ix]];
     put_product(b, s, &ot->outer, ot->sign);
@@ -1354,6 +1355,45 @@ static void put_term(strbuf *b, const void *arg, int k) {
         put_product(b, s, &cf->output[ix].term[t].outer, cf->output[ix].term[t].sign);
       }
     break;
+  }
+}
+
+int chunk_merge_level(void) {
+  const char *env = getenv("FRNN_CK_MERGE");
+  return env && *env ? atoi(env) : 2;
+}
+
+/* Where the rank-one term's b is an update's row times scalars of the step
+ * (b = s r): that update (merge_into), s's factors (merge_s) and sign.
+ * Not with a decay along M (its ratios ride on the columns). */
+static void merge_of(const frnn_step *s, chunk_gpu *g) {
+  g->merge_into = -1;
+  int xr = g->rank_upd;
+  if (xr < 0 || g->cf.decay_cls == FRNN_COL || chunk_merge_level() < 1) return;
+  const chunk_product *b = &g->upd_row[xr];
+  for (int a = 0; a < g->n_upd; a++) {
+    if (a == xr || g->upd_rank[a] >= 0) continue;
+    const chunk_product *r = &g->upd_row[a];
+    bool used[CHUNK_MAX_FACTORS] = {false}, ok = true;
+    for (int q = 0; q < r->n && ok; q++) { /* every factor of r is a row's, and one of b's */
+      ok = CLASS_HAS_N(s->nodes[r->node[q]].cls) && !CLASS_HAS_M(s->nodes[r->node[q]].cls);
+      int hit = -1;
+      for (int f = 0; f < b->n && ok && hit < 0; f++)
+        if (!used[f] && b->node[f] == r->node[q] && b->divide[f] == r->divide[q]) hit = f;
+      if (hit < 0) ok = false;
+      else used[hit] = true;
+    }
+    chunk_product sc = {0};
+    for (int f = 0; f < b->n && ok; f++) { /* b's others are scalars */
+      if (used[f]) continue;
+      int cls = s->nodes[b->node[f]].cls;
+      ok = !CLASS_HAS_N(cls) && !CLASS_HAS_M(cls);
+      sc.node[sc.n] = b->node[f], sc.divide[sc.n++] = b->divide[f];
+    }
+    if (!ok) continue;
+    g->merge_into = a, g->merge_s = sc, g->merge_sign = g->upd_row_sign[xr] / g->upd_row_sign[a];
+    g->merge_rows = chunk_merge_level() >= 3;
+    return;
   }
 }
 
@@ -1419,15 +1459,19 @@ frnn_status chunk_gpu_make(frnn_ctx *ctx, const frnn_step *s, chunk_gpu *g) {
     g->upd_col[g->n_upd].n = 0, g->upd_row[g->n_upd] = cf->rank_b[a];
     g->upd_row_sign[g->n_upd] = cf->rank_sign[a], g->upd_rank[g->n_upd++] = a;
   }
+  merge_of(s, g);
   /* The term prologue: z = sum over the term values of sum(sum_m(value *
    * seed)); its adjoint takes the terms' gradients (the seeds) to the inputs.
-   * The decay's term is its logarithm, the sum of the exponents. */
+   * The decay's term is its logarithm, the sum of the exponents.  b merged
+   * out: s's term instead of b's (J_b^T db = J_r^T (s db) + J_s^T (r . db)). */
   g->seed_ld = g->n_ld ? add_seed(g, CK_SEED_LD, 0, cf->decay_cls) : -1; /* a decay of 1: none */
   for (int a = 0; a < g->n_upd; a++) {
     bool rank = g->upd_rank[a] >= 0; /* its column is solved for, not a term */
     g->seed_c[a] = rank ? -1 : add_seed(g, CK_SEED_C, a, FRNN_COL);
-    g->seed_r[a] = add_seed(g, rank ? CK_SEED_RB : CK_SEED_R, rank ? g->upd_rank[a] : a, FRNN_ROW);
+    if (rank && g->merge_rows) g->seed_r[a] = -1;
+    else g->seed_r[a] = add_seed(g, rank ? CK_SEED_RB : CK_SEED_R, rank ? g->upd_rank[a] : a, FRNN_ROW);
   }
+  g->seed_s = g->merge_rows ? add_seed(g, CK_SEED_S, 0, FRNN_SCALAR) : -1;
   for (int k = 0; k < g->n_lin; k++) {
     if (g->lin_rank[k] >= 0) {
       g->seed_w[k] = add_seed(g, CK_SEED_RA, g->lin_rank[k], FRNN_ROW);

@@ -329,8 +329,11 @@ frnn_status chunk_backward_f64(frnn_ctx *ctx, const frnn_step *s, const chunk_fo
  * term's update: its b with the term's sign, CK_SEED_RB, and no column),
  * per output term linear in S its weights w and (if it has factors) its
  * outside factor o (the rank-one term's: its a, CK_SEED_RA), per output its
- * terms independent of S (seeded with that output's gradient). */
-enum { CK_SEED_LD, CK_SEED_C, CK_SEED_R, CK_SEED_W, CK_SEED_O, CK_SEED_IND, CK_SEED_RA, CK_SEED_RB };
+ * terms independent of S (seeded with that output's gradient).  Where the
+ * rank-one b is merged out of the backward (chunk_gpu.merge_rows), b has no
+ * seed: the merged update's row seed takes r's whole gradient (its own plus
+ * s times b's) and one more seed, CK_SEED_S, the scalar s's (r . db). */
+enum { CK_SEED_LD, CK_SEED_C, CK_SEED_R, CK_SEED_W, CK_SEED_O, CK_SEED_IND, CK_SEED_RA, CK_SEED_RB, CK_SEED_S };
 enum { CK_MAX_LIN = FRNN_MAX_PORTS * CHUNK_MAX_TERMS + 1, CK_MAX_UPD = CHUNK_MAX_TERMS + 1 };
 enum { CK_MAX_SEEDS = 1 + 2 * CK_MAX_UPD + 2 * CK_MAX_LIN + FRNN_MAX_PORTS };
 /* The low-rank class (one rank-one term sum(S * a) * b) in the same arrays
@@ -357,14 +360,28 @@ typedef struct chunk_gpu {
   chunk_product lin_w[CK_MAX_LIN];           /* the weights under the sum */
   int lin_rank[CK_MAX_LIN];                  /* -1: an output's term */
   int rank_lin, rank_upd;                    /* the rank-one term's lin and update, or -1 */
+  /* The update whose row r the rank-one b is, times scalars of the step
+   * (b = s r, s = merge_sign * merge_s: the delta rules' -beta k against v
+   * beta k^T), or -1 (none, a decay along M, FRNN_CK_MERGE=0).  merge_rows
+   * (FRNN_CK_MERGE=3, a knob): b's row gradient goes to r's and s's seeds
+   * (CK_SEED_S), and the backward forms no product for b. */
+  int merge_into;
+  chunk_product merge_s;
+  double merge_sign;
+  bool merge_rows;
   int n_seeds, seed_kind[CK_MAX_SEEDS], seed_index[CK_MAX_SEEDS], seed_cls[CK_MAX_SEEDS];
-  int seed_ld, seed_c[CK_MAX_UPD], seed_r[CK_MAX_UPD]; /* -1: no decay (ld), the rank-one update (c) */
+  int seed_ld, seed_c[CK_MAX_UPD], seed_r[CK_MAX_UPD]; /* -1: no decay (ld), the rank-one update (c),
+                                                          b merged out (r) */
+  int seed_s; /* CK_SEED_S, or -1 */
   int seed_w[CK_MAX_LIN], seed_o[CK_MAX_LIN];
   int seed_ind[FRNN_MAX_PORTS]; /* -1: none */
   frnn_step *terms, *terms_adj;
   uint8_t *need;     /* per node of the step: the kernels evaluate it */
   uint8_t *need_adj; /* per node of terms_adj: the chain kernel evaluates it */
 } chunk_gpu;
+/* FRNN_CK_MERGE: 0 none, 1 the columns, 2 (default) and the pairs, 3 and
+ * b's row gradient (chunk_gpu.merge_rows; lower_chunked.c's merge_of). */
+int chunk_merge_level(void);
 /* FRNN_E_UNSUPPORTED, saying why, when the step has no chunked kernels. */
 frnn_status chunk_gpu_make(frnn_ctx *ctx, const frnn_step *s, chunk_gpu *out);
 void chunk_gpu_free(chunk_gpu *g);

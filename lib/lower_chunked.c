@@ -495,8 +495,6 @@ struct ck {
    * the forward adds its column X times merge_sign * merge_s to that one's,
    * the backward forms both columns' dS parts by one product. */
   int merge_into;
-  chunk_product merge_s;
-  double merge_sign;
   /* and (where every pair's matrix has an array of its own) the pairs
    * against b from those against merge_into's row (b = s r: A_qb = A_qr
    * diag(s), stored by epi_A beside A_qr, not formed), and the forward's
@@ -1620,7 +1618,7 @@ static int ag_arr(ck *k, int q, int a) {
 /* The merged update's scalar s at step u of the chunk (merge_of). */
 static LLVMValueRef merge_scalar(ck *k, LLVMValueRef u) {
   memo_clear(k->e);
-  LLVMValueRef sc = product(k->e, &k->merge_s, k->merge_sign, u, clamp_t(k, u), NULL, NULL);
+  LLVMValueRef sc = product(k->e, &k->g->merge_s, k->g->merge_sign, u, clamp_t(k, u), NULL, NULL);
   memo_clear(k->e);
   return sc;
 }
@@ -1792,6 +1790,7 @@ static LLVMValueRef comb_dR(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef 
 }
 static void epi_dR(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef acc) {
   ck *k = m->k;
+  if (k->g->seed_r[m->upd] < 0) return; /* (b merged out: never run for it) */
   if (m->fast) /* sum Ag (W P_l), over P_v */
     acc = cg_fmul(k->cg, acc, fexp(k, cg_fneg(k->cg, bx(k, add(k, v, i32c(k, 1)), n))));
   seed_add(k, k->g->seed_r[m->upd], v, n, acc, m->store);
@@ -1816,6 +1815,7 @@ static LLVMValueRef a_R_to_end(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueR
 /* dR[v][n] += P_last[n] / P_v[n] sum_i C[v][i] dS[i][n] */
 static void epi_dR_end(mm *m, LLVMValueRef v, LLVMValueRef n, LLVMValueRef acc) {
   ck *k = m->k;
+  if (k->g->seed_r[m->upd] < 0) return; /* (b merged out: never run for it) */
   if (!plain(k, false)) { /* a column decay's ratio is in its operand (op_C_to_end) */
     LLVMValueRef d = cg_fsub(k->cg, bx(k, lastrow(k), n), bx(k, add(k, v, i32c(k, 1)), n));
     acc = cg_fmul(k->cg, acc, fexp(k, d));
@@ -1958,6 +1958,44 @@ static void through_updates(ck *k, int q, unsigned skip, int site) {
   run_mm_probe(&m, site);
 }
 
+/* b merged out of the backward (chunk_gpu.merge_rows): the merged
+ * update's column array becomes C' = C + s X (the forward's merged column)
+ * once X is copied in.  The products through it then give r's whole
+ * gradient, its own and s times b's: dR through dS (C'^T dS) and through
+ * the pairs (Ag' = [causal] G C'^T, which also serves dW and X w), and
+ * none is formed for b. */
+static void merge_rows_column(ck *k) {
+  const ck_plan *p = k->p;
+  int c = k->lay->C[k->merge_into], x = k->lay->C[k->g->rank_upd];
+  elems r = elems_open(k, p->L * p->Mp, p->Mp);
+  LLVMValueRef at = at2(k, r.u, p->sm, r.x);
+  sh_st(k, c, at, cg_fma(k->cg, merge_scalar(k, r.u), sh_ld(k, x, at), sh_ld(k, c, at)));
+  elems_close(k, &r);
+}
+/* ... and s's seed: sum_n r_v[n] db_v[n] = sum_i X[v][i] dC[v][i], X's dot
+ * with the merged update's whole column gradient (through dS and every
+ * pair, the rank-one lin's too: complete by now), no product.  Slot n of
+ * the seed's row takes this block's rows i = n, n + N, ...; the chain sums
+ * the slots and the blocks' parts (reduce_n, as a scalar decay's). */
+static void merged_scalar_seed(ck *k) {
+  const ck_plan *p = k->p;
+  const chunk_gpu *g = k->g;
+  codegen *cg = k->cg;
+  int x = k->lay->C[g->rank_upd], dc = g->seed_c[k->merge_into];
+  elems r = elems_open(k, (int)(p->L * p->N), (int)p->N);
+  LLVMValueRef t = clamp_t(k, r.u), acc = fzero(k);
+  for (int64_t i0 = 0; i0 < p->Mp; i0 += p->N) {
+    LLVMValueRef i = add(k, r.x, i32c(k, (int)i0));
+    LLVMValueRef in_block = slt(k, i, i32c(k, (int)p->Mp));
+    LLVMValueRef ok = and1(k, in_block, row_ok(k, cg_select(cg, in_block, i, i32c(k, 0))));
+    LLVMValueRef ic = cg_select(cg, ok, i, i32c(k, 0));
+    LLVMValueRef d = cg_load(cg, cg->t_f32, cg_gep(cg, cg->t_f32, k->seed_ptr[dc], seed_index(k, i64c(k, 0), t, grow(k, ic), p->M)));
+    acc = cg_select(cg, ok, cg_fma(cg, sh_ld(k, x, at2(k, r.u, p->sm, ic)), d, acc), acc);
+  }
+  seed_add(k, g->seed_s, r.u, r.x, acc, !p->fused);
+  elems_close(k, &r);
+}
+
 /* dH into the rank-one lin's gradient array: what reaches X from the
  * outputs (through the attention matrices, transposed) and from the
  * gradient after the chunk (dS, through b~ carried to the end), then the
@@ -1997,6 +2035,7 @@ static void rank_gradient(ck *k) {
   m = new_mm(k, p->L, p->Mp, p->L);
   m.a = a_TI_t, m.b = op_XT, m.epi = epi_dH;
   run_mm_probe(&m, 18);
+  if (g->merge_rows) merge_rows_column(k); /* (X is in: its copy was waited for before) */
   cg_barrier(k->cg);
 }
 
@@ -2265,56 +2304,26 @@ static void end_state(ck *k) {
 
 /* Where the rank-one term's b is an update's row times scalars of the
  * step (b = s r: the delta rules' -beta k against v beta k^T, whose
- * scalars split_update puts in the column), x b^T + c r^T = (c + s x) r^T:
- * the forward's end state takes that update's column plus s X, one product
- * over L steps instead of two (epi_X, end_state), and the backward's dS
- * parts of both columns' gradients are one product (epi_XT_merged).
- * Where every pair's matrix has an array of its own, the pairs against b
- * too (merge_pairs): A_qb = A_qr diag(s) is stored beside A_qr (epi_A), not
- * formed; the forward's outputs take A_qr (C + s X), one product after the
- * solve instead of A_qr C before it and A_qb X after (H100 fw ms: delta
- * rule 1.33 -> 1.25, gated 1.48 -> 1.42).  Measured, not kept: the
- * backward's A_qb^T G_q, the outputs' part of dX, as s times A_qr^T G_q,
- * the outputs' part of the merged column's gradient, one product for both:
- * its atomic adds into that seed in a phase of their own cost more than
- * the product saved (delta rule fw+bw 4.73 -> 4.87 ms).  The rows'
- * gradients stay per update: the chain needs b's own (design-chunked.md,
- * eighteenth session).  Sets k->merge_into (-1: none), merge_s, merge_sign
- * and merge_pairs.  Not with a column decay (its ratios ride on the
- * columns); FRNN_CK_MERGE=0: none, 1: the columns only (the eighteenth
- * session's). */
+ * scalars split_update puts in the column; chunk_gpu.merge_into),
+ * x b^T + c r^T = (c + s x) r^T: the forward's end state takes that
+ * update's column plus s X, one product over L steps instead of two
+ * (epi_X, end_state), and the backward's dS parts of both columns'
+ * gradients are one product (epi_XT_merged).  Where every pair's matrix
+ * has an array of its own, the pairs against b too (merge_pairs): A_qb =
+ * A_qr diag(s) is stored beside A_qr (epi_A), not formed; the forward's
+ * outputs take A_qr (C + s X), one product after the solve instead of A_qr
+ * C before it and A_qb X after (H100 fw ms: delta rule 1.33 -> 1.25, gated
+ * 1.48 -> 1.42).  Measured, not kept: the backward's A_qb^T G_q, the
+ * outputs' part of dX, as s times A_qr^T G_q, the outputs' part of the
+ * merged column's gradient, one product for both: its atomic adds into
+ * that seed in a phase of their own cost more than the product saved
+ * (delta rule fw+bw 4.73 -> 4.87 ms).  With chunk_gpu.merge_rows (a knob,
+ * FRNN_CK_MERGE=3) the backward forms nothing for b's own row gradient
+ * (merge_rows_column, merged_scalar_seed).  FRNN_CK_MERGE=0: none, 1: the
+ * columns only (the eighteenth session's). */
 static void merge_of(ck *k) {
-  const chunk_gpu *g = k->g;
-  const frnn_step *s = k->s;
-  const char *env = getenv("FRNN_CK_MERGE");
-  k->merge_into = -1, k->merge_pairs = false;
-  int xr = g->rank_upd;
-  if (xr < 0 || k->p->col || (env && strcmp(env, "0") == 0)) return;
-  const chunk_product *b = &g->upd_row[xr];
-  for (int a = 0; a < g->n_upd; a++) {
-    if (a == xr || g->upd_rank[a] >= 0) continue;
-    const chunk_product *r = &g->upd_row[a];
-    bool used[CHUNK_MAX_FACTORS] = {false}, ok = true;
-    for (int q = 0; q < r->n && ok; q++) { /* every factor of r is a row's, and one of b's */
-      ok = CLASS_HAS_N(s->nodes[r->node[q]].cls) && !CLASS_HAS_M(s->nodes[r->node[q]].cls);
-      int hit = -1;
-      for (int f = 0; f < b->n && ok && hit < 0; f++)
-        if (!used[f] && b->node[f] == r->node[q] && b->divide[f] == r->divide[q]) hit = f;
-      if (hit < 0) ok = false;
-      else used[hit] = true;
-    }
-    chunk_product sc = {0};
-    for (int f = 0; f < b->n && ok; f++) { /* b's others are scalars */
-      if (used[f]) continue;
-      int cls = s->nodes[b->node[f]].cls;
-      ok = !CLASS_HAS_N(cls) && !CLASS_HAS_M(cls);
-      sc.node[sc.n] = b->node[f], sc.divide[sc.n++] = b->divide[f];
-    }
-    if (!ok) continue;
-    k->merge_into = a, k->merge_s = sc, k->merge_sign = g->upd_row_sign[xr] / g->upd_row_sign[a];
-    k->merge_pairs = !(env && strcmp(env, "1") == 0) && keeps_all_pairs(k->p, k->lay == &k->p->bw);
-    return;
-  }
+  k->merge_into = k->g->merge_into;
+  k->merge_pairs = k->merge_into >= 0 && chunk_merge_level() >= 2 && keeps_all_pairs(k->p, k->lay == &k->p->bw);
 }
 
 static void lower_ck_fwd(ck *k) {
@@ -2548,7 +2557,7 @@ static void chain_leaves(ck *k, ev *e, int at_gout) {
     int64_t E = col ? p->M : p->N;
     *lf = (leaf){.kind = LEAF_TENSOR, .ptr = k->seed_ptr[q], .dt = TD_F32,
                  .parts = col || p->fused ? 1 : p->MB,
-                 .reduce_n = kind == CK_SEED_LD && g->seed_cls[q] == FRNN_SCALAR};
+                 .reduce_n = (kind == CK_SEED_LD || kind == CK_SEED_S) && g->seed_cls[q] == FRNN_SCALAR};
     lf->st[4] = col ? i64c(k, 0) : i64c(k, 1);
     lf->st[3] = col ? i64c(k, 1) : i64c(k, 0);
     if (p->fused) {
@@ -2760,6 +2769,7 @@ static LLVMValueRef log_decay_part(ck *k, LLVMValueRef sx, LLVMValueRef nn, LLVM
                                               zero64), "");
   }
   for (int a = 0; a < g->n_upd; a++) {
+    if (g->seed_r[a] < 0) continue; /* b merged out: r's seed holds s times b's part (r s db = b db) */
     LLVMValueRef dr = cg_load(cg, cg->t_f32,
                               cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_r[a]], seed_index(k, k->mb, tnow, n64, p->N)));
     LLVMValueRef r = sh_ld(k, k->lay->R[a], at2(k, sx, p->sn, nn));
@@ -2849,10 +2859,11 @@ static void chunk_pairs(ck *k) {
   const chunk_gpu *g = k->g;
   const ck_plan *p = k->p;
   codegen *cg = k->cg;
+  unsigned no_b = g->merge_rows ? 1u << g->rank_upd : 0; /* b merged out: nothing against it */
   for (int q = 0; q < g->n_lin; q++)
     for (int a = 0; a < g->n_upd; a++) {
       if (g->rank_lin < 0) attention_pair(k, q, a, 4); /* (else rank_gradient formed them) */
-      attention_gradient(k, q, a);
+      if (!(no_b >> a & 1)) attention_gradient(k, q, a);
     }
   cg_barrier(cg);
   for (int a = 0; a < g->n_upd; a++) {
@@ -2864,17 +2875,17 @@ static void chunk_pairs(ck *k) {
     m.parts = g->n_lin, m.by_lin = true, m.lin = 0, m.upd = a;
     m.a = a_Ag_t, m.b = b_W, m.epi = epi_dR, m.store = true, m.spread = true;
     m.combine = p->nd == 1 ? NULL : comb_dR;
-    run_both(&m, 8);
+    if (g->seed_r[a] >= 0) run_both(&m, 8);
   }
   for (int q = 0; q < g->n_lin; q++) {
     mm m = new_mm(k, p->L, p->Np, p->L);
-    m.parts = g->n_upd, m.lin = q, m.upd = 0;
+    m.parts = g->n_upd, m.skip = no_b, m.lin = q, m.upd = 0;
     m.a = a_Ag, m.b = b_R, m.epi = epi_dW, m.store = true, m.spread = true;
     m.combine = p->nd == 1 ? NULL : comb_dW;
     run_both(&m, 7);
     if (g->seed_o[q] >= 0) {
       m = new_mm(k, p->L, p->Mp, p->L);
-      m.parts = g->n_upd, m.lin = q, m.upd = 0;
+      m.parts = g->n_upd, m.skip = no_b, m.lin = q, m.upd = 0;
       m.a = a_A, m.b = op_C, m.epi = epi_Xw, m.store = true, m.spread = true;
       run_mm_probe(&m, 9);
     }
@@ -3041,8 +3052,11 @@ static void lower_ck_bwd(ck *k) {
    * pair's at once where they fit (bw_pairs, chunk_pairs); else a pair at
    * a time. */
   if (p->bw_pairs) chunk_pairs(k);
+  int last_a = g->n_upd - 1; /* the last pair's update (b merged out: none against b) */
+  if (g->merge_rows && last_a == g->rank_upd) last_a--;
   for (int q = 0; q < (p->bw_pairs ? 0 : g->n_lin); q++)
     for (int a = 0; a < g->n_upd; a++) {
+      if (g->merge_rows && a == g->rank_upd) continue;
       attention_pair(k, q, a, 4);
       attention_gradient(k, q, a);
       cg_barrier(cg);
@@ -3069,7 +3083,7 @@ static void lower_ck_bwd(ck *k) {
         m.lin = q, m.upd = a, m.a = a_A, m.b = op_C, m.epi = epi_Xw, m.store = a == 0, m.spread = true;
         run_mm_probe(&m, 9);
       }
-      if (q == g->n_lin - 1 && a == g->n_upd - 1) cg_copy_async_wait(cg); /* as chunk_pairs' */
+      if (q == g->n_lin - 1 && a == last_a) cg_copy_async_wait(cg); /* as chunk_pairs' */
       cg_barrier(cg);
     }
   if (g->n_lin * g->n_upd == 0) { /* (no pairs' phases: the copy waited for here) */
@@ -3102,7 +3116,7 @@ static void lower_ck_bwd(ck *k) {
   }
   if (g->n_upd > 0) {
     mm m = new_mm(k, p->L, p->Np, p->Mp);
-    m.parts = g->n_upd, m.stacked = true, m.upd = 0;
+    m.parts = g->n_upd, m.stacked = true, m.upd = 0, m.skip = g->merge_rows ? 1u << g->rank_upd : 0;
     m.a = p->col ? op_C_to_end : op_C, m.b = b_state, m.state = k->lay->dS, m.epi = epi_dR_end, m.spread = true;
     run_mm_probe(&m, 13);
   }
@@ -3122,6 +3136,7 @@ static void lower_ck_bwd(ck *k) {
     sh_st(k, k->lay->dS, at, cg_fmul(cg, sh_ld(k, k->lay->dS, at), sh_ld(k, k->lay->EL, p->col ? r.i : r.n)));
     loop_close(k, &r.l);
   }
+  if (g->merge_rows) merged_scalar_seed(k); /* (dC complete: the pairs' adds are barriers back) */
   if (g->n_ld > 0 && !p->col) log_decay_gradient(k);
   /* The outside factors' gradients: dy * (X w). */
   for (int q = 0; q < g->n_lin; q++) {

@@ -276,6 +276,124 @@ START_TEST(low_rank_forms) {
 }
 END_TEST
 
+/* The value of a chunk product (sign times its factors) at element n of a
+ * row (a scalar factor at 0), from an evaluated step. */
+static double product_at(const step_eval *e, const chunk_product *f, double sign, int64_t n) {
+  double v = sign;
+  for (int q = 0; q < f->n; q++) {
+    const double *x = e->val[f->node[q]];
+    double fx = CLASS_HAS_N(e->step->nodes[f->node[q]].cls) ? x[n] : x[0];
+    v = f->divide[q] ? v / fx : v * fx;
+  }
+  return v;
+}
+static int64_t class_count(int cls, int64_t M, int64_t N) {
+  return (CLASS_HAS_M(cls) ? M : 1) * (CLASS_HAS_N(cls) ? N : 1);
+}
+
+/* b merged out of the backward (FRNN_CK_MERGE=3, chunk_gpu.merge_rows): the
+ * delta rules' b = s r (s = -beta, r = k) gets no seed; r's seed takes its
+ * own gradient plus s times b's, and s's seed r . db.  The chain kernel's
+ * graph (the term prologue's adjoint, evaluated in float64 here at one
+ * step) must give every input the same gradient from those seeds as from
+ * b's own: J_b^T db = J_r^T (s db) + J_s^T (r . db).  Random inputs and
+ * seeds; relative error 1e-12. */
+START_TEST(merged_rows_seeds) {
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  frnn_step *s;
+  ck_assert(frnn_step_load(ctx, test_source_path(low_rank[_i].file), &s) == FRNN_OK);
+  chunk_gpu g2, g3;
+  ck_assert_msg(chunk_gpu_make(ctx, s, &g2) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  setenv("FRNN_CK_MERGE", "3", 1);
+  frnn_status st3 = chunk_gpu_make(ctx, s, &g3);
+  unsetenv("FRNN_CK_MERGE");
+  ck_assert_msg(st3 == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  ck_assert_int_eq(g2.seed_s, -1);
+  ck_assert(!g2.merge_rows);
+  if (low_rank[_i].decay_cls == FRNN_ROW) { /* RWKV-7: its b is not its update's row */
+    ck_assert_int_eq(g3.merge_into, -1);
+    ck_assert(!g3.merge_rows && g3.seed_s == -1 && g3.n_seeds == g2.n_seeds);
+  } else {
+    ck_assert_int_eq(g3.merge_into, 0);
+    ck_assert(g3.merge_rows && g3.seed_s >= 0 && g3.seed_r[g3.rank_upd] == -1);
+    ck_assert_int_eq(g3.n_seeds, g2.n_seeds);
+    int64_t M = 3, N = 5;
+    rng r = test_rng("test_chunked merged_rows_seeds");
+    step_eval fe, e2, e3;
+    ck_assert(eval_init(ctx, &fe, s, M, N) == FRNN_OK);
+    int n_in = s->n_ports[FRNN_PORT_INPUT];
+    for (int i = 0; i < n_in; i++) {
+      double *x = eval_leaf(&fe, FRNN_PORT_INPUT, i);
+      for (int64_t q = 0; q < class_count(s->ports[FRNN_PORT_INPUT][i].cls, M, N); q++) x[q] = rng_uniform(&r, -1, 1);
+    }
+    double *st = eval_leaf(&fe, FRNN_PORT_STATE, 0);
+    for (int64_t q = 0; q < M * N; q++) st[q] = rng_uniform(&r, -1, 1);
+    eval_step(&fe);
+    /* r (the merged update's row) and s at this step */
+    int a = g3.merge_into, xr = g3.rank_upd;
+    double rv[5], sv = product_at(&fe, &g3.merge_s, g3.merge_sign, 0);
+    for (int64_t n = 0; n < N; n++) rv[n] = product_at(&fe, &g3.upd_row[a], g3.upd_row_sign[a], n);
+    ck_assert(eval_init(ctx, &e2, g2.terms_adj, M, N) == FRNN_OK);
+    ck_assert(eval_init(ctx, &e3, g3.terms_adj, M, N) == FRNN_OK);
+    const frnn_step *adj = g2.terms_adj;
+    for (int i = 0; i < n_in; i++) {
+      int64_t c = class_count(s->ports[FRNN_PORT_INPUT][i].cls, M, N);
+      memcpy(eval_leaf(&e2, FRNN_PORT_INPUT, i), eval_leaf(&fe, FRNN_PORT_INPUT, i), (size_t)c * sizeof(double));
+      memcpy(eval_leaf(&e3, FRNN_PORT_INPUT, i), eval_leaf(&fe, FRNN_PORT_INPUT, i), (size_t)c * sizeof(double));
+    }
+    /* b's seed db, and every other seed, at random */
+    double db[5] = {0};
+    for (int q = 0; q < g2.n_seeds; q++) {
+      double *x = eval_leaf(&e2, FRNN_PORT_INPUT, n_in + q);
+      for (int64_t e = 0; e < class_count(g2.seed_cls[q], M, N); e++) x[e] = rng_uniform(&r, -1, 1);
+      if (q == g2.seed_r[xr]) memcpy(db, x, (size_t)N * sizeof(double));
+    }
+    for (int q = 0; q < g3.n_seeds; q++) {
+      double *x = eval_leaf(&e3, FRNN_PORT_INPUT, n_in + q);
+      if (q == g3.seed_s) {
+        x[0] = 0;
+        for (int64_t n = 0; n < N; n++) x[0] += rv[n] * db[n];
+        continue;
+      }
+      int q2 = -1; /* the same term's seed in g2 */
+      for (int t = 0; t < g2.n_seeds && q2 < 0; t++)
+        if (g2.seed_kind[t] == g3.seed_kind[q] && g2.seed_index[t] == g3.seed_index[q]) q2 = t;
+      ck_assert_int_ge(q2, 0);
+      const double *y = eval_leaf(&e2, FRNN_PORT_INPUT, n_in + q2);
+      for (int64_t e = 0; e < class_count(g3.seed_cls[q], M, N); e++)
+        x[e] = y[e] + (q == g3.seed_r[a] ? sv * db[e] : 0);
+    }
+    /* the dummy state, dz = 1, the next state's gradient */
+    int n_pin = n_in + g2.n_seeds;
+    for (int k = 0; k < 3; k++) {
+      eval_leaf(&e2, FRNN_PORT_INPUT, n_pin + k)[0] = k == 1;
+      eval_leaf(&e3, FRNN_PORT_INPUT, n_pin + k)[0] = k == 1;
+    }
+    eval_step(&e2);
+    eval_step(&e3);
+    double err = 0, norm = 0;
+    for (int i = 0; i < n_in; i++) {
+      int cls = adj->ports[FRNN_PORT_OUTPUT][i].cls;
+      for (int64_t m = 0; m < (CLASS_HAS_M(cls) ? M : 1); m++)
+        for (int64_t n = 0; n < (CLASS_HAS_N(cls) ? N : 1); n++) {
+          double want = eval_port(&e2, FRNN_PORT_OUTPUT, i, m, n), got = eval_port(&e3, FRNN_PORT_OUTPUT, i, m, n);
+          err += (got - want) * (got - want), norm += want * want;
+        }
+    }
+    ck_assert_msg(norm > 0 && sqrt(err / norm) < 1e-12, "%s: relative error %g (norm %g)", low_rank[_i].file,
+                  sqrt(err / norm), sqrt(norm));
+    eval_free(&fe);
+    eval_free(&e2);
+    eval_free(&e3);
+  }
+  chunk_gpu_free(&g2);
+  chunk_gpu_free(&g3);
+  frnn_step_destroy(s);
+  frnn_ctx_destroy(ctx);
+}
+END_TEST
+
 /* The backward's workspace for inputs of every port's full shape at sz,
  * those named in `by_heads` (NULL-terminated, or NULL) shared by the heads
  * ([B,T,1,...]). */
@@ -656,6 +774,7 @@ int main(void) {
   tcase_add_loop_test(tc, low_rank_forms, 0, (int)(sizeof low_rank / sizeof *low_rank));
   tcase_add_test(tc, two_rank_terms);
   tcase_add_loop_test(tc, low_rank_workspace, 0, (int)(sizeof low_rank / sizeof *low_rank));
+  tcase_add_loop_test(tc, merged_rows_seeds, 0, (int)(sizeof low_rank / sizeof *low_rank));
   tcase_add_test(tc, shared_by_heads_workspace);
   tcase_add_test(tc, backward_matches_finite_differences);
   tcase_add_loop_test(tc, rank_split_matches_step_by_step, 0, 2);
