@@ -2003,8 +2003,10 @@ static void merged_scalar_seed(ck *k) {
  * the outputs' attention matrices against X are formed beside it, and,
  * where the backward keeps every pair's (bw_pairs), every other pair's
  * matrix (chunk_pairs then forms only the gradients Ag, which may lie in
- * XT: layout); (2) the outputs' parts added to XT; (3) the solve.  (Was
- * five phases: XT zeroed, each matrix, each part, the solve.) */
+ * XT: layout; merged, those against b are stored beside the merged
+ * update's, epi_A); (2) the outputs' parts added to XT; (3) the solve (b
+ * merged out: beside it, C' = C + s X).  (Was five phases: XT zeroed, each
+ * matrix, each part, the solve.) */
 static void rank_gradient(ck *k) {
   const chunk_gpu *g = k->g;
   const ck_plan *p = k->p;
