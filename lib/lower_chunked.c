@@ -491,14 +491,11 @@ struct ck {
   bool unroll_sums;                  /* warp_sum's lanes' elements unrolled (the chain kernel's
                                         where chain_unroll, the others' where unroll_loads) */
   int rot;                           /* the warp the next spread product starts on (run_mma) */
-  /* The rank-one update merged into update merge_into (merge_of), or -1:
-   * the forward adds its column X times merge_sign * merge_s to that one's,
-   * the backward forms both columns' dS parts by one product. */
-  int merge_into;
-  /* and (where every pair's matrix has an array of its own) the pairs
-   * against b from those against merge_into's row (b = s r: A_qb = A_qr
+  /* Where the rank-one update is merged into another (chunk_gpu.merge_into)
+   * and every pair's matrix has an array of its own: the pairs against b
+   * from those against the merged update's row (b = s r: A_qb = A_qr
    * diag(s), stored by epi_A beside A_qr, not formed), and the forward's
-   * outputs through the merged column (merge_of) */
+   * outputs through the merged column (merge_pairs_of) */
   bool merge_pairs;
 };
 
@@ -1340,15 +1337,23 @@ static void mma_bf16x3(mm *m, int rp, int rq, LLVMValueRef p0, LLVMValueRef q0, 
     }
 }
 
+/* The form of a product's mma: three bfloat16 parts (bx3), float64 (dp),
+ * else 3xTF32 (FRNN_CK_TF32X3_SITES, per site). */
+static void mma_form(const mm *m, bool *bx3, bool *dp) {
+  const ck_plan *p = m->k->p;
+  bool tf32x3 = p->tf32x3_sites >> m->site & 1;
+  *bx3 = p->bf16x3 && !tf32x3 && m->K % 16 == 0;
+  *dp = p->f64 && !tf32x3 && !*bx3;
+}
+
 /* run_mma's k-loop for one product (a part, or every stacked part) into
  * the warp's block of rp x rq tiles at rows p0, columns q0. */
 static void mma_steps(mm *m, int rp, int rq, LLVMValueRef p0, LLVMValueRef q0, const stack *st,
                       LLVMValueRef acc[RMAX][4]) {
   ck *k = m->k;
   codegen *cg = k->cg;
-  bool tf32x3 = k->p->tf32x3_sites >> m->site & 1;
-  bool bx3 = k->p->bf16x3 && !tf32x3 && m->K % 16 == 0;
-  bool dp = k->p->f64 && !tf32x3 && !bx3;
+  bool bx3, dp;
+  mma_form(m, &bx3, &dp);
   LLVMTypeRef acc_t = dp ? cg->t_f64 : cg->t_f32;
   LLVMValueRef g = LLVMBuildLShr(cg->b, k->lane, i32c(k, 2), ""), t = LLVMBuildAnd(cg->b, k->lane, i32c(k, 3), "");
   cloop lk = loop_open(k, i32c(k, 0), i32c(k, m->K), i32c(k, bx3 ? 16 : 8));
@@ -1438,9 +1443,8 @@ static void run_mma(mm *m) {
     else break;
   }
   int blocks_q = tq / rq, blocks = (tp / rp) * blocks_q;
-  bool tf32x3 = k->p->tf32x3_sites >> m->site & 1;
-  bool bx3 = k->p->bf16x3 && !tf32x3 && m->K % 16 == 0;
-  bool dp = k->p->f64 && !tf32x3 && !bx3;
+  bool bx3, dp;
+  mma_form(m, &bx3, &dp);
   LLVMTypeRef acc_t = dp ? cg->t_f64 : cg->t_f32;
   LLVMValueRef acc[RMAX][4], zero = dp ? LLVMConstReal(cg->t_f64, 0.0) : fzero(k);
   for (int i = 0; i < rp * rq; i++)
@@ -1481,13 +1485,13 @@ static void run_mma(mm *m) {
   loop_close(k, &lw);
 }
 
-/* A timing probe (FRNN_CK_SKIP: a bit mask of product sites to leave out;
- * results are then wrong): where the kernels' time goes, measured. */
 /* FRNN_CK_STACK=0: stacked parts (mm.stacked) as a product each. */
 static bool stacks(void) {
   const char *env = getenv("FRNN_CK_STACK");
   return !(env && strcmp(env, "0") == 0);
 }
+/* A timing probe (FRNN_CK_SKIP: a bit mask of product sites to leave out;
+ * results are then wrong): where the kernels' time goes, measured. */
 static bool probe_skips(int site) {
   const char *env = getenv("FRNN_CK_SKIP");
   return env && (strtoul(env, NULL, 0) >> site & 1);
@@ -1498,7 +1502,8 @@ static void run_mm_probe(mm *m, int site) {
   if (m->stacked) {
     int n = 0;
     for (int part = 0; part < m->parts; part++) n += !(m->skip >> part & 1);
-    if (n == 1 || !mma_fits(m) || n * m->P / 16 > 4 || !stacks()) { /* a product each (independent: no barriers) */
+    /* (run_mma's block takes every part's rows of tiles and two columns: at most RMAX tiles) */
+    if (n == 1 || !mma_fits(m) || 2 * (n * m->P / 16) > RMAX || !stacks()) { /* a product each: no barriers */
       mm one = *m;
       one.parts = 1, one.stacked = false;
       for (int part = 0; part < m->parts; part++) {
@@ -1629,7 +1634,7 @@ static void epi_A(mm *m, LLVMValueRef u, LLVMValueRef v, LLVMValueRef acc) {
   if (plain(k, m->fast)) acc = cg_select(k->cg, causal(k, m->lin, u, v), acc, fzero(k));
   else if (k->p->nd == 1) acc = cg_fmul(k->cg, acc, ratio(k, m->lin, u, v, NULL));
   sh_st(k, att_arr(k, m->lin, m->upd), at2(k, u, k->p->sl, v), acc);
-  if (k->merge_pairs && m->upd == k->merge_into) /* b = s r: A_qb = A_qr diag(s) */
+  if (k->merge_pairs && m->upd == k->g->merge_into) /* b = s r: A_qb = A_qr diag(s) */
     sh_st(k, att_arr(k, m->lin, k->g->rank_upd), at2(k, u, k->p->sl, v), cg_fmul(k->cg, acc, merge_scalar(k, v)));
 }
 
@@ -1893,16 +1898,16 @@ static void epi_Y_or_XT(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc)
 static void epi_XT_merged(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
   ck *k = m->k;
   sh_st(k, k->lay->XT, at2(k, u, k->p->sm, i), cg_fmul(k->cg, merge_scalar(k, u), acc));
-  seed_add(k, k->g->seed_c[k->merge_into], u, i, acc, true);
+  seed_add(k, k->g->seed_c[k->g->merge_into], u, i, acc, true);
 }
 /* X = TI XT into the rank-one update's column array */
 static void epi_X(mm *m, LLVMValueRef u, LLVMValueRef i, LLVMValueRef acc) {
   ck *k = m->k;
   LLVMValueRef at = at2(k, u, k->p->sm, i);
   sh_st(k, k->lay->C[k->g->rank_upd], at, acc);
-  if (k->merge_into < 0) return;
+  if (k->g->merge_into < 0) return;
   /* the merged column C + s X (merge_of): the end state then takes one update */
-  int c = k->lay->C[k->merge_into];
+  int c = k->lay->C[k->g->merge_into];
   sh_st(k, c, at, cg_fadd(k->cg, sh_ld(k, c, at), cg_fmul(k->cg, merge_scalar(k, u), acc)));
 }
 /* XT[v][i] += acc (the backward's dX before the solve) */
@@ -1958,6 +1963,10 @@ static void through_updates(ck *k, int q, unsigned skip, int site) {
   run_mm_probe(&m, site);
 }
 
+/* The rank-one update's bit where b is merged out of the backward
+ * (chunk_gpu.merge_rows: no product is formed for it), else none. */
+static unsigned merged_out(const chunk_gpu *g) { return g->merge_rows ? 1u << g->rank_upd : 0; }
+
 /* b merged out of the backward (chunk_gpu.merge_rows): the merged
  * update's column array becomes C' = C + s X (the forward's merged column)
  * once X is copied in.  The products through it then give r's whole
@@ -1966,7 +1975,7 @@ static void through_updates(ck *k, int q, unsigned skip, int site) {
  * none is formed for b. */
 static void merge_rows_column(ck *k) {
   const ck_plan *p = k->p;
-  int c = k->lay->C[k->merge_into], x = k->lay->C[k->g->rank_upd];
+  int c = k->lay->C[k->g->merge_into], x = k->lay->C[k->g->rank_upd];
   elems r = elems_open(k, p->L * p->Mp, p->Mp);
   LLVMValueRef at = at2(k, r.u, p->sm, r.x);
   sh_st(k, c, at, cg_fma(k->cg, merge_scalar(k, r.u), sh_ld(k, x, at), sh_ld(k, c, at)));
@@ -1981,7 +1990,7 @@ static void merged_scalar_seed(ck *k) {
   const ck_plan *p = k->p;
   const chunk_gpu *g = k->g;
   codegen *cg = k->cg;
-  int x = k->lay->C[g->rank_upd], dc = g->seed_c[k->merge_into];
+  int x = k->lay->C[g->rank_upd], dc = g->seed_c[k->g->merge_into];
   elems r = elems_open(k, (int)(p->L * p->N), (int)p->N);
   LLVMValueRef t = clamp_t(k, r.u), acc = fzero(k);
   for (int64_t i0 = 0; i0 < p->Mp; i0 += p->N) {
@@ -2013,7 +2022,7 @@ static void rank_gradient(ck *k) {
   int x = g->rank_upd;
   mm m = new_mm(k, p->L, p->Mp, p->Np);
   m.upd = x, m.a = a_R_to_end, m.b = b_state_t, m.state = k->lay->dS, m.epi = epi_XT_set, m.spread = true;
-  if (k->merge_into >= 0 && g->seed_c[k->merge_into] >= 0) m.upd = k->merge_into, m.epi = epi_XT_merged;
+  if (k->g->merge_into >= 0 && g->seed_c[k->g->merge_into] >= 0) m.upd = k->g->merge_into, m.epi = epi_XT_merged;
   run_both(&m, 19);
   /* without every pair's array the matrices share one: the first
    * output's beside the dS part, each later one in a phase of its own */
@@ -2294,11 +2303,11 @@ static LLVMValueRef chunks_of(ck *k) {
 static void end_state(ck *k) {
   const ck_plan *p = k->p;
   for (int a = 0; a < (p->sum_parts ? 1 : k->g->n_upd); a++) {
-    if (!p->sum_parts && a == k->g->rank_upd && k->merge_into >= 0) continue; /* (no barrier for it either) */
+    if (!p->sum_parts && a == k->g->rank_upd && k->g->merge_into >= 0) continue; /* (no barrier for it either) */
     if (a) cg_barrier(k->cg);
     mm m = new_mm(k, p->Mp, p->Np, p->L);
     m.parts = p->sum_parts ? k->g->n_upd : 1, m.upd = a, m.first = a == 0;
-    if (k->merge_into >= 0) m.skip = 1u << k->g->rank_upd; /* in merge_into's column (epi_X) */
+    if (k->g->merge_into >= 0) m.skip = 1u << k->g->rank_upd; /* in merge_into's column (epi_X) */
     m.a = op_C_t, m.b = b_R_to_end, m.epi = epi_S;
     run_both(&m, 3);
   }
@@ -2323,9 +2332,8 @@ static void end_state(ck *k) {
  * FRNN_CK_MERGE=3) the backward forms nothing for b's own row gradient
  * (merge_rows_column, merged_scalar_seed).  FRNN_CK_MERGE=0: none, 1: the
  * columns only (the eighteenth session's). */
-static void merge_of(ck *k) {
-  k->merge_into = k->g->merge_into;
-  k->merge_pairs = k->merge_into >= 0 && chunk_merge_level() >= 2 && keeps_all_pairs(k->p, k->lay == &k->p->bw);
+static void merge_pairs_of(ck *k) {
+  k->merge_pairs = k->g->merge_into >= 0 && chunk_merge_level() >= 2 && keeps_all_pairs(k->p, k->lay == &k->p->bw);
 }
 
 static void lower_ck_fwd(ck *k) {
@@ -2351,7 +2359,7 @@ static void lower_ck_fwd(ck *k) {
   k->lay = &p->fw;
   k->unroll_loads = k->unroll_sums = p->unroll_loads_fwd;
   setup(k, "frnn_ck_fwd", types, n);
-  merge_of(k);
+  merge_pairs_of(k);
   k->mb = cg_zext64(cg, cg_ctaid_x(cg));
   k->T = cg_param(cg, at_ckpt + 2), k->H = cg_param(cg, at_ckpt + 3), k->B = cg_param(cg, at_ckpt + 4);
   LLVMValueRef c_lo = cg_param(cg, at_ckpt + 5), c_hi = cg_param(cg, at_ckpt + 6), c0 = cg_param(cg, at_ckpt + 7),
@@ -2460,7 +2468,7 @@ static void lower_ck_fwd(ck *k) {
   }
   no_outputs = if_open(k, outputs);
   /* (merged: the merged update's part after the solve, through C + s X) */
-  unsigned later = solve ? 1u << xr | (k->merge_pairs ? 1u << k->merge_into : 0) : 0;
+  unsigned later = solve ? 1u << xr | (k->merge_pairs ? 1u << k->g->merge_into : 0) : 0;
   for (int q = 0; q < g->n_lin; q++)
     if (g->lin_rank[q] < 0) through_updates(k, q, later, 2);
   if_close(k, no_outputs);
@@ -2480,7 +2488,7 @@ static void lower_ck_fwd(ck *k) {
     for (int q = 0; q < g->n_lin; q++) {
       if (g->lin_rank[q] >= 0) continue;
       m = new_mm(k, p->L, p->Mp, p->L);
-      m.lin = q, m.upd = k->merge_pairs ? k->merge_into : xr, m.a = a_A, m.b = op_C, m.epi = epi_Y;
+      m.lin = q, m.upd = k->merge_pairs ? k->g->merge_into : xr, m.a = a_A, m.b = op_C, m.epi = epi_Y;
       run_mm_probe(&m, 2);
     }
     if_close(k, no_outputs);
@@ -2861,7 +2869,7 @@ static void chunk_pairs(ck *k) {
   const chunk_gpu *g = k->g;
   const ck_plan *p = k->p;
   codegen *cg = k->cg;
-  unsigned no_b = g->merge_rows ? 1u << g->rank_upd : 0; /* b merged out: nothing against it */
+  unsigned no_b = merged_out(g); /* nothing against b merged out */
   for (int q = 0; q < g->n_lin; q++)
     for (int a = 0; a < g->n_upd; a++) {
       if (g->rank_lin < 0) attention_pair(k, q, a, 4); /* (else rank_gradient formed them) */
@@ -2871,7 +2879,7 @@ static void chunk_pairs(ck *k) {
   for (int a = 0; a < g->n_upd; a++) {
     mm m = new_mm(k, p->L, p->Mp, p->L);
     m.parts = g->n_lin, m.by_lin = true, m.lin = 0, m.upd = a;
-    m.a = a_A_t, m.b = op_G, m.epi = epi_dC, m.store = a != k->merge_into, m.spread = true;
+    m.a = a_A_t, m.b = op_G, m.epi = epi_dC, m.store = a != k->g->merge_into, m.spread = true;
     if (g->seed_c[a] >= 0) run_mm_probe(&m, 6); /* (the rank-one column's went into dH) */
     m = new_mm(k, p->L, p->Np, p->L);
     m.parts = g->n_lin, m.by_lin = true, m.lin = 0, m.upd = a;
@@ -2926,7 +2934,7 @@ static void lower_ck_bwd(ck *k) {
   k->lay = &p->bw;
   k->unroll_loads = k->unroll_sums = p->unroll_loads_bwd;
   setup(k, "frnn_ck_bwd", types, n);
-  merge_of(k);
+  merge_pairs_of(k);
   k->mb = cg_zext64(cg, cg_ctaid_x(cg));
   k->T = cg_param(cg, at_T), k->H = cg_param(cg, at_T + 1), k->B = cg_param(cg, at_T + 2);
   LLVMValueRef c_lo = cg_param(cg, at_T + 3), c_hi = cg_param(cg, at_T + 4);
@@ -3054,11 +3062,11 @@ static void lower_ck_bwd(ck *k) {
    * pair's at once where they fit (bw_pairs, chunk_pairs); else a pair at
    * a time. */
   if (p->bw_pairs) chunk_pairs(k);
-  int last_a = g->n_upd - 1; /* the last pair's update (b merged out: none against b) */
-  if (g->merge_rows && last_a == g->rank_upd) last_a--;
+  int last_a = g->n_upd - 1; /* the last pair's update (none against b merged out) */
+  while (last_a > 0 && merged_out(g) >> last_a & 1) last_a--;
   for (int q = 0; q < (p->bw_pairs ? 0 : g->n_lin); q++)
     for (int a = 0; a < g->n_upd; a++) {
-      if (g->merge_rows && a == g->rank_upd) continue;
+      if (merged_out(g) >> a & 1) continue;
       attention_pair(k, q, a, 4);
       attention_gradient(k, q, a);
       cg_barrier(cg);
@@ -3068,7 +3076,7 @@ static void lower_ck_bwd(ck *k) {
        * (after a barrier: the next pair's). */
       if (g->seed_c[a] >= 0) { /* the rank-one column's gradient went into dH */
         m = new_mm(k, p->L, p->Mp, p->L);
-        m.lin = q, m.upd = a, m.a = a_A_t, m.b = op_G, m.epi = epi_dC, m.store = q == 0 && a != k->merge_into;
+        m.lin = q, m.upd = a, m.a = a_A_t, m.b = op_G, m.epi = epi_dC, m.store = q == 0 && a != k->g->merge_into;
         m.spread = true;
         run_mm_probe(&m, 6);
       }
@@ -3111,14 +3119,14 @@ static void lower_ck_bwd(ck *k) {
   }
   for (int a = 0; a < g->n_upd; a++) {
     mm m = new_mm(k, p->L, p->Mp, p->Np);
-    if (g->seed_c[a] >= 0 && a != k->merge_into) { /* (merged: rank_gradient's product) */
+    if (g->seed_c[a] >= 0 && a != k->g->merge_into) { /* (merged: rank_gradient's product) */
       m.upd = a, m.a = a_R_to_end, m.b = b_state_t, m.state = k->lay->dS, m.epi = epi_dC, m.spread = true;
       run_both(&m, 12);
     }
   }
   if (g->n_upd > 0) {
     mm m = new_mm(k, p->L, p->Np, p->Mp);
-    m.parts = g->n_upd, m.stacked = true, m.upd = 0, m.skip = g->merge_rows ? 1u << g->rank_upd : 0;
+    m.parts = g->n_upd, m.stacked = true, m.upd = 0, m.skip = merged_out(g);
     m.a = p->col ? op_C_to_end : op_C, m.b = b_state, m.state = k->lay->dS, m.epi = epi_dR_end, m.spread = true;
     run_mm_probe(&m, 13);
   }
@@ -3231,7 +3239,7 @@ static void lower_ck_chain(ck *k) {
 
 frnn_status lower_chunked_module(codegen *cg, const ck_plan *p, const chunk_gpu *g, const lower_spec *spec,
                                  const frnn_step *s, unsigned kernels) {
-  ck k = {.cg = cg, .p = p, .g = g, .spec = spec, .s = s, .merge_into = -1};
+  ck k = {.cg = cg, .p = p, .g = g, .spec = spec, .s = s};
   ev e;
   bool ok = true;
   if (kernels & CK_KERNEL_FWD) {
