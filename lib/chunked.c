@@ -1360,7 +1360,7 @@ static void put_term(strbuf *b, const void *arg, int k) {
 
 int chunk_merge_level(void) {
   const char *env = getenv("FRNN_CK_MERGE");
-  return env && *env ? atoi(env) : 2;
+  return env && *env ? atoi(env) : 3;
 }
 
 /* Where the rank-one term's b is an update's row times scalars of the step

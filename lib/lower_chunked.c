@@ -437,6 +437,23 @@ int64_t ck_rank_floats(const ck_plan *p, const chunk_gpu *g) {
   return g->rank_lin >= 0 ? (int64_t)p->L * (p->M + p->L) : 0;
 }
 
+/* Seed q holds a scalar that the chain sums over N: a scalar decay's log
+ * decay gradient, or s's of merged rows (CK_SEED_S). */
+static bool seed_summed_over_n(const chunk_gpu *g, int q) {
+  return (g->seed_kind[q] == CK_SEED_LD || g->seed_kind[q] == CK_SEED_S) && g->seed_cls[q] == FRNN_SCALAR;
+}
+/* Such a seed's writers sum each warp's 32 columns first (shuffles), where
+ * N is a whole number of warps' columns: a warp's lanes then share their
+ * step and lie in one slot.  At N = 128 a step takes 4 floats, not 128:
+ * the gated delta rule's two such arrays were 2 x 128 MB written by the
+ * backward and read by the chain at B=8 T=1024 H=32. */
+static bool warp_slots(const ck_plan *p) { return p->N % 32 == 0 && p->Np == p->N && p->threads % 32 == 0; }
+
+int64_t ck_seed_width(const ck_plan *p, const chunk_gpu *g, int q) {
+  if (g->seed_cls[q] == FRNN_COL) return p->M;
+  return seed_summed_over_n(g, q) && warp_slots(p) ? p->N / 32 : p->N;
+}
+
 /* ------------------------------------------------------ kernel building */
 typedef struct ck ck;
 
@@ -449,7 +466,7 @@ typedef struct leaf {
   enum tdtype dt;
   int parts;               /* > 1: the sum of this many copies, part_stride apart */
   LLVMValueRef part_stride;
-  bool reduce_n;           /* a scalar stored per column: the sum over N */
+  int64_t sum_width;       /* > 0: a scalar stored in this many slots a step (ck_seed_width): their sum */
   double value;            /* LEAF_CONST */
 } leaf;
 
@@ -744,8 +761,8 @@ static void scalar_pass(ev *e) {
       if (n->op == FRNN_OP_SUM || n->op == FRNN_OP_SUM_M) {
         int E = (int)(n->op == FRNN_OP_SUM_M ? k->p->M : k->p->N);
         sreg[v] = warp_sum(e, E, v, false, u, t);
-      } else if (n->op == FRNN_OP_INPUT && e->leaves[n->slot].reduce_n) {
-        sreg[v] = warp_sum(e, (int)k->p->N, v, true, u, t);
+      } else if (n->op == FRNN_OP_INPUT && e->leaves[n->slot].sum_width) {
+        sreg[v] = warp_sum(e, (int)e->leaves[n->slot].sum_width, v, true, u, t);
       } else {
         memo_clear(e);
         ev_at(e, v, u, t, NULL, NULL);
@@ -1718,7 +1735,7 @@ static void global_add(ck *k, LLVMValueRef ptr, LLVMValueRef idx, LLVMValueRef v
  * block's part (rows and log decay) or the whole (columns). */
 static void seed_add(ck *k, int s, LLVMValueRef u, LLVMValueRef x, LLVMValueRef v, bool store) {
   bool col = k->g->seed_cls[s] == FRNN_COL;
-  int64_t E = col ? k->p->M : k->p->N;
+  int64_t E = ck_seed_width(k->p, k->g, s);
   LLVMValueRef e = col ? grow(k, x) : sext(k, x);
   LLVMValueRef ok = and1(k, step_ok(k, u), col ? row_ok(k, x) : slt(k, e, i64c(k, E)));
   LLVMBasicBlockRef no = if_open(k, ok);
@@ -1985,7 +2002,8 @@ static void merge_rows_column(ck *k) {
  * with the merged update's whole column gradient (through dS and every
  * pair, the rank-one lin's too: complete by now), no product.  Slot n of
  * the seed's row takes this block's rows i = n, n + N, ...; the chain sums
- * the slots and the blocks' parts (reduce_n, as a scalar decay's). */
+ * the slots and the blocks' parts (as a scalar decay's; where warp_slots,
+ * a slot is a warp's 32 columns, summed here). */
 static void merged_scalar_seed(ck *k) {
   const ck_plan *p = k->p;
   const chunk_gpu *g = k->g;
@@ -2001,7 +2019,14 @@ static void merged_scalar_seed(ck *k) {
     LLVMValueRef d = cg_load(cg, cg->t_f32, cg_gep(cg, cg->t_f32, k->seed_ptr[dc], seed_index(k, i64c(k, 0), t, grow(k, ic), p->M)));
     acc = cg_select(cg, ok, cg_fma(cg, sh_ld(k, x, at2(k, r.u, p->sm, ic)), d, acc), acc);
   }
-  seed_add(k, g->seed_s, r.u, r.x, acc, !p->fused);
+  if (warp_slots(p)) { /* a warp's 32 columns summed: lane 0 writes their slot */
+    for (int m = 16; m >= 1; m /= 2) acc = cg_fadd(cg, acc, cg_shfl_bfly_f32(cg, acc, m, 32));
+    LLVMBasicBlockRef others = if_open(k, LLVMBuildICmp(cg->b, LLVMIntEQ, k->lane, i32c(k, 0), ""));
+    seed_add(k, g->seed_s, r.u, LLVMBuildUDiv(cg->b, r.x, i32c(k, 32), ""), acc, !p->fused);
+    if_close(k, others);
+  } else {
+    seed_add(k, g->seed_s, r.u, r.x, acc, !p->fused);
+  }
   elems_close(k, &r);
 }
 
@@ -2328,10 +2353,11 @@ static void end_state(ck *k) {
  * outputs' part of dX, as s times A_qr^T G_q, the outputs' part of the
  * merged column's gradient, one product for both: its atomic adds into
  * that seed in a phase of their own cost more than the product saved
- * (delta rule fw+bw 4.73 -> 4.87 ms).  With chunk_gpu.merge_rows (a knob,
- * FRNN_CK_MERGE=3) the backward forms nothing for b's own row gradient
- * (merge_rows_column, merged_scalar_seed).  FRNN_CK_MERGE=0: none, 1: the
- * columns only (the eighteenth session's). */
+ * (delta rule fw+bw 4.73 -> 4.87 ms).  With chunk_gpu.merge_rows (the
+ * default, FRNN_CK_MERGE=3) the backward forms nothing for b's own row
+ * gradient (merge_rows_column, merged_scalar_seed; H200 fw+bw delta rule
+ * 4.456 -> 4.396 ms, gated 5.348 -> 5.338).  FRNN_CK_MERGE=0: none, 1: the
+ * columns only (the eighteenth session's), 2: with the pairs against b. */
 static void merge_pairs_of(ck *k) {
   k->merge_pairs = k->g->merge_into >= 0 && chunk_merge_level() >= 2 && keeps_all_pairs(k->p, k->lay == &k->p->bw);
 }
@@ -2564,10 +2590,9 @@ static void chain_leaves(ck *k, ev *e, int at_gout) {
       continue;
     }
     bool col = g->seed_cls[q] == FRNN_COL;
-    int64_t E = col ? p->M : p->N;
+    int64_t E = ck_seed_width(p, g, q);
     *lf = (leaf){.kind = LEAF_TENSOR, .ptr = k->seed_ptr[q], .dt = TD_F32,
-                 .parts = col || p->fused ? 1 : p->MB,
-                 .reduce_n = (kind == CK_SEED_LD || kind == CK_SEED_S) && g->seed_cls[q] == FRNN_SCALAR};
+                 .parts = col || p->fused ? 1 : p->MB, .sum_width = seed_summed_over_n(g, q) ? E : 0};
     lf->st[4] = col ? i64c(k, 0) : i64c(k, 1);
     lf->st[3] = col ? i64c(k, 1) : i64c(k, 0);
     if (p->fused) {
@@ -2789,6 +2814,24 @@ static LLVMValueRef log_decay_part(ck *k, LLVMValueRef sx, LLVMValueRef nn, LLVM
   return acc;
 }
 
+/* The sum of v (float64) over the warp's lanes, in every lane: each half
+ * of its bits shuffled. */
+static LLVMValueRef warp_sum_f64(ck *k, LLVMValueRef v) {
+  codegen *cg = k->cg;
+  LLVMTypeRef i64t = cg->t_i64, i32t = cg->t_i32;
+  for (int m = 16; m >= 1; m /= 2) {
+    LLVMValueRef bits = LLVMBuildBitCast(cg->b, v, i64t, "");
+    LLVMValueRef lo = LLVMBuildBitCast(cg->b, LLVMBuildTrunc(cg->b, bits, i32t, ""), cg->t_f32, "");
+    LLVMValueRef hi = LLVMBuildBitCast(cg->b, LLVMBuildTrunc(cg->b, LLVMBuildLShr(cg->b, bits, LLVMConstInt(i64t, 32, 0), ""), i32t, ""),
+                                       cg->t_f32, "");
+    lo = LLVMBuildZExt(cg->b, LLVMBuildBitCast(cg->b, cg_shfl_bfly_f32(cg, lo, m, 32), i32t, ""), i64t, "");
+    hi = LLVMBuildZExt(cg->b, LLVMBuildBitCast(cg->b, cg_shfl_bfly_f32(cg, hi, m, 32), i32t, ""), i64t, "");
+    LLVMValueRef other = LLVMBuildOr(cg->b, lo, LLVMBuildShl(cg->b, hi, LLVMConstInt(i64t, 32, 0), ""), "");
+    v = LLVMBuildFAdd(cg->b, v, LLVMBuildBitCast(cg->b, other, cg->t_f64, ""), "");
+  }
+  return v;
+}
+
 /* The log decay's gradient (a row or scalar decay) at every step of the
  * chunk: a running sum from the chunk's end of log_decay_part, starting
  * from RUN, in float64 (its terms nearly cancel).  The chunk's steps are
@@ -2841,13 +2884,23 @@ static void log_decay_gradient(ck *k) {
       res[e] = acc;
       if (once) cg_store(cg, acc, part_sum[e]);
     }
-    if (pass == 1)
+    if (pass == 1) {
+      /* a scalar decay's in slots (ck_seed_width): a warp's columns summed
+       * in float64, lane 0 storing (the warp's lanes share gi: Np is a
+       * whole number of warps) */
+      bool slots = warp_slots(p) && seed_summed_over_n(g, g->seed_ld);
+      LLVMValueRef at = slots ? LLVMBuildUDiv(cg->b, nn, i32c(k, 32), "") : nn;
+      for (int e = 0; e < seg && slots; e++) res[e] = warp_sum_f64(k, res[e]);
+      LLVMBasicBlockRef others = slots ? if_open(k, LLVMBuildICmp(cg->b, LLVMIntEQ, k->lane, i32c(k, 0), "")) : NULL;
       for (int e = 0; e < seg; e++) {
         LLVMBasicBlockRef skip = if_open(k, okv[e]);
         cg_store(cg, LLVMBuildFPTrunc(cg->b, res[e], cg->t_f32, ""),
-                 cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_ld], seed_index(k, k->mb, clamp_t(k, sxv[e]), sext(k, nn), p->N)));
+                 cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_ld],
+                        seed_index(k, k->mb, clamp_t(k, sxv[e]), sext(k, at), ck_seed_width(p, g, g->seed_ld))));
         if_close(k, skip);
       }
+      if (others) if_close(k, others);
+    }
     if (pass == 0) /* the segment's sum, for the segments before it */
       sh_st(k, k->lay->A, at2(k, gi, p->Np, nn), LLVMBuildFPTrunc(cg->b, acc, cg->t_f32, ""));
     if_close(k, no);
@@ -2980,7 +3033,7 @@ static void lower_ck_bwd(ck *k) {
      * add into it; the previous chunk's chain has read it) */
     for (int q = 0; q < g->n_seeds; q++) {
       if (g->seed_kind[q] == CK_SEED_IND) continue;
-      int64_t E = g->seed_cls[q] == FRNN_COL ? p->M : p->N;
+      int64_t E = ck_seed_width(p, g, q);
       LLVMValueRef base = cg_gep(cg, cg->t_f32, k->seed_ptr[q], mul(k, add(k, mul(k, k->b, k->H), k->h), i64c(k, p->L * E)));
       cloop l = loop_open(k, k->tid, i32c(k, (int)(p->L * E)), i32c(k, k->threads));
       cg_store(cg, fzero(k), cg_gep(cg, cg->t_f32, base, loop_var(k, &l)));

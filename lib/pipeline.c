@@ -772,7 +772,7 @@ static void ck_workspace(const ck_entry *ce, const frnn_step *s, frnn_sizes sz, 
     w->seed[q] = at;
     /* fused: one chunk's scratch per head */
     size_t steps = p->fused ? (size_t)(sz.B * sz.H * p->L) : (size_t)(col ? 1 : p->MB) * BTH;
-    at = align256(at + steps * (size_t)(col ? sz.M : sz.N) * 4);
+    at = align256(at + steps * (size_t)ck_seed_width(p, g, q) * 4);
   }
   for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) {
     w->partial[i] = SIZE_MAX;

@@ -259,7 +259,11 @@ START_TEST(low_rank_forms) {
   ck_assert(g.rank_lin == 1 && g.lin_rank[1] == 0 && g.lin_rank[0] == -1 && g.lin_base[1] == CHUNK_BASE_STATE);
   ck_assert(g.rank_upd == 1 && g.upd_rank[1] == 0 && g.upd_rank[0] == -1 && g.upd_row_sign[1] == low_rank[_i].sign);
   ck_assert(g.seed_c[1] == -1 && g.seed_c[0] >= 0 && g.seed_o[1] == -1);
-  ck_assert(g.seed_kind[g.seed_w[1]] == CK_SEED_RA && g.seed_kind[g.seed_r[1]] == CK_SEED_RB);
+  ck_assert(g.seed_kind[g.seed_w[1]] == CK_SEED_RA);
+  if (low_rank[_i].decay_cls == FRNN_ROW) /* RWKV-7: b is not its update's row, b keeps its seed */
+    ck_assert(g.seed_kind[g.seed_r[1]] == CK_SEED_RB && !g.merge_rows);
+  else /* b = s r merged out of the backward (the default): s's seed instead */
+    ck_assert(g.seed_r[1] == -1 && g.merge_rows && g.seed_kind[g.seed_s] == CK_SEED_S);
   ck_plan p;
   ck_assert_msg(ck_plan_make(ctx, s, &g, 128, 128, 90, 232448, &p) == FRNN_OK, "%s", frnn_ctx_error(ctx));
   ck_assert(p.fwd_smem <= 232448 && p.bwd_smem <= 232448 && p.mma);
@@ -291,7 +295,7 @@ static int64_t class_count(int cls, int64_t M, int64_t N) {
   return (CLASS_HAS_M(cls) ? M : 1) * (CLASS_HAS_N(cls) ? N : 1);
 }
 
-/* b merged out of the backward (FRNN_CK_MERGE=3, chunk_gpu.merge_rows): the
+/* b merged out of the backward (FRNN_CK_MERGE=3, the default; chunk_gpu.merge_rows): the
  * delta rules' b = s r (s = -beta, r = k) gets no seed; r's seed takes its
  * own gradient plus s times b's, and s's seed r . db.  The chain kernel's
  * graph (the term prologue's adjoint, evaluated in float64 here at one
@@ -304,6 +308,7 @@ START_TEST(merged_rows_seeds) {
   frnn_step *s;
   ck_assert(frnn_step_load(ctx, test_source_path(low_rank[_i].file), &s) == FRNN_OK);
   chunk_gpu g2, g3;
+  setenv("FRNN_CK_MERGE", "2", 1);
   ck_assert_msg(chunk_gpu_make(ctx, s, &g2) == FRNN_OK, "%s", frnn_ctx_error(ctx));
   setenv("FRNN_CK_MERGE", "3", 1);
   frnn_status st3 = chunk_gpu_make(ctx, s, &g3);
@@ -441,9 +446,11 @@ END_TEST
 /* The workspace of the low-rank class's chunked backward, in closed form:
  * (chunks + 1) states a head and, per chunk, the rank-one columns X [L][M]
  * and the inverse [L][L] the forward stores for the backward; then each
- * term's per-step gradient (columns whole, rows per block of rows) for the
+ * term's per-step gradient (columns whole, rows per block of rows, a
+ * scalar the chain sums over N in a slot per warp's 32 columns) for the
  * chunks' whole steps.  Too small a workspace would have the kernels write
- * past it. */
+ * past it.  Where N is no whole number of warps' columns (N = 100), a
+ * scalar takes N slots. */
 START_TEST(low_rank_workspace) {
   frnn_ctx *ctx;
   ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
@@ -464,9 +471,13 @@ START_TEST(low_rank_workspace) {
   for (int q = 0; q < g.n_seeds; q++) {
     if (g.seed_kind[q] == CK_SEED_IND) continue;
     bool col = g.seed_cls[q] == FRNN_COL;
+    bool summed = (g.seed_kind[q] == CK_SEED_LD || g.seed_kind[q] == CK_SEED_S) && g.seed_cls[q] == FRNN_SCALAR;
     /* whole chunks' steps, as the kernels index them */
     size_t steps = (size_t)(col ? 1 : p.MB) * (size_t)(sz.B * nch * p.L * sz.H);
-    want += (steps * (size_t)(col ? sz.M : sz.N) * 4 + 255) / 256 * 256;
+    want += (steps * (size_t)(col ? sz.M : summed ? sz.N / 32 : sz.N) * 4 + 255) / 256 * 256;
+    ck_plan p100;
+    ck_assert(ck_plan_make(ctx, s, &g, 100, 100, t.sm, t.max_shared_bytes_optin, &p100) == FRNN_OK);
+    ck_assert_int_eq(ck_seed_width(&p100, &g, q), 100);
   }
   ck_assert_uint_eq(got, want);
   ck_assert_int_eq(ck_rank_floats(&p, &g), p.L * (sz.M + p.L));

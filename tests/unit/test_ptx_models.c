@@ -197,9 +197,10 @@ static const char *const CK_KNOBS[][2] = {
     {"FRNN_CK_WIDE_COPIES", "0"}, {"FRNN_CK_STATE_WAIT", "0"},
     /* the seventeenth session's: the products in three bfloat16 parts */
     {"FRNN_CK_PRODUCTS", "bf16x3"},
-    /* the nineteenth session's: the merge in the columns only, and with b
-     * out of the backward; the products sharing a state one by one */
-    {"FRNN_CK_MERGE", "1"}, {"FRNN_CK_MERGE", "3"}, {"FRNN_CK_STACK", "0"}};
+    /* the nineteenth session's: the merge in the columns only, and with
+     * the pairs against b (b in the backward); the products sharing a
+     * state one by one */
+    {"FRNN_CK_MERGE", "1"}, {"FRNN_CK_MERGE", "2"}, {"FRNN_CK_STACK", "0"}};
 
 START_TEST(chunked_variants_assemble) {
   setenv(CK_KNOBS[_i][0], CK_KNOBS[_i][1], 1);
