@@ -45,6 +45,9 @@
 #include <string.h>
 
 enum { TILE = 4 };
+/* Lanes (an aligned group in a warp) that share a step's sum over the
+ * columns of a scalar seed (merged_scalar_seed, scalar_log_decay_gradient) */
+enum { SUM_LANES = 16 };
 
 /* decay_split: where every running log decay of a chunk lies within
  * +-DECAY_SPLIT_MAX, the ratio P_u / P_v of two steps' decay products is
@@ -437,21 +440,17 @@ int64_t ck_rank_floats(const ck_plan *p, const chunk_gpu *g) {
   return g->rank_lin >= 0 ? (int64_t)p->L * (p->M + p->L) : 0;
 }
 
-/* Seed q holds a scalar that the chain sums over N: a scalar decay's log
- * decay gradient, or s's of merged rows (CK_SEED_S). */
+/* Seed q holds a scalar a step (a scalar decay's log decay gradient, s's
+ * of merged rows: CK_SEED_S) that the backward forms as a sum over the
+ * columns and stores whole (one float a step and block part, where it
+ * was N: the gated delta rule's two were 2 x 128 MB written by the
+ * backward and read by the chain at B=8 T=1024 H=32). */
 static bool seed_summed_over_n(const chunk_gpu *g, int q) {
   return (g->seed_kind[q] == CK_SEED_LD || g->seed_kind[q] == CK_SEED_S) && g->seed_cls[q] == FRNN_SCALAR;
 }
-/* Such a seed's writers sum each warp's 32 columns first (shuffles), where
- * N is a whole number of warps' columns: a warp's lanes then share their
- * step and lie in one slot.  At N = 128 a step takes 4 floats, not 128:
- * the gated delta rule's two such arrays were 2 x 128 MB written by the
- * backward and read by the chain at B=8 T=1024 H=32. */
-static bool warp_slots(const ck_plan *p) { return p->N % 32 == 0 && p->Np == p->N && p->threads % 32 == 0; }
-
 int64_t ck_seed_width(const ck_plan *p, const chunk_gpu *g, int q) {
   if (g->seed_cls[q] == FRNN_COL) return p->M;
-  return seed_summed_over_n(g, q) && warp_slots(p) ? p->N / 32 : p->N;
+  return seed_summed_over_n(g, q) ? 1 : p->N;
 }
 
 /* ------------------------------------------------------ kernel building */
@@ -2000,34 +1999,30 @@ static void merge_rows_column(ck *k) {
 }
 /* ... and s's seed: sum_n r_v[n] db_v[n] = sum_i X[v][i] dC[v][i], X's dot
  * with the merged update's whole column gradient (through dS and every
- * pair, the rank-one lin's too: complete by now), no product.  Slot n of
- * the seed's row takes this block's rows i = n, n + N, ...; the chain sums
- * the slots and the blocks' parts (as a scalar decay's; where warp_slots,
- * a slot is a warp's 32 columns, summed here). */
+ * pair, the rank-one lin's too: complete by now), no product.  A step's
+ * sum is SUM_LANES lanes' (columns i = lane, lane + 16, ...: every lane's
+ * loads in flight at once) added by shuffles.  The chain adds the blocks'
+ * parts. */
 static void merged_scalar_seed(ck *k) {
   const ck_plan *p = k->p;
   const chunk_gpu *g = k->g;
   codegen *cg = k->cg;
   int x = k->lay->C[g->rank_upd], dc = g->seed_c[k->g->merge_into];
-  elems r = elems_open(k, (int)(p->L * p->N), (int)p->N);
-  LLVMValueRef t = clamp_t(k, r.u), acc = fzero(k);
-  for (int64_t i0 = 0; i0 < p->Mp; i0 += p->N) {
-    LLVMValueRef i = add(k, r.x, i32c(k, (int)i0));
-    LLVMValueRef in_block = slt(k, i, i32c(k, (int)p->Mp));
-    LLVMValueRef ok = and1(k, in_block, row_ok(k, cg_select(cg, in_block, i, i32c(k, 0))));
-    LLVMValueRef ic = cg_select(cg, ok, i, i32c(k, 0));
-    LLVMValueRef d = cg_load(cg, cg->t_f32, cg_gep(cg, cg->t_f32, k->seed_ptr[dc], seed_index(k, i64c(k, 0), t, grow(k, ic), p->M)));
-    acc = cg_select(cg, ok, cg_fma(cg, sh_ld(k, x, at2(k, r.u, p->sm, ic)), d, acc), acc);
-  }
-  if (warp_slots(p)) { /* a warp's 32 columns summed: lane 0 writes their slot */
-    for (int m = 16; m >= 1; m /= 2) acc = cg_fadd(cg, acc, cg_shfl_bfly_f32(cg, acc, m, 32));
-    LLVMBasicBlockRef others = if_open(k, LLVMBuildICmp(cg->b, LLVMIntEQ, k->lane, i32c(k, 0), ""));
-    seed_add(k, g->seed_s, r.u, LLVMBuildUDiv(cg->b, r.x, i32c(k, 32), ""), acc, !p->fused);
+  for (elems r = elems_first(k, p->L * SUM_LANES, SUM_LANES); elems_more(&r); elems_next(k, &r)) {
+    LLVMValueRef t = clamp_t(k, r.u), acc = fzero(k);
+    for (int i0 = 0; i0 < p->Mp; i0 += SUM_LANES) {
+      LLVMValueRef i = add(k, r.x, i32c(k, i0));
+      LLVMValueRef in_block = slt(k, i, i32c(k, p->Mp));
+      LLVMValueRef ok = and1(k, in_block, row_ok(k, cg_select(cg, in_block, i, i32c(k, 0))));
+      LLVMValueRef ic = cg_select(cg, ok, i, i32c(k, 0));
+      LLVMValueRef d = cg_load(cg, cg->t_f32, cg_gep(cg, cg->t_f32, k->seed_ptr[dc], seed_index(k, i64c(k, 0), t, grow(k, ic), p->M)));
+      acc = cg_select(cg, ok, cg_fma(cg, sh_ld(k, x, at2(k, r.u, p->sm, ic)), d, acc), acc);
+    }
+    for (int m = SUM_LANES / 2; m >= 1; m /= 2) acc = cg_fadd(cg, acc, cg_shfl_bfly_f32(cg, acc, m, 32));
+    LLVMBasicBlockRef others = if_open(k, elems_valid(k, &r, LLVMBuildICmp(cg->b, LLVMIntEQ, r.x, i32c(k, 0), "")));
+    seed_add(k, g->seed_s, r.u, i32c(k, 0), acc, !p->fused);
     if_close(k, others);
-  } else {
-    seed_add(k, g->seed_s, r.u, r.x, acc, !p->fused);
   }
-  elems_close(k, &r);
 }
 
 /* dH into the rank-one lin's gradient array: what reaches X from the
@@ -2814,22 +2809,81 @@ static LLVMValueRef log_decay_part(ck *k, LLVMValueRef sx, LLVMValueRef nn, LLVM
   return acc;
 }
 
-/* The sum of v (float64) over the warp's lanes, in every lane: each half
- * of its bits shuffled. */
-static LLVMValueRef warp_sum_f64(ck *k, LLVMValueRef v) {
+/* shfl.sync of a float64, each half of its bits shuffled: kind 0 bfly
+ * (lane ^ arg), 1 down (lane + arg), 2 idx (lane arg). */
+static LLVMValueRef shfl_f64(ck *k, LLVMValueRef v, int kind, int arg) {
   codegen *cg = k->cg;
-  LLVMTypeRef i64t = cg->t_i64, i32t = cg->t_i32;
-  for (int m = 16; m >= 1; m /= 2) {
-    LLVMValueRef bits = LLVMBuildBitCast(cg->b, v, i64t, "");
-    LLVMValueRef lo = LLVMBuildBitCast(cg->b, LLVMBuildTrunc(cg->b, bits, i32t, ""), cg->t_f32, "");
-    LLVMValueRef hi = LLVMBuildBitCast(cg->b, LLVMBuildTrunc(cg->b, LLVMBuildLShr(cg->b, bits, LLVMConstInt(i64t, 32, 0), ""), i32t, ""),
-                                       cg->t_f32, "");
-    lo = LLVMBuildZExt(cg->b, LLVMBuildBitCast(cg->b, cg_shfl_bfly_f32(cg, lo, m, 32), i32t, ""), i64t, "");
-    hi = LLVMBuildZExt(cg->b, LLVMBuildBitCast(cg->b, cg_shfl_bfly_f32(cg, hi, m, 32), i32t, ""), i64t, "");
-    LLVMValueRef other = LLVMBuildOr(cg->b, lo, LLVMBuildShl(cg->b, hi, LLVMConstInt(i64t, 32, 0), ""), "");
-    v = LLVMBuildFAdd(cg->b, v, LLVMBuildBitCast(cg->b, other, cg->t_f64, ""), "");
+  LLVMValueRef bits = LLVMBuildBitCast(cg->b, v, cg->t_i64, ""), half[2], c32 = LLVMConstInt(cg->t_i64, 32, 0);
+  for (int h = 0; h < 2; h++) {
+    LLVMValueRef x = LLVMBuildBitCast(cg->b, LLVMBuildTrunc(cg->b, h ? LLVMBuildLShr(cg->b, bits, c32, "") : bits, cg->t_i32, ""),
+                                      cg->t_f32, "");
+    x = kind == 0 ? cg_shfl_bfly_f32(cg, x, arg, 32) : kind == 1 ? cg_shfl_down_f32(cg, x, arg, 32)
+                                                     : cg_shfl_idx_f32(cg, x, i32c(k, arg), 32);
+    half[h] = LLVMBuildZExt(cg->b, LLVMBuildBitCast(cg->b, x, cg->t_i32, ""), cg->t_i64, "");
   }
+  return LLVMBuildBitCast(cg->b, LLVMBuildOr(cg->b, half[0], LLVMBuildShl(cg->b, half[1], c32, ""), ""), cg->t_f64, "");
+}
+/* The sum of v (float64) over aligned groups of `lanes` lanes, in each. */
+static LLVMValueRef group_sum_f64(ck *k, LLVMValueRef v, int lanes) {
+  for (int m = lanes / 2; m >= 1; m /= 2) v = LLVMBuildFAdd(k->cg->b, v, shfl_f64(k, v, 0, m), "");
   return v;
+}
+
+/* A scalar decay's log decay gradient (its seed a float a step:
+ * seed_summed_over_n): log_decay_gradient's running sums, summed over the
+ * columns first.  (1) Each step's part (log_decay_part at its columns) is
+ * SUM_LANES lanes' sums added by shuffles in float64, every lane's loads
+ * in flight at once, kept in A (free by now) as two floats, hi and lo:
+ * float64's precision, where the terms nearly cancel.  (2) One warp sums
+ * RUN's columns (the gradient after the chunk) and takes the running sums
+ * from the chunk's end by shuffles, 32 steps at a time from the last, and
+ * stores them.  Where log_decay_gradient went, the gated delta rule's two
+ * passes loaded every column's terms' gradients and stored N floats a
+ * step (H100 fw+bw 5.449 ms; without this phase, a probe, 4.881). */
+static void scalar_log_decay_gradient(ck *k) {
+  codegen *cg = k->cg;
+  const ck_plan *p = k->p;
+  const chunk_gpu *g = k->g;
+  LLVMValueRef zero64 = LLVMConstReal(cg->t_f64, 0);
+  int A = k->lay->A;
+  for (elems r = elems_first(k, p->L * SUM_LANES, SUM_LANES); elems_more(&r); elems_next(k, &r)) {
+    LLVMValueRef acc = zero64, ok;
+    for (int n0 = 0; n0 < p->Np; n0 += SUM_LANES) {
+      LLVMValueRef n = add(k, r.x, i32c(k, n0)), in = slt(k, n, i32c(k, (int)p->N));
+      LLVMValueRef part = log_decay_part(k, r.u, cg_select(cg, in, n, i32c(k, 0)), &ok);
+      acc = LLVMBuildFAdd(cg->b, acc, cg_select(cg, in, part, zero64), "");
+    }
+    acc = group_sum_f64(k, acc, SUM_LANES);
+    LLVMBasicBlockRef others = if_open(k, elems_valid(k, &r, LLVMBuildICmp(cg->b, LLVMIntEQ, r.x, i32c(k, 0), "")));
+    LLVMValueRef hi = LLVMBuildFPTrunc(cg->b, acc, cg->t_f32, "");
+    sh_st(k, A, r.u, hi);
+    sh_st(k, A, add(k, r.u, i32c(k, p->L)),
+          LLVMBuildFPTrunc(cg->b, LLVMBuildFSub(cg->b, acc, LLVMBuildFPExt(cg->b, hi, cg->t_f64, ""), ""), cg->t_f32, ""));
+    if_close(k, others);
+  }
+  cg_barrier(cg);
+  LLVMBasicBlockRef other_warps = if_open(k, LLVMBuildICmp(cg->b, LLVMIntEQ, k->warp, i32c(k, 0), ""));
+  LLVMValueRef run = zero64;
+  for (int n0 = 0; n0 < p->Np; n0 += 32) {
+    LLVMValueRef n = add(k, k->lane, i32c(k, n0)), in = slt(k, n, i32c(k, (int)p->N));
+    run = LLVMBuildFAdd(cg->b, run, cg_select(cg, in, f64(k, sh_ld(k, k->lay->RUN, cg_select(cg, in, n, i32c(k, 0)))), zero64), "");
+  }
+  run = group_sum_f64(k, run, 32);
+  for (int b = (p->L - 1) / 32; b >= 0; b--) {
+    LLVMValueRef u = add(k, k->lane, i32c(k, 32 * b)), in = slt(k, u, i32c(k, p->L));
+    LLVMValueRef uc = cg_select(cg, in, u, i32c(k, 0));
+    LLVMValueRef v = cg_select(cg, in, LLVMBuildFAdd(cg->b, f64(k, sh_ld(k, A, uc)), f64(k, sh_ld(k, A, add(k, uc, i32c(k, p->L)))), ""),
+                               zero64);
+    for (int d = 1; d < 32; d *= 2) /* v: the sum over this block's steps from u on */
+      v = LLVMBuildFAdd(cg->b, v, cg_select(cg, slt(k, add(k, k->lane, i32c(k, d)), i32c(k, 32)), shfl_f64(k, v, 1, d), zero64), "");
+    v = LLVMBuildFAdd(cg->b, v, run, "");
+    run = shfl_f64(k, v, 2, 0); /* from the block's first step to the chunk's end */
+    LLVMBasicBlockRef skip = if_open(k, and1(k, in, step_ok(k, u)));
+    cg_store(cg, LLVMBuildFPTrunc(cg->b, v, cg->t_f32, ""),
+             cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_ld], seed_index(k, k->mb, clamp_t(k, u), i64c(k, 0), 1)));
+    if_close(k, skip);
+  }
+  if_close(k, other_warps);
 }
 
 /* The log decay's gradient (a row or scalar decay) at every step of the
@@ -2884,23 +2938,13 @@ static void log_decay_gradient(ck *k) {
       res[e] = acc;
       if (once) cg_store(cg, acc, part_sum[e]);
     }
-    if (pass == 1) {
-      /* a scalar decay's in slots (ck_seed_width): a warp's columns summed
-       * in float64, lane 0 storing (the warp's lanes share gi: Np is a
-       * whole number of warps) */
-      bool slots = warp_slots(p) && seed_summed_over_n(g, g->seed_ld);
-      LLVMValueRef at = slots ? LLVMBuildUDiv(cg->b, nn, i32c(k, 32), "") : nn;
-      for (int e = 0; e < seg && slots; e++) res[e] = warp_sum_f64(k, res[e]);
-      LLVMBasicBlockRef others = slots ? if_open(k, LLVMBuildICmp(cg->b, LLVMIntEQ, k->lane, i32c(k, 0), "")) : NULL;
+    if (pass == 1)
       for (int e = 0; e < seg; e++) {
         LLVMBasicBlockRef skip = if_open(k, okv[e]);
         cg_store(cg, LLVMBuildFPTrunc(cg->b, res[e], cg->t_f32, ""),
-                 cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_ld],
-                        seed_index(k, k->mb, clamp_t(k, sxv[e]), sext(k, at), ck_seed_width(p, g, g->seed_ld))));
+                 cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_ld], seed_index(k, k->mb, clamp_t(k, sxv[e]), sext(k, nn), p->N)));
         if_close(k, skip);
       }
-      if (others) if_close(k, others);
-    }
     if (pass == 0) /* the segment's sum, for the segments before it */
       sh_st(k, k->lay->A, at2(k, gi, p->Np, nn), LLVMBuildFPTrunc(cg->b, acc, cg->t_f32, ""));
     if_close(k, no);
@@ -3199,8 +3243,13 @@ static void lower_ck_bwd(ck *k) {
     sh_st(k, k->lay->dS, at, cg_fmul(cg, sh_ld(k, k->lay->dS, at), sh_ld(k, k->lay->EL, p->col ? r.i : r.n)));
     loop_close(k, &r.l);
   }
-  if (g->merge_rows) merged_scalar_seed(k); /* (dC complete: the pairs' adds are barriers back) */
-  if (g->n_ld > 0 && !p->col) log_decay_gradient(k);
+  /* (dC complete: the pairs' adds are barriers back.  Timing probes:
+   * FRNN_CK_SKIP bits 26 and 27 leave these two out) */
+  if (g->merge_rows && !probe_skips(26)) merged_scalar_seed(k);
+  if (g->n_ld > 0 && !p->col && !probe_skips(27)) {
+    if (seed_summed_over_n(g, g->seed_ld)) scalar_log_decay_gradient(k);
+    else log_decay_gradient(k);
+  }
   /* The outside factors' gradients: dy * (X w). */
   for (int q = 0; q < g->n_lin; q++) {
     if (g->seed_o[q] < 0) continue;
