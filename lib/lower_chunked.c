@@ -2790,7 +2790,8 @@ static LLVMValueRef log_decay_part(ck *k, LLVMValueRef sx, LLVMValueRef nn, LLVM
     LLVMValueRef u = add(k, sx, i32c(k, shift_of(k, q)));
     LLVMValueRef uok = and1(k, slt(k, u, i32c(k, p->L)), step_ok(k, u));
     LLVMValueRef uc = cg_select(cg, uok, u, sx); /* a safe index where not used */
-    LLVMValueRef dw = cg_load(cg, cg->t_f32, cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_w[q]],
+    LLVMValueRef dw = probe_skips(28) ? sh_ld(k, k->lay->W[q], at2(k, uc, p->sn, add(k, nn, i32c(k, 1))))
+                                      : cg_load(cg, cg->t_f32, cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_w[q]],
                                                     seed_index(k, k->mb, clamp_t(k, uc), n64, p->N)));
     LLVMValueRef w = sh_ld(k, k->lay->W[q], at2(k, uc, p->sn, nn));
     /* W itself: undo the split where it was made */
@@ -2800,7 +2801,8 @@ static LLVMValueRef log_decay_part(ck *k, LLVMValueRef sx, LLVMValueRef nn, LLVM
   }
   for (int a = 0; a < g->n_upd; a++) {
     if (g->seed_r[a] < 0) continue; /* b merged out: r's seed holds s times b's part (r s db = b db) */
-    LLVMValueRef dr = cg_load(cg, cg->t_f32,
+    LLVMValueRef dr = probe_skips(28) ? sh_ld(k, k->lay->R[a], at2(k, sx, p->sn, add(k, nn, i32c(k, 1))))
+                                      : cg_load(cg, cg->t_f32,
                               cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_r[a]], seed_index(k, k->mb, tnow, n64, p->N)));
     LLVMValueRef r = sh_ld(k, k->lay->R[a], at2(k, sx, p->sn, nn));
     r = cg_select(cg, k->fast, cg_fmul(cg, r, fexp(k, bx(k, add(k, sx, i32c(k, 1)), nn))), r);
@@ -2938,7 +2940,7 @@ static void log_decay_gradient(ck *k) {
       res[e] = acc;
       if (once) cg_store(cg, acc, part_sum[e]);
     }
-    if (pass == 1)
+    if (pass == 1 && !probe_skips(29))
       for (int e = 0; e < seg; e++) {
         LLVMBasicBlockRef skip = if_open(k, okv[e]);
         cg_store(cg, LLVMBuildFPTrunc(cg->b, res[e], cg->t_f32, ""),
@@ -3244,8 +3246,12 @@ static void lower_ck_bwd(ck *k) {
     loop_close(k, &r.l);
   }
   /* (dC complete: the pairs' adds are barriers back.  Timing probes:
-   * FRNN_CK_SKIP bits 26 and 27 leave these two out) */
-  if (g->merge_rows && !probe_skips(26)) merged_scalar_seed(k);
+   * FRNN_CK_SKIP bits 30 and 27 leave these two out; in the log decay's,
+   * bit 28 reads the terms' gradients from shared memory (W, R) instead of
+   * the seeds, bit 29 leaves a row decay's stores out.  RWKV-7, H100 fw+bw
+   * 8.151 ms: 27 6.452, 28 7.867, 29 7.762, 28 and 29 7.559: most of its
+   * row decay's phase is neither the loads nor the stores) */
+  if (g->merge_rows && !probe_skips(30)) merged_scalar_seed(k);
   if (g->n_ld > 0 && !p->col && !probe_skips(27)) {
     if (seed_summed_over_n(g, g->seed_ld)) scalar_log_decay_gradient(k);
     else log_decay_gradient(k);
