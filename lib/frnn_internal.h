@@ -928,7 +928,7 @@ enum { CK_KERNEL_FWD = 1, CK_KERNEL_BWD = 2 }; /* BWD: frnn_ck_bwd and frnn_ck_c
  * class's columns X [L][M] and inverse [L][L] (the backward loads them). */
 int64_t ck_rank_floats(const ck_plan *p, const chunk_gpu *g);
 /* Floats a step of seed q's array takes per (part, b, h): M for a column's,
- * N for a row's, fewer for a scalar the chain sums over N (slots). */
+ * N for a row's, 1 for a scalar (the backward sums it over the columns). */
 int64_t ck_seed_width(const ck_plan *p, const chunk_gpu *g, int q);
 /* Add the chunked kernels (frnn_ck_fwd; frnn_ck_bwd, frnn_ck_chain) to cg's module. */
 frnn_status lower_chunked_module(codegen *cg, const ck_plan *p, const chunk_gpu *g, const lower_spec *spec,

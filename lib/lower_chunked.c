@@ -465,7 +465,9 @@ typedef struct leaf {
   enum tdtype dt;
   int parts;               /* > 1: the sum of this many copies, part_stride apart */
   LLVMValueRef part_stride;
-  int64_t sum_width;       /* > 0: a scalar stored in this many slots a step (ck_seed_width): their sum */
+  int64_t sum_width;       /* > 0: a scalar stored in this many slots a step (ck_seed_width): their sum.
+                              Now always 1 (the backward sums the columns): a plain load would do, a
+                              change of the chain's PTX left for a session with device time */
   double value;            /* LEAF_CONST */
 } leaf;
 
