@@ -2778,6 +2778,15 @@ static void col_decay_gradient(ck *k) {
   loop_close(k, &l);
 }
 
+/* a * b in float64 (exact: both float32).  Timing probes for the log
+ * decay's phase (FRNN_CK_SKIP): bit 31 the product in float32, one
+ * conversion instead of two (less precise); bit 32 the split's exp
+ * factors left out of log_decay_part (results wrong). */
+static LLVMValueRef product_f64(ck *k, LLVMValueRef a, LLVMValueRef b) {
+  if (probe_skips(31)) return f64(k, cg_fmul(k->cg, a, b));
+  return LLVMBuildFMul(k->cg->b, f64(k, a), f64(k, b), "");
+}
+
 /* Step sx's part of the log decay's gradient at column nn (float64): the
  * sum over the outputs reading S_s of w * dw, minus r_s * dr_s, over this
  * block's rows (the terms' gradients in the seeds, just added to by the
@@ -2797,9 +2806,8 @@ static LLVMValueRef log_decay_part(ck *k, LLVMValueRef sx, LLVMValueRef nn, LLVM
                                                     seed_index(k, k->mb, clamp_t(k, uc), n64, p->N)));
     LLVMValueRef w = sh_ld(k, k->lay->W[q], at2(k, uc, p->sn, nn));
     /* W itself: undo the split where it was made */
-    w = cg_select(cg, k->fast, cg_fmul(cg, w, fexp(k, cg_fneg(cg, bx(k, lrow(k, q, uc), nn)))), w);
-    acc = LLVMBuildFAdd(cg->b, acc, cg_select(cg, and1(k, *ok, uok), LLVMBuildFMul(cg->b, f64(k, w), f64(k, dw), ""),
-                                              zero64), "");
+    if (!probe_skips(32)) w = cg_select(cg, k->fast, cg_fmul(cg, w, fexp(k, cg_fneg(cg, bx(k, lrow(k, q, uc), nn)))), w);
+    acc = LLVMBuildFAdd(cg->b, acc, cg_select(cg, and1(k, *ok, uok), product_f64(k, w, dw), zero64), "");
   }
   for (int a = 0; a < g->n_upd; a++) {
     if (g->seed_r[a] < 0) continue; /* b merged out: r's seed holds s times b's part (r s db = b db) */
@@ -2807,8 +2815,8 @@ static LLVMValueRef log_decay_part(ck *k, LLVMValueRef sx, LLVMValueRef nn, LLVM
                                       : cg_load(cg, cg->t_f32,
                               cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_r[a]], seed_index(k, k->mb, tnow, n64, p->N)));
     LLVMValueRef r = sh_ld(k, k->lay->R[a], at2(k, sx, p->sn, nn));
-    r = cg_select(cg, k->fast, cg_fmul(cg, r, fexp(k, bx(k, add(k, sx, i32c(k, 1)), nn))), r);
-    acc = LLVMBuildFSub(cg->b, acc, cg_select(cg, *ok, LLVMBuildFMul(cg->b, f64(k, r), f64(k, dr), ""), zero64), "");
+    if (!probe_skips(32)) r = cg_select(cg, k->fast, cg_fmul(cg, r, fexp(k, bx(k, add(k, sx, i32c(k, 1)), nn))), r);
+    acc = LLVMBuildFSub(cg->b, acc, cg_select(cg, *ok, product_f64(k, r, dr), zero64), "");
   }
   return acc;
 }
