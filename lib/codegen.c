@@ -250,6 +250,11 @@ LLVMValueRef cg_shfl_bfly_f32(codegen *cg, LLVMValueRef v, int lane_mask, int wi
   return shfl(cg, "bfly", v, cg_i32(cg, lane_mask & 31), width, 0x1f);
 }
 
+LLVMValueRef cg_sum_lanes_f32(codegen *cg, LLVMValueRef v, int lanes) {
+  for (int m = lanes / 2; m >= 1; m /= 2) v = cg_fadd(cg, v, cg_shfl_bfly_f32(cg, v, m, 32));
+  return v;
+}
+
 LLVMValueRef cg_shfl_down_f32(codegen *cg, LLVMValueRef v, int delta, int width) {
   if (delta < 0 || delta > 31) cg_error(cg, "shuffle delta %d", delta);
   return shfl(cg, "down", v, cg_i32(cg, delta & 31), width, 0x1f);

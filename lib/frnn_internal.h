@@ -363,8 +363,8 @@ typedef struct chunk_gpu {
   /* The update whose row r the rank-one b is, times scalars of the step
    * (b = s r, s = merge_sign * merge_s: the delta rules' -beta k against v
    * beta k^T), or -1 (none, a decay along M, FRNN_CK_MERGE=0).  merge_rows
-   * (FRNN_CK_MERGE=3, a knob): b's row gradient goes to r's and s's seeds
-   * (CK_SEED_S), and the backward forms no product for b. */
+   * (FRNN_CK_MERGE=3, the default): b's row gradient goes to r's and s's
+   * seeds (CK_SEED_S), and the backward forms no product for b. */
   int merge_into;
   chunk_product merge_s;
   double merge_sign;
@@ -379,8 +379,8 @@ typedef struct chunk_gpu {
   uint8_t *need;     /* per node of the step: the kernels evaluate it */
   uint8_t *need_adj; /* per node of terms_adj: the chain kernel evaluates it */
 } chunk_gpu;
-/* FRNN_CK_MERGE: 0 none, 1 the columns, 2 (default) and the pairs, 3 and
- * b's row gradient (chunk_gpu.merge_rows; lower_chunked.c's merge_of). */
+/* FRNN_CK_MERGE: 0 none, 1 the columns, 2 and the pairs, 3 (default) and
+ * b's row gradient (chunk_gpu.merge_rows; chunked.c's merge_of). */
 int chunk_merge_level(void);
 /* FRNN_E_UNSUPPORTED, saying why, when the step has no chunked kernels. */
 frnn_status chunk_gpu_make(frnn_ctx *ctx, const frnn_step *s, chunk_gpu *out);
@@ -559,6 +559,9 @@ LLVMValueRef cg_ctaid_z(codegen *cg);
 LLVMValueRef cg_nctaid_x(codegen *cg);
 void cg_barrier(codegen *cg); /* bar.sync 0 */
 LLVMValueRef cg_shfl_bfly_f32(codegen *cg, LLVMValueRef v, int lane_mask, int width);
+/* The sum of v over each aligned group of `lanes` lanes (a power of two up
+ * to 32), in every lane of the group: a butterfly. */
+LLVMValueRef cg_sum_lanes_f32(codegen *cg, LLVMValueRef v, int lanes);
 LLVMValueRef cg_shfl_down_f32(codegen *cg, LLVMValueRef v, int delta, int width);
 /* src_lane: i32, lane within the segment */
 LLVMValueRef cg_shfl_idx_f32(codegen *cg, LLVMValueRef v, LLVMValueRef src_lane, int width);

@@ -719,8 +719,7 @@ static LLVMValueRef warp_sum(ev *e, int E, uint32_t v, bool leaf_sum, LLVMValueR
     s = cg_load(cg, cg->t_f32, acc);
   }
   memo_clear(e);
-  for (int m = 16; m >= 1; m /= 2) s = cg_fadd(cg, s, cg_shfl_bfly_f32(cg, s, m, 32));
-  return s;
+  return cg_sum_lanes_f32(cg, s, 32);
 }
 
 /* Every materialised scalar of the chunk's steps into SC: a warp per step. */
@@ -1251,7 +1250,7 @@ static void run_mm(mm *m) {
     for (int c = 0; c < TILE; c++) {
       sum[r][c] = cg_load(cg, at, acc[r][c]);
       if (wide) sum[r][c] = LLVMBuildFPTrunc(cg->b, sum[r][c], cg->t_f32, "");
-      for (int w = split / 2; w >= 1; w /= 2) sum[r][c] = cg_fadd(cg, sum[r][c], cg_shfl_bfly_f32(cg, sum[r][c], w, 32));
+      sum[r][c] = cg_sum_lanes_f32(cg, sum[r][c], split);
     }
   LLVMBasicBlockRef skip = split > 1 ? if_open(k, LLVMBuildICmp(cg->b, LLVMIntEQ, part, i32c(k, 0), "")) : NULL;
   for (int r = 0; r < TILE; r++)
@@ -2020,7 +2019,7 @@ static void merged_scalar_seed(ck *k) {
       LLVMValueRef d = cg_load(cg, cg->t_f32, cg_gep(cg, cg->t_f32, k->seed_ptr[dc], seed_index(k, i64c(k, 0), t, grow(k, ic), p->M)));
       acc = cg_select(cg, ok, cg_fma(cg, sh_ld(k, x, at2(k, r.u, p->sm, ic)), d, acc), acc);
     }
-    for (int m = SUM_LANES / 2; m >= 1; m /= 2) acc = cg_fadd(cg, acc, cg_shfl_bfly_f32(cg, acc, m, 32));
+    acc = cg_sum_lanes_f32(cg, acc, SUM_LANES);
     LLVMBasicBlockRef others = if_open(k, elems_valid(k, &r, LLVMBuildICmp(cg->b, LLVMIntEQ, r.x, i32c(k, 0), "")));
     seed_add(k, g->seed_s, r.u, i32c(k, 0), acc, !p->fused);
     if_close(k, others);
@@ -2835,7 +2834,7 @@ static LLVMValueRef shfl_f64(ck *k, LLVMValueRef v, int kind, int arg) {
   }
   return LLVMBuildBitCast(cg->b, LLVMBuildOr(cg->b, half[0], LLVMBuildShl(cg->b, half[1], c32, ""), ""), cg->t_f64, "");
 }
-/* The sum of v (float64) over aligned groups of `lanes` lanes, in each. */
+/* cg_sum_lanes_f32's float64 form. */
 static LLVMValueRef group_sum_f64(ck *k, LLVMValueRef v, int lanes) {
   for (int m = lanes / 2; m >= 1; m /= 2) v = LLVMBuildFAdd(k->cg->b, v, shfl_f64(k, v, 0, m), "");
   return v;

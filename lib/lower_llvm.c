@@ -330,8 +330,7 @@ static void lower_sum_n(lower *lw, LLVMValueRef *x, int xcls, LLVMValueRef *out,
   codegen *cg = lw->cg;
   for (int r = 0; r < (CLASS_HAS_M(ocls) ? lw->ks.rpt : 1); r++) {
     LLVMValueRef s = thread_sum(lw, x, xcls, r, false);
-    for (int m = lw->ks.lpr / 2; m >= 1; m /= 2) s = cg_fadd(cg, s, cg_shfl_bfly_f32(cg, s, m, 32));
-    out[r] = s;
+    out[r] = cg_sum_lanes_f32(cg, s, lw->ks.lpr);
   }
 }
 
@@ -1229,7 +1228,7 @@ static void lower_reduce(lower *lw, enum tdtype dt, const char *name) {
     reduce_term(cg, &at, bb, hh);
     loop_end(lw, &lk, 32);
     LLVMValueRef wsum = cg_load(cg, cg->t_f32, acc);
-    for (int w = 16; w >= 1; w /= 2) wsum = cg_fadd(cg, wsum, cg_shfl_bfly_f32(cg, wsum, w, 32));
+    wsum = cg_sum_lanes_f32(cg, wsum, 32);
     LLVMBasicBlockRef write = cg_block(cg, "write");
     cg_cond_br(cg, icmp(lw, LLVMIntEQ, lane, cg_i64(cg, 0)), write, end);
     cg_at(cg, write);
