@@ -907,6 +907,9 @@ typedef struct ck_plan {
   bool spread_fwd;           /* the forward's (its phases' attention matrices side by side) */
   bool unroll_loads_fwd, unroll_loads_bwd; /* their elementwise passes unrolled: a pass's global loads in
                                 flight at once (FRNN_CK_UNROLL_LOADS: "0", "1" or "fwd,bwd") */
+  bool ld_in_chain;          /* a row decay's log decay gradient formed by the chain kernel (chain_log_decay),
+                                the backward storing only each chunk's RUN (FRNN_CK_LD_CHAIN=0: in the backward) */
+  int ld_chain_unroll;       /* chain_log_decay's steps unrolled this many times (their loads in flight) */
   int ckpt_group;            /* the forward's checkpoint stores: elements a thread loaded, then stored, at a
                                 time (FRNN_CK_CKPT_GROUP; 1: one at a time, under its guard) */
   int early_loads;           /* the backward's copies of a chunk's first state: 1, before its term arrays;

@@ -133,6 +133,11 @@ static int stride_mma(int x) { return (x + 27) / 32 * 32 + 4; }
  * backward a pair at a time spilled at 20, fw+bw 9.55 -> 10.34 ms). */
 static int stride_mma_min(int x) { return (x + 3) / 4 % 2 ? (x + 3) / 4 * 4 : (x + 3) / 4 * 4 + 4; }
 
+/* The chain kernel's shared floats: the adjoint's scalars a step (its ev
+ * at 0), then, where it forms the log decay's gradient (ld_in_chain), the
+ * step's own (chain_log_decay's ev at this offset). */
+static int chain_step_sc(const ck_plan *p, int L) { return round4(p->n_sc_adj * L + 1); }
+
 static bool fits_layout(ck_plan *p, const chunk_gpu *g, int n_out, int L, int max_shared) {
   p->L = L;
   p->sl = !p->mma ? L + 1 : p->bw_pairs ? stride_mma_min(L) : stride_mma(L);
@@ -140,7 +145,7 @@ static bool fits_layout(ck_plan *p, const chunk_gpu *g, int n_out, int L, int ma
   layout(p, g, n_out, true, &p->bw);
   p->fwd_smem = (unsigned)p->fw.floats * 4;
   p->bwd_smem = (unsigned)p->bw.floats * 4;
-  p->chain_smem = (unsigned)(p->n_sc_adj * L + 1) * 4;
+  p->chain_smem = (unsigned)(chain_step_sc(p, L) + (p->ld_in_chain ? p->n_sc * L : 0)) * 4;
   return p->fwd_smem <= (unsigned)max_shared && p->bwd_smem <= (unsigned)max_shared &&
          p->chain_smem <= (unsigned)max_shared;
 }
@@ -408,6 +413,21 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
     const char *fz = getenv("FRNN_CK_FUSE");
     out->fused = out->MB == 1 && fz && strcmp(fz, "1") == 0;
     if (out->fused) out->ckpt_every = 1; /* the fused chain runs the whole sequence in one window */
+    /* A row decay's log decay gradient in the chain kernel (chain_log_decay):
+     * the backward's phase cost RWKV-7 1.70 ms of 8.15 on the H100 (one block
+     * an SM there, the phase's latency exposed, and its registers' spills
+     * elsewhere); the chain runs it at six blocks an SM, from the same
+     * terms' gradients it reads anyway.  One block of rows (the chain reads
+     * RUN from part 0). */
+    env = getenv("FRNN_CK_LD_CHAIN");
+    out->ld_in_chain = !(env && strcmp(env, "0") == 0) && !out->fused && out->MB == 1 && g->n_ld > 0 && !out->col &&
+                       out->nd > 1;
+    /* Its steps unrolled 4 times (their loads in flight together) where a
+     * step has two terms, one lin and one update; kept rolled with more.
+     * H100 fw+bw, rolled -> 4: GLA 3.438 -> 3.274 ms, GSA's values 3.434 ->
+     * 3.270, RWKV-6 4.46 both; RWKV-7 (four terms) 6.80 -> 7.09, and 7.08
+     * at 2 and 8 (twenty-first session, calls 5-6). */
+    out->ld_chain_unroll = env && atoi(env) > 1 ? atoi(env) : g->n_lin + g->n_upd <= 2 ? 4 : 1;
     for (int L = lmax >= 64 ? 64 : lmax >= 32 ? 32 : 16; L >= 16; L /= 2)
       if (fits(out, g, n_out, L, max_shared, all_pairs)) {
         /* A rank-one step with a decay, its pairs at once: the backward's
@@ -3111,7 +3131,16 @@ static void lower_ck_bwd(ck *k) {
       LLVMValueRef at = at2(k, i32c(k, i), p->ss, nn);
       run_sum_row(k, &acc, i & 1, sh_ld(k, k->lay->dS, at), sh_ld(k, k->lay->S, at));
     }
-    sh_st(k, k->lay->RUN, nn, run_sum_close(k, &acc));
+    LLVMValueRef run = run_sum_close(k, &acc);
+    sh_st(k, k->lay->RUN, nn, run);
+    /* the chain forms the log decay's gradient (chain_log_decay): RUN
+     * into the seed's row of the chunk's last step, which it reads first */
+    if (p->ld_in_chain) {
+      LLVMBasicBlockRef pad = if_open(k, slt(k, nn, i32c(k, (int)p->N)));
+      cg_store(cg, run, cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_ld],
+                               seed_index(k, k->mb, add(k, k->t0, i64c(k, p->L - 1)), sext(k, nn), p->N)));
+      if_close(k, pad);
+    }
     loop_close(k, &l);
   } else if (g->n_ld > 0) { /* a column decay: per row, the sum over n */
     cloop l = loop_open(k, k->tid, i32c(k, p->Mp), i32c(k, k->threads));
@@ -3261,7 +3290,7 @@ static void lower_ck_bwd(ck *k) {
    * 8.151 ms: 27 6.452, 28 7.867, 29 7.762, 28 and 29 7.559: most of its
    * row decay's phase is neither the loads nor the stores) */
   if (g->merge_rows && !probe_skips(30)) merged_scalar_seed(k);
-  if (g->n_ld > 0 && !p->col && !probe_skips(27)) {
+  if (g->n_ld > 0 && !p->col && !p->ld_in_chain && !probe_skips(27)) {
     if (seed_summed_over_n(g, g->seed_ld)) scalar_log_decay_gradient(k);
     else log_decay_gradient(k);
   }
@@ -3319,6 +3348,57 @@ static void lower_ck_bwd(ck *k) {
   cg_ret(cg);
 }
 
+/* A row decay's log decay gradient by the chain kernel (ck_plan.ld_in_chain),
+ * log_decay_gradient's sums from the chunk's end: at each column a thread
+ * starts from RUN (the backward stored it in the seed's row of the chunk's
+ * last step) and adds, step by step down, log_decay_part's terms, w dw
+ * for each lin at the step whose state it reads and - r dr for each
+ * update, in float64 (they nearly cancel), storing each step's sum over
+ * the seed's row.  The terms' values w and r are evaluated from the
+ * inputs (es, the step's graph), not undone from the backward's split
+ * arrays; their gradients are the backward's, complete. */
+static void chain_log_decay(ck *k, ev *es) {
+  codegen *cg = k->cg;
+  const ck_plan *p = k->p;
+  const chunk_gpu *g = k->g;
+  LLVMValueRef zero64 = LLVMConstReal(cg->t_f64, 0), ld = k->seed_ptr[g->seed_ld];
+  cloop l = loop_open(k, k->tid, i32c(k, p->Np), i32c(k, k->threads));
+  LLVMValueRef nn = loop_var(k, &l);
+  LLVMBasicBlockRef pad = if_open(k, slt(k, nn, i32c(k, (int)p->N)));
+  LLVMValueRef n64 = sext(k, nn), acc = slot_of(k, cg->t_f64);
+  cg_store(cg, f64(k, cg_load(cg, cg->t_f32, cg_gep(cg, cg->t_f32, ld, seed_index(k, i64c(k, 0), add(k, k->t0, i64c(k, p->L - 1)), n64, p->N)))),
+           acc);
+  cloop ls = loop_open(k, i32c(k, 0), i32c(k, p->L), i32c(k, 1));
+  LLVMValueRef sx = sub(k, i32c(k, p->L - 1), loop_var(k, &ls)), ok = step_ok(k, sx), part = zero64;
+  for (int q = 0; q < g->n_lin; q++) {
+    LLVMValueRef u = add(k, sx, i32c(k, shift_of(k, q)));
+    LLVMValueRef uok = and1(k, ok, and1(k, slt(k, u, i32c(k, p->L)), step_ok(k, u)));
+    LLVMValueRef tu = clamp_t(k, cg_select(cg, uok, u, sx)); /* a safe step where not used */
+    memo_clear(es);
+    LLVMValueRef w = product(es, &g->lin_w[q], 1, cg_select(cg, uok, u, sx), tu, NULL, n64);
+    LLVMValueRef dw = cg_load(cg, cg->t_f32, cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_w[q]], seed_index(k, i64c(k, 0), tu, n64, p->N)));
+    part = LLVMBuildFAdd(cg->b, part, cg_select(cg, uok, product_f64(k, w, dw), zero64), "");
+  }
+  LLVMValueRef t = clamp_t(k, sx);
+  for (int a = 0; a < g->n_upd; a++) {
+    if (g->seed_r[a] < 0) continue; /* b merged out (as log_decay_part) */
+    memo_clear(es);
+    LLVMValueRef r = product(es, &g->upd_row[a], g->upd_row_sign[a], sx, t, NULL, n64);
+    LLVMValueRef dr = cg_load(cg, cg->t_f32, cg_gep(cg, cg->t_f32, k->seed_ptr[g->seed_r[a]], seed_index(k, i64c(k, 0), t, n64, p->N)));
+    part = LLVMBuildFSub(cg->b, part, cg_select(cg, ok, product_f64(k, r, dr), zero64), "");
+  }
+  memo_clear(es);
+  LLVMValueRef sum = LLVMBuildFAdd(cg->b, cg_load(cg, cg->t_f64, acc), part, "");
+  cg_store(cg, sum, acc);
+  LLVMBasicBlockRef past = if_open(k, ok);
+  cg_store(cg, LLVMBuildFPTrunc(cg->b, sum, cg->t_f32, ""), cg_gep(cg, cg->t_f32, ld, seed_index(k, i64c(k, 0), t, n64, p->N)));
+  if_close(k, past);
+  ls.unroll = p->chain_unroll >= 2 && p->ld_chain_unroll > 1 ? p->ld_chain_unroll : 0; /* 0: LLVM's choice */
+  loop_close(k, &ls);
+  if_close(k, pad);
+  loop_close(k, &l);
+}
+
 /* The chain as a kernel of its own (blocks of rows summed their partial
  * gradients into the workspace). */
 static void lower_ck_chain(ck *k) {
@@ -3349,6 +3429,20 @@ static void lower_ck_chain(ck *k) {
   k->c = add(k, c_lo, cg_zext64(cg, cg_ctaid_x(cg)));
   k->t0 = mul(k, k->c, i64c(k, k->p->L));
   for (int q = 0; q < g->n_seeds; q++) k->seed_ptr[q] = cg_param(cg, at_seed + q);
+  if (k->p->ld_in_chain) {
+    ev es;
+    if (!ev_init(&es, k, s, g->need, chain_step_sc(k->p, k->p->L))) {
+      ev_free(&es);
+      cg_error(cg, "out of memory");
+      return;
+    }
+    input_leaves(k, &es, 0);
+    scalar_pass(&es);
+    cg_barrier(cg);
+    chain_log_decay(k, &es);
+    cg_barrier(cg); /* its seed is read by the chain's other threads */
+    ev_free(&es);
+  }
   chain_leaves(k, k->e, TENSOR_PARAMS * n_in);
   chain_chunk(k, k->e, at_gin);
   cg_ret(cg);

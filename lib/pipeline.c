@@ -105,7 +105,7 @@ static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
                                       "FRNN_CK_SUM_PARTS", "FRNN_CK_RUN_SUM", "FRNN_CK_TF32X3_SITES",
                                       "FRNN_CK_THREADS_FWD", "FRNN_CK_BW_PAIRS", "FRNN_CK_UNROLL_LOADS", "FRNN_CK_EARLY_LOADS",
                                       "FRNN_CK_CKPT_GROUP", "FRNN_CK_CVT", "FRNN_CK_MMA_BIG", "FRNN_CK_STATE_WAIT",
-                                      "FRNN_CK_WIDE_COPIES", "FRNN_CK_PRODUCTS", "FRNN_CK_CHAIN_UNROLL", "FRNN_CK_MERGE", "FRNN_CK_STACK"};
+                                      "FRNN_CK_WIDE_COPIES", "FRNN_CK_PRODUCTS", "FRNN_CK_CHAIN_UNROLL", "FRNN_CK_MERGE", "FRNN_CK_STACK", "FRNN_CK_LD_CHAIN"};
   for (size_t i = 0; i < sizeof knobs / sizeof *knobs; i++) {
     const char *v = getenv(knobs[i]);
     if (v && *v && k >= 0 && (size_t)k < cap) k += snprintf(key + k, cap - (size_t)k, " %s=%.16s", knobs[i] + 5, v);

@@ -638,6 +638,28 @@ START_TEST(gpu_form_verdicts) {
     ck_assert_int_eq(p.L, 32);
     ck_assert(p.fwd_smem <= 232448 && p.bwd_smem <= 232448 && p.chain_smem <= 232448);
     ck_assert_int_eq(p.fwd_smem % 4, 0);
+    /* A row decay's log decay gradient is formed by the chain kernel, whose
+     * shared memory then holds the step's scalars after the adjoint's; a
+     * scalar decay's stays in the backward.  Not with two blocks of rows
+     * (the chain reads the backward's RUN from one), fused, or the knob 0. */
+    bool row_decay = g.n_ld > 0 && !p.col && p.nd > 1;
+    ck_assert_int_eq(p.ld_in_chain, row_decay);
+    if (row_decay) ck_assert_int_eq(p.ld_chain_unroll, g.n_lin + g.n_upd <= 2 ? 4 : 1);
+    int sc_adj = (p.n_sc_adj * p.L + 1 + 3) / 4 * 4;
+    ck_assert_uint_eq(p.chain_smem, 4u * (unsigned)(sc_adj + (row_decay ? p.n_sc * p.L : 0)));
+    if (row_decay) {
+      ck_plan q;
+      setenv("FRNN_CK_BM", "64", 1);
+      ck_assert(ck_plan_make(ctx, s, &g, 128, 128, 90, 232448, &q) == FRNN_OK && q.MB == 2 && !q.ld_in_chain);
+      unsetenv("FRNN_CK_BM");
+      setenv("FRNN_CK_FUSE", "1", 1);
+      ck_assert(ck_plan_make(ctx, s, &g, 128, 128, 90, 232448, &q) == FRNN_OK && q.fused && !q.ld_in_chain);
+      unsetenv("FRNN_CK_FUSE");
+      setenv("FRNN_CK_LD_CHAIN", "0", 1);
+      ck_assert(ck_plan_make(ctx, s, &g, 128, 128, 90, 232448, &q) == FRNN_OK && !q.ld_in_chain);
+      ck_assert_uint_eq(q.chain_smem, 4u * (unsigned)sc_adj);
+      unsetenv("FRNN_CK_LD_CHAIN");
+    }
     /* tensor cores at these sizes: strides 4 mod 32 (a fragment's 8 rows
      * x 4 columns in distinct banks), padded extents */
     ck_assert(p.mma && p.mma_tiles >= 1);
