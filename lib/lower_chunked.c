@@ -435,8 +435,10 @@ frnn_status ck_plan_make(frnn_ctx *ctx, const frnn_step *s, const chunk_gpu *g, 
          * H100 fw+bw 8.24 -> 7.94 ms at 1; the delta rule keeps 4, 6.28
          * against 6.72 at 1; thirteenth session, call 6.  Fifteenth
          * session, call 5, at 1, 2 and 4: gated 7.05, 6.86, 7.44 ms; RWKV-7
-         * 9.26, 9.08, 9.01) */
-        if (out->bw_pairs && g->rank_lin >= 0 && g->n_ld > 0 && !set_b) out->unroll_bwd = 2;
+         * 9.26, 9.08, 9.01).  Four times where the log decay's gradient
+         * went to the chain (ld_in_chain, RWKV-7; twenty-first session, call
+         * 8: 6.80 -> 6.59 ms at 4). */
+        if (out->bw_pairs && g->rank_lin >= 0 && g->n_ld > 0 && !set_b) out->unroll_bwd = out->ld_in_chain ? 4 : 2;
         return FRNN_OK;
       }
     if (bm_env) break;
