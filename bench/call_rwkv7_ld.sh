@@ -6,6 +6,9 @@
 # conversion instead of two), 32 its split's exp factors.  Pack first:
 #   XZ_OPT=-T2 bash bench/device_pack.sh test_gpu_models frnn-bench libfrnn.so
 # and run with carry ["devbin"], kind nvidia-h100-x1.  Output: $OUT/probes.txt.
+# The phase runs in the chain kernel by default since the twenty-first session
+# (FRNN_CK_LD_CHAIN): the probes need it in the backward.
+export FRNN_CK_LD_CHAIN=0
 . "$(dirname "$0")/device_setup.sh"
 N=/tmp/frnn-bin/frnn-bench
 row() { echo "$1 $2 $($N examples/$1.frnn 2>&1 | grep -E "^ *$1 " | tr -s ' ' | cut -d' ' -f2,4,6,10,11)"; }

@@ -3289,8 +3289,11 @@ static void lower_ck_bwd(ck *k) {
    * FRNN_CK_SKIP bits 30 and 27 leave these two out; in the log decay's,
    * bit 28 reads the terms' gradients from shared memory (W, R) instead of
    * the seeds, bit 29 leaves a row decay's stores out.  RWKV-7, H100 fw+bw
-   * 8.151 ms: 27 6.452, 28 7.867, 29 7.762, 28 and 29 7.559: most of its
-   * row decay's phase is neither the loads nor the stores) */
+   * 8.151 ms: 27 6.452, 28 7.867, 29 7.762, 28 and 29 7.559, 31 8.112,
+   * 32 8.060: most of its row decay's phase was neither the loads, the
+   * stores, the conversions nor the exps but what it cost the rest of the
+   * kernel (its spills 52 -> 148 bytes); a row decay's now goes to the
+   * chain (ld_in_chain: 6.80 ms)) */
   if (g->merge_rows && !probe_skips(30)) merged_scalar_seed(k);
   if (g->n_ld > 0 && !p->col && !p->ld_in_chain && !probe_skips(27)) {
     if (seed_summed_over_n(g, g->seed_ld)) scalar_log_decay_gradient(k);
