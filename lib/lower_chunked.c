@@ -134,8 +134,9 @@ static int stride_mma(int x) { return (x + 27) / 32 * 32 + 4; }
 static int stride_mma_min(int x) { return (x + 3) / 4 % 2 ? (x + 3) / 4 * 4 : (x + 3) / 4 * 4 + 4; }
 
 /* The chain kernel's shared floats: the adjoint's scalars a step (its ev
- * at 0), then, where it forms the log decay's gradient (ld_in_chain), the
- * step's own (chain_log_decay's ev at this offset). */
+ * at 0) and one more; where it forms the log decay's gradient
+ * (ld_in_chain), the step's own after them, from this offset
+ * (chain_log_decay's ev). */
 static int chain_step_sc(const ck_plan *p, int L) { return round4(p->n_sc_adj * L + 1); }
 
 static bool fits_layout(ck_plan *p, const chunk_gpu *g, int n_out, int L, int max_shared) {
@@ -145,7 +146,7 @@ static bool fits_layout(ck_plan *p, const chunk_gpu *g, int n_out, int L, int ma
   layout(p, g, n_out, true, &p->bw);
   p->fwd_smem = (unsigned)p->fw.floats * 4;
   p->bwd_smem = (unsigned)p->bw.floats * 4;
-  p->chain_smem = (unsigned)(chain_step_sc(p, L) + (p->ld_in_chain ? p->n_sc * L : 0)) * 4;
+  p->chain_smem = (unsigned)(p->ld_in_chain ? chain_step_sc(p, L) + p->n_sc * L : p->n_sc_adj * L + 1) * 4;
   return p->fwd_smem <= (unsigned)max_shared && p->bwd_smem <= (unsigned)max_shared &&
          p->chain_smem <= (unsigned)max_shared;
 }

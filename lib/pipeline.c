@@ -627,10 +627,10 @@ static frnn_status get_module(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, 
     if (big > 1) snprintf(big_text, sizeof big_text, " %d-tile blocks", big);
     if (kernels & KERNEL_BWD)
       snprintf(ctx->backward_plan, sizeof ctx->backward_plan,
-               "chunked L=%d BM=%d blocks/head=%d threads=%d/%d%s%s%s%s%s%s smem=%u/%u/%u states every %d chunks%s%s",
+               "chunked L=%d BM=%d blocks/head=%d threads=%d/%d%s%s%s%s%s%s%s smem=%u/%u/%u states every %d chunks%s%s",
                ce->p.L, ce->p.BM, ce->p.MB, ce->p.threads_fwd, ce->p.threads, ce->p.split ? " split" : "",
                ce->p.bw_pairs ? " pairs at once" : "", early_loads & 1 ? "" : " copies late",
-               big_text, ce->p.fused ? " fused" : "",
+               big_text, ce->p.fused ? " fused" : "", ce->p.ld_in_chain ? " log decay in the chain" : "",
                ce->g.guard ? " guarded (recurrent where a decay is out of the chunked range)" : "",
                ce->p.fwd_smem, ce->p.bwd_smem, ce->p.chain_smem, ce->p.ckpt_every,
                ce->p.ckpt_every > 1 ? " (the others recomputed)" : "", window);
