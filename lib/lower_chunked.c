@@ -2920,8 +2920,10 @@ static void scalar_log_decay_gradient(ck *k) {
   if_close(k, other_warps);
 }
 
-/* The log decay's gradient (a row or scalar decay) at every step of the
- * chunk: a running sum from the chunk's end of log_decay_part, starting
+/* A row decay's log decay gradient in the backward (where the chain does
+ * not form it, ld_in_chain: two blocks of rows, the fused chain, or
+ * FRNN_CK_LD_CHAIN=0; a scalar decay's is scalar_log_decay_gradient's) at
+ * every step of the chunk: a running sum from the chunk's end of log_decay_part, starting
  * from RUN, in float64 (its terms nearly cancel).  The chunk's steps are
  * cut into `segs` segments summed side by side (each a short chain of
  * loads), whose sums the later ones' offsets take from shared memory (the
