@@ -82,6 +82,12 @@ Environment:
   FRNN_BENCH_MODEL_TIMEOUT  cap in seconds per model and phase (default 120)
   FRNN_BENCH_MODEL_TIMEOUTS per-model caps, e.g. mamba2=90,mlstm=60 (else the one above)
   FRNN_BENCH_SLOW_CALL_S a call slower than this gets 1 warm-up + <= 3 reps (default 2)
+  FRNN_BENCH_GRAPH=1    time phase: each side's call (fw, fw+bw) captured once per input set
+                        in a CUDA graph and the replays timed (events around each replay), so
+                        that no host work is timed: for steps whose GPU time is below the
+                        host's time to issue a call through Python (HGRN, RWKV-4: about 0.7
+                        ms of frnn.py and autograd a fw+bw).  A capture that fails falls back
+                        to the plain timing ('graph_error' in the entry)
   FRNN_BENCH_ISOLATE    models whose Triton reference variants run in a child process:
                         comma list (default mlstm), 'all', 'none'; model/variant for one
   FRNN_BENCH_MAMBA2_PRUNE  median (default: the median-cost config, falling back to
@@ -1900,6 +1906,42 @@ def make_gouts(ts, seed, device):
     return [torch.randn(t.shape, generator=g, device=device, dtype=torch.float32).to(t.dtype) for t in ts]
 
 
+def time_graph(fn, pre, n_sets, reps=30):
+    """Median ms of a CUDA graph replay of fn(i) (i = r % n_sets), each captured once
+    after a warm-up on a side stream (what capture needs: allocations and first-call work
+    done); pre(i) runs before each capture (not replayed: gradients are set to None then,
+    and each graph's backward writes its own)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for i in range(n_sets):
+            pre(i)
+            fn(i)
+    torch.cuda.current_stream().wait_stream(side)
+    sync()
+    graphs = []
+    for i in range(n_sets):
+        pre(i)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn(i)
+        graphs.append(g)
+    for g in graphs:
+        g.replay()
+    sync()
+    evs = [(Event(), Event()) for _ in range(reps)]
+    for r in range(reps):
+        evs[r][0].record()
+        graphs[r % n_sets].replay()
+        evs[r][1].record()
+    sync()
+    ms = sorted(a.elapsed_time(b) for a, b in evs)
+    n = len(ms)
+    med = ms[n // 2] if n % 2 else 0.5 * (ms[n // 2 - 1] + ms[n // 2])
+    del graphs
+    return {"ms": med, "min_ms": ms[0], "max_ms": ms[-1], "reps": reps, "graph": True}
+
+
 def time_calls(fn, pre, n_sets, target_s=0.3, min_reps=3, max_reps=30, slow_s=None):
     """Median ms of fn(i) over reps (i = r % n_sets), each timed with CUDA events;
     pre(i) (outside the timed region) runs before each call.  One warm-up call first;
@@ -1908,6 +1950,13 @@ def time_calls(fn, pre, n_sets, target_s=0.3, min_reps=3, max_reps=30, slow_s=No
     ('slow': True in the result)."""
     if slow_s is None:
         slow_s = env_float("FRNN_BENCH_SLOW_CALL_S", 2.0)
+    graph_error = None
+    if os.environ.get("FRNN_BENCH_GRAPH") == "1" and DEVICE != "cpu":
+        try:
+            return time_graph(fn, pre, n_sets)
+        except Exception as e:
+            graph_error = short_err(e, 200)
+            sync()
     pre(0)
     sync()
     t0 = time.perf_counter()
@@ -1931,6 +1980,8 @@ def time_calls(fn, pre, n_sets, target_s=0.3, min_reps=3, max_reps=30, slow_s=No
     n = len(ms)
     med = ms[n // 2] if n % 2 else 0.5 * (ms[n // 2 - 1] + ms[n // 2])
     r = {"ms": med, "min_ms": ms[0], "max_ms": ms[-1], "reps": reps}
+    if graph_error:
+        r["graph_error"] = graph_error
     if slow:
         r["slow"] = True
         r["warmup_s"] = est
@@ -1987,6 +2038,7 @@ def header(sizes, check_sizes):
                     "torch.autograd.backward with random gradients of outputs and final states; both sides "
                     "through autograd; peak = max_memory_allocated during one fw+bw above what existed before, "
                     "plus one input set (inputs, initial states, output gradients)"),
+         "graph": os.environ.get("FRNN_BENCH_GRAPH") == "1",
          "dtypes": "bf16 inputs and outputs, float32 states (and float32 parameters where the reference keeps them)",
          "frnn_lib": frnn._find_lib(), "budget_s": BUDGET,
          "time_share": ("%s: each model (check: each dtype and model) gets at most its share of the phase's time "

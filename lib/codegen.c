@@ -600,14 +600,38 @@ static LLVMTypeRef dtype_type(codegen *cg, enum tdtype dt, unsigned *size) {
   return cg->t_f32;
 }
 
+LLVMValueRef cg_load_raw_opaque(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt) {
+  unsigned size;
+  LLVMTypeRef ty = dtype_type(cg, dt, &size);
+  LLVMValueRef addr = LLVMBuildPtrToInt(cg->b, cg_gep(cg, ty, base, idx64), cg->t_i64, "");
+  if (size == 2) {
+    LLVMTypeRef i16 = LLVMInt16TypeInContext(cg->llc);
+    LLVMValueRef bits = inline_ptx(cg, i16, &cg->t_i64, 1, "ld.global.nc.u16 $0, [$1];", "=h,l", true, &addr);
+    return LLVMBuildBitCast(cg->b, bits, ty, "");
+  }
+  return inline_ptx(cg, ty, &cg->t_i64, 1, size == 8 ? "ld.global.nc.f64 $0, [$1];" : "ld.global.nc.f32 $0, [$1];",
+                    size == 8 ? "=d,l" : "=f,l", true, &addr);
+}
+
+LLVMValueRef cg_raw_zero(codegen *cg, enum tdtype dt) {
+  unsigned size;
+  return LLVMConstNull(dtype_type(cg, dt, &size));
+}
+
+LLVMValueRef cg_raw_to_f32(codegen *cg, LLVMValueRef v, enum tdtype dt) {
+  unsigned size;
+  LLVMTypeRef ty = dtype_type(cg, dt, &size);
+  if (ty == cg->t_f32) return v;
+  if (ty == cg->t_f64) return LLVMBuildFPTrunc(cg->b, v, cg->t_f32, "");
+  return LLVMBuildFPExt(cg->b, v, cg->t_f32, "");
+}
+
 LLVMValueRef cg_load_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt) {
   unsigned size;
   LLVMTypeRef ty = dtype_type(cg, dt, &size);
   LLVMValueRef v = cg_load(cg, ty, cg_gep(cg, ty, base, idx64));
   LLVMSetAlignment(v, size);
-  if (ty == cg->t_f32) return v;
-  if (ty == cg->t_f64) return LLVMBuildFPTrunc(cg->b, v, cg->t_f32, "");
-  return LLVMBuildFPExt(cg->b, v, cg->t_f32, "");
+  return cg_raw_to_f32(cg, v, dt);
 }
 
 void cg_prefetch_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt) {

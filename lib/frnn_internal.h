@@ -637,6 +637,15 @@ LLVMValueRef cg_gep(codegen *cg, LLVMTypeRef elem, LLVMValueRef base, LLVMValueR
 LLVMValueRef cg_load(codegen *cg, LLVMTypeRef ty, LLVMValueRef ptr);
 void cg_store(codegen *cg, LLVMValueRef v, LLVMValueRef ptr);
 LLVMValueRef cg_load_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt);
+/* An element as stored (dt's own type: "raw"), loaded by inline PTX
+ * (ld.global.nc) that stays where it is written: LLVM moves neither it nor,
+ * merging it with another load behind a phi, a load from a loop's bottom to
+ * its top, next to its use (lower_llvm.c, prefetch).  The memory must not
+ * change during the kernel.  cg_raw_to_f32 widens (narrows) a raw value to
+ * f32 as cg_load_elem does; cg_raw_zero is 0 in dt's type. */
+LLVMValueRef cg_load_raw_opaque(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt);
+LLVMValueRef cg_raw_to_f32(codegen *cg, LLVMValueRef v, enum tdtype dt);
+LLVMValueRef cg_raw_zero(codegen *cg, enum tdtype dt);
 /* A hint: bring the line holding element idx64 of a global array into L1
  * (prefetch.global.L1; no register, no fault). */
 void cg_prefetch_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt);

@@ -141,10 +141,13 @@ static LLVMValueRef elem_index(lower *lw, const targ *t, LLVMValueRef time, int 
   return idx;
 }
 
-/* Load the thread's elements of tensor t at time `time`; an absent tensor
- * (null pointer) reads as zeros when `optional`. */
-static void load_tensor(lower *lw, const targ *t, LLVMValueRef time, int cls, bool optional,
-                        LLVMValueRef *out) {
+/* Load the thread's elements of tensor t at time `time`: as float32, or
+ * (queued) as stored, by cg_load_raw_opaque, for a prefetch queue, which
+ * widens them when it hands them out (a value widened here would be waited
+ * for here, not steps later).  An absent tensor (null pointer) reads as
+ * zeros when `optional`. */
+static void load_tensor_as(lower *lw, const targ *t, LLVMValueRef time, int cls, bool optional, bool queued,
+                           LLVMValueRef *out) {
   codegen *cg = lw->cg;
   int n = count_of(&lw->ks, cls), cn = CLASS_HAS_N(cls) ? lw->ks.cn : 1;
   LLVMBasicBlockRef load_bb = NULL, merge_bb = NULL, from = NULL;
@@ -155,20 +158,27 @@ static void load_tensor(lower *lw, const targ *t, LLVMValueRef time, int cls, bo
     cg_cond_br(cg, t->is_null, merge_bb, load_bb);
     cg_at(cg, load_bb);
   }
-  for (int k = 0; k < n; k++)
-    out[k] = cg_load_elem(cg, t->ptr, elem_index(lw, t, time, cls, k / cn, k % cn), t->dt);
+  for (int k = 0; k < n; k++) {
+    LLVMValueRef idx = elem_index(lw, t, time, cls, k / cn, k % cn);
+    out[k] = queued ? cg_load_raw_opaque(cg, t->ptr, idx, t->dt) : cg_load_elem(cg, t->ptr, idx, t->dt);
+  }
   if (optional) {
     LLVMBasicBlockRef end = LLVMGetInsertBlock(cg->b);
     cg_br(cg, merge_bb);
     cg_at(cg, merge_bb);
     for (int k = 0; k < n; k++) {
-      LLVMValueRef phi = LLVMBuildPhi(cg->b, cg->t_f32, "");
-      LLVMValueRef vals[2] = {cg_f32(cg, 0.0), out[k]};
+      LLVMValueRef phi = LLVMBuildPhi(cg->b, LLVMTypeOf(out[k]), "");
+      LLVMValueRef vals[2] = {queued ? cg_raw_zero(cg, t->dt) : cg_f32(cg, 0.0), out[k]};
       LLVMBasicBlockRef bbs[2] = {from, end};
       LLVMAddIncoming(phi, vals, bbs, 2);
       out[k] = phi;
     }
   }
+}
+
+static void load_tensor(lower *lw, const targ *t, LLVMValueRef time, int cls, bool optional,
+                        LLVMValueRef *out) {
+  load_tensor_as(lw, t, time, cls, optional, false, out);
 }
 
 /* Store value v (class vcls, broadcast to port class pcls) at `time`, each
@@ -210,8 +220,9 @@ static LLVMValueRef *new_vals(lower *lw, int cls) {
   return v;
 }
 
-/* Allocas holding one value of class cls across loop iterations. */
-static LLVMValueRef *new_slots(lower *lw, int cls, LLVMBasicBlockRef entry) {
+/* Allocas holding one value of class cls across loop iterations (of type
+ * ty: new_slots, float32). */
+static LLVMValueRef *new_slots_of(lower *lw, int cls, LLVMBasicBlockRef entry, LLVMTypeRef ty) {
   codegen *cg = lw->cg;
   int n = count_of(&lw->ks, cls);
   LLVMValueRef *v = new_vals(lw, cls);
@@ -220,9 +231,12 @@ static LLVMValueRef *new_slots(lower *lw, int cls, LLVMBasicBlockRef entry) {
   LLVMValueRef first = LLVMGetFirstInstruction(entry);
   if (first) LLVMPositionBuilderBefore(cg->b, first);
   else LLVMPositionBuilderAtEnd(cg->b, entry);
-  for (int k = 0; k < n; k++) v[k] = LLVMBuildAlloca(cg->b, cg->t_f32, "");
+  for (int k = 0; k < n; k++) v[k] = LLVMBuildAlloca(cg->b, ty, "");
   LLVMPositionBuilderAtEnd(cg->b, here);
   return v;
+}
+static LLVMValueRef *new_slots(lower *lw, int cls, LLVMBasicBlockRef entry) {
+  return new_slots_of(lw, cls, entry, lw->cg->t_f32);
 }
 
 static void slots_get(lower *lw, LLVMValueRef *slots, int cls, LLVMValueRef *out) {
@@ -433,6 +447,8 @@ static bool emit_graph(lower *lw, const frnn_step *g, LLVMValueRef **in_leaf,
 /* ---------------------------------------------------------------- loops */
 typedef struct loop {
   LLVMValueRef var; /* alloca i64 */
+  LLVMValueRef to;
+  int step;
   LLVMBasicBlockRef cond, body, after;
 } loop;
 
@@ -441,7 +457,7 @@ typedef struct loop {
 static loop loop_begin(lower *lw, LLVMValueRef var, LLVMValueRef from, LLVMValueRef to, int step,
                        const char *name) {
   codegen *cg = lw->cg;
-  loop l = {.var = var};
+  loop l = {.var = var, .to = to, .step = step};
   cg_store(cg, from, var);
   l.cond = cg_block(cg, name);
   l.body = cg_block(cg, "body");
@@ -466,6 +482,25 @@ static void loop_end_unrolled(lower *lw, loop *l, int step, int count) {
 }
 static void loop_end(lower *lw, loop *l, int step) { loop_end_unrolled(lw, l, step, 0); }
 
+/* A loop unrolled by hand: its body emitted u times per trip, sub-step j
+ * at var + j * step; every sub-step after the first leaves the loop when
+ * past its end (no remainder loop).  The trip ends with loop_end_trip. */
+static LLVMValueRef loop_sub_step(lower *lw, const loop *l, int j) {
+  codegen *cg = lw->cg;
+  LLVMValueRef i = cg_add(cg, cg_load(cg, cg->t_i64, l->var), cg_i64(cg, (int64_t)j * l->step));
+  if (j > 0) {
+    LLVMValueRef go = l->step > 0 ? icmp(lw, LLVMIntSLT, i, l->to) : icmp(lw, LLVMIntSGE, i, l->to);
+    LLVMBasicBlockRef next = cg_block(cg, "sub_step");
+    cg_cond_br(cg, go, next, l->after);
+    cg_at(cg, next);
+  }
+  return i;
+}
+
+/* The end of a trip of u sub-steps; LLVM unrolls it no further (u = 1: a
+ * plain loop, as loop_end). */
+static void loop_end_trip(lower *lw, loop *l, int u) { loop_end_unrolled(lw, l, u * l->step, u > 1 ? 1 : 0); }
+
 static LLVMValueRef new_counter(lower *lw, LLVMBasicBlockRef entry) {
   codegen *cg = lw->cg;
   LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
@@ -486,7 +521,9 @@ static LLVMValueRef new_counter(lower *lw, LLVMBasicBlockRef entry) {
  *   PREFETCH_REGS  the values of the next `depth` steps held in registers, a
  *                  queue: each step takes the front and loads the step
  *                  `depth` ahead into the back (software pipelining; costs
- *                  depth x the step's elements in registers).  Small states
+ *                  depth x the step's elements in registers).  The queue
+ *                  holds the values as loaded (bf16 stays 16 bits), widened
+ *                  when taken: widened when loaded, each would wait there.  Small states
  *                  (HGRN, RWKV-4) wait on nothing else: one warp's step
  *                  costs a load's latency unless many are in flight;
  *   PREFETCH_NONE  each step loads its own values.
@@ -519,7 +556,7 @@ static bool pf_add(lower *lw, prefetch *pf, const targ *t, int cls, bool optiona
   pf->fixed[k] = fixed;
   pf->dst[k] = dst;
   for (int d = 0; d < pf->depth; d++) {
-    pf->queue[k][d] = pf->on && !fixed ? new_slots(lw, cls, entry) : NULL;
+    pf->queue[k][d] = pf->on && !fixed ? new_slots_of(lw, cls, entry, LLVMTypeOf(cg_raw_zero(lw->cg, t->dt))) : NULL;
     if (pf->on && !fixed && !pf->queue[k][d]) return false;
   }
   return true;
@@ -545,13 +582,18 @@ static void pf_hint(lower *lw, const targ *t, int cls, bool optional, LLVMValueR
   }
 }
 
-/* Entry k's values at `time` into queue place d. */
+/* Entry k's values at `time` into queue place d, as loaded. */
 static void pf_fill(lower *lw, prefetch *pf, int k, int d, LLVMValueRef time) {
   LLVMValueRef *v = new_vals(lw, pf->cls[k]);
   if (!v) return;
-  load_tensor(lw, pf->t[k], time, pf->cls[k], pf->optional[k], v);
-  slots_set(lw, pf->queue[k][d], pf->cls[k], v, pf->cls[k]);
+  load_tensor_as(lw, pf->t[k], time, pf->cls[k], pf->optional[k], true, v);
+  for (int e = 0; e < count_of(&lw->ks, pf->cls[k]); e++) cg_store(lw->cg, v[e], pf->queue[k][d][e]);
   free(v);
+}
+
+/* Element e of entry k's queue place d, as loaded. */
+static LLVMValueRef pf_raw(lower *lw, const prefetch *pf, int k, int d, int e) {
+  return cg_load(lw->cg, LLVMTypeOf(cg_raw_zero(lw->cg, pf->t[k]->dt)), pf->queue[k][d][e]);
 }
 
 /* Step t + s * dir, s steps on, not past `last` (clamped to it: the loads
@@ -574,26 +616,44 @@ static void pf_begin(lower *lw, prefetch *pf, LLVMValueRef first, int dir, LLVMV
   }
 }
 
-/* In the loop body: step `time`'s values into dst, then the loads ahead. */
-static void pf_step(lower *lw, prefetch *pf, LLVMValueRef time, int dir, LLVMValueRef last) {
+/* At the top of the loop body: step `time`'s values into dst (the queue's
+ * front, or loaded now). */
+static void pf_take(lower *lw, prefetch *pf, LLVMValueRef time, int dir, LLVMValueRef last) {
   for (int k = 0; k < pf->n; k++) {
     if (pf->fixed[k]) continue;
-    if (!pf->on) {
-      load_tensor(lw, pf->t[k], time, pf->cls[k], pf->optional[k], pf->dst[k]);
-      if (pf->hint) pf_hint(lw, pf->t[k], pf->cls[k], pf->optional[k], steps_on(lw, time, 1, dir, last));
+    if (pf->on) {
+      for (int e = 0; e < count_of(&lw->ks, pf->cls[k]); e++)
+        pf->dst[k][e] = cg_raw_to_f32(lw->cg, pf_raw(lw, pf, k, 0, e), pf->t[k]->dt);
       continue;
     }
-    slots_get(lw, pf->queue[k][0], pf->cls[k], pf->dst[k]);
-    LLVMValueRef *v = new_vals(lw, pf->cls[k]);
-    if (!v) return;
-    for (int d = 1; d < pf->depth; d++) {
-      slots_get(lw, pf->queue[k][d], pf->cls[k], v);
-      slots_set(lw, pf->queue[k][d - 1], pf->cls[k], v, pf->cls[k]);
-    }
-    free(v);
+    load_tensor(lw, pf->t[k], time, pf->cls[k], pf->optional[k], pf->dst[k]);
+    if (pf->hint) pf_hint(lw, pf->t[k], pf->cls[k], pf->optional[k], steps_on(lw, time, 1, dir, last));
+  }
+}
+
+/* At the bottom of the loop body, after the step's last use of its values:
+ * the queue moves up and the step `depth` on is loaded into its back.
+ * Loading after the use matters: in a loop unrolled `depth` times
+ * (pf_unroll) each place's old value is then dead before its new one is
+ * loaded, so the two share a register and no copy waits on the load --
+ * the rotation's copies, run each step, would wait for the load issued in
+ * the same step and cost a memory latency a step whatever the depth. */
+static void pf_push(lower *lw, prefetch *pf, LLVMValueRef time, int dir, LLVMValueRef last) {
+  if (!pf->on) return;
+  for (int k = 0; k < pf->n; k++) {
+    if (pf->fixed[k]) continue;
+    for (int d = 1; d < pf->depth; d++)
+      for (int e = 0; e < count_of(&lw->ks, pf->cls[k]); e++)
+        cg_store(lw->cg, pf_raw(lw, pf, k, d, e), pf->queue[k][d - 1][e]);
     pf_fill(lw, pf, k, pf->depth - 1, steps_on(lw, time, pf->depth, dir, last));
   }
 }
+
+/* Sub-steps a trip of a time loop with this queue takes (loop_sub_step):
+ * its depth, so that the rotation becomes renaming, each place's value
+ * loaded in the sub-step that uses it next trip.  Unrolled by hand, not by
+ * LLVM: its remainder loop would keep the rotation's copies. */
+static int pf_unroll(const prefetch *pf) { return pf->on && pf->depth > 1 ? pf->depth : 1; }
 
 static void pf_free(prefetch *pf) {
   for (int k = 0; k < pf->n; k++)
@@ -659,45 +719,48 @@ static bool lower_forward(lower *lw, const frnn_step *s) {
   LLVMValueRef t_last = LLVMBuildSub(cg->b, T, cg_i64(cg, 1), "");
   pf_begin(lw, &pf, cg_i64(cg, 0), 1, t_last);
   loop lt = loop_begin(lw, tvar, cg_i64(cg, 0), T, 1, "time");
-  LLVMValueRef t = cg_load(cg, cg->t_i64, tvar);
-  pf_step(lw, &pf, t, 1, t_last);
-  for (int i = 0; i < p->n_st; i++) slots_get(lw, S[i], s->ports[FRNN_PORT_STATE][i].cls, Sv[i]);
-  /* Checkpoint: the states before step t, every C steps (a countdown rather
-   * than t % C: a 64-bit remainder per step costs dozens of instructions). */
-  {
-    LLVMValueRef due = icmp(lw, LLVMIntEQ, t, cg_load(cg, cg->t_i64, next_ck));
-    LLVMBasicBlockRef yes = cg_block(cg, "ckpt"), no = cg_block(cg, "ckpt_done");
-    cg_cond_br(cg, due, yes, no);
-    cg_at(cg, yes);
-    LLVMValueRef base = cg_load(cg, cg->t_i64, ck_slot);
-    cg_store(cg, cg_add(cg, base, cg_i64(cg, p->state_floats)), ck_slot);
-    cg_store(cg, cg_add(cg, t, C), next_ck);
-    for (int i = 0; i < p->n_st; i++) {
-      int cls = s->ports[FRNN_PORT_STATE][i].cls;
-      for (int r = 0; r < (CLASS_HAS_M(cls) ? lw->ks.rpt : 1); r++)
-        for (int c = 0; c < (CLASS_HAS_N(cls) ? lw->ks.cn : 1); c++) {
-          LLVMBasicBlockRef own = cg_block(cg, "own"), next = cg_block(cg, "next");
-          cg_cond_br(cg, owner(lw, cls, r, c), own, next);
-          cg_at(cg, own);
-          cg_store_elem(cg, ckpt, cg_add(cg, base, state_index(lw, i, cls, r, c)), TD_F32,
-                        at(lw, Sv[i], cls, r, c));
-          cg_br(cg, next);
-          cg_at(cg, next);
-        }
+  for (int j = 0; j < pf_unroll(&pf); j++) { /* sub-steps of a trip (pf_unroll) */
+    LLVMValueRef t = loop_sub_step(lw, &lt, j);
+    pf_take(lw, &pf, t, 1, t_last);
+    for (int i = 0; i < p->n_st; i++) slots_get(lw, S[i], s->ports[FRNN_PORT_STATE][i].cls, Sv[i]);
+    /* Checkpoint: the states before step t, every C steps (a countdown rather
+     * than t % C: a 64-bit remainder per step costs dozens of instructions). */
+    {
+      LLVMValueRef due = icmp(lw, LLVMIntEQ, t, cg_load(cg, cg->t_i64, next_ck));
+      LLVMBasicBlockRef yes = cg_block(cg, "ckpt"), no = cg_block(cg, "ckpt_done");
+      cg_cond_br(cg, due, yes, no);
+      cg_at(cg, yes);
+      LLVMValueRef base = cg_load(cg, cg->t_i64, ck_slot);
+      cg_store(cg, cg_add(cg, base, cg_i64(cg, p->state_floats)), ck_slot);
+      cg_store(cg, cg_add(cg, t, C), next_ck);
+      for (int i = 0; i < p->n_st; i++) {
+        int cls = s->ports[FRNN_PORT_STATE][i].cls;
+        for (int r = 0; r < (CLASS_HAS_M(cls) ? lw->ks.rpt : 1); r++)
+          for (int c = 0; c < (CLASS_HAS_N(cls) ? lw->ks.cn : 1); c++) {
+            LLVMBasicBlockRef own = cg_block(cg, "own"), next = cg_block(cg, "next");
+            cg_cond_br(cg, owner(lw, cls, r, c), own, next);
+            cg_at(cg, own);
+            cg_store_elem(cg, ckpt, cg_add(cg, base, state_index(lw, i, cls, r, c)), TD_F32,
+                          at(lw, Sv[i], cls, r, c));
+            cg_br(cg, next);
+            cg_at(cg, next);
+          }
+      }
+      cg_br(cg, no);
+      cg_at(cg, no);
     }
-    cg_br(cg, no);
-    cg_at(cg, no);
+    if (!emit_graph(lw, s, X, Sv)) return false;
+    for (int i = 0; i < p->n_out; i++) {
+      const port *o = &s->ports[FRNN_PORT_OUTPUT][i];
+      store_tensor(lw, &out[i], t, o->cls, lw->vals[o->value], s->nodes[o->value].cls);
+    }
+    for (int i = 0; i < p->n_st; i++) {
+      const port *st = &s->ports[FRNN_PORT_STATE][i];
+      slots_set(lw, S[i], st->cls, lw->vals[st->value], s->nodes[st->value].cls);
+    }
+    pf_push(lw, &pf, t, 1, t_last);
   }
-  if (!emit_graph(lw, s, X, Sv)) return false;
-  for (int i = 0; i < p->n_out; i++) {
-    const port *o = &s->ports[FRNN_PORT_OUTPUT][i];
-    store_tensor(lw, &out[i], t, o->cls, lw->vals[o->value], s->nodes[o->value].cls);
-  }
-  for (int i = 0; i < p->n_st; i++) {
-    const port *st = &s->ports[FRNN_PORT_STATE][i];
-    slots_set(lw, S[i], st->cls, lw->vals[st->value], s->nodes[st->value].cls);
-  }
-  loop_end(lw, &lt, 1);
+  loop_end_trip(lw, &lt, pf_unroll(&pf));
   for (int i = 0; i < p->n_st; i++) {
     int cls = s->ports[FRNN_PORT_STATE][i].cls;
     slots_get(lw, S[i], cls, Sv[i]);
@@ -962,9 +1025,9 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
     LLVMValueRef la_last = LLVMBuildSub(cg->b, s_last, cg_i64(cg, 1), "");
     pf_begin(lw, &pfx, t0, 1, la_last);
     loop la = loop_begin(lw, tvar, t0, s_last, 1, "level2");
-    {
-      LLVMValueRef t = cg_load(cg, cg->t_i64, tvar);
-      pf_step(lw, &pfx, t, 1, la_last);
+    for (int sub = 0; sub < pf_unroll(&pfx); sub++) {
+      LLVMValueRef t = loop_sub_step(lw, &la, sub);
+      pf_take(lw, &pfx, t, 1, la_last);
       LLVMValueRef due = icmp(lw, LLVMIntEQ, t, cg_load(cg, cg->t_i64, next2));
       LLVMBasicBlockRef yes = cg_block(cg, "l2_save"), no = cg_block(cg, "l2_saved");
       cg_cond_br(cg, due, yes, no);
@@ -984,8 +1047,9 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
       cg_br(cg, no);
       cg_at(cg, no);
       STEP_STATES(false, cg_i64(cg, 0));
+      pf_push(lw, &pfx, t, 1, la_last);
     }
-    loop_end(lw, &la, 1);
+    loop_end_trip(lw, &la, pf_unroll(&pfx));
     ls = loop_begin(lw, jvar, last, cg_i64(cg, 0), -1, "subchunk");
     LLVMValueRef j = cg_load(cg, cg->t_i64, jvar);
     u0 = cg_add(cg, t0, cg_mul(cg, j, C2));
@@ -1005,18 +1069,19 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   LLVMValueRef u_last = LLVMBuildSub(cg->b, u1, cg_i64(cg, 1), "");
   pf_begin(lw, &pfx, u0, 1, u_last);
   loop lf = loop_begin(lw, tvar, u0, u1, 1, "recompute");
-  {
-    LLVMValueRef t = cg_load(cg, cg->t_i64, tvar);
-    pf_step(lw, &pfx, t, 1, u_last);
+  for (int sub = 0; sub < pf_unroll(&pfx); sub++) {
+    LLVMValueRef t = loop_sub_step(lw, &lf, sub);
+    pf_take(lw, &pfx, t, 1, u_last);
     STEP_STATES(true, LLVMBuildSub(cg->b, t, u0, ""));
+    pf_push(lw, &pfx, t, 1, u_last);
   }
-  loop_end(lw, &lf, 1);
+  loop_end_trip(lw, &lf, pf_unroll(&pfx));
   /* Walk the piece backwards. */
   pf_begin(lw, &pfr, u_last, -1, u0);
   loop lb = loop_begin(lw, tvar, u_last, u0, -1, "reverse");
-  {
-    LLVMValueRef t = cg_load(cg, cg->t_i64, tvar);
-    pf_step(lw, &pfr, t, -1, u0);
+  for (int sub = 0; sub < pf_unroll(&pfr); sub++) {
+    LLVMValueRef t = loop_sub_step(lw, &lb, sub);
+    pf_take(lw, &pfr, t, -1, u0);
     /* The states of the step the inputs' queue loads (the next with hints):
      * lane q of each warp fetches float q's line into L1. */
     if ((pfr.hint || pfr.on) && !p->bwd_shared_slots) {
@@ -1076,8 +1141,9 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
       cg_br(cg, on);
       cg_at(cg, on);
     }
+    pf_push(lw, &pfr, t, -1, u0);
   }
-  loop_end(lw, &lb, -1);
+  loop_end_trip(lw, &lb, pf_unroll(&pfr));
   if (two) loop_end(lw, &ls, -1);
   loop_end(lw, &lk, -1);
 #undef SCRATCH_INDEX
