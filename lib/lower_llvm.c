@@ -449,6 +449,7 @@ typedef struct loop {
   LLVMValueRef var; /* alloca i64 */
   LLVMValueRef to;
   int step;
+  bool guarded; /* loop_sub_step tests each sub-step after the first */
   LLVMBasicBlockRef cond, body, after;
 } loop;
 
@@ -457,7 +458,7 @@ typedef struct loop {
 static loop loop_begin(lower *lw, LLVMValueRef var, LLVMValueRef from, LLVMValueRef to, int step,
                        const char *name) {
   codegen *cg = lw->cg;
-  loop l = {.var = var, .to = to, .step = step};
+  loop l = {.var = var, .to = to, .step = step, .guarded = true};
   cg_store(cg, from, var);
   l.cond = cg_block(cg, name);
   l.body = cg_block(cg, "body");
@@ -484,11 +485,13 @@ static void loop_end(lower *lw, loop *l, int step) { loop_end_unrolled(lw, l, st
 
 /* A loop unrolled by hand: its body emitted u times per trip, sub-step j
  * at var + j * step; every sub-step after the first leaves the loop when
- * past its end (no remainder loop).  The trip ends with loop_end_trip. */
+ * past its end (no remainder loop; not where l->guarded is false: the
+ * loop's bound leaves room for whole trips).  The trip ends with
+ * loop_end_trip. */
 static LLVMValueRef loop_sub_step(lower *lw, const loop *l, int j) {
   codegen *cg = lw->cg;
   LLVMValueRef i = cg_add(cg, cg_load(cg, cg->t_i64, l->var), cg_i64(cg, (int64_t)j * l->step));
-  if (j > 0) {
+  if (j > 0 && l->guarded) {
     LLVMValueRef go = l->step > 0 ? icmp(lw, LLVMIntSLT, i, l->to) : icmp(lw, LLVMIntSGE, i, l->to);
     LLVMBasicBlockRef next = cg_block(cg, "sub_step");
     cg_cond_br(cg, go, next, l->after);
@@ -597,10 +600,12 @@ static LLVMValueRef pf_raw(lower *lw, const prefetch *pf, int k, int d, int e) {
 }
 
 /* Step t + s * dir, s steps on, not past `last` (clamped to it: the loads
- * beyond the loop's end stay in range and are never used). */
+ * beyond the loop's end stay in range and are never used; NULL: known to
+ * be in range, not clamped). */
 static LLVMValueRef steps_on(lower *lw, LLVMValueRef t, int s, int dir, LLVMValueRef last) {
   codegen *cg = lw->cg;
   LLVMValueRef n = cg_add(cg, t, cg_i64(cg, (int64_t)s * dir));
+  if (!last) return n;
   LLVMValueRef past = dir > 0 ? icmp(lw, LLVMIntSGT, n, last) : icmp(lw, LLVMIntSLT, n, last);
   return cg_select(cg, past, last, n);
 }
@@ -632,7 +637,8 @@ static void pf_take(lower *lw, prefetch *pf, LLVMValueRef time, int dir, LLVMVal
 }
 
 /* At the bottom of the loop body, after the step's last use of its values:
- * the queue moves up and the step `depth` on is loaded into its back.
+ * the queue moves up and the step `depth` on (clamped to last, unless
+ * NULL) is loaded into its back.
  * Loading after the use matters: in a loop unrolled `depth` times
  * (pf_unroll) each place's old value is then dead before its new one is
  * loaded, so the two share a register and no copy waits on the load --
@@ -654,6 +660,36 @@ static void pf_push(lower *lw, prefetch *pf, LLVMValueRef time, int dir, LLVMVal
  * loaded in the sub-step that uses it next trip.  Unrolled by hand, not by
  * LLVM: its remainder loop would keep the rotation's copies. */
 static int pf_unroll(const prefetch *pf) { return pf->on && pf->depth > 1 ? pf->depth : 1; }
+
+/* A time loop with a queue, over steps from `from` towards `to` (dir 1:
+ * up to to - 1; -1: down to to), in two parts, each trips of pf_unroll
+ * sub-steps emitted by the same code (part = 0, 1):
+ *   0  the trips whose sub-steps are all in the loop and whose loads ahead
+ *      are all in the tensors (steps 0 to T - 1): no test a sub-step and no
+ *      clamp a load (pf_push with last NULL), the addresses linear in the
+ *      step, so that LLVM strength-reduces them; one basic block a trip
+ *      where the step has no branches of its own;
+ *   1  the rest, from where part 0 stopped: loop_sub_step's tests, loads
+ *      clamped to the loop's last step.
+ * Without a queue (pf_unroll 1) part 0 is empty: returns false, emit
+ * nothing. */
+static bool queued_loop_begin(lower *lw, const prefetch *pf, int part, LLVMValueRef var, LLVMValueRef from,
+                              LLVMValueRef to, int dir, LLVMValueRef T, const char *name, loop *l) {
+  codegen *cg = lw->cg;
+  int u = pf_unroll(pf);
+  if (part == 0) {
+    if (u == 1) return false;
+    /* dir 1: t0 + u - 1 < to and t0 + 2u - 1 <= T - 1; dir -1: t0 - (u - 1) >= to and t0 - (2u - 1) >= 0. */
+    LLVMValueRef a = cg_add(cg, to, cg_i64(cg, dir > 0 ? -(u - 1) : u - 1));
+    LLVMValueRef b = dir > 0 ? LLVMBuildSub(cg->b, T, cg_i64(cg, 2 * u - 1), "") : cg_i64(cg, 2 * u - 1);
+    LLVMValueRef bound = cg_select(cg, dir > 0 ? icmp(lw, LLVMIntSLT, a, b) : icmp(lw, LLVMIntSGT, a, b), a, b);
+    *l = loop_begin(lw, var, from, bound, dir, name);
+    l->guarded = false;
+    return true;
+  }
+  *l = loop_begin(lw, var, u > 1 ? cg_load(cg, cg->t_i64, var) : from, to, dir, name);
+  return true;
+}
 
 static void pf_free(prefetch *pf) {
   for (int k = 0; k < pf->n; k++)
@@ -718,49 +754,52 @@ static bool lower_forward(lower *lw, const frnn_step *s) {
       return false;
   LLVMValueRef t_last = LLVMBuildSub(cg->b, T, cg_i64(cg, 1), "");
   pf_begin(lw, &pf, cg_i64(cg, 0), 1, t_last);
-  loop lt = loop_begin(lw, tvar, cg_i64(cg, 0), T, 1, "time");
-  for (int j = 0; j < pf_unroll(&pf); j++) { /* sub-steps of a trip (pf_unroll) */
-    LLVMValueRef t = loop_sub_step(lw, &lt, j);
-    pf_take(lw, &pf, t, 1, t_last);
-    for (int i = 0; i < p->n_st; i++) slots_get(lw, S[i], s->ports[FRNN_PORT_STATE][i].cls, Sv[i]);
-    /* Checkpoint: the states before step t, every C steps (a countdown rather
-     * than t % C: a 64-bit remainder per step costs dozens of instructions). */
-    {
-      LLVMValueRef due = icmp(lw, LLVMIntEQ, t, cg_load(cg, cg->t_i64, next_ck));
-      LLVMBasicBlockRef yes = cg_block(cg, "ckpt"), no = cg_block(cg, "ckpt_done");
-      cg_cond_br(cg, due, yes, no);
-      cg_at(cg, yes);
-      LLVMValueRef base = cg_load(cg, cg->t_i64, ck_slot);
-      cg_store(cg, cg_add(cg, base, cg_i64(cg, p->state_floats)), ck_slot);
-      cg_store(cg, cg_add(cg, t, C), next_ck);
-      for (int i = 0; i < p->n_st; i++) {
-        int cls = s->ports[FRNN_PORT_STATE][i].cls;
-        for (int r = 0; r < (CLASS_HAS_M(cls) ? lw->ks.rpt : 1); r++)
-          for (int c = 0; c < (CLASS_HAS_N(cls) ? lw->ks.cn : 1); c++) {
-            LLVMBasicBlockRef own = cg_block(cg, "own"), next = cg_block(cg, "next");
-            cg_cond_br(cg, owner(lw, cls, r, c), own, next);
-            cg_at(cg, own);
-            cg_store_elem(cg, ckpt, cg_add(cg, base, state_index(lw, i, cls, r, c)), TD_F32,
-                          at(lw, Sv[i], cls, r, c));
-            cg_br(cg, next);
-            cg_at(cg, next);
-          }
+  for (int part = 0; part < 2; part++) { /* queued_loop_begin */
+    loop lt;
+    if (!queued_loop_begin(lw, &pf, part, tvar, cg_i64(cg, 0), T, 1, T, "time", &lt)) continue;
+    for (int j = 0; j < pf_unroll(&pf); j++) { /* sub-steps of a trip (pf_unroll) */
+      LLVMValueRef t = loop_sub_step(lw, &lt, j);
+      pf_take(lw, &pf, t, 1, t_last);
+      for (int i = 0; i < p->n_st; i++) slots_get(lw, S[i], s->ports[FRNN_PORT_STATE][i].cls, Sv[i]);
+      /* Checkpoint: the states before step t, every C steps (a countdown rather
+       * than t % C: a 64-bit remainder per step costs dozens of instructions). */
+      {
+        LLVMValueRef due = icmp(lw, LLVMIntEQ, t, cg_load(cg, cg->t_i64, next_ck));
+        LLVMBasicBlockRef yes = cg_block(cg, "ckpt"), no = cg_block(cg, "ckpt_done");
+        cg_cond_br(cg, due, yes, no);
+        cg_at(cg, yes);
+        LLVMValueRef base = cg_load(cg, cg->t_i64, ck_slot);
+        cg_store(cg, cg_add(cg, base, cg_i64(cg, p->state_floats)), ck_slot);
+        cg_store(cg, cg_add(cg, t, C), next_ck);
+        for (int i = 0; i < p->n_st; i++) {
+          int cls = s->ports[FRNN_PORT_STATE][i].cls;
+          for (int r = 0; r < (CLASS_HAS_M(cls) ? lw->ks.rpt : 1); r++)
+            for (int c = 0; c < (CLASS_HAS_N(cls) ? lw->ks.cn : 1); c++) {
+              LLVMBasicBlockRef own = cg_block(cg, "own"), next = cg_block(cg, "next");
+              cg_cond_br(cg, owner(lw, cls, r, c), own, next);
+              cg_at(cg, own);
+              cg_store_elem(cg, ckpt, cg_add(cg, base, state_index(lw, i, cls, r, c)), TD_F32,
+                            at(lw, Sv[i], cls, r, c));
+              cg_br(cg, next);
+              cg_at(cg, next);
+            }
+        }
+        cg_br(cg, no);
+        cg_at(cg, no);
       }
-      cg_br(cg, no);
-      cg_at(cg, no);
+      if (!emit_graph(lw, s, X, Sv)) return false;
+      for (int i = 0; i < p->n_out; i++) {
+        const port *o = &s->ports[FRNN_PORT_OUTPUT][i];
+        store_tensor(lw, &out[i], t, o->cls, lw->vals[o->value], s->nodes[o->value].cls);
+      }
+      for (int i = 0; i < p->n_st; i++) {
+        const port *st = &s->ports[FRNN_PORT_STATE][i];
+        slots_set(lw, S[i], st->cls, lw->vals[st->value], s->nodes[st->value].cls);
+      }
+      pf_push(lw, &pf, t, 1, part ? t_last : NULL);
     }
-    if (!emit_graph(lw, s, X, Sv)) return false;
-    for (int i = 0; i < p->n_out; i++) {
-      const port *o = &s->ports[FRNN_PORT_OUTPUT][i];
-      store_tensor(lw, &out[i], t, o->cls, lw->vals[o->value], s->nodes[o->value].cls);
-    }
-    for (int i = 0; i < p->n_st; i++) {
-      const port *st = &s->ports[FRNN_PORT_STATE][i];
-      slots_set(lw, S[i], st->cls, lw->vals[st->value], s->nodes[st->value].cls);
-    }
-    pf_push(lw, &pf, t, 1, t_last);
+    loop_end_trip(lw, &lt, pf_unroll(&pf));
   }
-  loop_end_trip(lw, &lt, pf_unroll(&pf));
   for (int i = 0; i < p->n_st; i++) {
     int cls = s->ports[FRNN_PORT_STATE][i].cls;
     slots_get(lw, S[i], cls, Sv[i]);
@@ -1024,32 +1063,35 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
     cg_store(cg, cg_i64(cg, 0), jvar);
     LLVMValueRef la_last = LLVMBuildSub(cg->b, s_last, cg_i64(cg, 1), "");
     pf_begin(lw, &pfx, t0, 1, la_last);
-    loop la = loop_begin(lw, tvar, t0, s_last, 1, "level2");
-    for (int sub = 0; sub < pf_unroll(&pfx); sub++) {
-      LLVMValueRef t = loop_sub_step(lw, &la, sub);
-      pf_take(lw, &pfx, t, 1, la_last);
-      LLVMValueRef due = icmp(lw, LLVMIntEQ, t, cg_load(cg, cg->t_i64, next2));
-      LLVMBasicBlockRef yes = cg_block(cg, "l2_save"), no = cg_block(cg, "l2_saved");
-      cg_cond_br(cg, due, yes, no);
-      cg_at(cg, yes);
-      {
-        LLVMValueRef j = cg_load(cg, cg->t_i64, jvar);
-        int q = 0;
-        for (int i = 0; i < p->n_st; i++) {
-          int cls = s->ports[FRNN_PORT_STATE][i].cls;
-          slots_get(lw, S[i], cls, Sv[i]);
-          for (int e = 0; e < count_of(&lw->ks, cls); e++, q++)
-            cg_store_elem(cg, scratch, SCRATCH_INDEX(cg_add(cg, C2, j), q), TD_F32, Sv[i][e]);
+    for (int part = 0; part < 2; part++) { /* queued_loop_begin */
+      loop la;
+      if (!queued_loop_begin(lw, &pfx, part, tvar, t0, s_last, 1, T, "level2", &la)) continue;
+      for (int sub = 0; sub < pf_unroll(&pfx); sub++) {
+        LLVMValueRef t = loop_sub_step(lw, &la, sub);
+        pf_take(lw, &pfx, t, 1, la_last);
+        LLVMValueRef due = icmp(lw, LLVMIntEQ, t, cg_load(cg, cg->t_i64, next2));
+        LLVMBasicBlockRef yes = cg_block(cg, "l2_save"), no = cg_block(cg, "l2_saved");
+        cg_cond_br(cg, due, yes, no);
+        cg_at(cg, yes);
+        {
+          LLVMValueRef j = cg_load(cg, cg->t_i64, jvar);
+          int q = 0;
+          for (int i = 0; i < p->n_st; i++) {
+            int cls = s->ports[FRNN_PORT_STATE][i].cls;
+            slots_get(lw, S[i], cls, Sv[i]);
+            for (int e = 0; e < count_of(&lw->ks, cls); e++, q++)
+              cg_store_elem(cg, scratch, SCRATCH_INDEX(cg_add(cg, C2, j), q), TD_F32, Sv[i][e]);
+          }
+          cg_store(cg, cg_add(cg, j, cg_i64(cg, 1)), jvar);
+          cg_store(cg, cg_add(cg, t, C2), next2);
         }
-        cg_store(cg, cg_add(cg, j, cg_i64(cg, 1)), jvar);
-        cg_store(cg, cg_add(cg, t, C2), next2);
+        cg_br(cg, no);
+        cg_at(cg, no);
+        STEP_STATES(false, cg_i64(cg, 0));
+        pf_push(lw, &pfx, t, 1, part ? la_last : NULL);
       }
-      cg_br(cg, no);
-      cg_at(cg, no);
-      STEP_STATES(false, cg_i64(cg, 0));
-      pf_push(lw, &pfx, t, 1, la_last);
+      loop_end_trip(lw, &la, pf_unroll(&pfx));
     }
-    loop_end_trip(lw, &la, pf_unroll(&pfx));
     ls = loop_begin(lw, jvar, last, cg_i64(cg, 0), -1, "subchunk");
     LLVMValueRef j = cg_load(cg, cg->t_i64, jvar);
     u0 = cg_add(cg, t0, cg_mul(cg, j, C2));
@@ -1068,82 +1110,88 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   /* Recompute the piece's states into scratch slots 0, 1, ... */
   LLVMValueRef u_last = LLVMBuildSub(cg->b, u1, cg_i64(cg, 1), "");
   pf_begin(lw, &pfx, u0, 1, u_last);
-  loop lf = loop_begin(lw, tvar, u0, u1, 1, "recompute");
-  for (int sub = 0; sub < pf_unroll(&pfx); sub++) {
-    LLVMValueRef t = loop_sub_step(lw, &lf, sub);
-    pf_take(lw, &pfx, t, 1, u_last);
-    STEP_STATES(true, LLVMBuildSub(cg->b, t, u0, ""));
-    pf_push(lw, &pfx, t, 1, u_last);
+  for (int part = 0; part < 2; part++) { /* queued_loop_begin */
+    loop lf;
+    if (!queued_loop_begin(lw, &pfx, part, tvar, u0, u1, 1, T, "recompute", &lf)) continue;
+    for (int sub = 0; sub < pf_unroll(&pfx); sub++) {
+      LLVMValueRef t = loop_sub_step(lw, &lf, sub);
+      pf_take(lw, &pfx, t, 1, u_last);
+      STEP_STATES(true, LLVMBuildSub(cg->b, t, u0, ""));
+      pf_push(lw, &pfx, t, 1, part ? u_last : NULL);
+    }
+    loop_end_trip(lw, &lf, pf_unroll(&pfx));
   }
-  loop_end_trip(lw, &lf, pf_unroll(&pfx));
   /* Walk the piece backwards. */
   pf_begin(lw, &pfr, u_last, -1, u0);
-  loop lb = loop_begin(lw, tvar, u_last, u0, -1, "reverse");
-  for (int sub = 0; sub < pf_unroll(&pfr); sub++) {
-    LLVMValueRef t = loop_sub_step(lw, &lb, sub);
-    pf_take(lw, &pfr, t, -1, u0);
-    /* The states of the step the inputs' queue loads (the next with hints):
-     * lane q of each warp fetches float q's line into L1. */
-    if ((pfr.hint || pfr.on) && !p->bwd_shared_slots) {
-      LLVMValueRef t_next = steps_on(lw, t, pfr.on ? pfr.depth : 1, -1, u0);
-      LLVMValueRef lane = LLVMBuildAnd(cg->b, lw->tid, cg_i32(cg, 31), "");
-      LLVMValueRef q = cg_select(cg, cg_ult(cg, lane, cg_i32(cg, p->bwd_regs)), lane, cg_i32(cg, 0));
-      LLVMValueRef idx = cg_add(cg, cg_add(cg, sc_block, cg_mul(cg, LLVMBuildSub(cg->b, t_next, u0, ""), cg_i64(cg, per_state))),
-                                cg_add(cg, cg_mul(cg, cg_zext64(cg, q), cg_i64(cg, n_threads)),
-                                       cg_mul(cg, cg_zext64(cg, lw->warp), cg_i64(cg, 32))));
-      cg_prefetch_elem(cg, scratch, idx, TD_F32);
-    }
-    LOAD_STATES(LLVMBuildSub(cg->b, t, u0, ""));
-    for (int i = 0; i < p->n_st; i++) slots_get(lw, dS[i], s->ports[FRNN_PORT_STATE][i].cls, dSv[i]);
-    /* The adjoint's inputs are x..., S..., grad_y..., grad_next_S...: all its
-     * leaves are INPUT leaves, numbered in that order. */
-    LLVMValueRef *leaves[4 * FRNN_MAX_PORTS];
-    int nl = 0;
-    for (int i = 0; i < p->n_in; i++) leaves[nl++] = X[i];
-    for (int i = 0; i < p->n_st; i++) leaves[nl++] = Sv[i];
-    for (int i = 0; i < p->n_out; i++) leaves[nl++] = GY[i];
-    for (int i = 0; i < p->n_st; i++) leaves[nl++] = dSv[i];
-    lw->kind = kind;
-    bool emitted = emit_graph(lw, adj, leaves, NULL);
-    lw->kind = NULL;
-    if (!emitted) return false;
-    /* Step t's slots: set (t / K) % 2, place t % K. */
-    LLVMValueRef in_set = LLVMBuildAnd(cg->b, t, cg_i64(cg, x.K - 1), "");
-    LLVMValueRef set0 = cg_mul(cg, LLVMBuildAnd(cg->b, LLVMBuildUDiv(cg->b, t, cg_i64(cg, x.K), ""), cg_i64(cg, 1), ""),
-                               cg_i64(cg, (int64_t)x.K * x.per_buf));
-    LLVMValueRef buf = cg_add(cg, set0, cg_mul(cg, in_set, cg_i64(cg, x.per_buf)));
-    for (int i = 0; i < p->n_in; i++) {
-      const port *o = &adj->ports[FRNN_PORT_OUTPUT][i];
-      int cls = o->cls, vcls = adj->nodes[o->value].cls;
-      if (x.stride[i] && !acc[i]) {
-        xchg_write(lw, &x, i, buf, lw->vals[o->value], vcls);
-      } else if (acc[i]) {
-        int cn = CLASS_HAS_N(cls) ? lw->ks.cn : 1;
-        for (int e = 0; e < count_of(&lw->ks, cls); e++) {
-          LLVMValueRef sum = cg_fadd(cg, cg_load(cg, cg->t_f32, acc[i][e]), at(lw, lw->vals[o->value], vcls, e / cn, e % cn));
-          cg_store(cg, sum, acc[i][e]);
-        }
-      } else {
-        store_tensor(lw, &gin[i], t, cls, lw->vals[o->value], vcls);
+  for (int part = 0; part < 2; part++) { /* queued_loop_begin */
+    loop lb;
+    if (!queued_loop_begin(lw, &pfr, part, tvar, u_last, u0, -1, T, "reverse", &lb)) continue;
+    for (int sub = 0; sub < pf_unroll(&pfr); sub++) {
+      LLVMValueRef t = loop_sub_step(lw, &lb, sub);
+      pf_take(lw, &pfr, t, -1, u0);
+      /* The states of the step the inputs' queue loads (the next with hints):
+       * lane q of each warp fetches float q's line into L1. */
+      if ((pfr.hint || pfr.on) && !p->bwd_shared_slots) {
+        LLVMValueRef t_next = steps_on(lw, t, pfr.on ? pfr.depth : 1, -1, u0);
+        LLVMValueRef lane = LLVMBuildAnd(cg->b, lw->tid, cg_i32(cg, 31), "");
+        LLVMValueRef q = cg_select(cg, cg_ult(cg, lane, cg_i32(cg, p->bwd_regs)), lane, cg_i32(cg, 0));
+        LLVMValueRef idx = cg_add(cg, cg_add(cg, sc_block, cg_mul(cg, LLVMBuildSub(cg->b, t_next, u0, ""), cg_i64(cg, per_state))),
+                                  cg_add(cg, cg_mul(cg, cg_zext64(cg, q), cg_i64(cg, n_threads)),
+                                         cg_mul(cg, cg_zext64(cg, lw->warp), cg_i64(cg, 32))));
+        cg_prefetch_elem(cg, scratch, idx, TD_F32);
       }
+      LOAD_STATES(LLVMBuildSub(cg->b, t, u0, ""));
+      for (int i = 0; i < p->n_st; i++) slots_get(lw, dS[i], s->ports[FRNN_PORT_STATE][i].cls, dSv[i]);
+      /* The adjoint's inputs are x..., S..., grad_y..., grad_next_S...: all its
+       * leaves are INPUT leaves, numbered in that order. */
+      LLVMValueRef *leaves[4 * FRNN_MAX_PORTS];
+      int nl = 0;
+      for (int i = 0; i < p->n_in; i++) leaves[nl++] = X[i];
+      for (int i = 0; i < p->n_st; i++) leaves[nl++] = Sv[i];
+      for (int i = 0; i < p->n_out; i++) leaves[nl++] = GY[i];
+      for (int i = 0; i < p->n_st; i++) leaves[nl++] = dSv[i];
+      lw->kind = kind;
+      bool emitted = emit_graph(lw, adj, leaves, NULL);
+      lw->kind = NULL;
+      if (!emitted) return false;
+      /* Step t's slots: set (t / K) % 2, place t % K. */
+      LLVMValueRef in_set = LLVMBuildAnd(cg->b, t, cg_i64(cg, x.K - 1), "");
+      LLVMValueRef set0 = cg_mul(cg, LLVMBuildAnd(cg->b, LLVMBuildUDiv(cg->b, t, cg_i64(cg, x.K), ""), cg_i64(cg, 1), ""),
+                                 cg_i64(cg, (int64_t)x.K * x.per_buf));
+      LLVMValueRef buf = cg_add(cg, set0, cg_mul(cg, in_set, cg_i64(cg, x.per_buf)));
+      for (int i = 0; i < p->n_in; i++) {
+        const port *o = &adj->ports[FRNN_PORT_OUTPUT][i];
+        int cls = o->cls, vcls = adj->nodes[o->value].cls;
+        if (x.stride[i] && !acc[i]) {
+          xchg_write(lw, &x, i, buf, lw->vals[o->value], vcls);
+        } else if (acc[i]) {
+          int cn = CLASS_HAS_N(cls) ? lw->ks.cn : 1;
+          for (int e = 0; e < count_of(&lw->ks, cls); e++) {
+            LLVMValueRef sum = cg_fadd(cg, cg_load(cg, cg->t_f32, acc[i][e]), at(lw, lw->vals[o->value], vcls, e / cn, e % cn));
+            cg_store(cg, sum, acc[i][e]);
+          }
+        } else {
+          store_tensor(lw, &gin[i], t, cls, lw->vals[o->value], vcls);
+        }
+      }
+      for (int i = 0; i < p->n_st; i++) {
+        const port *o = &adj->ports[FRNN_PORT_OUTPUT][p->n_in + i];
+        slots_set(lw, dS[i], o->cls, lw->vals[o->value], adj->nodes[o->value].cls);
+      }
+      if (per_step_xchg) { /* a batch is complete at a multiple of K */
+        LLVMBasicBlockRef flush = cg_block(cg, "xchg_flush"), on = cg_block(cg, "xchg_later");
+        cg_cond_br(cg, icmp(lw, LLVMIntEQ, in_set, cg_i64(cg, 0)), flush, on);
+        cg_at(cg, flush);
+        xchg_sync(lw, &x);
+        for (int i = 0; i < p->n_in; i++)
+          if (x.stride[i] && !acc[i]) xchg_store(lw, &x, i, set0, &gin[i], t, x.K, T, rank);
+        cg_br(cg, on);
+        cg_at(cg, on);
+      }
+      pf_push(lw, &pfr, t, -1, part ? u0 : NULL);
     }
-    for (int i = 0; i < p->n_st; i++) {
-      const port *o = &adj->ports[FRNN_PORT_OUTPUT][p->n_in + i];
-      slots_set(lw, dS[i], o->cls, lw->vals[o->value], adj->nodes[o->value].cls);
-    }
-    if (per_step_xchg) { /* a batch is complete at a multiple of K */
-      LLVMBasicBlockRef flush = cg_block(cg, "xchg_flush"), on = cg_block(cg, "xchg_later");
-      cg_cond_br(cg, icmp(lw, LLVMIntEQ, in_set, cg_i64(cg, 0)), flush, on);
-      cg_at(cg, flush);
-      xchg_sync(lw, &x);
-      for (int i = 0; i < p->n_in; i++)
-        if (x.stride[i] && !acc[i]) xchg_store(lw, &x, i, set0, &gin[i], t, x.K, T, rank);
-      cg_br(cg, on);
-      cg_at(cg, on);
-    }
-    pf_push(lw, &pfr, t, -1, u0);
+    loop_end_trip(lw, &lb, pf_unroll(&pfr));
   }
-  loop_end_trip(lw, &lb, pf_unroll(&pfr));
   if (two) loop_end(lw, &ls, -1);
   loop_end(lw, &lk, -1);
 #undef SCRATCH_INDEX

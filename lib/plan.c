@@ -302,16 +302,23 @@ static int step_loads(const frnn_step *s, const kernel_shape *ks, bool with_out)
 
 /* How the time loops fetch ahead (lower_llvm.c, "prefetch").  A step of
  * small rows (HGRN, RWKV-4) waits on nothing but its loads: the next
- * steps' values are queued in registers, as many steps as PF_REGS floats
- * allow (up to PLAN_MAX_PF_DEPTH).  Others: measured on the H100
+ * steps' values are queued in registers, as many steps as PF_REGS values
+ * allow (up to PLAN_MAX_PF_DEPTH), a power of two: the loops run trips of
+ * that many steps and the backward's chunks are made a multiple of it
+ * (plan_workspace), so that every trip but the sequence's last is whole
+ * (H100, RWKV-4 fw+bw: a backward queue of 9 steps 0.75 ms, of 8 0.70;
+ * docs/BENCHMARKS.md, twenty-second session).  Others: measured on the H100
  * (docs/BENCHMARKS.md, first sessions), values in registers spilled the
  * backward and slowed most forwards, and L1 hints slowed Mamba-2's and
  * retention's forwards 5-6x: each step loads its own.  FRNN_PREFETCH (mode)
  * and FRNN_PREFETCH_DEPTH (steps, both kernels) override. */
 static int queue_depth(bool stream, int loads, int forced) {
-  enum { PF_REGS = 48 };
-  int d = forced ? forced : stream ? PF_REGS / (loads > 0 ? loads : 1) : 1;
-  return d < 1 ? 1 : d > PLAN_MAX_PF_DEPTH ? PLAN_MAX_PF_DEPTH : d;
+  enum { PF_REGS = 64 };
+  if (forced) return forced;
+  int d = stream ? PF_REGS / (loads > 0 ? loads : 1) : 1, pow2 = 1;
+  if (d > PLAN_MAX_PF_DEPTH) d = PLAN_MAX_PF_DEPTH;
+  while (pow2 * 2 <= d) pow2 *= 2;
+  return pow2;
 }
 
 static void plan_prefetch(const frnn_step *s, int64_t Ns, plan *p) {
@@ -503,6 +510,9 @@ void plan_workspace(const plan *p, frnn_sizes sz, const uint8_t *in_bcast, int f
     if (C2 + (C + C2 - 1) / C2 - 1 > S) C2 = c2 < C ? c2 : C;
   } else if (C2 == 0 || C2 >= sz.T) {
     C = p->bwd_c ? p->bwd_c : (int64_t)ceil(sqrt((double)sz.T));
+    /* Whole trips of the backward's queue (plan_prefetch). */
+    int q = p->prefetch == PREFETCH_REGS ? p->pf_depth_bwd : 1;
+    if (!p->bwd_c && q > 1) C = (C + q - 1) / q * q;
     if (C > sz.T) C = sz.T;
     if (C < 1) C = 1;
     C2 = C;

@@ -615,6 +615,50 @@ START_TEST(workspace_levels) {
 }
 END_TEST
 
+/* Steps of small rows (HGRN, RWKV-4) queue their next steps' loads in
+ * registers (lower_llvm.c, prefetch): depths a power of two, the
+ * backward's chunks whole trips of its queue, and no copies in the
+ * forward's time loop (the queue's rotation is renaming in trips unrolled by
+ * its depth; a copy of a value just loaded would wait for it: a memory
+ * latency a step). */
+START_TEST(small_rows_queue) {
+  static const struct { const char *file; int fwd, bwd; } want[] = {{"examples/hgrn.frnn", 16, 16},
+                                                                   {"examples/rwkv4.frnn", 16, 8}};
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  target t;
+  ck_assert(target_parse(ctx, "sm_90", &t) == FRNN_OK);
+  for (int k = 0; k < 2; k++) {
+    frnn_step *s;
+    ck_assert(frnn_step_load(ctx, test_source_path(want[k].file), &s) == FRNN_OK);
+    plan p;
+    ck_assert(plan_make(ctx, s, NULL, 128, 128, &t, &p) == FRNN_OK);
+    ck_assert_int_eq(p.prefetch, PREFETCH_REGS);
+    ck_assert_int_eq(p.pf_depth_fwd, want[k].fwd);
+    ck_assert_int_eq(p.pf_depth_bwd, want[k].bwd);
+    uint8_t bc[4] = {0, 0, 0, 0};
+    static const int64_t T[][2] = {{1000, 32}, {200, 16}, {5, 5}, {1, 1}}; /* T, C */
+    for (int i = 0; i < 4; i++) {
+      ws_layout w;
+      frnn_sizes sz = {.B = 2, .T = T[i][0], .H = 3, .M = 128, .N = 128};
+      plan_workspace(&p, sz, bc, 1, &w);
+      ck_assert_int_eq(w.C, T[i][1]);
+      ck_assert_int_eq(w.n_ckpt, (T[i][0] + T[i][1] - 1) / T[i][1]);
+    }
+    frnn_step_destroy(s);
+  }
+  frnn_ctx_destroy(ctx);
+  char *ptx = chunked_ptx("examples/hgrn.frnn", "sm_90", NULL);
+  const char *end, *fwd = kernel_text(ptx, "frnn_fwd", &end);
+  char *text = strndup(fwd, end ? (size_t)(end - fwd) : strlen(fwd));
+  ck_assert_int_eq(count(text, "mov.u16") + count(text, "mov.b16"), 0);
+  /* x and g: the queue's first 16 steps, whole trips, the last trips */
+  ck_assert_int_ge(count(text, "ld.global.nc.u16"), 3 * 2 * 16);
+  free(text);
+  free(ptx);
+}
+END_TEST
+
 /* Recomputed states in shared memory (plan.c shared_slots, plan_workspace):
  * the two levels always fit the slots, the workspace holds no scratch, and
  * the plan picks it only for blocks of 16 warps or more, where the
@@ -810,6 +854,7 @@ int main(void) {
   tcase_add_test(tc, deferred_sums_over_m);
   tcase_add_loop_test(tc, tuning_knobs_assemble, 0, (int)(sizeof KNOBS / sizeof *KNOBS));
   tcase_add_test(tc, workspace_levels);
+  tcase_add_test(tc, small_rows_queue);
   tcase_add_test(tc, workspace_shared_scratch);
   tcase_add_test(tc, backward_alternatives);
   suite_add_tcase(su, tc);
