@@ -524,11 +524,13 @@ static LLVMValueRef new_counter(lower *lw, LLVMBasicBlockRef entry) {
  *   PREFETCH_REGS  the values of the next `depth` steps held in registers, a
  *                  queue: each step takes the front and loads the step
  *                  `depth` ahead into the back (software pipelining; costs
- *                  depth x the step's elements in registers).  The queue
- *                  holds the values as loaded (bf16 stays 16 bits), widened
- *                  when taken: widened when loaded, each would wait there.  Small states
+ *                  depth x the step's elements in registers).  Small states
  *                  (HGRN, RWKV-4) wait on nothing else: one warp's step
- *                  costs a load's latency unless many are in flight;
+ *                  costs a load's latency unless many are in flight.  The
+ *                  loops run in trips of `depth` steps unrolled by hand
+ *                  (pf_push, queued_loop_begin), and the queue holds the
+ *                  values as loaded (bf16: 16 bits), widened when taken: a
+ *                  value widened when loaded would be waited for there;
  *   PREFETCH_NONE  each step loads its own values.
  * An input broadcast over T (lower_spec.in_bcast) is the same at every step:
  * loaded once, before the loop, in every mode. */
@@ -667,8 +669,8 @@ static int pf_unroll(const prefetch *pf) { return pf->on && pf->depth > 1 ? pf->
  *   0  the trips whose sub-steps are all in the loop and whose loads ahead
  *      are all in the tensors (steps 0 to T - 1): no test a sub-step and no
  *      clamp a load (pf_push with last NULL), the addresses linear in the
- *      step, so that LLVM strength-reduces them; one basic block a trip
- *      where the step has no branches of its own;
+ *      step, so that LLVM strength-reduces them (HGRN's forward step: about
+ *      half the instructions of the tested, clamped one);
  *   1  the rest, from where part 0 stopped: loop_sub_step's tests, loads
  *      clamped to the loop's last step.
  * Without a queue (pf_unroll 1) part 0 is empty: returns false, emit
@@ -754,7 +756,7 @@ static bool lower_forward(lower *lw, const frnn_step *s) {
       return false;
   LLVMValueRef t_last = LLVMBuildSub(cg->b, T, cg_i64(cg, 1), "");
   pf_begin(lw, &pf, cg_i64(cg, 0), 1, t_last);
-  for (int part = 0; part < 2; part++) { /* queued_loop_begin */
+  for (int part = 0; part < 2; part++) { /* whole trips, then the rest (queued_loop_begin) */
     loop lt;
     if (!queued_loop_begin(lw, &pf, part, tvar, cg_i64(cg, 0), T, 1, T, "time", &lt)) continue;
     for (int j = 0; j < pf_unroll(&pf); j++) { /* sub-steps of a trip (pf_unroll) */
@@ -1063,7 +1065,7 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
     cg_store(cg, cg_i64(cg, 0), jvar);
     LLVMValueRef la_last = LLVMBuildSub(cg->b, s_last, cg_i64(cg, 1), "");
     pf_begin(lw, &pfx, t0, 1, la_last);
-    for (int part = 0; part < 2; part++) { /* queued_loop_begin */
+    for (int part = 0; part < 2; part++) { /* whole trips, then the rest (queued_loop_begin) */
       loop la;
       if (!queued_loop_begin(lw, &pfx, part, tvar, t0, s_last, 1, T, "level2", &la)) continue;
       for (int sub = 0; sub < pf_unroll(&pfx); sub++) {
@@ -1110,7 +1112,7 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   /* Recompute the piece's states into scratch slots 0, 1, ... */
   LLVMValueRef u_last = LLVMBuildSub(cg->b, u1, cg_i64(cg, 1), "");
   pf_begin(lw, &pfx, u0, 1, u_last);
-  for (int part = 0; part < 2; part++) { /* queued_loop_begin */
+  for (int part = 0; part < 2; part++) { /* whole trips, then the rest (queued_loop_begin) */
     loop lf;
     if (!queued_loop_begin(lw, &pfx, part, tvar, u0, u1, 1, T, "recompute", &lf)) continue;
     for (int sub = 0; sub < pf_unroll(&pfx); sub++) {
@@ -1123,7 +1125,7 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   }
   /* Walk the piece backwards. */
   pf_begin(lw, &pfr, u_last, -1, u0);
-  for (int part = 0; part < 2; part++) { /* queued_loop_begin */
+  for (int part = 0; part < 2; part++) { /* whole trips, then the rest (queued_loop_begin) */
     loop lb;
     if (!queued_loop_begin(lw, &pfr, part, tvar, u_last, u0, -1, T, "reverse", &lb)) continue;
     for (int sub = 0; sub < pf_unroll(&pfr); sub++) {
