@@ -1906,6 +1906,14 @@ def make_gouts(ts, seed, device):
     return [torch.randn(t.shape, generator=g, device=device, dtype=torch.float32).to(t.dtype) for t in ts]
 
 
+def median_entry(evs):
+    """The timing entry of event pairs: median, fastest and slowest ms, reps."""
+    ms = sorted(a.elapsed_time(b) for a, b in evs)
+    n = len(ms)
+    med = ms[n // 2] if n % 2 else 0.5 * (ms[n // 2 - 1] + ms[n // 2])
+    return {"ms": med, "min_ms": ms[0], "max_ms": ms[-1], "reps": n}
+
+
 def time_graph(fn, pre, n_sets, reps=30):
     """Median ms of a CUDA graph replay of fn(i) (i = r % n_sets), each captured once
     after a warm-up on a side stream (what capture needs: allocations and first-call work
@@ -1935,11 +1943,8 @@ def time_graph(fn, pre, n_sets, reps=30):
         graphs[r % n_sets].replay()
         evs[r][1].record()
     sync()
-    ms = sorted(a.elapsed_time(b) for a, b in evs)
-    n = len(ms)
-    med = ms[n // 2] if n % 2 else 0.5 * (ms[n // 2 - 1] + ms[n // 2])
     del graphs
-    return {"ms": med, "min_ms": ms[0], "max_ms": ms[-1], "reps": reps, "graph": True}
+    return dict(median_entry(evs), graph=True)
 
 
 def time_calls(fn, pre, n_sets, target_s=0.3, min_reps=3, max_reps=30, slow_s=None):
@@ -1976,10 +1981,7 @@ def time_calls(fn, pre, n_sets, target_s=0.3, min_reps=3, max_reps=30, slow_s=No
         fn(i)
         evs[r][1].record()
     sync()
-    ms = sorted(a.elapsed_time(b) for a, b in evs)
-    n = len(ms)
-    med = ms[n // 2] if n % 2 else 0.5 * (ms[n // 2 - 1] + ms[n // 2])
-    r = {"ms": med, "min_ms": ms[0], "max_ms": ms[-1], "reps": reps}
+    r = median_entry(evs)
     if graph_error:
         r["graph_error"] = graph_error
     if slow:

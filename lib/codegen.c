@@ -613,9 +613,9 @@ LLVMValueRef cg_load_raw_opaque(codegen *cg, LLVMValueRef base, LLVMValueRef idx
                     size == 8 ? "=d,l" : "=f,l", true, &addr);
 }
 
-LLVMValueRef cg_raw_zero(codegen *cg, enum tdtype dt) {
+LLVMTypeRef cg_raw_type(codegen *cg, enum tdtype dt) {
   unsigned size;
-  return LLVMConstNull(dtype_type(cg, dt, &size));
+  return dtype_type(cg, dt, &size);
 }
 
 LLVMValueRef cg_raw_to_f32(codegen *cg, LLVMValueRef v, enum tdtype dt) {

@@ -642,10 +642,10 @@ LLVMValueRef cg_load_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, en
  * merging it with another load behind a phi, a load from a loop's bottom to
  * its top, next to its use (lower_llvm.c, prefetch).  The memory must not
  * change during the kernel.  cg_raw_to_f32 widens (narrows) a raw value to
- * f32 as cg_load_elem does; cg_raw_zero is 0 in dt's type. */
+ * f32 as cg_load_elem does; cg_raw_type is dt's type. */
 LLVMValueRef cg_load_raw_opaque(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt);
 LLVMValueRef cg_raw_to_f32(codegen *cg, LLVMValueRef v, enum tdtype dt);
-LLVMValueRef cg_raw_zero(codegen *cg, enum tdtype dt);
+LLVMTypeRef cg_raw_type(codegen *cg, enum tdtype dt);
 /* A hint: bring the line holding element idx64 of a global array into L1
  * (prefetch.global.L1; no register, no fault). */
 void cg_prefetch_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt);

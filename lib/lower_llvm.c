@@ -168,7 +168,7 @@ static void load_tensor_as(lower *lw, const targ *t, LLVMValueRef time, int cls,
     cg_at(cg, merge_bb);
     for (int k = 0; k < n; k++) {
       LLVMValueRef phi = LLVMBuildPhi(cg->b, LLVMTypeOf(out[k]), "");
-      LLVMValueRef vals[2] = {queued ? cg_raw_zero(cg, t->dt) : cg_f32(cg, 0.0), out[k]};
+      LLVMValueRef vals[2] = {LLVMConstNull(LLVMTypeOf(out[k])), out[k]};
       LLVMBasicBlockRef bbs[2] = {from, end};
       LLVMAddIncoming(phi, vals, bbs, 2);
       out[k] = phi;
@@ -561,7 +561,7 @@ static bool pf_add(lower *lw, prefetch *pf, const targ *t, int cls, bool optiona
   pf->fixed[k] = fixed;
   pf->dst[k] = dst;
   for (int d = 0; d < pf->depth; d++) {
-    pf->queue[k][d] = pf->on && !fixed ? new_slots_of(lw, cls, entry, LLVMTypeOf(cg_raw_zero(lw->cg, t->dt))) : NULL;
+    pf->queue[k][d] = pf->on && !fixed ? new_slots_of(lw, cls, entry, cg_raw_type(lw->cg, t->dt)) : NULL;
     if (pf->on && !fixed && !pf->queue[k][d]) return false;
   }
   return true;
@@ -598,7 +598,7 @@ static void pf_fill(lower *lw, prefetch *pf, int k, int d, LLVMValueRef time) {
 
 /* Element e of entry k's queue place d, as loaded. */
 static LLVMValueRef pf_raw(lower *lw, const prefetch *pf, int k, int d, int e) {
-  return cg_load(lw->cg, LLVMTypeOf(cg_raw_zero(lw->cg, pf->t[k]->dt)), pf->queue[k][d][e]);
+  return cg_load(lw->cg, cg_raw_type(lw->cg, pf->t[k]->dt), pf->queue[k][d][e]);
 }
 
 /* Step t + s * dir, s steps on, not past `last` (clamped to it: the loads
