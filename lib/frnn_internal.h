@@ -410,13 +410,15 @@ typedef struct plan {
   int bwd_regs;                      /* state floats one backward thread keeps */
   bool bwd_deferred; /* sums over M in the backward are warp partials added per step
                         (split_kinds); bwd.row_blocks > 1 then means a cluster */
+  bool bwd_rows_apart; /* deferred, and nothing to exchange: the backward's rows need
+                          nothing from each other, its row blocks no cluster */
   /* Deferred: the exchange's shared floats for one step of one block, where
    * input i's slots start and their stride per warp (0: not exchanged), and
    * how many steps one exchange batches (plan_exchange). */
   int xchg_floats, xchg_off[FRNN_MAX_PORTS], xchg_stride[FRNN_MAX_PORTS], xchg_steps;
   int prefetch; /* PREFETCH_*: how time loops fetch later steps' inputs (lower_llvm.c) */
   int pf_depth_fwd, pf_depth_bwd; /* PREFETCH_REGS: steps ahead held in registers per kernel
-                                     (1 to PLAN_MAX_PF_DEPTH) */
+                                     (1 to PLAN_MAX_PF_DEPTH; 0: none in that kernel) */
   int64_t bwd_c2; /* backward: steps between second-level checkpoints; 0: one level
                      (FRNN_BWD_C2; plan_workspace) */
   int64_t bwd_c;  /* steps between the forward's checkpoints; 0: about sqrt(T)
@@ -425,6 +427,8 @@ typedef struct plan {
                            memory, at most this many per block (two levels, C and
                            C2 chosen by plan_workspace to fit); 0: in the workspace */
   int xchg_shared_floats; /* shared floats of the exchange, before that scratch */
+  int bwd_min_blocks;     /* > 0: the backward is built for this many blocks an SM
+                             (registers capped to match its shared memory) */
 } plan;
 enum { PREFETCH_NONE, PREFETCH_REGS, PREFETCH_HINT };
 

@@ -403,8 +403,33 @@ static void free_vals(lower *lw) {
   lw->n_vals = 0;
 }
 
+/* Marks the nodes of step s that its next states depend on: what the
+ * backward's recompute needs.  The rest (outputs) would be dead code, but
+ * not always to LLVM: a sum over N's shuffles are convergent calls it keeps
+ * (S4D's output, 40 shuffles a step at N = 32).  NULL when out of memory or
+ * the graph is not in order (then everything is emitted). */
+static uint8_t *nodes_for_states(const frnn_step *s) {
+  uint8_t *live = calloc(s->n_nodes ? s->n_nodes : 1, 1);
+  if (!live) return NULL;
+  for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) live[s->ports[FRNN_PORT_STATE][i].value] = 1;
+  for (uint32_t v = s->n_nodes; v-- > 0;) {
+    if (!live[v]) continue;
+    const node *n = &s->nodes[v];
+    for (int i = 0; i < op_get(n->op)->arity; i++) {
+      if (n->arg[i] >= v) {
+        free(live);
+        return NULL;
+      }
+      live[n->arg[i]] = 1;
+    }
+  }
+  return live;
+}
+
+/* Emits graph g's nodes, or with `live` (may be NULL: all) only those it
+ * marks.  Values of nodes left out stay NULL. */
 static bool emit_graph(lower *lw, const frnn_step *g, LLVMValueRef **in_leaf,
-                       LLVMValueRef **state_leaf) {
+                       LLVMValueRef **state_leaf, const uint8_t *live) {
   codegen *cg = lw->cg;
   free_vals(lw);
   lw->vals = calloc(g->n_nodes ? g->n_nodes : 1, sizeof *lw->vals);
@@ -415,6 +440,7 @@ static bool emit_graph(lower *lw, const frnn_step *g, LLVMValueRef **in_leaf,
     LLVMValueRef *out = new_vals(lw, n->cls);
     if (!out) return false;
     lw->vals[v] = out;
+    if (live && !live[v]) continue;
     int cnt = count_of(&lw->ks, n->cls), cn = CLASS_HAS_N(n->cls) ? lw->ks.cn : 1;
     switch ((frnn_op)n->op) {
     case FRNN_OP_INPUT:
@@ -547,7 +573,7 @@ typedef struct prefetch {
 } prefetch;
 
 static prefetch pf_new(const plan *p, int depth) {
-  prefetch pf = {.on = p->prefetch == PREFETCH_REGS, .hint = p->prefetch == PREFETCH_HINT};
+  prefetch pf = {.on = p->prefetch == PREFETCH_REGS && depth > 0, .hint = p->prefetch == PREFETCH_HINT};
   pf.depth = depth < 1 ? 1 : depth > PLAN_MAX_PF_DEPTH ? PLAN_MAX_PF_DEPTH : depth;
   return pf;
 }
@@ -789,7 +815,7 @@ static bool lower_forward(lower *lw, const frnn_step *s) {
         cg_br(cg, no);
         cg_at(cg, no);
       }
-      if (!emit_graph(lw, s, X, Sv)) return false;
+      if (!emit_graph(lw, s, X, Sv, NULL)) return false;
       for (int i = 0; i < p->n_out; i++) {
         const port *o = &s->ports[FRNN_PORT_OUTPUT][i];
         store_tensor(lw, &out[i], t, o->cls, lw->vals[o->value], s->nodes[o->value].cls);
@@ -912,7 +938,7 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   types[n++] = cg->t_i64;  /* number of checkpoints */
   types[n++] = cg->t_i64;  /* C2: steps between second-level checkpoints */
   if (lw->spec->guard) types[n++] = cg->t_gptr; /* the call's flag */
-  LLVMValueRef fn = cg_kernel(cg, "frnn_bwd", types, n, lw->ks.warps * 32, 0);
+  LLVMValueRef fn = cg_kernel(cg, "frnn_bwd", types, n, lw->ks.warps * 32, p->bwd_min_blocks);
   LLVMBasicBlockRef entry = LLVMGetInsertBlock(cg->b);
   cg_guard(cg, lw->spec->guard ? cg_param(cg, n - 1) : NULL, lw->spec->guard);
   for (int i = 0; i < n; i++)
@@ -939,6 +965,7 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
     }
   }
   bool per_step_xchg = false;
+  uint8_t *state_live = nodes_for_states(s);
   LLVMValueRef ckpt = cg_param(cg, ws), scratch = cg_param(cg, ws + 1), T = cg_param(cg, ws + 2),
                H = cg_param(cg, ws + 3), C = cg_param(cg, ws + 4), NC = cg_param(cg, ws + 5),
                C2 = cg_param(cg, ws + 6);
@@ -1027,7 +1054,7 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
       for (int e = 0; save && e < count_of(&lw->ks, cls); e++, q_++)                           \
         cg_store_elem(cg, scratch, SCRATCH_INDEX(slot, q_), TD_F32, Sv[i][e]);                 \
     }                                                                                          \
-    if (!emit_graph(lw, s, X, Sv)) return false;                                               \
+    if (!emit_graph(lw, s, X, Sv, state_live)) return false;                                   \
     for (int i = 0; i < p->n_st; i++) {                                                        \
       const port *st_ = &s->ports[FRNN_PORT_STATE][i];                                         \
       slots_set(lw, S[i], st_->cls, lw->vals[st_->value], s->nodes[st_->value].cls);           \
@@ -1153,7 +1180,7 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
       for (int i = 0; i < p->n_out; i++) leaves[nl++] = GY[i];
       for (int i = 0; i < p->n_st; i++) leaves[nl++] = dSv[i];
       lw->kind = kind;
-      bool emitted = emit_graph(lw, adj, leaves, NULL);
+      bool emitted = emit_graph(lw, adj, leaves, NULL, NULL);
       lw->kind = NULL;
       if (!emitted) return false;
       /* Step t's slots: set (t / K) % 2, place t % K. */
@@ -1225,6 +1252,7 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   /* No block may leave while another still reads its shared memory. */
   if (G > 1 && (acc_xchg || per_step_xchg)) cg_cluster_barrier(cg);
   free(kind);
+  free(state_live);
   pf_free(&pfx);
   pf_free(&pfr);
   cg_ret(cg);

@@ -97,7 +97,7 @@ static const char *gpu_arch(void) {
 static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
   static const char *const knobs[] = {"FRNN_LPR", "FRNN_BWD_BUDGET", "FRNN_BWD_WARPS",
                                       "FRNN_BWD_CLUSTER", "FRNN_BWD_XCHG_STEPS", "FRNN_PREFETCH", "FRNN_PREFETCH_DEPTH", "FRNN_BWD_MAXWARPS",
-                                      "FRNN_BWD_C2", "FRNN_BWD_C", "FRNN_BWD_SMEM", "FRNN_BWD_PICK",
+                                      "FRNN_BWD_C2", "FRNN_BWD_C", "FRNN_BWD_SMEM", "FRNN_BWD_SMEM_BLOCKS", "FRNN_BWD_APART", "FRNN_BWD_PICK",
                                       "FRNN_CHUNKED", "FRNN_CK_L", "FRNN_CK_BM", "FRNN_CK_THREADS", "FRNN_CK_MINB", "FRNN_CK_SKIP",
                                       "FRNN_CK_SPLIT_MAX", "FRNN_CK_FUSE", "FRNN_CK_SPLITK",
                                       "FRNN_CK_MMA", "FRNN_CK_MMA_TILES", "FRNN_CK_MMA_UNROLL", "FRNN_CK_SPREAD",
@@ -1229,11 +1229,13 @@ static frnn_status recurrent_backward(frnn_ctx *ctx, const gpu_module *m, const 
   arg_i64(&a, w.n_ckpt);
   arg_i64(&a, w.C2);
   arg_guard(&a, gd);
-  /* A split head's blocks form one cluster along x (plan.c). */
+  /* A split head's blocks form one cluster along x (plan.c), unless its
+   * rows need nothing from each other. */
   unsigned G = (unsigned)m->p.bwd.row_blocks;
   unsigned grid[3] = {G, (unsigned)sz.H, (unsigned)sz.B};
   unsigned block[3] = {(unsigned)m->p.bwd.warps * 32, 1, 1};
-  frnn_status st = cuda_launch(ctx, m->fn[1], "frnn_bwd", grid, block, G, w.bwd_shared, (CUstream)stream, a.params);
+  frnn_status st = cuda_launch(ctx, m->fn[1], "frnn_bwd", grid, block, m->p.bwd_rows_apart ? 1 : G, w.bwd_shared,
+                               (CUstream)stream, a.params);
   for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT] && !st; i++) {
     if (!(bc[i] & 5) || !pgi->present[i]) continue;
     int cls = s->ports[FRNN_PORT_INPUT][i].cls;

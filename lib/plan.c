@@ -32,7 +32,7 @@
 enum { FWD_STATE_BUDGET = 32, BWD_STATE_BUDGET = 64, MAX_WARPS = 32, MAX_RPT_BY_CHOICE = 8,
        FWD_COLS_PER_LANE = 8, BWD_SPLIT_BUDGET = 32, BWD_SPLIT_WARPS = 4, MAX_CLUSTER = 8,
        MAX_XCHG_STEPS = 8, XCHG_BYTES = 96 * 1024, LEAN_C2 = 8, SMEM_XCHG_BYTES = 32 * 1024,
-       MAX_SHARED_SLOTS = 64, SMEM_MIN_WARPS = 16 };
+       MAX_SHARED_SLOTS = 64, SMEM_MIN_WARPS = 16, MAX_APART_BLOCKS = 64, APART_SMEM_BLOCKS = 2 };
 
 /* Tuning knobs for benchmarks (part of the module key, see pipeline.c):
  * FRNN_BWD_BUDGET floats of state per split backward thread, FRNN_BWD_WARPS
@@ -65,6 +65,17 @@ static bool small_rows(const frnn_step *s, int64_t N) {
   int col_states = 0;
   for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) col_states += CLASS_HAS_M(s->ports[FRNN_PORT_STATE][i].cls);
   return N == 1 && col_states <= 4;
+}
+
+/* A deferred backward (kind from split_kinds) where every input has rows
+ * and no input's gradient is a partial sum exchanges nothing: its rows need
+ * nothing from each other (S4D), so any number of blocks may share a head,
+ * with no cluster.  Steps of small rows keep their own shapes. */
+static bool rows_apart(const frnn_step *s, const frnn_step *adj, int n_in, const uint8_t *kind, int64_t Ns) {
+  for (int i = 0; i < n_in; i++)
+    if (!CLASS_HAS_M(s->ports[FRNN_PORT_INPUT][i].cls) || kind[adj->ports[FRNN_PORT_OUTPUT][i].value] == KIND_PARTIAL)
+      return false;
+  return !small_rows(s, Ns);
 }
 
 static bool sums_over_m(const frnn_step *s) {
@@ -200,11 +211,11 @@ static frnn_status choose_shape(frnn_ctx *ctx, const frnn_step *s, int64_t M, in
  * max_cluster) as the rows need; more warps per block only when the cluster
  * is full. */
 static frnn_status choose_split_shape(frnn_ctx *ctx, const frnn_step *s, int64_t M, int64_t N,
-                                      int max_cluster, kernel_shape *k) {
+                                      int max_cluster, int cols_per_lane, kernel_shape *k) {
   /* Rows per thread from the budget alone (not raised to fit one block's
    * warps): the cluster's blocks share the rows. */
   frnn_status st = choose_shape(ctx, s, M, N, env_int("FRNN_BWD_BUDGET", BWD_SPLIT_BUDGET, 2, 128),
-                                2, false, 1, 0, 0, k);
+                                2, false, cols_per_lane, 0, 0, k);
   if (st) return st;
   int64_t groups = 32 / k->lpr;
   int64_t warps_total = (M + groups * k->rpt - 1) / (groups * k->rpt);
@@ -245,15 +256,16 @@ static bool plan_exchange(const frnn_step *adjoint, const uint8_t *kind, int max
   return (int64_t)2 * k * p->xchg_floats * 4 <= max_shared;
 }
 
-/* How many of a backward block's recomputed states fit in its shared memory
- * beside the exchange (or its sums over M, a static array of warps x cn x
- * lpr floats).  0 when fewer than 3: two levels need C2 + pieces - 1 >= 3
- * states for a chunk longer than 2 steps. */
-static int shared_slots(const plan *p, const target *t) {
+/* How many of a backward block's recomputed states fit in its share of the
+ * SM's shared memory (`blocks` blocks an SM) beside the exchange (or its sums
+ * over M, a static array of warps x cn x lpr floats).  0 when fewer than 3:
+ * two levels need C2 + pieces - 1 >= 3 states for a chunk longer than 2
+ * steps. */
+static int shared_slots(const plan *p, const target *t, int blocks) {
   int64_t state_bytes = (int64_t)p->bwd_regs * p->bwd.warps * 32 * 4;
   int64_t used = p->bwd_deferred ? (int64_t)p->xchg_shared_floats * 4
                                  : (int64_t)p->bwd.warps * p->bwd.cn * p->bwd.lpr * 4;
-  int64_t slots = (t->max_shared_bytes_optin - used) / state_bytes;
+  int64_t slots = (t->max_shared_bytes_optin / blocks - used) / state_bytes;
   if (slots > MAX_SHARED_SLOTS) slots = MAX_SHARED_SLOTS;
   return slots >= 3 ? (int)slots : 0;
 }
@@ -295,6 +307,7 @@ static int step_loads(const frnn_step *s, const kernel_shape *ks, bool with_out)
   for (int k = 0; k < (with_out ? 3 : 1); k += 2)
     for (int i = 0; i < s->n_ports[k]; i++) {
       int c = s->ports[k][i].cls;
+      if (CLASS_HAS_M(c) && CLASS_HAS_N(c)) continue; /* taken as time-invariant (below) */
       n += (CLASS_HAS_M(c) ? ks->rpt : 1) * (CLASS_HAS_N(c) ? ks->cn : 1);
     }
   return n;
@@ -307,26 +320,37 @@ static int step_loads(const frnn_step *s, const kernel_shape *ks, bool with_out)
  * that many steps and the backward's chunks are made a multiple of it
  * (plan_workspace), so that every trip but the sequence's last is whole
  * (H100, RWKV-4 fw+bw: a backward queue of 9 steps 0.75 ms, of 8 0.70;
- * docs/BENCHMARKS.md, twenty-second session).  Others: measured on the H100
- * (docs/BENCHMARKS.md, first sessions), values in registers spilled the
- * backward and slowed most forwards, and L1 hints slowed Mamba-2's and
- * retention's forwards 5-6x: each step loads its own.  FRNN_PREFETCH (mode)
- * and FRNN_PREFETCH_DEPTH (steps, both kernels) override. */
-static int queue_depth(bool stream, int loads, int forced) {
+ * docs/BENCHMARKS.md, twenty-second session).  Other steps get a queue of 4
+ * to 8 steps where their per-step loads allow that many (matrix-shaped
+ * inputs counted as time-invariant, loaded once): in the forward, and in a
+ * backward whose rows are apart.  Measured on the H100 (twenty-third
+ * session): S4D's forward 1.22 -> 0.58 ms at 8 steps (0.61 at 16, 254
+ * registers); a queue of 1 or 2 steps slowed Mamba's, Longhorn's and mLSTM's
+ * forwards by 4-12%, and their register-bound backwards (spilling) by more
+ * at 4.  L1 hints slowed Mamba-2's and retention's forwards 5-6x (first
+ * sessions).  FRNN_PREFETCH (mode) and FRNN_PREFETCH_DEPTH (steps, both
+ * kernels) override. */
+static int queue_depth(int loads, int least, int most, int forced) {
   enum { PF_REGS = 64 };
   if (forced) return forced;
-  int d = stream ? PF_REGS / (loads > 0 ? loads : 1) : 1, pow2 = 1;
-  if (d > PLAN_MAX_PF_DEPTH) d = PLAN_MAX_PF_DEPTH;
+  int d = PF_REGS / (loads > 0 ? loads : 1), pow2 = 1;
+  if (d > most) d = most;
   while (pow2 * 2 <= d) pow2 *= 2;
-  return pow2;
+  return pow2 >= least ? pow2 : 0;
 }
 
 static void plan_prefetch(const frnn_step *s, int64_t Ns, plan *p) {
   bool stream = small_rows(s, Ns);
-  p->prefetch = env_int("FRNN_PREFETCH", stream ? PREFETCH_REGS : PREFETCH_NONE, PREFETCH_NONE, PREFETCH_HINT);
+  p->prefetch = env_int("FRNN_PREFETCH", PREFETCH_REGS, PREFETCH_NONE, PREFETCH_HINT);
   int forced = env_int("FRNN_PREFETCH_DEPTH", 0, 0, PLAN_MAX_PF_DEPTH);
-  p->pf_depth_fwd = queue_depth(stream, step_loads(s, &p->fwd, false), forced);
-  p->pf_depth_bwd = queue_depth(stream, step_loads(s, &p->bwd, true), forced);
+  int least = stream ? 1 : 4, most = stream ? PLAN_MAX_PF_DEPTH : 8;
+  p->pf_depth_fwd = queue_depth(step_loads(s, &p->fwd, false), least, most, forced);
+  p->pf_depth_bwd =
+      stream || p->bwd_rows_apart ? queue_depth(step_loads(s, &p->bwd, true), least, most, forced) : 0;
+  /* Scratch in shared memory: pieces of at most (slots + 1) / 2 steps
+   * (plan_workspace); a deeper queue would never run a whole trip. */
+  int piece = (p->bwd_shared_slots + 1) / 2;
+  while (p->bwd_shared_slots && p->pf_depth_bwd > 1 && p->pf_depth_bwd > piece) p->pf_depth_bwd /= 2;
 }
 
 /* What an alternative backward changes (0: the plan's own choice). */
@@ -363,6 +387,11 @@ static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_s
   if (st) return st;
   p->xchg_floats = 0;
   p->xchg_steps = 1;
+  p->bwd_min_blocks = 0;
+  /* No queue until plan_prefetch, last (shared_scratch_pays sizes the
+   * workspace before it). */
+  p->prefetch = PREFETCH_NONE;
+  p->pf_depth_fwd = p->pf_depth_bwd = 0;
   /* Second-level checkpoints: FRNN_BWD_C2 steps apart, else the context's
    * mode (LEAN: 8, the best memory for the time measured; BENCHMARKS.md). */
   p->bwd_c2 = env_int("FRNN_BWD_C2", ctx && ctx->backward_mode == FRNN_BACKWARD_LEAN ? LEAN_C2 : 0, 0,
@@ -382,8 +411,13 @@ static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_s
     return diag_fail(ctx, FRNN_E_NOMEM, "out of memory planning step '%s'", step->name);
   }
   p->bwd_deferred = !sums_over_m(step) && split_kinds(adjoint, p->n_in, kind);
+  p->bwd_rows_apart = p->bwd_deferred && rows_apart(step, adjoint, p->n_in, kind, Ns) && !bc->lpr && !bc->cluster &&
+                      !bc->max_warps && env_int("FRNN_BWD_APART", 1, 0, 1);
   int max_cluster = t->sm < 90 ? 1 : bc->cluster ? bc->cluster : env_int("FRNN_BWD_CLUSTER", 1, 1, MAX_CLUSTER);
-  if (p->bwd_deferred && max_cluster > 1) st = choose_split_shape(ctx, step, M, Ns, max_cluster, &p->bwd);
+  if (p->bwd_rows_apart)
+    st = choose_split_shape(ctx, step, M, Ns, MAX_APART_BLOCKS, FWD_COLS_PER_LANE, &p->bwd);
+  else if (p->bwd_deferred && max_cluster > 1)
+    st = choose_split_shape(ctx, step, M, Ns, max_cluster, 1, &p->bwd);
   else st = choose_shape(ctx, step, M, Ns, BWD_STATE_BUDGET, 2, true, 1, bwd_lpr, max_warps, &p->bwd);
   /* Recomputed states in shared memory: FRNN_BWD_SMEM = 1 forces them
    * there, 0 into the workspace; unset, the plan decides (shared_scratch_pays).
@@ -403,8 +437,12 @@ static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_s
       p->bwd_regs += (CLASS_HAS_M(c) ? p->bwd.rpt : 1) * (CLASS_HAS_N(c) ? p->bwd.cn : 1);
     }
     p->xchg_shared_floats = p->bwd_deferred ? 2 * p->xchg_steps * p->xchg_floats : 0;
-    p->bwd_shared_slots = smem ? shared_slots(p, t) : 0;
-    if (smem < 0 && p->bwd_shared_slots && !shared_scratch_pays(p)) p->bwd_shared_slots = 0;
+    int blocks = env_int("FRNN_BWD_SMEM_BLOCKS", p->bwd_rows_apart ? APART_SMEM_BLOCKS : 1, 1, 32);
+    p->bwd_shared_slots = smem ? shared_slots(p, t, blocks) : 0;
+    if (smem < 0 && p->bwd_shared_slots && !p->bwd_rows_apart && !shared_scratch_pays(p)) p->bwd_shared_slots = 0;
+    /* Several blocks an SM share its shared memory only if their registers
+     * let them: cap those (ptxas otherwise takes up to 255 a thread). */
+    p->bwd_min_blocks = p->bwd_shared_slots && blocks > 1 ? blocks : 0;
     if (smem && !p->bwd_shared_slots && p->bwd_deferred) {
       /* No scratch in shared memory after all: the exchange may have all of
        * it again (measured: capped, GLA's backward ran 2% slower). */
@@ -460,7 +498,8 @@ int plan_backward_alternatives(frnn_ctx *ctx, const frnn_step *step, const targe
 void plan_describe(const plan *p, char *buf, size_t size) {
   const kernel_shape *f = &p->fwd, *b = &p->bwd;
   char sums[64];
-  if (p->bwd_deferred) snprintf(sums, sizeof sums, "deferred, exchanged every %d steps", p->xchg_steps);
+  if (p->bwd_rows_apart) snprintf(sums, sizeof sums, "none (rows apart)");
+  else if (p->bwd_deferred) snprintf(sums, sizeof sums, "deferred, exchanged every %d steps", p->xchg_steps);
   else snprintf(sums, sizeof sums, "whole at every step");
   char spacing[80] = "";
   if (p->bwd_shared_slots) snprintf(spacing, sizeof spacing, " (at most %d states a block)", p->bwd_shared_slots);
@@ -470,13 +509,15 @@ void plan_describe(const plan *p, char *buf, size_t size) {
            "bwd %d lanes/row x %d cols, %d rows/thread, %d warps, %d blocks/head%s; "
            "sums over M %s; checkpoints %s%s; prefetch %s",
            f->lpr, f->cn, f->rpt, f->warps, f->row_blocks, b->lpr, b->cn, b->rpt, b->warps,
-           b->row_blocks, b->row_blocks > 1 ? " (a cluster)" : "", sums,
+           b->row_blocks, b->row_blocks > 1 && !p->bwd_rows_apart ? " (a cluster)" : "", sums,
            p->bwd_shared_slots ? "two levels, recomputed in shared memory"
            : p->bwd_c2 > 0     ? "two levels"
                                : "one level",
            spacing,
-           p->prefetch == PREFETCH_REGS ? "registers" : p->prefetch == PREFETCH_HINT ? "L1 hints" : "none");
-  if (p->prefetch == PREFETCH_REGS) {
+           p->prefetch == PREFETCH_REGS && (p->pf_depth_fwd || p->pf_depth_bwd) ? "registers"
+           : p->prefetch == PREFETCH_HINT                                    ? "L1 hints"
+                                                                             : "none");
+  if (p->prefetch == PREFETCH_REGS && (p->pf_depth_fwd || p->pf_depth_bwd)) {
     size_t n = strlen(buf);
     snprintf(buf + n, size - n, ", %d/%d steps ahead", p->pf_depth_fwd, p->pf_depth_bwd);
   }
@@ -500,14 +541,18 @@ void plan_workspace(const plan *p, frnn_sizes sz, const uint8_t *in_bcast, int f
     /* Scratch in shared memory: at most S = slots states, C2 recomputed and
      * C/C2 - 1 second-level checkpoints; the longest chunk for S is
      * C2 (S - C2 + 1) at C2 = (S + 1) / 2.  FRNN_BWD_C may shorten it (more
-     * checkpoints, less shared memory).  Then the C2 that needs fewest. */
-    int64_t S = p->bwd_shared_slots, c2 = (S + 1) / 2;
+     * checkpoints, less shared memory).  Then the C2 that needs fewest.
+     * With a queue of q steps C2 is a multiple of q (whole trips;
+     * plan_prefetch keeps q <= (S + 1) / 2). */
+    int64_t S = p->bwd_shared_slots, c2 = (S + 1) / 2, q = p->prefetch == PREFETCH_REGS ? p->pf_depth_bwd : 1;
+    if (q > 1 && c2 >= q) c2 = c2 / q * q;
     C = c2 * (S - c2 + 1);
     if (p->bwd_c && p->bwd_c < C) C = p->bwd_c;
     if (C > sz.T) C = sz.T;
     if (C < 1) C = 1;
     C2 = (int64_t)ceil(sqrt((double)C));
-    if (C2 + (C + C2 - 1) / C2 - 1 > S) C2 = c2 < C ? c2 : C;
+    if (q > 1) C2 = (C2 + q - 1) / q * q;
+    if (C2 > C || C2 + (C + C2 - 1) / C2 - 1 > S) C2 = c2 < C ? c2 : C;
   } else if (C2 == 0 || C2 >= sz.T) {
     C = p->bwd_c ? p->bwd_c : (int64_t)ceil(sqrt((double)sz.T));
     /* Whole trips of the backward's queue (plan_prefetch). */

@@ -659,6 +659,77 @@ START_TEST(small_rows_queue) {
 }
 END_TEST
 
+/* A backward whose rows need nothing from each other (S4D: every input has
+ * rows, no sum over M; plan.c rows_apart): its head's rows split over
+ * independent blocks (no cluster), a thread a row of 8 columns, the
+ * recomputed states in its share of shared memory at 2 blocks an SM (the
+ * kernel built for them), and a queue of loads whose trips fit the
+ * second-level pieces.  Steps with sums to exchange (Mamba: B's and C's
+ * gradients) or small rows (HGRN) keep theirs; a queue of fewer than 4 steps
+ * is none.  In the PTX, the backward's recompute emits only what the states
+ * need: no block that stores a recomputed state to shared memory also
+ * shuffles (S4D's output, a sum over N, had its shuffles there). */
+START_TEST(rows_apart_backward) {
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  target t;
+  ck_assert(target_parse(ctx, "sm_90", &t) == FRNN_OK);
+  static const struct { const char *file; bool apart; int fwd_depth, bwd_depth; } want[] = {
+      {"examples/s4d.frnn", true, 8, 4}, {"examples/mamba.frnn", false, 0, 0}, {"examples/hgrn.frnn", false, 16, 16}};
+  for (int k = 0; k < 3; k++) {
+    frnn_step *s;
+    ck_assert(frnn_step_load(ctx, test_source_path(want[k].file), &s) == FRNN_OK);
+    for (int64_t N = 32; N <= 128; N *= 4) {
+      plan p;
+      ck_assert(plan_make(ctx, s, NULL, 128, N, &t, &p) == FRNN_OK);
+      ck_assert_msg(p.bwd_rows_apart == want[k].apart, "%s", want[k].file);
+      ck_assert_int_eq(p.pf_depth_fwd, want[k].fwd_depth);
+      ck_assert_int_eq(p.pf_depth_bwd, want[k].bwd_depth);
+      if (!want[k].apart) continue;
+      ck_assert_int_eq(p.bwd.lpr * p.bwd.cn, N);
+      ck_assert_int_eq(p.bwd.cn, 8);
+      ck_assert_int_eq(p.bwd.rpt, 1);
+      ck_assert_int_eq(p.bwd.row_blocks * p.bwd.warps * (32 / p.bwd.lpr), 128);
+      ck_assert_int_eq(p.bwd_min_blocks, 2);
+      ck_assert_int_eq(p.bwd_shared_slots, (227 * 1024 / 2) / (p.bwd_regs * p.bwd.warps * 32 * 4));
+      uint8_t bc[6] = {0, 3, 3, 3, 3, 3};
+      static const int64_t T[] = {1024, 1000, 200, 9, 5, 1};
+      for (int i = 0; i < 6; i++) {
+        ws_layout w;
+        frnn_sizes sz = {.B = 2, .T = T[i], .H = 3, .M = 128, .N = N};
+        plan_workspace(&p, sz, bc, 1, &w);
+        ck_assert_int_ge(w.C2, 1);
+        ck_assert_int_le(w.C2, w.C);
+        ck_assert_int_le(w.C2 + (w.C + w.C2 - 1) / w.C2 - 1, p.bwd_shared_slots);
+        ck_assert_int_eq(w.n_ckpt, (T[i] + w.C - 1) / w.C);
+        if (T[i] >= 1000) ck_assert_int_eq(w.C2 % p.pf_depth_bwd, 0); /* whole trips */
+      }
+    }
+    frnn_step_destroy(s);
+  }
+  frnn_ctx_destroy(ctx);
+  char *ptx = chunked_ptx("examples/s4d.frnn", "sm_90", NULL);
+  const char *end, *bwd = kernel_text(ptx, "frnn_bwd", &end);
+  char *text = strndup(bwd, end ? (size_t)(end - bwd) : strlen(bwd));
+  ck_assert_int_eq(count(text, "barrier.cluster"), 0);
+  ck_assert_int_eq(count(text, ".minnctapersm 2"), 1);
+  ck_assert_int_gt(count(text, "shfl.sync"), 0); /* the walk's sum over N */
+  int stores = 0, mixed = 0, shuffles = 0;
+  for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+    if (line[0] == '$' || strstr(line, "bra")) { /* a block ends */
+      mixed += stores && shuffles;
+      stores = shuffles = 0;
+    }
+    stores += strstr(line, "st.shared") != NULL;
+    shuffles += strstr(line, "shfl.sync") != NULL;
+  }
+  mixed += stores && shuffles;
+  ck_assert_int_eq(mixed, 0);
+  free(text);
+  free(ptx);
+}
+END_TEST
+
 /* Recomputed states in shared memory (plan.c shared_slots, plan_workspace):
  * the two levels always fit the slots, the workspace holds no scratch, and
  * the plan picks it only for blocks of 16 warps or more, where the
@@ -855,6 +926,7 @@ int main(void) {
   tcase_add_loop_test(tc, tuning_knobs_assemble, 0, (int)(sizeof KNOBS / sizeof *KNOBS));
   tcase_add_test(tc, workspace_levels);
   tcase_add_test(tc, small_rows_queue);
+  tcase_add_test(tc, rows_apart_backward);
   tcase_add_test(tc, workspace_shared_scratch);
   tcase_add_test(tc, backward_alternatives);
   suite_add_tcase(su, tc);
