@@ -1188,20 +1188,22 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
       LLVMValueRef set0 = cg_mul(cg, LLVMBuildAnd(cg->b, LLVMBuildUDiv(cg->b, t, cg_i64(cg, x.K), ""), cg_i64(cg, 1), ""),
                                  cg_i64(cg, (int64_t)x.K * x.per_buf));
       LLVMValueRef buf = cg_add(cg, set0, cg_mul(cg, in_set, cg_i64(cg, x.per_buf)));
+      /* The sums over t first: an optional gradient's store is a branch,
+       * and a product can fuse into its sum (FMA) only in the same block. */
+      for (int i = 0; i < p->n_in; i++) {
+        const port *o = &adj->ports[FRNN_PORT_OUTPUT][i];
+        int cls = o->cls, vcls = adj->nodes[o->value].cls, cn = CLASS_HAS_N(cls) ? lw->ks.cn : 1;
+        for (int e = 0; acc[i] && e < count_of(&lw->ks, cls); e++) {
+          LLVMValueRef sum = cg_fadd(cg, cg_load(cg, cg->t_f32, acc[i][e]), at(lw, lw->vals[o->value], vcls, e / cn, e % cn));
+          cg_store(cg, sum, acc[i][e]);
+        }
+      }
       for (int i = 0; i < p->n_in; i++) {
         const port *o = &adj->ports[FRNN_PORT_OUTPUT][i];
         int cls = o->cls, vcls = adj->nodes[o->value].cls;
-        if (x.stride[i] && !acc[i]) {
-          xchg_write(lw, &x, i, buf, lw->vals[o->value], vcls);
-        } else if (acc[i]) {
-          int cn = CLASS_HAS_N(cls) ? lw->ks.cn : 1;
-          for (int e = 0; e < count_of(&lw->ks, cls); e++) {
-            LLVMValueRef sum = cg_fadd(cg, cg_load(cg, cg->t_f32, acc[i][e]), at(lw, lw->vals[o->value], vcls, e / cn, e % cn));
-            cg_store(cg, sum, acc[i][e]);
-          }
-        } else {
-          store_tensor(lw, &gin[i], t, cls, lw->vals[o->value], vcls);
-        }
+        if (acc[i]) continue;
+        if (x.stride[i]) xchg_write(lw, &x, i, buf, lw->vals[o->value], vcls);
+        else store_tensor(lw, &gin[i], t, cls, lw->vals[o->value], vcls);
       }
       for (int i = 0; i < p->n_st; i++) {
         const port *o = &adj->ports[FRNN_PORT_OUTPUT][p->n_in + i];
