@@ -12,8 +12,10 @@
  * every few steps, in a fixed order, through shared memory (the exchange);
  * the head's rows may then also be split over a thread-block cluster of
  * `row_blocks` blocks (sm_90, distributed shared memory; FRNN_BWD_CLUSTER,
- * off by default: measured slower).  Otherwise one block holds every row and
- * reduces each sum over M in the block.  No atomics either way: bitwise
+ * off by default: measured slower).  Where there is nothing to exchange (no
+ * input's gradient a sum over M: rows_apart), the rows are split like the
+ * forward's, over independent blocks.  Otherwise one block holds every row
+ * and reduces each sum over M in the block.  No atomics either way: bitwise
  * reproducible.
  *
  * The backward's recomputed states go to the workspace, or to shared memory
