@@ -409,7 +409,8 @@ typedef struct plan {
   int in_floats[FRNN_MAX_PORTS];     /* elements of one (b,t,h) slice of each input */
   int bwd_regs;                      /* state floats one backward thread keeps */
   bool bwd_deferred; /* sums over M in the backward are warp partials added per step
-                        (split_kinds); bwd.row_blocks > 1 then means a cluster */
+                        (split_kinds); bwd.row_blocks > 1 then means a cluster, unless
+                        bwd_rows_apart */
   bool bwd_rows_apart; /* deferred, and nothing to exchange: the backward's rows need
                           nothing from each other, its row blocks no cluster */
   /* Deferred: the exchange's shared floats for one step of one block, where
