@@ -503,6 +503,7 @@ void plan_describe(const plan *p, char *buf, size_t size) {
   if (p->bwd_rows_apart) snprintf(sums, sizeof sums, "none (rows apart)");
   else if (p->bwd_deferred) snprintf(sums, sizeof sums, "deferred, exchanged every %d steps", p->xchg_steps);
   else snprintf(sums, sizeof sums, "whole at every step");
+  bool queued = p->prefetch == PREFETCH_REGS && (p->pf_depth_fwd || p->pf_depth_bwd);
   char spacing[80] = "";
   if (p->bwd_shared_slots) snprintf(spacing, sizeof spacing, " (at most %d states a block)", p->bwd_shared_slots);
   if (p->bwd_c) snprintf(spacing + strlen(spacing), sizeof spacing - strlen(spacing), ", every %lld steps", (long long)p->bwd_c);
@@ -516,10 +517,8 @@ void plan_describe(const plan *p, char *buf, size_t size) {
            : p->bwd_c2 > 0     ? "two levels"
                                : "one level",
            spacing,
-           p->prefetch == PREFETCH_REGS && (p->pf_depth_fwd || p->pf_depth_bwd) ? "registers"
-           : p->prefetch == PREFETCH_HINT                                    ? "L1 hints"
-                                                                             : "none");
-  if (p->prefetch == PREFETCH_REGS && (p->pf_depth_fwd || p->pf_depth_bwd)) {
+           queued ? "registers" : p->prefetch == PREFETCH_HINT ? "L1 hints" : "none");
+  if (queued) {
     size_t n = strlen(buf);
     snprintf(buf + n, size - n, ", %d/%d steps ahead", p->pf_depth_fwd, p->pf_depth_bwd);
   }
@@ -539,14 +538,17 @@ void plan_workspace(const plan *p, frnn_sizes sz, const uint8_t *in_bcast, int f
    * cost 42% more time (docs/BENCHMARKS.md).  The plan fixed C2 (its
    * kernels are compiled for one level or two). */
   int64_t C2 = p->bwd_c2, C, pieces;
+  /* The backward's queue of loads: its loops run whole trips of q steps
+   * where the chunks (or pieces) are a multiple of q (plan_prefetch). */
+  int64_t q = p->prefetch == PREFETCH_REGS && p->pf_depth_bwd > 1 ? p->pf_depth_bwd : 1;
   if (p->bwd_shared_slots) {
     /* Scratch in shared memory: at most S = slots states, C2 recomputed and
      * C/C2 - 1 second-level checkpoints; the longest chunk for S is
      * C2 (S - C2 + 1) at C2 = (S + 1) / 2.  FRNN_BWD_C may shorten it (more
      * checkpoints, less shared memory).  Then the C2 that needs fewest.
-     * With a queue of q steps C2 is a multiple of q (whole trips;
-     * plan_prefetch keeps q <= (S + 1) / 2). */
-    int64_t S = p->bwd_shared_slots, c2 = (S + 1) / 2, q = p->prefetch == PREFETCH_REGS ? p->pf_depth_bwd : 1;
+     * With a queue C2 is a multiple of q (plan_prefetch keeps
+     * q <= (S + 1) / 2). */
+    int64_t S = p->bwd_shared_slots, c2 = (S + 1) / 2;
     if (q > 1 && c2 >= q) c2 = c2 / q * q;
     C = c2 * (S - c2 + 1);
     if (p->bwd_c && p->bwd_c < C) C = p->bwd_c;
@@ -557,8 +559,6 @@ void plan_workspace(const plan *p, frnn_sizes sz, const uint8_t *in_bcast, int f
     if (C2 > C || C2 + (C + C2 - 1) / C2 - 1 > S) C2 = c2 < C ? c2 : C;
   } else if (C2 == 0 || C2 >= sz.T) {
     C = p->bwd_c ? p->bwd_c : (int64_t)ceil(sqrt((double)sz.T));
-    /* Whole trips of the backward's queue (plan_prefetch). */
-    int q = p->prefetch == PREFETCH_REGS ? p->pf_depth_bwd : 1;
     if (!p->bwd_c && q > 1) C = (C + q - 1) / q * q;
     if (C > sz.T) C = sz.T;
     if (C < 1) C = 1;
