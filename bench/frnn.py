@@ -388,7 +388,10 @@ class Step:
                      need_inputs=None, need_states=None):
         """Allocates and returns (grad_inputs, grad_states); an entry is None
         where need_inputs[i] / need_states[i] is false."""
-        gi = [torch.empty(t.shape, dtype=t.dtype, device=t.device)
+        # Each gradient in its input's layout (a dense input's strides, e.g. a
+        # permuted view with T innermost, else contiguous): autograd then hands
+        # the leaf behind a view its gradient without a transposing copy.
+        gi = [torch.empty_like(t, memory_format=torch.preserve_format)
               if (need_inputs is None or need_inputs[i]) else None for i, t in enumerate(inputs)]
         gs = [torch.empty(t.shape, dtype=t.dtype, device=t.device)
               if (need_states is None or need_states[i]) else None for i, t in enumerate(states)]

@@ -179,6 +179,12 @@ typedef struct frnn_codegen_options {
   int accurate_math;     /* nonzero: libdevice expf/logf/tanhf instead of the
                             approximate PTX instructions (GPU calls: set
                             FRNN_MATH=accurate) */
+  const char *broadcast; /* NULL: every input varies over B, T and H; else the
+                            kernels a call builds whose named inputs are
+                            broadcast (size 1) over the listed dimensions:
+                            "NAME:DIMS,..." with DIMS letters of B, T, H, e.g.
+                            "A:BT,D:BTH" (a time-invariant input's gradient is
+                            summed over T in registers) */
 } frnn_codegen_options;
 
 /* One module holding every kernel of the step, forward and backward, as PTX

@@ -266,3 +266,36 @@ fail:
   frnn_step_destroy(ab.adj);
   return st;
 }
+
+/* The adjoint's copy of forward node v, found by structure: the copy loop
+ * above made each with the same op, value and (copied) operands, leaves as
+ * the adjoint's first inputs; a commutative op's operands may come in the
+ * other order (graph_make orders them by hash, and the leaves' differ).
+ * map holds the copies of v's operands; NODE_NONE where v was not kept. */
+static uint32_t copy_of(const frnn_step *s, const frnn_step *adj, const uint32_t *map, uint32_t v) {
+  const node *n = &s->nodes[v];
+  if (n->op == FRNN_OP_INPUT) return adj->ports[FRNN_PORT_INPUT][n->slot].leaf;
+  if (n->op == FRNN_OP_STATE)
+    return adj->ports[FRNN_PORT_INPUT][s->n_ports[FRNN_PORT_INPUT] + n->slot].leaf;
+  int arity = op_get(n->op)->arity;
+  for (int k = 0; k < arity; k++)
+    if (map[n->arg[k]] == NODE_NONE) return NODE_NONE;
+  for (uint32_t u = 0; u < adj->n_nodes; u++) {
+    const node *a = &adj->nodes[u];
+    bool same = a->op == n->op && a->cls == n->cls && memcmp(&a->value, &n->value, sizeof a->value) == 0;
+    bool swapped = same && (op_get(n->op)->flags & OPF_COMM) && a->arg[0] == map[n->arg[1]] &&
+                   a->arg[1] == map[n->arg[0]];
+    for (int k = 0; same && k < arity; k++) same = a->arg[k] == map[n->arg[k]];
+    if (same || swapped) return u;
+  }
+  return NODE_NONE;
+}
+
+void adjoint_next_states(const frnn_step *s, const frnn_step *adj, uint32_t at[FRNN_MAX_PORTS]) {
+  for (int i = 0; i < FRNN_MAX_PORTS; i++) at[i] = NODE_NONE;
+  uint32_t *map = malloc((s->n_nodes ? s->n_nodes : 1) * sizeof *map);
+  if (!map) return; /* nothing found: the backward recomputes, as before */
+  for (uint32_t v = 0; v < s->n_nodes; v++) map[v] = copy_of(s, adj, map, v);
+  for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) at[i] = map[s->ports[FRNN_PORT_STATE][i].value];
+  free(map);
+}

@@ -167,6 +167,14 @@ void sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2,
  * constants (no temporaries; a value used twice is written twice). */
 void print_expr(strbuf *b, const frnn_step *s, uint32_t v);
 
+/* -------------------------------------------------------------- adjoint.c */
+/* (frnn_step_adjoint, in frnn.h, builds the adjoint.)  The adjoint copies the
+ * forward nodes it needs; at[i] is the adjoint's node that recomputes step
+ * s's next state i (adj from frnn_step_adjoint(s)), NODE_NONE where the
+ * adjoint does not use it.  The recurrent backward hands those nodes the
+ * state it already holds instead of recomputing it. */
+void adjoint_next_states(const frnn_step *s, const frnn_step *adj, uint32_t at[FRNN_MAX_PORTS]);
+
 /* --------------------------------------------------------------- tensor.c */
 /* A validated tensor seen as 5-D [B,T,H,m,n] (inputs), with stride 0 on
  * every broadcast or absent dimension (and on every dimension of size 1);
@@ -430,6 +438,9 @@ typedef struct plan {
   int xchg_shared_floats; /* shared floats of the exchange, before that scratch */
   int bwd_min_blocks;     /* > 0: the backward is built for this many blocks an SM
                              (registers capped to match its shared memory) */
+  bool bwd_carry; /* the backward's walk takes each step's next states from the step
+                     after it (the states it loaded) instead of recomputing them
+                     (lower_backward); where bwd_regs is small (FRNN_BWD_CARRY) */
 } plan;
 enum { PREFETCH_NONE, PREFETCH_REGS, PREFETCH_HINT };
 

@@ -403,18 +403,36 @@ static void free_vals(lower *lw) {
   lw->n_vals = 0;
 }
 
-/* Marks the nodes of step s that its next states depend on: what the
- * backward's recompute needs.  The rest (outputs) would be dead code, but
- * not always to LLVM: a sum over N's shuffles are convergent calls it keeps
- * (S4D's output, 40 shuffles a step at N = 32).  NULL when out of memory or
- * the graph is not in order (then everything is emitted). */
-static uint8_t *nodes_for_states(const frnn_step *s) {
-  uint8_t *live = calloc(s->n_nodes ? s->n_nodes : 1, 1);
+/* Values the caller already holds for some of a graph's nodes: emit_graph
+ * takes them instead of computing the node. */
+typedef struct given_values {
+  int n;
+  uint32_t node[FRNN_MAX_PORTS];
+  LLVMValueRef *vals[FRNN_MAX_PORTS]; /* each of its node's class */
+} given_values;
+
+static bool is_given(const given_values *gv, uint32_t v, int *which) {
+  for (int i = 0; gv && i < gv->n; i++)
+    if (gv->node[i] == v) {
+      if (which) *which = i;
+      return true;
+    }
+  return false;
+}
+
+/* Marks the nodes of g that the n_roots roots depend on, through none of
+ * the given nodes (they are marked, their operands are not).  The rest would
+ * be dead code, but not always to LLVM: a sum over N's shuffles are
+ * convergent calls it keeps (S4D's output, 40 shuffles a step at N = 32, in
+ * the backward's recompute).  NULL when out of memory or the graph is not in
+ * order (then everything is emitted). */
+static uint8_t *nodes_needed(const frnn_step *g, const uint32_t *roots, int n_roots, const given_values *gv) {
+  uint8_t *live = calloc(g->n_nodes ? g->n_nodes : 1, 1);
   if (!live) return NULL;
-  for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) live[s->ports[FRNN_PORT_STATE][i].value] = 1;
-  for (uint32_t v = s->n_nodes; v-- > 0;) {
-    if (!live[v]) continue;
-    const node *n = &s->nodes[v];
+  for (int i = 0; i < n_roots; i++) live[roots[i]] = 1;
+  for (uint32_t v = g->n_nodes; v-- > 0;) {
+    if (!live[v] || is_given(gv, v, NULL)) continue;
+    const node *n = &g->nodes[v];
     for (int i = 0; i < op_get(n->op)->arity; i++) {
       if (n->arg[i] >= v) {
         free(live);
@@ -426,10 +444,18 @@ static uint8_t *nodes_for_states(const frnn_step *s) {
   return live;
 }
 
+/* What the backward's recompute needs of step s: its next states. */
+static uint8_t *nodes_for_states(const frnn_step *s) {
+  uint32_t roots[FRNN_MAX_PORTS];
+  for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) roots[i] = s->ports[FRNN_PORT_STATE][i].value;
+  return nodes_needed(s, roots, s->n_ports[FRNN_PORT_STATE], NULL);
+}
+
 /* Emits graph g's nodes, or with `live` (may be NULL: all) only those it
- * marks.  Values of nodes left out stay NULL. */
+ * marks; a given node (gv may be NULL) takes its given values.  Values of
+ * nodes left out stay NULL. */
 static bool emit_graph(lower *lw, const frnn_step *g, LLVMValueRef **in_leaf,
-                       LLVMValueRef **state_leaf, const uint8_t *live) {
+                       LLVMValueRef **state_leaf, const uint8_t *live, const given_values *gv) {
   codegen *cg = lw->cg;
   free_vals(lw);
   lw->vals = calloc(g->n_nodes ? g->n_nodes : 1, sizeof *lw->vals);
@@ -441,7 +467,11 @@ static bool emit_graph(lower *lw, const frnn_step *g, LLVMValueRef **in_leaf,
     if (!out) return false;
     lw->vals[v] = out;
     if (live && !live[v]) continue;
-    int cnt = count_of(&lw->ks, n->cls), cn = CLASS_HAS_N(n->cls) ? lw->ks.cn : 1;
+    int cnt = count_of(&lw->ks, n->cls), cn = CLASS_HAS_N(n->cls) ? lw->ks.cn : 1, which;
+    if (is_given(gv, v, &which)) {
+      memcpy(out, gv->vals[which], (size_t)cnt * sizeof *out);
+      continue;
+    }
     switch ((frnn_op)n->op) {
     case FRNN_OP_INPUT:
     case FRNN_OP_STATE: {
@@ -815,7 +845,7 @@ static bool lower_forward(lower *lw, const frnn_step *s) {
         cg_br(cg, no);
         cg_at(cg, no);
       }
-      if (!emit_graph(lw, s, X, Sv, NULL)) return false;
+      if (!emit_graph(lw, s, X, Sv, NULL, NULL)) return false;
       for (int i = 0; i < p->n_out; i++) {
         const port *o = &s->ports[FRNN_PORT_OUTPUT][i];
         store_tensor(lw, &out[i], t, o->cls, lw->vals[o->value], s->nodes[o->value].cls);
@@ -966,6 +996,28 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   }
   bool per_step_xchg = false;
   uint8_t *state_live = nodes_for_states(s);
+  /* The walk's carry: step t's next states are step t+1's previous ones,
+   * which the walk loaded one step earlier (and, for a piece's last step, the
+   * states its recompute ended with); they wait in S.  The adjoint's copies
+   * of the next states take them, and what only those needed is not emitted
+   * (S4D: 40 of the walk's 225 instructions a step). */
+  given_values carry = {0};
+  int carry_port[FRNN_MAX_PORTS];
+  uint8_t *walk_live = NULL;
+  if (p->bwd_carry) {
+    uint32_t next_at[FRNN_MAX_PORTS], roots[2 * FRNN_MAX_PORTS];
+    adjoint_next_states(s, adj, next_at);
+    for (int i = 0; i < p->n_st; i++) {
+      int cls = s->ports[FRNN_PORT_STATE][i].cls;
+      if (next_at[i] == NODE_NONE || adj->nodes[next_at[i]].cls != cls) continue;
+      if (!(carry.vals[carry.n] = new_vals(lw, cls))) return false;
+      carry_port[carry.n] = i;
+      carry.node[carry.n++] = next_at[i];
+    }
+    int n_roots = 0;
+    for (int i = 0; i < adj->n_ports[FRNN_PORT_OUTPUT]; i++) roots[n_roots++] = adj->ports[FRNN_PORT_OUTPUT][i].value;
+    if (carry.n) walk_live = nodes_needed(adj, roots, n_roots, &carry);
+  }
   LLVMValueRef ckpt = cg_param(cg, ws), scratch = cg_param(cg, ws + 1), T = cg_param(cg, ws + 2),
                H = cg_param(cg, ws + 3), C = cg_param(cg, ws + 4), NC = cg_param(cg, ws + 5),
                C2 = cg_param(cg, ws + 6);
@@ -1054,7 +1106,7 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
       for (int e = 0; save && e < count_of(&lw->ks, cls); e++, q_++)                           \
         cg_store_elem(cg, scratch, SCRATCH_INDEX(slot, q_), TD_F32, Sv[i][e]);                 \
     }                                                                                          \
-    if (!emit_graph(lw, s, X, Sv, state_live)) return false;                                   \
+    if (!emit_graph(lw, s, X, Sv, state_live, NULL)) return false;                             \
     for (int i = 0; i < p->n_st; i++) {                                                        \
       const port *st_ = &s->ports[FRNN_PORT_STATE][i];                                         \
       slots_set(lw, S[i], st_->cls, lw->vals[st_->value], s->nodes[st_->value].cls);           \
@@ -1170,6 +1222,11 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
         cg_prefetch_elem(cg, scratch, idx, TD_F32);
       }
       LOAD_STATES(LLVMBuildSub(cg->b, t, u0, ""));
+      for (int c = 0; c < carry.n; c++) {
+        int i = carry_port[c], cls = s->ports[FRNN_PORT_STATE][i].cls;
+        slots_get(lw, S[i], cls, carry.vals[c]);
+        slots_set(lw, S[i], cls, Sv[i], cls); /* the next step's (t - 1's) */
+      }
       for (int i = 0; i < p->n_st; i++) slots_get(lw, dS[i], s->ports[FRNN_PORT_STATE][i].cls, dSv[i]);
       /* The adjoint's inputs are x..., S..., grad_y..., grad_next_S...: all its
        * leaves are INPUT leaves, numbered in that order. */
@@ -1180,7 +1237,7 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
       for (int i = 0; i < p->n_out; i++) leaves[nl++] = GY[i];
       for (int i = 0; i < p->n_st; i++) leaves[nl++] = dSv[i];
       lw->kind = kind;
-      bool emitted = emit_graph(lw, adj, leaves, NULL, NULL);
+      bool emitted = emit_graph(lw, adj, leaves, NULL, walk_live, &carry);
       lw->kind = NULL;
       if (!emitted) return false;
       /* Step t's slots: set (t / K) % 2, place t % K. */
@@ -1255,6 +1312,8 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   if (G > 1 && (acc_xchg || per_step_xchg)) cg_cluster_barrier(cg);
   free(kind);
   free(state_live);
+  free(walk_live);
+  for (int c = 0; c < carry.n; c++) free(carry.vals[c]);
   pf_free(&pfx);
   pf_free(&pfr);
   cg_ret(cg);

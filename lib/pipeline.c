@@ -97,7 +97,7 @@ static const char *gpu_arch(void) {
 static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
   static const char *const knobs[] = {"FRNN_LPR", "FRNN_BWD_BUDGET", "FRNN_BWD_WARPS",
                                       "FRNN_BWD_CLUSTER", "FRNN_BWD_XCHG_STEPS", "FRNN_PREFETCH", "FRNN_PREFETCH_DEPTH", "FRNN_BWD_MAXWARPS",
-                                      "FRNN_BWD_C2", "FRNN_BWD_C", "FRNN_BWD_SMEM", "FRNN_BWD_SMEM_BLOCKS", "FRNN_BWD_APART", "FRNN_BWD_PICK",
+                                      "FRNN_BWD_C2", "FRNN_BWD_C", "FRNN_BWD_SMEM", "FRNN_BWD_SMEM_BLOCKS", "FRNN_BWD_APART", "FRNN_BWD_CARRY", "FRNN_BWD_PICK",
                                       "FRNN_CHUNKED", "FRNN_CK_L", "FRNN_CK_BM", "FRNN_CK_THREADS", "FRNN_CK_MINB", "FRNN_CK_SKIP",
                                       "FRNN_CK_SPLIT_MAX", "FRNN_CK_FUSE", "FRNN_CK_SPLITK",
                                       "FRNN_CK_MMA", "FRNN_CK_MMA_TILES", "FRNN_CK_MMA_UNROLL", "FRNN_CK_SPREAD",
@@ -206,6 +206,36 @@ static unsigned kernel_by_name(const char *name) {
   return 0;
 }
 
+/* frnn_codegen_options.broadcast ("NAME:DIMS,...") -> bcast[input] bits
+ * (0 B, 1 T, 2 H), as bind_all derives them from a call's tensors. */
+static frnn_status parse_broadcast(frnn_ctx *ctx, const frnn_step *s, const char *text, uint8_t *bcast) {
+  for (const char *p = text; *p;) {
+    const char *colon = strchr(p, ':'), *end = strchr(p, ',');
+    if (!end) end = p + strlen(p);
+    if (!colon || colon > end || colon == p)
+      return diag_fail(ctx, FRNN_E_ARG, "broadcast '%s': expected NAME:DIMS at '%.*s'", text, (int)(end - p), p);
+    char name[FRNN_NAME_MAX];
+    if (colon - p >= (ptrdiff_t)sizeof name)
+      return diag_fail(ctx, FRNN_E_ARG, "broadcast '%s': name too long at '%.*s'", text, (int)(end - p), p);
+    memcpy(name, p, (size_t)(colon - p));
+    name[colon - p] = 0;
+    int i = graph_find_port(s, FRNN_PORT_INPUT, name);
+    if (i < 0) return diag_fail(ctx, FRNN_E_NAME, "broadcast '%s': step '%s' has no input '%s'", text, s->name, name);
+    uint8_t bits = 0;
+    for (const char *d = colon + 1; d < end; d++) {
+      const char *at = strchr("BTH", *d);
+      if (!*d || !at || (bits >> (at - "BTH") & 1))
+        return diag_fail(ctx, FRNN_E_ARG, "broadcast '%s': input '%s' takes dimensions B, T, H, each once; not '%.*s'",
+                         text, name, (int)(end - colon - 1), colon + 1);
+      bits |= (uint8_t)(1u << (at - "BTH"));
+    }
+    if (!bits) return diag_fail(ctx, FRNN_E_ARG, "broadcast '%s': no dimensions for input '%s'", text, name);
+    bcast[i] = bits;
+    p = *end ? end + 1 : end;
+  }
+  return FRNN_OK;
+}
+
 frnn_status frnn_compile_ptx(frnn_ctx *ctx, const frnn_step *s, const frnn_codegen_options *opt,
                              char **out) {
   if (!ctx) return FRNN_E_ARG;
@@ -242,6 +272,10 @@ frnn_status frnn_compile_ptx(frnn_ctx *ctx, const frnn_step *s, const frnn_codeg
     spec.dt_state[i] = spec.dt_final[i] = spec.dt_gfinal[i] = spec.dt_gstate[i] = TD_F32;
     spec.in_bcast[i] = 0;
   }
+  if (opt->broadcast) {
+    frnn_status st = parse_broadcast(ctx, s, opt->broadcast, spec.in_bcast);
+    if (st) return st;
+  }
   for (int r = 0; r < 8; r++) spec.contig[r] = UINT32_MAX; /* the usual dense layouts */
   unsigned kernels = KERNEL_FWD | KERNEL_BWD | (KERNEL_REDUCE_F32 << dt);
   /* A step the chunked kernels run: those (frnn_ck_fwd, frnn_ck_bwd,
@@ -259,7 +293,6 @@ frnn_status frnn_compile_ptx(frnn_ctx *ctx, const frnn_step *s, const frnn_codeg
                                           "frnn_ck_chain, frnn_reduce_f32, frnn_reduce_bf16, frnn_reduce_f16",
                          opt->kernel);
     }
-    for (int i = 0; i < FRNN_MAX_PORTS; i++) spec.in_bcast[i] = 0;
     spec.guard = ce->g.guard ? GUARD_CHUNKED : GUARD_NONE;
     return compile_chunked(ctx, s, ce, &spec, ck, red, opt->arch, opt->accurate_math != 0, opt->emit_llvm ? 1 : 0,
                            out);

@@ -34,7 +34,8 @@
 enum { FWD_STATE_BUDGET = 32, BWD_STATE_BUDGET = 64, MAX_WARPS = 32, MAX_RPT_BY_CHOICE = 8,
        FWD_COLS_PER_LANE = 8, BWD_SPLIT_BUDGET = 32, BWD_SPLIT_WARPS = 4, MAX_CLUSTER = 8,
        MAX_XCHG_STEPS = 8, XCHG_BYTES = 96 * 1024, LEAN_C2 = 8, SMEM_XCHG_BYTES = 32 * 1024,
-       MAX_SHARED_SLOTS = 64, SMEM_MIN_WARPS = 16, MAX_APART_BLOCKS = 64, APART_SMEM_BLOCKS = 2 };
+       MAX_SHARED_SLOTS = 64, SMEM_MIN_WARPS = 16, MAX_APART_BLOCKS = 64, APART_SMEM_BLOCKS = 2,
+       CARRY_MAX_FLOATS = 16 };
 
 /* Tuning knobs for benchmarks (part of the module key, see pipeline.c):
  * FRNN_BWD_BUDGET floats of state per split backward thread, FRNN_BWD_WARPS
@@ -390,6 +391,7 @@ static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_s
   p->xchg_floats = 0;
   p->xchg_steps = 1;
   p->bwd_min_blocks = 0;
+  p->bwd_carry = false;
   /* No queue until plan_prefetch, last (shared_scratch_pays sizes the
    * workspace before it). */
   p->prefetch = PREFETCH_NONE;
@@ -438,6 +440,13 @@ static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_s
       int c = step->ports[FRNN_PORT_STATE][i].cls;
       p->bwd_regs += (CLASS_HAS_M(c) ? p->bwd.rpt : 1) * (CLASS_HAS_N(c) ? p->bwd.cn : 1);
     }
+    /* The walk's carry (lower_backward) keeps a step's states live across
+     * the step loop, in registers.  Measured on the H100 (twenty-fourth
+     * session), fw+bw: S4D (16 floats a thread) -9%, RWKV-4 (3) -1%, HGRN
+     * (1) even; with 29-32, Mamba +1.2% (ptxas halved its registers and
+     * spilled twice as much), Longhorn -0.9%, mLSTM even.  So: where the
+     * states are few. */
+    p->bwd_carry = env_int("FRNN_BWD_CARRY", p->bwd_regs <= CARRY_MAX_FLOATS, 0, 1);
     p->xchg_shared_floats = p->bwd_deferred ? 2 * p->xchg_steps * p->xchg_floats : 0;
     int blocks = env_int("FRNN_BWD_SMEM_BLOCKS", p->bwd_rows_apart ? APART_SMEM_BLOCKS : 1, 1, 32);
     p->bwd_shared_slots = smem ? shared_slots(p, t, blocks) : 0;

@@ -3,7 +3,10 @@
  *
  *   frnn-dump-ptx STEP.frnn [--M m] [--N n] [--dtype f32|bf16|f16]
  *                 [--arch sm_90] [--llvm] [--accurate] [--kernel NAME] [--after PASS]
- * PASS: parse, simplify (the canonical step), adjoint (its derivative). */
+ *                 [--bcast NAME:DIMS,...]
+ * PASS: parse, simplify (the canonical step), adjoint (its derivative).
+ * --bcast: the kernels of a call whose named inputs are broadcast over the
+ * dimensions DIMS (letters of B, T, H), e.g. S4D's parameters "dA_re:BT". */
 #include "frnn.h"
 
 #include <stdio.h>
@@ -14,7 +17,7 @@ static int usage(const char *msg) {
   if (msg) fprintf(stderr, "frnn-dump-ptx: %s\n", msg);
   fprintf(stderr, "usage: frnn-dump-ptx STEP.frnn [--M m] [--N n] [--dtype f32|bf16|f16] "
                   "[--arch sm_90] [--llvm] [--accurate] [--kernel NAME] "
-                  "[--after parse|simplify|adjoint|affine|chunk]\n");
+                  "[--after parse|simplify|adjoint|affine|chunk] [--bcast NAME:DIMS,...]\n");
   return 2;
 }
 
@@ -50,6 +53,7 @@ int main(int argc, char **argv) {
       } else if (!strcmp(a, "--arch")) opt.arch = v;
       else if (!strcmp(a, "--kernel")) opt.kernel = v;
       else if (!strcmp(a, "--after")) opt.after_pass = v;
+      else if (!strcmp(a, "--bcast")) opt.broadcast = v;
       else return usage("unknown option");
     } else if (!path) path = a;
     else return usage("more than one step file");

@@ -730,6 +730,48 @@ START_TEST(rows_apart_backward) {
 }
 END_TEST
 
+/* The walk's carry (lower_backward): where a backward thread keeps few
+ * states (S4D's 16 floats; Mamba's at N = 16) the walk takes each step's
+ * next states from the step after it, and S4D's backward loses the five
+ * floating-point operations of each complex mode's recompute (40 a step,
+ * in each unrolled copy of the walk); Mamba's 32 floats a thread at 128 x
+ * 128 are not carried (ptxas spilled more). */
+static int fp_ops(const char *ptx, const char *kernel) {
+  const char *end, *k = kernel_text(ptx, kernel, &end);
+  char *text = strndup(k, end ? (size_t)(end - k) : strlen(k));
+  int n = count(text, "fma.rn.f32") + count(text, "mul.rn.f32") + count(text, "add.rn.f32") +
+          count(text, "sub.rn.f32");
+  free(text);
+  return n;
+}
+
+START_TEST(walk_carry) {
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  target t;
+  ck_assert(target_parse(ctx, "sm_90", &t) == FRNN_OK);
+  static const struct { const char *file; int64_t N; bool carry; } want[] = {
+      {"examples/s4d.frnn", 32, true}, {"examples/s4d.frnn", 128, true}, {"examples/mamba.frnn", 128, false},
+      {"examples/mamba.frnn", 16, true}, {"examples/longhorn.frnn", 128, false}};
+  for (int k = 0; k < 5; k++) {
+    frnn_step *s;
+    ck_assert(frnn_step_load(ctx, test_source_path(want[k].file), &s) == FRNN_OK);
+    plan p;
+    ck_assert(plan_make(ctx, s, NULL, 128, want[k].N, &t, &p) == FRNN_OK);
+    ck_assert_msg(p.bwd_carry == want[k].carry, "%s at N = %lld", want[k].file, (long long)want[k].N);
+    frnn_step_destroy(s);
+  }
+  frnn_ctx_destroy(ctx);
+  char *with = chunked_ptx("examples/s4d.frnn", "sm_90", NULL);
+  char *without = chunked_ptx("examples/s4d.frnn", "sm_90", "FRNN_BWD_CARRY=0");
+  int a = fp_ops(with, "frnn_bwd"), b = fp_ops(without, "frnn_bwd");
+  ck_assert_msg(b - a >= 4 * 40, "S4D's backward: %d floating-point operations with the carry, %d without", a, b);
+  ck_assert_int_eq(fp_ops(with, "frnn_fwd"), fp_ops(without, "frnn_fwd"));
+  free(with);
+  free(without);
+}
+END_TEST
+
 /* Recomputed states in shared memory (plan.c shared_slots, plan_workspace):
  * the two levels always fit the slots, the workspace holds no scratch, and
  * the plan picks it only for blocks of 16 warps or more, where the
@@ -927,6 +969,7 @@ int main(void) {
   tcase_add_test(tc, workspace_levels);
   tcase_add_test(tc, small_rows_queue);
   tcase_add_test(tc, rows_apart_backward);
+  tcase_add_test(tc, walk_carry);
   tcase_add_test(tc, workspace_shared_scratch);
   tcase_add_test(tc, backward_alternatives);
   suite_add_tcase(su, tc);

@@ -990,6 +990,63 @@ START_TEST(eval_adjoint_step) {
 }
 END_TEST
 
+/* adjoint_next_states finds, in each example's adjoint, the node that
+ * recomputes each next state (the recurrent backward's walk hands it the
+ * state it holds instead): evaluated from the same leaves, it must equal the
+ * forward's next state exactly (the same operations, commutative operands
+ * possibly swapped).  S4D, whose walk depends on it, must have both. */
+static const char *const EXAMPLES[] = {"delta_rule", "gated_delta_rule", "gla", "gsa_keys", "gsa_values",
+                                       "hgrn", "longhorn", "mamba", "mamba2", "mlstm",
+                                       "retention", "rwkv4", "rwkv6", "rwkv7", "s4d"};
+#define N_EXAMPLES (int)(sizeof EXAMPLES / sizeof *EXAMPLES)
+START_TEST(adjoint_next_states_exact) {
+  frnn_ctx *ctx;
+  ck_assert_int_eq(frnn_ctx_create(&ctx), FRNN_OK);
+  char rel[128];
+  snprintf(rel, sizeof rel, "examples/%s.frnn", EXAMPLES[_i]);
+  frnn_step *s, *adj;
+  ck_assert_msg(frnn_step_load(ctx, test_source_path(rel), &s) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  ck_assert_int_eq(frnn_step_adjoint(s, &adj), FRNN_OK);
+  uint32_t at[FRNN_MAX_PORTS];
+  adjoint_next_states(s, adj, at);
+  const int64_t M = 3, N = 4;
+  step_eval f, a;
+  ck_assert_int_eq(eval_init(ctx, &f, s, M, N), FRNN_OK);
+  ck_assert_int_eq(eval_init(ctx, &a, adj, M, N), FRNN_OK);
+  int nI = s->n_ports[FRNN_PORT_INPUT], nS = s->n_ports[FRNN_PORT_STATE], found = 0;
+  for (int k = 0; k < adj->n_ports[FRNN_PORT_INPUT]; k++) {
+    int c = adj->ports[FRNN_PORT_INPUT][k].cls;
+    double *leaf = eval_leaf(&a, FRNN_PORT_INPUT, k);
+    for (int64_t e = 0; e < (CLASS_HAS_M(c) ? M : 1) * (CLASS_HAS_N(c) ? N : 1); e++)
+      leaf[e] = rng_uniform(&R, 0.1, 0.9); /* in every example's domain (logs, divisions) */
+    if (k < nI + nS)
+      memcpy(eval_leaf(&f, k < nI ? FRNN_PORT_INPUT : FRNN_PORT_STATE, k < nI ? k : k - nI), leaf,
+             (size_t)((CLASS_HAS_M(c) ? M : 1) * (CLASS_HAS_N(c) ? N : 1)) * sizeof *leaf);
+  }
+  eval_step(&f);
+  eval_step(&a);
+  for (int i = 0; i < nS; i++) {
+    if (at[i] == NODE_NONE) continue;
+    found++;
+    int c = adj->nodes[at[i]].cls;
+    int64_t cn = CLASS_HAS_N(c) ? N : 1;
+    for (int64_t r = 0; r < (CLASS_HAS_M(c) ? M : 1); r++)
+      for (int64_t j = 0; j < cn; j++)
+        ck_assert_msg(a.val[at[i]][r * cn + j] == eval_port(&f, FRNN_PORT_STATE, i, r, j),
+                      "%s: state '%s' (%lld,%lld): the adjoint's node %u gives %.17g, the forward %.17g",
+                      EXAMPLES[_i], s->ports[FRNN_PORT_STATE][i].name, (long long)r, (long long)j, at[i],
+                      a.val[at[i]][r * cn + j], eval_port(&f, FRNN_PORT_STATE, i, r, j));
+  }
+  printf("%-18s next states found in the adjoint: %d of %d\n", EXAMPLES[_i], found, nS);
+  if (strcmp(EXAMPLES[_i], "s4d") == 0) ck_assert_int_eq(found, 2);
+  eval_free(&f);
+  eval_free(&a);
+  frnn_step_destroy(adj);
+  frnn_step_destroy(s);
+  frnn_ctx_destroy(ctx);
+}
+END_TEST
+
 /* ------------------------------------------------------------ step text */
 START_TEST(step_text_same_results) {
   const model *m = MODELS[_i];
@@ -1039,6 +1096,7 @@ static Suite *suite(void) {
   tcase_add_loop_test(tc, backward_null_means_zero, 0, N_MODELS);
   tcase_add_test(tc, backward_low_precision_gradients);
   tcase_add_test(tc, eval_adjoint_step);
+  tcase_add_loop_test(tc, adjoint_next_states_exact, 0, N_EXAMPLES);
   suite_add_tcase(s, tc);
   tc = tcase_create("layouts");
   tcase_add_test(tc, broadcast_inputs_bitwise);
