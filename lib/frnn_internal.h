@@ -437,10 +437,13 @@ typedef struct plan {
                            C2 chosen by plan_workspace to fit); 0: in the workspace */
   int xchg_shared_floats; /* shared floats of the exchange, before that scratch */
   int bwd_min_blocks;     /* > 0: the backward is built for this many blocks an SM
-                             (registers capped to match its shared memory) */
+                             (registers capped to match its shared memory; 1 for
+                             big blocks, which lets ptxas use up to 64K / threads) */
   bool bwd_carry; /* the backward's walk takes each step's next states from the step
                      after it (the states it loaded) instead of recomputing them
                      (lower_backward); where bwd_regs is small (FRNN_BWD_CARRY) */
+  bool chains;    /* the backward's sums of products emitted as chains of FMAs
+                     (lower_llvm.c absorbed_nodes; FRNN_CHAINS, default on) */
 } plan;
 enum { PREFETCH_NONE, PREFETCH_REGS, PREFETCH_HINT };
 

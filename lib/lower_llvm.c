@@ -48,6 +48,9 @@ typedef struct lower {
   LLVMValueRef col[PLAN_MAX_CN], col_ok[PLAN_MAX_CN], col_safe[PLAN_MAX_CN];
   LLVMValueRef smem; /* shared floats for sums over M: warps * cn * lpr */
   const uint8_t *kind; /* while emitting a deferred adjoint: split_kinds of its nodes */
+  const uint8_t *to_caller; /* while emitting with chains: nodes the caller emits itself */
+  uint8_t *absorbed;        /* of the graph emitted last: absorbed_nodes */
+  bool chains;              /* sums of products as chains of FMAs (the backward's) */
   LLVMValueRef **vals;
   uint32_t n_vals;
 } lower;
@@ -399,7 +402,9 @@ static void lower_sum_m(lower *lw, LLVMValueRef *x, int xcls, LLVMValueRef *out,
 static void free_vals(lower *lw) {
   for (uint32_t v = 0; v < lw->n_vals; v++) free(lw->vals[v]);
   free(lw->vals);
+  free(lw->absorbed);
   lw->vals = NULL;
+  lw->absorbed = NULL;
   lw->n_vals = 0;
 }
 
@@ -451,9 +456,95 @@ static uint8_t *nodes_for_states(const frnn_step *s) {
   return nodes_needed(s, roots, s->n_ports[FRNN_PORT_STATE], NULL);
 }
 
+/* Sums of products as chains of FMAs.  LLVM fuses a product into the one
+ * sum that uses it, but may not reorder sums: a*b - c*d + u costs it a
+ * multiply, an FMA and an add (S4D's state update), where u + a*b - c*d is
+ * two FMAs.  The step's sums are ours to order (the float64 reference is
+ * the truth; one rounding fewer per term), so a tree of +, - and negation
+ * whose inner nodes and products have one user each, of the same class, is
+ * emitted at its root: the plain terms added first, then each product
+ * fused in.  absorbed[v]: v is emitted by the root above it.  In the
+ * backward only (plan.c chains): H100 fw+bw (twenty-fourth session), S4D's
+ * backward -6%; its forward at N = 128 ran 2% slower with them (a sum over
+ * N became one chain of 16 FMAs), Mamba's 1-4%. */
+typedef struct term {
+  uint32_t node;
+  bool neg, product; /* product: node is a multiplication whose operands are fused */
+} term;
+
+static bool is_sum_op(int op) { return op == FRNN_OP_ADD || op == FRNN_OP_SUB || op == FRNN_OP_NEG; }
+
+/* Nodes absorbed into their user's chain, among those emitted (live, not
+ * given).  NULL when out of memory (then nothing is). */
+static uint8_t *absorbed_nodes(const frnn_step *g, const uint8_t *live, const given_values *gv) {
+  uint32_t n = g->n_nodes ? g->n_nodes : 1;
+  uint8_t *absorbed = calloc(n, 1);
+  uint32_t *uses = calloc(n, sizeof *uses), *user = calloc(n, sizeof *user);
+  if (!absorbed || !uses || !user) {
+    free(absorbed), free(uses), free(user);
+    return NULL;
+  }
+  for (int k = 0; k < 3; k++)
+    for (int i = 0; i < g->n_ports[k]; i++)
+      if (k != FRNN_PORT_INPUT && g->ports[k][i].value != NODE_NONE) uses[g->ports[k][i].value] += 2;
+  for (uint32_t v = 0; v < g->n_nodes; v++) {
+    if ((live && !live[v]) || is_given(gv, v, NULL)) continue;
+    for (int i = 0; i < op_get(g->nodes[v].op)->arity; i++) {
+      uses[g->nodes[v].arg[i]]++;
+      user[g->nodes[v].arg[i]] = v;
+    }
+  }
+  for (uint32_t v = 0; v < g->n_nodes; v++) {
+    const node *nd = &g->nodes[v];
+    const node *u = &g->nodes[user[v]];
+    absorbed[v] = uses[v] == 1 && (is_sum_op(nd->op) || nd->op == FRNN_OP_MUL) &&
+                  ((is_sum_op(u->op) && u->cls == nd->cls) || u->op == FRNN_OP_SUM);
+  }
+  free(uses), free(user);
+  return absorbed;
+}
+
+/* The terms of root v's chain, appended at t[*n] (sign `neg`). */
+static void chain_terms(const frnn_step *g, const uint8_t *absorbed, uint32_t v, bool neg, term *t, int *n) {
+  const node *nd = &g->nodes[v];
+  for (int i = 0; i < op_get(nd->op)->arity; i++) {
+    uint32_t a = nd->arg[i];
+    bool sign = neg ^ (nd->op == FRNN_OP_NEG || (nd->op == FRNN_OP_SUB && i == 1));
+    if (absorbed[a] && is_sum_op(g->nodes[a].op)) chain_terms(g, absorbed, a, sign, t, n);
+    else t[(*n)++] = (term){a, sign, absorbed[a] && g->nodes[a].op == FRNN_OP_MUL};
+  }
+}
+
+/* The terms of a sum over N's absorbed operand v. */
+static void sum_terms(const frnn_step *g, const uint8_t *absorbed, uint32_t v, term *t, int *n) {
+  if (g->nodes[v].op == FRNN_OP_MUL) t[(*n)++] = (term){v, false, true};
+  else chain_terms(g, absorbed, v, false, t, n);
+}
+
+/* Element (r, c) of a chain, added to acc (NULL: none). */
+static LLVMValueRef emit_chain(lower *lw, const frnn_step *g, const term *t, int n, int r, int c,
+                               LLVMValueRef acc) {
+  codegen *cg = lw->cg;
+  for (int i = 0; i < n; i++) /* the plain terms, in order */
+    if (!t[i].product) {
+      LLVMValueRef x = at(lw, lw->vals[t[i].node], g->nodes[t[i].node].cls, r, c);
+      acc = !acc ? (t[i].neg ? cg_fneg(cg, x) : x) : t[i].neg ? cg_fsub(cg, acc, x) : cg_fadd(cg, acc, x);
+    }
+  for (int i = 0; i < n; i++) /* then the products, fused */
+    if (t[i].product) {
+      const node *m = &g->nodes[t[i].node];
+      LLVMValueRef a = at(lw, lw->vals[m->arg[0]], g->nodes[m->arg[0]].cls, r, c),
+                   b = at(lw, lw->vals[m->arg[1]], g->nodes[m->arg[1]].cls, r, c);
+      if (t[i].neg) a = cg_fneg(cg, a);
+      acc = acc ? cg_fma(cg, a, b, acc) : cg_fmul(cg, a, b);
+    }
+  return acc;
+}
+
 /* Emits graph g's nodes, or with `live` (may be NULL: all) only those it
  * marks; a given node (gv may be NULL) takes its given values.  Values of
- * nodes left out stay NULL. */
+ * nodes left out stay NULL, and so do those of nodes absorbed into a chain
+ * (absorbed_nodes). */
 static bool emit_graph(lower *lw, const frnn_step *g, LLVMValueRef **in_leaf,
                        LLVMValueRef **state_leaf, const uint8_t *live, const given_values *gv) {
   codegen *cg = lw->cg;
@@ -461,15 +552,41 @@ static bool emit_graph(lower *lw, const frnn_step *g, LLVMValueRef **in_leaf,
   lw->vals = calloc(g->n_nodes ? g->n_nodes : 1, sizeof *lw->vals);
   if (!lw->vals) return false;
   lw->n_vals = g->n_nodes;
+  uint8_t *absorbed = lw->chains ? absorbed_nodes(g, live, gv) : NULL;
+  term *terms = absorbed ? malloc((g->n_nodes + 1) * 2 * sizeof *terms) : NULL;
+  if (!terms) free(absorbed), absorbed = NULL; /* out of memory: no chains, nothing left to the caller */
+  lw->absorbed = absorbed;
   for (uint32_t v = 0; v < g->n_nodes; v++) {
     const node *n = &g->nodes[v];
     LLVMValueRef *out = new_vals(lw, n->cls);
     if (!out) return false;
     lw->vals[v] = out;
-    if (live && !live[v]) continue;
+    if ((live && !live[v]) || (absorbed && (absorbed[v] || (lw->to_caller && lw->to_caller[v])))) continue;
     int cnt = count_of(&lw->ks, n->cls), cn = CLASS_HAS_N(n->cls) ? lw->ks.cn : 1, which;
     if (is_given(gv, v, &which)) {
       memcpy(out, gv->vals[which], (size_t)cnt * sizeof *out);
+      continue;
+    }
+    if (terms && is_sum_op(n->op)) {
+      int nt = 0;
+      chain_terms(g, absorbed, v, false, terms, &nt);
+      for (int k = 0; k < cnt; k++) out[k] = emit_chain(lw, g, terms, nt, k / cn, k % cn, NULL);
+      continue;
+    }
+    if (terms && n->op == FRNN_OP_SUM && absorbed[n->arg[0]]) {
+      int nt = 0;
+      sum_terms(g, absorbed, n->arg[0], terms, &nt);
+      for (int r = 0; r < cnt; r++) {
+        /* The thread's columns in one chain, as thread_sum's (into which
+         * LLVM already fuses a lone product; two chains would cost Mamba's
+         * sums an FMUL and an FADD each). */
+        LLVMValueRef acc = NULL;
+        for (int c = 0; c < lw->ks.cn; c++) {
+          LLVMValueRef x = emit_chain(lw, g, terms, nt, r, c, acc);
+          acc = cg_select(cg, lw->col_ok[c], x, acc ? acc : cg_f32(cg, 0.0));
+        }
+        out[r] = cg_sum_lanes_f32(cg, acc, lw->ks.lpr);
+      }
       continue;
     }
     switch ((frnn_op)n->op) {
@@ -497,6 +614,7 @@ static bool emit_graph(lower *lw, const frnn_step *g, LLVMValueRef **in_leaf,
     }
     }
   }
+  free(terms);
   return true;
 }
 
@@ -1018,6 +1136,22 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
     for (int i = 0; i < adj->n_ports[FRNN_PORT_OUTPUT]; i++) roots[n_roots++] = adj->ports[FRNN_PORT_OUTPUT][i].value;
     if (carry.n) walk_live = nodes_needed(adj, roots, n_roots, &carry);
   }
+  /* A time-invariant input's gradient, a sum of terms used nowhere else, is
+   * chained onto its sum over t (acc += a*b + c*d: two FMAs, not an FMA, a
+   * multiply and an add); the walk emits it there, not in the graph. */
+  lw->chains = p->chains;
+  uint8_t *to_acc = p->chains ? calloc(adj->n_nodes ? adj->n_nodes : 1, 1) : NULL;
+  term *acc_terms = to_acc ? malloc((adj->n_nodes + 1) * 2 * sizeof *acc_terms) : NULL;
+  for (int i = 0; acc_terms && i < p->n_in; i++) {
+    uint32_t v = adj->ports[FRNN_PORT_OUTPUT][i].value;
+    int uses = 0;
+    for (int k = 0; k < adj->n_ports[FRNN_PORT_OUTPUT]; k++) uses += adj->ports[FRNN_PORT_OUTPUT][k].value == v;
+    for (uint32_t u = 0; u < adj->n_nodes; u++)
+      if (!(walk_live && !walk_live[u]) && !is_given(&carry, u, NULL))
+        for (int a = 0; a < op_get(adj->nodes[u].op)->arity; a++) uses += adj->nodes[u].arg[a] == v;
+    to_acc[v] = (lw->spec->in_bcast[i] & 2) && uses == 1 && is_sum_op(adj->nodes[v].op) &&
+                (adj->nodes[v].op != FRNN_OP_NEG);
+  }
   LLVMValueRef ckpt = cg_param(cg, ws), scratch = cg_param(cg, ws + 1), T = cg_param(cg, ws + 2),
                H = cg_param(cg, ws + 3), C = cg_param(cg, ws + 4), NC = cg_param(cg, ws + 5),
                C2 = cg_param(cg, ws + 6);
@@ -1237,8 +1371,10 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
       for (int i = 0; i < p->n_out; i++) leaves[nl++] = GY[i];
       for (int i = 0; i < p->n_st; i++) leaves[nl++] = dSv[i];
       lw->kind = kind;
+      lw->to_caller = acc_terms ? to_acc : NULL;
       bool emitted = emit_graph(lw, adj, leaves, NULL, walk_live, &carry);
       lw->kind = NULL;
+      lw->to_caller = NULL;
       if (!emitted) return false;
       /* Step t's slots: set (t / K) % 2, place t % K. */
       LLVMValueRef in_set = LLVMBuildAnd(cg->b, t, cg_i64(cg, x.K - 1), "");
@@ -1250,8 +1386,13 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
       for (int i = 0; i < p->n_in; i++) {
         const port *o = &adj->ports[FRNN_PORT_OUTPUT][i];
         int cls = o->cls, vcls = adj->nodes[o->value].cls, cn = CLASS_HAS_N(cls) ? lw->ks.cn : 1;
+        int nt = 0;
+        if (acc[i] && acc_terms && to_acc[o->value] && lw->absorbed)
+          chain_terms(adj, lw->absorbed, o->value, false, acc_terms, &nt);
         for (int e = 0; acc[i] && e < count_of(&lw->ks, cls); e++) {
-          LLVMValueRef sum = cg_fadd(cg, cg_load(cg, cg->t_f32, acc[i][e]), at(lw, lw->vals[o->value], vcls, e / cn, e % cn));
+          LLVMValueRef was = cg_load(cg, cg->t_f32, acc[i][e]);
+          LLVMValueRef sum = nt ? emit_chain(lw, adj, acc_terms, nt, e / cn, e % cn, was)
+                                : cg_fadd(cg, was, at(lw, lw->vals[o->value], vcls, e / cn, e % cn));
           cg_store(cg, sum, acc[i][e]);
         }
       }
@@ -1313,6 +1454,8 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   free(kind);
   free(state_live);
   free(walk_live);
+  free(to_acc);
+  free(acc_terms);
   for (int c = 0; c < carry.n; c++) free(carry.vals[c]);
   pf_free(&pfx);
   pf_free(&pfr);

@@ -35,7 +35,7 @@ enum { FWD_STATE_BUDGET = 32, BWD_STATE_BUDGET = 64, MAX_WARPS = 32, MAX_RPT_BY_
        FWD_COLS_PER_LANE = 8, BWD_SPLIT_BUDGET = 32, BWD_SPLIT_WARPS = 4, MAX_CLUSTER = 8,
        MAX_XCHG_STEPS = 8, XCHG_BYTES = 96 * 1024, LEAN_C2 = 8, SMEM_XCHG_BYTES = 32 * 1024,
        MAX_SHARED_SLOTS = 64, SMEM_MIN_WARPS = 16, MAX_APART_BLOCKS = 64, APART_SMEM_BLOCKS = 2,
-       CARRY_MAX_FLOATS = 16 };
+       CARRY_MAX_FLOATS = 16, MINB_WARPS = 16 };
 
 /* Tuning knobs for benchmarks (part of the module key, see pipeline.c):
  * FRNN_BWD_BUDGET floats of state per split backward thread, FRNN_BWD_WARPS
@@ -392,6 +392,7 @@ static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_s
   p->xchg_steps = 1;
   p->bwd_min_blocks = 0;
   p->bwd_carry = false;
+  p->chains = env_int("FRNN_CHAINS", 1, 0, 1);
   /* No queue until plan_prefetch, last (shared_scratch_pays sizes the
    * workspace before it). */
   p->prefetch = PREFETCH_NONE;
@@ -454,6 +455,13 @@ static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_s
     /* Several blocks an SM share its shared memory only if their registers
      * let them: cap those (ptxas otherwise takes up to 255 a thread). */
     p->bwd_min_blocks = p->bwd_shared_slots && blocks > 1 ? blocks : 0;
+    /* Else one for blocks of 16 warps or more: left to itself, ptxas sizes
+     * them for 2 an SM (Mamba's backward at 128 x 128, 16 warps: 64
+     * registers a thread and 2968 bytes of spills, 128 and 1724 for one;
+     * mLSTM's, 22 warps: 40 and 2480, 80 and 1824), while the plan counts on
+     * one.  Smaller blocks keep ptxas's choice (RWKV-4's 4 warps: 168
+     * registers, 3 blocks an SM).  FRNN_BWD_MINB=0: never said. */
+    if (!p->bwd_min_blocks && p->bwd.warps >= MINB_WARPS) p->bwd_min_blocks = env_int("FRNN_BWD_MINB", 1, 0, 1);
     if (smem && !p->bwd_shared_slots && p->bwd_deferred) {
       /* No scratch in shared memory after all: the exchange may have all of
        * it again (measured: capped, GLA's backward ran 2% slower). */
@@ -552,20 +560,27 @@ void plan_workspace(const plan *p, frnn_sizes sz, const uint8_t *in_bcast, int f
   int64_t q = p->prefetch == PREFETCH_REGS && p->pf_depth_bwd > 1 ? p->pf_depth_bwd : 1;
   if (p->bwd_shared_slots) {
     /* Scratch in shared memory: at most S = slots states, C2 recomputed and
-     * C/C2 - 1 second-level checkpoints; the longest chunk for S is
-     * C2 (S - C2 + 1) at C2 = (S + 1) / 2.  FRNN_BWD_C may shorten it (more
-     * checkpoints, less shared memory).  Then the C2 that needs fewest.
-     * With a queue C2 is a multiple of q (plan_prefetch keeps
-     * q <= (S + 1) / 2). */
-    int64_t S = p->bwd_shared_slots, c2 = (S + 1) / 2;
-    if (q > 1 && c2 >= q) c2 = c2 / q * q;
-    C = c2 * (S - c2 + 1);
-    if (p->bwd_c && p->bwd_c < C) C = p->bwd_c;
-    if (C > sz.T) C = sz.T;
-    if (C < 1) C = 1;
-    C2 = (int64_t)ceil(sqrt((double)C));
-    if (q > 1) C2 = (C2 + q - 1) / q * q;
-    if (C2 > C || C2 + (C + C2 - 1) / C2 - 1 > S) C2 = c2 < C ? c2 : C;
+     * C/C2 - 1 second-level checkpoints, so a chunk of at most
+     * C2 (S - C2 + 1) steps.  Each piece of C2 steps and each chunk starts
+     * its loops and queues anew (S4D: about 430 instructions a piece), so
+     * the C2 (a multiple of q: whole trips) with fewest of both, 1/C2 + 1/C
+     * least.  S4D at S = 14, q = 4: C2 = 12, C = 36 (was 8 and 44, the
+     * longest chunk).  FRNN_BWD_C may shorten the chunk (more checkpoints,
+     * less shared memory), FRNN_BWD_C2 fix C2 (as it fits).  plan_prefetch
+     * keeps q <= (S + 1) / 2. */
+    int64_t S = p->bwd_shared_slots, step = q > 1 && q <= S ? q : 1;
+    double best = 0;
+    C = C2 = 1;
+    for (int forced = p->bwd_c2 > 0; forced >= 0 && best == 0; forced--) /* a C2 that does not fit: free */
+      for (int64_t c2 = step; c2 <= S; c2 += step) {
+        int64_t c = c2 * (S - c2 + 1);
+        if (p->bwd_c && p->bwd_c < c) c = p->bwd_c;
+        if (c > sz.T) c = sz.T;
+        if (c2 > c || c2 + (c + c2 - 1) / c2 - 1 > S || (forced && c2 != p->bwd_c2)) continue;
+        double cost = 1.0 / (double)c2 + 1.0 / (double)c;
+        if (best == 0 || cost < best) best = cost, C = c, C2 = c2;
+      }
+    if (best == 0) C = C2 = sz.T < S ? (sz.T > 0 ? sz.T : 1) : S; /* T shorter than a trip: one piece */
   } else if (C2 == 0 || C2 >= sz.T) {
     C = p->bwd_c ? p->bwd_c : (int64_t)ceil(sqrt((double)sz.T));
     if (!p->bwd_c && q > 1) C = (C + q - 1) / q * q;

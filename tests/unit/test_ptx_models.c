@@ -703,6 +703,10 @@ START_TEST(rows_apart_backward) {
         ck_assert_int_le(w.C2 + (w.C + w.C2 - 1) / w.C2 - 1, p.bwd_shared_slots);
         ck_assert_int_eq(w.n_ckpt, (T[i] + w.C - 1) / w.C);
         if (T[i] >= 1000) ck_assert_int_eq(w.C2 % p.pf_depth_bwd, 0); /* whole trips */
+        if (T[i] == 1024) { /* 14 slots, trips of 4: fewest pieces and chunks */
+          ck_assert_int_eq(w.C2, 12);
+          ck_assert_int_eq(w.C, 36);
+        }
       }
     }
     frnn_step_destroy(s);
@@ -767,8 +771,35 @@ START_TEST(walk_carry) {
   int a = fp_ops(with, "frnn_bwd"), b = fp_ops(without, "frnn_bwd");
   ck_assert_msg(b - a >= 4 * 40, "S4D's backward: %d floating-point operations with the carry, %d without", a, b);
   ck_assert_int_eq(fp_ops(with, "frnn_fwd"), fp_ops(without, "frnn_fwd"));
+  free(without);
+  /* The backward's chains (lower_llvm.c absorbed_nodes): S4D's state
+   * update u + a*b - c*d is two FMAs, not an FMA, a multiply and an add, in
+   * the recompute and in the second-level pass (8 complex modes a thread:
+   * 16 fewer operations a step in each of their unrolled copies); the
+   * forward keeps LLVM's fusing. */
+  without = chunked_ptx("examples/s4d.frnn", "sm_90", "FRNN_CHAINS=0");
+  a = fp_ops(with, "frnn_bwd"), b = fp_ops(without, "frnn_bwd");
+  ck_assert_msg(b - a >= 4 * 16, "S4D's backward: %d floating-point operations with chains, %d without", a, b);
+  ck_assert_int_eq(fp_ops(with, "frnn_fwd"), fp_ops(without, "frnn_fwd"));
   free(with);
   free(without);
+}
+END_TEST
+
+/* A backward block of 16 warps or more is built for one block an SM
+ * (.minnctapersm 1: ptxas otherwise sizes it for two, Mamba's at 64
+ * registers); smaller ones keep ptxas's choice. */
+START_TEST(big_blocks_one_an_sm) {
+  char *mamba = chunked_ptx("examples/mamba.frnn", "sm_90", "FRNN_BWD_PICK=0");
+  char *rwkv4 = chunked_ptx("examples/rwkv4.frnn", "sm_90", NULL);
+  const char *end, *k = kernel_text(mamba, "frnn_bwd", &end);
+  char *text = strndup(k, end ? (size_t)(end - k) : strlen(k));
+  ck_assert_int_eq(count(text, ".maxntid 512,"), 1);
+  ck_assert_int_eq(count(text, ".minnctapersm 1"), 1);
+  free(text);
+  ck_assert_int_eq(count(rwkv4, ".minnctapersm"), 0);
+  free(mamba);
+  free(rwkv4);
 }
 END_TEST
 
@@ -970,6 +1001,7 @@ int main(void) {
   tcase_add_test(tc, small_rows_queue);
   tcase_add_test(tc, rows_apart_backward);
   tcase_add_test(tc, walk_carry);
+  tcase_add_test(tc, big_blocks_one_an_sm);
   tcase_add_test(tc, workspace_shared_scratch);
   tcase_add_test(tc, backward_alternatives);
   suite_add_tcase(su, tc);
