@@ -786,6 +786,39 @@ START_TEST(walk_carry) {
 }
 END_TEST
 
+/* frnn_codegen_options.broadcast (frnn-dump-ptx --bcast): S4D's kernels as
+ * a call with time-invariant parameters builds them sum those gradients
+ * over t in registers (far fewer global stores in the backward); a bad
+ * list fails with a message naming what is wrong. */
+START_TEST(broadcast_option) {
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  frnn_step *s;
+  ck_assert(frnn_step_load(ctx, test_source_path("examples/s4d.frnn"), &s) == FRNN_OK);
+  frnn_codegen_options o = {.M = 128, .N = 32, .dtype = {kDLBfloat, 16, 1}, .kernel = "frnn_bwd"};
+  char *plain = NULL, *fixed = NULL;
+  ck_assert_msg(frnn_compile_ptx(ctx, s, &o, &plain) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  o.broadcast = "dA_re:BT,dA_im:BT,C_re:BT,C_im:BT,D:BT";
+  ck_assert_msg(frnn_compile_ptx(ctx, s, &o, &fixed) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  int a = count(plain, "st.global"), b = count(fixed, "st.global");
+  ck_assert_msg(b < a / 2, "global stores: %d without broadcast inputs, %d with", a, b);
+  frnn_free(plain);
+  frnn_free(fixed);
+  static const struct { const char *spec, *says; } bad[] = {
+      {"dA_re:BX", "each once"}, {"foo:B", "no input 'foo'"}, {"dA_re", "expected NAME:DIMS"},
+      {"dA_re:", "no dimensions"}, {"dA_re:BB", "each once"}, {":BT", "expected NAME:DIMS"}};
+  for (int i = 0; i < 6; i++) {
+    char *out = NULL;
+    o.broadcast = bad[i].spec;
+    ck_assert(frnn_compile_ptx(ctx, s, &o, &out) != FRNN_OK);
+    ck_assert_ptr_null(out);
+    ck_assert_msg(strstr(frnn_ctx_error(ctx), bad[i].says), "'%s': %s", bad[i].spec, frnn_ctx_error(ctx));
+  }
+  frnn_step_destroy(s);
+  frnn_ctx_destroy(ctx);
+}
+END_TEST
+
 /* A backward block of 16 warps or more is built for one block an SM
  * (.minnctapersm 1: ptxas otherwise sizes it for two, Mamba's at 64
  * registers); smaller ones keep ptxas's choice. */
@@ -1002,6 +1035,7 @@ int main(void) {
   tcase_add_test(tc, rows_apart_backward);
   tcase_add_test(tc, walk_carry);
   tcase_add_test(tc, big_blocks_one_an_sm);
+  tcase_add_test(tc, broadcast_option);
   tcase_add_test(tc, workspace_shared_scratch);
   tcase_add_test(tc, backward_alternatives);
   suite_add_tcase(su, tc);
