@@ -497,6 +497,7 @@ static uint8_t *absorbed_nodes(const frnn_step *g, const uint8_t *live, const gi
   for (uint32_t v = 0; v < g->n_nodes; v++) {
     const node *nd = &g->nodes[v];
     const node *u = &g->nodes[user[v]];
+    if ((live && !live[v]) || is_given(gv, v, NULL)) continue; /* a given value is not a chain's */
     absorbed[v] = uses[v] == 1 && (is_sum_op(nd->op) || nd->op == FRNN_OP_MUL) &&
                   ((is_sum_op(u->op) && u->cls == nd->cls) || u->op == FRNN_OP_SUM);
   }

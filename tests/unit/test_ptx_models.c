@@ -819,6 +819,30 @@ START_TEST(broadcast_option) {
 }
 END_TEST
 
+/* A carried next state the adjoint uses once, in a sum of its own class
+ * (log(s' + 2)'s derivative divides by s' + 2): it is given, not a chain's
+ * term, or the chain would reach for operands the walk never computed.
+ * Compiles, and with the carry has fewer operations than without. */
+START_TEST(carried_state_in_a_sum) {
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  frnn_step *s = parse(ctx, "step logsum(a[M,N], u[M,N]; s[M,N]) -> y[M,1]\n"
+                            "  s = a * s + u\n"
+                            "  y = sum(log(s + 2))\n");
+  frnn_codegen_options o = {.M = 16, .N = 16, .dtype = {kDLFloat, 32, 1}, .kernel = "frnn_bwd"};
+  char *with = NULL, *without = NULL;
+  ck_assert_msg(frnn_compile_ptx(ctx, s, &o, &with) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  setenv("FRNN_BWD_CARRY", "0", 1);
+  ck_assert_msg(frnn_compile_ptx(ctx, s, &o, &without) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  unsetenv("FRNN_BWD_CARRY");
+  ck_assert_int_lt(fp_ops(with, "frnn_bwd"), fp_ops(without, "frnn_bwd"));
+  frnn_free(with);
+  frnn_free(without);
+  frnn_step_destroy(s);
+  frnn_ctx_destroy(ctx);
+}
+END_TEST
+
 /* A backward block of 16 warps or more is built for one block an SM
  * (.minnctapersm 1: ptxas otherwise sizes it for two, Mamba's at 64
  * registers); smaller ones keep ptxas's choice. */
@@ -1036,6 +1060,7 @@ int main(void) {
   tcase_add_test(tc, walk_carry);
   tcase_add_test(tc, big_blocks_one_an_sm);
   tcase_add_test(tc, broadcast_option);
+  tcase_add_test(tc, carried_state_in_a_sum);
   tcase_add_test(tc, workspace_shared_scratch);
   tcase_add_test(tc, backward_alternatives);
   suite_add_tcase(su, tc);
