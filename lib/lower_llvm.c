@@ -1151,7 +1151,7 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
       if (!(walk_live && !walk_live[u]) && !is_given(&carry, u, NULL))
         for (int a = 0; a < op_get(adj->nodes[u].op)->arity; a++) uses += adj->nodes[u].arg[a] == v;
     to_acc[v] = (lw->spec->in_bcast[i] & 2) && uses == 1 && is_sum_op(adj->nodes[v].op) &&
-                (adj->nodes[v].op != FRNN_OP_NEG);
+                adj->nodes[v].op != FRNN_OP_NEG && !is_given(&carry, v, NULL);
   }
   LLVMValueRef ckpt = cg_param(cg, ws), scratch = cg_param(cg, ws + 1), T = cg_param(cg, ws + 2),
                H = cg_param(cg, ws + 3), C = cg_param(cg, ws + 4), NC = cg_param(cg, ws + 5),
