@@ -390,9 +390,16 @@ class Step:
         where need_inputs[i] / need_states[i] is false."""
         # Each gradient in its input's layout (a dense input's strides, e.g. a
         # permuted view with T innermost, else contiguous): autograd then hands
-        # the leaf behind a view its gradient without a transposing copy.
-        gi = [torch.empty_like(t, memory_format=torch.preserve_format)
-              if (need_inputs is None or need_inputs[i]) else None for i, t in enumerate(inputs)]
+        # the leaf behind a view its gradient without a transposing copy.  H100,
+        # compare.py (twenty-fourth session): S4D 4.08 -> 3.90 ms, but Longhorn
+        # 10.2 -> 10.7 (not profiled; perhaps its [1,N] inputs' gradients, summed
+        # over heads, written with T innermost).  FRNN_PY_GRAD_LAYOUT=contiguous:
+        # the old allocation.
+        if os.environ.get("FRNN_PY_GRAD_LAYOUT") == "contiguous":
+            alloc = lambda t: torch.empty(t.shape, dtype=t.dtype, device=t.device)
+        else:
+            alloc = lambda t: torch.empty_like(t, memory_format=torch.preserve_format)
+        gi = [alloc(t) if (need_inputs is None or need_inputs[i]) else None for i, t in enumerate(inputs)]
         gs = [torch.empty(t.shape, dtype=t.dtype, device=t.device)
               if (need_states is None or need_states[i]) else None for i, t in enumerate(states)]
         self.backward(sz, inputs, states, grad_outputs, grad_final_states, gi, gs, workspace)
