@@ -683,6 +683,32 @@ void cg_store_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdty
   LLVMSetAlignment(LLVMBuildStore(cg->b, v, cg_gep(cg, ty, base, idx64)), size);
 }
 
+/* cg_store_elem where `pred` (i1) holds, as one predicated PTX store: no
+ * branch around it, which would let LLVM sink the stored value's
+ * computation into the branch, out of the block ptxas schedules the rest of
+ * the step in (a backward walk's gradients: lower_llvm.c store_tensor).
+ * The address is formed even where pred is false (a null tensor's): not
+ * inbounds, never dereferenced. */
+void cg_store_elem_if(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt, LLVMValueRef f32,
+                      LLVMValueRef pred) {
+  unsigned size;
+  LLVMTypeRef ty = dtype_type(cg, dt, &size);
+  LLVMValueRef v = f32;
+  if (ty == cg->t_f64) v = LLVMBuildFPExt(cg->b, f32, ty, "");
+  else if (ty != cg->t_f32) v = LLVMBuildFPTrunc(cg->b, f32, ty, "");
+  const char *text = "{ .reg .pred p; setp.ne.b32 p, $2, 0; @p st.global.f32 [$0], $1; }", *cons = "l,f,r";
+  if (size == 2) {
+    v = LLVMBuildBitCast(cg->b, v, LLVMInt16TypeInContext(cg->llc), "");
+    text = "{ .reg .pred p; setp.ne.b32 p, $2, 0; @p st.global.b16 [$0], $1; }", cons = "l,h,r";
+  } else if (size == 8) {
+    text = "{ .reg .pred p; setp.ne.b32 p, $2, 0; @p st.global.f64 [$0], $1; }", cons = "l,d,r";
+  }
+  LLVMValueRef at = LLVMBuildGEP2(cg->b, ty, base, &idx64, 1, "");
+  LLVMValueRef args[3] = {LLVMBuildPtrToInt(cg->b, at, cg->t_i64, ""), v, LLVMBuildZExt(cg->b, pred, cg->t_i32, "")};
+  LLVMTypeRef types[3] = {cg->t_i64, LLVMTypeOf(v), cg->t_i32};
+  inline_ptx(cg, cg->t_void, types, 3, text, cons, true, args);
+}
+
 /* --------------------------------------------------------------- finish */
 /* Copy an LLVM string into a malloc'd one the caller frees with free(). */
 static frnn_status take_text(codegen *cg, const char *s, size_t n, char **out) {

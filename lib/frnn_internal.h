@@ -442,6 +442,9 @@ typedef struct plan {
   bool bwd_carry; /* the backward's walk takes each step's next states from the step
                      after it (the states it loaded) instead of recomputing them
                      (lower_backward); where bwd_regs is small (FRNN_BWD_CARRY) */
+  bool pred_fwd, pred_bwd; /* each kernel stores its tensors by predicated stores,
+                              not branches around stores (plan_build;
+                              lower_llvm.c store_tensor) */
   bool chains;    /* the backward's sums of products emitted as chains of FMAs
                      (lower_llvm.c absorbed_nodes; FRNN_CHAINS, default on) */
 } plan;
@@ -684,6 +687,9 @@ void cg_copy_async_wait_group(codegen *cg, int pending);
 void cg_guard(codegen *cg, LLVMValueRef flag, int guard);
 void cg_store_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt,
                    LLVMValueRef f32);
+/* The same where pred (i1) holds: a predicated store, no branch. */
+void cg_store_elem_if(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt, LLVMValueRef f32,
+                      LLVMValueRef pred);
 
 /* Tests and CI only: run $FRNN_PTXAS (else /usr/local/cuda/bin/ptxas)
  * -arch=<arch> -v on `ptx`.  *report = its output (registers, spills;

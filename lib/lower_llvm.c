@@ -47,6 +47,7 @@ typedef struct lower {
   LLVMValueRef row[PLAN_MAX_RPT], row_ok[PLAN_MAX_RPT], row_safe[PLAN_MAX_RPT];
   LLVMValueRef col[PLAN_MAX_CN], col_ok[PLAN_MAX_CN], col_safe[PLAN_MAX_CN];
   LLVMValueRef smem; /* shared floats for sums over M: warps * cn * lpr */
+  bool pred_stores;   /* store_tensor: predicated stores (plan pred_fwd, pred_bwd) */
   const uint8_t *kind; /* while emitting a deferred adjoint: split_kinds of its nodes */
   const uint8_t *to_caller; /* while emitting with chains: nodes the caller emits itself */
   uint8_t *absorbed;        /* of the graph emitted last: absorbed_nodes */
@@ -189,6 +190,14 @@ static void load_tensor(lower *lw, const targ *t, LLVMValueRef time, int cls, bo
 static void store_tensor(lower *lw, const targ *t, LLVMValueRef time, int pcls, LLVMValueRef *v,
                          int vcls) {
   codegen *cg = lw->cg;
+  if (lw->pred_stores) {
+    LLVMValueRef present = LLVMBuildNot(cg->b, t->is_null, "");
+    for (int r = 0; r < (CLASS_HAS_M(pcls) ? lw->ks.rpt : 1); r++)
+      for (int c = 0; c < (CLASS_HAS_N(pcls) ? lw->ks.cn : 1); c++)
+        cg_store_elem_if(cg, t->ptr, elem_index(lw, t, time, pcls, r, c), t->dt, at(lw, v, vcls, r, c),
+                         i1_and(lw, present, owner(lw, pcls, r, c)));
+    return;
+  }
   LLVMBasicBlockRef go = cg_block(cg, "store"), done = cg_block(cg, "stored");
   cg_cond_br(cg, t->is_null, done, go);
   cg_at(cg, go);
@@ -879,6 +888,7 @@ static bool lower_forward(lower *lw, const frnn_step *s) {
   codegen *cg = lw->cg;
   const plan *p = lw->p;
   lw->ks = p->fwd;
+  lw->pred_stores = p->pred_fwd;
   LLVMTypeRef types[4 * FRNN_MAX_PORTS * TENSOR_PARAMS + 16];
   int n = 0;
   for (int i = 0; i < p->n_in + p->n_st + p->n_out + p->n_st; i++) tensor_param_types(cg, types, &n);
@@ -1071,10 +1081,203 @@ static void xchg_store(lower *lw, const xchg *x, int i, LLVMValueRef buf, const 
 }
 
 
+/* What the backward's passes share: lower_backward builds it, the functions
+ * below emit one step (or loop) of a pass.  The recompute steps the states
+ * in slots S (inputs in X); the walk loads each step's states into Sv from
+ * scratch and carries the next ones in S, its inputs in X and the output
+ * gradients in GY, the state gradients in slots dS. */
+typedef struct bwd_kernel {
+  const frnn_step *s, *adj;
+  LLVMValueRef scratch, sc_block, tid64, T, rank, tvar;
+  int64_t per_state; /* floats of one scratch slot: one state of every thread of the block */
+  int n_threads;
+  LLVMValueRef *S[FRNN_MAX_PORTS], *Sv[FRNN_MAX_PORTS], *dS[FRNN_MAX_PORTS], *dSv[FRNN_MAX_PORTS],
+      *X[FRNN_MAX_PORTS], *GY[FRNN_MAX_PORTS], *acc[FRNN_MAX_PORTS];
+  const targ *gin;
+  uint8_t *state_live, *walk_live, *kind, *to_acc;
+  term *acc_terms;
+  given_values carry;
+  int carry_port[FRNN_MAX_PORTS];
+  xchg x;
+  bool per_step_xchg;
+  prefetch pfx, pfr; /* the recompute's queue (inputs), the walk's (inputs, output gradients) */
+} bwd_kernel;
+
+/* Scratch, per block, each state laid out [float][thread] so that a warp's
+ * accesses coalesce: float q of slot `slot`. */
+static LLVMValueRef scratch_index(lower *lw, const bwd_kernel *bk, LLVMValueRef slot, int q) {
+  codegen *cg = lw->cg;
+  return cg_add(cg, cg_add(cg, bk->sc_block, cg_mul(cg, slot, cg_i64(cg, bk->per_state))),
+                cg_add(cg, cg_i64(cg, (int64_t)q * bk->n_threads), bk->tid64));
+}
+
+/* A checkpoint's states (from float `base` of ckpt) into S. */
+static void load_checkpoint(lower *lw, bwd_kernel *bk, LLVMValueRef ckpt, LLVMValueRef base) {
+  codegen *cg = lw->cg;
+  for (int i = 0; i < lw->p->n_st; i++) {
+    int cls = bk->s->ports[FRNN_PORT_STATE][i].cls, cn = CLASS_HAS_N(cls) ? lw->ks.cn : 1;
+    for (int q = 0; q < count_of(&lw->ks, cls); q++)
+      bk->Sv[i][q] = cg_load_elem(cg, ckpt, cg_add(cg, base, state_index(lw, i, cls, q / cn, q % cn)), TD_F32);
+    slots_set(lw, bk->S[i], cls, bk->Sv[i], cls);
+  }
+}
+
+/* Steps S with the forward graph (inputs in X); with `save`, first stores
+ * them in scratch slot `slot`. */
+static bool recompute_step(lower *lw, bwd_kernel *bk, bool save, LLVMValueRef slot) {
+  const frnn_step *s = bk->s;
+  int q = 0;
+  for (int i = 0; i < lw->p->n_st; i++) {
+    int cls = s->ports[FRNN_PORT_STATE][i].cls;
+    slots_get(lw, bk->S[i], cls, bk->Sv[i]);
+    for (int e = 0; save && e < count_of(&lw->ks, cls); e++, q++)
+      cg_store_elem(lw->cg, bk->scratch, scratch_index(lw, bk, slot, q), TD_F32, bk->Sv[i][e]);
+  }
+  if (!emit_graph(lw, s, bk->X, bk->Sv, bk->state_live, NULL)) return false;
+  for (int i = 0; i < lw->p->n_st; i++) {
+    const port *st = &s->ports[FRNN_PORT_STATE][i];
+    slots_set(lw, bk->S[i], st->cls, lw->vals[st->value], s->nodes[st->value].cls);
+  }
+  return true;
+}
+
+/* The states of scratch slot `slot` into Sv. */
+static void load_states(lower *lw, bwd_kernel *bk, LLVMValueRef slot) {
+  int q = 0;
+  for (int i = 0; i < lw->p->n_st; i++) {
+    int cls = bk->s->ports[FRNN_PORT_STATE][i].cls;
+    for (int e = 0; e < count_of(&lw->ks, cls); e++, q++)
+      bk->Sv[i][e] = cg_load_elem(lw->cg, bk->scratch, scratch_index(lw, bk, slot, q), TD_F32);
+  }
+}
+
+/* Recomputes steps from .. to - 1 into scratch slots 0, 1, ... */
+static bool recompute_pass(lower *lw, bwd_kernel *bk, LLVMValueRef from, LLVMValueRef to) {
+  codegen *cg = lw->cg;
+  LLVMValueRef last = LLVMBuildSub(cg->b, to, cg_i64(cg, 1), "");
+  pf_begin(lw, &bk->pfx, from, 1, last);
+  for (int part = 0; part < 2; part++) { /* whole trips, then the rest (queued_loop_begin) */
+    loop lf;
+    if (!queued_loop_begin(lw, &bk->pfx, part, bk->tvar, from, to, 1, bk->T, "recompute", &lf)) continue;
+    for (int sub = 0; sub < pf_unroll(&bk->pfx); sub++) {
+      LLVMValueRef t = loop_sub_step(lw, &lf, sub);
+      pf_take(lw, &bk->pfx, t, 1, last);
+      if (!recompute_step(lw, bk, true, LLVMBuildSub(cg->b, t, from, ""))) return false;
+      pf_push(lw, &bk->pfx, t, 1, part ? last : NULL);
+    }
+    loop_end_trip(lw, &lf, pf_unroll(&bk->pfx));
+  }
+  return true;
+}
+
+/* The walk's step t (its piece from `lo`): its inputs and output gradients
+ * from the queue, its states from scratch, the adjoint, the gradients, the
+ * queue's next loads (clamped to `last`, unless NULL). */
+static bool walk_step(lower *lw, bwd_kernel *bk, LLVMValueRef t, LLVMValueRef lo, LLVMValueRef last) {
+  codegen *cg = lw->cg;
+  const plan *p = lw->p;
+  const frnn_step *s = bk->s, *adj = bk->adj;
+  const xchg *x = &bk->x;
+  pf_take(lw, &bk->pfr, t, -1, lo);
+  /* The states of the step the inputs' queue loads (the next with hints):
+   * lane q of each warp fetches float q's line into L1. */
+  if ((bk->pfr.hint || bk->pfr.on) && !p->bwd_shared_slots) {
+    LLVMValueRef t_next = steps_on(lw, t, bk->pfr.on ? bk->pfr.depth : 1, -1, lo);
+    LLVMValueRef lane = LLVMBuildAnd(cg->b, lw->tid, cg_i32(cg, 31), "");
+    LLVMValueRef q = cg_select(cg, cg_ult(cg, lane, cg_i32(cg, p->bwd_regs)), lane, cg_i32(cg, 0));
+    LLVMValueRef idx = cg_add(cg, cg_add(cg, bk->sc_block, cg_mul(cg, LLVMBuildSub(cg->b, t_next, lo, ""), cg_i64(cg, bk->per_state))),
+                              cg_add(cg, cg_mul(cg, cg_zext64(cg, q), cg_i64(cg, bk->n_threads)),
+                                     cg_mul(cg, cg_zext64(cg, lw->warp), cg_i64(cg, 32))));
+    cg_prefetch_elem(cg, bk->scratch, idx, TD_F32);
+  }
+  load_states(lw, bk, LLVMBuildSub(cg->b, t, lo, ""));
+  for (int c = 0; c < bk->carry.n; c++) {
+    int i = bk->carry_port[c], cls = s->ports[FRNN_PORT_STATE][i].cls;
+    slots_get(lw, bk->S[i], cls, bk->carry.vals[c]);
+    slots_set(lw, bk->S[i], cls, bk->Sv[i], cls); /* the next step's (t - 1's) */
+  }
+  for (int i = 0; i < p->n_st; i++) slots_get(lw, bk->dS[i], s->ports[FRNN_PORT_STATE][i].cls, bk->dSv[i]);
+  /* The adjoint's inputs are x..., S..., grad_y..., grad_next_S...: all its
+   * leaves are INPUT leaves, numbered in that order. */
+  LLVMValueRef *leaves[4 * FRNN_MAX_PORTS];
+  int nl = 0;
+  for (int i = 0; i < p->n_in; i++) leaves[nl++] = bk->X[i];
+  for (int i = 0; i < p->n_st; i++) leaves[nl++] = bk->Sv[i];
+  for (int i = 0; i < p->n_out; i++) leaves[nl++] = bk->GY[i];
+  for (int i = 0; i < p->n_st; i++) leaves[nl++] = bk->dSv[i];
+  lw->kind = bk->kind;
+  lw->to_caller = bk->acc_terms ? bk->to_acc : NULL;
+  bool emitted = emit_graph(lw, adj, leaves, NULL, bk->walk_live, &bk->carry);
+  lw->kind = NULL;
+  lw->to_caller = NULL;
+  if (!emitted) return false;
+  /* Step t's slots: set (t / K) % 2, place t % K. */
+  LLVMValueRef in_set = LLVMBuildAnd(cg->b, t, cg_i64(cg, x->K - 1), "");
+  LLVMValueRef set0 = cg_mul(cg, LLVMBuildAnd(cg->b, LLVMBuildUDiv(cg->b, t, cg_i64(cg, x->K), ""), cg_i64(cg, 1), ""),
+                             cg_i64(cg, (int64_t)x->K * x->per_buf));
+  LLVMValueRef buf = cg_add(cg, set0, cg_mul(cg, in_set, cg_i64(cg, x->per_buf)));
+  /* The sums over t first: an optional gradient's store is a branch,
+   * and a product can fuse into its sum (FMA) only in the same block. */
+  for (int i = 0; i < p->n_in; i++) {
+    const port *o = &adj->ports[FRNN_PORT_OUTPUT][i];
+    int cls = o->cls, vcls = adj->nodes[o->value].cls, cn = CLASS_HAS_N(cls) ? lw->ks.cn : 1;
+    int nt = 0;
+    if (bk->acc[i] && bk->acc_terms && bk->to_acc[o->value] && lw->absorbed)
+      chain_terms(adj, lw->absorbed, o->value, false, bk->acc_terms, &nt);
+    for (int e = 0; bk->acc[i] && e < count_of(&lw->ks, cls); e++) {
+      LLVMValueRef was = cg_load(cg, cg->t_f32, bk->acc[i][e]);
+      LLVMValueRef sum = nt ? emit_chain(lw, adj, bk->acc_terms, nt, e / cn, e % cn, was)
+                            : cg_fadd(cg, was, at(lw, lw->vals[o->value], vcls, e / cn, e % cn));
+      cg_store(cg, sum, bk->acc[i][e]);
+    }
+  }
+  for (int i = 0; i < p->n_in; i++) {
+    const port *o = &adj->ports[FRNN_PORT_OUTPUT][i];
+    int cls = o->cls, vcls = adj->nodes[o->value].cls;
+    if (bk->acc[i]) continue;
+    if (x->stride[i]) xchg_write(lw, x, i, buf, lw->vals[o->value], vcls);
+    else store_tensor(lw, &bk->gin[i], t, cls, lw->vals[o->value], vcls);
+  }
+  for (int i = 0; i < p->n_st; i++) {
+    const port *o = &adj->ports[FRNN_PORT_OUTPUT][p->n_in + i];
+    slots_set(lw, bk->dS[i], o->cls, lw->vals[o->value], adj->nodes[o->value].cls);
+  }
+  if (bk->per_step_xchg) { /* a batch is complete at a multiple of K */
+    LLVMBasicBlockRef flush = cg_block(cg, "xchg_flush"), on = cg_block(cg, "xchg_later");
+    cg_cond_br(cg, icmp(lw, LLVMIntEQ, in_set, cg_i64(cg, 0)), flush, on);
+    cg_at(cg, flush);
+    xchg_sync(lw, x);
+    for (int i = 0; i < p->n_in; i++)
+      if (x->stride[i] && !bk->acc[i]) xchg_store(lw, x, i, set0, &bk->gin[i], t, x->K, bk->T, bk->rank);
+    cg_br(cg, on);
+    cg_at(cg, on);
+  }
+  pf_push(lw, &bk->pfr, t, -1, last);
+  return true;
+}
+
+/* Walks steps hi - 1 down to lo, their states in scratch slots 0, 1, ... */
+static bool walk_pass(lower *lw, bwd_kernel *bk, LLVMValueRef lo, LLVMValueRef hi) {
+  codegen *cg = lw->cg;
+  LLVMValueRef last = LLVMBuildSub(cg->b, hi, cg_i64(cg, 1), "");
+  pf_begin(lw, &bk->pfr, last, -1, lo);
+  for (int part = 0; part < 2; part++) { /* whole trips, then the rest (queued_loop_begin) */
+    loop lb;
+    if (!queued_loop_begin(lw, &bk->pfr, part, bk->tvar, last, lo, -1, bk->T, "reverse", &lb)) continue;
+    for (int sub = 0; sub < pf_unroll(&bk->pfr); sub++) {
+      LLVMValueRef t = loop_sub_step(lw, &lb, sub);
+      if (!walk_step(lw, bk, t, lo, part ? lo : NULL)) return false;
+    }
+    loop_end_trip(lw, &lb, pf_unroll(&bk->pfr));
+  }
+  return true;
+}
+
 static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) {
   codegen *cg = lw->cg;
   const plan *p = lw->p;
   lw->ks = p->bwd;
+  lw->pred_stores = p->pred_bwd;
   LLVMTypeRef types[5 * FRNN_MAX_PORTS * TENSOR_PARAMS + 16];
   int n = 0;
   for (int i = 0; i < p->n_in + p->n_out + p->n_st + p->n_in + p->n_st; i++) tensor_param_types(cg, types, &n);
@@ -1094,68 +1297,71 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
     if (LLVMGetTypeKind(types[i]) == LLVMPointerTypeKind) cg_param_noalias(cg, fn, i);
   lw->b = cg_zext64(cg, cg_ctaid_z(cg));
   lw->h = cg_zext64(cg, cg_ctaid_y(cg));
+  bwd_kernel *bk = calloc(1, sizeof *bk);
+  if (!bk) return false;
+  bk->s = s;
+  bk->adj = adj;
   /* A split head: blocks x = 0..G-1 of the grid are one cluster. */
   int G = lw->ks.row_blocks;
   LLVMValueRef rank = G > 1 ? cg_ctaid_x(cg) : cg_i32(cg, 0);
+  bk->rank = rank;
   geometry(lw, rank);
-  uint8_t *kind = NULL;
   static const int no_stride[FRNN_MAX_PORTS];
-  xchg x = {.G = G, .W = lw->ks.warps, .K = 1, .off = p->xchg_off, .stride = no_stride};
+  xchg *x = &bk->x;
+  *x = (xchg){.G = G, .W = lw->ks.warps, .K = 1, .off = p->xchg_off, .stride = no_stride};
   if (p->bwd_deferred) {
-    kind = malloc(adj->n_nodes ? adj->n_nodes : 1);
-    if (!kind) return false;
-    if (!split_kinds(adj, p->n_in, kind)) cg_error(cg, "backward planned deferred, but its sums over M are not");
-    x.stride = p->xchg_stride;
-    x.per_buf = p->xchg_floats;
-    x.K = p->xchg_steps;
-    if (x.per_buf) {
-      x.shared = cg_dynamic_shared(cg, "frnn_bwd_shared");
-      for (int b = 0; b < G && G > 1; b++) x.block[b] = cg_cluster_shared(cg, x.shared, cg_i32(cg, b));
+    bk->kind = malloc(adj->n_nodes ? adj->n_nodes : 1);
+    if (!bk->kind) return false;
+    if (!split_kinds(adj, p->n_in, bk->kind)) cg_error(cg, "backward planned deferred, but its sums over M are not");
+    x->stride = p->xchg_stride;
+    x->per_buf = p->xchg_floats;
+    x->K = p->xchg_steps;
+    if (x->per_buf) {
+      x->shared = cg_dynamic_shared(cg, "frnn_bwd_shared");
+      for (int b = 0; b < G && G > 1; b++) x->block[b] = cg_cluster_shared(cg, x->shared, cg_i32(cg, b));
     }
   }
-  bool per_step_xchg = false;
-  uint8_t *state_live = nodes_for_states(s);
+  bk->state_live = nodes_for_states(s);
   /* The walk's carry: step t's next states are step t+1's previous ones,
    * which the walk loaded one step earlier (and, for a piece's last step, the
    * states its recompute ended with); they wait in S.  The adjoint's copies
    * of the next states take them, and what only those needed is not emitted
    * (S4D: 40 of the walk's 225 instructions a step). */
-  given_values carry = {0};
-  int carry_port[FRNN_MAX_PORTS];
-  uint8_t *walk_live = NULL;
+  given_values *carry = &bk->carry;
   if (p->bwd_carry) {
     uint32_t next_at[FRNN_MAX_PORTS], roots[2 * FRNN_MAX_PORTS];
     adjoint_next_states(s, adj, next_at);
     for (int i = 0; i < p->n_st; i++) {
       int cls = s->ports[FRNN_PORT_STATE][i].cls;
       if (next_at[i] == NODE_NONE || adj->nodes[next_at[i]].cls != cls) continue;
-      if (!(carry.vals[carry.n] = new_vals(lw, cls))) return false;
-      carry_port[carry.n] = i;
-      carry.node[carry.n++] = next_at[i];
+      if (!(carry->vals[carry->n] = new_vals(lw, cls))) return false;
+      bk->carry_port[carry->n] = i;
+      carry->node[carry->n++] = next_at[i];
     }
     int n_roots = 0;
     for (int i = 0; i < adj->n_ports[FRNN_PORT_OUTPUT]; i++) roots[n_roots++] = adj->ports[FRNN_PORT_OUTPUT][i].value;
-    if (carry.n) walk_live = nodes_needed(adj, roots, n_roots, &carry);
+    if (carry->n) bk->walk_live = nodes_needed(adj, roots, n_roots, carry);
   }
   /* A time-invariant input's gradient, a sum of terms used nowhere else, is
    * chained onto its sum over t (acc += a*b + c*d: two FMAs, not an FMA, a
    * multiply and an add); the walk emits it there, not in the graph. */
   lw->chains = p->chains;
-  uint8_t *to_acc = p->chains ? calloc(adj->n_nodes ? adj->n_nodes : 1, 1) : NULL;
-  term *acc_terms = to_acc ? malloc((adj->n_nodes + 1) * 2 * sizeof *acc_terms) : NULL;
-  for (int i = 0; acc_terms && i < p->n_in; i++) {
+  uint8_t *to_acc = bk->to_acc = p->chains ? calloc(adj->n_nodes ? adj->n_nodes : 1, 1) : NULL;
+  bk->acc_terms = to_acc ? malloc((adj->n_nodes + 1) * 2 * sizeof *bk->acc_terms) : NULL;
+  for (int i = 0; bk->acc_terms && i < p->n_in; i++) {
     uint32_t v = adj->ports[FRNN_PORT_OUTPUT][i].value;
     int uses = 0;
     for (int k = 0; k < adj->n_ports[FRNN_PORT_OUTPUT]; k++) uses += adj->ports[FRNN_PORT_OUTPUT][k].value == v;
     for (uint32_t u = 0; u < adj->n_nodes; u++)
-      if (!(walk_live && !walk_live[u]) && !is_given(&carry, u, NULL))
+      if (!(bk->walk_live && !bk->walk_live[u]) && !is_given(carry, u, NULL))
         for (int a = 0; a < op_get(adj->nodes[u].op)->arity; a++) uses += adj->nodes[u].arg[a] == v;
     to_acc[v] = (lw->spec->in_bcast[i] & 2) && uses == 1 && is_sum_op(adj->nodes[v].op) &&
-                adj->nodes[v].op != FRNN_OP_NEG && !is_given(&carry, v, NULL);
+                adj->nodes[v].op != FRNN_OP_NEG && !is_given(carry, v, NULL);
   }
   LLVMValueRef ckpt = cg_param(cg, ws), scratch = cg_param(cg, ws + 1), T = cg_param(cg, ws + 2),
                H = cg_param(cg, ws + 3), C = cg_param(cg, ws + 4), NC = cg_param(cg, ws + 5),
                C2 = cg_param(cg, ws + 6);
+  bk->T = T;
   lw->bh = cg_add(cg, cg_mul(cg, lw->b, H), lw->h);
   targ in[FRNN_MAX_PORTS], gout[FRNN_MAX_PORTS], gfin[FRNN_MAX_PORTS], gin[FRNN_MAX_PORTS],
       gst[FRNN_MAX_PORTS];
@@ -1165,35 +1371,34 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   for (int i = 0; i < p->n_st; i++, k += TENSOR_PARAMS) gfin[i] = tensor_arg(lw, k, lw->spec->dt_gfinal[i], (lw->spec->contig[CONTIG_GFINAL] >> i) & 1);
   for (int i = 0; i < p->n_in; i++, k += TENSOR_PARAMS) gin[i] = tensor_arg(lw, k, lw->spec->dt_gin[i], (lw->spec->contig[CONTIG_GIN] >> i) & 1);
   for (int i = 0; i < p->n_st; i++, k += TENSOR_PARAMS) gst[i] = tensor_arg(lw, k, lw->spec->dt_gstate[i], (lw->spec->contig[CONTIG_GSTATE] >> i) & 1);
+  bk->gin = gin;
 
-  int n_threads = lw->ks.warps * 32;
-  LLVMValueRef *S[FRNN_MAX_PORTS], *Sv[FRNN_MAX_PORTS], *dS[FRNN_MAX_PORTS], *X[FRNN_MAX_PORTS],
-      *acc[FRNN_MAX_PORTS], *GY[FRNN_MAX_PORTS], *dSv[FRNN_MAX_PORTS];
+  int n_threads = bk->n_threads = lw->ks.warps * 32;
   for (int i = 0; i < p->n_st; i++) {
     int cls = s->ports[FRNN_PORT_STATE][i].cls;
-    S[i] = new_slots(lw, cls, entry);
-    dS[i] = new_slots(lw, cls, entry);
-    Sv[i] = new_vals(lw, cls);
-    dSv[i] = new_vals(lw, cls);
-    if (!S[i] || !dS[i] || !Sv[i] || !dSv[i]) return false;
-    load_tensor(lw, &gfin[i], cg_i64(cg, 0), cls, true, dSv[i]);
-    slots_set(lw, dS[i], cls, dSv[i], cls);
+    bk->S[i] = new_slots(lw, cls, entry);
+    bk->dS[i] = new_slots(lw, cls, entry);
+    bk->Sv[i] = new_vals(lw, cls);
+    bk->dSv[i] = new_vals(lw, cls);
+    if (!bk->S[i] || !bk->dS[i] || !bk->Sv[i] || !bk->dSv[i]) return false;
+    load_tensor(lw, &gfin[i], cg_i64(cg, 0), cls, true, bk->dSv[i]);
+    slots_set(lw, bk->dS[i], cls, bk->dSv[i], cls);
   }
   for (int i = 0; i < p->n_in; i++) {
     int cls = s->ports[FRNN_PORT_INPUT][i].cls;
-    if (!(X[i] = new_vals(lw, cls))) return false;
-    acc[i] = NULL;
-    if (x.stride[i] && !(lw->spec->in_bcast[i] & 2)) per_step_xchg = true;
+    if (!(bk->X[i] = new_vals(lw, cls))) return false;
+    bk->acc[i] = NULL;
+    if (x->stride[i] && !(lw->spec->in_bcast[i] & 2)) bk->per_step_xchg = true;
     if (lw->spec->in_bcast[i] & 2) { /* time-invariant: sum over t in registers */
-      if (!(acc[i] = new_slots(lw, cls, entry))) return false;
-      for (int q = 0; q < count_of(&lw->ks, cls); q++) cg_store(cg, cg_f32(cg, 0.0), acc[i][q]);
+      if (!(bk->acc[i] = new_slots(lw, cls, entry))) return false;
+      for (int q = 0; q < count_of(&lw->ks, cls); q++) cg_store(cg, cg_f32(cg, 0.0), bk->acc[i][q]);
     }
   }
   for (int i = 0; i < p->n_out; i++)
-    if (!(GY[i] = new_vals(lw, s->ports[FRNN_PORT_OUTPUT][i].cls))) return false;
+    if (!(bk->GY[i] = new_vals(lw, s->ports[FRNN_PORT_OUTPUT][i].cls))) return false;
 
   LLVMValueRef ck_base = cg_mul(cg, cg_mul(cg, lw->bh, NC), cg_i64(cg, p->state_floats));
-  LLVMValueRef kvar = new_counter(lw, entry), tvar = new_counter(lw, entry);
+  LLVMValueRef kvar = new_counter(lw, entry), tvar = bk->tvar = new_counter(lw, entry);
   loop lk = loop_begin(lw, kvar, LLVMBuildSub(cg->b, NC, cg_i64(cg, 1), ""), cg_i64(cg, 0), -1, "chunk");
   LLVMValueRef kk = cg_load(cg, cg->t_i64, kvar);
   LLVMValueRef t0 = cg_mul(cg, kk, C);
@@ -1201,18 +1406,12 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   t1 = cg_select(cg, icmp(lw, LLVMIntSLT, T, t1), T, t1);
   /* This chunk's checkpoint. */
   LLVMValueRef base = cg_add(cg, ck_base, cg_mul(cg, kk, cg_i64(cg, p->state_floats)));
-  for (int i = 0; i < p->n_st; i++) {
-    int cls = s->ports[FRNN_PORT_STATE][i].cls, cn = CLASS_HAS_N(cls) ? lw->ks.cn : 1;
-    for (int q = 0; q < count_of(&lw->ks, cls); q++)
-      Sv[i][q] = cg_load_elem(cg, ckpt, cg_add(cg, base, state_index(lw, i, cls, q / cn, q % cn)), TD_F32);
-    slots_set(lw, S[i], cls, Sv[i], cls);
-  }
-  /* Scratch, per block, each state laid out [float][thread] so that a warp's
-   * accesses coalesce.  One level (the default): the chunk's C recomputed
-   * states.  Two: C2 recomputed states, then the chunk's second-level
-   * checkpoints, ceil(C/C2) - 1 of them (the last piece's start state is
-   * never saved: the first pass ends there).  plan_workspace sizes it. */
-  int64_t per_state = (int64_t)p->bwd_regs * n_threads;
+  load_checkpoint(lw, bk, ckpt, base);
+  /* Scratch: one level (the default), the chunk's C recomputed states.
+   * Two: C2 recomputed states, then the chunk's second-level checkpoints,
+   * ceil(C/C2) - 1 of them (the last piece's start state is never saved:
+   * the first pass ends there).  plan_workspace sizes it. */
+  int64_t per_state = bk->per_state = (int64_t)p->bwd_regs * n_threads;
   bool two = p->bwd_c2 > 0 || p->bwd_shared_slots > 0;
   LLVMValueRef states = C;
   if (two)
@@ -1226,49 +1425,23 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
     scratch = cg_gep(cg, cg->t_f32, cg_dynamic_shared(cg, "frnn_bwd_shared"), cg_i64(cg, p->xchg_shared_floats));
     sc_block = cg_i64(cg, 0);
   }
-  LLVMValueRef tid64 = cg_zext64(cg, lw->tid);
-#define SCRATCH_INDEX(slot, q)                                                                 \
-  cg_add(cg, cg_add(cg, sc_block, cg_mul(cg, slot, cg_i64(cg, per_state))),                   \
-         cg_add(cg, cg_i64(cg, (int64_t)(q)*n_threads), tid64))
-  /* Steps the states with the forward graph (inputs in X); with `save`,
-   * first stores them in scratch slot `slot`. */
-#define STEP_STATES(save, slot)                                                                \
-  do {                                                                                         \
-    int q_ = 0;                                                                                \
-    for (int i = 0; i < p->n_st; i++) {                                                        \
-      int cls = s->ports[FRNN_PORT_STATE][i].cls;                                              \
-      slots_get(lw, S[i], cls, Sv[i]);                                                         \
-      for (int e = 0; save && e < count_of(&lw->ks, cls); e++, q_++)                           \
-        cg_store_elem(cg, scratch, SCRATCH_INDEX(slot, q_), TD_F32, Sv[i][e]);                 \
-    }                                                                                          \
-    if (!emit_graph(lw, s, X, Sv, state_live, NULL)) return false;                             \
-    for (int i = 0; i < p->n_st; i++) {                                                        \
-      const port *st_ = &s->ports[FRNN_PORT_STATE][i];                                         \
-      slots_set(lw, S[i], st_->cls, lw->vals[st_->value], s->nodes[st_->value].cls);           \
-    }                                                                                          \
-  } while (0)
-#define LOAD_STATES(slot)                                                                      \
-  do {                                                                                         \
-    int q_ = 0;                                                                                \
-    for (int i = 0; i < p->n_st; i++) {                                                        \
-      int cls = s->ports[FRNN_PORT_STATE][i].cls;                                              \
-      for (int e = 0; e < count_of(&lw->ks, cls); e++, q_++)                                   \
-        Sv[i][e] = cg_load_elem(cg, scratch, SCRATCH_INDEX(slot, q_), TD_F32);                 \
-    }                                                                                          \
-  } while (0)
-  prefetch pfx = pf_new(p, p->pf_depth_bwd), pfr = pfx;
+  bk->scratch = scratch;
+  bk->sc_block = sc_block;
+  bk->tid64 = cg_zext64(cg, lw->tid);
+  bk->pfx = pf_new(p, p->pf_depth_bwd);
+  bk->pfr = bk->pfx;
   for (int i = 0; i < p->n_in; i++) {
     bool fixed = lw->spec->in_bcast[i] & 2;
-    if (!pf_add(lw, &pfx, &in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, fixed, X[i], entry) ||
-        !pf_add(lw, &pfr, &in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, fixed, X[i], entry))
+    if (!pf_add(lw, &bk->pfx, &in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, fixed, bk->X[i], entry) ||
+        !pf_add(lw, &bk->pfr, &in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, fixed, bk->X[i], entry))
       return false;
   }
   for (int i = 0; i < p->n_out; i++)
-    if (!pf_add(lw, &pfr, &gout[i], s->ports[FRNN_PORT_OUTPUT][i].cls, true, false, GY[i], entry)) return false;
+    if (!pf_add(lw, &bk->pfr, &gout[i], s->ports[FRNN_PORT_OUTPUT][i].cls, true, false, bk->GY[i], entry)) return false;
   /* Two levels: the chunk's pieces u0 = t0 + j*C2, j = 0..last.  First
-   * pass: from the checkpoint to the last piece's start, saving the state at
-   * the start of every other piece (slot C2 + j); the last one's stays in S.
-   * One level: one piece, the chunk. */
+   * pass: from the checkpoint to the last piece's start, saving the state
+   * at the start of every other piece (slot C2 + j); the last one's stays
+   * in S.  One level: one piece, the chunk. */
   LLVMValueRef u0 = t0, u1 = t1;
   loop ls = {0};
   if (two) {
@@ -1278,13 +1451,13 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
     cg_store(cg, t0, next2);
     cg_store(cg, cg_i64(cg, 0), jvar);
     LLVMValueRef la_last = LLVMBuildSub(cg->b, s_last, cg_i64(cg, 1), "");
-    pf_begin(lw, &pfx, t0, 1, la_last);
+    pf_begin(lw, &bk->pfx, t0, 1, la_last);
     for (int part = 0; part < 2; part++) { /* whole trips, then the rest (queued_loop_begin) */
       loop la;
-      if (!queued_loop_begin(lw, &pfx, part, tvar, t0, s_last, 1, T, "level2", &la)) continue;
-      for (int sub = 0; sub < pf_unroll(&pfx); sub++) {
+      if (!queued_loop_begin(lw, &bk->pfx, part, tvar, t0, s_last, 1, T, "level2", &la)) continue;
+      for (int sub = 0; sub < pf_unroll(&bk->pfx); sub++) {
         LLVMValueRef t = loop_sub_step(lw, &la, sub);
-        pf_take(lw, &pfx, t, 1, la_last);
+        pf_take(lw, &bk->pfx, t, 1, la_last);
         LLVMValueRef due = icmp(lw, LLVMIntEQ, t, cg_load(cg, cg->t_i64, next2));
         LLVMBasicBlockRef yes = cg_block(cg, "l2_save"), no = cg_block(cg, "l2_saved");
         cg_cond_br(cg, due, yes, no);
@@ -1294,19 +1467,19 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
           int q = 0;
           for (int i = 0; i < p->n_st; i++) {
             int cls = s->ports[FRNN_PORT_STATE][i].cls;
-            slots_get(lw, S[i], cls, Sv[i]);
+            slots_get(lw, bk->S[i], cls, bk->Sv[i]);
             for (int e = 0; e < count_of(&lw->ks, cls); e++, q++)
-              cg_store_elem(cg, scratch, SCRATCH_INDEX(cg_add(cg, C2, j), q), TD_F32, Sv[i][e]);
+              cg_store_elem(cg, scratch, scratch_index(lw, bk, cg_add(cg, C2, j), q), TD_F32, bk->Sv[i][e]);
           }
           cg_store(cg, cg_add(cg, j, cg_i64(cg, 1)), jvar);
           cg_store(cg, cg_add(cg, t, C2), next2);
         }
         cg_br(cg, no);
         cg_at(cg, no);
-        STEP_STATES(false, cg_i64(cg, 0));
-        pf_push(lw, &pfx, t, 1, part ? la_last : NULL);
+        if (!recompute_step(lw, bk, false, cg_i64(cg, 0))) return false;
+        pf_push(lw, &bk->pfx, t, 1, part ? la_last : NULL);
       }
-      loop_end_trip(lw, &la, pf_unroll(&pfx));
+      loop_end_trip(lw, &la, pf_unroll(&bk->pfx));
     }
     ls = loop_begin(lw, jvar, last, cg_i64(cg, 0), -1, "subchunk");
     LLVMValueRef j = cg_load(cg, cg->t_i64, jvar);
@@ -1317,153 +1490,56 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
       LLVMBasicBlockRef reload = cg_block(cg, "l2_load"), have = cg_block(cg, "l2_have");
       cg_cond_br(cg, icmp(lw, LLVMIntEQ, j, last), have, reload);
       cg_at(cg, reload);
-      LOAD_STATES(cg_add(cg, C2, j));
-      for (int i = 0; i < p->n_st; i++) slots_set(lw, S[i], s->ports[FRNN_PORT_STATE][i].cls, Sv[i], s->ports[FRNN_PORT_STATE][i].cls);
+      load_states(lw, bk, cg_add(cg, C2, j));
+      for (int i = 0; i < p->n_st; i++)
+        slots_set(lw, bk->S[i], s->ports[FRNN_PORT_STATE][i].cls, bk->Sv[i], s->ports[FRNN_PORT_STATE][i].cls);
       cg_br(cg, have);
       cg_at(cg, have);
     }
   }
-  /* Recompute the piece's states into scratch slots 0, 1, ... */
-  LLVMValueRef u_last = LLVMBuildSub(cg->b, u1, cg_i64(cg, 1), "");
-  pf_begin(lw, &pfx, u0, 1, u_last);
-  for (int part = 0; part < 2; part++) { /* whole trips, then the rest (queued_loop_begin) */
-    loop lf;
-    if (!queued_loop_begin(lw, &pfx, part, tvar, u0, u1, 1, T, "recompute", &lf)) continue;
-    for (int sub = 0; sub < pf_unroll(&pfx); sub++) {
-      LLVMValueRef t = loop_sub_step(lw, &lf, sub);
-      pf_take(lw, &pfx, t, 1, u_last);
-      STEP_STATES(true, LLVMBuildSub(cg->b, t, u0, ""));
-      pf_push(lw, &pfx, t, 1, part ? u_last : NULL);
-    }
-    loop_end_trip(lw, &lf, pf_unroll(&pfx));
-  }
-  /* Walk the piece backwards. */
-  pf_begin(lw, &pfr, u_last, -1, u0);
-  for (int part = 0; part < 2; part++) { /* whole trips, then the rest (queued_loop_begin) */
-    loop lb;
-    if (!queued_loop_begin(lw, &pfr, part, tvar, u_last, u0, -1, T, "reverse", &lb)) continue;
-    for (int sub = 0; sub < pf_unroll(&pfr); sub++) {
-      LLVMValueRef t = loop_sub_step(lw, &lb, sub);
-      pf_take(lw, &pfr, t, -1, u0);
-      /* The states of the step the inputs' queue loads (the next with hints):
-       * lane q of each warp fetches float q's line into L1. */
-      if ((pfr.hint || pfr.on) && !p->bwd_shared_slots) {
-        LLVMValueRef t_next = steps_on(lw, t, pfr.on ? pfr.depth : 1, -1, u0);
-        LLVMValueRef lane = LLVMBuildAnd(cg->b, lw->tid, cg_i32(cg, 31), "");
-        LLVMValueRef q = cg_select(cg, cg_ult(cg, lane, cg_i32(cg, p->bwd_regs)), lane, cg_i32(cg, 0));
-        LLVMValueRef idx = cg_add(cg, cg_add(cg, sc_block, cg_mul(cg, LLVMBuildSub(cg->b, t_next, u0, ""), cg_i64(cg, per_state))),
-                                  cg_add(cg, cg_mul(cg, cg_zext64(cg, q), cg_i64(cg, n_threads)),
-                                         cg_mul(cg, cg_zext64(cg, lw->warp), cg_i64(cg, 32))));
-        cg_prefetch_elem(cg, scratch, idx, TD_F32);
-      }
-      LOAD_STATES(LLVMBuildSub(cg->b, t, u0, ""));
-      for (int c = 0; c < carry.n; c++) {
-        int i = carry_port[c], cls = s->ports[FRNN_PORT_STATE][i].cls;
-        slots_get(lw, S[i], cls, carry.vals[c]);
-        slots_set(lw, S[i], cls, Sv[i], cls); /* the next step's (t - 1's) */
-      }
-      for (int i = 0; i < p->n_st; i++) slots_get(lw, dS[i], s->ports[FRNN_PORT_STATE][i].cls, dSv[i]);
-      /* The adjoint's inputs are x..., S..., grad_y..., grad_next_S...: all its
-       * leaves are INPUT leaves, numbered in that order. */
-      LLVMValueRef *leaves[4 * FRNN_MAX_PORTS];
-      int nl = 0;
-      for (int i = 0; i < p->n_in; i++) leaves[nl++] = X[i];
-      for (int i = 0; i < p->n_st; i++) leaves[nl++] = Sv[i];
-      for (int i = 0; i < p->n_out; i++) leaves[nl++] = GY[i];
-      for (int i = 0; i < p->n_st; i++) leaves[nl++] = dSv[i];
-      lw->kind = kind;
-      lw->to_caller = acc_terms ? to_acc : NULL;
-      bool emitted = emit_graph(lw, adj, leaves, NULL, walk_live, &carry);
-      lw->kind = NULL;
-      lw->to_caller = NULL;
-      if (!emitted) return false;
-      /* Step t's slots: set (t / K) % 2, place t % K. */
-      LLVMValueRef in_set = LLVMBuildAnd(cg->b, t, cg_i64(cg, x.K - 1), "");
-      LLVMValueRef set0 = cg_mul(cg, LLVMBuildAnd(cg->b, LLVMBuildUDiv(cg->b, t, cg_i64(cg, x.K), ""), cg_i64(cg, 1), ""),
-                                 cg_i64(cg, (int64_t)x.K * x.per_buf));
-      LLVMValueRef buf = cg_add(cg, set0, cg_mul(cg, in_set, cg_i64(cg, x.per_buf)));
-      /* The sums over t first: an optional gradient's store is a branch,
-       * and a product can fuse into its sum (FMA) only in the same block. */
-      for (int i = 0; i < p->n_in; i++) {
-        const port *o = &adj->ports[FRNN_PORT_OUTPUT][i];
-        int cls = o->cls, vcls = adj->nodes[o->value].cls, cn = CLASS_HAS_N(cls) ? lw->ks.cn : 1;
-        int nt = 0;
-        if (acc[i] && acc_terms && to_acc[o->value] && lw->absorbed)
-          chain_terms(adj, lw->absorbed, o->value, false, acc_terms, &nt);
-        for (int e = 0; acc[i] && e < count_of(&lw->ks, cls); e++) {
-          LLVMValueRef was = cg_load(cg, cg->t_f32, acc[i][e]);
-          LLVMValueRef sum = nt ? emit_chain(lw, adj, acc_terms, nt, e / cn, e % cn, was)
-                                : cg_fadd(cg, was, at(lw, lw->vals[o->value], vcls, e / cn, e % cn));
-          cg_store(cg, sum, acc[i][e]);
-        }
-      }
-      for (int i = 0; i < p->n_in; i++) {
-        const port *o = &adj->ports[FRNN_PORT_OUTPUT][i];
-        int cls = o->cls, vcls = adj->nodes[o->value].cls;
-        if (acc[i]) continue;
-        if (x.stride[i]) xchg_write(lw, &x, i, buf, lw->vals[o->value], vcls);
-        else store_tensor(lw, &gin[i], t, cls, lw->vals[o->value], vcls);
-      }
-      for (int i = 0; i < p->n_st; i++) {
-        const port *o = &adj->ports[FRNN_PORT_OUTPUT][p->n_in + i];
-        slots_set(lw, dS[i], o->cls, lw->vals[o->value], adj->nodes[o->value].cls);
-      }
-      if (per_step_xchg) { /* a batch is complete at a multiple of K */
-        LLVMBasicBlockRef flush = cg_block(cg, "xchg_flush"), on = cg_block(cg, "xchg_later");
-        cg_cond_br(cg, icmp(lw, LLVMIntEQ, in_set, cg_i64(cg, 0)), flush, on);
-        cg_at(cg, flush);
-        xchg_sync(lw, &x);
-        for (int i = 0; i < p->n_in; i++)
-          if (x.stride[i] && !acc[i]) xchg_store(lw, &x, i, set0, &gin[i], t, x.K, T, rank);
-        cg_br(cg, on);
-        cg_at(cg, on);
-      }
-      pf_push(lw, &pfr, t, -1, part ? u0 : NULL);
-    }
-    loop_end_trip(lw, &lb, pf_unroll(&pfr));
-  }
+  /* Recompute the piece's states into scratch slots 0, 1, ..., then walk
+   * it backwards. */
+  if (!recompute_pass(lw, bk, u0, u1) || !walk_pass(lw, bk, u0, u1)) return false;
   if (two) loop_end(lw, &ls, -1);
   loop_end(lw, &lk, -1);
-#undef SCRATCH_INDEX
-#undef STEP_STATES
-#undef LOAD_STATES
   for (int i = 0; i < p->n_st; i++) {
     int cls = s->ports[FRNN_PORT_STATE][i].cls;
-    slots_get(lw, dS[i], cls, dSv[i]);
-    store_tensor(lw, &gst[i], cg_i64(cg, 0), cls, dSv[i], cls);
+    slots_get(lw, bk->dS[i], cls, bk->dSv[i]);
+    store_tensor(lw, &gst[i], cg_i64(cg, 0), cls, bk->dSv[i], cls);
   }
   bool acc_xchg = false;
   for (int i = 0; i < p->n_in; i++)
-    if (acc[i]) {
+    if (bk->acc[i]) {
       int cls = s->ports[FRNN_PORT_INPUT][i].cls;
-      slots_get(lw, acc[i], cls, X[i]);
-      if (!x.stride[i]) {
-        store_tensor(lw, &gin[i], cg_i64(cg, 0), cls, X[i], cls);
+      slots_get(lw, bk->acc[i], cls, bk->X[i]);
+      if (!x->stride[i]) {
+        store_tensor(lw, &gin[i], cg_i64(cg, 0), cls, bk->X[i], cls);
         continue;
       }
-      if (!acc_xchg && per_step_xchg) xchg_sync(lw, &x); /* the last step's readers are done */
+      if (!acc_xchg && bk->per_step_xchg) xchg_sync(lw, x); /* the last step's readers are done */
       acc_xchg = true;
-      xchg_write(lw, &x, i, cg_i64(cg, 0), X[i], cls);
+      xchg_write(lw, x, i, cg_i64(cg, 0), bk->X[i], cls);
     }
   if (acc_xchg) {
-    xchg_sync(lw, &x);
+    xchg_sync(lw, x);
     for (int i = 0; i < p->n_in; i++)
-      if (acc[i] && x.stride[i]) xchg_store(lw, &x, i, cg_i64(cg, 0), &gin[i], cg_i64(cg, 0), 1, T, rank);
+      if (bk->acc[i] && x->stride[i]) xchg_store(lw, x, i, cg_i64(cg, 0), &gin[i], cg_i64(cg, 0), 1, T, rank);
   }
   /* No block may leave while another still reads its shared memory. */
-  if (G > 1 && (acc_xchg || per_step_xchg)) cg_cluster_barrier(cg);
-  free(kind);
-  free(state_live);
-  free(walk_live);
-  free(to_acc);
-  free(acc_terms);
-  for (int c = 0; c < carry.n; c++) free(carry.vals[c]);
-  pf_free(&pfx);
-  pf_free(&pfr);
+  if (G > 1 && (acc_xchg || bk->per_step_xchg)) cg_cluster_barrier(cg);
   cg_ret(cg);
-  for (int i = 0; i < p->n_st; i++) free(S[i]), free(Sv[i]), free(dS[i]), free(dSv[i]);
-  for (int i = 0; i < p->n_in; i++) free(X[i]), free(acc[i]);
-  for (int i = 0; i < p->n_out; i++) free(GY[i]);
+  free(bk->kind);
+  free(bk->state_live);
+  free(bk->walk_live);
+  free(bk->to_acc);
+  free(bk->acc_terms);
+  for (int c = 0; c < carry->n; c++) free(carry->vals[c]);
+  pf_free(&bk->pfx);
+  pf_free(&bk->pfr);
+  for (int i = 0; i < p->n_st; i++) free(bk->S[i]), free(bk->Sv[i]), free(bk->dS[i]), free(bk->dSv[i]);
+  for (int i = 0; i < p->n_in; i++) free(bk->X[i]), free(bk->acc[i]);
+  for (int i = 0; i < p->n_out; i++) free(bk->GY[i]);
+  free(bk);
   free_vals(lw);
   return true;
 }

@@ -35,7 +35,7 @@ enum { FWD_STATE_BUDGET = 32, BWD_STATE_BUDGET = 64, MAX_WARPS = 32, MAX_RPT_BY_
        FWD_COLS_PER_LANE = 8, BWD_SPLIT_BUDGET = 32, BWD_SPLIT_WARPS = 4, MAX_CLUSTER = 8,
        MAX_XCHG_STEPS = 8, XCHG_BYTES = 96 * 1024, LEAN_C2 = 8, SMEM_XCHG_BYTES = 32 * 1024,
        MAX_SHARED_SLOTS = 64, SMEM_MIN_WARPS = 16, MAX_APART_BLOCKS = 64, APART_SMEM_BLOCKS = 2,
-       CARRY_MAX_FLOATS = 16, MINB_WARPS = 16 };
+       CARRY_MAX_FLOATS = 16, MINB_WARPS = 16, PRED_MAX_RPT = 2 };
 
 /* Tuning knobs for benchmarks (part of the module key, see pipeline.c):
  * FRNN_BWD_BUDGET floats of state per split backward thread, FRNN_BWD_WARPS
@@ -472,6 +472,18 @@ static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_s
   free(kind);
   frnn_step_destroy(own);
   if (!st) plan_prefetch(step, Ns, p);
+  /* Stores without branches (cg_store_elem_if) in kernels of at most
+   * PRED_MAX_RPT rows a thread: there a step is small, and a branch around
+   * each store, into which LLVM sinks the stored value's computation, cuts
+   * it into pieces ptxas schedules apart.  Measured on the H100 (twenty-fifth
+   * session), fw / fw+bw: S4D at N = 128 (2 rows a thread forward, 1
+   * backward) 2.42 / 12.27 -> 2.01 / 11.14 ms, RWKV-4 (1) 0.170 / 0.665 ->
+   * 0.142 / 0.615; with 4 to 8 rows Mamba ran 1.5-7% slower forward and
+   * 2.6-5% backward, mLSTM's backward at N = 16 13%.  FRNN_PRED_STORES = 0
+   * or 1 forces them off or on in both kernels. */
+  int pred = env_int("FRNN_PRED_STORES", -1, -1, 1);
+  p->pred_fwd = pred < 0 ? p->fwd.rpt <= PRED_MAX_RPT : pred;
+  p->pred_bwd = pred < 0 ? p->bwd.rpt <= PRED_MAX_RPT : pred;
   return st;
 }
 
@@ -538,6 +550,12 @@ void plan_describe(const plan *p, char *buf, size_t size) {
   if (queued) {
     size_t n = strlen(buf);
     snprintf(buf + n, size - n, ", %d/%d steps ahead", p->pf_depth_fwd, p->pf_depth_bwd);
+  }
+  if (p->pred_fwd || p->pred_bwd) {
+    size_t n = strlen(buf);
+    snprintf(buf + n, size - n, "; predicated stores in the %s", p->pred_fwd && p->pred_bwd ? "forward and backward"
+                                                                  : p->pred_fwd           ? "forward"
+                                                                                          : "backward");
   }
 }
 

@@ -462,6 +462,17 @@ START_TEST(models_one_context) {
 }
 END_TEST
 
+/* Predicated stores (plan.c pred_fwd, pred_bwd) forced on every model,
+ * kernels of many rows a thread included (by default they keep branches
+ * around their stores). */
+START_TEST(predicated_stores) {
+  setenv("FRNN_PRED_STORES", "1", 1);
+  run_opts o = {2, 37, 3, 48, 96, DT_F32, true, true, NULL, -1};
+  run_model(MODELS[_i], o);
+  unsetenv("FRNN_PRED_STORES");
+}
+END_TEST
+
 int main(void) {
   frnn_ctx *probe;
   if (frnn_ctx_create(&probe)) return 1;
@@ -497,6 +508,7 @@ int main(void) {
     tcase_add_loop_test(tc, wide_states, 0, (int)(sizeof WIDE_MODELS / sizeof *WIDE_MODELS));
   if (!only || !*only || strcmp(only, "lean_backward") == 0)
     tcase_add_loop_test(tc, lean_backward, 0, (int)(sizeof LEAN_MODELS / sizeof *LEAN_MODELS));
+  if (!only || !*only || strcmp(only, "predicated_stores") == 0) tcase_add_loop_test(tc, predicated_stores, 0, N_MODELS);
   if (!only || !*only || strcmp(only, "column_decays") == 0)
     tcase_add_loop_test(tc, column_decays, 0, (int)(sizeof column_cases / sizeof *column_cases));
   suite_add_tcase(su, tc);

@@ -659,6 +659,70 @@ START_TEST(small_rows_queue) {
 }
 END_TEST
 
+/* Basic blocks of kernel `entry` in ptx holding every one of the n strings
+ * of `all` (a block ends at a label or a branch). */
+static int blocks_with(const char *ptx, const char *entry, const char *const *all, int n) {
+  const char *end, *p = kernel_text(ptx, entry, &end);
+  int blocks = 0;
+  unsigned seen = 0;
+  for (; p && *p && (!end || p < end);) {
+    const char *nl = strchr(p, '\n');
+    size_t len = nl ? (size_t)(nl - p) : strlen(p);
+    if (len > 3 && p[0] == '$' && memmem(p, len, ":", 1)) seen = 0;
+    for (int i = 0; i < n; i++)
+      if (memmem(p, len, all[i], strlen(all[i]))) seen |= 1u << i;
+    if (seen == (1u << n) - 1) blocks++, seen = 0;
+    if (memmem(p, len, "bra", 3)) seen = 0;
+    p = nl ? nl + 1 : NULL;
+  }
+  return blocks;
+}
+
+/* Predicated stores (plan.c pred_fwd, pred_bwd; cg_store_elem_if): kernels
+ * of at most 2 rows a thread store without branches (S4D's forward and
+ * backward, RWKV-4's), those of more keep their branches (Mamba's at 128 x
+ * 128: 4 rows a thread forward, 8 backward); FRNN_PRED_STORES forces
+ * either.  In the PTX, a step of RWKV-4's walk is one basic block, its
+ * states loaded from scratch and its gradients stored; with branches the
+ * backward has no predicated store. */
+START_TEST(predicated_stores) {
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  target t;
+  ck_assert(target_parse(ctx, "sm_90", &t) == FRNN_OK);
+  static const struct { const char *file; int64_t N; bool fwd, bwd; } want[] = {
+      {"examples/s4d.frnn", 32, true, true}, {"examples/rwkv4.frnn", 128, true, true},
+      {"examples/mamba.frnn", 128, false, false}, {"examples/mlstm.frnn", 16, true, false}};
+  for (int k = 0; k < 4; k++) {
+    frnn_step *s;
+    ck_assert(frnn_step_load(ctx, test_source_path(want[k].file), &s) == FRNN_OK);
+    plan p;
+    ck_assert(plan_make(ctx, s, NULL, 128, want[k].N, &t, &p) == FRNN_OK);
+    ck_assert_msg(p.pred_fwd == want[k].fwd && p.pred_bwd == want[k].bwd, "%s: %d %d (%d and %d rows a thread)",
+                  want[k].file, p.pred_fwd, p.pred_bwd, p.fwd.rpt, p.bwd.rpt);
+    for (int forced = 0; forced < 2; forced++) {
+      setenv("FRNN_PRED_STORES", forced ? "1" : "0", 1);
+      ck_assert(plan_make(ctx, s, NULL, 128, want[k].N, &t, &p) == FRNN_OK);
+      unsetenv("FRNN_PRED_STORES");
+      ck_assert(p.pred_fwd == forced && p.pred_bwd == forced);
+    }
+    frnn_step_destroy(s);
+  }
+  frnn_ctx_destroy(ctx);
+  char *with = chunked_ptx("examples/rwkv4.frnn", "sm_90", NULL);
+  char *without = chunked_ptx("examples/rwkv4.frnn", "sm_90", "FRNN_PRED_STORES=0");
+  static const char *const step[] = {"ld.global.f32", "@p st.global.b16"};
+  ck_assert_int_ge(blocks_with(with, "frnn_bwd", step, 2), 8); /* the walk's trips of 8 steps */
+  const char *end, *bwd = kernel_text(without, "frnn_bwd", &end);
+  char *text = strndup(bwd, end ? (size_t)(end - bwd) : strlen(bwd));
+  ck_assert_int_eq(count(text, "@p st.global"), 0);
+  ck_assert_int_gt(count(text, "st.global.b16"), 0);
+  free(text);
+  free(with);
+  free(without);
+}
+END_TEST
+
 /* A backward whose rows need nothing from each other (S4D: every input has
  * rows, no sum over M; plan.c rows_apart): its head's rows split over
  * independent blocks (no cluster), a thread a row of 8 columns, the
@@ -1062,6 +1126,7 @@ int main(void) {
   tcase_add_loop_test(tc, tuning_knobs_assemble, 0, (int)(sizeof KNOBS / sizeof *KNOBS));
   tcase_add_test(tc, workspace_levels);
   tcase_add_test(tc, small_rows_queue);
+  tcase_add_test(tc, predicated_stores);
   tcase_add_test(tc, rows_apart_backward);
   tcase_add_test(tc, walk_carry);
   tcase_add_test(tc, big_blocks_one_an_sm);
