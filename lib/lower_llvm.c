@@ -485,6 +485,19 @@ static bool is_sum_op(int op) { return op == FRNN_OP_ADD || op == FRNN_OP_SUB ||
 
 /* Nodes absorbed into their user's chain, among those emitted (live, not
  * given).  NULL when out of memory (then nothing is). */
+/* uses[v]: operands that are node v among the nodes of g emitted (marked by
+ * `live`, NULL: all; not given); user[v] (may be NULL): the last of them. */
+static void operand_uses(const frnn_step *g, const uint8_t *live, const given_values *gv, uint32_t *uses,
+                         uint32_t *user) {
+  for (uint32_t v = 0; v < g->n_nodes; v++) {
+    if ((live && !live[v]) || is_given(gv, v, NULL)) continue;
+    for (int i = 0; i < op_get(g->nodes[v].op)->arity; i++) {
+      uses[g->nodes[v].arg[i]]++;
+      if (user) user[g->nodes[v].arg[i]] = v;
+    }
+  }
+}
+
 static uint8_t *absorbed_nodes(const frnn_step *g, const uint8_t *live, const given_values *gv) {
   uint32_t n = g->n_nodes ? g->n_nodes : 1;
   uint8_t *absorbed = calloc(n, 1);
@@ -493,16 +506,10 @@ static uint8_t *absorbed_nodes(const frnn_step *g, const uint8_t *live, const gi
     free(absorbed), free(uses), free(user);
     return NULL;
   }
-  for (int k = 0; k < 3; k++)
+  for (int k = 0; k < 3; k++) /* a port's value is never absorbed */
     for (int i = 0; i < g->n_ports[k]; i++)
       if (k != FRNN_PORT_INPUT && g->ports[k][i].value != NODE_NONE) uses[g->ports[k][i].value] += 2;
-  for (uint32_t v = 0; v < g->n_nodes; v++) {
-    if ((live && !live[v]) || is_given(gv, v, NULL)) continue;
-    for (int i = 0; i < op_get(g->nodes[v].op)->arity; i++) {
-      uses[g->nodes[v].arg[i]]++;
-      user[g->nodes[v].arg[i]] = v;
-    }
-  }
+  operand_uses(g, live, gv, uses, user);
   for (uint32_t v = 0; v < g->n_nodes; v++) {
     const node *nd = &g->nodes[v];
     const node *u = &g->nodes[user[v]];
@@ -1348,16 +1355,16 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   lw->chains = p->chains;
   uint8_t *to_acc = bk->to_acc = p->chains ? calloc(adj->n_nodes ? adj->n_nodes : 1, 1) : NULL;
   bk->acc_terms = to_acc ? malloc((adj->n_nodes + 1) * 2 * sizeof *bk->acc_terms) : NULL;
-  for (int i = 0; bk->acc_terms && i < p->n_in; i++) {
+  uint32_t *uses = bk->acc_terms ? calloc(adj->n_nodes ? adj->n_nodes : 1, sizeof *uses) : NULL;
+  if (uses) operand_uses(adj, bk->walk_live, carry, uses, NULL);
+  for (int i = 0; uses && i < p->n_in; i++) {
     uint32_t v = adj->ports[FRNN_PORT_OUTPUT][i].value;
-    int uses = 0;
-    for (int k = 0; k < adj->n_ports[FRNN_PORT_OUTPUT]; k++) uses += adj->ports[FRNN_PORT_OUTPUT][k].value == v;
-    for (uint32_t u = 0; u < adj->n_nodes; u++)
-      if (!(bk->walk_live && !bk->walk_live[u]) && !is_given(carry, u, NULL))
-        for (int a = 0; a < op_get(adj->nodes[u].op)->arity; a++) uses += adj->nodes[u].arg[a] == v;
-    to_acc[v] = (lw->spec->in_bcast[i] & 2) && uses == 1 && is_sum_op(adj->nodes[v].op) &&
+    uint32_t n_uses = uses[v];
+    for (int k = 0; k < adj->n_ports[FRNN_PORT_OUTPUT]; k++) n_uses += adj->ports[FRNN_PORT_OUTPUT][k].value == v;
+    to_acc[v] = (lw->spec->in_bcast[i] & 2) && n_uses == 1 && is_sum_op(adj->nodes[v].op) &&
                 adj->nodes[v].op != FRNN_OP_NEG && !is_given(carry, v, NULL);
   }
+  free(uses);
   LLVMValueRef ckpt = cg_param(cg, ws), scratch = cg_param(cg, ws + 1), T = cg_param(cg, ws + 2),
                H = cg_param(cg, ws + 3), C = cg_param(cg, ws + 4), NC = cg_param(cg, ws + 5),
                C2 = cg_param(cg, ws + 6);
