@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <dirent.h>
 #include <execinfo.h>
 #include <ftw.h>
 #include <signal.h>
@@ -186,4 +187,20 @@ const char *test_source_path(const char *rel) {
   const char *root = getenv("FRNN_SOURCE_DIR");
   snprintf(buf, sizeof buf, "%s/%s", root ? root : ".", rel);
   return buf;
+}
+
+static int by_name(const void *a, const void *b) { return strcmp((const char *)a, (const char *)b); }
+
+int test_examples(char names[][TEST_NAME_MAX], int cap) {
+  DIR *d = opendir(test_source_path("examples"));
+  if (!d) return 0;
+  int n = 0;
+  for (struct dirent *e; (e = readdir(d)) && n < cap;) {
+    size_t len = strlen(e->d_name);
+    if (len > 5 && len - 5 < TEST_NAME_MAX && strcmp(e->d_name + len - 5, ".frnn") == 0)
+      snprintf(names[n++], TEST_NAME_MAX, "%.*s", (int)(len - 5), e->d_name);
+  }
+  closedir(d);
+  qsort(names, (size_t)n, TEST_NAME_MAX, by_name);
+  return n;
 }

@@ -52,4 +52,9 @@ double tt_max_abs_diff(const ttensor *a, const ttensor *b);
 /* Path of a file under the source tree (FRNN_SOURCE_DIR); static buffer. */
 const char *test_source_path(const char *rel);
 
+/* The names of the .frnn files of examples/ without ".frnn", sorted, at most cap of them
+ * (names longer than TEST_NAME_MAX - 1 skipped); how many. */
+enum { TEST_NAME_MAX = 64 };
+int test_examples(char names[][TEST_NAME_MAX], int cap);
+
 #endif

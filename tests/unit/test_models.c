@@ -23,7 +23,6 @@
 #include "testutil.h"
 
 #include <check.h>
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -293,20 +292,15 @@ END_TEST
 
 /* Every .frnn file of examples/ is in the table above, so a new example gets checked. */
 START_TEST(test_every_example_listed) {
-  DIR *d = opendir(test_source_path("examples"));
-  ck_assert_msg(d, "cannot open %s", test_source_path("examples"));
-  struct dirent *e;
-  int n = 0;
-  while ((e = readdir(d))) {
-    size_t len = strlen(e->d_name);
-    if (len < 6 || strcmp(e->d_name + len - 5, ".frnn") != 0) continue;
-    n++;
+  char names[64][TEST_NAME_MAX];
+  int n = test_examples(names, 64);
+  for (int k = 0; k < n; k++) {
+    char file[TEST_NAME_MAX + 8];
+    snprintf(file, sizeof file, "%.*s.frnn", (int)TEST_NAME_MAX - 1, names[k]);
     bool found = false;
-    for (int i = 0; i < N_MODELS; i++) found |= strcmp(models[i].file, e->d_name) == 0;
-    ck_assert_msg(found, "examples/%s is not checked by test_models.c: add it to models[]",
-                  e->d_name);
+    for (int i = 0; i < N_MODELS; i++) found |= strcmp(models[i].file, file) == 0;
+    ck_assert_msg(found, "examples/%s is not checked by test_models.c: add it to models[]", file);
   }
-  closedir(d);
   ck_assert_int_eq(n, N_MODELS);
 }
 END_TEST

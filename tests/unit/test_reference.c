@@ -995,10 +995,8 @@ END_TEST
  * state it holds instead): evaluated from the same leaves, it must equal the
  * forward's next state exactly (the same operations, commutative operands
  * possibly swapped).  S4D, whose walk depends on it, must have both. */
-static const char *const EXAMPLES[] = {"delta_rule", "gated_delta_rule", "gla", "gsa_keys", "gsa_values",
-                                       "hgrn", "longhorn", "mamba", "mamba2", "mlstm",
-                                       "retention", "rwkv4", "rwkv6", "rwkv7", "s4d"};
-#define N_EXAMPLES (int)(sizeof EXAMPLES / sizeof *EXAMPLES)
+static char EXAMPLES[64][TEST_NAME_MAX]; /* the .frnn files of examples/ (main) */
+static int n_examples;
 START_TEST(adjoint_next_states_exact) {
   frnn_ctx *ctx;
   ck_assert_int_eq(frnn_ctx_create(&ctx), FRNN_OK);
@@ -1096,7 +1094,7 @@ static Suite *suite(void) {
   tcase_add_loop_test(tc, backward_null_means_zero, 0, N_MODELS);
   tcase_add_test(tc, backward_low_precision_gradients);
   tcase_add_test(tc, eval_adjoint_step);
-  tcase_add_loop_test(tc, adjoint_next_states_exact, 0, N_EXAMPLES);
+  tcase_add_loop_test(tc, adjoint_next_states_exact, 0, n_examples);
   suite_add_tcase(s, tc);
   tc = tcase_create("layouts");
   tcase_add_test(tc, broadcast_inputs_bitwise);
@@ -1108,6 +1106,11 @@ static Suite *suite(void) {
 
 int main(void) {
   R = test_rng("test_reference");
+  n_examples = test_examples(EXAMPLES, 64);
+  if (n_examples == 0) {
+    fprintf(stderr, "no examples under %s\n", test_source_path("examples"));
+    return EXIT_FAILURE;
+  }
   SRunner *sr = srunner_create(suite());
   srunner_run_all(sr, CK_NORMAL);
   int failed = srunner_ntests_failed(sr);
