@@ -332,8 +332,23 @@ LLVMValueRef cg_fsub(codegen *cg, LLVMValueRef a, LLVMValueRef b) {
 LLVMValueRef cg_fmul(codegen *cg, LLVMValueRef a, LLVMValueRef b) {
   return contract(LLVMBuildFMul(cg->b, a, b, ""));
 }
+/* a / b: IEEE (div.rn.f32: a reciprocal, its refinement, a range check and a
+ * branch to a slow path), or where cg->div_full (the recurrent kernels, not
+ * accurate math) div.full.f32, at most 2 ulp off, no branch; a constant
+ * divisor stays LLVM's to fold. */
 LLVMValueRef cg_fdiv(codegen *cg, LLVMValueRef a, LLVMValueRef b) {
-  return LLVMBuildFDiv(cg->b, a, b, "");
+  if (!cg->div_full || cg->accurate || LLVMIsConstant(b)) return LLVMBuildFDiv(cg->b, a, b, "");
+  static const char ftz_text[] = "div.full.ftz.f32 $0, $1, $2;", text[] = "div.full.f32 $0, $1, $2;", cons[] = "=f,f,f";
+  LLVMTypeRef args[2] = {cg->t_f32, cg->t_f32};
+  LLVMTypeRef fty = LLVMFunctionType(cg->t_f32, args, 2, 0);
+  LLVMValueRef ia = LLVMGetInlineAsm(fty, (char *)(cg->ftz ? ftz_text : text), (cg->ftz ? sizeof ftz_text : sizeof text) - 1,
+                                     (char *)cons, sizeof cons - 1, 0, 0, LLVMInlineAsmDialectATT, 0);
+  LLVMValueRef vals[2] = {a, b};
+  LLVMValueRef call = LLVMBuildCall2(cg->b, fty, ia, vals, 2, "");
+  /* memory(none), nounwind: LLVM may hoist and share it like an operation. */
+  LLVMAddCallSiteAttribute(call, LLVMAttributeFunctionIndex, enum_attr(cg, "memory", 0));
+  LLVMAddCallSiteAttribute(call, LLVMAttributeFunctionIndex, enum_attr(cg, "nounwind", 0));
+  return call;
 }
 LLVMValueRef cg_fneg(codegen *cg, LLVMValueRef a) { return LLVMBuildFNeg(cg->b, a, ""); }
 

@@ -442,6 +442,8 @@ typedef struct plan {
   bool bwd_carry; /* the backward's walk takes each step's next states from the step
                      after it (the states it loaded) instead of recomputing them
                      (lower_backward); where bwd_regs is small (FRNN_BWD_CARRY) */
+  bool div_full; /* the recurrent kernels divide by div.full.f32 (2 ulp, no slow path;
+                   FRNN_DIV; codegen.c cg_fdiv) */
   bool pred_fwd, pred_bwd; /* each kernel stores its tensors by predicated stores,
                               not branches around stores (plan_build;
                               lower_llvm.c store_tensor) */
@@ -538,6 +540,7 @@ typedef struct codegen {
   LLVMValueRef fn;          /* the kernel being built (last cg_kernel) */
   bool accurate;            /* math: libdevice __nv_* (true) or approx PTX */
   bool ftz;                 /* kernels flush f32 subnormals; nvvm-reflect-ftz */
+  bool div_full;            /* cg_fdiv as div.full.f32 (not accurate; plan.div_full) */
   bool need_libdevice;      /* set by helpers that call __nv_* */
   int n_errors;             /* LLVM error diagnostics + helper misuse */
   char first_error[1024];   /* the first of them */

@@ -1689,6 +1689,7 @@ frnn_status lower_module(codegen *cg, const plan *p, const lower_spec *spec, con
                      "M = %lld, N = %lld need %d bytes of shared memory for sums over M (> 48 KB)",
                      (long long)p->M, (long long)p->N, smem_floats * 4);
   bool ok = true;
+  cg->div_full = p->div_full;
   if (kernels & KERNEL_FWD) {
     lw.smem = cg_shared_array(cg, "frnn_fwd_summ", cg->t_f32, p->fwd.warps * p->fwd.cn * p->fwd.lpr);
     ok = ok && lower_forward(&lw, s);
@@ -1700,6 +1701,7 @@ frnn_status lower_module(codegen *cg, const plan *p, const lower_spec *spec, con
   for (int d = 0; d < 3; d++)
     if (kernels & (KERNEL_REDUCE_F32 << d)) lower_reduce(&lw, (enum tdtype)d, reduce_kernel_names[d]);
   free_vals(&lw);
+  cg->div_full = false;
   if (!ok) return diag_fail(cg->ctx, FRNN_E_NOMEM, "out of memory lowering step '%s'", s->name);
   return FRNN_OK;
 }

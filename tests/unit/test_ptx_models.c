@@ -723,6 +723,46 @@ START_TEST(predicated_stores) {
 }
 END_TEST
 
+/* The recurrent kernels divide by div.full.f32 (plan.c div_full,
+ * codegen.c cg_fdiv: at most 2 ulp, no slow path); FRNN_DIV=0 and accurate
+ * math keep IEEE division (div.rn.f32); a constant divisor stays LLVM's to
+ * fold.  RWKV-4's wkv and its gradients divide in both kernels. */
+START_TEST(full_range_division) {
+  char *fast = chunked_ptx("examples/rwkv4.frnn", "sm_90", NULL);
+  char *ieee = chunked_ptx("examples/rwkv4.frnn", "sm_90", "FRNN_DIV=0");
+  ck_assert_int_eq(count(fast, "div.rn.f32"), 0);
+  ck_assert_int_gt(count(fast, "div.full.ftz.f32") + count(fast, "div.full.f32"), 8);
+  ck_assert_int_eq(count(ieee, "div.full"), 0);
+  ck_assert_int_gt(count(ieee, "div.rn.f32"), 8);
+  frnn_free(fast);
+  frnn_free(ieee);
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  frnn_step *s;
+  ck_assert(frnn_step_load(ctx, test_source_path("examples/rwkv4.frnn"), &s) == FRNN_OK);
+  frnn_codegen_options o = {.M = 32, .N = 1, .dtype = {kDLFloat, 32, 1}, .accurate_math = 1};
+  char *accurate = NULL;
+  ck_assert_msg(frnn_compile_ptx(ctx, s, &o, &accurate) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  ck_assert_int_eq(count(accurate, "div.full"), 0);
+  frnn_free(accurate);
+  frnn_step_destroy(s);
+  frnn_step *half;
+  ck_assert_msg(frnn_step_parse(ctx, "half.frnn", "step half(x[M,1]; s[M,1]) -> y[M,1]\n  s = s / 2 + x / s\n  y = s\n",
+                                &half) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  char *ptx = NULL;
+  o.accurate_math = 0;
+  ck_assert_msg(frnn_compile_ptx(ctx, half, &o, &ptx) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  const char *end, *fwd = kernel_text(ptx, "frnn_fwd", &end);
+  char *text = strndup(fwd, end ? (size_t)(end - fwd) : strlen(fwd));
+  ck_assert_int_gt(count(text, "div.full"), 0); /* x / s */
+  ck_assert_int_eq(count(text, "div.rn"), 0);   /* s / 2: a multiplication */
+  free(text);
+  frnn_free(ptx);
+  frnn_step_destroy(half);
+  frnn_ctx_destroy(ctx);
+}
+END_TEST
+
 /* A backward whose rows need nothing from each other (S4D: every input has
  * rows, no sum over M; plan.c rows_apart): its head's rows split over
  * independent blocks (no cluster), a thread a row of 8 columns, the
@@ -1127,6 +1167,7 @@ int main(void) {
   tcase_add_test(tc, workspace_levels);
   tcase_add_test(tc, small_rows_queue);
   tcase_add_test(tc, predicated_stores);
+  tcase_add_test(tc, full_range_division);
   tcase_add_test(tc, rows_apart_backward);
   tcase_add_test(tc, walk_carry);
   tcase_add_test(tc, big_blocks_one_an_sm);
