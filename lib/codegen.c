@@ -290,6 +290,16 @@ static LLVMValueRef inline_ptx(codegen *cg, LLVMTypeRef ret, LLVMTypeRef *args, 
   return LLVMBuildCall2(cg->b, fty, ia, vals, (unsigned)n_args, "");
 }
 
+/* Inline PTX computing an f32 from n f32 operands, nothing else: memory(none),
+ * nounwind, so that LLVM may hoist and share it like an operation. */
+static LLVMValueRef pure_ptx_f32(codegen *cg, const char *text, const char *constraints, LLVMValueRef *vals, int n) {
+  LLVMTypeRef args[2] = {cg->t_f32, cg->t_f32};
+  LLVMValueRef call = inline_ptx(cg, cg->t_f32, args, n, text, constraints, false, vals);
+  LLVMAddCallSiteAttribute(call, LLVMAttributeFunctionIndex, enum_attr(cg, "memory", 0));
+  LLVMAddCallSiteAttribute(call, LLVMAttributeFunctionIndex, enum_attr(cg, "nounwind", 0));
+  return call;
+}
+
 void cg_cluster_barrier(codegen *cg) {
   if (cg->tgt.sm < 90) cg_error(cg, "cluster barrier needs sm_90, target is %s", cg->tgt.arch);
   /* arrive has release and wait acquire semantics: shared-memory writes
@@ -338,17 +348,8 @@ LLVMValueRef cg_fmul(codegen *cg, LLVMValueRef a, LLVMValueRef b) {
  * divisor stays LLVM's to fold. */
 LLVMValueRef cg_fdiv(codegen *cg, LLVMValueRef a, LLVMValueRef b) {
   if (!cg->div_full || cg->accurate || LLVMIsConstant(b)) return LLVMBuildFDiv(cg->b, a, b, "");
-  static const char ftz_text[] = "div.full.ftz.f32 $0, $1, $2;", text[] = "div.full.f32 $0, $1, $2;", cons[] = "=f,f,f";
-  LLVMTypeRef args[2] = {cg->t_f32, cg->t_f32};
-  LLVMTypeRef fty = LLVMFunctionType(cg->t_f32, args, 2, 0);
-  LLVMValueRef ia = LLVMGetInlineAsm(fty, (char *)(cg->ftz ? ftz_text : text), (cg->ftz ? sizeof ftz_text : sizeof text) - 1,
-                                     (char *)cons, sizeof cons - 1, 0, 0, LLVMInlineAsmDialectATT, 0);
   LLVMValueRef vals[2] = {a, b};
-  LLVMValueRef call = LLVMBuildCall2(cg->b, fty, ia, vals, 2, "");
-  /* memory(none), nounwind: LLVM may hoist and share it like an operation. */
-  LLVMAddCallSiteAttribute(call, LLVMAttributeFunctionIndex, enum_attr(cg, "memory", 0));
-  LLVMAddCallSiteAttribute(call, LLVMAttributeFunctionIndex, enum_attr(cg, "nounwind", 0));
-  return call;
+  return pure_ptx_f32(cg, cg->ftz ? "div.full.ftz.f32 $0, $1, $2;" : "div.full.f32 $0, $1, $2;", "=f,f,f", vals, 2);
 }
 LLVMValueRef cg_fneg(codegen *cg, LLVMValueRef a) { return LLVMBuildFNeg(cg->b, a, ""); }
 
@@ -389,15 +390,7 @@ LLVMValueRef cg_rsqrt(codegen *cg, LLVMValueRef x) {
 LLVMValueRef cg_tanh(codegen *cg, LLVMValueRef x) {
   if (cg->accurate) return libdevice(cg, "__nv_tanhf", &x, 1);
   /* No tanh intrinsic in LLVM 19 and __nv_fast_tanhf emits a bad call. */
-  static const char asm_text[] = "tanh.approx.f32 $0, $1;", cons[] = "=f,f";
-  LLVMTypeRef fty = LLVMFunctionType(cg->t_f32, &cg->t_f32, 1, 0);
-  LLVMValueRef ia = LLVMGetInlineAsm(fty, asm_text, sizeof asm_text - 1, cons, sizeof cons - 1,
-                                     0, 0, LLVMInlineAsmDialectATT, 0);
-  LLVMValueRef call = LLVMBuildCall2(cg->b, fty, ia, &x, 1, "");
-  /* memory(none), nounwind: lets LLVM hoist and share it like an intrinsic. */
-  LLVMAddCallSiteAttribute(call, LLVMAttributeFunctionIndex, enum_attr(cg, "memory", 0));
-  LLVMAddCallSiteAttribute(call, LLVMAttributeFunctionIndex, enum_attr(cg, "nounwind", 0));
-  return call;
+  return pure_ptx_f32(cg, "tanh.approx.f32 $0, $1;", "=f,f", &x, 1);
 }
 
 LLVMValueRef cg_fabs(codegen *cg, LLVMValueRef x) { return f32_overloaded(cg, "llvm.fabs", &x, 1); }
@@ -684,6 +677,12 @@ void cg_copy_async_wait_group(codegen *cg, int pending) {
   cg_intrinsic(cg, "llvm.nvvm.cp.async.wait.group", NULL, 0, &n, 1);
 }
 
+/* f32 as type ty (one of dtype_type's): widened, or rounded (RNE). */
+static LLVMValueRef f32_as(codegen *cg, LLVMValueRef f32, LLVMTypeRef ty) {
+  if (ty == cg->t_f64) return LLVMBuildFPExt(cg->b, f32, ty, "");
+  return ty == cg->t_f32 ? f32 : LLVMBuildFPTrunc(cg->b, f32, ty, "");
+}
+
 void cg_store_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt,
                    LLVMValueRef f32) {
   if (LLVMTypeOf(f32) != cg->t_f32) {
@@ -692,9 +691,7 @@ void cg_store_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdty
   }
   unsigned size;
   LLVMTypeRef ty = dtype_type(cg, dt, &size);
-  LLVMValueRef v = f32;
-  if (ty == cg->t_f64) v = LLVMBuildFPExt(cg->b, f32, ty, "");
-  else if (ty != cg->t_f32) v = LLVMBuildFPTrunc(cg->b, f32, ty, "");
+  LLVMValueRef v = f32_as(cg, f32, ty);
   LLVMSetAlignment(LLVMBuildStore(cg->b, v, cg_gep(cg, ty, base, idx64)), size);
 }
 
@@ -708,9 +705,7 @@ void cg_store_elem_if(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum t
                       LLVMValueRef pred) {
   unsigned size;
   LLVMTypeRef ty = dtype_type(cg, dt, &size);
-  LLVMValueRef v = f32;
-  if (ty == cg->t_f64) v = LLVMBuildFPExt(cg->b, f32, ty, "");
-  else if (ty != cg->t_f32) v = LLVMBuildFPTrunc(cg->b, f32, ty, "");
+  LLVMValueRef v = f32_as(cg, f32, ty);
   const char *text = "{ .reg .pred p; setp.ne.b32 p, $2, 0; @p st.global.f32 [$0], $1; }", *cons = "l,f,r";
   if (size == 2) {
     v = LLVMBuildBitCast(cg->b, v, LLVMInt16TypeInContext(cg->llc), "");

@@ -472,6 +472,8 @@ static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_s
   free(kind);
   frnn_step_destroy(own);
   if (!st) plan_prefetch(step, Ns, p);
+  /* Division by div.full.f32 (FRNN_DIV=0: IEEE div.rn.f32). */
+  p->div_full = env_int("FRNN_DIV", 1, 0, 1);
   /* Stores without branches (cg_store_elem_if) in kernels of at most
    * PRED_MAX_RPT rows a thread: there a step is small, and a branch around
    * each store, into which LLVM sinks the stored value's computation, cuts
@@ -481,8 +483,6 @@ static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_s
    * 0.142 / 0.615; with 4 to 8 rows Mamba ran 1.5-7% slower forward and
    * 2.6-5% backward, mLSTM's backward at N = 16 13%.  FRNN_PRED_STORES = 0
    * or 1 forces them off or on in both kernels. */
-  /* Division by div.full.f32 (FRNN_DIV=0: IEEE div.rn.f32). */
-  p->div_full = env_int("FRNN_DIV", 1, 0, 1);
   int pred = env_int("FRNN_PRED_STORES", -1, -1, 1);
   p->pred_fwd = pred < 0 ? p->fwd.rpt <= PRED_MAX_RPT : pred;
   p->pred_bwd = pred < 0 ? p->bwd.rpt <= PRED_MAX_RPT : pred;
