@@ -449,7 +449,13 @@ typedef struct plan {
                               lower_llvm.c store_tensor) */
   bool chains;    /* the backward's sums of products emitted as chains of FMAs
                      (lower_llvm.c absorbed_nodes; FRNN_CHAINS, default on) */
+  bool bwd_roles; /* the backward's block is twice bwd.warps: the second half
+                     recomputes chunk k - 1 while the first walks chunk k, two sets
+                     of scratch slots in shared memory (plan_roles; FRNN_BWD_ROLES) */
+  int64_t bwd_roles_c; /* roles: the longest chunk whose two sets fit (plan_workspace) */
 } plan;
+/* Threads of one backward block (plan bwd_roles: two halves). */
+static inline int plan_bwd_threads(const plan *p) { return p->bwd.warps * 32 * (p->bwd_roles ? 2 : 1); }
 enum { PREFETCH_NONE, PREFETCH_REGS, PREFETCH_HINT };
 
 typedef struct target target;

@@ -47,6 +47,7 @@ typedef struct lower {
   LLVMValueRef row[PLAN_MAX_RPT], row_ok[PLAN_MAX_RPT], row_safe[PLAN_MAX_RPT];
   LLVMValueRef col[PLAN_MAX_CN], col_ok[PLAN_MAX_CN], col_safe[PLAN_MAX_CN];
   LLVMValueRef smem; /* shared floats for sums over M: warps * cn * lpr */
+  int role_threads;   /* > 0: a block of two roles, each this many threads (plan bwd_roles) */
   bool pred_stores;   /* store_tensor: predicated stores (plan pred_fwd, pred_bwd) */
   const uint8_t *kind; /* while emitting a deferred adjoint: split_kinds of its nodes */
   const uint8_t *to_caller; /* while emitting with chains: nodes the caller emits itself */
@@ -79,7 +80,9 @@ static void geometry(lower *lw, LLVMValueRef row_block) {
   codegen *cg = lw->cg;
   const kernel_shape *ks = &lw->ks;
   int groups = 32 / ks->lpr;
+  /* Two roles hold the same rows: thread i and thread role_threads + i. */
   lw->tid = cg_tid_x(cg);
+  if (lw->role_threads) lw->tid = LLVMBuildURem(cg->b, lw->tid, cg_i32(cg, lw->role_threads), "role_tid");
   LLVMValueRef lane = LLVMBuildAnd(cg->b, lw->tid, cg_i32(cg, 31), "lane");
   lw->warp = LLVMBuildLShr(cg->b, lw->tid, cg_i32(cg, 5), "warp");
   lw->lane_in_row = LLVMBuildAnd(cg->b, lane, cg_i32(cg, ks->lpr - 1), "lane_in_row");
@@ -1100,7 +1103,7 @@ typedef struct bwd_kernel {
   int n_threads;
   LLVMValueRef *S[FRNN_MAX_PORTS], *Sv[FRNN_MAX_PORTS], *dS[FRNN_MAX_PORTS], *dSv[FRNN_MAX_PORTS],
       *X[FRNN_MAX_PORTS], *GY[FRNN_MAX_PORTS], *acc[FRNN_MAX_PORTS];
-  const targ *gin;
+  const targ *in, *gout, *gin;
   uint8_t *state_live, *walk_live, *kind, *to_acc;
   term *acc_terms;
   given_values carry;
@@ -1129,17 +1132,23 @@ static void load_checkpoint(lower *lw, bwd_kernel *bk, LLVMValueRef ckpt, LLVMVa
   }
 }
 
+/* The states in S into Sv and scratch slot `slot`. */
+static void store_states(lower *lw, bwd_kernel *bk, LLVMValueRef slot) {
+  int q = 0;
+  for (int i = 0; i < lw->p->n_st; i++) {
+    int cls = bk->s->ports[FRNN_PORT_STATE][i].cls;
+    slots_get(lw, bk->S[i], cls, bk->Sv[i]);
+    for (int e = 0; e < count_of(&lw->ks, cls); e++, q++)
+      cg_store_elem(lw->cg, bk->scratch, scratch_index(lw, bk, slot, q), TD_F32, bk->Sv[i][e]);
+  }
+}
+
 /* Steps S with the forward graph (inputs in X); with `save`, first stores
  * them in scratch slot `slot`. */
 static bool recompute_step(lower *lw, bwd_kernel *bk, bool save, LLVMValueRef slot) {
   const frnn_step *s = bk->s;
-  int q = 0;
-  for (int i = 0; i < lw->p->n_st; i++) {
-    int cls = s->ports[FRNN_PORT_STATE][i].cls;
-    slots_get(lw, bk->S[i], cls, bk->Sv[i]);
-    for (int e = 0; save && e < count_of(&lw->ks, cls); e++, q++)
-      cg_store_elem(lw->cg, bk->scratch, scratch_index(lw, bk, slot, q), TD_F32, bk->Sv[i][e]);
-  }
+  if (save) store_states(lw, bk, slot);
+  for (int i = 0; !save && i < lw->p->n_st; i++) slots_get(lw, bk->S[i], s->ports[FRNN_PORT_STATE][i].cls, bk->Sv[i]);
   if (!emit_graph(lw, s, bk->X, bk->Sv, bk->state_live, NULL)) return false;
   for (int i = 0; i < lw->p->n_st; i++) {
     const port *st = &s->ports[FRNN_PORT_STATE][i];
@@ -1188,7 +1197,7 @@ static bool walk_step(lower *lw, bwd_kernel *bk, LLVMValueRef t, LLVMValueRef lo
   pf_take(lw, &bk->pfr, t, -1, lo);
   /* The states of the step the inputs' queue loads (the next with hints):
    * lane q of each warp fetches float q's line into L1. */
-  if ((bk->pfr.hint || bk->pfr.on) && !p->bwd_shared_slots) {
+  if ((bk->pfr.hint || bk->pfr.on) && !p->bwd_shared_slots && !p->bwd_roles) {
     LLVMValueRef t_next = steps_on(lw, t, bk->pfr.on ? bk->pfr.depth : 1, -1, lo);
     LLVMValueRef lane = LLVMBuildAnd(cg->b, lw->tid, cg_i32(cg, 31), "");
     LLVMValueRef q = cg_select(cg, cg_ult(cg, lane, cg_i32(cg, p->bwd_regs)), lane, cg_i32(cg, 0));
@@ -1280,6 +1289,180 @@ static bool walk_pass(lower *lw, bwd_kernel *bk, LLVMValueRef lo, LLVMValueRef h
   return true;
 }
 
+/* The scratch slots' place (bk->sc_block; in shared memory, bk->scratch
+ * too) and the passes' queues of loads. */
+static bool scratch_and_queues(lower *lw, bwd_kernel *bk, LLVMValueRef C, LLVMValueRef C2, bool two,
+                               LLVMBasicBlockRef entry) {
+  codegen *cg = lw->cg;
+  const plan *p = lw->p;
+  const frnn_step *s = bk->s;
+  /* Scratch: one level (the default), the chunk's C recomputed states.
+   * Two: C2 recomputed states, then the chunk's second-level checkpoints,
+   * ceil(C/C2) - 1 of them (the last piece's start state is never saved:
+   * the first pass ends there).  plan_workspace sizes it. */
+  int64_t per_state = bk->per_state = (int64_t)p->bwd_regs * bk->n_threads;
+  LLVMValueRef states = C;
+  if (two)
+    states = cg_add(cg, C2, LLVMBuildSub(cg->b, LLVMBuildUDiv(cg->b, cg_add(cg, C, LLVMBuildSub(cg->b, C2, cg_i64(cg, 1), "")), C2, ""),
+                                         cg_i64(cg, 1), ""));
+  LLVMValueRef sc_block = cg_mul(cg, cg_add(cg, cg_mul(cg, lw->bh, cg_i64(cg, lw->ks.row_blocks)), cg_zext64(cg, bk->rank)),
+                                 cg_mul(cg, states, cg_i64(cg, per_state)));
+  /* Or in shared memory, after the exchange's floats: the same layout, one
+   * block's worth (plan_workspace sized the kernel's dynamic shared memory);
+   * two roles: two sets of C + 1 (role_periods). */
+  LLVMValueRef scratch = bk->scratch;
+  if (p->bwd_shared_slots || p->bwd_roles) {
+    scratch = cg_gep(cg, cg->t_f32, cg_dynamic_shared(cg, "frnn_bwd_shared"), cg_i64(cg, p->xchg_shared_floats));
+    sc_block = cg_i64(cg, 0);
+  }
+  bk->scratch = scratch;
+  bk->sc_block = sc_block;
+  bk->tid64 = cg_zext64(cg, lw->tid);
+  bk->pfx = pf_new(p, p->pf_depth_bwd);
+  bk->pfr = bk->pfx;
+  for (int i = 0; i < p->n_in; i++) {
+    bool fixed = lw->spec->in_bcast[i] & 2;
+    if (!pf_add(lw, &bk->pfx, &bk->in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, fixed, bk->X[i], entry) ||
+        !pf_add(lw, &bk->pfr, &bk->in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, fixed, bk->X[i], entry))
+      return false;
+  }
+  for (int i = 0; i < p->n_out; i++)
+    if (!pf_add(lw, &bk->pfr, &bk->gout[i], s->ports[FRNN_PORT_OUTPUT][i].cls, true, false, bk->GY[i], entry)) return false;
+  return true;
+}
+
+/* Chunk k's steps t0 .. t1 - 1. */
+static void chunk_span(lower *lw, LLVMValueRef k, LLVMValueRef C, LLVMValueRef T, LLVMValueRef *t0, LLVMValueRef *t1) {
+  codegen *cg = lw->cg;
+  *t0 = cg_mul(cg, k, C);
+  LLVMValueRef end = cg_add(cg, *t0, C);
+  *t1 = cg_select(cg, icmp(lw, LLVMIntSLT, T, end), T, end);
+}
+
+/* One role: each chunk from the last, its checkpoint, its states
+ * recomputed into scratch (two levels: pieces of C2 steps), then walked. */
+static bool chunk_loop(lower *lw, bwd_kernel *bk, LLVMValueRef ckpt, LLVMValueRef ck_base, LLVMValueRef C,
+                       LLVMValueRef C2, LLVMValueRef NC, LLVMValueRef kvar, LLVMBasicBlockRef entry) {
+  codegen *cg = lw->cg;
+  const plan *p = lw->p;
+  const frnn_step *s = bk->s;
+  LLVMValueRef T = bk->T, tvar = bk->tvar;
+  bool two = p->bwd_c2 > 0 || p->bwd_shared_slots > 0;
+  loop lk = loop_begin(lw, kvar, LLVMBuildSub(cg->b, NC, cg_i64(cg, 1), ""), cg_i64(cg, 0), -1, "chunk");
+  LLVMValueRef kk = cg_load(cg, cg->t_i64, kvar), t0, t1;
+  chunk_span(lw, kk, C, T, &t0, &t1);
+  /* This chunk's checkpoint. */
+  load_checkpoint(lw, bk, ckpt, cg_add(cg, ck_base, cg_mul(cg, kk, cg_i64(cg, p->state_floats))));
+  if (!scratch_and_queues(lw, bk, C, C2, two, entry)) return false;
+  /* Two levels: the chunk's pieces u0 = t0 + j*C2, j = 0..last.  First
+   * pass: from the checkpoint to the last piece's start, saving the state
+   * at the start of every other piece (slot C2 + j); the last one's stays
+   * in S.  One level: one piece, the chunk. */
+  LLVMValueRef u0 = t0, u1 = t1;
+  loop ls = {0};
+  if (two) {
+    LLVMValueRef last = LLVMBuildUDiv(cg->b, LLVMBuildSub(cg->b, LLVMBuildSub(cg->b, t1, t0, ""), cg_i64(cg, 1), ""), C2, "");
+    LLVMValueRef s_last = cg_add(cg, t0, cg_mul(cg, last, C2));
+    LLVMValueRef jvar = new_counter(lw, entry), next2 = new_counter(lw, entry);
+    cg_store(cg, t0, next2);
+    cg_store(cg, cg_i64(cg, 0), jvar);
+    LLVMValueRef la_last = LLVMBuildSub(cg->b, s_last, cg_i64(cg, 1), "");
+    pf_begin(lw, &bk->pfx, t0, 1, la_last);
+    for (int part = 0; part < 2; part++) { /* whole trips, then the rest (queued_loop_begin) */
+      loop la;
+      if (!queued_loop_begin(lw, &bk->pfx, part, tvar, t0, s_last, 1, T, "level2", &la)) continue;
+      for (int sub = 0; sub < pf_unroll(&bk->pfx); sub++) {
+        LLVMValueRef t = loop_sub_step(lw, &la, sub);
+        pf_take(lw, &bk->pfx, t, 1, la_last);
+        LLVMValueRef due = icmp(lw, LLVMIntEQ, t, cg_load(cg, cg->t_i64, next2));
+        LLVMBasicBlockRef yes = cg_block(cg, "l2_save"), no = cg_block(cg, "l2_saved");
+        cg_cond_br(cg, due, yes, no);
+        cg_at(cg, yes);
+        {
+          LLVMValueRef j = cg_load(cg, cg->t_i64, jvar);
+          store_states(lw, bk, cg_add(cg, C2, j));
+          cg_store(cg, cg_add(cg, j, cg_i64(cg, 1)), jvar);
+          cg_store(cg, cg_add(cg, t, C2), next2);
+        }
+        cg_br(cg, no);
+        cg_at(cg, no);
+        if (!recompute_step(lw, bk, false, cg_i64(cg, 0))) return false;
+        pf_push(lw, &bk->pfx, t, 1, part ? la_last : NULL);
+      }
+      loop_end_trip(lw, &la, pf_unroll(&bk->pfx));
+    }
+    ls = loop_begin(lw, jvar, last, cg_i64(cg, 0), -1, "subchunk");
+    LLVMValueRef j = cg_load(cg, cg->t_i64, jvar);
+    u0 = cg_add(cg, t0, cg_mul(cg, j, C2));
+    u1 = cg_add(cg, u0, C2);
+    u1 = cg_select(cg, icmp(lw, LLVMIntSLT, t1, u1), t1, u1);
+    {
+      LLVMBasicBlockRef reload = cg_block(cg, "l2_load"), have = cg_block(cg, "l2_have");
+      cg_cond_br(cg, icmp(lw, LLVMIntEQ, j, last), have, reload);
+      cg_at(cg, reload);
+      load_states(lw, bk, cg_add(cg, C2, j));
+      for (int i = 0; i < p->n_st; i++)
+        slots_set(lw, bk->S[i], s->ports[FRNN_PORT_STATE][i].cls, bk->Sv[i], s->ports[FRNN_PORT_STATE][i].cls);
+      cg_br(cg, have);
+      cg_at(cg, have);
+    }
+  }
+  /* Recompute the piece's states into scratch slots 0, 1, ..., then walk
+   * it backwards. */
+  if (!recompute_pass(lw, bk, u0, u1) || !walk_pass(lw, bk, u0, u1)) return false;
+  if (two) loop_end(lw, &ls, -1);
+  loop_end(lw, &lk, -1);
+  return true;
+}
+
+/* Two roles (plan bwd_roles): in period k = NC .. 0 the block's second half
+ * recomputes chunk k - 1 into set (k - 1) % 2 of the scratch slots (its
+ * states, then its end state for the walk's carry) while the first half
+ * walks chunk k from set k % 2.  A barrier ends each period: a set is
+ * written only after its walk is done, and read only after it is written. */
+static bool role_periods(lower *lw, bwd_kernel *bk, LLVMValueRef ckpt, LLVMValueRef ck_base, LLVMValueRef C,
+                         LLVMValueRef NC, LLVMValueRef kvar, LLVMValueRef walker) {
+  codegen *cg = lw->cg;
+  const plan *p = lw->p;
+  LLVMValueRef sets = bk->sc_block, one = cg_i64(cg, 1);
+  LLVMValueRef set_floats = cg_mul(cg, cg_add(cg, C, one), cg_i64(cg, bk->per_state));
+  loop lk = loop_begin(lw, kvar, NC, cg_i64(cg, 0), -1, "period");
+  LLVMValueRef period = cg_load(cg, cg->t_i64, kvar);
+  LLVMBasicBlockRef walk = cg_block(cg, "walker"), walk_go = cg_block(cg, "walk"), rec = cg_block(cg, "recomputer"),
+                    rec_go = cg_block(cg, "recompute"), end = cg_block(cg, "period_end");
+  cg_cond_br(cg, walker, walk, rec);
+  for (int role = 0; role < 2; role++) {
+    cg_at(cg, role ? rec : walk);
+    LLVMValueRef k = role ? LLVMBuildSub(cg->b, period, one, "") : period, t0, t1;
+    cg_cond_br(cg, role ? icmp(lw, LLVMIntSGE, k, cg_i64(cg, 0)) : icmp(lw, LLVMIntSLT, k, NC), role ? rec_go : walk_go,
+               end);
+    cg_at(cg, role ? rec_go : walk_go);
+    chunk_span(lw, k, C, bk->T, &t0, &t1);
+    bk->sc_block = cg_add(cg, sets, cg_mul(cg, LLVMBuildAnd(cg->b, k, one, ""), set_floats));
+    LLVMValueRef end_slot = LLVMBuildSub(cg->b, t1, t0, "");
+    if (role) {
+      load_checkpoint(lw, bk, ckpt, cg_add(cg, ck_base, cg_mul(cg, k, cg_i64(cg, p->state_floats))));
+      if (!recompute_pass(lw, bk, t0, t1)) return false;
+      if (bk->carry.n) store_states(lw, bk, end_slot);
+    } else {
+      if (bk->carry.n) { /* the chunk's end state: S as the recompute left it */
+        load_states(lw, bk, end_slot);
+        for (int i = 0; i < p->n_st; i++) {
+          int cls = bk->s->ports[FRNN_PORT_STATE][i].cls;
+          slots_set(lw, bk->S[i], cls, bk->Sv[i], cls);
+        }
+      }
+      if (!walk_pass(lw, bk, t0, t1)) return false;
+    }
+    cg_br(cg, end);
+  }
+  cg_at(cg, end);
+  cg_barrier(cg);
+  loop_end(lw, &lk, -1);
+  bk->sc_block = sets;
+  return true;
+}
+
 static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) {
   codegen *cg = lw->cg;
   const plan *p = lw->p;
@@ -1297,7 +1480,7 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   types[n++] = cg->t_i64;  /* number of checkpoints */
   types[n++] = cg->t_i64;  /* C2: steps between second-level checkpoints */
   if (lw->spec->guard) types[n++] = cg->t_gptr; /* the call's flag */
-  LLVMValueRef fn = cg_kernel(cg, "frnn_bwd", types, n, lw->ks.warps * 32, p->bwd_min_blocks);
+  LLVMValueRef fn = cg_kernel(cg, "frnn_bwd", types, n, plan_bwd_threads(p), p->bwd_min_blocks);
   LLVMBasicBlockRef entry = LLVMGetInsertBlock(cg->b);
   cg_guard(cg, lw->spec->guard ? cg_param(cg, n - 1) : NULL, lw->spec->guard);
   for (int i = 0; i < n; i++)
@@ -1312,7 +1495,9 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   int G = lw->ks.row_blocks;
   LLVMValueRef rank = G > 1 ? cg_ctaid_x(cg) : cg_i32(cg, 0);
   bk->rank = rank;
+  lw->role_threads = p->bwd_roles ? lw->ks.warps * 32 : 0;
   geometry(lw, rank);
+  lw->role_threads = 0;
   static const int no_stride[FRNN_MAX_PORTS];
   xchg *x = &bk->x;
   *x = (xchg){.G = G, .W = lw->ks.warps, .K = 1, .off = p->xchg_off, .stride = no_stride};
@@ -1405,110 +1590,24 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
     if (!(bk->GY[i] = new_vals(lw, s->ports[FRNN_PORT_OUTPUT][i].cls))) return false;
 
   LLVMValueRef ck_base = cg_mul(cg, cg_mul(cg, lw->bh, NC), cg_i64(cg, p->state_floats));
-  LLVMValueRef kvar = new_counter(lw, entry), tvar = bk->tvar = new_counter(lw, entry);
-  loop lk = loop_begin(lw, kvar, LLVMBuildSub(cg->b, NC, cg_i64(cg, 1), ""), cg_i64(cg, 0), -1, "chunk");
-  LLVMValueRef kk = cg_load(cg, cg->t_i64, kvar);
-  LLVMValueRef t0 = cg_mul(cg, kk, C);
-  LLVMValueRef t1 = cg_add(cg, t0, C);
-  t1 = cg_select(cg, icmp(lw, LLVMIntSLT, T, t1), T, t1);
-  /* This chunk's checkpoint. */
-  LLVMValueRef base = cg_add(cg, ck_base, cg_mul(cg, kk, cg_i64(cg, p->state_floats)));
-  load_checkpoint(lw, bk, ckpt, base);
-  /* Scratch: one level (the default), the chunk's C recomputed states.
-   * Two: C2 recomputed states, then the chunk's second-level checkpoints,
-   * ceil(C/C2) - 1 of them (the last piece's start state is never saved:
-   * the first pass ends there).  plan_workspace sizes it. */
-  int64_t per_state = bk->per_state = (int64_t)p->bwd_regs * n_threads;
-  bool two = p->bwd_c2 > 0 || p->bwd_shared_slots > 0;
-  LLVMValueRef states = C;
-  if (two)
-    states = cg_add(cg, C2, LLVMBuildSub(cg->b, LLVMBuildUDiv(cg->b, cg_add(cg, C, LLVMBuildSub(cg->b, C2, cg_i64(cg, 1), "")), C2, ""),
-                                         cg_i64(cg, 1), ""));
-  LLVMValueRef sc_block = cg_mul(cg, cg_add(cg, cg_mul(cg, lw->bh, cg_i64(cg, G)), cg_zext64(cg, rank)),
-                                 cg_mul(cg, states, cg_i64(cg, per_state)));
-  /* Or in shared memory, after the exchange's floats: the same layout, one
-   * block's worth (plan_workspace sized the kernel's dynamic shared memory). */
-  if (p->bwd_shared_slots) {
-    scratch = cg_gep(cg, cg->t_f32, cg_dynamic_shared(cg, "frnn_bwd_shared"), cg_i64(cg, p->xchg_shared_floats));
-    sc_block = cg_i64(cg, 0);
-  }
+  LLVMValueRef kvar = new_counter(lw, entry);
+  bk->tvar = new_counter(lw, entry);
+  /* The first role's threads (all, without roles) walk and store the gradients. */
+  LLVMValueRef walker = p->bwd_roles ? cg_ult(cg, cg_tid_x(cg), cg_i32(cg, n_threads)) : NULL;
   bk->scratch = scratch;
-  bk->sc_block = sc_block;
-  bk->tid64 = cg_zext64(cg, lw->tid);
-  bk->pfx = pf_new(p, p->pf_depth_bwd);
-  bk->pfr = bk->pfx;
-  for (int i = 0; i < p->n_in; i++) {
-    bool fixed = lw->spec->in_bcast[i] & 2;
-    if (!pf_add(lw, &bk->pfx, &in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, fixed, bk->X[i], entry) ||
-        !pf_add(lw, &bk->pfr, &in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, fixed, bk->X[i], entry))
-      return false;
+  bk->in = in;
+  bk->gout = gout;
+  if (p->bwd_roles ? !scratch_and_queues(lw, bk, C, C2, false, entry) ||
+                         !role_periods(lw, bk, ckpt, ck_base, C, NC, kvar, walker)
+                   : !chunk_loop(lw, bk, ckpt, ck_base, C, C2, NC, kvar, entry))
+    return false;
+  LLVMBasicBlockRef done = NULL;
+  if (p->bwd_roles) {
+    LLVMBasicBlockRef tail = cg_block(cg, "gradients");
+    done = cg_block(cg, "done");
+    cg_cond_br(cg, walker, tail, done);
+    cg_at(cg, tail);
   }
-  for (int i = 0; i < p->n_out; i++)
-    if (!pf_add(lw, &bk->pfr, &gout[i], s->ports[FRNN_PORT_OUTPUT][i].cls, true, false, bk->GY[i], entry)) return false;
-  /* Two levels: the chunk's pieces u0 = t0 + j*C2, j = 0..last.  First
-   * pass: from the checkpoint to the last piece's start, saving the state
-   * at the start of every other piece (slot C2 + j); the last one's stays
-   * in S.  One level: one piece, the chunk. */
-  LLVMValueRef u0 = t0, u1 = t1;
-  loop ls = {0};
-  if (two) {
-    LLVMValueRef last = LLVMBuildUDiv(cg->b, LLVMBuildSub(cg->b, LLVMBuildSub(cg->b, t1, t0, ""), cg_i64(cg, 1), ""), C2, "");
-    LLVMValueRef s_last = cg_add(cg, t0, cg_mul(cg, last, C2));
-    LLVMValueRef jvar = new_counter(lw, entry), next2 = new_counter(lw, entry);
-    cg_store(cg, t0, next2);
-    cg_store(cg, cg_i64(cg, 0), jvar);
-    LLVMValueRef la_last = LLVMBuildSub(cg->b, s_last, cg_i64(cg, 1), "");
-    pf_begin(lw, &bk->pfx, t0, 1, la_last);
-    for (int part = 0; part < 2; part++) { /* whole trips, then the rest (queued_loop_begin) */
-      loop la;
-      if (!queued_loop_begin(lw, &bk->pfx, part, tvar, t0, s_last, 1, T, "level2", &la)) continue;
-      for (int sub = 0; sub < pf_unroll(&bk->pfx); sub++) {
-        LLVMValueRef t = loop_sub_step(lw, &la, sub);
-        pf_take(lw, &bk->pfx, t, 1, la_last);
-        LLVMValueRef due = icmp(lw, LLVMIntEQ, t, cg_load(cg, cg->t_i64, next2));
-        LLVMBasicBlockRef yes = cg_block(cg, "l2_save"), no = cg_block(cg, "l2_saved");
-        cg_cond_br(cg, due, yes, no);
-        cg_at(cg, yes);
-        {
-          LLVMValueRef j = cg_load(cg, cg->t_i64, jvar);
-          int q = 0;
-          for (int i = 0; i < p->n_st; i++) {
-            int cls = s->ports[FRNN_PORT_STATE][i].cls;
-            slots_get(lw, bk->S[i], cls, bk->Sv[i]);
-            for (int e = 0; e < count_of(&lw->ks, cls); e++, q++)
-              cg_store_elem(cg, scratch, scratch_index(lw, bk, cg_add(cg, C2, j), q), TD_F32, bk->Sv[i][e]);
-          }
-          cg_store(cg, cg_add(cg, j, cg_i64(cg, 1)), jvar);
-          cg_store(cg, cg_add(cg, t, C2), next2);
-        }
-        cg_br(cg, no);
-        cg_at(cg, no);
-        if (!recompute_step(lw, bk, false, cg_i64(cg, 0))) return false;
-        pf_push(lw, &bk->pfx, t, 1, part ? la_last : NULL);
-      }
-      loop_end_trip(lw, &la, pf_unroll(&bk->pfx));
-    }
-    ls = loop_begin(lw, jvar, last, cg_i64(cg, 0), -1, "subchunk");
-    LLVMValueRef j = cg_load(cg, cg->t_i64, jvar);
-    u0 = cg_add(cg, t0, cg_mul(cg, j, C2));
-    u1 = cg_add(cg, u0, C2);
-    u1 = cg_select(cg, icmp(lw, LLVMIntSLT, t1, u1), t1, u1);
-    {
-      LLVMBasicBlockRef reload = cg_block(cg, "l2_load"), have = cg_block(cg, "l2_have");
-      cg_cond_br(cg, icmp(lw, LLVMIntEQ, j, last), have, reload);
-      cg_at(cg, reload);
-      load_states(lw, bk, cg_add(cg, C2, j));
-      for (int i = 0; i < p->n_st; i++)
-        slots_set(lw, bk->S[i], s->ports[FRNN_PORT_STATE][i].cls, bk->Sv[i], s->ports[FRNN_PORT_STATE][i].cls);
-      cg_br(cg, have);
-      cg_at(cg, have);
-    }
-  }
-  /* Recompute the piece's states into scratch slots 0, 1, ..., then walk
-   * it backwards. */
-  if (!recompute_pass(lw, bk, u0, u1) || !walk_pass(lw, bk, u0, u1)) return false;
-  if (two) loop_end(lw, &ls, -1);
-  loop_end(lw, &lk, -1);
   for (int i = 0; i < p->n_st; i++) {
     int cls = s->ports[FRNN_PORT_STATE][i].cls;
     slots_get(lw, bk->dS[i], cls, bk->dSv[i]);
@@ -1531,6 +1630,10 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
     xchg_sync(lw, x);
     for (int i = 0; i < p->n_in; i++)
       if (bk->acc[i] && x->stride[i]) xchg_store(lw, x, i, cg_i64(cg, 0), &gin[i], cg_i64(cg, 0), 1, T, rank);
+  }
+  if (done) {
+    cg_br(cg, done);
+    cg_at(cg, done);
   }
   /* No block may leave while another still reads its shared memory. */
   if (G > 1 && (acc_xchg || bk->per_step_xchg)) cg_cluster_barrier(cg);

@@ -97,7 +97,7 @@ static const char *gpu_arch(void) {
 static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
   static const char *const knobs[] = {"FRNN_LPR", "FRNN_BWD_BUDGET", "FRNN_BWD_WARPS",
                                       "FRNN_BWD_CLUSTER", "FRNN_BWD_XCHG_STEPS", "FRNN_PREFETCH", "FRNN_PREFETCH_DEPTH", "FRNN_BWD_MAXWARPS",
-                                      "FRNN_BWD_C2", "FRNN_BWD_C", "FRNN_BWD_SMEM", "FRNN_BWD_SMEM_BLOCKS", "FRNN_BWD_APART", "FRNN_BWD_CARRY", "FRNN_PRED_STORES", "FRNN_DIV", "FRNN_CHAINS", "FRNN_BWD_MINB", "FRNN_BWD_PICK",
+                                      "FRNN_BWD_C2", "FRNN_BWD_C", "FRNN_BWD_SMEM", "FRNN_BWD_SMEM_BLOCKS", "FRNN_BWD_APART", "FRNN_BWD_CARRY", "FRNN_PRED_STORES", "FRNN_DIV", "FRNN_CHAINS", "FRNN_BWD_MINB", "FRNN_BWD_PICK", "FRNN_BWD_ROLES", "FRNN_BWD_ROLES_MINB",
                                       "FRNN_CHUNKED", "FRNN_CK_L", "FRNN_CK_BM", "FRNN_CK_THREADS", "FRNN_CK_MINB", "FRNN_CK_SKIP",
                                       "FRNN_CK_SPLIT_MAX", "FRNN_CK_FUSE", "FRNN_CK_SPLITK",
                                       "FRNN_CK_MMA", "FRNN_CK_MMA_TILES", "FRNN_CK_MMA_UNROLL", "FRNN_CK_SPREAD",
@@ -456,9 +456,9 @@ static frnn_status load_plan(frnn_ctx *ctx, const frnn_step *s, int device, cons
              key, ce->p.L, ce->p.BM, ce->p.threads_fwd, ce->p.threads, ce->p.chain_min_blocks, ce->p.chain_unroll, ce->p.early_loads,
              ce->p.mma_big_fwd, ce->p.mma_big, FRNN_BUILD_STAMP);
   else
-    snprintf(disk_key, sizeof disk_key, "%s fwd %d,%d,%d,%d,%d bwd %d,%d,%d,%d,%d build %s", key,
+    snprintf(disk_key, sizeof disk_key, "%s fwd %d,%d,%d,%d,%d bwd %d,%d,%d,%d,%d%s build %s", key,
              f->lpr, f->cn, f->rpt, f->warps, f->row_blocks, b->lpr, b->cn, b->rpt, b->warps,
-             b->row_blocks, FRNN_BUILD_STAMP);
+             b->row_blocks, p->bwd_roles ? ",roles" : "", FRNN_BUILD_STAMP);
   cache_key ck = {.graph_hash = s->hash, .spec = disk_key, .arch = arch, .kind = "ptx"};
   char *ptx = NULL, *cubin = NULL;
   size_t ptx_len = 0, cubin_len = 0;
@@ -1266,7 +1266,7 @@ static frnn_status recurrent_backward(frnn_ctx *ctx, const gpu_module *m, const 
    * rows need nothing from each other. */
   unsigned G = (unsigned)m->p.bwd.row_blocks;
   unsigned grid[3] = {G, (unsigned)sz.H, (unsigned)sz.B};
-  unsigned block[3] = {(unsigned)m->p.bwd.warps * 32, 1, 1};
+  unsigned block[3] = {(unsigned)plan_bwd_threads(&m->p), 1, 1};
   frnn_status st = cuda_launch(ctx, m->fn[1], "frnn_bwd", grid, block, m->p.bwd_rows_apart ? 1 : G, w.bwd_shared,
                                (CUstream)stream, a.params);
   for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT] && !st; i++) {

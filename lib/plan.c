@@ -35,7 +35,8 @@ enum { FWD_STATE_BUDGET = 32, BWD_STATE_BUDGET = 64, MAX_WARPS = 32, MAX_RPT_BY_
        FWD_COLS_PER_LANE = 8, BWD_SPLIT_BUDGET = 32, BWD_SPLIT_WARPS = 4, MAX_CLUSTER = 8,
        MAX_XCHG_STEPS = 8, XCHG_BYTES = 96 * 1024, LEAN_C2 = 8, SMEM_XCHG_BYTES = 32 * 1024,
        MAX_SHARED_SLOTS = 64, SMEM_MIN_WARPS = 16, MAX_APART_BLOCKS = 64, APART_SMEM_BLOCKS = 2,
-       CARRY_MAX_FLOATS = 16, MINB_WARPS = 16, PRED_MAX_RPT = 2 };
+       CARRY_MAX_FLOATS = 16, MINB_WARPS = 16, PRED_MAX_RPT = 2, ROLES_MAX_REGS = 128,
+       SHARED_RESERVED = 1024 };
 
 /* Tuning knobs for benchmarks (part of the module key, see pipeline.c):
  * FRNN_BWD_BUDGET floats of state per split backward thread, FRNN_BWD_WARPS
@@ -364,6 +365,35 @@ typedef struct bwd_choice {
 } bwd_choice;
 
 /* The plan; `bc` (may be NULL) overrides the backward's choices. */
+/* Two roles a block (lower_backward role_periods): half the threads
+ * recompute chunk k - 1 while the other half walks chunk k, so a thread's
+ * chain of dependent steps is one pass, not two.  Where a step's rows need
+ * nothing from each other (no exchange, no sums over M: the roles meet at
+ * one barrier a chunk, nowhere else) and one level of checkpoints.  The
+ * doubled block is built for as many blocks an SM as ROLES_MAX_REGS
+ * registers a thread allow, and the two sets of a chunk's states live in
+ * its share of shared memory, which bounds the chunk (bwd_roles_c).  In the
+ * workspace instead, the sets (twice one role's scratch) fell out of L1:
+ * H200, RWKV-4 fw+bw 0.485 -> 0.598 ms, L1 hit rate 63% -> 27%
+ * (twenty-sixth session). */
+static void plan_roles(plan *p, const target *t) {
+  p->bwd_roles = false;
+  p->bwd_roles_c = 0;
+  bool fit = p->bwd_deferred && p->xchg_floats == 0 && !p->bwd_shared_slots && p->bwd_c2 == 0 &&
+             p->bwd.warps * 2 <= MAX_WARPS;
+  if (!fit || !env_int("FRNN_BWD_ROLES", 1, 0, 1)) return;
+  int threads = p->bwd.warps * 64, regs_blocks = 65536 / (ROLES_MAX_REGS * threads);
+  int blocks = env_int("FRNN_BWD_ROLES_MINB", regs_blocks > 1 ? regs_blocks : 1, 1, 32);
+  int64_t state_bytes = (int64_t)p->bwd_regs * p->bwd.warps * 32 * 4;
+  int64_t share = (t->max_shared_bytes_optin + SHARED_RESERVED) / blocks - SHARED_RESERVED;
+  int64_t q = p->prefetch == PREFETCH_REGS && p->pf_depth_bwd > 1 ? p->pf_depth_bwd : 1;
+  int64_t c = (share / (2 * state_bytes) - 1) / q * q;
+  if (c < 2) return;
+  p->bwd_roles = true;
+  p->bwd_roles_c = c;
+  p->bwd_min_blocks = blocks;
+}
+
 static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adjoint, int64_t M,
                               int64_t N, const target *t, const bwd_choice *bc, plan *p) {
   bwd_choice none = {0};
@@ -392,6 +422,8 @@ static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_s
   p->xchg_steps = 1;
   p->bwd_min_blocks = 0;
   p->bwd_carry = false;
+  p->bwd_roles = false; /* until plan_roles, last: plan_workspace reads it */
+  p->bwd_roles_c = 0;
   p->chains = env_int("FRNN_CHAINS", 1, 0, 1);
   /* No queue until plan_prefetch, last (shared_scratch_pays sizes the
    * workspace before it). */
@@ -472,6 +504,7 @@ static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_s
   free(kind);
   frnn_step_destroy(own);
   if (!st) plan_prefetch(step, Ns, p);
+  if (!st) plan_roles(p, t);
   /* Division by div.full.f32 (FRNN_DIV=0: IEEE div.rn.f32). */
   p->div_full = env_int("FRNN_DIV", 1, 0, 1);
   /* Stores without branches (cg_store_elem_if) in kernels of at most
@@ -543,7 +576,7 @@ void plan_describe(const plan *p, char *buf, size_t size) {
            "bwd %d lanes/row x %d cols, %d rows/thread, %d warps, %d blocks/head%s; "
            "sums over M %s; checkpoints %s%s; prefetch %s",
            f->lpr, f->cn, f->rpt, f->warps, f->row_blocks, b->lpr, b->cn, b->rpt, b->warps,
-           b->row_blocks, b->row_blocks > 1 && !p->bwd_rows_apart ? " (a cluster)" : "", sums,
+           b->row_blocks, b->row_blocks > 1 && !p->bwd_rows_apart ? " (a cluster)" : p->bwd_roles ? " (two roles)" : "", sums,
            p->bwd_shared_slots ? "two levels, recomputed in shared memory"
            : p->bwd_c2 > 0     ? "two levels"
                                : "one level",
@@ -604,6 +637,7 @@ void plan_workspace(const plan *p, frnn_sizes sz, const uint8_t *in_bcast, int f
   } else if (C2 == 0 || C2 >= sz.T) {
     C = p->bwd_c ? p->bwd_c : (int64_t)ceil(sqrt((double)sz.T));
     if (!p->bwd_c && q > 1) C = (C + q - 1) / q * q;
+    if (p->bwd_roles && C > p->bwd_roles_c) C = p->bwd_roles_c; /* two sets in shared memory */
     if (C > sz.T) C = sz.T;
     if (C < 1) C = 1;
     C2 = C;
@@ -618,14 +652,16 @@ void plan_workspace(const plan *p, frnn_sizes sz, const uint8_t *in_bcast, int f
   pieces = (C + C2 - 1) / C2;
   size_t state_bytes = (size_t)p->bwd.warps * 32 * (size_t)p->bwd_regs * 4;
   w->bwd_shared = (unsigned)((size_t)p->xchg_shared_floats * 4 +
-                             (p->bwd_shared_slots ? (size_t)(C2 + pieces - 1) * state_bytes : 0));
+                             (p->bwd_shared_slots ? (size_t)(C2 + pieces - 1) * state_bytes
+                              : p->bwd_roles      ? 2 * (size_t)(C + 1) * state_bytes
+                                                  : 0));
   size_t heads = (size_t)sz.B * (size_t)sz.H;
   w->ckpt = 0;
   size_t off = 0;
   if (for_backward) {
     off = align256(heads * (size_t)w->n_ckpt * (size_t)p->state_floats * 4);
     w->scratch = off;
-    size_t states = p->bwd_shared_slots ? 0 : (size_t)(C2 + pieces - 1); /* scratch, second level */
+    size_t states = p->bwd_shared_slots || p->bwd_roles ? 0 : (size_t)(C2 + pieces - 1); /* scratch, second level */
     off = align256(off + heads * (size_t)p->bwd.row_blocks * states * state_bytes);
   } else {
     w->scratch = 0;

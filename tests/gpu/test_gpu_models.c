@@ -473,6 +473,27 @@ START_TEST(predicated_stores) {
 }
 END_TEST
 
+/* The backward in two roles (plan.c bwd_roles: HGRN's and RWKV-4's rows
+ * need nothing from each other): one step, one chunk, chunks that do not
+ * divide T, rows that do not fill the blocks (M = 200), and the same with
+ * one role (FRNN_BWD_ROLES=0). */
+static const struct {
+  const char *model;
+  int64_t T;
+  bool one_role;
+} role_cases[] = {
+    {"hgrn", 1, false},   {"rwkv4", 2, false},  {"hgrn", 5, false},    {"rwkv4", 50, false},
+    {"hgrn", 257, false}, {"rwkv4", 1000, false}, {"hgrn", 257, true}, {"rwkv4", 300, true},
+};
+
+START_TEST(two_roles) {
+  if (role_cases[_i].one_role) setenv("FRNN_BWD_ROLES", "0", 1);
+  run_opts o = {2, role_cases[_i].T, 3, 200, 1, DT_F32, false, false, NULL, -1};
+  run_model(role_cases[_i].model, o);
+  unsetenv("FRNN_BWD_ROLES");
+}
+END_TEST
+
 int main(void) {
   frnn_ctx *probe;
   if (frnn_ctx_create(&probe)) return 1;
@@ -509,6 +530,8 @@ int main(void) {
   if (!only || !*only || strcmp(only, "lean_backward") == 0)
     tcase_add_loop_test(tc, lean_backward, 0, (int)(sizeof LEAN_MODELS / sizeof *LEAN_MODELS));
   if (!only || !*only || strcmp(only, "predicated_stores") == 0) tcase_add_loop_test(tc, predicated_stores, 0, N_MODELS);
+  if (!only || !*only || strcmp(only, "two_roles") == 0)
+    tcase_add_loop_test(tc, two_roles, 0, (int)(sizeof role_cases / sizeof *role_cases));
   if (!only || !*only || strcmp(only, "column_decays") == 0)
     tcase_add_loop_test(tc, column_decays, 0, (int)(sizeof column_cases / sizeof *column_cases));
   suite_add_tcase(su, tc);

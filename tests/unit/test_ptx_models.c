@@ -711,7 +711,7 @@ START_TEST(predicated_stores) {
   frnn_ctx_destroy(ctx);
   char *with = chunked_ptx("examples/rwkv4.frnn", "sm_90", NULL);
   char *without = chunked_ptx("examples/rwkv4.frnn", "sm_90", "FRNN_PRED_STORES=0");
-  static const char *const step[] = {"ld.global.f32", "@p st.global.b16"};
+  static const char *const step[] = {"ld.shared.f32", "@p st.global.b16"}; /* states from the roles' sets */
   ck_assert_int_ge(blocks_with(with, "frnn_bwd", step, 2), 8); /* the walk's trips of 8 steps */
   const char *end, *bwd = kernel_text(without, "frnn_bwd", &end);
   char *text = strndup(bwd, end ? (size_t)(end - bwd) : strlen(bwd));
@@ -949,10 +949,10 @@ END_TEST
 
 /* A backward block of 16 warps or more is built for one block an SM
  * (.minnctapersm 1: ptxas otherwise sizes it for two, Mamba's at 64
- * registers); smaller ones keep ptxas's choice. */
+ * registers); smaller ones of one role keep ptxas's choice. */
 START_TEST(big_blocks_one_an_sm) {
   char *mamba = chunked_ptx("examples/mamba.frnn", "sm_90", "FRNN_BWD_PICK=0");
-  char *rwkv4 = chunked_ptx("examples/rwkv4.frnn", "sm_90", NULL);
+  char *rwkv4 = chunked_ptx("examples/rwkv4.frnn", "sm_90", "FRNN_BWD_ROLES=0");
   const char *end, *k = kernel_text(mamba, "frnn_bwd", &end);
   char *text = strndup(k, end ? (size_t)(end - k) : strlen(k));
   ck_assert_int_eq(count(text, ".maxntid 512,"), 1);
@@ -961,6 +961,78 @@ START_TEST(big_blocks_one_an_sm) {
   ck_assert_int_eq(count(rwkv4, ".minnctapersm"), 0);
   free(mamba);
   free(rwkv4);
+}
+END_TEST
+
+/* The backward in two roles (plan.c plan_roles, lower_llvm.c
+ * role_periods) where rows need nothing from each other (HGRN, RWKV-4), not
+ * where they exchange sums (Mamba), sum over M (mLSTM) or keep two levels
+ * (S4D): twice the warps, built for 2 blocks an SM, the two sets of a
+ * chunk's states (and its end state) in shared memory, none in the
+ * workspace, chunks no longer than the sets allow; in the PTX one barrier
+ * (a period's end) and the states through shared memory.  FRNN_BWD_ROLES=0:
+ * one role, as before. */
+START_TEST(two_roles) {
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  target t;
+  ck_assert(target_parse(ctx, "sm_90", &t) == FRNN_OK);
+  static const struct { const char *file; int64_t N; bool roles; } want[] = {
+      {"examples/hgrn.frnn", 1, true},    {"examples/rwkv4.frnn", 1, true},  {"examples/mamba.frnn", 16, false},
+      {"examples/mlstm.frnn", 16, false}, {"examples/s4d.frnn", 32, false}};
+  for (int k = 0; k < 5; k++) {
+    frnn_step *s;
+    ck_assert(frnn_step_load(ctx, test_source_path(want[k].file), &s) == FRNN_OK);
+    plan p, one;
+    ck_assert(plan_make(ctx, s, NULL, 128, want[k].N, &t, &p) == FRNN_OK);
+    ck_assert_msg(p.bwd_roles == want[k].roles, "%s", want[k].file);
+    setenv("FRNN_BWD_ROLES", "0", 1);
+    ck_assert(plan_make(ctx, s, NULL, 128, want[k].N, &t, &one) == FRNN_OK);
+    unsetenv("FRNN_BWD_ROLES");
+    ck_assert(!one.bwd_roles);
+    if (!want[k].roles) {
+      frnn_step_destroy(s);
+      continue;
+    }
+    ck_assert_int_eq(plan_bwd_threads(&p), 2 * plan_bwd_threads(&one));
+    ck_assert_int_eq(p.bwd_min_blocks, 65536 / (128 * plan_bwd_threads(&p)));
+    uint8_t bc[4] = {0, 0, 0, 0};
+    size_t state_bytes = (size_t)p.bwd_regs * p.bwd.warps * 32 * 4;
+    static const int64_t T[] = {1024, 16384, 5, 1};
+    for (int i = 0; i < 4; i++) {
+      frnn_sizes sz = {.B = 2, .T = T[i], .H = 3, .M = 128, .N = want[k].N};
+      ws_layout w, w1;
+      plan_workspace(&p, sz, bc, 1, &w);
+      plan_workspace(&one, sz, bc, 1, &w1);
+      ck_assert_int_le(w.C, p.bwd_roles_c);
+      ck_assert_int_le(w.C, w1.C);
+      ck_assert_int_eq(w.n_ckpt, (T[i] + w.C - 1) / w.C);
+      ck_assert_uint_eq(w.bwd_shared, 2 * (size_t)(w.C + 1) * state_bytes);
+      ck_assert_uint_le(2 * (w.bwd_shared + 1024), 228 * 1024); /* two blocks an SM */
+      ck_assert_uint_eq(w1.bwd_shared, 0);
+      if (T[i] == 1024) ck_assert_int_eq(w.C, w1.C); /* 32: the sets fit */
+    }
+    frnn_step_destroy(s);
+  }
+  frnn_ctx_destroy(ctx);
+  char *two = chunked_ptx("examples/rwkv4.frnn", "sm_90", NULL);
+  char *one = chunked_ptx("examples/rwkv4.frnn", "sm_90", "FRNN_BWD_ROLES=0");
+  const char *end, *k = kernel_text(two, "frnn_bwd", &end);
+  char *text = strndup(k, end ? (size_t)(end - k) : strlen(k));
+  ck_assert_int_eq(count(text, ".maxntid 256,"), 1);
+  ck_assert_int_eq(count(text, ".minnctapersm 2"), 1);
+  ck_assert_int_eq(count(text, "bar.sync"), 1);
+  ck_assert_int_gt(count(text, "st.shared.f32"), 0);
+  ck_assert_int_gt(count(text, "ld.shared.f32"), 0);
+  free(text);
+  k = kernel_text(one, "frnn_bwd", &end);
+  text = strndup(k, end ? (size_t)(end - k) : strlen(k));
+  ck_assert_int_eq(count(text, ".maxntid 128,"), 1);
+  ck_assert_int_eq(count(text, "bar.sync"), 0);
+  ck_assert_int_eq(count(text, ".shared"), 0);
+  free(text);
+  free(two);
+  free(one);
 }
 END_TEST
 
@@ -1175,6 +1247,7 @@ int main(void) {
   tcase_add_test(tc, carried_state_in_a_sum);
   tcase_add_test(tc, workspace_shared_scratch);
   tcase_add_test(tc, backward_alternatives);
+  tcase_add_test(tc, two_roles);
   suite_add_tcase(su, tc);
   SRunner *sr = srunner_create(su);
   srunner_run_all(sr, CK_NORMAL);
