@@ -1592,7 +1592,8 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   LLVMValueRef ck_base = cg_mul(cg, cg_mul(cg, lw->bh, NC), cg_i64(cg, p->state_floats));
   LLVMValueRef kvar = new_counter(lw, entry);
   bk->tvar = new_counter(lw, entry);
-  /* The first role's threads (all, without roles) walk and store the gradients. */
+  /* With two roles, the first half's threads walk and store the gradients
+   * (NULL: one role, every thread does both). */
   LLVMValueRef walker = p->bwd_roles ? cg_ult(cg, cg_tid_x(cg), cg_i32(cg, n_threads)) : NULL;
   bk->scratch = scratch;
   bk->in = in;
