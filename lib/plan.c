@@ -364,7 +364,6 @@ typedef struct bwd_choice {
   int max_warps; /* warps of a one-block backward */
 } bwd_choice;
 
-/* The plan; `bc` (may be NULL) overrides the backward's choices. */
 /* Two roles a block (lower_backward role_periods): half the threads
  * recompute chunk k - 1 while the other half walks chunk k, so a thread's
  * chain of dependent steps is one pass, not two.  Where a step's rows need
@@ -394,6 +393,7 @@ static void plan_roles(plan *p, const target *t) {
   p->bwd_min_blocks = blocks;
 }
 
+/* The plan; `bc` (may be NULL) overrides the backward's choices. */
 static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adjoint, int64_t M,
                               int64_t N, const target *t, const bwd_choice *bc, plan *p) {
   bwd_choice none = {0};

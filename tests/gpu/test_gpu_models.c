@@ -473,7 +473,7 @@ START_TEST(predicated_stores) {
 }
 END_TEST
 
-/* The backward in two roles (plan.c bwd_roles: HGRN's and RWKV-4's rows
+/* The backward in two roles (plan.c plan_roles: HGRN's and RWKV-4's rows
  * need nothing from each other): one step, one chunk, chunks that do not
  * divide T, rows that do not fill the blocks (M = 200), and the same with
  * one role (FRNN_BWD_ROLES=0). */
