@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static char files[64][256];
 static int n_files;
@@ -1220,38 +1222,80 @@ START_TEST(unknown_kernel_and_arch_are_errors) {
 }
 END_TEST
 
-int main(void) {
-  list_examples();
-  Suite *su = suite_create("ptx_models");
+/* Shard `shard` of `shards`: every test and loop iteration in turn. */
+static int run_shard(int shard, int shards) {
+  const struct {
+    const TTest *test;
+    int n;
+  } all[] = {
+      {every_model_every_size, n_files},
+      {chunked_variants_assemble, (int)(sizeof CK_KNOBS / sizeof *CK_KNOBS)},
+      {unknown_kernel_and_arch_are_errors, 1},
+      {chunked_products_on_tensor_cores, 1},
+      {chunked_loads_in_flight_together, 1},
+      {chunked_big_products_convert_less, 1},
+      {chunked_copies_16_bytes, 1},
+      {chunked_products_in_bf16_parts, 1},
+      {chunked_sum_forms_and_sites, 1},
+      {deferred_sums_over_m, 1},
+      {tuning_knobs_assemble, (int)(sizeof KNOBS / sizeof *KNOBS)},
+      {workspace_levels, 1},
+      {small_rows_queue, 1},
+      {predicated_stores, 1},
+      {full_range_division, 1},
+      {rows_apart_backward, 1},
+      {walk_carry, 1},
+      {big_blocks_one_an_sm, 1},
+      {broadcast_option, 1},
+      {carried_state_in_a_sum, 1},
+      {workspace_shared_scratch, 1},
+      {backward_alternatives, 1},
+      {two_roles, 1},
+  };
+  char name[64];
+  snprintf(name, sizeof name, "ptx_models %d/%d", shard + 1, shards);
+  Suite *su = suite_create(name);
   TCase *tc = tcase_create("ptx");
   tcase_set_timeout(tc, 900);
-  tcase_add_loop_test(tc, every_model_every_size, 0, n_files);
-  tcase_add_loop_test(tc, chunked_variants_assemble, 0, (int)(sizeof CK_KNOBS / sizeof *CK_KNOBS));
-  tcase_add_test(tc, unknown_kernel_and_arch_are_errors);
-  tcase_add_test(tc, chunked_products_on_tensor_cores);
-  tcase_add_test(tc, chunked_loads_in_flight_together);
-  tcase_add_test(tc, chunked_big_products_convert_less);
-  tcase_add_test(tc, chunked_copies_16_bytes);
-  tcase_add_test(tc, chunked_products_in_bf16_parts);
-  tcase_add_test(tc, chunked_sum_forms_and_sites);
-  tcase_add_test(tc, deferred_sums_over_m);
-  tcase_add_loop_test(tc, tuning_knobs_assemble, 0, (int)(sizeof KNOBS / sizeof *KNOBS));
-  tcase_add_test(tc, workspace_levels);
-  tcase_add_test(tc, small_rows_queue);
-  tcase_add_test(tc, predicated_stores);
-  tcase_add_test(tc, full_range_division);
-  tcase_add_test(tc, rows_apart_backward);
-  tcase_add_test(tc, walk_carry);
-  tcase_add_test(tc, big_blocks_one_an_sm);
-  tcase_add_test(tc, broadcast_option);
-  tcase_add_test(tc, carried_state_in_a_sum);
-  tcase_add_test(tc, workspace_shared_scratch);
-  tcase_add_test(tc, backward_alternatives);
-  tcase_add_test(tc, two_roles);
+  int item = 0;
+  for (size_t k = 0; k < sizeof all / sizeof *all; k++)
+    for (int i = 0; i < all[k].n; i++)
+      if (item++ % shards == shard) tcase_add_loop_test(tc, all[k].test, i, i + 1);
   suite_add_tcase(su, tc);
   SRunner *sr = srunner_create(su);
   srunner_run_all(sr, CK_NORMAL);
   int failed = srunner_ntests_failed(sr);
   srunner_free(sr);
+  return failed;
+}
+
+/* The suite compiles every example many times over (about 40 minutes on
+ * one core of the CI machine): its tests run in FRNN_TEST_SHARDS processes
+ * at once (default: the cores online, at most 4), each a share of them. */
+int main(void) {
+  list_examples();
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  const char *env = getenv("FRNN_TEST_SHARDS");
+  int shards = env && atoi(env) >= 1 ? atoi(env) : cores < 1 ? 1 : cores > 4 ? 4 : (int)cores;
+  if (shards > 16) shards = 16;
+  int failed = 0;
+  if (shards == 1) {
+    failed = run_shard(0, 1);
+  } else {
+    pid_t pids[16];
+    for (int k = 0; k < shards; k++) {
+      fflush(stdout);
+      pids[k] = fork();
+      if (pids[k] == 0) _exit(run_shard(k, shards) ? 1 : 0);
+      if (pids[k] < 0) {
+        perror("fork");
+        failed++;
+      }
+    }
+    for (int k = 0; k < shards; k++) {
+      int status = 0;
+      if (pids[k] > 0 && (waitpid(pids[k], &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)) failed++;
+    }
+  }
   return failed || n_files < 15 ? 1 : 0;
 }
