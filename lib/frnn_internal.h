@@ -456,6 +456,9 @@ typedef struct plan {
 } plan;
 /* Threads of one backward block (plan bwd_roles: two halves). */
 static inline int plan_bwd_threads(const plan *p) { return p->bwd.warps * 32 * (p->bwd_roles ? 2 : 1); }
+/* Whether the backward's scratch slots are in shared memory (two levels
+ * there, or the two roles' sets), not in the workspace. */
+static inline bool plan_scratch_shared(const plan *p) { return p->bwd_shared_slots > 0 || p->bwd_roles; }
 enum { PREFETCH_NONE, PREFETCH_REGS, PREFETCH_HINT };
 
 typedef struct target target;

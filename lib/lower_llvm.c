@@ -47,7 +47,6 @@ typedef struct lower {
   LLVMValueRef row[PLAN_MAX_RPT], row_ok[PLAN_MAX_RPT], row_safe[PLAN_MAX_RPT];
   LLVMValueRef col[PLAN_MAX_CN], col_ok[PLAN_MAX_CN], col_safe[PLAN_MAX_CN];
   LLVMValueRef smem; /* shared floats for sums over M: warps * cn * lpr */
-  int role_threads;   /* > 0: a block of two roles, each this many threads (plan bwd_roles) */
   bool pred_stores;   /* store_tensor: predicated stores (plan pred_fwd, pred_bwd) */
   const uint8_t *kind; /* while emitting a deferred adjoint: split_kinds of its nodes */
   const uint8_t *to_caller; /* while emitting with chains: nodes the caller emits itself */
@@ -76,13 +75,14 @@ static LLVMValueRef icmp(lower *lw, LLVMIntPredicate p, LLVMValueRef a, LLVMValu
   return LLVMBuildICmp(lw->cg->b, p, a, b, "");
 }
 
-static void geometry(lower *lw, LLVMValueRef row_block) {
+/* role_threads > 0: a block of two roles of that many threads each, which
+ * hold the same rows (thread i and thread role_threads + i). */
+static void geometry(lower *lw, LLVMValueRef row_block, int role_threads) {
   codegen *cg = lw->cg;
   const kernel_shape *ks = &lw->ks;
   int groups = 32 / ks->lpr;
-  /* Two roles hold the same rows: thread i and thread role_threads + i. */
   lw->tid = cg_tid_x(cg);
-  if (lw->role_threads) lw->tid = LLVMBuildURem(cg->b, lw->tid, cg_i32(cg, lw->role_threads), "role_tid");
+  if (role_threads) lw->tid = LLVMBuildURem(cg->b, lw->tid, cg_i32(cg, role_threads), "role_tid");
   LLVMValueRef lane = LLVMBuildAnd(cg->b, lw->tid, cg_i32(cg, 31), "lane");
   lw->warp = LLVMBuildLShr(cg->b, lw->tid, cg_i32(cg, 5), "warp");
   lw->lane_in_row = LLVMBuildAnd(cg->b, lane, cg_i32(cg, ks->lpr - 1), "lane_in_row");
@@ -914,7 +914,7 @@ static bool lower_forward(lower *lw, const frnn_step *s) {
   cg_guard(cg, lw->spec->guard ? cg_param(cg, n - 1) : NULL, lw->spec->guard);
   lw->b = cg_zext64(cg, cg_ctaid_z(cg));
   lw->h = cg_zext64(cg, cg_ctaid_y(cg));
-  geometry(lw, cg_ctaid_x(cg));
+  geometry(lw, cg_ctaid_x(cg), 0);
   LLVMValueRef T = cg_param(cg, ws + 1), H = cg_param(cg, ws + 2), C = cg_param(cg, ws + 3),
                NC = cg_param(cg, ws + 4), ckpt = cg_param(cg, ws);
   lw->bh = cg_add(cg, cg_mul(cg, lw->b, H), lw->h);
@@ -1197,7 +1197,7 @@ static bool walk_step(lower *lw, bwd_kernel *bk, LLVMValueRef t, LLVMValueRef lo
   pf_take(lw, &bk->pfr, t, -1, lo);
   /* The states of the step the inputs' queue loads (the next with hints):
    * lane q of each warp fetches float q's line into L1. */
-  if ((bk->pfr.hint || bk->pfr.on) && !p->bwd_shared_slots && !p->bwd_roles) {
+  if ((bk->pfr.hint || bk->pfr.on) && !plan_scratch_shared(p)) {
     LLVMValueRef t_next = steps_on(lw, t, bk->pfr.on ? bk->pfr.depth : 1, -1, lo);
     LLVMValueRef lane = LLVMBuildAnd(cg->b, lw->tid, cg_i32(cg, 31), "");
     LLVMValueRef q = cg_select(cg, cg_ult(cg, lane, cg_i32(cg, p->bwd_regs)), lane, cg_i32(cg, 0));
@@ -1311,7 +1311,7 @@ static bool scratch_and_queues(lower *lw, bwd_kernel *bk, LLVMValueRef C, LLVMVa
    * block's worth (plan_workspace sized the kernel's dynamic shared memory);
    * two roles: two sets of C + 1 (role_periods). */
   LLVMValueRef scratch = bk->scratch;
-  if (p->bwd_shared_slots || p->bwd_roles) {
+  if (plan_scratch_shared(p)) {
     scratch = cg_gep(cg, cg->t_f32, cg_dynamic_shared(cg, "frnn_bwd_shared"), cg_i64(cg, p->xchg_shared_floats));
     sc_block = cg_i64(cg, 0);
   }
@@ -1495,9 +1495,7 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   int G = lw->ks.row_blocks;
   LLVMValueRef rank = G > 1 ? cg_ctaid_x(cg) : cg_i32(cg, 0);
   bk->rank = rank;
-  lw->role_threads = p->bwd_roles ? lw->ks.warps * 32 : 0;
-  geometry(lw, rank);
-  lw->role_threads = 0;
+  geometry(lw, rank, p->bwd_roles ? lw->ks.warps * 32 : 0);
   static const int no_stride[FRNN_MAX_PORTS];
   xchg *x = &bk->x;
   *x = (xchg){.G = G, .W = lw->ks.warps, .K = 1, .off = p->xchg_off, .stride = no_stride};

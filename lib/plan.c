@@ -260,13 +260,22 @@ static bool plan_exchange(const frnn_step *adjoint, const uint8_t *kind, int max
   return (int64_t)2 * k * p->xchg_floats * 4 <= max_shared;
 }
 
+/* Bytes of one scratch slot: a state of every thread of one role's block. */
+static int64_t slot_bytes(const plan *p) { return (int64_t)p->bwd_regs * p->bwd.warps * 32 * 4; }
+
+/* Steps of one trip of the backward's queue of loads: its loops run whole
+ * trips where the chunks (or pieces) are a multiple of it (plan_prefetch). */
+static int64_t bwd_trip(const plan *p) {
+  return p->prefetch == PREFETCH_REGS && p->pf_depth_bwd > 1 ? p->pf_depth_bwd : 1;
+}
+
 /* How many of a backward block's recomputed states fit in its share of the
  * SM's shared memory (`blocks` blocks an SM) beside the exchange (or its sums
  * over M, a static array of warps x cn x lpr floats).  0 when fewer than 3:
  * two levels need C2 + pieces - 1 >= 3 states for a chunk longer than 2
  * steps. */
 static int shared_slots(const plan *p, const target *t, int blocks) {
-  int64_t state_bytes = (int64_t)p->bwd_regs * p->bwd.warps * 32 * 4;
+  int64_t state_bytes = slot_bytes(p);
   int64_t used = p->bwd_deferred ? (int64_t)p->xchg_shared_floats * 4
                                  : (int64_t)p->bwd.warps * p->bwd.cn * p->bwd.lpr * 4;
   int64_t slots = (t->max_shared_bytes_optin / blocks - used) / state_bytes;
@@ -376,17 +385,14 @@ typedef struct bwd_choice {
  * H200, RWKV-4 fw+bw 0.485 -> 0.598 ms, L1 hit rate 63% -> 27%
  * (twenty-sixth session). */
 static void plan_roles(plan *p, const target *t) {
-  p->bwd_roles = false;
-  p->bwd_roles_c = 0;
   bool fit = p->bwd_deferred && p->xchg_floats == 0 && !p->bwd_shared_slots && p->bwd_c2 == 0 &&
              p->bwd.warps * 2 <= MAX_WARPS;
   if (!fit || !env_int("FRNN_BWD_ROLES", 1, 0, 1)) return;
   int threads = p->bwd.warps * 64, regs_blocks = 65536 / (ROLES_MAX_REGS * threads);
   int blocks = env_int("FRNN_BWD_ROLES_MINB", regs_blocks > 1 ? regs_blocks : 1, 1, 32);
-  int64_t state_bytes = (int64_t)p->bwd_regs * p->bwd.warps * 32 * 4;
   int64_t share = (t->max_shared_bytes_optin + SHARED_RESERVED) / blocks - SHARED_RESERVED;
-  int64_t q = p->prefetch == PREFETCH_REGS && p->pf_depth_bwd > 1 ? p->pf_depth_bwd : 1;
-  int64_t c = (share / (2 * state_bytes) - 1) / q * q;
+  int64_t q = bwd_trip(p);
+  int64_t c = (share / (2 * slot_bytes(p)) - 1) / q * q;
   if (c < 2) return;
   p->bwd_roles = true;
   p->bwd_roles_c = c;
@@ -608,9 +614,7 @@ void plan_workspace(const plan *p, frnn_sizes sz, const uint8_t *in_bcast, int f
    * cost 42% more time (docs/BENCHMARKS.md).  The plan fixed C2 (its
    * kernels are compiled for one level or two). */
   int64_t C2 = p->bwd_c2, C, pieces;
-  /* The backward's queue of loads: its loops run whole trips of q steps
-   * where the chunks (or pieces) are a multiple of q (plan_prefetch). */
-  int64_t q = p->prefetch == PREFETCH_REGS && p->pf_depth_bwd > 1 ? p->pf_depth_bwd : 1;
+  int64_t q = bwd_trip(p); /* chunks (or pieces) a multiple of q: whole trips */
   if (p->bwd_shared_slots) {
     /* Scratch in shared memory: at most S = slots states, C2 recomputed and
      * C/C2 - 1 second-level checkpoints, so a chunk of at most
@@ -650,7 +654,7 @@ void plan_workspace(const plan *p, frnn_sizes sz, const uint8_t *in_bcast, int f
   w->C2 = C2;
   w->n_ckpt = (sz.T + C - 1) / C;
   pieces = (C + C2 - 1) / C2;
-  size_t state_bytes = (size_t)p->bwd.warps * 32 * (size_t)p->bwd_regs * 4;
+  size_t state_bytes = (size_t)slot_bytes(p);
   w->bwd_shared = (unsigned)((size_t)p->xchg_shared_floats * 4 +
                              (p->bwd_shared_slots ? (size_t)(C2 + pieces - 1) * state_bytes
                               : p->bwd_roles      ? 2 * (size_t)(C + 1) * state_bytes
@@ -661,7 +665,7 @@ void plan_workspace(const plan *p, frnn_sizes sz, const uint8_t *in_bcast, int f
   if (for_backward) {
     off = align256(heads * (size_t)w->n_ckpt * (size_t)p->state_floats * 4);
     w->scratch = off;
-    size_t states = p->bwd_shared_slots || p->bwd_roles ? 0 : (size_t)(C2 + pieces - 1); /* scratch, second level */
+    size_t states = plan_scratch_shared(p) ? 0 : (size_t)(C2 + pieces - 1); /* scratch, second level */
     off = align256(off + heads * (size_t)p->bwd.row_blocks * states * state_bytes);
   } else {
     w->scratch = 0;
