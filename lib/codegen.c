@@ -608,10 +608,22 @@ static LLVMTypeRef dtype_type(codegen *cg, enum tdtype dt, unsigned *size) {
   return cg->t_f32;
 }
 
+LLVMValueRef cg_elem_addr(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt) {
+  unsigned size;
+  return LLVMBuildPtrToInt(cg->b, cg_gep(cg, dtype_type(cg, dt, &size), base, idx64), cg->t_i64, "");
+}
+
+LLVMValueRef cg_opaque_i64(codegen *cg, LLVMValueRef v) {
+  return inline_ptx(cg, cg->t_i64, &cg->t_i64, 1, "mov.b64 $0, $1;", "=l,l", false, &v);
+}
+
 LLVMValueRef cg_load_raw_opaque(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt) {
+  return cg_load_raw_at(cg, cg_elem_addr(cg, base, idx64, dt), dt);
+}
+
+LLVMValueRef cg_load_raw_at(codegen *cg, LLVMValueRef addr, enum tdtype dt) {
   unsigned size;
   LLVMTypeRef ty = dtype_type(cg, dt, &size);
-  LLVMValueRef addr = LLVMBuildPtrToInt(cg->b, cg_gep(cg, ty, base, idx64), cg->t_i64, "");
   if (size == 2) {
     LLVMTypeRef i16 = LLVMInt16TypeInContext(cg->llc);
     LLVMValueRef bits = inline_ptx(cg, i16, &cg->t_i64, 1, "ld.global.nc.u16 $0, [$1];", "=h,l", true, &addr);

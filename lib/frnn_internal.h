@@ -403,7 +403,7 @@ void chunk_gpu_free(chunk_gpu *g);
  * (only when the kernel needs no sum over M). */
 #define PLAN_MAX_RPT 32
 #define PLAN_MAX_CN 32
-#define PLAN_MAX_PF_DEPTH 16 /* steps a time loop's queue of loads holds at most (plan.prefetch) */
+#define PLAN_MAX_PF_DEPTH 64 /* steps a time loop's queue of loads holds at most (plan.prefetch) */
 typedef struct kernel_shape {
   int lpr, cn, rpt, warps, row_blocks;
 } kernel_shape;
@@ -678,6 +678,13 @@ LLVMValueRef cg_load_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, en
  * change during the kernel.  cg_raw_to_f32 widens (narrows) a raw value to
  * f32 as cg_load_elem does; cg_raw_type is dt's type. */
 LLVMValueRef cg_load_raw_opaque(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt);
+/* The same from an address (i64, cg_elem_addr: element idx64 of base).
+ * cg_opaque_i64: v through an inline PTX mov, which LLVM cannot see into: a
+ * chain of addresses a step apart stays a chain, not one address plus
+ * loop-invariant multiples of the step hoisted into registers. */
+LLVMValueRef cg_load_raw_at(codegen *cg, LLVMValueRef addr, enum tdtype dt);
+LLVMValueRef cg_elem_addr(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt);
+LLVMValueRef cg_opaque_i64(codegen *cg, LLVMValueRef v);
 LLVMValueRef cg_raw_to_f32(codegen *cg, LLVMValueRef v, enum tdtype dt);
 LLVMTypeRef cg_raw_type(codegen *cg, enum tdtype dt);
 /* A hint: bring the line holding element idx64 of a global array into L1

@@ -329,7 +329,7 @@ static int step_loads(const frnn_step *s, const kernel_shape *ks, bool with_out)
 /* How the time loops fetch ahead (lower_llvm.c, "prefetch").  A step of
  * small rows (HGRN, RWKV-4) waits on nothing but its loads: the next
  * steps' values are queued in registers, as many steps as PF_REGS values
- * allow (up to PLAN_MAX_PF_DEPTH), a power of two: the loops run trips of
+ * allow (up to STREAM_PF_DEPTH_FWD and _BWD), a power of two: the loops run trips of
  * that many steps and the backward's chunks are made a multiple of it
  * (plan_workspace), so that every trip but the sequence's last is whole
  * (H100, RWKV-4 fw+bw: a backward queue of 9 steps 0.75 ms, of 8 0.70;
@@ -341,8 +341,8 @@ static int step_loads(const frnn_step *s, const kernel_shape *ks, bool with_out)
  * registers); a queue of 1 or 2 steps slowed Mamba's, Longhorn's and mLSTM's
  * forwards by 4-12%, and their register-bound backwards (spilling) by more
  * at 4.  L1 hints slowed Mamba-2's and retention's forwards 5-6x (first
- * sessions).  FRNN_PREFETCH (mode) and FRNN_PREFETCH_DEPTH (steps, both
- * kernels) override. */
+ * sessions).  FRNN_PREFETCH (mode) and FRNN_PREFETCH_DEPTH (steps: "D" both
+ * kernels, "D_fwd,D_bwd") override. */
 static int queue_depth(int loads, int least, int most, int forced) {
   enum { PF_REGS = 64 };
   if (forced) return forced;
@@ -352,14 +352,27 @@ static int queue_depth(int loads, int least, int most, int forced) {
   return pow2 >= least ? pow2 : 0;
 }
 
+/* A queue's steps at most, steps of small rows.  The forward's 32 (where
+ * 64 values allow it: HGRN's two loads a step; RWKV-4's four keep 16) put
+ * more bytes in flight at 8 warps an SM: H200, HGRN's forward 0.077 ->
+ * 0.071 ms (64 steps: 0.082).  The backward's two roles are built for 128
+ * registers: 32 steps spilled there (HGRN fw+bw 0.206 -> 0.483 ms;
+ * twenty-seventh session). */
+enum { STREAM_PF_DEPTH_FWD = 32, STREAM_PF_DEPTH_BWD = 16 };
+
 static void plan_prefetch(const frnn_step *s, int64_t Ns, plan *p) {
   bool stream = small_rows(s, Ns);
   p->prefetch = env_int("FRNN_PREFETCH", PREFETCH_REGS, PREFETCH_NONE, PREFETCH_HINT);
-  int forced = env_int("FRNN_PREFETCH_DEPTH", 0, 0, PLAN_MAX_PF_DEPTH);
-  int least = stream ? 1 : 4, most = stream ? PLAN_MAX_PF_DEPTH : 8;
-  p->pf_depth_fwd = queue_depth(step_loads(s, &p->fwd, false), least, most, forced);
-  p->pf_depth_bwd =
-      stream || p->bwd_rows_apart ? queue_depth(step_loads(s, &p->bwd, true), least, most, forced) : 0;
+  /* "D" for both kernels, or "D_fwd,D_bwd" ("D," leaves the backward's own) */
+  const char *env = getenv("FRNN_PREFETCH_DEPTH"), *comma = env ? strchr(env, ',') : NULL;
+  int forced = env_int("FRNN_PREFETCH_DEPTH", 0, 0, PLAN_MAX_PF_DEPTH), forced_bwd = forced;
+  if (comma) forced_bwd = comma[1] ? atoi(comma + 1) : 0;
+  if (forced_bwd < 0 || forced_bwd > PLAN_MAX_PF_DEPTH) forced_bwd = forced_bwd < 0 ? 0 : PLAN_MAX_PF_DEPTH;
+  int least = stream ? 1 : 4;
+  p->pf_depth_fwd = queue_depth(step_loads(s, &p->fwd, false), least, stream ? STREAM_PF_DEPTH_FWD : 8, forced);
+  p->pf_depth_bwd = stream || p->bwd_rows_apart
+                        ? queue_depth(step_loads(s, &p->bwd, true), least, stream ? STREAM_PF_DEPTH_BWD : 8, forced_bwd)
+                        : 0;
   /* Scratch in shared memory: pieces of at most (slots + 1) / 2 steps
    * (plan_workspace); a deeper queue would never run a whole trip. */
   int piece = (p->bwd_shared_slots + 1) / 2;

@@ -618,13 +618,15 @@ START_TEST(workspace_levels) {
 END_TEST
 
 /* Steps of small rows (HGRN, RWKV-4) queue their next steps' loads in
- * registers (lower_llvm.c, prefetch): depths a power of two, the
- * backward's chunks whole trips of its queue, and no copies in the
- * forward's time loop (the queue's rotation is renaming in trips unrolled by
- * its depth; a copy of a value just loaded would wait for it: a memory
- * latency a step). */
+ * registers (lower_llvm.c, prefetch): depths a power of two (the forward's
+ * up to 32, the backward's 16), the backward's chunks whole trips of its
+ * queue, and no copies in the forward's time loop (the queue's rotation is
+ * renaming in trips unrolled by its depth; a copy of a value just loaded
+ * would wait for it: a memory latency a step).  Where the queue's first
+ * steps are in the sequence, each place's addresses are the place before's
+ * a step on, through an opaque mov (pf_begin), not a multiply a load. */
 START_TEST(small_rows_queue) {
-  static const struct { const char *file; int fwd, bwd; } want[] = {{"examples/hgrn.frnn", 16, 16},
+  static const struct { const char *file; int fwd, bwd; } want[] = {{"examples/hgrn.frnn", 32, 16},
                                                                    {"examples/rwkv4.frnn", 16, 8}};
   frnn_ctx *ctx;
   ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
@@ -638,6 +640,16 @@ START_TEST(small_rows_queue) {
     ck_assert_int_eq(p.prefetch, PREFETCH_REGS);
     ck_assert_int_eq(p.pf_depth_fwd, want[k].fwd);
     ck_assert_int_eq(p.pf_depth_bwd, want[k].bwd);
+    /* FRNN_PREFETCH_DEPTH: "D_fwd,D_bwd"; "D_fwd," leaves the backward's */
+    static const struct { const char *env; int fwd, bwd; } forced[] = {{"64,4", 64, 4}, {"8,", 8, -1}, {"2", 2, 2}};
+    for (int f = 0; f < 3; f++) {
+      plan q;
+      setenv("FRNN_PREFETCH_DEPTH", forced[f].env, 1);
+      ck_assert(plan_make(ctx, s, NULL, 128, 128, &t, &q) == FRNN_OK);
+      unsetenv("FRNN_PREFETCH_DEPTH");
+      ck_assert_int_eq(q.pf_depth_fwd, forced[f].fwd);
+      ck_assert_int_eq(q.pf_depth_bwd, forced[f].bwd < 0 ? want[k].bwd : forced[f].bwd);
+    }
     uint8_t bc[4] = {0, 0, 0, 0};
     static const int64_t T[][2] = {{1000, 32}, {200, 16}, {5, 5}, {1, 1}}; /* T, C */
     for (int i = 0; i < 4; i++) {
@@ -654,8 +666,14 @@ START_TEST(small_rows_queue) {
   const char *end, *fwd = kernel_text(ptx, "frnn_fwd", &end);
   char *text = strndup(fwd, end ? (size_t)(end - fwd) : strlen(fwd));
   ck_assert_int_eq(count(text, "mov.u16") + count(text, "mov.b16"), 0);
-  /* x and g: the queue's first 16 steps, whole trips, the last trips */
-  ck_assert_int_ge(count(text, "ld.global.nc.u16"), 3 * 2 * 16);
+  /* x and g: the queue's first 32 steps (in the sequence, or clamped),
+   * whole trips, the last trips */
+  ck_assert_int_ge(count(text, "ld.global.nc.u16"), 4 * 2 * 32);
+  ck_assert_int_ge(count(text, "mov.b64"), 2 * 31);
+  free(text);
+  const char *bwd = kernel_text(ptx, "frnn_bwd", &end);
+  text = strndup(bwd, end ? (size_t)(end - bwd) : strlen(bwd));
+  ck_assert_int_ge(count(text, "mov.b64"), (2 + 3) * 15); /* the recompute's x, g; the walk's x, g, dy */
   free(text);
   free(ptx);
 }
@@ -781,7 +799,7 @@ START_TEST(rows_apart_backward) {
   target t;
   ck_assert(target_parse(ctx, "sm_90", &t) == FRNN_OK);
   static const struct { const char *file; bool apart; int fwd_depth, bwd_depth; } want[] = {
-      {"examples/s4d.frnn", true, 8, 4}, {"examples/mamba.frnn", false, 0, 0}, {"examples/hgrn.frnn", false, 16, 16}};
+      {"examples/s4d.frnn", true, 8, 4}, {"examples/mamba.frnn", false, 0, 0}, {"examples/hgrn.frnn", false, 32, 16}};
   for (int k = 0; k < 3; k++) {
     frnn_step *s;
     ck_assert(frnn_step_load(ctx, test_source_path(want[k].file), &s) == FRNN_OK);
