@@ -34,6 +34,9 @@ typedef struct targ {
   enum tdtype dt;
   bool contig; /* rows of N elements, unit column stride (the spec says so):
                   element offsets within a step are compile-time multiples */
+  bool present; /* known to be there: the spec marks only a present tensor
+                   contiguous (pipeline.c contig_mask), except an input's
+                   gradient (its partials are) */
 } targ;
 
 typedef struct lower {
@@ -126,9 +129,11 @@ void tensor_param_types(codegen *cg, LLVMTypeRef *types, int *n) {
   for (int k = 0; k < 5; k++) types[(*n)++] = cg->t_i64;
 }
 
-static targ tensor_arg(lower *lw, int first, enum tdtype dt, bool contig) {
+/* Port i's tensor of role `role` (CONTIG_*), its parameters from `first`. */
+static targ tensor_arg(lower *lw, int first, enum tdtype dt, int role, int i) {
   codegen *cg = lw->cg;
-  targ t = {.ptr = cg_param(cg, first), .dt = dt, .contig = contig};
+  bool contig = (lw->spec->contig[role] >> i) & 1;
+  targ t = {.ptr = cg_param(cg, first), .dt = dt, .contig = contig, .present = contig && role != CONTIG_GIN};
   t.is_null = LLVMBuildIsNull(cg->b, t.ptr, "");
   LLVMValueRef sB = cg_param(cg, first + 1), sH = cg_param(cg, first + 3);
   t.sT = cg_param(cg, first + 2);
@@ -158,6 +163,7 @@ static void load_tensor_as(lower *lw, const targ *t, LLVMValueRef time, const LL
   codegen *cg = lw->cg;
   int n = count_of(&lw->ks, cls), cn = CLASS_HAS_N(cls) ? lw->ks.cn : 1;
   LLVMBasicBlockRef load_bb = NULL, merge_bb = NULL, from = NULL;
+  optional = optional && !t->present; /* a contiguous output gradient: no branch, no zeros */
   if (optional) {
     from = LLVMGetInsertBlock(cg->b);
     load_bb = cg_block(cg, "load");
@@ -958,10 +964,10 @@ static bool lower_forward(lower *lw, const frnn_step *s) {
     if (LLVMGetTypeKind(types[i]) == LLVMPointerTypeKind) cg_param_noalias(cg, fn, i);
   targ in[FRNN_MAX_PORTS], init[FRNN_MAX_PORTS], out[FRNN_MAX_PORTS], fin[FRNN_MAX_PORTS];
   int k = 0;
-  for (int i = 0; i < p->n_in; i++, k += TENSOR_PARAMS) in[i] = tensor_arg(lw, k, lw->spec->dt_in[i], (lw->spec->contig[CONTIG_IN] >> i) & 1);
-  for (int i = 0; i < p->n_st; i++, k += TENSOR_PARAMS) init[i] = tensor_arg(lw, k, lw->spec->dt_state[i], (lw->spec->contig[CONTIG_STATE] >> i) & 1);
-  for (int i = 0; i < p->n_out; i++, k += TENSOR_PARAMS) out[i] = tensor_arg(lw, k, lw->spec->dt_out[i], (lw->spec->contig[CONTIG_OUT] >> i) & 1);
-  for (int i = 0; i < p->n_st; i++, k += TENSOR_PARAMS) fin[i] = tensor_arg(lw, k, lw->spec->dt_final[i], (lw->spec->contig[CONTIG_FINAL] >> i) & 1);
+  for (int i = 0; i < p->n_in; i++, k += TENSOR_PARAMS) in[i] = tensor_arg(lw, k, lw->spec->dt_in[i], CONTIG_IN, i);
+  for (int i = 0; i < p->n_st; i++, k += TENSOR_PARAMS) init[i] = tensor_arg(lw, k, lw->spec->dt_state[i], CONTIG_STATE, i);
+  for (int i = 0; i < p->n_out; i++, k += TENSOR_PARAMS) out[i] = tensor_arg(lw, k, lw->spec->dt_out[i], CONTIG_OUT, i);
+  for (int i = 0; i < p->n_st; i++, k += TENSOR_PARAMS) fin[i] = tensor_arg(lw, k, lw->spec->dt_final[i], CONTIG_FINAL, i);
 
   /* States in registers, from the initial states. */
   LLVMValueRef *S[FRNN_MAX_PORTS], *Sv[FRNN_MAX_PORTS], *X[FRNN_MAX_PORTS];
@@ -1325,6 +1331,22 @@ static bool walk_pass(lower *lw, bwd_kernel *bk, LLVMValueRef lo, LLVMValueRef h
   return true;
 }
 
+/* Whether the walk needs input i's values: a node it emits (walk_live, or
+ * any) or a gradient takes them.  HGRN's x is added to the state, and its
+ * gradient is the state's: the walk loaded it a step for nothing. */
+static bool walk_uses_input(const bwd_kernel *bk, int i) {
+  const frnn_step *adj = bk->adj;
+  uint32_t leaf = adj->ports[FRNN_PORT_INPUT][i].leaf;
+  for (int k = 0; k < adj->n_ports[FRNN_PORT_OUTPUT]; k++)
+    if (adj->ports[FRNN_PORT_OUTPUT][k].value == leaf) return true;
+  for (uint32_t v = leaf + 1; v < adj->n_nodes; v++) {
+    if (bk->walk_live && !bk->walk_live[v]) continue;
+    for (int a = 0; a < op_get(adj->nodes[v].op)->arity; a++)
+      if (adj->nodes[v].arg[a] == leaf) return true;
+  }
+  return false;
+}
+
 /* The scratch slots' place (bk->sc_block; in shared memory, bk->scratch
  * too) and the passes' queues of loads. */
 static bool scratch_and_queues(lower *lw, bwd_kernel *bk, LLVMValueRef C, LLVMValueRef C2, bool two,
@@ -1359,7 +1381,8 @@ static bool scratch_and_queues(lower *lw, bwd_kernel *bk, LLVMValueRef C, LLVMVa
   for (int i = 0; i < p->n_in; i++) {
     bool fixed = lw->spec->in_bcast[i] & 2;
     if (!pf_add(lw, &bk->pfx, &bk->in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, fixed, bk->X[i], entry) ||
-        !pf_add(lw, &bk->pfr, &bk->in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, fixed, bk->X[i], entry))
+        (walk_uses_input(bk, i) &&
+         !pf_add(lw, &bk->pfr, &bk->in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, fixed, bk->X[i], entry)))
       return false;
   }
   for (int i = 0; i < p->n_out; i++)
@@ -1592,11 +1615,11 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   targ in[FRNN_MAX_PORTS], gout[FRNN_MAX_PORTS], gfin[FRNN_MAX_PORTS], gin[FRNN_MAX_PORTS],
       gst[FRNN_MAX_PORTS];
   int k = 0;
-  for (int i = 0; i < p->n_in; i++, k += TENSOR_PARAMS) in[i] = tensor_arg(lw, k, lw->spec->dt_in[i], (lw->spec->contig[CONTIG_IN] >> i) & 1);
-  for (int i = 0; i < p->n_out; i++, k += TENSOR_PARAMS) gout[i] = tensor_arg(lw, k, lw->spec->dt_gout[i], (lw->spec->contig[CONTIG_GOUT] >> i) & 1);
-  for (int i = 0; i < p->n_st; i++, k += TENSOR_PARAMS) gfin[i] = tensor_arg(lw, k, lw->spec->dt_gfinal[i], (lw->spec->contig[CONTIG_GFINAL] >> i) & 1);
-  for (int i = 0; i < p->n_in; i++, k += TENSOR_PARAMS) gin[i] = tensor_arg(lw, k, lw->spec->dt_gin[i], (lw->spec->contig[CONTIG_GIN] >> i) & 1);
-  for (int i = 0; i < p->n_st; i++, k += TENSOR_PARAMS) gst[i] = tensor_arg(lw, k, lw->spec->dt_gstate[i], (lw->spec->contig[CONTIG_GSTATE] >> i) & 1);
+  for (int i = 0; i < p->n_in; i++, k += TENSOR_PARAMS) in[i] = tensor_arg(lw, k, lw->spec->dt_in[i], CONTIG_IN, i);
+  for (int i = 0; i < p->n_out; i++, k += TENSOR_PARAMS) gout[i] = tensor_arg(lw, k, lw->spec->dt_gout[i], CONTIG_GOUT, i);
+  for (int i = 0; i < p->n_st; i++, k += TENSOR_PARAMS) gfin[i] = tensor_arg(lw, k, lw->spec->dt_gfinal[i], CONTIG_GFINAL, i);
+  for (int i = 0; i < p->n_in; i++, k += TENSOR_PARAMS) gin[i] = tensor_arg(lw, k, lw->spec->dt_gin[i], CONTIG_GIN, i);
+  for (int i = 0; i < p->n_st; i++, k += TENSOR_PARAMS) gst[i] = tensor_arg(lw, k, lw->spec->dt_gstate[i], CONTIG_GSTATE, i);
   bk->gin = gin;
 
   int n_threads = bk->n_threads = lw->ks.warps * 32;
