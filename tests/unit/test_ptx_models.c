@@ -681,6 +681,51 @@ START_TEST(small_rows_queue) {
 }
 END_TEST
 
+/* The backward of RWKV-4 (bf16) lowered with its output gradient marked
+ * contiguous (as pipeline.c marks only a present tensor) or not: a
+ * present one is loaded with no null test and no zeros (targ.present), an
+ * absent-or-strided one keeps both. */
+static char *backward_ptx_gout(bool gout_contig) {
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  frnn_step *s, *adj;
+  ck_assert(frnn_step_load(ctx, test_source_path("examples/rwkv4.frnn"), &s) == FRNN_OK);
+  ck_assert(frnn_step_adjoint(s, &adj) == FRNN_OK);
+  target t;
+  ck_assert(target_parse(ctx, "sm_90", &t) == FRNN_OK);
+  plan p;
+  ck_assert(plan_make(ctx, s, NULL, 128, 128, &t, &p) == FRNN_OK);
+  lower_spec spec;
+  memset(&spec, 0, sizeof spec);
+  for (int i = 0; i < FRNN_MAX_PORTS; i++) {
+    spec.dt_in[i] = spec.dt_out[i] = spec.dt_gout[i] = spec.dt_gin[i] = TD_BF16;
+    spec.dt_state[i] = spec.dt_final[i] = spec.dt_gfinal[i] = spec.dt_gstate[i] = TD_F32;
+  }
+  for (int r = 0; r < 8; r++) spec.contig[r] = UINT32_MAX;
+  if (!gout_contig) spec.contig[CONTIG_GOUT] = 0;
+  codegen cg;
+  memset(&cg, 0, sizeof cg);
+  char *ptx = NULL;
+  ck_assert(cg_begin(ctx, &t, s->name, &cg) == FRNN_OK);
+  ck_assert_msg(lower_module(&cg, &p, &spec, s, adj, KERNEL_BWD) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  ck_assert_msg(cg_finish(&cg, 0, &ptx) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  cg_dispose(&cg);
+  frnn_step_destroy(adj);
+  frnn_step_destroy(s);
+  frnn_ctx_destroy(ctx);
+  return ptx;
+}
+
+START_TEST(present_output_gradient) {
+  char *present = backward_ptx_gout(true), *maybe = backward_ptx_gout(false);
+  ck_assert_int_eq(count(present, "0x0000;"), 0);
+  ck_assert_int_gt(count(maybe, "0x0000;"), 0);
+  ck_assert_int_lt(count(present, "bra"), count(maybe, "bra"));
+  free(present);
+  free(maybe);
+}
+END_TEST
+
 /* Basic blocks of kernel `entry` in ptx holding every one of the n strings
  * of `all` (a block ends at a label or a branch). */
 static int blocks_with(const char *ptx, const char *entry, const char *const *all, int n) {
@@ -1271,6 +1316,7 @@ static int run_shard(int shard, int shards) {
       {workspace_shared_scratch, 1},
       {backward_alternatives, 1},
       {two_roles, 1},
+      {present_output_gradient, 1},
   };
   char name[64];
   snprintf(name, sizeof name, "ptx_models %d/%d", shard + 1, shards);
