@@ -97,6 +97,7 @@ typedef struct run_opts {
   int flag;            /* -1: unchecked; 0 or 1: a guarded step's flag after the forward
                           (set: the recurrent kernels ran it); then a forward with the
                           forward-only workspace (the flag alone) is checked too */
+  bool no_gout;        /* every output's gradient absent (NULL: zero), on both sides */
 } run_opts;
 
 static double check_close(const char *model, const run_opts *o, const char *what, ttensor *got,
@@ -220,7 +221,7 @@ static void run_model(const char *model, run_opts o) {
     dtensor_random(&gout[i], o.dt, nd, shape, gr);
     tt_zeros(&r_out[i], DT_F64, nd, shape);
     h_out[i] = &r_out[i].t, d_out[i] = &out[i].dev;
-    h_gout[i] = &gout[i].host.t, d_gout[i] = &gout[i].dev;
+    h_gout[i] = o.no_gout ? NULL : &gout[i].host.t, d_gout[i] = o.no_gout ? NULL : &gout[i].dev;
   }
   /* Reference. */
   ck_assert_msg(frnn_reference_forward(ctx, s, sz, h_in, h_st, h_out, h_fin) == FRNN_OK, "%s",
@@ -344,37 +345,37 @@ static void teardown(void) {
 }
 
 START_TEST(models_f32_64) {
-  run_opts o = {2, 1000, 3, 64, 64, DT_F32, false, false, NULL, -1};
+  run_opts o = {2, 1000, 3, 64, 64, DT_F32, false, false, NULL, -1, false};
   run_model(MODELS[_i], o);
 }
 END_TEST
 
 START_TEST(models_bf16_128) {
-  run_opts o = {1, 200, 3, 128, 128, DT_BF16, false, false, NULL, -1};
+  run_opts o = {1, 200, 3, 128, 128, DT_BF16, false, false, NULL, -1, false};
   run_model(MODELS[_i], o);
 }
 END_TEST
 
 START_TEST(models_f32_128) {
-  run_opts o = {1, 100, 2, 128, 128, DT_F32, false, false, NULL, -1};
+  run_opts o = {1, 100, 2, 128, 128, DT_F32, false, false, NULL, -1, false};
   run_model(MODELS[_i], o);
 }
 END_TEST
 
 START_TEST(models_f32_48x96_strided) {
-  run_opts o = {2, 37, 3, 48, 96, DT_F32, true, true, NULL, -1};
+  run_opts o = {2, 37, 3, 48, 96, DT_F32, true, true, NULL, -1, false};
   run_model(MODELS[_i], o);
 }
 END_TEST
 
 START_TEST(models_f32_1x1) {
-  run_opts o = {2, 50, 3, 1, 1, DT_F32, false, false, NULL, -1};
+  run_opts o = {2, 50, 3, 1, 1, DT_F32, false, false, NULL, -1, false};
   run_model(MODELS[_i], o);
 }
 END_TEST
 
 START_TEST(models_f32_odd) {
-  run_opts o = {1, 9, 1, 3, 5, DT_F32, true, false, NULL, -1};
+  run_opts o = {1, 9, 1, 3, 5, DT_F32, true, false, NULL, -1, false};
   run_model(MODELS[_i], o);
 }
 END_TEST
@@ -399,7 +400,7 @@ static const struct {
 
 START_TEST(guarded_retention) {
   run_opts o = {2, 300, 3, 64, 64, guarded_cases[_i].bf16 ? DT_BF16 : DT_F32, false, false, guarded_cases[_i].ranges,
-                guarded_cases[_i].flag};
+                guarded_cases[_i].flag, false};
   run_model("retention", o);
 }
 END_TEST
@@ -421,7 +422,7 @@ static const struct {
 START_TEST(column_decays) {
   run_opts o = {column_cases[_i].B, column_cases[_i].T, column_cases[_i].H, column_cases[_i].M, column_cases[_i].N,
                 column_cases[_i].bf16 ? DT_BF16 : DT_F32, column_cases[_i].strided, column_cases[_i].expanded,
-                NULL, -1};
+                NULL, -1, false};
   run_model("tests/gpu/steps/column_decay.frnn", o);
 }
 END_TEST
@@ -434,7 +435,7 @@ END_TEST
  * without. */
 static const char *const WIDE_MODELS[] = {"mamba2", "gla", "gated_delta_rule", "rwkv7"};
 START_TEST(wide_states) {
-  run_opts o = {1, 70, 2, 16, 264, DT_F32, false, false, NULL, -1};
+  run_opts o = {1, 70, 2, 16, 264, DT_F32, false, false, NULL, -1, false};
   run_model(WIDE_MODELS[_i], o);
 }
 END_TEST
@@ -447,7 +448,7 @@ END_TEST
 static const char *const LEAN_MODELS[] = {"delta_rule", "gated_delta_rule", "rwkv7", "mamba2", "gla", "retention"};
 START_TEST(lean_backward) {
   ck_assert(frnn_ctx_set_backward_mode(ctx, FRNN_BACKWARD_LEAN) == FRNN_OK);
-  run_opts o = {2, 300, 2, 64, 64, DT_F32, false, false, NULL, -1};
+  run_opts o = {2, 300, 2, 64, 64, DT_F32, false, false, NULL, -1, false};
   run_model(LEAN_MODELS[_i], o);
 }
 END_TEST
@@ -457,7 +458,7 @@ END_TEST
  * their own kernels.  Until 2026-11-25 the context's module lookup ignored
  * the step, and the second of such a pair ran the first's kernels. */
 START_TEST(models_one_context) {
-  run_opts o = {1, 20, 2, 16, 16, DT_F32, false, false, NULL, -1};
+  run_opts o = {1, 20, 2, 16, 16, DT_F32, false, false, NULL, -1, false};
   for (int i = 0; i < N_MODELS; i++) run_model(MODELS[i], o);
 }
 END_TEST
@@ -467,7 +468,7 @@ END_TEST
  * around their stores). */
 START_TEST(predicated_stores) {
   setenv("FRNN_PRED_STORES", "1", 1);
-  run_opts o = {2, 37, 3, 48, 96, DT_F32, true, true, NULL, -1};
+  run_opts o = {2, 37, 3, 48, 96, DT_F32, true, true, NULL, -1, false};
   run_model(MODELS[_i], o);
   unsetenv("FRNN_PRED_STORES");
 }
@@ -486,9 +487,24 @@ static const struct {
     {"hgrn", 257, false}, {"rwkv4", 1000, false}, {"hgrn", 257, true}, {"rwkv4", 300, true},
 };
 
+/* Output gradients not given (the state's final gradient alone): the
+ * kernels load them behind a null test, which a given, contiguous one skips
+ * (lower_llvm.c targ.present); the recurrent kernels (two roles, rows
+ * apart, an exchange, sums over M) and a chunked one. */
+static const struct {
+  const char *model;
+  int64_t N;
+} absent_cases[] = {{"hgrn", 1}, {"rwkv4", 1}, {"s4d", 16}, {"mamba", 16}, {"mlstm", 16}, {"delta_rule", 32}};
+
+START_TEST(absent_output_gradients) {
+  run_opts o = {2, 70, 2, 64, absent_cases[_i].N, DT_F32, false, false, NULL, -1, true};
+  run_model(absent_cases[_i].model, o);
+}
+END_TEST
+
 START_TEST(two_roles) {
   if (role_cases[_i].one_role) setenv("FRNN_BWD_ROLES", "0", 1);
-  run_opts o = {2, role_cases[_i].T, 3, 200, 1, DT_F32, false, false, NULL, -1};
+  run_opts o = {2, role_cases[_i].T, 3, 200, 1, DT_F32, false, false, NULL, -1, false};
   run_model(role_cases[_i].model, o);
   unsetenv("FRNN_BWD_ROLES");
 }
@@ -532,6 +548,8 @@ int main(void) {
   if (!only || !*only || strcmp(only, "predicated_stores") == 0) tcase_add_loop_test(tc, predicated_stores, 0, N_MODELS);
   if (!only || !*only || strcmp(only, "two_roles") == 0)
     tcase_add_loop_test(tc, two_roles, 0, (int)(sizeof role_cases / sizeof *role_cases));
+  if (!only || !*only || strcmp(only, "absent_output_gradients") == 0)
+    tcase_add_loop_test(tc, absent_output_gradients, 0, (int)(sizeof absent_cases / sizeof *absent_cases));
   if (!only || !*only || strcmp(only, "column_decays") == 0)
     tcase_add_loop_test(tc, column_decays, 0, (int)(sizeof column_cases / sizeof *column_cases));
   suite_add_tcase(su, tc);
