@@ -837,25 +837,27 @@ static void pf_begin(lower *lw, prefetch *pf, LLVMValueRef first, int dir, LLVMV
   LLVMBasicBlockRef linear = cg_block(cg, "queue_linear"), clamped = cg_block(cg, "queue_clamped"),
                     filled = cg_block(cg, "queue_filled");
   cg_cond_br(cg, inside, linear, clamped);
-  for (int way = 0; way < 2; way++) {
-    cg_at(cg, way ? clamped : linear);
-    for (int k = 0; k < pf->n; k++) {
-      if (pf->fixed[k]) continue;
-      const targ *t = pf->t[k];
-      int n = count_of(&lw->ks, pf->cls[k]), cn = CLASS_HAS_N(pf->cls[k]) ? lw->ks.cn : 1;
-      LLVMValueRef *addr = way ? NULL : new_vals(lw, pf->cls[k]);
-      if (!way && !addr) return; /* new_vals flagged the error */
-      LLVMValueRef step = cg_mul(cg, t->sT, cg_i64(cg, (int64_t)dir * tdtype_bytes(t->dt)));
-      for (int e = 0; addr && e < n; e++)
-        addr[e] = cg_elem_addr(cg, t->ptr, elem_index(lw, t, first, pf->cls[k], e / cn, e % cn), t->dt);
-      for (int d = 0; d < pf->depth; d++) {
-        for (int e = 0; addr && d && e < n; e++) addr[e] = cg_add(cg, cg_opaque_i64(cg, addr[e]), step);
-        pf_fill(lw, pf, k, d, way ? steps_on(lw, first, d, dir, last) : NULL, addr);
-      }
-      free(addr);
+  cg_at(cg, linear);
+  for (int k = 0; k < pf->n; k++) {
+    if (pf->fixed[k]) continue;
+    const targ *t = pf->t[k];
+    int n = count_of(&lw->ks, pf->cls[k]), cn = CLASS_HAS_N(pf->cls[k]) ? lw->ks.cn : 1;
+    LLVMValueRef *addr = new_vals(lw, pf->cls[k]);
+    if (!addr) return; /* new_vals flagged the error */
+    LLVMValueRef step = cg_mul(cg, t->sT, cg_i64(cg, (int64_t)dir * tdtype_bytes(t->dt)));
+    for (int e = 0; e < n; e++)
+      addr[e] = cg_elem_addr(cg, t->ptr, elem_index(lw, t, first, pf->cls[k], e / cn, e % cn), t->dt);
+    for (int d = 0; d < pf->depth; d++) {
+      for (int e = 0; d && e < n; e++) addr[e] = cg_add(cg, cg_opaque_i64(cg, addr[e]), step);
+      pf_fill(lw, pf, k, d, NULL, addr);
     }
-    cg_br(cg, filled);
+    free(addr);
   }
+  cg_br(cg, filled);
+  cg_at(cg, clamped);
+  for (int k = 0; k < pf->n; k++)
+    for (int d = 0; !pf->fixed[k] && d < pf->depth; d++) pf_fill(lw, pf, k, d, steps_on(lw, first, d, dir, last), NULL);
+  cg_br(cg, filled);
   cg_at(cg, filled);
 }
 
@@ -1331,22 +1333,6 @@ static bool walk_pass(lower *lw, bwd_kernel *bk, LLVMValueRef lo, LLVMValueRef h
   return true;
 }
 
-/* Whether the walk needs input i's values: a node it emits (walk_live, or
- * any) or a gradient takes them.  HGRN's x is added to the state, and its
- * gradient is the state's: the walk loaded it a step for nothing. */
-static bool walk_uses_input(const bwd_kernel *bk, int i) {
-  const frnn_step *adj = bk->adj;
-  uint32_t leaf = adj->ports[FRNN_PORT_INPUT][i].leaf;
-  for (int k = 0; k < adj->n_ports[FRNN_PORT_OUTPUT]; k++)
-    if (adj->ports[FRNN_PORT_OUTPUT][k].value == leaf) return true;
-  for (uint32_t v = leaf + 1; v < adj->n_nodes; v++) {
-    if (bk->walk_live && !bk->walk_live[v]) continue;
-    for (int a = 0; a < op_get(adj->nodes[v].op)->arity; a++)
-      if (adj->nodes[v].arg[a] == leaf) return true;
-  }
-  return false;
-}
-
 /* The scratch slots' place (bk->sc_block; in shared memory, bk->scratch
  * too) and the passes' queues of loads. */
 static bool scratch_and_queues(lower *lw, bwd_kernel *bk, LLVMValueRef C, LLVMValueRef C2, bool two,
@@ -1378,13 +1364,25 @@ static bool scratch_and_queues(lower *lw, bwd_kernel *bk, LLVMValueRef C, LLVMVa
   bk->tid64 = cg_zext64(cg, lw->tid);
   bk->pfx = pf_new(p, p->pf_depth_bwd);
   bk->pfr = bk->pfx;
+  /* The walk queues only the inputs it takes: an operand of a node it emits
+   * (walk_live, or any) or a gradient.  HGRN's x is added to the state, its
+   * gradient the state's: the walk loaded it a step for nothing. */
+  const frnn_step *adj = bk->adj;
+  uint32_t *uses = calloc(adj->n_nodes ? adj->n_nodes : 1, sizeof *uses);
+  if (!uses) return false;
+  operand_uses(adj, bk->walk_live, NULL, uses, NULL);
+  for (int k = 0; k < adj->n_ports[FRNN_PORT_OUTPUT]; k++)
+    if (adj->ports[FRNN_PORT_OUTPUT][k].value != NODE_NONE) uses[adj->ports[FRNN_PORT_OUTPUT][k].value]++;
   for (int i = 0; i < p->n_in; i++) {
-    bool fixed = lw->spec->in_bcast[i] & 2;
+    bool fixed = lw->spec->in_bcast[i] & 2, walk_takes = uses[adj->ports[FRNN_PORT_INPUT][i].leaf] > 0;
     if (!pf_add(lw, &bk->pfx, &bk->in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, fixed, bk->X[i], entry) ||
-        (walk_uses_input(bk, i) &&
-         !pf_add(lw, &bk->pfr, &bk->in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, fixed, bk->X[i], entry)))
+        (walk_takes &&
+         !pf_add(lw, &bk->pfr, &bk->in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, fixed, bk->X[i], entry))) {
+      free(uses);
       return false;
+    }
   }
+  free(uses);
   for (int i = 0; i < p->n_out; i++)
     if (!pf_add(lw, &bk->pfr, &bk->gout[i], s->ports[FRNN_PORT_OUTPUT][i].cls, true, false, bk->GY[i], entry)) return false;
   return true;

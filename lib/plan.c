@@ -42,11 +42,11 @@ enum { FWD_STATE_BUDGET = 32, BWD_STATE_BUDGET = 64, MAX_WARPS = 32, MAX_RPT_BY_
  * FRNN_BWD_BUDGET floats of state per split backward thread, FRNN_BWD_WARPS
  * warps per block of a cluster, FRNN_BWD_CLUSTER the largest cluster (1:
  * never split), FRNN_BWD_XCHG_STEPS steps per exchange of partial sums. */
+static int clamp_int(int x, int lo, int hi) { return x < lo ? lo : x > hi ? hi : x; }
+
 static int env_int(const char *name, int dflt, int lo, int hi) {
   const char *v = getenv(name);
-  if (!v || !*v) return dflt;
-  int x = atoi(v);
-  return x < lo ? lo : x > hi ? hi : x;
+  return !v || !*v ? dflt : clamp_int(atoi(v), lo, hi);
 }
 
 int class_floats(int cls, int64_t M, int64_t N) {
@@ -365,9 +365,8 @@ static void plan_prefetch(const frnn_step *s, int64_t Ns, plan *p) {
   p->prefetch = env_int("FRNN_PREFETCH", PREFETCH_REGS, PREFETCH_NONE, PREFETCH_HINT);
   /* "D" for both kernels, or "D_fwd,D_bwd" ("D," leaves the backward's own) */
   const char *env = getenv("FRNN_PREFETCH_DEPTH"), *comma = env ? strchr(env, ',') : NULL;
-  int forced = env_int("FRNN_PREFETCH_DEPTH", 0, 0, PLAN_MAX_PF_DEPTH), forced_bwd = forced;
-  if (comma) forced_bwd = comma[1] ? atoi(comma + 1) : 0;
-  if (forced_bwd < 0 || forced_bwd > PLAN_MAX_PF_DEPTH) forced_bwd = forced_bwd < 0 ? 0 : PLAN_MAX_PF_DEPTH;
+  int forced = env_int("FRNN_PREFETCH_DEPTH", 0, 0, PLAN_MAX_PF_DEPTH);
+  int forced_bwd = comma ? clamp_int(atoi(comma + 1), 0, PLAN_MAX_PF_DEPTH) : forced;
   int least = stream ? 1 : 4;
   p->pf_depth_fwd = queue_depth(step_loads(s, &p->fwd, false), least, stream ? STREAM_PF_DEPTH_FWD : 8, forced);
   p->pf_depth_bwd = stream || p->bwd_rows_apart
