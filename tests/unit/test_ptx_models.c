@@ -674,7 +674,7 @@ START_TEST(small_rows_queue) {
   const char *bwd = kernel_text(ptx, "frnn_bwd", &end);
   text = strndup(bwd, end ? (size_t)(end - bwd) : strlen(bwd));
   /* the recompute's x and g; the walk's g and dy: x, added to the state,
-   * is not an operand of the backward (walk_uses_input) */
+   * is not an operand of the backward (scratch_and_queues) */
   ck_assert_int_eq(count(text, "mov.b64"), (2 + 2) * 15);
   free(text);
   free(ptx);
