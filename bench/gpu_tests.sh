@@ -10,7 +10,7 @@ shift 2
 : "${OUT:?OUT must name the output directory}"
 export FRNN_SOURCE_DIR=${FRNN_SOURCE_DIR:-$PWD}
 T0=$(date +%s)
-configs="models_f32_odd models_f32_1x1 models_f32_48x96_strided models_f32_64 models_f32_128 models_bf16_128 models_one_context guarded_retention column_decays wide_states lean_backward predicated_stores two_roles absent_output_gradients"
+configs="models_f32_odd models_f32_1x1 models_f32_48x96_strided models_f32_64 models_f32_128 models_bf16_128 models_one_context guarded_retention column_decays wide_states lean_backward predicated_stores two_roles absent_output_gradients adjacent_rows"
 rm -f /tmp/gpu_errors_*.txt
 for c in $configs; do
   env "$@" FRNN_GPU_CONFIG=$c FRNN_CACHE_DIR=/tmp/fc-$c-$label FRNN_GPU_TABLE=/tmp/gpu_errors_$c.txt \

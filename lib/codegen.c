@@ -731,6 +731,112 @@ void cg_store_elem_if(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum t
   inline_ptx(cg, cg->t_void, types, 3, text, cons, true, args);
 }
 
+/* ------------------------------------------------------------- vectors */
+static int elems_per_word(enum tdtype dt, int n) { return n >= 2 && tdtype_bytes(dt) == 2 ? 2 : 1; }
+
+int cg_vec_words(enum tdtype dt, int n) { return n / elems_per_word(dt, n); }
+
+LLVMTypeRef cg_word_type(codegen *cg, enum tdtype dt, int n) {
+  return elems_per_word(dt, n) == 2 ? cg->t_i32 : cg_raw_type(cg, dt);
+}
+
+/* The PTX type and inline-asm constraint of a word. */
+static void word_ptx(enum tdtype dt, int n, const char **type, const char **cons) {
+  int size = tdtype_bytes(dt);
+  *type = elems_per_word(dt, n) == 2 ? "b32" : size == 8 ? "f64" : "f32";
+  *cons = elems_per_word(dt, n) == 2 ? "r" : size == 8 ? "d" : "f";
+}
+
+/* "{$first, $first+1, ...}" of w words (one: "$first"), into buf. */
+static void operand_list(char *buf, size_t size, int first, int w) {
+  int k = snprintf(buf, size, w > 1 ? "{" : "");
+  for (int i = 0; i < w; i++) k += snprintf(buf + k, size - (size_t)k, "%s$%d", i ? ", " : "", first + i);
+  snprintf(buf + k, size - (size_t)k, w > 1 ? "}" : "");
+}
+
+void cg_load_words_at(codegen *cg, LLVMValueRef addr, enum tdtype dt, int n, LLVMValueRef *words) {
+  int w = cg_vec_words(dt, n);
+  if (w != 1 && w != 2 && w != 4) {
+    cg_error(cg, "cg_load_words_at: %d elements of %d bytes are not a vector", n, tdtype_bytes(dt));
+    return;
+  }
+  const char *type, *cons;
+  word_ptx(dt, n, &type, &cons);
+  char outs[64], text[160], constraints[64];
+  operand_list(outs, sizeof outs, 0, w);
+  snprintf(text, sizeof text, "ld.global.nc%s.%s %s, [$%d];", w > 1 ? (w == 2 ? ".v2" : ".v4") : "", type, outs, w);
+  int k = 0;
+  for (int i = 0; i < w; i++) k += snprintf(constraints + k, sizeof constraints - (size_t)k, "=%s,", cons);
+  snprintf(constraints + k, sizeof constraints - (size_t)k, "l");
+  LLVMTypeRef word = cg_word_type(cg, dt, n), fields[4] = {word, word, word, word};
+  LLVMTypeRef ret = w == 1 ? word : LLVMStructTypeInContext(cg->llc, fields, (unsigned)w, 0);
+  LLVMValueRef v = inline_ptx(cg, ret, &cg->t_i64, 1, text, constraints, true, &addr);
+  for (int i = 0; i < w; i++) words[i] = w == 1 ? v : LLVMBuildExtractValue(cg->b, v, (unsigned)i, "");
+}
+
+LLVMValueRef cg_word_to_f32(codegen *cg, LLVMValueRef w, enum tdtype dt, int n, int k) {
+  if (elems_per_word(dt, n) == 1) return cg_raw_to_f32(cg, w, dt);
+  if (dt == TD_BF16) /* a bf16 is a float32's upper half: one shift or mask */
+    return LLVMBuildBitCast(cg->b,
+                            k % 2 ? LLVMBuildAnd(cg->b, w, LLVMConstInt(cg->t_i32, 0xffff0000u, 0), "")
+                                  : LLVMBuildShl(cg->b, w, LLVMConstInt(cg->t_i32, 16, 0), ""),
+                            cg->t_f32, "");
+  LLVMValueRef half = k % 2 ? LLVMBuildLShr(cg->b, w, LLVMConstInt(cg->t_i32, 16, 0), "") : w;
+  LLVMValueRef bits = LLVMBuildTrunc(cg->b, half, LLVMInt16TypeInContext(cg->llc), "");
+  return cg_raw_to_f32(cg, LLVMBuildBitCast(cg->b, bits, cg_raw_type(cg, dt), ""), dt);
+}
+
+void cg_load_vec_elems(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt, int n, LLVMValueRef *f32) {
+  LLVMTypeRef ty = cg_raw_type(cg, dt), vty = LLVMVectorType(ty, (unsigned)n);
+  LLVMValueRef v = cg_load(cg, vty, cg_gep(cg, ty, base, idx64));
+  LLVMSetAlignment(v, (unsigned)(n * tdtype_bytes(dt)));
+  for (int k = 0; k < n; k++)
+    f32[k] = cg_raw_to_f32(cg, LLVMBuildExtractElement(cg->b, v, cg_i32(cg, k), ""), dt);
+}
+
+void cg_store_vec_if(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt, int n,
+                     const LLVMValueRef *f32, LLVMValueRef pred) {
+  int w = cg_vec_words(dt, n), per = n / w;
+  if (w != 1 && w != 2 && w != 4) {
+    cg_error(cg, "cg_store_vec_if: %d elements of %d bytes are not a vector", n, tdtype_bytes(dt));
+    return;
+  }
+  LLVMTypeRef ty = cg_raw_type(cg, dt);
+  LLVMValueRef args[6], words[4];
+  LLVMTypeRef types[6];
+  LLVMTypeRef f2[2] = {cg->t_f32, cg->t_f32};
+  for (int i = 0; i < w; i++) {
+    if (per == 1) {
+      words[i] = f32_as(cg, f32[i], ty);
+      continue;
+    }
+    /* two 2-byte elements: one cvt rounds (as f32_as) and packs both, its
+     * first operand into the upper half */
+    LLVMValueRef hi_lo[2] = {f32[2 * i + 1], f32[2 * i]};
+    words[i] = inline_ptx(cg, cg->t_i32, f2, 2, dt == TD_BF16 ? "cvt.rn.bf16x2.f32 $0, $1, $2;" : "cvt.rn.f16x2.f32 $0, $1, $2;",
+                          "=r,f,f", false, hi_lo);
+  }
+  const char *type, *cons;
+  word_ptx(dt, n, &type, &cons);
+  char ins[64], text[200], constraints[64];
+  operand_list(ins, sizeof ins, 1, w);
+  const char *v = w > 1 ? (w == 2 ? ".v2" : ".v4") : "";
+  if (pred)
+    snprintf(text, sizeof text, "{ .reg .pred p; setp.ne.b32 p, $%d, 0; @p st.global%s.%s [$0], %s; }", w + 1, v,
+             type, ins);
+  else
+    snprintf(text, sizeof text, "st.global%s.%s [$0], %s;", v, type, ins);
+  int k = snprintf(constraints, sizeof constraints, "l");
+  for (int i = 0; i < w; i++) k += snprintf(constraints + k, sizeof constraints - (size_t)k, ",%s", cons);
+  if (pred) snprintf(constraints + k, sizeof constraints - (size_t)k, ",r");
+  int na = 0;
+  LLVMValueRef at = LLVMBuildGEP2(cg->b, ty, base, &idx64, 1, "");
+  types[na] = cg->t_i64, args[na++] = LLVMBuildPtrToInt(cg->b, at, cg->t_i64, "");
+  for (int i = 0; i < w; i++) types[na] = LLVMTypeOf(words[i]), args[na++] = words[i];
+  if (pred) types[na] = cg->t_i32, args[na++] = LLVMBuildZExt(cg->b, pred, cg->t_i32, "");
+  inline_ptx(cg, cg->t_void, types, na, text, constraints, true, args);
+}
+
 /* --------------------------------------------------------------- finish */
 /* Copy an LLVM string into a malloc'd one the caller frees with free(). */
 static frnn_status take_text(codegen *cg, const char *s, size_t n, char **out) {

@@ -399,13 +399,16 @@ void chunk_gpu_free(chunk_gpu *g);
  * state is spread over `lpr` lanes (a power of two <= 32), each holding `cn`
  * columns (j = lane_in_row + lpr*c); a warp holds 32/lpr row groups; each
  * thread holds `rpt` rows (i = row0 + r*rows_per_pass + warp*(32/lpr) +
- * lane/lpr); a block has `warps` warps; `row_blocks` blocks share a head
- * (only when the kernel needs no sum over M). */
+ * lane/lpr; rows_adjacent: i = (row0/rpt + warp*(32/lpr) + lane/lpr)*rpt + r,
+ * side by side, so that a contiguous column's rows move as one vector); a
+ * block has `warps` warps; `row_blocks` blocks share a head (only when the
+ * kernel needs no sum over M). */
 #define PLAN_MAX_RPT 32
 #define PLAN_MAX_CN 32
 #define PLAN_MAX_PF_DEPTH 64 /* steps a time loop's queue of loads holds at most (plan.prefetch) */
 typedef struct kernel_shape {
   int lpr, cn, rpt, warps, row_blocks;
+  bool rows_adjacent;
 } kernel_shape;
 
 typedef struct plan {
@@ -709,6 +712,27 @@ void cg_store_elem(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdty
 /* The same where pred (i1) holds: a predicated store, no branch. */
 void cg_store_elem_if(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt, LLVMValueRef f32,
                       LLVMValueRef pred);
+/* Vectors: n elements of dt side by side (n a power of two, n x the
+ * element's bytes at most VEC_ALIGN, the first element's address a multiple
+ * of that).  As loaded they are words, 2-byte elements two to a 32-bit word
+ * (the lower element in the low half), others one a word, so that a queue
+ * of them takes a register a word (lower_llvm.c, prefetch):
+ *   cg_vec_words     how many words n elements make;
+ *   cg_word_type     their type;
+ *   cg_load_words_at n elements from address addr (ld.global.nc, opaque as
+ *                    cg_load_raw_at), into words[];
+ *   cg_word_to_f32   element k of the vector, from its word w;
+ *   cg_load_vec_elems n elements from element idx64 of base, as f32 (an
+ *                    ordinary load);
+ *   cg_store_vec_if  n f32 values stored as dt from element idx64 of base
+ *                    where pred holds (NULL: always): one PTX store. */
+int cg_vec_words(enum tdtype dt, int n);
+LLVMTypeRef cg_word_type(codegen *cg, enum tdtype dt, int n);
+void cg_load_words_at(codegen *cg, LLVMValueRef addr, enum tdtype dt, int n, LLVMValueRef *words);
+LLVMValueRef cg_word_to_f32(codegen *cg, LLVMValueRef w, enum tdtype dt, int n, int k);
+void cg_load_vec_elems(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt, int n, LLVMValueRef *f32);
+void cg_store_vec_if(codegen *cg, LLVMValueRef base, LLVMValueRef idx64, enum tdtype dt, int n,
+                     const LLVMValueRef *f32, LLVMValueRef pred);
 
 /* Tests and CI only: run $FRNN_PTXAS (else /usr/local/cuda/bin/ptxas)
  * -arch=<arch> -v on `ptx`.  *report = its output (registers, spills;
@@ -859,6 +883,9 @@ typedef struct lower_spec {
   uint8_t in_bcast[FRNN_MAX_PORTS];
   uint32_t contig[8]; /* by tensor role (CONTIG_*), bit i: port i's tensor has
                          unit column stride and rows of N (or is a column) */
+  uint32_t aligned[8]; /* the same, and its first element and B, T and H strides
+                          are multiples of VEC_ALIGN bytes: a thread's adjacent
+                          rows of it move as one vector access (lower_llvm.c) */
   int guard;          /* GUARD_*: every kernel takes the call's flag, last */
 } lower_spec;
 /* A step whose chunked kernels are guarded (chunk_gpu.guard) runs both
@@ -871,6 +898,9 @@ enum { GUARD_BYTES = 256 };
 /* The workspace's alignment, checked by frnn_gpu_forward and _backward:
  * the chunked backward copies its checkpoints 16 bytes at a time. */
 enum { WORKSPACE_ALIGN = 16 };
+/* The largest vector access the kernels make, and the alignment
+ * lower_spec.aligned promises. */
+enum { VEC_ALIGN = 16 };
 /* Below it, the decay's gradient (the kernels get d * dd, the chain divides
  * by d) loses float32's accuracy to the cancellation in d * dd, whose error
  * is about float32's epsilon times the chunk's 32 terms: 2e-6 / d relative.

@@ -37,6 +37,8 @@ typedef struct targ {
   bool present; /* known to be there: the spec marks only a present tensor
                    contiguous (pipeline.c contig_mask), except an input's
                    gradient (its partials are) */
+  bool aligned; /* contiguous and VEC_ALIGN-aligned (lower_spec.aligned): adjacent rows
+                   move as one vector (vec_of) */
 } targ;
 
 typedef struct lower {
@@ -95,14 +97,17 @@ static void geometry(lower *lw, LLVMValueRef row_block, int role_threads) {
                            i1_and(lw, icmp(lw, LLVMIntEQ, lw->warp, cg_i32(cg, 0)),
                                   icmp(lw, LLVMIntEQ, lw->group, cg_i32(cg, 0))));
   int64_t per_pass = (int64_t)ks->warps * groups;
-  LLVMValueRef base = cg_add(cg, cg_mul(cg, cg_zext64(cg, row_block), cg_i64(cg, per_pass * ks->rpt)),
+  /* the thread's place among the threads of its head (rows_adjacent: its
+   * rows start at place x rpt), or its first row */
+  LLVMValueRef base = cg_add(cg, cg_mul(cg, cg_zext64(cg, row_block), cg_i64(cg, per_pass * (ks->rows_adjacent ? 1 : ks->rpt))),
                              cg_add(cg, cg_mul(cg, cg_zext64(cg, lw->warp), cg_i64(cg, groups)),
                                     cg_zext64(cg, lw->group)));
   /* When the blocks tile M exactly every row is valid: say so statically,
    * so that addresses stay affine in the row (constant offsets). */
   bool rows_exact = (int64_t)ks->row_blocks * per_pass * ks->rpt == lw->p->M;
   for (int r = 0; r < ks->rpt; r++) {
-    lw->row[r] = cg_add(cg, base, cg_i64(cg, r * per_pass));
+    lw->row[r] = ks->rows_adjacent ? cg_add(cg, cg_mul(cg, base, cg_i64(cg, ks->rpt)), cg_i64(cg, r))
+                                   : cg_add(cg, base, cg_i64(cg, r * per_pass));
     lw->row_ok[r] = rows_exact ? LLVMConstInt(cg->t_i1, 1, 0) : cg_ult(cg, lw->row[r], cg_i64(cg, lw->p->M));
     lw->row_safe[r] = rows_exact ? lw->row[r] : cg_select(cg, lw->row_ok[r], lw->row[r], cg_i64(cg, 0));
   }
@@ -133,7 +138,8 @@ void tensor_param_types(codegen *cg, LLVMTypeRef *types, int *n) {
 static targ tensor_arg(lower *lw, int first, enum tdtype dt, int role, int i) {
   codegen *cg = lw->cg;
   bool contig = (lw->spec->contig[role] >> i) & 1;
-  targ t = {.ptr = cg_param(cg, first), .dt = dt, .contig = contig, .present = contig && role != CONTIG_GIN};
+  targ t = {.ptr = cg_param(cg, first), .dt = dt, .contig = contig, .present = contig && role != CONTIG_GIN,
+            .aligned = contig && ((lw->spec->aligned[role] >> i) & 1)};
   t.is_null = LLVMBuildIsNull(cg->b, t.ptr, "");
   LLVMValueRef sB = cg_param(cg, first + 1), sH = cg_param(cg, first + 3);
   t.sT = cg_param(cg, first + 2);
@@ -153,15 +159,45 @@ static LLVMValueRef elem_index(lower *lw, const targ *t, LLVMValueRef time, int 
   return idx;
 }
 
-/* Load the thread's elements of tensor t at time `time` (or from their
- * addresses `addr`, unless NULL): as float32, or (queued) as stored, by
- * cg_load_raw_opaque, for a prefetch queue, which widens them when it hands
- * them out (a value widened here would be waited for here, not steps
- * later).  An absent tensor (null pointer) reads as zeros when `optional`. */
+/* Elements of tensor t (class cls) a thread moves in one access: its rows
+ * side by side (rows_adjacent) of an aligned column (no N, or N = 1), as
+ * many as divide both its rows and M (a vector's rows are then all valid
+ * or none) and fit VEC_ALIGN bytes; else 1. */
+static int vec_of(const lower *lw, const targ *t, int cls) {
+  const kernel_shape *ks = &lw->ks;
+  if (!ks->rows_adjacent || !t->aligned || !CLASS_HAS_M(cls) || (CLASS_HAS_N(cls) && lw->p->N != 1)) return 1;
+  int v = 1, most = VEC_ALIGN / tdtype_bytes(t->dt);
+  while (v * 2 <= most && ks->rpt % (v * 2) == 0 && lw->p->M % (v * 2) == 0) v *= 2;
+  return v;
+}
+
+/* Words a thread's elements of t (class cls) take as loaded: a vector's
+ * (cg_vec_words) each vec_of elements, or one an element. */
+static int words_of(const lower *lw, const targ *t, int cls) {
+  int vec = vec_of(lw, t, cls);
+  return count_of(&lw->ks, cls) / vec * (vec > 1 ? cg_vec_words(t->dt, vec) : 1);
+}
+
+/* Element e of a thread's elements of t as float32, from their words. */
+static LLVMValueRef word_elem(lower *lw, const targ *t, int cls, const LLVMValueRef *words, int e) {
+  int vec = vec_of(lw, t, cls);
+  if (vec == 1) return cg_raw_to_f32(lw->cg, words[e], t->dt);
+  int w = cg_vec_words(t->dt, vec), per = vec / w, j = e % vec;
+  return cg_word_to_f32(lw->cg, words[e / vec * w + j / per], t->dt, vec, j % per);
+}
+
+/* Load the thread's elements of tensor t at time `time` (or from the
+ * addresses `addr` of its vectors (vec_of: one an element), unless NULL):
+ * as float32, or (queued) as stored, words_of of them, by inline PTX
+ * (cg_load_raw_at, cg_load_words_at), for a prefetch queue, which widens
+ * them when it hands them out (a value widened here would be waited for
+ * here, not steps later).  An absent tensor (null pointer) reads as zeros
+ * when `optional`. */
 static void load_tensor_as(lower *lw, const targ *t, LLVMValueRef time, const LLVMValueRef *addr, int cls,
                            bool optional, bool queued, LLVMValueRef *out) {
   codegen *cg = lw->cg;
-  int n = count_of(&lw->ks, cls), cn = CLASS_HAS_N(cls) ? lw->ks.cn : 1;
+  int n = count_of(&lw->ks, cls), cn = CLASS_HAS_N(cls) ? lw->ks.cn : 1, vec = vec_of(lw, t, cls);
+  int w = vec > 1 ? cg_vec_words(t->dt, vec) : 1, n_out = queued ? words_of(lw, t, cls) : n;
   LLVMBasicBlockRef load_bb = NULL, merge_bb = NULL, from = NULL;
   optional = optional && !t->present; /* a contiguous output gradient: no branch, no zeros */
   if (optional) {
@@ -171,19 +207,23 @@ static void load_tensor_as(lower *lw, const targ *t, LLVMValueRef time, const LL
     cg_cond_br(cg, t->is_null, merge_bb, load_bb);
     cg_at(cg, load_bb);
   }
-  for (int k = 0; k < n; k++) {
-    if (addr) {
+  for (int g = 0; g < n / vec; g++) {
+    int k = g * vec;
+    LLVMValueRef idx = addr ? NULL : elem_index(lw, t, time, cls, k / cn, k % cn);
+    if (vec > 1 && queued)
+      cg_load_words_at(cg, addr ? addr[g] : cg_elem_addr(cg, t->ptr, idx, t->dt), t->dt, vec, out + g * w);
+    else if (vec > 1)
+      cg_load_vec_elems(cg, t->ptr, idx, t->dt, vec, out + k);
+    else if (addr)
       out[k] = cg_load_raw_at(cg, addr[k], t->dt);
-      continue;
-    }
-    LLVMValueRef idx = elem_index(lw, t, time, cls, k / cn, k % cn);
-    out[k] = queued ? cg_load_raw_opaque(cg, t->ptr, idx, t->dt) : cg_load_elem(cg, t->ptr, idx, t->dt);
+    else
+      out[k] = queued ? cg_load_raw_opaque(cg, t->ptr, idx, t->dt) : cg_load_elem(cg, t->ptr, idx, t->dt);
   }
   if (optional) {
     LLVMBasicBlockRef end = LLVMGetInsertBlock(cg->b);
     cg_br(cg, merge_bb);
     cg_at(cg, merge_bb);
-    for (int k = 0; k < n; k++) {
+    for (int k = 0; k < n_out; k++) {
       LLVMValueRef phi = LLVMBuildPhi(cg->b, LLVMTypeOf(out[k]), "");
       LLVMValueRef vals[2] = {LLVMConstNull(LLVMTypeOf(out[k])), out[k]};
       LLVMBasicBlockRef bbs[2] = {from, end};
@@ -203,23 +243,34 @@ static void load_tensor(lower *lw, const targ *t, LLVMValueRef time, int cls, bo
 static void store_tensor(lower *lw, const targ *t, LLVMValueRef time, int pcls, LLVMValueRef *v,
                          int vcls) {
   codegen *cg = lw->cg;
+  int vec = vec_of(lw, t, pcls); /* > 1: rows r .. r + vec - 1 in one store (one owner, vec_of) */
+  LLVMValueRef row_vals[VEC_ALIGN / 2];
   if (lw->pred_stores) {
     LLVMValueRef present = LLVMBuildNot(cg->b, t->is_null, "");
-    for (int r = 0; r < (CLASS_HAS_M(pcls) ? lw->ks.rpt : 1); r++)
-      for (int c = 0; c < (CLASS_HAS_N(pcls) ? lw->ks.cn : 1); c++)
-        cg_store_elem_if(cg, t->ptr, elem_index(lw, t, time, pcls, r, c), t->dt, at(lw, v, vcls, r, c),
-                         i1_and(lw, present, owner(lw, pcls, r, c)));
+    for (int r = 0; r < (CLASS_HAS_M(pcls) ? lw->ks.rpt : 1); r += vec)
+      for (int c = 0; c < (CLASS_HAS_N(pcls) ? lw->ks.cn : 1); c++) {
+        LLVMValueRef pred = i1_and(lw, present, owner(lw, pcls, r, c)), idx = elem_index(lw, t, time, pcls, r, c);
+        if (vec == 1) {
+          cg_store_elem_if(cg, t->ptr, idx, t->dt, at(lw, v, vcls, r, c), pred);
+          continue;
+        }
+        for (int j = 0; j < vec; j++) row_vals[j] = at(lw, v, vcls, r + j, c);
+        cg_store_vec_if(cg, t->ptr, idx, t->dt, vec, row_vals, pred);
+      }
     return;
   }
   LLVMBasicBlockRef go = cg_block(cg, "store"), done = cg_block(cg, "stored");
   cg_cond_br(cg, t->is_null, done, go);
   cg_at(cg, go);
-  for (int r = 0; r < (CLASS_HAS_M(pcls) ? lw->ks.rpt : 1); r++)
+  for (int r = 0; r < (CLASS_HAS_M(pcls) ? lw->ks.rpt : 1); r += vec)
     for (int c = 0; c < (CLASS_HAS_N(pcls) ? lw->ks.cn : 1); c++) {
       LLVMBasicBlockRef yes = cg_block(cg, "own"), next = cg_block(cg, "next");
       cg_cond_br(cg, owner(lw, pcls, r, c), yes, next);
       cg_at(cg, yes);
-      cg_store_elem(cg, t->ptr, elem_index(lw, t, time, pcls, r, c), t->dt, at(lw, v, vcls, r, c));
+      LLVMValueRef idx = elem_index(lw, t, time, pcls, r, c);
+      if (vec == 1) cg_store_elem(cg, t->ptr, idx, t->dt, at(lw, v, vcls, r, c));
+      for (int j = 0; vec > 1 && j < vec; j++) row_vals[j] = at(lw, v, vcls, r + j, c);
+      if (vec > 1) cg_store_vec_if(cg, t->ptr, idx, t->dt, vec, row_vals, NULL);
       cg_br(cg, next);
       cg_at(cg, next);
     }
@@ -764,8 +815,10 @@ static bool pf_add(lower *lw, prefetch *pf, const targ *t, int cls, bool optiona
   pf->optional[k] = optional;
   pf->fixed[k] = fixed;
   pf->dst[k] = dst;
+  /* a place holds words_of words (at most count_of: new_slots_of's) */
+  LLVMTypeRef word = cg_word_type(lw->cg, t->dt, vec_of(lw, t, cls));
   for (int d = 0; d < pf->depth; d++) {
-    pf->queue[k][d] = pf->on && !fixed ? new_slots_of(lw, cls, entry, cg_raw_type(lw->cg, t->dt)) : NULL;
+    pf->queue[k][d] = pf->on && !fixed ? new_slots_of(lw, cls, entry, word) : NULL;
     if (pf->on && !fixed && !pf->queue[k][d]) return false;
   }
   return true;
@@ -791,19 +844,20 @@ static void pf_hint(lower *lw, const targ *t, int cls, bool optional, LLVMValueR
   }
 }
 
-/* Entry k's values at `time` (or from their addresses `addr`, unless NULL)
- * into queue place d, as loaded. */
+/* Entry k's values at `time` (or from their vectors' addresses `addr`,
+ * unless NULL) into queue place d, as loaded. */
 static void pf_fill(lower *lw, prefetch *pf, int k, int d, LLVMValueRef time, const LLVMValueRef *addr) {
   LLVMValueRef *v = new_vals(lw, pf->cls[k]);
   if (!v) return;
   load_tensor_as(lw, pf->t[k], time, addr, pf->cls[k], pf->optional[k], true, v);
-  for (int e = 0; e < count_of(&lw->ks, pf->cls[k]); e++) cg_store(lw->cg, v[e], pf->queue[k][d][e]);
+  for (int e = 0; e < words_of(lw, pf->t[k], pf->cls[k]); e++) cg_store(lw->cg, v[e], pf->queue[k][d][e]);
   free(v);
 }
 
-/* Element e of entry k's queue place d, as loaded. */
+/* Word e of entry k's queue place d, as loaded. */
 static LLVMValueRef pf_raw(lower *lw, const prefetch *pf, int k, int d, int e) {
-  return cg_load(lw->cg, cg_raw_type(lw->cg, pf->t[k]->dt), pf->queue[k][d][e]);
+  const targ *t = pf->t[k];
+  return cg_load(lw->cg, cg_word_type(lw->cg, t->dt, vec_of(lw, t, pf->cls[k])), pf->queue[k][d][e]);
 }
 
 /* Step t + s * dir, s steps on, not past `last` (clamped to it: the loads
@@ -841,12 +895,13 @@ static void pf_begin(lower *lw, prefetch *pf, LLVMValueRef first, int dir, LLVMV
   for (int k = 0; k < pf->n; k++) {
     if (pf->fixed[k]) continue;
     const targ *t = pf->t[k];
-    int n = count_of(&lw->ks, pf->cls[k]), cn = CLASS_HAS_N(pf->cls[k]) ? lw->ks.cn : 1;
-    LLVMValueRef *addr = new_vals(lw, pf->cls[k]);
+    int vec = vec_of(lw, t, pf->cls[k]), n = count_of(&lw->ks, pf->cls[k]) / vec;
+    int cn = CLASS_HAS_N(pf->cls[k]) ? lw->ks.cn : 1;
+    LLVMValueRef *addr = new_vals(lw, pf->cls[k]); /* a vector's each */
     if (!addr) return; /* new_vals flagged the error */
     LLVMValueRef step = cg_mul(cg, t->sT, cg_i64(cg, (int64_t)dir * tdtype_bytes(t->dt)));
-    for (int e = 0; e < n; e++)
-      addr[e] = cg_elem_addr(cg, t->ptr, elem_index(lw, t, first, pf->cls[k], e / cn, e % cn), t->dt);
+    for (int g = 0; g < n; g++)
+      addr[g] = cg_elem_addr(cg, t->ptr, elem_index(lw, t, first, pf->cls[k], g * vec / cn, g * vec % cn), t->dt);
     for (int d = 0; d < pf->depth; d++) {
       for (int e = 0; d && e < n; e++) addr[e] = cg_add(cg, cg_opaque_i64(cg, addr[e]), step);
       pf_fill(lw, pf, k, d, NULL, addr);
@@ -867,8 +922,10 @@ static void pf_take(lower *lw, prefetch *pf, LLVMValueRef time, int dir, LLVMVal
   for (int k = 0; k < pf->n; k++) {
     if (pf->fixed[k]) continue;
     if (pf->on) {
+      LLVMValueRef words[PLAN_MAX_RPT * PLAN_MAX_CN];
+      for (int e = 0; e < words_of(lw, pf->t[k], pf->cls[k]); e++) words[e] = pf_raw(lw, pf, k, 0, e);
       for (int e = 0; e < count_of(&lw->ks, pf->cls[k]); e++)
-        pf->dst[k][e] = cg_raw_to_f32(lw->cg, pf_raw(lw, pf, k, 0, e), pf->t[k]->dt);
+        pf->dst[k][e] = word_elem(lw, pf->t[k], pf->cls[k], words, e);
       continue;
     }
     load_tensor(lw, pf->t[k], time, pf->cls[k], pf->optional[k], pf->dst[k]);
@@ -889,7 +946,7 @@ static void pf_push(lower *lw, prefetch *pf, LLVMValueRef time, int dir, LLVMVal
   for (int k = 0; k < pf->n; k++) {
     if (pf->fixed[k]) continue;
     for (int d = 1; d < pf->depth; d++)
-      for (int e = 0; e < count_of(&lw->ks, pf->cls[k]); e++)
+      for (int e = 0; e < words_of(lw, pf->t[k], pf->cls[k]); e++)
         cg_store(lw->cg, pf_raw(lw, pf, k, d, e), pf->queue[k][d - 1][e]);
     pf_fill(lw, pf, k, pf->depth - 1, steps_on(lw, time, pf->depth, dir, last), NULL);
   }

@@ -97,7 +97,7 @@ static const char *gpu_arch(void) {
 static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
   static const char *const knobs[] = {"FRNN_LPR", "FRNN_BWD_BUDGET", "FRNN_BWD_WARPS",
                                       "FRNN_BWD_CLUSTER", "FRNN_BWD_XCHG_STEPS", "FRNN_PREFETCH", "FRNN_PREFETCH_DEPTH", "FRNN_BWD_MAXWARPS",
-                                      "FRNN_BWD_C2", "FRNN_BWD_C", "FRNN_BWD_SMEM", "FRNN_BWD_SMEM_BLOCKS", "FRNN_BWD_APART", "FRNN_BWD_CARRY", "FRNN_PRED_STORES", "FRNN_DIV", "FRNN_CHAINS", "FRNN_BWD_MINB", "FRNN_BWD_PICK", "FRNN_BWD_ROLES", "FRNN_BWD_ROLES_MINB",
+                                      "FRNN_BWD_C2", "FRNN_BWD_C", "FRNN_BWD_SMEM", "FRNN_BWD_SMEM_BLOCKS", "FRNN_BWD_APART", "FRNN_BWD_CARRY", "FRNN_PRED_STORES", "FRNN_DIV", "FRNN_CHAINS", "FRNN_BWD_MINB", "FRNN_BWD_PICK", "FRNN_BWD_ROLES", "FRNN_BWD_ROLES_MINB", "FRNN_ROWS_VEC",
                                       "FRNN_CHUNKED", "FRNN_CK_L", "FRNN_CK_BM", "FRNN_CK_THREADS", "FRNN_CK_MINB", "FRNN_CK_SKIP",
                                       "FRNN_CK_SPLIT_MAX", "FRNN_CK_FUSE", "FRNN_CK_SPLITK",
                                       "FRNN_CK_MMA", "FRNN_CK_MMA_TILES", "FRNN_CK_MMA_UNROLL", "FRNN_CK_SPREAD",
@@ -276,7 +276,7 @@ frnn_status frnn_compile_ptx(frnn_ctx *ctx, const frnn_step *s, const frnn_codeg
     frnn_status st = parse_broadcast(ctx, s, opt->broadcast, spec.in_bcast);
     if (st) return st;
   }
-  for (int r = 0; r < 8; r++) spec.contig[r] = UINT32_MAX; /* the usual dense layouts */
+  for (int r = 0; r < 8; r++) spec.contig[r] = spec.aligned[r] = UINT32_MAX; /* the usual dense layouts */
   unsigned kernels = KERNEL_FWD | KERNEL_BWD | (KERNEL_REDUCE_F32 << dt);
   /* A step the chunked kernels run: those (frnn_ck_fwd, frnn_ck_bwd,
    * frnn_ck_chain and the reduce), unless a recurrent kernel is named. */
@@ -366,9 +366,29 @@ static uint32_t contig_mask(const frnn_step *s, frnn_port_kind kind, const bound
   return m;
 }
 
+/* Contiguous, and every element a thread's adjacent rows start at (the
+ * first element, the B, T and H strides, the row of a vector) falls on a
+ * multiple of VEC_ALIGN bytes, whatever the rows a vector holds. */
+static bool vec_aligned(const tview *v, int cls, frnn_sizes sz) {
+  int64_t bytes = tdtype_bytes(v->dtype), ext[3] = {sz.B, sz.T, sz.H};
+  if (!inner_contig(v, cls, sz) || (uintptr_t)v->data % VEC_ALIGN) return false;
+  for (int d = 0; d < 3; d++)
+    if (ext[d] > 1 && v->stride[d] * bytes % VEC_ALIGN) return false;
+  return true;
+}
+
+static uint32_t aligned_mask(const frnn_step *s, frnn_port_kind kind, const bound *b, frnn_sizes sz) {
+  uint32_t m = 0;
+  for (int i = 0; i < s->n_ports[kind]; i++)
+    if (b->present[i] && vec_aligned(&b->v[i], s->ports[kind][i].cls, sz)) m |= 1u << i;
+  return m;
+}
+
 static int append_contig(char *key, size_t size, int k, const lower_spec *spec) {
   k += snprintf(key + k, size - (size_t)k, " c");
   for (int r = 0; r < 8; r++) k += snprintf(key + k, size - (size_t)k, ":%x", spec->contig[r]);
+  k += snprintf(key + k, size - (size_t)k, " a");
+  for (int r = 0; r < 8; r++) k += snprintf(key + k, size - (size_t)k, ":%x", spec->aligned[r]);
   return k;
 }
 
@@ -1018,6 +1038,10 @@ frnn_status frnn_gpu_forward(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz,
   spec.contig[CONTIG_STATE] = contig_mask(s, FRNN_PORT_STATE, pinit, sz);
   spec.contig[CONTIG_OUT] = contig_mask(s, FRNN_PORT_OUTPUT, pout, sz);
   spec.contig[CONTIG_FINAL] = contig_mask(s, FRNN_PORT_STATE, pfin, sz);
+  spec.aligned[CONTIG_IN] = aligned_mask(s, FRNN_PORT_INPUT, pin, sz);
+  spec.aligned[CONTIG_STATE] = aligned_mask(s, FRNN_PORT_STATE, pinit, sz);
+  spec.aligned[CONTIG_OUT] = aligned_mask(s, FRNN_PORT_OUTPUT, pout, sz);
+  spec.aligned[CONTIG_FINAL] = aligned_mask(s, FRNN_PORT_STATE, pfin, sz);
   k = append_contig(key, sizeof key, k, &spec);
   k = append_tuning(ctx, key, sizeof key, k);
   const ck_entry *ce = chunked_for(ctx, s, sz.M, sz.N, gpu_arch());
@@ -1317,9 +1341,17 @@ static void backward_spec(frnn_ctx *ctx, const frnn_step *s, frnn_sizes sz, cons
   spec->contig[CONTIG_GOUT] = contig_mask(s, FRNN_PORT_OUTPUT, pgo, sz);
   spec->contig[CONTIG_GFINAL] = contig_mask(s, FRNN_PORT_STATE, pgf, sz);
   spec->contig[CONTIG_GSTATE] = contig_mask(s, FRNN_PORT_STATE, pgs, sz);
-  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++)
+  spec->aligned[CONTIG_IN] = aligned_mask(s, FRNN_PORT_INPUT, pin, sz);
+  spec->aligned[CONTIG_GOUT] = aligned_mask(s, FRNN_PORT_OUTPUT, pgo, sz);
+  spec->aligned[CONTIG_GFINAL] = aligned_mask(s, FRNN_PORT_STATE, pgf, sz);
+  spec->aligned[CONTIG_GSTATE] = aligned_mask(s, FRNN_PORT_STATE, pgs, sz);
+  for (int i = 0; i < s->n_ports[FRNN_PORT_INPUT]; i++) {
     if ((bc[i] & 5) || (pgi->present[i] && inner_contig(&pgi->v[i], s->ports[FRNN_PORT_INPUT][i].cls, sz)))
       spec->contig[CONTIG_GIN] |= 1u << i; /* partials are laid out contiguously */
+    /* a partial's own alignment is not checked: its gradient moves element by element */
+    if (!(bc[i] & (chunked ? 7 : 5)) && pgi->present[i] && vec_aligned(&pgi->v[i], s->ports[FRNN_PORT_INPUT][i].cls, sz))
+      spec->aligned[CONTIG_GIN] |= 1u << i;
+  }
   k = append_contig(key, key_size, k, spec);
   k += snprintf(key + k, key_size - (size_t)k, " k%u", *kernels);
   k = append_tuning(ctx, key, key_size, k);

@@ -36,7 +36,7 @@ enum { FWD_STATE_BUDGET = 32, BWD_STATE_BUDGET = 64, MAX_WARPS = 32, MAX_RPT_BY_
        MAX_XCHG_STEPS = 8, XCHG_BYTES = 96 * 1024, LEAN_C2 = 8, SMEM_XCHG_BYTES = 32 * 1024,
        MAX_SHARED_SLOTS = 64, SMEM_MIN_WARPS = 16, MAX_APART_BLOCKS = 64, APART_SMEM_BLOCKS = 2,
        CARRY_MAX_FLOATS = 16, MINB_WARPS = 16, PRED_MAX_RPT = 2, ROLES_MAX_REGS = 128,
-       SHARED_RESERVED = 1024 };
+       SHARED_RESERVED = 1024, SMALL_ROWS_ADJACENT = 2 };
 
 /* Tuning knobs for benchmarks (part of the module key, see pipeline.c):
  * FRNN_BWD_BUDGET floats of state per split backward thread, FRNN_BWD_WARPS
@@ -63,12 +63,32 @@ static bool uses_n(const frnn_step *s) {
   return false;
 }
 
+static int row_states(const frnn_step *s) {
+  int n = 0;
+  for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) n += CLASS_HAS_M(s->ports[FRNN_PORT_STATE][i].cls);
+  return n;
+}
+
 /* Rows that hold a few floats of state and no N (HGRN: one, RWKV-4: three;
  * N the shapes' N).  Such a step waits on its loads, not on arithmetic. */
-static bool small_rows(const frnn_step *s, int64_t N) {
-  int col_states = 0;
-  for (int i = 0; i < s->n_ports[FRNN_PORT_STATE]; i++) col_states += CLASS_HAS_M(s->ports[FRNN_PORT_STATE][i].cls);
-  return N == 1 && col_states <= 4;
+static bool small_rows(const frnn_step *s, int64_t N) { return N == 1 && row_states(s) <= 4; }
+
+/* Rows a thread of a step of small rows holds side by side: a power of two
+ * up to SMALL_ROWS_ADJACENT, dividing M, at most `need` (the rows a lane
+ * would have at one warp); FRNN_ROWS_VEC sets the most for any step of
+ * small rows.  A bf16 column then moves two rows a 4-byte access, which
+ * halves a row's load and store instructions and address arithmetic, and
+ * a queue's word holds both (lower_llvm.c vec_of).  By default only where
+ * a row's state is one float: its step is then a chain of one or two
+ * operations, and the rest is loads, stores and addresses.  Measured on
+ * the H200 (twenty-eighth session, 2 rows): HGRN fw+bw 0.194 -> 0.179 ms
+ * (forward unchanged); RWKV-4 (three floats, exps and a division a step)
+ * 0.321 -> 0.383, its forward 0.103 -> 0.127 (half the warps to hide its
+ * latency); 4 rows slower for both. */
+static int adjacent_rows(const frnn_step *s, int64_t M, int64_t need) {
+  int most = env_int("FRNN_ROWS_VEC", row_states(s) == 1 ? SMALL_ROWS_ADJACENT : 1, 1, VEC_ALIGN / 2), v = 1;
+  while (v * 2 <= most && M % (v * 2) == 0 && v * 2 <= need) v *= 2;
+  return v;
 }
 
 /* A deferred backward (kind from split_kinds) where every input has rows
@@ -151,6 +171,7 @@ bool split_kinds(const frnn_step *adj, int n_in, uint8_t *kind) {
 static frnn_status choose_shape(frnn_ctx *ctx, const frnn_step *s, int64_t M, int64_t N,
                                 int budget, int copies, bool one_block, int cols_per_lane,
                                 int force_lpr, int max_warps, kernel_shape *k) {
+  memset(k, 0, sizeof *k); /* padding too: shapes are compared whole (same_shape, tests) */
   int lpr = 1;
   while (lpr < 32 && (int64_t)lpr * cols_per_lane < N) lpr *= 2;
   /* Tuning knob for benchmarks: FRNN_LPR forces the lanes per row (a power
@@ -176,8 +197,10 @@ static frnn_status choose_shape(frnn_ctx *ctx, const frnn_step *s, int64_t M, in
   if (rpt < 1) rpt = 1;
   /* Small rows: a thread a row, and more warps.  More threads, each with
    * its own queue of loads in flight (plan.prefetch), hide more of the
-   * loads' latency than rows a thread do. */
-  if (small_rows(s, N)) rpt = 1;
+   * loads' latency than rows a thread do.  Or a few rows side by side
+   * (adjacent_rows): their loads and stores then move as one. */
+  bool adjacent = false;
+  if (small_rows(s, N)) rpt = adjacent_rows(s, M, (M + groups - 1) / groups), adjacent = rpt > 1;
   /* Each row a thread holds also costs addresses and temporaries: beyond 8
    * rows ptxas spilled (N = 16, 32 rows: 255 registers), so use more warps. */
   if (rpt > MAX_RPT_BY_CHOICE) rpt = MAX_RPT_BY_CHOICE;
@@ -206,6 +229,7 @@ static frnn_status choose_shape(frnn_ctx *ctx, const frnn_step *s, int64_t M, in
   k->lpr = lpr;
   k->cn = cn;
   k->rpt = rpt;
+  k->rows_adjacent = adjacent;
   k->warps = warps;
   return FRNN_OK;
 }
@@ -321,7 +345,9 @@ static int step_loads(const frnn_step *s, const kernel_shape *ks, bool with_out)
     for (int i = 0; i < s->n_ports[k]; i++) {
       int c = s->ports[k][i].cls;
       if (CLASS_HAS_M(c) && CLASS_HAS_N(c)) continue; /* taken as time-invariant (below) */
-      n += (CLASS_HAS_M(c) ? ks->rpt : 1) * (CLASS_HAS_N(c) ? ks->cn : 1);
+      /* adjacent rows: counted as bf16's, two to a register (cg_vec_words) */
+      int rows = ks->rows_adjacent ? (ks->rpt + 1) / 2 : ks->rpt;
+      n += (CLASS_HAS_M(c) ? rows : 1) * (CLASS_HAS_N(c) ? ks->cn : 1);
     }
   return n;
 }
@@ -391,7 +417,10 @@ typedef struct bwd_choice {
  * nothing from each other (no exchange, no sums over M: the roles meet at
  * one barrier a chunk, nowhere else) and one level of checkpoints.  The
  * doubled block is built for as many blocks an SM as ROLES_MAX_REGS
- * registers a thread allow, and the two sets of a chunk's states live in
+ * registers a row allow (a thread of rows side by side: that many times
+ * as many, at most 255: H200, HGRN's two rows a thread at 4 blocks an SM
+ * spilled 80 bytes and got chunks of 16 steps, fw+bw 0.189 ms; at 2,
+ * 0.179), and the two sets of a chunk's states live in
  * its share of shared memory, which bounds the chunk (bwd_roles_c).  In the
  * workspace instead, the sets (twice one role's scratch) fell out of L1:
  * H200, RWKV-4 fw+bw 0.485 -> 0.598 ms, L1 hit rate 63% -> 27%
@@ -400,7 +429,8 @@ static void plan_roles(plan *p, const target *t) {
   bool fit = p->bwd_deferred && p->xchg_floats == 0 && !p->bwd_shared_slots && p->bwd_c2 == 0 &&
              p->bwd.warps * 2 <= MAX_WARPS;
   if (!fit || !env_int("FRNN_BWD_ROLES", 1, 0, 1)) return;
-  int threads = p->bwd.warps * 64, regs_blocks = 65536 / (ROLES_MAX_REGS * threads);
+  int rows = p->bwd.rows_adjacent ? p->bwd.rpt : 1, regs = ROLES_MAX_REGS * rows < 255 ? ROLES_MAX_REGS * rows : 255;
+  int threads = p->bwd.warps * 64, regs_blocks = 65536 / (regs * threads);
   int blocks = env_int("FRNN_BWD_ROLES_MINB", regs_blocks > 1 ? regs_blocks : 1, 1, 32);
   int64_t share = (t->max_shared_bytes_optin + SHARED_RESERVED) / blocks - SHARED_RESERVED;
   int64_t q = bwd_trip(p);
@@ -546,7 +576,8 @@ frnn_status plan_make(frnn_ctx *ctx, const frnn_step *step, const frnn_step *adj
 }
 
 static bool same_shape(const kernel_shape *a, const kernel_shape *b) {
-  return a->lpr == b->lpr && a->cn == b->cn && a->rpt == b->rpt && a->warps == b->warps &&
+  return a->lpr == b->lpr && a->cn == b->cn && a->rpt == b->rpt && a->rows_adjacent == b->rows_adjacent &&
+         a->warps == b->warps &&
          a->row_blocks == b->row_blocks;
 }
 
@@ -590,10 +621,11 @@ void plan_describe(const plan *p, char *buf, size_t size) {
   if (p->bwd_shared_slots) snprintf(spacing, sizeof spacing, " (at most %d states a block)", p->bwd_shared_slots);
   if (p->bwd_c) snprintf(spacing + strlen(spacing), sizeof spacing - strlen(spacing), ", every %lld steps", (long long)p->bwd_c);
   snprintf(buf, size,
-           "fwd %d lanes/row x %d cols, %d rows/thread, %d warps, %d blocks/head; "
-           "bwd %d lanes/row x %d cols, %d rows/thread, %d warps, %d blocks/head%s; "
+           "fwd %d lanes/row x %d cols, %d rows/thread%s, %d warps, %d blocks/head; "
+           "bwd %d lanes/row x %d cols, %d rows/thread%s, %d warps, %d blocks/head%s; "
            "sums over M %s; checkpoints %s%s; prefetch %s",
-           f->lpr, f->cn, f->rpt, f->warps, f->row_blocks, b->lpr, b->cn, b->rpt, b->warps,
+           f->lpr, f->cn, f->rpt, f->rows_adjacent ? " side by side" : "", f->warps, f->row_blocks, b->lpr, b->cn,
+           b->rpt, b->rows_adjacent ? " side by side" : "", b->warps,
            b->row_blocks, b->row_blocks > 1 && !p->bwd_rows_apart ? " (a cluster)" : p->bwd_roles ? " (two roles)" : "", sums,
            p->bwd_shared_slots ? "two levels, recomputed in shared memory"
            : p->bwd_c2 > 0     ? "two levels"

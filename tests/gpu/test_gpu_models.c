@@ -7,7 +7,9 @@
  * step (guarded_retention) on either path, by the flag it leaves; a
  * decay along M beyond GSA's key step (column_decays); states wider than
  * the chunked backward's threads (wide_states); and the lean backward's
- * sparse states and windows (lean_backward).  Output
+ * sparse states and windows (lean_backward); steps of small rows with rows
+ * side by side, aligned tensors moved as vectors next to misaligned ones
+ * (adjacent_rows).  Output
  * buffers are poisoned (NaN) before each run: an element left
  * unwritten fails the comparison.  Tolerances of SPEC section 3: relative
  * error 1e-5 for float32 tensors, 1e-2 for bfloat16.  A float32 tensor that
@@ -48,11 +50,15 @@ typedef range_spec range;
 typedef struct dtensor {
   ttensor host;   /* host copy (the reference reads it) */
   DLTensor dev;   /* same shape and strides, device data */
-  CUdeviceptr ptr;
+  CUdeviceptr ptr, data; /* the allocation; the first element (ptr, or one element on) */
   int64_t shape[8], strides[8];
 } dtensor;
 
 static frnn_ctx *ctx;
+/* run_opts.misaligned: every other device tensor starts one element into
+ * its allocation (not VEC_ALIGN-aligned: its rows move one at a time) */
+static bool misalign;
+static int n_allocated;
 
 static void dev_from_host(dtensor *d) {
   d->dev = d->host.t;
@@ -60,9 +66,11 @@ static void dev_from_host(dtensor *d) {
   memcpy(d->strides, d->host.strides, sizeof d->strides);
   d->dev.shape = d->shape;
   d->dev.strides = d->strides;
-  ck_assert_msg(cuda_malloc(ctx, d->host.size, &d->ptr) == FRNN_OK, "%s", frnn_ctx_error(ctx));
-  ck_assert(cuda_memcpy_htod(ctx, d->ptr, d->host.buf, d->host.size, NULL, 0) == FRNN_OK);
-  d->dev.data = (void *)(uintptr_t)d->ptr;
+  size_t off = misalign && n_allocated++ % 2 ? d->host.t.dtype.bits / 8 : 0;
+  ck_assert_msg(cuda_malloc(ctx, d->host.size + off, &d->ptr) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  d->data = d->ptr + off;
+  ck_assert(cuda_memcpy_htod(ctx, d->data, d->host.buf, d->host.size, NULL, 0) == FRNN_OK);
+  d->dev.data = (void *)(uintptr_t)d->data;
   d->dev.device = (DLDevice){kDLCUDA, 0};
 }
 
@@ -75,11 +83,11 @@ static void dtensor_random(dtensor *d, DLDataType dt, int ndim, const int64_t *s
 static void dtensor_poison(dtensor *d, DLDataType dt, int ndim, const int64_t *shape) {
   tt_zeros(&d->host, dt, ndim, shape);
   dev_from_host(d);
-  ck_assert(cuda_memset_d8(ctx, d->ptr, 0xff, d->host.size, NULL, 0) == FRNN_OK);
+  ck_assert(cuda_memset_d8(ctx, d->data, 0xff, d->host.size, NULL, 0) == FRNN_OK);
 }
 
 static void dtensor_fetch(dtensor *d) {
-  ck_assert(cuda_memcpy_dtoh(ctx, d->host.buf, d->ptr, d->host.size, NULL, 0) == FRNN_OK);
+  ck_assert(cuda_memcpy_dtoh(ctx, d->host.buf, d->data, d->host.size, NULL, 0) == FRNN_OK);
 }
 
 static void dtensor_free(dtensor *d) {
@@ -98,6 +106,7 @@ typedef struct run_opts {
                           (set: the recurrent kernels ran it); then a forward with the
                           forward-only workspace (the flag alone) is checked too */
   bool no_gout;        /* every output's gradient absent (NULL: zero), on both sides */
+  bool misaligned;     /* every other tensor one element into its allocation (misalign) */
 } run_opts;
 
 static double check_close(const char *model, const run_opts *o, const char *what, ttensor *got,
@@ -152,6 +161,7 @@ static void run_model(const char *model, run_opts o) {
   int ni = frnn_step_port_count(s, FRNN_PORT_INPUT), ns = frnn_step_port_count(s, FRNN_PORT_STATE),
       no = frnn_step_port_count(s, FRNN_PORT_OUTPUT);
   frnn_sizes sz = {o.B, o.T, o.H, o.M, o.N};
+  misalign = o.misaligned, n_allocated = 0;
   double tol = o.dt.code == kDLBfloat ? 1e-2 : 1e-5;
   dtensor in[FRNN_MAX_PORTS], st[FRNN_MAX_PORTS], out[FRNN_MAX_PORTS], fin[FRNN_MAX_PORTS],
       gout[FRNN_MAX_PORTS], gfin[FRNN_MAX_PORTS], gin[FRNN_MAX_PORTS], gst[FRNN_MAX_PORTS];
@@ -303,8 +313,8 @@ static void run_model(const char *model, run_opts o) {
     size_t fw_bytes;
     ck_assert(frnn_gpu_workspace_size(ctx, s, sz, d_in, 0, &fw_bytes) == FRNN_OK);
     ck_assert_uint_eq(fw_bytes, GUARD_BYTES);
-    for (int i = 0; i < no; i++) ck_assert(cuda_memset_d8(ctx, out[i].ptr, 0xff, out[i].host.size, NULL, 0) == FRNN_OK);
-    for (int i = 0; i < ns; i++) ck_assert(cuda_memset_d8(ctx, fin[i].ptr, 0xff, fin[i].host.size, NULL, 0) == FRNN_OK);
+    for (int i = 0; i < no; i++) ck_assert(cuda_memset_d8(ctx, out[i].data, 0xff, out[i].host.size, NULL, 0) == FRNN_OK);
+    for (int i = 0; i < ns; i++) ck_assert(cuda_memset_d8(ctx, fin[i].data, 0xff, fin[i].host.size, NULL, 0) == FRNN_OK);
     ck_assert_msg(frnn_gpu_forward(ctx, s, sz, d_in, d_st, d_out, d_fin, (void *)(uintptr_t)ws, fw_bytes, NULL) ==
                       FRNN_OK,
                   "%s: %s", model, frnn_ctx_error(ctx));
@@ -345,37 +355,37 @@ static void teardown(void) {
 }
 
 START_TEST(models_f32_64) {
-  run_opts o = {2, 1000, 3, 64, 64, DT_F32, false, false, NULL, -1, false};
+  run_opts o = {2, 1000, 3, 64, 64, DT_F32, false, false, NULL, -1, false, false};
   run_model(MODELS[_i], o);
 }
 END_TEST
 
 START_TEST(models_bf16_128) {
-  run_opts o = {1, 200, 3, 128, 128, DT_BF16, false, false, NULL, -1, false};
+  run_opts o = {1, 200, 3, 128, 128, DT_BF16, false, false, NULL, -1, false, false};
   run_model(MODELS[_i], o);
 }
 END_TEST
 
 START_TEST(models_f32_128) {
-  run_opts o = {1, 100, 2, 128, 128, DT_F32, false, false, NULL, -1, false};
+  run_opts o = {1, 100, 2, 128, 128, DT_F32, false, false, NULL, -1, false, false};
   run_model(MODELS[_i], o);
 }
 END_TEST
 
 START_TEST(models_f32_48x96_strided) {
-  run_opts o = {2, 37, 3, 48, 96, DT_F32, true, true, NULL, -1, false};
+  run_opts o = {2, 37, 3, 48, 96, DT_F32, true, true, NULL, -1, false, false};
   run_model(MODELS[_i], o);
 }
 END_TEST
 
 START_TEST(models_f32_1x1) {
-  run_opts o = {2, 50, 3, 1, 1, DT_F32, false, false, NULL, -1, false};
+  run_opts o = {2, 50, 3, 1, 1, DT_F32, false, false, NULL, -1, false, false};
   run_model(MODELS[_i], o);
 }
 END_TEST
 
 START_TEST(models_f32_odd) {
-  run_opts o = {1, 9, 1, 3, 5, DT_F32, true, false, NULL, -1, false};
+  run_opts o = {1, 9, 1, 3, 5, DT_F32, true, false, NULL, -1, false, false};
   run_model(MODELS[_i], o);
 }
 END_TEST
@@ -400,7 +410,7 @@ static const struct {
 
 START_TEST(guarded_retention) {
   run_opts o = {2, 300, 3, 64, 64, guarded_cases[_i].bf16 ? DT_BF16 : DT_F32, false, false, guarded_cases[_i].ranges,
-                guarded_cases[_i].flag, false};
+                guarded_cases[_i].flag, false, false};
   run_model("retention", o);
 }
 END_TEST
@@ -422,7 +432,7 @@ static const struct {
 START_TEST(column_decays) {
   run_opts o = {column_cases[_i].B, column_cases[_i].T, column_cases[_i].H, column_cases[_i].M, column_cases[_i].N,
                 column_cases[_i].bf16 ? DT_BF16 : DT_F32, column_cases[_i].strided, column_cases[_i].expanded,
-                NULL, -1, false};
+                NULL, -1, false, false};
   run_model("tests/gpu/steps/column_decay.frnn", o);
 }
 END_TEST
@@ -435,7 +445,7 @@ END_TEST
  * without. */
 static const char *const WIDE_MODELS[] = {"mamba2", "gla", "gated_delta_rule", "rwkv7"};
 START_TEST(wide_states) {
-  run_opts o = {1, 70, 2, 16, 264, DT_F32, false, false, NULL, -1, false};
+  run_opts o = {1, 70, 2, 16, 264, DT_F32, false, false, NULL, -1, false, false};
   run_model(WIDE_MODELS[_i], o);
 }
 END_TEST
@@ -448,7 +458,7 @@ END_TEST
 static const char *const LEAN_MODELS[] = {"delta_rule", "gated_delta_rule", "rwkv7", "mamba2", "gla", "retention"};
 START_TEST(lean_backward) {
   ck_assert(frnn_ctx_set_backward_mode(ctx, FRNN_BACKWARD_LEAN) == FRNN_OK);
-  run_opts o = {2, 300, 2, 64, 64, DT_F32, false, false, NULL, -1, false};
+  run_opts o = {2, 300, 2, 64, 64, DT_F32, false, false, NULL, -1, false, false};
   run_model(LEAN_MODELS[_i], o);
 }
 END_TEST
@@ -458,7 +468,7 @@ END_TEST
  * their own kernels.  Until 2026-11-25 the context's module lookup ignored
  * the step, and the second of such a pair ran the first's kernels. */
 START_TEST(models_one_context) {
-  run_opts o = {1, 20, 2, 16, 16, DT_F32, false, false, NULL, -1, false};
+  run_opts o = {1, 20, 2, 16, 16, DT_F32, false, false, NULL, -1, false, false};
   for (int i = 0; i < N_MODELS; i++) run_model(MODELS[i], o);
 }
 END_TEST
@@ -468,7 +478,7 @@ END_TEST
  * around their stores). */
 START_TEST(predicated_stores) {
   setenv("FRNN_PRED_STORES", "1", 1);
-  run_opts o = {2, 37, 3, 48, 96, DT_F32, true, true, NULL, -1, false};
+  run_opts o = {2, 37, 3, 48, 96, DT_F32, true, true, NULL, -1, false, false};
   run_model(MODELS[_i], o);
   unsetenv("FRNN_PRED_STORES");
 }
@@ -497,14 +507,39 @@ static const struct {
 } absent_cases[] = {{"hgrn", 1}, {"rwkv4", 1}, {"s4d", 16}, {"mamba", 16}, {"mlstm", 16}, {"delta_rule", 32}};
 
 START_TEST(absent_output_gradients) {
-  run_opts o = {2, 70, 2, 64, absent_cases[_i].N, DT_F32, false, false, NULL, -1, true};
+  run_opts o = {2, 70, 2, 64, absent_cases[_i].N, DT_F32, false, false, NULL, -1, true, false};
   run_model(absent_cases[_i].model, o);
+}
+END_TEST
+
+/* A step of small rows holds a few rows side by side (plan.c
+ * adjacent_rows) and moves an aligned tensor's as one vector access
+ * (lower_llvm.c vec_of): 2 to 8 rows (FRNN_ROWS_VEC; bf16 two to a word,
+ * up to 16 bytes), M = 200 (7 rows a lane: 4 side by side, blocks not
+ * filled), and every other tensor misaligned (one element in: those move
+ * a row at a time, next to aligned ones). */
+static const struct {
+  const char *model, *rows_vec;
+  bool bf16, misaligned;
+  int64_t M;
+} adjacent_cases[] = {
+    {"hgrn", "2", true, true, 64},    {"rwkv4", "2", false, true, 64},  {"hgrn", "8", true, false, 64},
+    {"rwkv4", "4", true, false, 64},  {"hgrn", "4", false, false, 64},  {"rwkv4", "8", false, true, 64},
+    {"hgrn", "8", true, false, 200},  {"rwkv4", "8", true, true, 200},
+};
+
+START_TEST(adjacent_rows) {
+  setenv("FRNN_ROWS_VEC", adjacent_cases[_i].rows_vec, 1);
+  run_opts o = {2, 70, 2, adjacent_cases[_i].M, 1, adjacent_cases[_i].bf16 ? DT_BF16 : DT_F32, false, false, NULL,
+                -1, false, adjacent_cases[_i].misaligned};
+  run_model(adjacent_cases[_i].model, o);
+  unsetenv("FRNN_ROWS_VEC");
 }
 END_TEST
 
 START_TEST(two_roles) {
   if (role_cases[_i].one_role) setenv("FRNN_BWD_ROLES", "0", 1);
-  run_opts o = {2, role_cases[_i].T, 3, 200, 1, DT_F32, false, false, NULL, -1, false};
+  run_opts o = {2, role_cases[_i].T, 3, 200, 1, DT_F32, false, false, NULL, -1, false, false};
   run_model(role_cases[_i].model, o);
   unsetenv("FRNN_BWD_ROLES");
 }
@@ -548,6 +583,8 @@ int main(void) {
   if (!only || !*only || strcmp(only, "predicated_stores") == 0) tcase_add_loop_test(tc, predicated_stores, 0, N_MODELS);
   if (!only || !*only || strcmp(only, "two_roles") == 0)
     tcase_add_loop_test(tc, two_roles, 0, (int)(sizeof role_cases / sizeof *role_cases));
+  if (!only || !*only || strcmp(only, "adjacent_rows") == 0)
+    tcase_add_loop_test(tc, adjacent_rows, 0, (int)(sizeof adjacent_cases / sizeof *adjacent_cases));
   if (!only || !*only || strcmp(only, "absent_output_gradients") == 0)
     tcase_add_loop_test(tc, absent_output_gradients, 0, (int)(sizeof absent_cases / sizeof *absent_cases));
   if (!only || !*only || strcmp(only, "column_decays") == 0)

@@ -666,9 +666,10 @@ START_TEST(small_rows_queue) {
   const char *end, *fwd = kernel_text(ptx, "frnn_fwd", &end);
   char *text = strndup(fwd, end ? (size_t)(end - fwd) : strlen(fwd));
   ck_assert_int_eq(count(text, "mov.u16") + count(text, "mov.b16"), 0);
-  /* x and g: the queue's first 32 steps (in the sequence, or clamped),
-   * whole trips, the last trips */
-  ck_assert_int_ge(count(text, "ld.global.nc.u16"), 4 * 2 * 32);
+  /* x and g (two rows side by side a load: adjacent_rows): the queue's
+   * first 32 steps (in the sequence, or clamped), whole trips, the last
+   * trips */
+  ck_assert_int_ge(count(text, "ld.global.nc.b32"), 4 * 2 * 32);
   ck_assert_int_ge(count(text, "mov.b64"), 2 * 31);
   free(text);
   const char *bwd = kernel_text(ptx, "frnn_bwd", &end);
@@ -715,6 +716,91 @@ static char *backward_ptx_gout(bool gout_contig) {
   frnn_ctx_destroy(ctx);
   return ptx;
 }
+
+/* HGRN's kernels (bf16) with every tensor marked VEC_ALIGN-aligned or
+ * none (lower_spec.aligned; FRNN_ROWS_VEC: rows_vec, NULL: the plan's). */
+static char *small_rows_ptx(bool aligned, const char *rows_vec) {
+  if (rows_vec) setenv("FRNN_ROWS_VEC", rows_vec, 1);
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  frnn_step *s, *adj;
+  ck_assert(frnn_step_load(ctx, test_source_path("examples/hgrn.frnn"), &s) == FRNN_OK);
+  ck_assert(frnn_step_adjoint(s, &adj) == FRNN_OK);
+  target t;
+  ck_assert(target_parse(ctx, "sm_90", &t) == FRNN_OK);
+  plan p;
+  ck_assert(plan_make(ctx, s, NULL, 128, 1, &t, &p) == FRNN_OK);
+  lower_spec spec;
+  memset(&spec, 0, sizeof spec);
+  for (int i = 0; i < FRNN_MAX_PORTS; i++) {
+    spec.dt_in[i] = spec.dt_out[i] = spec.dt_gout[i] = spec.dt_gin[i] = TD_BF16;
+    spec.dt_state[i] = spec.dt_final[i] = spec.dt_gfinal[i] = spec.dt_gstate[i] = TD_F32;
+  }
+  for (int r = 0; r < 8; r++) spec.contig[r] = UINT32_MAX, spec.aligned[r] = aligned ? UINT32_MAX : 0;
+  codegen cg;
+  memset(&cg, 0, sizeof cg);
+  char *ptx = NULL;
+  ck_assert(cg_begin(ctx, &t, s->name, &cg) == FRNN_OK);
+  ck_assert_msg(lower_module(&cg, &p, &spec, s, adj, KERNEL_FWD | KERNEL_BWD) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  ck_assert_msg(cg_finish(&cg, 0, &ptx) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  cg_dispose(&cg);
+  frnn_step_destroy(adj);
+  frnn_step_destroy(s);
+  frnn_ctx_destroy(ctx);
+  unsetenv("FRNN_ROWS_VEC");
+  return ptx;
+}
+
+/* Steps of small rows hold rows side by side (plan.c adjacent_rows): 2 a
+ * thread by default, up to FRNN_ROWS_VEC where they divide M and a lane
+ * has that many, else 1 (rows apart).  An aligned bf16 column then moves
+ * two rows a 32-bit load or store (cvt.rn.bf16x2 rounds and packs both),
+ * 8 a 16-byte one; a misaligned one (lower_spec.aligned clear) a row at a
+ * time, as before. */
+START_TEST(adjacent_rows) {
+  frnn_ctx *ctx;
+  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
+  target t;
+  ck_assert(target_parse(ctx, "sm_90", &t) == FRNN_OK);
+  frnn_step *s;
+  ck_assert(frnn_step_load(ctx, test_source_path("examples/hgrn.frnn"), &s) == FRNN_OK);
+  static const struct { int64_t M; const char *env; int rpt; } want[] = {
+      {128, NULL, 2}, {127, NULL, 1}, {32, NULL, 1}, {64, NULL, 2}, {128, "8", 4}, {256, "8", 8}, {128, "1", 1},
+      {200, "8", 4}};
+  for (size_t k = 0; k < sizeof want / sizeof *want; k++) {
+    if (want[k].env) setenv("FRNN_ROWS_VEC", want[k].env, 1);
+    plan p;
+    ck_assert(plan_make(ctx, s, NULL, want[k].M, 1, &t, &p) == FRNN_OK);
+    unsetenv("FRNN_ROWS_VEC");
+    ck_assert_msg(p.fwd.rpt == want[k].rpt && p.bwd.rpt == want[k].rpt, "M = %lld: %d, %d rows a thread",
+                  (long long)want[k].M, p.fwd.rpt, p.bwd.rpt);
+    ck_assert(p.fwd.rows_adjacent == (want[k].rpt > 1) && p.bwd.rows_adjacent == (want[k].rpt > 1));
+  }
+  frnn_step_destroy(s);
+  frnn_ctx_destroy(ctx);
+  char *aligned = small_rows_ptx(true, NULL), *misaligned = small_rows_ptx(false, NULL), *wide = small_rows_ptx(true, "8");
+  const char *end, *fwd = kernel_text(aligned, "frnn_fwd", &end);
+  char *text = strndup(fwd, end ? (size_t)(end - fwd) : strlen(fwd));
+  ck_assert_int_eq(count(text, "ld.global.nc.u16"), 0);
+  ck_assert_int_ge(count(text, "ld.global.nc.b32"), 2 * 32);
+  ck_assert_int_gt(count(text, "cvt.rn.bf16x2.f32"), 0);
+  ck_assert_int_eq(count(text, "st.global.b16"), 0);
+  free(text);
+  fwd = kernel_text(misaligned, "frnn_fwd", &end);
+  text = strndup(fwd, end ? (size_t)(end - fwd) : strlen(fwd));
+  ck_assert_int_eq(count(text, "ld.global.nc.b32"), 0);
+  ck_assert_int_ge(count(text, "ld.global.nc.u16"), 2 * 2 * 32);
+  ck_assert_int_eq(count(text, "cvt.rn.bf16x2.f32"), 0);
+  free(text);
+  /* 4 rows a thread at M = 128: 8 bytes, two words a load */
+  ck_assert_int_gt(count(wide, "ld.global.nc.v2.b32"), 0);
+  ck_assert_int_gt(count(wide, "st.global.v2.b32"), 0);
+  ck_assert_int_eq(count(wide, "ld.global.nc.u16"), 0);
+  free(aligned);
+  free(misaligned);
+  free(wide);
+}
+END_TEST
 
 START_TEST(present_output_gradient) {
   char *present = backward_ptx_gout(true), *maybe = backward_ptx_gout(false);
@@ -1062,7 +1148,9 @@ START_TEST(two_roles) {
       continue;
     }
     ck_assert_int_eq(plan_bwd_threads(&p), 2 * plan_bwd_threads(&one));
-    ck_assert_int_eq(p.bwd_min_blocks, 65536 / (128 * plan_bwd_threads(&p)));
+    /* 128 registers a row (rows side by side: a thread at most 255) */
+    int regs = p.bwd.rows_adjacent && 128 * p.bwd.rpt > 255 ? 255 : 128 * p.bwd.rpt;
+    ck_assert_int_eq(p.bwd_min_blocks, 65536 / (regs * plan_bwd_threads(&p)));
     uint8_t bc[4] = {0, 0, 0, 0};
     size_t state_bytes = (size_t)p.bwd_regs * p.bwd.warps * 32 * 4;
     static const int64_t T[] = {1024, 16384, 5, 1};
@@ -1317,6 +1405,7 @@ static int run_shard(int shard, int shards) {
       {backward_alternatives, 1},
       {two_roles, 1},
       {present_output_gradient, 1},
+      {adjacent_rows, 1},
   };
   char name[64];
   snprintf(name, sizeof name, "ptx_models %d/%d", shard + 1, shards);
