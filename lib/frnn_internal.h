@@ -431,6 +431,8 @@ typedef struct plan {
   int prefetch; /* PREFETCH_*: how time loops fetch later steps' inputs (lower_llvm.c) */
   int pf_depth_fwd, pf_depth_bwd; /* PREFETCH_REGS: steps ahead held in registers per kernel
                                      (1 to PLAN_MAX_PF_DEPTH; 0: none in that kernel) */
+  int pf_depth_first; /* the backward's first pass over a chunk (second-level checkpoints):
+                         its own queue's steps, not bounded by a piece */
   int64_t bwd_c2; /* backward: steps between second-level checkpoints; 0: one level
                      (FRNN_BWD_C2; plan_workspace) */
   int64_t bwd_c;  /* steps between the forward's checkpoints; 0: about sqrt(T)

@@ -798,6 +798,7 @@ typedef struct prefetch {
   int cls[2 * FRNN_MAX_PORTS];
   bool optional[2 * FRNN_MAX_PORTS];
   bool fixed[2 * FRNN_MAX_PORTS]; /* broadcast over T: loaded once */
+  bool fixed_loaded;              /* by the kernel before its loops (the backward's), not pf_begin */
   LLVMValueRef *queue[2 * FRNN_MAX_PORTS][PLAN_MAX_PF_DEPTH], *dst[2 * FRNN_MAX_PORTS];
 } prefetch;
 
@@ -882,7 +883,7 @@ static LLVMValueRef steps_on(lower *lw, LLVMValueRef t, int s, int dir, LLVMValu
 static void pf_begin(lower *lw, prefetch *pf, LLVMValueRef first, int dir, LLVMValueRef last, LLVMValueRef T) {
   codegen *cg = lw->cg;
   for (int k = 0; k < pf->n; k++) {
-    if (pf->fixed[k]) load_tensor(lw, pf->t[k], first, pf->cls[k], pf->optional[k], pf->dst[k]);
+    if (pf->fixed[k] && !pf->fixed_loaded) load_tensor(lw, pf->t[k], first, pf->cls[k], pf->optional[k], pf->dst[k]);
     else if (pf->hint) pf_hint(lw, pf->t[k], pf->cls[k], pf->optional[k], first);
   }
   if (!pf->on) return;
@@ -1212,6 +1213,7 @@ typedef struct bwd_kernel {
   xchg x;
   bool per_step_xchg;
   prefetch pfx, pfr; /* the recompute's queue (inputs), the walk's (inputs, output gradients) */
+  prefetch pff;      /* the first pass's (two levels: chunk_loop), deeper (plan.pf_depth_first) */
 } bwd_kernel;
 
 /* Scratch, per block, each state laid out [float][thread] so that a warp's
@@ -1421,6 +1423,8 @@ static bool scratch_and_queues(lower *lw, bwd_kernel *bk, LLVMValueRef C, LLVMVa
   bk->tid64 = cg_zext64(cg, lw->tid);
   bk->pfx = pf_new(p, p->pf_depth_bwd);
   bk->pfr = bk->pfx;
+  bk->pff = pf_new(p, two ? p->pf_depth_first : 0);
+  bk->pfx.fixed_loaded = bk->pfr.fixed_loaded = bk->pff.fixed_loaded = true; /* lower_backward */
   /* The walk queues only the inputs it takes: an operand of a node it emits
    * (walk_live, or any) or a gradient.  HGRN's x is added to the state, its
    * gradient the state's: the walk loaded it a step for nothing. */
@@ -1433,6 +1437,7 @@ static bool scratch_and_queues(lower *lw, bwd_kernel *bk, LLVMValueRef C, LLVMVa
   for (int i = 0; i < p->n_in; i++) {
     bool fixed = lw->spec->in_bcast[i] & 2, walk_takes = uses[adj->ports[FRNN_PORT_INPUT][i].leaf] > 0;
     if (!pf_add(lw, &bk->pfx, &bk->in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, fixed, bk->X[i], entry) ||
+        (two && !pf_add(lw, &bk->pff, &bk->in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, fixed, bk->X[i], entry)) ||
         (walk_takes &&
          !pf_add(lw, &bk->pfr, &bk->in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, fixed, bk->X[i], entry))) {
       free(uses);
@@ -1481,13 +1486,13 @@ static bool chunk_loop(lower *lw, bwd_kernel *bk, LLVMValueRef ckpt, LLVMValueRe
     cg_store(cg, t0, next2);
     cg_store(cg, cg_i64(cg, 0), jvar);
     LLVMValueRef la_last = LLVMBuildSub(cg->b, s_last, cg_i64(cg, 1), "");
-    pf_begin(lw, &bk->pfx, t0, 1, la_last, T);
+    pf_begin(lw, &bk->pff, t0, 1, la_last, T);
     for (int part = 0; part < 2; part++) { /* whole trips, then the rest (queued_loop_begin) */
       loop la;
-      if (!queued_loop_begin(lw, &bk->pfx, part, tvar, t0, s_last, 1, T, "level2", &la)) continue;
-      for (int sub = 0; sub < pf_unroll(&bk->pfx); sub++) {
+      if (!queued_loop_begin(lw, &bk->pff, part, tvar, t0, s_last, 1, T, "level2", &la)) continue;
+      for (int sub = 0; sub < pf_unroll(&bk->pff); sub++) {
         LLVMValueRef t = loop_sub_step(lw, &la, sub);
-        pf_take(lw, &bk->pfx, t, 1, la_last);
+        pf_take(lw, &bk->pff, t, 1, la_last);
         LLVMValueRef due = icmp(lw, LLVMIntEQ, t, cg_load(cg, cg->t_i64, next2));
         LLVMBasicBlockRef yes = cg_block(cg, "l2_save"), no = cg_block(cg, "l2_saved");
         cg_cond_br(cg, due, yes, no);
@@ -1501,9 +1506,9 @@ static bool chunk_loop(lower *lw, bwd_kernel *bk, LLVMValueRef ckpt, LLVMValueRe
         cg_br(cg, no);
         cg_at(cg, no);
         if (!recompute_step(lw, bk, false, cg_i64(cg, 0))) return false;
-        pf_push(lw, &bk->pfx, t, 1, part ? la_last : NULL);
+        pf_push(lw, &bk->pff, t, 1, part ? la_last : NULL);
       }
-      loop_end_trip(lw, &la, pf_unroll(&bk->pfx));
+      loop_end_trip(lw, &la, pf_unroll(&bk->pff));
     }
     ls = loop_begin(lw, jvar, last, cg_i64(cg, 0), -1, "subchunk");
     LLVMValueRef j = cg_load(cg, cg->t_i64, jvar);
@@ -1696,6 +1701,10 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
     if (lw->spec->in_bcast[i] & 2) { /* time-invariant: sum over t in registers */
       if (!(bk->acc[i] = new_slots(lw, cls, entry))) return false;
       for (int q = 0; q < count_of(&lw->ks, cls); q++) cg_store(cg, cg_f32(cg, 0.0), bk->acc[i][q]);
+      /* and loaded once here, not by every pass's queue (pf_begin): at
+       * each piece's start the passes waited for them (H200, S4D: its
+       * 32 time-invariant values a thread, twice a piece of 12 steps) */
+      load_tensor(lw, &in[i], cg_i64(cg, 0), cls, false, bk->X[i]);
     }
   }
   for (int i = 0; i < p->n_out; i++)
@@ -1759,6 +1768,7 @@ static bool lower_backward(lower *lw, const frnn_step *s, const frnn_step *adj) 
   for (int c = 0; c < carry->n; c++) free(carry->vals[c]);
   pf_free(&bk->pfx);
   pf_free(&bk->pfr);
+  pf_free(&bk->pff);
   for (int i = 0; i < p->n_st; i++) free(bk->S[i]), free(bk->Sv[i]), free(bk->dS[i]), free(bk->dSv[i]);
   for (int i = 0; i < p->n_in; i++) free(bk->X[i]), free(bk->acc[i]);
   for (int i = 0; i < p->n_out; i++) free(bk->GY[i]);

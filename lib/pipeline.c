@@ -97,7 +97,7 @@ static const char *gpu_arch(void) {
 static int append_tuning(const frnn_ctx *ctx, char *key, size_t cap, int k) {
   static const char *const knobs[] = {"FRNN_LPR", "FRNN_BWD_BUDGET", "FRNN_BWD_WARPS",
                                       "FRNN_BWD_CLUSTER", "FRNN_BWD_XCHG_STEPS", "FRNN_PREFETCH", "FRNN_PREFETCH_DEPTH", "FRNN_BWD_MAXWARPS",
-                                      "FRNN_BWD_C2", "FRNN_BWD_C", "FRNN_BWD_SMEM", "FRNN_BWD_SMEM_BLOCKS", "FRNN_BWD_APART", "FRNN_BWD_CARRY", "FRNN_PRED_STORES", "FRNN_DIV", "FRNN_CHAINS", "FRNN_BWD_MINB", "FRNN_BWD_PICK", "FRNN_BWD_ROLES", "FRNN_BWD_ROLES_MINB", "FRNN_ROWS_VEC",
+                                      "FRNN_BWD_C2", "FRNN_BWD_C", "FRNN_BWD_SMEM", "FRNN_BWD_SMEM_BLOCKS", "FRNN_BWD_APART", "FRNN_BWD_CARRY", "FRNN_PRED_STORES", "FRNN_DIV", "FRNN_CHAINS", "FRNN_BWD_MINB", "FRNN_BWD_PICK", "FRNN_BWD_ROLES", "FRNN_BWD_ROLES_MINB", "FRNN_ROWS_VEC", "FRNN_PREFETCH_FIRST",
                                       "FRNN_CHUNKED", "FRNN_CK_L", "FRNN_CK_BM", "FRNN_CK_THREADS", "FRNN_CK_MINB", "FRNN_CK_SKIP",
                                       "FRNN_CK_SPLIT_MAX", "FRNN_CK_FUSE", "FRNN_CK_SPLITK",
                                       "FRNN_CK_MMA", "FRNN_CK_MMA_TILES", "FRNN_CK_MMA_UNROLL", "FRNN_CK_SPREAD",

@@ -401,7 +401,16 @@ static void plan_prefetch(const frnn_step *s, int64_t Ns, plan *p) {
   /* Scratch in shared memory: pieces of at most (slots + 1) / 2 steps
    * (plan_workspace); a deeper queue would never run a whole trip. */
   int piece = (p->bwd_shared_slots + 1) / 2;
+  int unbounded = p->pf_depth_bwd;
   while (p->bwd_shared_slots && p->pf_depth_bwd > 1 && p->pf_depth_bwd > piece) p->pf_depth_bwd /= 2;
+  /* The first pass of two levels runs from the chunk's checkpoint to its
+   * last piece, a piece's recompute without stores, about a fifth of the
+   * walk's instructions a step: a queue of a piece's steps is a fraction of
+   * a memory latency ahead there (H200, S4D: its loads' waits were 6% of
+   * the backward's stall samples).  Its own queue, as deep as the loads
+   * allow (FRNN_PREFETCH_FIRST). */
+  bool two = p->bwd_shared_slots > 0 || p->bwd_c2 > 0;
+  p->pf_depth_first = two && p->pf_depth_bwd ? env_int("FRNN_PREFETCH_FIRST", unbounded, 0, PLAN_MAX_PF_DEPTH) : 0;
 }
 
 /* What an alternative backward changes (0: the plan's own choice). */
@@ -476,7 +485,7 @@ static frnn_status plan_build(frnn_ctx *ctx, const frnn_step *step, const frnn_s
   /* No queue until plan_prefetch, last (shared_scratch_pays sizes the
    * workspace before it). */
   p->prefetch = PREFETCH_NONE;
-  p->pf_depth_fwd = p->pf_depth_bwd = 0;
+  p->pf_depth_fwd = p->pf_depth_bwd = p->pf_depth_first = 0;
   /* Second-level checkpoints: FRNN_BWD_C2 steps apart, else the context's
    * mode (LEAN: 8, the best memory for the time measured; BENCHMARKS.md). */
   p->bwd_c2 = env_int("FRNN_BWD_C2", ctx && ctx->backward_mode == FRNN_BACKWARD_LEAN ? LEAN_C2 : 0, 0,
@@ -635,6 +644,8 @@ void plan_describe(const plan *p, char *buf, size_t size) {
   if (queued) {
     size_t n = strlen(buf);
     snprintf(buf + n, size - n, ", %d/%d steps ahead", p->pf_depth_fwd, p->pf_depth_bwd);
+    n = strlen(buf);
+    if (p->pf_depth_first) snprintf(buf + n, size - n, " (the first pass %d)", p->pf_depth_first);
   }
   if (p->pred_fwd || p->pred_bwd) {
     size_t n = strlen(buf);

@@ -717,9 +717,10 @@ static char *backward_ptx_gout(bool gout_contig) {
   return ptx;
 }
 
-/* HGRN's kernels (bf16) with every tensor marked VEC_ALIGN-aligned or
- * none (lower_spec.aligned; FRNN_ROWS_VEC: rows_vec, NULL: the plan's). */
-static char *small_rows_ptx(bool aligned, const char *rows_vec) {
+/* HGRN's kernels (tensors of dtype dt) with every tensor marked
+ * VEC_ALIGN-aligned or none (lower_spec.aligned; FRNN_ROWS_VEC: rows_vec,
+ * NULL: the plan's). */
+static char *small_rows_ptx(enum tdtype dt, bool aligned, const char *rows_vec) {
   if (rows_vec) setenv("FRNN_ROWS_VEC", rows_vec, 1);
   frnn_ctx *ctx;
   ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
@@ -733,7 +734,7 @@ static char *small_rows_ptx(bool aligned, const char *rows_vec) {
   lower_spec spec;
   memset(&spec, 0, sizeof spec);
   for (int i = 0; i < FRNN_MAX_PORTS; i++) {
-    spec.dt_in[i] = spec.dt_out[i] = spec.dt_gout[i] = spec.dt_gin[i] = TD_BF16;
+    spec.dt_in[i] = spec.dt_out[i] = spec.dt_gout[i] = spec.dt_gin[i] = dt;
     spec.dt_state[i] = spec.dt_final[i] = spec.dt_gfinal[i] = spec.dt_gstate[i] = TD_F32;
   }
   for (int r = 0; r < 8; r++) spec.contig[r] = UINT32_MAX, spec.aligned[r] = aligned ? UINT32_MAX : 0;
@@ -755,8 +756,8 @@ static char *small_rows_ptx(bool aligned, const char *rows_vec) {
  * thread by default, up to FRNN_ROWS_VEC where they divide M and a lane
  * has that many, else 1 (rows apart).  An aligned bf16 column then moves
  * two rows a 32-bit load or store (cvt.rn.bf16x2 rounds and packs both),
- * 8 a 16-byte one; a misaligned one (lower_spec.aligned clear) a row at a
- * time, as before. */
+ * 8 a 16-byte one (float32: 4; float64: 2); a misaligned one
+ * (lower_spec.aligned clear) a row at a time, as before. */
 START_TEST(adjacent_rows) {
   frnn_ctx *ctx;
   ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
@@ -778,7 +779,9 @@ START_TEST(adjacent_rows) {
   }
   frnn_step_destroy(s);
   frnn_ctx_destroy(ctx);
-  char *aligned = small_rows_ptx(true, NULL), *misaligned = small_rows_ptx(false, NULL), *wide = small_rows_ptx(true, "8");
+  char *aligned = small_rows_ptx(TD_BF16, true, NULL), *misaligned = small_rows_ptx(TD_BF16, false, NULL),
+       *wide = small_rows_ptx(TD_BF16, true, "8"), *f32 = small_rows_ptx(TD_F32, true, "8"),
+       *f64 = small_rows_ptx(TD_F64, true, "8");
   const char *end, *fwd = kernel_text(aligned, "frnn_fwd", &end);
   char *text = strndup(fwd, end ? (size_t)(end - fwd) : strlen(fwd));
   ck_assert_int_eq(count(text, "ld.global.nc.u16"), 0);
@@ -796,6 +799,12 @@ START_TEST(adjacent_rows) {
   ck_assert_int_gt(count(wide, "ld.global.nc.v2.b32"), 0);
   ck_assert_int_gt(count(wide, "st.global.v2.b32"), 0);
   ck_assert_int_eq(count(wide, "ld.global.nc.u16"), 0);
+  ck_assert_int_gt(count(f32, "ld.global.nc.v4.f32"), 0); /* 4 rows, 16 bytes */
+  ck_assert_int_gt(count(f32, "st.global.v4.f32"), 0);
+  ck_assert_int_gt(count(f64, "ld.global.nc.v2.f64"), 0); /* 4 rows, two vectors of 2 */
+  ck_assert_int_gt(count(f64, "st.global.v2.f64"), 0);
+  free(f32);
+  free(f64);
   free(aligned);
   free(misaligned);
   free(wide);
@@ -923,7 +932,10 @@ END_TEST
  * kernel built for them), and a queue of loads whose trips fit the
  * second-level pieces.  Steps with sums to exchange (Mamba: B's and C's
  * gradients) or small rows (HGRN) keep theirs; a queue of fewer than 4 steps
- * is none.  In the PTX, the backward's recompute emits only what the states
+ * is none; the first pass over a chunk (two levels) gets its own queue, as
+ * deep as the loads allow (plan.pf_depth_first: S4D's 8 where its pieces
+ * allow 4; FRNN_PREFETCH_FIRST), one level none.  In the PTX, the
+ * backward's recompute emits only what the states
  * need: no block that stores a recomputed state to shared memory also
  * shuffles (S4D's output, a sum over N, had its shuffles there). */
 START_TEST(rows_apart_backward) {
@@ -931,8 +943,8 @@ START_TEST(rows_apart_backward) {
   ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
   target t;
   ck_assert(target_parse(ctx, "sm_90", &t) == FRNN_OK);
-  static const struct { const char *file; bool apart; int fwd_depth, bwd_depth; } want[] = {
-      {"examples/s4d.frnn", true, 8, 4}, {"examples/mamba.frnn", false, 0, 0}, {"examples/hgrn.frnn", false, 32, 16}};
+  static const struct { const char *file; bool apart; int fwd_depth, bwd_depth, first_depth; } want[] = {
+      {"examples/s4d.frnn", true, 8, 4, 8}, {"examples/mamba.frnn", false, 0, 0, 0}, {"examples/hgrn.frnn", false, 32, 16, 0}};
   for (int k = 0; k < 3; k++) {
     frnn_step *s;
     ck_assert(frnn_step_load(ctx, test_source_path(want[k].file), &s) == FRNN_OK);
@@ -942,7 +954,14 @@ START_TEST(rows_apart_backward) {
       ck_assert_msg(p.bwd_rows_apart == want[k].apart, "%s", want[k].file);
       ck_assert_int_eq(p.pf_depth_fwd, want[k].fwd_depth);
       ck_assert_int_eq(p.pf_depth_bwd, want[k].bwd_depth);
+      ck_assert_int_eq(p.pf_depth_first, want[k].first_depth);
       if (!want[k].apart) continue;
+      setenv("FRNN_PREFETCH_FIRST", "16", 1);
+      plan q;
+      ck_assert(plan_make(ctx, s, NULL, 128, N, &t, &q) == FRNN_OK);
+      unsetenv("FRNN_PREFETCH_FIRST");
+      ck_assert_int_eq(q.pf_depth_first, 16);
+      ck_assert_int_eq(q.pf_depth_bwd, want[k].bwd_depth);
       ck_assert_int_eq(p.bwd.lpr * p.bwd.cn, N);
       ck_assert_int_eq(p.bwd.cn, 8);
       ck_assert_int_eq(p.bwd.rpt, 1);
