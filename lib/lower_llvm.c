@@ -788,7 +788,9 @@ static LLVMValueRef new_counter(lower *lw, LLVMBasicBlockRef entry) {
  *                  value widened when loaded would be waited for there;
  *   PREFETCH_NONE  each step loads its own values.
  * An input broadcast over T (lower_spec.in_bcast) is the same at every step:
- * loaded once, before the loop, in every mode. */
+ * loaded once, before the loop (pf_begin), in every mode; in the backward,
+ * whose passes begin a queue every piece, once before all its loops
+ * (fixed_loaded). */
 typedef struct prefetch {
   bool on; /* PREFETCH_REGS */
   bool hint;
@@ -883,8 +885,11 @@ static LLVMValueRef steps_on(lower *lw, LLVMValueRef t, int s, int dir, LLVMValu
 static void pf_begin(lower *lw, prefetch *pf, LLVMValueRef first, int dir, LLVMValueRef last, LLVMValueRef T) {
   codegen *cg = lw->cg;
   for (int k = 0; k < pf->n; k++) {
-    if (pf->fixed[k] && !pf->fixed_loaded) load_tensor(lw, pf->t[k], first, pf->cls[k], pf->optional[k], pf->dst[k]);
-    else if (pf->hint) pf_hint(lw, pf->t[k], pf->cls[k], pf->optional[k], first);
+    if (pf->fixed[k]) {
+      if (!pf->fixed_loaded) load_tensor(lw, pf->t[k], first, pf->cls[k], pf->optional[k], pf->dst[k]);
+    } else if (pf->hint) {
+      pf_hint(lw, pf->t[k], pf->cls[k], pf->optional[k], first);
+    }
   }
   if (!pf->on) return;
   LLVMValueRef end = cg_add(cg, first, cg_i64(cg, (int64_t)(pf->depth - 1) * dir));
