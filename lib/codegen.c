@@ -749,9 +749,9 @@ static void word_ptx(enum tdtype dt, int n, const char **type, const char **cons
 
 /* "{$first, $first+1, ...}" of w words (one: "$first"), into buf. */
 static void operand_list(char *buf, size_t size, int first, int w) {
-  int k = snprintf(buf, size, w > 1 ? "{" : "");
+  int k = snprintf(buf, size, "%s", w > 1 ? "{" : "");
   for (int i = 0; i < w; i++) k += snprintf(buf + k, size - (size_t)k, "%s$%d", i ? ", " : "", first + i);
-  snprintf(buf + k, size - (size_t)k, w > 1 ? "}" : "");
+  snprintf(buf + k, size - (size_t)k, "%s", w > 1 ? "}" : "");
 }
 
 void cg_load_words_at(codegen *cg, LLVMValueRef addr, enum tdtype dt, int n, LLVMValueRef *words) {
