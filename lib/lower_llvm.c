@@ -788,9 +788,9 @@ static LLVMValueRef new_counter(lower *lw, LLVMBasicBlockRef entry) {
  *                  value widened when loaded would be waited for there;
  *   PREFETCH_NONE  each step loads its own values.
  * An input broadcast over T (lower_spec.in_bcast) is the same at every step:
- * loaded once, before the loop (pf_begin), in every mode; in the backward,
- * whose passes begin a queue every piece, once before all its loops
- * (fixed_loaded). */
+ * loaded once, before the loop (pf_begin), in every mode; the backward,
+ * whose passes begin a queue every piece, loads it once before all its
+ * loops and queues none (scratch_and_queues). */
 typedef struct prefetch {
   bool on; /* PREFETCH_REGS */
   bool hint;
@@ -800,7 +800,6 @@ typedef struct prefetch {
   int cls[2 * FRNN_MAX_PORTS];
   bool optional[2 * FRNN_MAX_PORTS];
   bool fixed[2 * FRNN_MAX_PORTS]; /* broadcast over T: loaded once */
-  bool fixed_loaded;              /* by the kernel before its loops (the backward's), not pf_begin */
   LLVMValueRef *queue[2 * FRNN_MAX_PORTS][PLAN_MAX_PF_DEPTH], *dst[2 * FRNN_MAX_PORTS];
 } prefetch;
 
@@ -885,11 +884,8 @@ static LLVMValueRef steps_on(lower *lw, LLVMValueRef t, int s, int dir, LLVMValu
 static void pf_begin(lower *lw, prefetch *pf, LLVMValueRef first, int dir, LLVMValueRef last, LLVMValueRef T) {
   codegen *cg = lw->cg;
   for (int k = 0; k < pf->n; k++) {
-    if (pf->fixed[k]) {
-      if (!pf->fixed_loaded) load_tensor(lw, pf->t[k], first, pf->cls[k], pf->optional[k], pf->dst[k]);
-    } else if (pf->hint) {
-      pf_hint(lw, pf->t[k], pf->cls[k], pf->optional[k], first);
-    }
+    if (pf->fixed[k]) load_tensor(lw, pf->t[k], first, pf->cls[k], pf->optional[k], pf->dst[k]);
+    else if (pf->hint) pf_hint(lw, pf->t[k], pf->cls[k], pf->optional[k], first);
   }
   if (!pf->on) return;
   LLVMValueRef end = cg_add(cg, first, cg_i64(cg, (int64_t)(pf->depth - 1) * dir));
@@ -1429,7 +1425,6 @@ static bool scratch_and_queues(lower *lw, bwd_kernel *bk, LLVMValueRef C, LLVMVa
   bk->pfx = pf_new(p, p->pf_depth_bwd);
   bk->pfr = bk->pfx;
   bk->pff = pf_new(p, two ? p->pf_depth_first : 0);
-  bk->pfx.fixed_loaded = bk->pfr.fixed_loaded = bk->pff.fixed_loaded = true; /* lower_backward */
   /* The walk queues only the inputs it takes: an operand of a node it emits
    * (walk_live, or any) or a gradient.  HGRN's x is added to the state, its
    * gradient the state's: the walk loaded it a step for nothing. */
@@ -1440,11 +1435,12 @@ static bool scratch_and_queues(lower *lw, bwd_kernel *bk, LLVMValueRef C, LLVMVa
   for (int k = 0; k < adj->n_ports[FRNN_PORT_OUTPUT]; k++)
     if (adj->ports[FRNN_PORT_OUTPUT][k].value != NODE_NONE) uses[adj->ports[FRNN_PORT_OUTPUT][k].value]++;
   for (int i = 0; i < p->n_in; i++) {
-    bool fixed = lw->spec->in_bcast[i] & 2, walk_takes = uses[adj->ports[FRNN_PORT_INPUT][i].leaf] > 0;
-    if (!pf_add(lw, &bk->pfx, &bk->in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, fixed, bk->X[i], entry) ||
-        (two && !pf_add(lw, &bk->pff, &bk->in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, fixed, bk->X[i], entry)) ||
+    if (lw->spec->in_bcast[i] & 2) continue; /* time-invariant: loaded once by lower_backward */
+    bool walk_takes = uses[adj->ports[FRNN_PORT_INPUT][i].leaf] > 0;
+    if (!pf_add(lw, &bk->pfx, &bk->in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, false, bk->X[i], entry) ||
+        (two && !pf_add(lw, &bk->pff, &bk->in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, false, bk->X[i], entry)) ||
         (walk_takes &&
-         !pf_add(lw, &bk->pfr, &bk->in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, fixed, bk->X[i], entry))) {
+         !pf_add(lw, &bk->pfr, &bk->in[i], s->ports[FRNN_PORT_INPUT][i].cls, false, false, bk->X[i], entry))) {
       free(uses);
       return false;
     }
