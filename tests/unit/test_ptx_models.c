@@ -682,33 +682,36 @@ START_TEST(small_rows_queue) {
 }
 END_TEST
 
-/* The backward of RWKV-4 (bf16) lowered with its output gradient marked
- * contiguous (as pipeline.c marks only a present tensor) or not: a
- * present one is loaded with no null test and no zeros (targ.present), an
- * absent-or-strided one keeps both. */
-static char *backward_ptx_gout(bool gout_contig) {
+/* A step's recurrent kernels (`kernels`) lowered at M = 128 and N from a
+ * spec built here: tensors of dtype dt, states float32, every tensor
+ * contiguous and VEC_ALIGN-aligned except in the roles (CONTIG_* bits)
+ * of `not_contig` and `not_aligned`. */
+static char *lowered_ptx(const char *file, int64_t N, enum tdtype dt, unsigned kernels, unsigned not_contig,
+                         unsigned not_aligned) {
   frnn_ctx *ctx;
   ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
   frnn_step *s, *adj;
-  ck_assert(frnn_step_load(ctx, test_source_path("examples/rwkv4.frnn"), &s) == FRNN_OK);
+  ck_assert(frnn_step_load(ctx, test_source_path(file), &s) == FRNN_OK);
   ck_assert(frnn_step_adjoint(s, &adj) == FRNN_OK);
   target t;
   ck_assert(target_parse(ctx, "sm_90", &t) == FRNN_OK);
   plan p;
-  ck_assert(plan_make(ctx, s, NULL, 128, 128, &t, &p) == FRNN_OK);
+  ck_assert(plan_make(ctx, s, NULL, 128, N, &t, &p) == FRNN_OK);
   lower_spec spec;
   memset(&spec, 0, sizeof spec);
   for (int i = 0; i < FRNN_MAX_PORTS; i++) {
-    spec.dt_in[i] = spec.dt_out[i] = spec.dt_gout[i] = spec.dt_gin[i] = TD_BF16;
+    spec.dt_in[i] = spec.dt_out[i] = spec.dt_gout[i] = spec.dt_gin[i] = dt;
     spec.dt_state[i] = spec.dt_final[i] = spec.dt_gfinal[i] = spec.dt_gstate[i] = TD_F32;
   }
-  for (int r = 0; r < 8; r++) spec.contig[r] = UINT32_MAX;
-  if (!gout_contig) spec.contig[CONTIG_GOUT] = 0;
+  for (int r = 0; r < 8; r++) {
+    spec.contig[r] = (not_contig >> r) & 1 ? 0 : UINT32_MAX;
+    spec.aligned[r] = (not_aligned >> r) & 1 ? 0 : UINT32_MAX;
+  }
   codegen cg;
   memset(&cg, 0, sizeof cg);
   char *ptx = NULL;
   ck_assert(cg_begin(ctx, &t, s->name, &cg) == FRNN_OK);
-  ck_assert_msg(lower_module(&cg, &p, &spec, s, adj, KERNEL_BWD) == FRNN_OK, "%s", frnn_ctx_error(ctx));
+  ck_assert_msg(lower_module(&cg, &p, &spec, s, adj, kernels) == FRNN_OK, "%s", frnn_ctx_error(ctx));
   ck_assert_msg(cg_finish(&cg, 0, &ptx) == FRNN_OK, "%s", frnn_ctx_error(ctx));
   cg_dispose(&cg);
   frnn_step_destroy(adj);
@@ -717,37 +720,20 @@ static char *backward_ptx_gout(bool gout_contig) {
   return ptx;
 }
 
+/* The backward of RWKV-4 (bf16) lowered with its output gradient marked
+ * contiguous (as pipeline.c marks only a present tensor) or not: a
+ * present one is loaded with no null test and no zeros (targ.present), an
+ * absent-or-strided one keeps both. */
+static char *backward_ptx_gout(bool gout_contig) {
+  return lowered_ptx("examples/rwkv4.frnn", 128, TD_BF16, KERNEL_BWD, gout_contig ? 0 : 1u << CONTIG_GOUT, 0);
+}
+
 /* HGRN's kernels (tensors of dtype dt) with every tensor marked
  * VEC_ALIGN-aligned or none (lower_spec.aligned; FRNN_ROWS_VEC: rows_vec,
  * NULL: the plan's). */
 static char *small_rows_ptx(enum tdtype dt, bool aligned, const char *rows_vec) {
   if (rows_vec) setenv("FRNN_ROWS_VEC", rows_vec, 1);
-  frnn_ctx *ctx;
-  ck_assert(frnn_ctx_create(&ctx) == FRNN_OK);
-  frnn_step *s, *adj;
-  ck_assert(frnn_step_load(ctx, test_source_path("examples/hgrn.frnn"), &s) == FRNN_OK);
-  ck_assert(frnn_step_adjoint(s, &adj) == FRNN_OK);
-  target t;
-  ck_assert(target_parse(ctx, "sm_90", &t) == FRNN_OK);
-  plan p;
-  ck_assert(plan_make(ctx, s, NULL, 128, 1, &t, &p) == FRNN_OK);
-  lower_spec spec;
-  memset(&spec, 0, sizeof spec);
-  for (int i = 0; i < FRNN_MAX_PORTS; i++) {
-    spec.dt_in[i] = spec.dt_out[i] = spec.dt_gout[i] = spec.dt_gin[i] = dt;
-    spec.dt_state[i] = spec.dt_final[i] = spec.dt_gfinal[i] = spec.dt_gstate[i] = TD_F32;
-  }
-  for (int r = 0; r < 8; r++) spec.contig[r] = UINT32_MAX, spec.aligned[r] = aligned ? UINT32_MAX : 0;
-  codegen cg;
-  memset(&cg, 0, sizeof cg);
-  char *ptx = NULL;
-  ck_assert(cg_begin(ctx, &t, s->name, &cg) == FRNN_OK);
-  ck_assert_msg(lower_module(&cg, &p, &spec, s, adj, KERNEL_FWD | KERNEL_BWD) == FRNN_OK, "%s", frnn_ctx_error(ctx));
-  ck_assert_msg(cg_finish(&cg, 0, &ptx) == FRNN_OK, "%s", frnn_ctx_error(ctx));
-  cg_dispose(&cg);
-  frnn_step_destroy(adj);
-  frnn_step_destroy(s);
-  frnn_ctx_destroy(ctx);
+  char *ptx = lowered_ptx("examples/hgrn.frnn", 1, dt, KERNEL_FWD | KERNEL_BWD, 0, aligned ? 0 : 0xff);
   unsetenv("FRNN_ROWS_VEC");
   return ptx;
 }
